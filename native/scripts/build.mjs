@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// Builds the addon from source with cmake-js, after checking for what it needs, so that a missing
+// compiler, CMake or MPI is a one-line message saying what to install instead of a CMake trace.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(dirname(fileURLToPath(import.meta.url)));
+const require = createRequire(import.meta.url);
+
+function has(cmd, args = ['--version']) {
+  const r = spawnSync(cmd, args, { stdio: 'ignore' });
+  return r.status === 0;
+}
+
+const missing = [];
+if (!has('cmake')) missing.push('CMake >= 3.18 (Debian/Ubuntu: apt-get install -y cmake)');
+if (!has('c++') && !has('g++') && !has('clang++')) missing.push('a C++17 compiler (Debian/Ubuntu: apt-get install -y g++)');
+if (!has('make') && !has('ninja')) missing.push('make or ninja (Debian/Ubuntu: apt-get install -y make)');
+const mpiHeader = ['/usr/include/mpi.h', '/usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h', '/usr/lib/aarch64-linux-gnu/openmpi/include/mpi.h',
+  '/usr/include/openmpi-x86_64/mpi.h', '/usr/local/include/mpi.h', '/opt/homebrew/include/mpi.h'];
+if (!has('mpicc', ['--showme:version']) && !has('mpicc', ['-show']) && !mpiHeader.some(existsSync)) {
+  missing.push('MPI (Debian/Ubuntu: apt-get install -y libopenmpi-dev openmpi-bin)');
+}
+if (missing.length > 0) {
+  console.error(`@braid/native: cannot build the addon; install:\n  - ${missing.join('\n  - ')}\nthen run: npm rebuild @braid/native`);
+  process.exit(1);
+}
+
+const cmakeJs = join(dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
+const args = [cmakeJs, 'compile', '--directory', here, '--out', 'build'];
+if (process.env.BRAID_CUDA === '0') args.push('--CDBRAID_CUDA=OFF');
+if (process.env.BRAID_TESTS === '0') args.push('--CDBRAID_TESTS=OFF');
+const parallel = process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? String(Math.max(1, (await import('node:os')).availableParallelism()));
+const r = spawnSync(process.execPath, args, {
+  cwd: here,
+  stdio: 'inherit',
+  env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: parallel },
+});
+if (r.status !== 0) {
+  console.error('@braid/native: the build failed (see above). `npx braid doctor` lists what is missing.');
+  process.exit(r.status ?? 1);
+}

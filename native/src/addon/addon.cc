@@ -1,0 +1,284 @@
+// The JS <-> C++ boundary, and nothing else: read the JS call into a plain OpRecord (in one
+// place, buildOp), keep every JS buffer referenced until its op completes, and turn completion
+// into a resolved Promise or a returned value. Argument checks with friendly messages live in
+// TypeScript (@braid/collectives); the checks here only keep bad calls from crashing the process.
+#include <napi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/engine.h"
+#include "kernels/cuda/cuda_info.h"
+#include "kernels/reduce.h"
+
+namespace braid {
+namespace {
+
+struct PendingOp;
+void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, PendingOp* op);
+using CompletionTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, PendingOp, resolveOnMainThread>;
+
+// Per-environment addon state; touched on the JS thread only (except `alive`).
+struct AddonState {
+  CompletionTsfn tsfn;
+  int inFlight = 0;
+  // Byte ranges of buffers in flight: a buffer may back one op at a time.
+  std::vector<std::pair<uintptr_t, uintptr_t>> busy;
+  std::atomic<bool> alive{true};
+};
+AddonState* gState = nullptr;
+
+struct PendingOp {
+  OpRecord record;
+  Napi::Reference<Napi::Value> input, output;  // pinned until completion
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  std::optional<Napi::Promise::Deferred> deferred;
+  // Synchronous callers wait on these.
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::atomic<bool> done{false};
+};
+
+Napi::Error makeError(Napi::Env env, ErrorCode code, const std::string& message) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, errorCodeName(code)));
+  return err;
+}
+
+[[noreturn]] void throwBraid(Napi::Env env, ErrorCode code, const std::string& message) {
+  throw makeError(env, code, message);
+}
+
+struct BufferView {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+
+BufferView viewOf(Napi::Env env, Napi::Value value, const char* what) {
+  if (!value.IsTypedArray()) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + " must be a TypedArray");
+  Napi::TypedArray array = value.As<Napi::TypedArray>();
+  Napi::ArrayBuffer backing = array.ArrayBuffer();
+  bool detached = false;
+  napi_is_detached_arraybuffer(env, backing, &detached);
+  if (detached) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + "'s ArrayBuffer is detached");
+  BufferView view;
+  view.bytes = array.ByteLength();
+  view.data = static_cast<uint8_t*>(backing.Data()) + array.ByteOffset();
+  return view;
+}
+
+int intField(Napi::Object spec, const char* key, int fallback) {
+  Napi::Value v = spec.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
+}
+
+// The one place where a JS call becomes an OpRecord.
+std::unique_ptr<PendingOp> buildOp(Napi::Env env, Napi::Object spec, Napi::Value input, Napi::Value output) {
+  auto pending = std::make_unique<PendingOp>();
+  OpRecord& op = pending->record;
+  op.commId = intField(spec, "comm", 0);
+  int kind = intField(spec, "kind", -1);
+  if (kind < 0 || kind > static_cast<int>(OpKind::kCloseComm)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown op kind");
+  op.kind = static_cast<OpKind>(kind);
+  int dtype = intField(spec, "dtype", 0);
+  if (dtype < 0 || dtype >= kNumDTypes) throwBraid(env, ErrorCode::kInvalidArgument, "unknown dtype");
+  op.dtype = static_cast<DType>(dtype);
+  int redop = intField(spec, "op", 0);
+  if (redop < 0 || redop >= kNumRedOps) throwBraid(env, ErrorCode::kInvalidArgument, "unknown reduce op");
+  op.redop = static_cast<RedOp>(redop);
+  int algorithm = intField(spec, "algorithm", 0);
+  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kMpi)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
+  op.algorithm = static_cast<Algorithm>(algorithm);
+  op.root = intField(spec, "root", 0);
+  op.color = intField(spec, "color", 0);
+  op.key = intField(spec, "key", 0);
+  Napi::Value name = spec.Get("name");
+  if (name.IsString()) op.name = name.As<Napi::String>().Utf8Value();
+
+  const size_t es = dtypeSize(op.dtype);
+  if (!input.IsUndefined() && !input.IsNull()) {
+    BufferView in = viewOf(env, input, "the buffer");
+    if (in.bytes % es != 0) throwBraid(env, ErrorCode::kInvalidArgument, "buffer length does not fit the dtype");
+    op.data = in.data;
+    op.count = in.bytes / es;
+    pending->input = Napi::Persistent(input);
+    pending->ranges.emplace_back(reinterpret_cast<uintptr_t>(in.data), reinterpret_cast<uintptr_t>(in.data) + in.bytes);
+  }
+  if (!output.IsUndefined() && !output.IsNull()) {
+    BufferView out = viewOf(env, output, "the output buffer");
+    if (out.bytes % es != 0) throwBraid(env, ErrorCode::kInvalidArgument, "output length does not fit the dtype");
+    op.out = out.data;
+    op.outCount = out.bytes / es;
+    pending->output = Napi::Persistent(output);
+    pending->ranges.emplace_back(reinterpret_cast<uintptr_t>(out.data), reinterpret_cast<uintptr_t>(out.data) + out.bytes);
+  }
+  return pending;
+}
+
+void claimBuffers(Napi::Env env, PendingOp& op) {
+  for (const auto& r : op.ranges) {
+    if (r.first == r.second) continue;
+    for (const auto& b : gState->busy) {
+      if (r.first < b.second && b.first < r.second) {
+        throwBraid(env, ErrorCode::kInvalidArgument,
+                   "the buffer is already in use by a collective that has not completed; await it first "
+                   "or pass a different buffer");
+      }
+    }
+  }
+  for (const auto& r : op.ranges) {
+    if (r.first != r.second) gState->busy.push_back(r);
+  }
+}
+
+void releaseBuffers(PendingOp& op) {
+  for (const auto& r : op.ranges) {
+    auto it = std::find(gState->busy.begin(), gState->busy.end(), r);
+    if (it != gState->busy.end()) gState->busy.erase(it);
+  }
+  op.input.Reset();
+  op.output.Reset();
+}
+
+Napi::Value resultValue(Napi::Env env, const OpRecord& op) {
+  if (op.kind != OpKind::kSplit) return env.Undefined();
+  if (op.newCommId < 0) return env.Null();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("comm", op.newCommId);
+  r.Set("rank", op.newRank);
+  r.Set("size", op.newSize);
+  return r;
+}
+
+void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, PendingOp* raw) {
+  std::unique_ptr<PendingOp> op(raw);
+  releaseBuffers(*op);
+  if (--gState->inFlight == 0) gState->tsfn.Unref(env);
+  if (env == nullptr) return;
+  Napi::HandleScope scope(env);
+  if (op->record.code == ErrorCode::kOk) {
+    op->deferred->Resolve(resultValue(env, op->record));
+  } else {
+    op->deferred->Reject(makeError(env, op->record.code, op->record.message).Value());
+  }
+}
+
+Napi::Value Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
+  EngineOptions options;
+  options.timeoutMs = intField(o, "timeoutMs", options.timeoutMs);
+  options.stallWarningMs = intField(o, "stallWarningMs", options.stallWarningMs);
+  options.segmentBytes = static_cast<size_t>(intField(o, "segmentBytes", static_cast<int>(options.segmentBytes)));
+  Napi::Value negotiate = o.Get("negotiate");
+  if (negotiate.IsBoolean()) options.negotiate = negotiate.As<Napi::Boolean>().Value();
+  Napi::Value timeline = o.Get("timeline");
+  if (timeline.IsString()) options.timelinePath = timeline.As<Napi::String>().Utf8Value();
+  WorldInfo world;
+  try {
+    world = Engine::instance().start(options);
+  } catch (const BraidException& e) {
+    throwBraid(env, e.code(), e.what());
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("rank", world.rank);
+  r.Set("size", world.size);
+  r.Set("localRank", world.localRank);
+  r.Set("localSize", world.localSize);
+  r.Set("threadLevel", world.threadLevel);
+  r.Set("mpiLibrary", world.mpiLibrary);
+  r.Set("negotiate", Engine::instance().options().negotiate);
+  return r;
+}
+
+// submit(spec, input, output, sync): a Promise, or (sync) the result itself.
+Napi::Value Submit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!Engine::instance().started()) throwBraid(env, ErrorCode::kAborted, "Braid is not initialised; call init() first");
+  if (!info[0].IsObject()) throwBraid(env, ErrorCode::kInvalidArgument, "submit needs an op description");
+  const bool sync = info[3].ToBoolean().Value();
+  std::unique_ptr<PendingOp> op = buildOp(env, info[0].As<Napi::Object>(), info[1], info[2]);
+  claimBuffers(env, *op);
+  PendingOp* raw = op.get();
+
+  if (sync) {
+    raw->record.onComplete = [raw](OpRecord*) {
+      std::lock_guard<std::mutex> lock(raw->mutex);
+      raw->done.store(true, std::memory_order_release);
+      raw->cv.notify_one();
+    };
+    Engine::instance().submit(&raw->record);
+    // Spin briefly (the common small op finishes in microseconds), then sleep.
+    for (int i = 0; i < 2000 && !raw->done.load(std::memory_order_acquire); ++i) {
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+    }
+    {
+      std::unique_lock<std::mutex> lock(raw->mutex);
+      raw->cv.wait(lock, [raw] { return raw->done.load(std::memory_order_acquire); });
+    }
+    releaseBuffers(*raw);
+    if (raw->record.code != ErrorCode::kOk) throwBraid(env, raw->record.code, raw->record.message);
+    return resultValue(env, raw->record);
+  }
+
+  raw->deferred.emplace(Napi::Promise::Deferred::New(env));
+  Napi::Promise promise = raw->deferred->Promise();
+  if (gState->inFlight++ == 0) gState->tsfn.Ref(env);
+  raw->record.onComplete = [raw](OpRecord*) {
+    if (!gState->alive.load()) return;  // the environment is gone; nothing to resolve
+    gState->tsfn.NonBlockingCall(raw);
+  };
+  op.release();  // owned by the completion from here on
+  Engine::instance().submit(&raw->record);
+  return promise;
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("isa", activeKernels().isa);
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("compiled", cudaCompiled());
+  cuda.Set("devices", cudaDeviceCount());
+  r.Set("cuda", cuda);
+  return r;
+}
+
+Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+  Engine::instance().shutdown();
+  return info.Env().Undefined();
+}
+
+void cleanup(void*) {
+  if (gState != nullptr) gState->alive.store(false);
+  Engine::instance().shutdown();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  if (gState != nullptr) {
+    throwBraid(env, ErrorCode::kBackendUnavailable,
+               "@braid/native can be loaded by one thread of a process only (MPI allows one initialisation)");
+  }
+  gState = new AddonState();
+  gState->tsfn = CompletionTsfn::New(env, "braid-completion", 0, 1, nullptr);
+  gState->tsfn.Unref(env);
+  napi_add_env_cleanup_hook(env, cleanup, nullptr);
+  exports.Set("start", Napi::Function::New(env, Start));
+  exports.Set("submit", Napi::Function::New(env, Submit));
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("shutdown", Napi::Function::New(env, Shutdown));
+  return exports;
+}
+
+}  // namespace
+}  // namespace braid
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return braid::Init(env, exports); }
+NODE_API_MODULE(braid_native, InitModule)

@@ -1,0 +1,63 @@
+// The algorithms, each in a file of its own named <collective>_<algorithm>.cc, built on the
+// Transport interface alone. Each file opens with its cost model, in the usual alpha-beta terms:
+// a message of m bytes costs alpha + m*beta, n is the rank count, and gamma is the cost per byte
+// of reducing.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/dtype.h"
+#include "transport/transport.h"
+
+namespace braid {
+
+// Records when reductions ran, for the timeline (optional).
+class PhaseRecorder {
+ public:
+  virtual ~PhaseRecorder() = default;
+  virtual void reduceSpan(double startUs, double endUs) = 0;
+};
+
+struct CollectiveArgs {
+  Transport& transport;
+  DType dtype;
+  RedOp op;
+  std::vector<uint8_t>& scratch;  // reused between ops; algorithms grow it as they need
+  PhaseRecorder* recorder = nullptr;
+  size_t segmentBytes = 256 * 1024;  // pipelining unit of ring algorithms
+};
+
+// out = a (op) b for n elements, timed for the timeline.
+void reduceTimed(CollectiveArgs& args, void* out, const void* a, const void* b, size_t n);
+double nowMicros();
+
+// Element ranges of the n blocks a buffer is cut into: block i is [offset[i], offset[i+1]).
+struct BlockLayout {
+  std::vector<size_t> offset;
+  size_t count(int block) const { return offset[block + 1] - offset[block]; }
+  // `count` elements as evenly as possible: the first (count % n) blocks get one more.
+  static BlockLayout even(size_t count, int blocks);
+};
+
+// --- all-reduce (in place); 'avg' divides at the end --------------------------------------
+void allreduceRing(CollectiveArgs& args, void* buf, size_t count);
+void allreduceTree(CollectiveArgs& args, void* buf, size_t count);
+void allreduceRecursiveDoubling(CollectiveArgs& args, void* buf, size_t count);
+void allreduceMpi(CollectiveArgs& args, void* buf, size_t count);
+
+// --- the ring phases, shared by all-reduce, reduce-scatter and all-gather ------------------
+// After it, block r of buf (this rank's) holds the reduction of block r over all ranks; the
+// other blocks hold partial sums.
+void ringReduceScatter(CollectiveArgs& args, uint8_t* buf, const BlockLayout& layout);
+// Needs block r of buf filled on rank r; afterwards every block is filled on every rank.
+void ringAllgather(CollectiveArgs& args, uint8_t* buf, const BlockLayout& layout);
+
+// --- broadcast (in place, from root) --------------------------------------------------------
+void broadcastBinomial(CollectiveArgs& args, void* buf, size_t bytes, int root);
+void broadcastPipeline(CollectiveArgs& args, void* buf, size_t bytes, int root);
+
+// --- barrier -----------------------------------------------------------------------------------
+void barrierDissemination(Transport& transport);
+
+}  // namespace braid

@@ -1,0 +1,369 @@
+#include "engine/engine.h"
+
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/negotiation.h"
+#include "kernels/reduce.h"
+
+namespace braid {
+
+const char* opKindName(OpKind k) {
+  switch (k) {
+    case OpKind::kAllreduce: return "allReduce";
+    case OpKind::kBroadcast: return "broadcast";
+    case OpKind::kAllgather: return "allGather";
+    case OpKind::kReduceScatter: return "reduceScatter";
+    case OpKind::kBarrier: return "barrier";
+    case OpKind::kSplit: return "split";
+    case OpKind::kCloseComm: return "close";
+  }
+  return "unknown";
+}
+
+const char* algorithmName(Algorithm a) {
+  switch (a) {
+    case Algorithm::kAuto: return "auto";
+    case Algorithm::kRing: return "ring";
+    case Algorithm::kTree: return "tree";
+    case Algorithm::kRecursiveDoubling: return "recursive-doubling";
+    case Algorithm::kMpi: return "mpi";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// `auto` crossovers for all-reduce, in bytes, from benchmarks/allreduce (see the README's table).
+constexpr size_t kRecursiveDoublingMaxBytes = 16 * 1024;
+constexpr size_t kTreeMaxBytes = 64 * 1024;
+constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
+
+// The engine spins this long for the next op before it sleeps: back-to-back ops (a training
+// step's buckets, a benchmark loop) then skip the wake-up.
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
+
+struct Recorder final : PhaseRecorder {
+  explicit Recorder(OpRecord& op) : op_(op) {}
+  void reduceSpan(double startUs, double endUs) override {
+    auto& spans = op_.reduceSpans;
+    // Adjacent reductions (a pipelined ring's segments) merge into one span.
+    if (!spans.empty() && startUs - spans.back().second < 5.0) {
+      spans.back().second = endUs;
+    } else if (spans.size() < 256) {
+      spans.emplace_back(startUs, endUs);
+    }
+  }
+  OpRecord& op_;
+};
+
+// Open MPI loads its components with dlopen and expects libmpi's symbols to be global; Node
+// loads addons with RTLD_LOCAL. Promote the already-loaded libmpi to global before MPI_Init.
+void promoteMpiSymbols() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&MPI_Init_thread), &info) != 0 && info.dli_fname != nullptr) {
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+  }
+}
+
+}  // namespace
+
+Engine& Engine::instance() {
+  static Engine* engine = new Engine();  // never destroyed: its thread may outlive static teardown
+  return *engine;
+}
+
+WorldInfo Engine::start(const EngineOptions& options) {
+  if (started_.exchange(true)) return world_;
+  options_ = options;
+  thread_ = std::thread([this] { threadMain(); });
+  std::unique_lock<std::mutex> lock(startMutex_);
+  startDone_.wait(lock, [this] { return startFinished_; });
+  if (!startError_.empty()) {
+    thread_.join();
+    throw BraidException(ErrorCode::kBackendUnavailable, startError_);
+  }
+  return world_;
+}
+
+void Engine::initMpi() {
+  promoteMpiSymbols();
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  int provided = 0;
+  if (!initialized && MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+    throw BraidException(ErrorCode::kBackendUnavailable, "MPI_Init_thread failed");
+  }
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  world_.threadLevel = provided;
+  char version[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(version, &len);
+  world_.mpiLibrary.assign(version, strnlen(version, static_cast<size_t>(len)));
+  while (!world_.mpiLibrary.empty() && (world_.mpiLibrary.back() == '\n' || world_.mpiLibrary.back() == '\0'))
+    world_.mpiLibrary.pop_back();
+
+  CommState& worldComm = addComm(MPI_COMM_WORLD);
+  world_.rank = worldComm.rank;
+  world_.size = worldComm.size;
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_.rank, MPI_INFO_NULL, &local);
+  MPI_Comm_rank(local, &world_.localRank);
+  MPI_Comm_size(local, &world_.localSize);
+  MPI_Comm_free(&local);
+
+  if (!options_.timelinePath.empty() && world_.rank == 0) timeline_ = std::make_unique<Timeline>(options_.timelinePath);
+}
+
+CommState& Engine::addComm(MPI_Comm base) {
+  auto state = std::make_unique<CommState>();
+  state->id = nextCommId_++;
+  state->base = base;
+  MPI_Comm data;
+  checkMpi(MPI_Comm_dup(base, &state->control), "MPI_Comm_dup");
+  checkMpi(MPI_Comm_dup(base, &data), "MPI_Comm_dup");
+  MPI_Comm_set_errhandler(state->control, MPI_ERRORS_RETURN);
+  state->transport = std::make_unique<MpiTransport>(data);
+  state->rank = state->transport->rank();
+  state->size = state->transport->size();
+  CommState& ref = *state;
+  comms_[ref.id] = std::move(state);
+  return ref;
+}
+
+void Engine::threadMain() {
+  try {
+    initMpi();
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(startMutex_);
+    startError_ = e.what();
+    startFinished_ = true;
+    startDone_.notify_all();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(startMutex_);
+    startFinished_ = true;
+    startDone_.notify_all();
+  }
+  for (;;) {
+    OpRecord* op = nextOp();
+    if (op == nullptr) break;
+    run(op);
+  }
+  if (timeline_) timeline_->close();
+  for (auto& [id, comm] : comms_) {
+    if (comm->closed) continue;
+    comm->transport.reset();
+    MPI_Comm_free(&comm->control);
+    if (comm->base != MPI_COMM_WORLD) MPI_Comm_free(&comm->base);
+  }
+  comms_.clear();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+OpRecord* Engine::nextOp() {
+  const auto spinUntil = std::chrono::steady_clock::now() + kSpinBeforeSleep;
+  while (queued_.load(std::memory_order_acquire) == 0 && !stopping_.load() &&
+         std::chrono::steady_clock::now() < spinUntil) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  sleeping_ = true;
+  wake_.wait(lock, [this] { return !queue_.empty() || stopping_.load(); });
+  sleeping_ = false;
+  if (queue_.empty()) {
+    exited_ = true;  // from here on submit() refuses ops itself
+    return nullptr;
+  }
+  OpRecord* op = queue_.front();
+  queue_.pop_front();
+  queued_.fetch_sub(1, std::memory_order_release);
+  return op;
+}
+
+void Engine::submit(OpRecord* op) {
+  op->tQueued = nowMicros();
+  bool wakeUp;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (exited_) {
+      op->code = ErrorCode::kAborted;
+      op->message = "the world communicator is closed (MPI is finalized); no more collectives can run in this process";
+      op->onComplete(op);
+      return;
+    }
+    queue_.push_back(op);
+    queued_.fetch_add(1, std::memory_order_release);
+    wakeUp = sleeping_;
+  }
+  if (wakeUp) wake_.notify_one();
+}
+
+void Engine::shutdown() {
+  if (!started_.load() || !thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_.store(true);
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void Engine::run(OpRecord* op) {
+  op->tStart = nowMicros();
+  try {
+    auto it = comms_.find(op->commId);
+    if (it == comms_.end() || it->second->closed) {
+      throw BraidException(ErrorCode::kAborted, "the communicator is closed; create a new one with init() or split()");
+    }
+    CommState& comm = *it->second;
+    if (!comm.brokenReason.empty()) {
+      throw BraidException(ErrorCode::kAborted, "the communicator is unusable since an earlier failure: " + comm.brokenReason);
+    }
+    op->seq = comm.seq++;
+    try {
+      if (op->kind == OpKind::kCloseComm) {
+        closeComm(comm);
+      } else {
+        if (options_.negotiate) {
+          NegotiationLimits limits{std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs),
+                                   options_.stallWarningMs};
+          negotiateOp(comm.control, comm.rank, comm.size, *op, limits);
+        }
+        op->tNegotiated = nowMicros();
+        comm.transport->setDeadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
+        execute(comm, *op);
+      }
+    } catch (const BraidException& e) {
+      // A mismatch leaves every rank in step; anything else may have left messages in flight.
+      if (e.code() != ErrorCode::kMismatch && e.code() != ErrorCode::kInvalidArgument) comm.brokenReason = e.what();
+      throw;
+    }
+  } catch (const BraidException& e) {
+    op->code = e.code();
+    op->message = e.what();
+  } catch (const std::exception& e) {
+    op->code = ErrorCode::kInternal;
+    op->message = e.what();
+  }
+  if (op->tNegotiated == 0) op->tNegotiated = nowMicros();
+  op->tDone = nowMicros();
+  if (timeline_) timeline_->record(*op);
+  op->onComplete(op);
+}
+
+Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
+  if (comm.size <= 1) return Algorithm::kRing;
+  if (bytes <= kRecursiveDoublingMaxBytes) return Algorithm::kRecursiveDoubling;
+  if (bytes <= kTreeMaxBytes) return Algorithm::kTree;
+  return Algorithm::kRing;
+}
+
+// The engine writes exactly the elements these shapes promise; TypeScript checks them with
+// friendlier messages, this keeps a bad call from touching memory it does not own.
+static void checkShapes(const CommState& comm, const OpRecord& op) {
+  auto refuse = [](const std::string& m) { throw BraidException(ErrorCode::kInvalidArgument, m); };
+  if (op.kind == OpKind::kAllgather && op.outCount != op.count * comm.size)
+    refuse("allGather: the output must hold size x input length elements");
+  if (op.kind == OpKind::kReduceScatter &&
+      (op.count % comm.size != 0 || op.outCount != op.count / comm.size))
+    refuse("reduceScatter: the input length must divide by the communicator size");
+  if (op.kind == OpKind::kBroadcast && (op.root < 0 || op.root >= comm.size))
+    refuse("broadcast: root is not a rank of this communicator");
+}
+
+void Engine::execute(CommState& comm, OpRecord& op) {
+  checkShapes(comm, op);
+  Recorder recorder(op);
+  CollectiveArgs args{*comm.transport, op.dtype, op.redop, scratch_, timeline_ ? &recorder : nullptr,
+                      options_.segmentBytes};
+  const size_t es = dtypeSize(op.dtype);
+  switch (op.kind) {
+    case OpKind::kAllreduce: {
+      Algorithm a = op.algorithm == Algorithm::kAuto ? chooseAllreduce(comm, op.count * es) : op.algorithm;
+      op.ranAlgorithm = a;
+      switch (a) {
+        case Algorithm::kRing: allreduceRing(args, op.data, op.count); break;
+        case Algorithm::kTree: allreduceTree(args, op.data, op.count); break;
+        case Algorithm::kRecursiveDoubling: allreduceRecursiveDoubling(args, op.data, op.count); break;
+        case Algorithm::kMpi: allreduceMpi(args, op.data, op.count); break;
+        default: throw BraidException(ErrorCode::kInvalidArgument, "unknown all-reduce algorithm");
+      }
+      return;
+    }
+    case OpKind::kBroadcast: {
+      const size_t bytes = op.count * es;
+      bool pipeline = op.algorithm == Algorithm::kRing ||
+                      (op.algorithm == Algorithm::kAuto && bytes > kBroadcastBinomialMaxBytes);
+      op.ranAlgorithm = pipeline ? Algorithm::kRing : Algorithm::kTree;
+      if (pipeline) {
+        broadcastPipeline(args, op.data, bytes, op.root);
+      } else {
+        broadcastBinomial(args, op.data, bytes, op.root);
+      }
+      return;
+    }
+    case OpKind::kAllgather: {
+      op.ranAlgorithm = Algorithm::kRing;
+      uint8_t* out = static_cast<uint8_t*>(op.out);
+      if (op.count > 0) std::memcpy(out + comm.rank * op.count * es, op.data, op.count * es);
+      ringAllgather(args, out, BlockLayout::even(op.count * comm.size, comm.size));
+      return;
+    }
+    case OpKind::kReduceScatter: {
+      op.ranAlgorithm = Algorithm::kRing;
+      // The ring works in place; the caller's input stays as it was.
+      std::vector<uint8_t> work(static_cast<const uint8_t*>(op.data), static_cast<const uint8_t*>(op.data) + op.count * es);
+      BlockLayout layout = BlockLayout::even(op.count, comm.size);
+      ringReduceScatter(args, work.data(), layout);
+      uint8_t* mine = work.data() + layout.offset[comm.rank] * es;
+      if (op.redop == RedOp::kAvg) finishAverage(op.dtype, mine, layout.count(comm.rank), comm.size);
+      if (op.outCount > 0) std::memcpy(op.out, mine, op.outCount * es);
+      return;
+    }
+    case OpKind::kBarrier:
+      // A completed negotiation already heard from every rank.
+      if (!options_.negotiate) barrierDissemination(*comm.transport);
+      return;
+    case OpKind::kSplit:
+      split(comm, op);
+      return;
+    case OpKind::kCloseComm:
+      return;
+  }
+}
+
+void Engine::split(CommState& comm, OpRecord& op) {
+  MPI_Comm child = MPI_COMM_NULL;
+  checkMpi(MPI_Comm_split(comm.base, op.color < 0 ? MPI_UNDEFINED : op.color, op.key, &child), "MPI_Comm_split");
+  if (child == MPI_COMM_NULL) return;  // this rank asked for no communicator
+  MPI_Comm_set_errhandler(child, MPI_ERRORS_RETURN);
+  CommState& made = addComm(child);
+  op.newCommId = made.id;
+  op.newRank = made.rank;
+  op.newSize = made.size;
+}
+
+void Engine::closeComm(CommState& comm) {
+  if (comm.id == 0) {
+    // Closing the world ends the engine: every communicator goes, then MPI is finalized.
+    for (auto& [id, other] : comms_) {
+      if (other->id != 0 && !other->closed) closeComm(*other);
+    }
+    stopping_.store(true);
+  }
+  comm.closed = true;
+  comm.transport.reset();
+  MPI_Comm_free(&comm.control);
+  if (comm.base != MPI_COMM_WORLD) MPI_Comm_free(&comm.base);
+}
+
+}  // namespace braid

@@ -1,0 +1,236 @@
+#include "engine/negotiation.h"
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "transport/mpi_transport.h"
+
+namespace braid {
+
+namespace {
+
+constexpr int kDescriptorTag = 11;
+constexpr int kVerdictTag = 12;
+constexpr size_t kVerdictMax = 16384;
+constexpr size_t kNameChars = 56;
+
+struct Descriptor {
+  int64_t seq, kind, dtype, count, redop, root, algorithm;
+  uint64_t nameHash;
+  char name[kNameChars];  // the name's head, for messages; the hash covers the rest
+};
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+Descriptor describe(const OpRecord& op) {
+  Descriptor d{};
+  d.seq = static_cast<int64_t>(op.seq);
+  d.kind = static_cast<int64_t>(op.kind);
+  const bool typed = op.kind == OpKind::kAllreduce || op.kind == OpKind::kBroadcast ||
+                     op.kind == OpKind::kAllgather || op.kind == OpKind::kReduceScatter;
+  d.dtype = typed ? static_cast<int64_t>(op.dtype) : -1;
+  d.count = typed ? static_cast<int64_t>(op.count) : -1;
+  const bool reduces = op.kind == OpKind::kAllreduce || op.kind == OpKind::kReduceScatter;
+  d.redop = reduces ? static_cast<int64_t>(op.redop) : -1;
+  d.root = op.kind == OpKind::kBroadcast ? op.root : -1;
+  d.algorithm = typed ? static_cast<int64_t>(op.algorithm) : -1;
+  d.nameHash = fnv1a(op.name);
+  std::snprintf(d.name, kNameChars, "%s", op.name.c_str());
+  return d;
+}
+
+std::string fieldValue(const char* field, const Descriptor& d) {
+  std::string f(field);
+  if (f == "operation") return opKindName(static_cast<OpKind>(d.kind));
+  if (f == "dtype") return dtypeName(static_cast<DType>(d.dtype));
+  if (f == "length") return std::to_string(d.count);
+  if (f == "op") return redOpName(static_cast<RedOp>(d.redop));
+  if (f == "root") return std::to_string(d.root);
+  if (f == "algorithm") return algorithmName(static_cast<Algorithm>(d.algorithm));
+  if (f == "name") return d.name[0] ? std::string("'") + d.name + "'" : std::string("(unnamed)");
+  if (f == "call number") return std::to_string(d.seq);
+  return "?";
+}
+
+int64_t fieldKey(const char* field, const Descriptor& d) {
+  std::string f(field);
+  if (f == "operation") return d.kind;
+  if (f == "dtype") return d.dtype;
+  if (f == "length") return d.count;
+  if (f == "op") return d.redop;
+  if (f == "root") return d.root;
+  if (f == "algorithm") return d.algorithm;
+  if (f == "name") return static_cast<int64_t>(d.nameHash);
+  return d.seq;
+}
+
+// "0,2-4" for a sorted list of ranks.
+std::string rankList(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    if (!out.empty()) out += ",";
+    out += std::to_string(ranks[i]);
+    if (j > i) out += "-" + std::to_string(ranks[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string opLabel(const Descriptor& d) {
+  std::string label = std::string(opKindName(static_cast<OpKind>(d.kind))) + " #" + std::to_string(d.seq);
+  if (d.name[0]) label += std::string(" '") + d.name + "'";
+  return label;
+}
+
+// Empty when all descriptors agree; otherwise the MISMATCH message.
+std::string compare(const std::vector<Descriptor>& all) {
+  const char* fields[] = {"operation", "call number", "name", "dtype", "length", "op", "root", "algorithm"};
+  std::ostringstream msg;
+  bool differs = false;
+  for (const char* field : fields) {
+    std::map<int64_t, std::vector<int>> groups;
+    for (size_t r = 0; r < all.size(); ++r) groups[fieldKey(field, all[r])].push_back(static_cast<int>(r));
+    if (groups.size() <= 1) continue;
+    msg << (differs ? "; " : "") << field << ": ";
+    bool firstGroup = true;
+    for (auto& [key, ranks] : groups) {
+      msg << (firstGroup ? "" : ", ") << (ranks.size() == 1 ? "rank " : "ranks ") << rankList(ranks)
+          << " " << (ranks.size() == 1 ? "has " : "have ") << fieldValue(field, all[ranks[0]]);
+      firstGroup = false;
+    }
+    differs = true;
+    // The other fields of different operations are not comparable; the operation says it all.
+    if (std::string(field) == "operation") break;
+  }
+  if (!differs) return "";
+  return "ranks submitted different operations at " + opLabel(all[0]) + " — " + msg.str() +
+         ". Every rank must make the same collective calls, in the same order, with the same "
+         "arguments (names, lengths, dtypes, ops, roots and algorithms).";
+}
+
+void sendVerdicts(MPI_Comm control, const std::vector<int>& to, const std::string& verdict) {
+  std::vector<MPI_Request> reqs(to.size());
+  for (size_t i = 0; i < to.size(); ++i)
+    checkMpi(MPI_Isend(verdict.data(), static_cast<int>(verdict.size()), MPI_CHAR, to[i], kVerdictTag, control, &reqs[i]),
+             "MPI_Isend (negotiation)");
+  checkMpi(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE), "MPI_Waitall (negotiation)");
+}
+
+[[noreturn]] void raiseVerdict(const std::string& verdict) {
+  ErrorCode code = static_cast<ErrorCode>(static_cast<unsigned char>(verdict[0]));
+  throw BraidException(code, verdict.substr(1));
+}
+
+void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const NegotiationLimits& limits) {
+  std::vector<Descriptor> all(size);
+  all[0] = mine;
+  std::vector<MPI_Request> reqs(size, MPI_REQUEST_NULL);
+  for (int r = 1; r < size; ++r)
+    checkMpi(MPI_Irecv(&all[r], sizeof(Descriptor), MPI_BYTE, r, kDescriptorTag, control, &reqs[r]),
+             "MPI_Irecv (negotiation)");
+  const auto start = std::chrono::steady_clock::now();
+  bool warned = false;
+  unsigned spins = 0;
+  for (;;) {
+    int done = 0;
+    checkMpi(MPI_Testall(size, reqs.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall (negotiation)");
+    if (done) break;
+    if ((++spins & 1023u) != 0) continue;
+    if (spins > (1u << 20)) std::this_thread::yield();
+    const auto now = std::chrono::steady_clock::now();
+    const bool late = now > limits.deadline;
+    const bool stalled = !warned && now - start > std::chrono::milliseconds(limits.stallWarningMs);
+    if (!late && !stalled) continue;
+    std::vector<int> missing, present;
+    for (int r = 1; r < size; ++r) {
+      int flag = 0;
+      checkMpi(MPI_Test(&reqs[r], &flag, MPI_STATUS_IGNORE), "MPI_Test (negotiation)");
+      (flag ? present : missing).push_back(r);
+    }
+    if (missing.empty()) continue;
+    const std::string what = "ranks " + rankList(missing) + " have not submitted " + opLabel(mine);
+    if (!late) {
+      std::fprintf(stderr, "braid: stall: %s after %d ms (ranks 0%s%s are waiting)\n", what.c_str(),
+                   limits.stallWarningMs, present.empty() ? "" : ",", rankList(present).c_str());
+      warned = true;
+      continue;
+    }
+    for (int r : missing) {
+      MPI_Cancel(&reqs[r]);
+      MPI_Request_free(&reqs[r]);
+    }
+    std::string message = what + " before the timeout; the communicator is no longer usable. Check "
+                          "that every rank makes the same collective calls (a rank may have failed, "
+                          "returned early or skipped a call).";
+    sendVerdicts(control, present, std::string(1, static_cast<char>(ErrorCode::kTimeout)) + message);
+    throw BraidException(ErrorCode::kTimeout, message);
+  }
+  std::string mismatch = compare(all);
+  std::vector<int> others;
+  for (int r = 1; r < size; ++r) others.push_back(r);
+  if (mismatch.empty()) {
+    sendVerdicts(control, others, std::string(1, static_cast<char>(ErrorCode::kOk)));
+    return;
+  }
+  std::string verdict = std::string(1, static_cast<char>(ErrorCode::kMismatch)) + mismatch;
+  if (verdict.size() > kVerdictMax) verdict.resize(kVerdictMax);
+  sendVerdicts(control, others, verdict);
+  raiseVerdict(verdict);
+}
+
+void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const NegotiationLimits& limits) {
+  std::string verdict(kVerdictMax, '\0');
+  MPI_Request reqs[2];
+  checkMpi(MPI_Irecv(verdict.data(), static_cast<int>(kVerdictMax), MPI_CHAR, 0, kVerdictTag, control, &reqs[1]),
+           "MPI_Irecv (negotiation)");
+  checkMpi(MPI_Isend(&mine, sizeof(Descriptor), MPI_BYTE, 0, kDescriptorTag, control, &reqs[0]),
+           "MPI_Isend (negotiation)");
+  MPI_Status statuses[2];
+  unsigned spins = 0;
+  for (;;) {
+    int done = 0;
+    checkMpi(MPI_Testall(2, reqs, &done, statuses), "MPI_Testall (negotiation)");
+    if (done) break;
+    if ((++spins & 1023u) != 0) continue;
+    if (spins > (1u << 20)) std::this_thread::yield();
+    if (std::chrono::steady_clock::now() > limits.deadline) {
+      throw BraidException(ErrorCode::kTimeout,
+                           "rank 0 did not answer for " + opLabel(mine) +
+                               " before the timeout; rank 0 or another rank has not made this call "
+                               "(the communicator is no longer usable)");
+    }
+  }
+  int length = 0;
+  MPI_Get_count(&statuses[1], MPI_CHAR, &length);
+  verdict.resize(static_cast<size_t>(length));
+  if (verdict.empty()) throw BraidException(ErrorCode::kInternal, "empty negotiation verdict");
+  if (verdict[0] != static_cast<char>(ErrorCode::kOk)) raiseVerdict(verdict);
+}
+
+}  // namespace
+
+void negotiateOp(MPI_Comm control, int rank, int size, const OpRecord& op, const NegotiationLimits& limits) {
+  if (size == 1) return;
+  Descriptor mine = describe(op);
+  if (rank == 0) {
+    negotiateAsRoot(control, size, mine, limits);
+  } else {
+    negotiateAsMember(control, mine, limits);
+  }
+}
+
+}  // namespace braid

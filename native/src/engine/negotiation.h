@@ -1,0 +1,25 @@
+// Agreement before every op: each rank sends a small descriptor of the op it submitted to the
+// communicator's rank 0, which compares them and answers every rank with one verdict. On
+// disagreement every rank gets the same MISMATCH message naming the ranks and the fields that
+// differ; a rank that never submits is named in a stall warning and, at the timeout, in a TIMEOUT
+// error on the ranks that did. Steady-state cost: one small message to rank 0 and one back.
+// Rank 0 hears from every rank before answering, so a completed negotiation is also a barrier.
+#pragma once
+#include <mpi.h>
+
+#include <chrono>
+#include <string>
+
+#include "engine/op.h"
+
+namespace braid {
+
+struct NegotiationLimits {
+  std::chrono::steady_clock::time_point deadline;
+  int stallWarningMs;
+};
+
+// Throws BraidException with MISMATCH or TIMEOUT (the same code on every rank that gets an answer).
+void negotiateOp(MPI_Comm control, int rank, int size, const OpRecord& op, const NegotiationLimits& limits);
+
+}  // namespace braid

@@ -1,0 +1,62 @@
+// The op record: everything the engine needs to run one collective, as plain C++ values. The
+// addon builds it in one place (addon/ops.cc) from the JS call; the engine thread runs it and
+// calls onComplete.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "kernels/dtype.h"
+
+namespace braid {
+
+// Numeric values cross the addon boundary (packages/collectives/src/codes.ts).
+enum class OpKind : int {
+  kAllreduce = 0,
+  kBroadcast = 1,
+  kAllgather = 2,
+  kReduceScatter = 3,
+  kBarrier = 4,
+  kSplit = 5,
+  kCloseComm = 6,
+};
+enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4 };
+
+const char* opKindName(OpKind k);
+const char* algorithmName(Algorithm a);
+
+struct OpRecord {
+  int commId = 0;
+  OpKind kind = OpKind::kAllreduce;
+  DType dtype = DType::kFloat32;
+  RedOp redop = RedOp::kSum;
+  Algorithm algorithm = Algorithm::kAuto;
+  int root = 0;
+  std::string name;  // empty: derived from the call order on the communicator
+
+  void* data = nullptr;  // input (all-reduce and broadcast work on it in place)
+  size_t count = 0;      // elements in data
+  void* out = nullptr;   // output of all-gather (size*count) and reduce-scatter (count/size)
+  size_t outCount = 0;
+  int color = 0, key = 0;  // split
+
+  // Results.
+  ErrorCode code = ErrorCode::kOk;
+  std::string message;
+  int newCommId = -1, newRank = -1, newSize = 0;  // split
+  Algorithm ranAlgorithm = Algorithm::kAuto;
+  uint64_t seq = 0;
+
+  // Phase times in microseconds (steady clock), for the timeline.
+  double tQueued = 0, tStart = 0, tNegotiated = 0, tDone = 0;
+  std::vector<std::pair<double, double>> reduceSpans;
+
+  // Called on the engine thread when the op has finished, failed or was refused.
+  std::function<void(OpRecord*)> onComplete;
+};
+
+}  // namespace braid

@@ -1,0 +1,166 @@
+#include "transport/mpi_transport.h"
+
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "common/status.h"
+#include "kernels/reduce.h"
+
+namespace braid {
+
+namespace {
+constexpr size_t kMaxMessageBytes = size_t{1} << 30;
+constexpr int kDataTag = 7;
+
+MPI_Datatype mpiType(DType t) {
+  switch (t) {
+    case DType::kFloat32: return MPI_FLOAT;
+    case DType::kFloat64: return MPI_DOUBLE;
+    case DType::kInt32: return MPI_INT32_T;
+    case DType::kInt64: return MPI_INT64_T;
+    case DType::kUint8: return MPI_UINT8_T;
+    case DType::kInt8: return MPI_INT8_T;
+    case DType::kFloat16:
+    case DType::kBFloat16: return MPI_UINT16_T;
+  }
+  return MPI_BYTE;
+}
+
+// MPI has no float16 / bfloat16 reductions: user-defined ops that call our kernels.
+template <DType T, RedOp Op>
+void halfReduce(void* in, void* inout, int* len, MPI_Datatype*) {
+  reduceInto(T, Op, inout, in, inout, static_cast<size_t>(*len));
+}
+
+MPI_Op halfOp(DType t, RedOp op) {
+  static MPI_Op ops[2][4] = {};
+  static bool created = false;
+  if (!created) {
+    MPI_User_function* fns[2][4] = {
+        {halfReduce<DType::kFloat16, RedOp::kSum>, halfReduce<DType::kFloat16, RedOp::kProd>,
+         halfReduce<DType::kFloat16, RedOp::kMin>, halfReduce<DType::kFloat16, RedOp::kMax>},
+        {halfReduce<DType::kBFloat16, RedOp::kSum>, halfReduce<DType::kBFloat16, RedOp::kProd>,
+         halfReduce<DType::kBFloat16, RedOp::kMin>, halfReduce<DType::kBFloat16, RedOp::kMax>}};
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 4; ++j) MPI_Op_create(fns[i][j], 1, &ops[i][j]);
+    created = true;
+  }
+  int opIndex = op == RedOp::kAvg ? 0 : static_cast<int>(op);
+  return ops[t == DType::kFloat16 ? 0 : 1][opIndex];
+}
+
+MPI_Op builtinOp(RedOp op) {
+  switch (op) {
+    case RedOp::kSum:
+    case RedOp::kAvg: return MPI_SUM;
+    case RedOp::kProd: return MPI_PROD;
+    case RedOp::kMin: return MPI_MIN;
+    case RedOp::kMax: return MPI_MAX;
+  }
+  return MPI_SUM;
+}
+}  // namespace
+
+void checkMpi(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  throw BraidException(ErrorCode::kAborted,
+                       std::string(what) + " failed: " + std::string(text, len) +
+                           " (a peer process probably failed; the communicator is unusable)");
+}
+
+MpiTransport::MpiTransport(MPI_Comm comm) : comm_(comm) {
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+}
+
+MpiTransport::~MpiTransport() {
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+RequestId MpiTransport::allocate() {
+  if (!freeList_.empty()) {
+    RequestId id = freeList_.back();
+    freeList_.pop_back();
+    return id;
+  }
+  requests_.emplace_back();
+  return static_cast<RequestId>(requests_.size() - 1);
+}
+
+void MpiTransport::release(RequestId request) {
+  requests_[request].clear();
+  freeList_.push_back(request);
+}
+
+RequestId MpiTransport::isend(int peer, const void* data, size_t bytes) {
+  RequestId id = allocate();
+  auto& parts = requests_[id];
+  const char* p = static_cast<const char*>(data);
+  size_t offset = 0;
+  do {
+    size_t n = std::min(bytes - offset, kMaxMessageBytes);
+    parts.emplace_back();
+    checkMpi(MPI_Isend(p + offset, static_cast<int>(n), MPI_BYTE, peer, kDataTag, comm_, &parts.back()),
+             "MPI_Isend");
+    offset += n;
+  } while (offset < bytes);
+  return id;
+}
+
+RequestId MpiTransport::irecv(int peer, void* data, size_t bytes) {
+  RequestId id = allocate();
+  auto& parts = requests_[id];
+  char* p = static_cast<char*>(data);
+  size_t offset = 0;
+  do {
+    size_t n = std::min(bytes - offset, kMaxMessageBytes);
+    parts.emplace_back();
+    checkMpi(MPI_Irecv(p + offset, static_cast<int>(n), MPI_BYTE, peer, kDataTag, comm_, &parts.back()),
+             "MPI_Irecv");
+    offset += n;
+  } while (offset < bytes);
+  return id;
+}
+
+bool MpiTransport::test(RequestId request) {
+  int flag = 0;
+  auto& parts = requests_[request];
+  checkMpi(MPI_Testall(static_cast<int>(parts.size()), parts.data(), &flag, MPI_STATUSES_IGNORE),
+           "MPI_Testall");
+  return flag != 0;
+}
+
+void MpiTransport::wait(RequestId request) {
+  auto& parts = requests_[request];
+  unsigned spins = 0;
+  for (;;) {
+    int flag = 0;
+    checkMpi(MPI_Testall(static_cast<int>(parts.size()), parts.data(), &flag, MPI_STATUSES_IGNORE),
+             "MPI_Testall");
+    if (flag) break;
+    if ((++spins & 1023u) == 0 && std::chrono::steady_clock::now() > deadline_) {
+      throw BraidException(ErrorCode::kTimeout,
+                           "a transfer with a peer did not complete before the operation's timeout; "
+                           "a peer may have stopped or be stuck (raise `timeoutMs` in init() if it is just slow)");
+    }
+  }
+  release(request);
+}
+
+void MpiTransport::nativeAllreduce(void* data, size_t count, DType dtype, RedOp op) {
+  if (count == 0) return;
+  if (count > static_cast<size_t>(INT_MAX)) {
+    throw BraidException(ErrorCode::kInvalidArgument, "algorithm 'mpi' takes at most 2^31-1 elements");
+  }
+  MPI_Op mop = (dtype == DType::kFloat16 || dtype == DType::kBFloat16) ? halfOp(dtype, op) : builtinOp(op);
+  checkMpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(dtype), mop, comm_),
+           "MPI_Allreduce");
+  if (op == RedOp::kAvg) finishAverage(dtype, data, count, size_);
+}
+
+}  // namespace braid

@@ -1,0 +1,293 @@
+// Kernel tests: the float16 / bfloat16 conversions against the hardware (F16C) and against their
+// definition, every reduction variant against a plain reference and against each other, and
+// the CUDA sum against the CPU when a GPU is present.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "check.h"
+#include "kernels/cuda/cuda_info.h"
+#include "kernels/half.h"
+#include "kernels/reduce.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("f16c"))) static uint16_t hwF32ToF16(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+__attribute__((target("f16c"))) static float hwF16ToF32(uint16_t h) { return _cvtsh_ss(h); }
+static bool haveF16C() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("f16c");
+}
+#endif
+
+using namespace braid;
+using braid_test::runCase;
+
+namespace {
+
+// float32 -> bfloat16 by its definition: the nearest bfloat16, ties to the even one.
+uint16_t bf16Reference(float f) {
+  uint32_t u = floatBits(f);
+  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40);
+  uint16_t lo = static_cast<uint16_t>(u >> 16);
+  uint16_t hi = static_cast<uint16_t>(lo + 1);
+  double dl = std::fabs(static_cast<double>(bf16ToF32(lo)) - f);
+  double dh = std::fabs(static_cast<double>(bf16ToF32(hi)) - f);
+  if ((lo & 0x7f80) == 0x7f80) return lo;  // inf stays inf
+  if (dl < dh) return lo;
+  if (dh < dl) return hi;
+  return (lo & 1) ? hi : lo;
+}
+
+template <class T>
+std::vector<uint8_t> bytesOf(const std::vector<T>& v) {
+  std::vector<uint8_t> b(v.size() * sizeof(T));
+  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+// Values whose sums, products, min and max are exact in every dtype; stored as that dtype.
+std::vector<uint8_t> makeInput(DType t, size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> out(n * dtypeSize(t));
+  for (size_t i = 0; i < n; ++i) {
+    int v = static_cast<int>(rng() % 9) - 4;  // -4..4
+    if (t == DType::kUint8) v += 4;
+    switch (t) {
+      case DType::kFloat32: { float x = static_cast<float>(v) * 0.5f; std::memcpy(&out[i * 4], &x, 4); break; }
+      case DType::kFloat64: { double x = v * 0.25; std::memcpy(&out[i * 8], &x, 8); break; }
+      case DType::kInt32: { int32_t x = v * 100000; std::memcpy(&out[i * 4], &x, 4); break; }
+      case DType::kInt64: { int64_t x = static_cast<int64_t>(v) << 20; std::memcpy(&out[i * 8], &x, 8); break; }
+      case DType::kUint8: out[i] = static_cast<uint8_t>(v * 30); break;
+      case DType::kInt8: out[i] = static_cast<uint8_t>(static_cast<int8_t>(v * 30)); break;
+      case DType::kFloat16: { uint16_t h = f32ToF16(static_cast<float>(v) * 1.5f); std::memcpy(&out[i * 2], &h, 2); break; }
+      case DType::kBFloat16: { uint16_t h = f32ToBf16(static_cast<float>(v) * 3.0f); std::memcpy(&out[i * 2], &h, 2); break; }
+    }
+  }
+  return out;
+}
+
+// The reference: one element at a time, as the definition says.
+double loadAsDouble(DType t, const uint8_t* p) {
+  switch (t) {
+    case DType::kFloat32: { float x; std::memcpy(&x, p, 4); return x; }
+    case DType::kFloat64: { double x; std::memcpy(&x, p, 8); return x; }
+    case DType::kInt32: { int32_t x; std::memcpy(&x, p, 4); return x; }
+    case DType::kInt64: { int64_t x; std::memcpy(&x, p, 8); return static_cast<double>(x); }
+    case DType::kUint8: return *p;
+    case DType::kInt8: return static_cast<int8_t>(*p);
+    case DType::kFloat16: { uint16_t h; std::memcpy(&h, p, 2); return f16ToF32(h); }
+    case DType::kBFloat16: { uint16_t h; std::memcpy(&h, p, 2); return bf16ToF32(h); }
+  }
+  return 0;
+}
+void storeFromDouble(DType t, uint8_t* p, double v) {
+  switch (t) {
+    case DType::kFloat32: { float x = static_cast<float>(v); std::memcpy(p, &x, 4); break; }
+    case DType::kFloat64: std::memcpy(p, &v, 8); break;
+    case DType::kInt32: { int32_t x = static_cast<int32_t>(static_cast<int64_t>(v)); std::memcpy(p, &x, 4); break; }
+    case DType::kInt64: { int64_t x = static_cast<int64_t>(v); std::memcpy(p, &x, 8); break; }
+    case DType::kUint8: *p = static_cast<uint8_t>(static_cast<int64_t>(v)); break;
+    case DType::kInt8: *p = static_cast<uint8_t>(static_cast<int8_t>(static_cast<int64_t>(v))); break;
+    case DType::kFloat16: { uint16_t h = f32ToF16(static_cast<float>(v)); std::memcpy(p, &h, 2); break; }
+    case DType::kBFloat16: { uint16_t h = f32ToBf16(static_cast<float>(v)); std::memcpy(p, &h, 2); break; }
+  }
+}
+
+std::vector<uint8_t> reference(DType t, RedOp op, const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  const size_t es = dtypeSize(t), n = a.size() / es;
+  std::vector<uint8_t> out(a.size());
+  for (size_t i = 0; i < n; ++i) {
+    double x = loadAsDouble(t, &a[i * es]), y = loadAsDouble(t, &b[i * es]), r = 0;
+    switch (op) {
+      case RedOp::kSum: case RedOp::kAvg: r = x + y; break;
+      case RedOp::kProd: r = x * y; break;
+      case RedOp::kMin: r = std::min(x, y); break;
+      case RedOp::kMax: r = std::max(x, y); break;
+    }
+    // Integer sums and products wrap like two's complement.
+    if (!isFloating(t)) {
+      const int bits = static_cast<int>(es * 8);
+      int64_t w = static_cast<int64_t>(r);
+      if (bits < 64) {
+        uint64_t mask = (uint64_t{1} << bits) - 1;
+        uint64_t u = static_cast<uint64_t>(w) & mask;
+        if (t != DType::kUint8 && (u >> (bits - 1))) w = static_cast<int64_t>(u | ~mask); else w = static_cast<int64_t>(u);
+      }
+      r = static_cast<double>(w);
+    }
+    storeFromDouble(t, &out[i * es], r);
+  }
+  return out;
+}
+
+}  // namespace
+
+int main() {
+#if defined(__x86_64__)
+  if (haveF16C()) {
+    runCase("float16 -> float32 matches F16C for all 65536 values", [] {
+      for (uint32_t h = 0; h < 65536; ++h) {
+        uint32_t sw = floatBits(f16ToF32(static_cast<uint16_t>(h)));
+        uint32_t hw = floatBits(hwF16ToF32(static_cast<uint16_t>(h)));
+        CHECK_MSG(sw == hw, "h=" + std::to_string(h));
+      }
+    });
+    runCase("float32 -> float16 matches F16C (specials, every f16 midpoint, 4M random)", [] {
+      std::vector<uint32_t> values = {0, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u,
+                                      0xffc12345u, 0x477fefffu, 0x477ff000u, 0x33000000u, 0x33000001u, 0x387fc000u};
+      for (uint32_t h = 0; h < 0x7c00; ++h) {  // halfway between neighbouring float16 values
+        uint32_t a = floatBits(f16ToF32(static_cast<uint16_t>(h))), b = floatBits(f16ToF32(static_cast<uint16_t>(h + 1)));
+        values.push_back(floatBits((bitsFloat(a) + bitsFloat(b)) * 0.5f));
+        values.push_back(a + 1);
+        values.push_back(b - 1);
+      }
+      std::mt19937 rng(1);
+      for (int i = 0; i < 4000000; ++i) values.push_back(rng());
+      for (uint32_t u : values) {
+        uint16_t sw = f32ToF16(bitsFloat(u)), hw = hwF32ToF16(bitsFloat(u));
+        CHECK_MSG(sw == hw, "bits=" + std::to_string(u) + " sw=" + std::to_string(sw) + " hw=" + std::to_string(hw));
+      }
+    });
+  } else {
+    braid_test::skip("float16 vs F16C", "this CPU has no F16C instructions");
+  }
+#endif
+  runCase("float16 round trip is exact for every non-NaN value", [] {
+    for (uint32_t h = 0; h < 65536; ++h) {
+      float f = f16ToF32(static_cast<uint16_t>(h));
+      if (std::isnan(f)) {
+        CHECK(std::isnan(f16ToF32(f32ToF16(f))));
+        continue;
+      }
+      CHECK_MSG(f32ToF16(f) == h, "h=" + std::to_string(h));
+    }
+  });
+  runCase("bfloat16 rounds to nearest even and keeps inf and NaN", [] {
+    std::mt19937 rng(2);
+    for (int i = 0; i < 2000000; ++i) {
+      uint32_t u = rng();
+      if (i % 3 == 0) u = (u & 0xffff0000u) | 0x8000u;  // exact ties
+      float f = bitsFloat(u);
+      uint16_t got = f32ToBf16(f), want = bf16Reference(f);
+      if (std::isnan(f)) {
+        CHECK(std::isnan(bf16ToF32(got)));
+        continue;
+      }
+      // Values that round past the largest finite bfloat16 become inf.
+      if (std::isinf(bf16ToF32(got)) && !std::isinf(f)) continue;
+      CHECK_MSG(got == want, "bits=" + std::to_string(u));
+    }
+    CHECK(f32ToBf16(bitsFloat(0x7f800000u)) == 0x7f80);
+    CHECK(f32ToBf16(bitsFloat(0xff800000u)) == 0xff80);
+  });
+
+  const DType dtypes[] = {DType::kFloat32, DType::kFloat64, DType::kInt32, DType::kInt64,
+                          DType::kUint8,   DType::kInt8,    DType::kFloat16, DType::kBFloat16};
+  const RedOp ops[] = {RedOp::kSum, RedOp::kProd, RedOp::kMin, RedOp::kMax};
+  const size_t sizes[] = {0, 1, 7, 8, 9, 31, 64, 100, 1023, 100003};
+  for (const char* isa : {"generic", "avx2", "avx512"}) {
+    const ReduceKernels* k = kernelsFor(isa);
+    if (k == nullptr) {
+      braid_test::skip(std::string("reduce ") + isa, std::string("this CPU or build has no ") + isa);
+      continue;
+    }
+    runCase(std::string("reduce ") + isa + ": every dtype x op matches the reference", [&] {
+      for (DType t : dtypes)
+        for (RedOp op : ops)
+          for (size_t n : sizes) {
+            auto a = makeInput(t, n, 10 + static_cast<uint32_t>(n)), b = makeInput(t, n, 99 + static_cast<uint32_t>(n));
+            auto want = reference(t, op, a, b);
+            std::vector<uint8_t> got(a.size());
+            k->reduce[static_cast<int>(t)][static_cast<int>(op)](got.data(), a.data(), b.data(), n);
+            CHECK_MSG(got == want, std::string(dtypeName(t)) + " " + redOpName(op) + " n=" + std::to_string(n));
+            // In place (out aliases a) gives the same.
+            k->reduce[static_cast<int>(t)][static_cast<int>(op)](a.data(), a.data(), b.data(), n);
+            CHECK_MSG(a == want, std::string("in place ") + dtypeName(t) + " " + redOpName(op));
+          }
+    });
+  }
+  // Where both operands are NaN, which payload survives is the hardware's (and the compiler's
+  // operand order's) choice, so two NaNs count as equal; everything else must match bit for bit.
+  auto sameF32 = [](const std::vector<float>& x, const std::vector<float>& y) {
+    for (size_t i = 0; i < x.size(); ++i)
+      if (floatBits(x[i]) != floatBits(y[i]) && !(std::isnan(x[i]) && std::isnan(y[i]))) return false;
+    return true;
+  };
+  auto sameHalf = [](DType t, const std::vector<uint16_t>& x, const std::vector<uint16_t>& y) {
+    for (size_t i = 0; i < x.size(); ++i) {
+      float fx = t == DType::kFloat16 ? f16ToF32(x[i]) : bf16ToF32(x[i]);
+      float fy = t == DType::kFloat16 ? f16ToF32(y[i]) : bf16ToF32(y[i]);
+      if (x[i] != y[i] && !(std::isnan(fx) && std::isnan(fy))) return false;
+    }
+    return true;
+  };
+  runCase("all variants give the same bits on random floats, NaN and signed zeros", [&] {
+    std::mt19937 rng(3);
+    const size_t n = 4099;
+    std::vector<float> a(n), b(n);
+    std::vector<uint16_t> ha(n), hb(n);
+    for (size_t i = 0; i < n; ++i) {
+      a[i] = bitsFloat(rng());
+      b[i] = (i % 17 == 0) ? -0.0f : bitsFloat(rng());
+      ha[i] = static_cast<uint16_t>(rng());
+      hb[i] = static_cast<uint16_t>(rng());
+    }
+    const ReduceKernels* g = kernelsFor("generic");
+    for (const char* isa : {"avx2", "avx512"}) {
+      const ReduceKernels* k = kernelsFor(isa);
+      if (k == nullptr) continue;
+      for (int op = 0; op < 4; ++op) {
+        std::vector<float> x(n), y(n);
+        g->reduce[0][op](x.data(), a.data(), b.data(), n);
+        k->reduce[0][op](y.data(), a.data(), b.data(), n);
+        CHECK_MSG(sameF32(x, y), std::string(isa) + " float32 op " + std::to_string(op));
+        for (DType t : {DType::kFloat16, DType::kBFloat16}) {
+          std::vector<uint16_t> hx(n), hy(n);
+          g->reduce[static_cast<int>(t)][op](hx.data(), ha.data(), hb.data(), n);
+          k->reduce[static_cast<int>(t)][op](hy.data(), ha.data(), hb.data(), n);
+          CHECK_MSG(sameHalf(t, hx, hy), std::string(isa) + " " + dtypeName(t) + " op " + std::to_string(op));
+        }
+      }
+    }
+  });
+  runCase("min and max propagate NaN", [] {
+    float a[2] = {NAN, 1.0f}, b[2] = {1.0f, NAN}, out[2];
+    reduceInto(DType::kFloat32, RedOp::kMin, out, a, b, 2);
+    CHECK(std::isnan(out[0]) && std::isnan(out[1]));
+    reduceInto(DType::kFloat32, RedOp::kMax, out, a, b, 2);
+    CHECK(std::isnan(out[0]) && std::isnan(out[1]));
+  });
+  runCase("average divides once, rounded in the element type", [] {
+    uint16_t h[3] = {f32ToF16(3.0f), f32ToF16(1.0f), f32ToF16(-6.0f)};
+    finishAverage(DType::kFloat16, h, 3, 3);
+    CHECK(h[0] == f32ToF16(1.0f) && h[1] == f32ToF16(1.0f / 3.0f) && h[2] == f32ToF16(-2.0f));
+    double d[2] = {1.0, 2.0};
+    finishAverage(DType::kFloat64, d, 2, 4);
+    CHECK(d[0] == 0.25 && d[1] == 0.5);
+  });
+
+  if (cudaDeviceCount() > 0) {
+    runCase("CUDA float32 sum matches the CPU bit for bit", [] {
+      std::mt19937 rng(4);
+      const size_t n = 1000003;
+      std::vector<float> a(n), b(n), gpu(n), cpu(n);
+      for (size_t i = 0; i < n; ++i) {
+        a[i] = bitsFloat(rng() & 0xbfffffffu);
+        b[i] = bitsFloat(rng() & 0xbfffffffu);
+      }
+      CHECK(cudaSumFloat32(gpu.data(), a.data(), b.data(), n));
+      reduceInto(DType::kFloat32, RedOp::kSum, cpu.data(), a.data(), b.data(), n);
+      CHECK(std::memcmp(gpu.data(), cpu.data(), n * 4) == 0);
+    });
+  } else {
+    braid_test::skip("CUDA float32 sum", cudaCompiled() ? "CUDA is compiled in but this machine has no GPU; the CPU kernels above are its reference"
+                                                        : "built without nvcc; the CPU kernels above cover the same sum");
+  }
+  std::printf("active kernels: %s\n", activeKernels().isa);
+  return braid_test::finish("kernels");
+}
