@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -213,11 +215,11 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
       raw->cv.notify_one();
     };
     Engine::instance().submit(&raw->record);
-    // Spin briefly (the common small op finishes in microseconds), then sleep.
-    for (int i = 0; i < 2000 && !raw->done.load(std::memory_order_acquire); ++i) {
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
+    // Small ops finish in microseconds: poll, yielding the core (the engine thread may need
+    // it), for up to a millisecond before sleeping.
+    const auto pollUntil = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+    while (!raw->done.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < pollUntil) {
+      std::this_thread::yield();
     }
     {
       std::unique_lock<std::mutex> lock(raw->mutex);

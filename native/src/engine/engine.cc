@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <chrono>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 
@@ -44,7 +45,7 @@ constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
 
 // The engine spins this long for the next op before it sleeps: back-to-back ops (a training
 // step's buckets, a benchmark loop) then skip the wake-up.
-constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(100);
 
 struct Recorder final : PhaseRecorder {
   explicit Recorder(OpRecord& op) : op_(op) {}
@@ -168,12 +169,12 @@ void Engine::threadMain() {
 }
 
 OpRecord* Engine::nextOp() {
+  // Yield rather than pause: on a machine with as many ranks as cores, the JS thread that will
+  // submit the next op may be waiting for this very core.
   const auto spinUntil = std::chrono::steady_clock::now() + kSpinBeforeSleep;
   while (queued_.load(std::memory_order_acquire) == 0 && !stopping_.load() &&
          std::chrono::steady_clock::now() < spinUntil) {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
+    std::this_thread::yield();
   }
   std::unique_lock<std::mutex> lock(mutex_);
   sleeping_ = true;

@@ -1,6 +1,7 @@
 #include "engine/negotiation.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -102,12 +103,16 @@ std::string compare(const std::vector<Descriptor>& all) {
   std::ostringstream msg;
   bool differs = false;
   for (const char* field : fields) {
-    std::map<int64_t, std::vector<int>> groups;
-    for (size_t r = 0; r < all.size(); ++r) groups[fieldKey(field, all[r])].push_back(static_cast<int>(r));
-    if (groups.size() <= 1) continue;
+    std::map<int64_t, std::vector<int>> byValue;
+    for (size_t r = 0; r < all.size(); ++r) byValue[fieldKey(field, all[r])].push_back(static_cast<int>(r));
+    if (byValue.size() <= 1) continue;
+    // Listed in rank order: the group holding rank 0 first.
+    std::vector<std::vector<int>> groups;
+    for (auto& entry : byValue) groups.push_back(entry.second);
+    std::sort(groups.begin(), groups.end(), [](const auto& a, const auto& b) { return a[0] < b[0]; });
     msg << (differs ? "; " : "") << field << ": ";
     bool firstGroup = true;
-    for (auto& [key, ranks] : groups) {
+    for (const auto& ranks : groups) {
       msg << (firstGroup ? "" : ", ") << (ranks.size() == 1 ? "rank " : "ranks ") << rankList(ranks)
           << " " << (ranks.size() == 1 ? "has " : "have ") << fieldValue(field, all[ranks[0]]);
       firstGroup = false;
@@ -162,9 +167,10 @@ void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const N
       (flag ? present : missing).push_back(r);
     }
     if (missing.empty()) continue;
-    const std::string what = "ranks " + rankList(missing) + " have not submitted " + opLabel(mine);
+    const std::string what = (missing.size() == 1 ? "rank " : "ranks ") + rankList(missing) +
+                             (missing.size() == 1 ? " has" : " have") + " not submitted " + opLabel(mine);
     if (!late) {
-      std::fprintf(stderr, "braid: stall: %s after %d ms (ranks 0%s%s are waiting)\n", what.c_str(),
+      std::fprintf(stderr, "braid: stall: %s after %d ms (ranks 0%s%s are waiting for it)\n", what.c_str(),
                    limits.stallWarningMs, present.empty() ? "" : ",", rankList(present).c_str());
       warned = true;
       continue;
@@ -207,7 +213,9 @@ void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const Negotiati
     if (done) break;
     if ((++spins & 1023u) != 0) continue;
     if (spins > (1u << 20)) std::this_thread::yield();
-    if (std::chrono::steady_clock::now() > limits.deadline) {
+    // Members give rank 0 a grace period past the deadline, so that its verdict, which names
+    // the missing ranks, arrives before their own timeout.
+    if (std::chrono::steady_clock::now() > limits.deadline + std::chrono::seconds(2)) {
       throw BraidException(ErrorCode::kTimeout,
                            "rank 0 did not answer for " + opLabel(mine) +
                                " before the timeout; rank 0 or another rank has not made this call "

@@ -1,0 +1,20 @@
+#!/usr/bin/env node
+// Runs the native test programs: the kernel tests in one process, the algorithm tests under
+// mpirun at 1, 2, 3 and 4 ranks (oversubscribed: CI machines have 2 cores).
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { buildDir } from '../lib/index.js';
+
+const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', OMPI_MCA_rmaps_base_oversubscribe: '1' };
+let failed = 0;
+function run(cmd, args) {
+  console.log(`$ ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { stdio: 'inherit', env, timeout: 300_000 });
+  if (r.status !== 0) {
+    failed++;
+    console.error(`FAILED (exit ${r.status ?? r.signal}): ${cmd} ${args.join(' ')}`);
+  }
+}
+run(join(buildDir, 'braid_kernels_test'), []);
+for (const np of [1, 2, 3, 4]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_algorithms_test')]);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,294 @@
+import type { Addon, OpSpec, SplitResult } from '@braid/native';
+
+import {
+  ALGORITHM_CODES,
+  type AllReduceAlgorithm,
+  type BroadcastAlgorithm,
+  type DType,
+  DTYPE_CODES,
+  OP_KIND,
+  REDUCE_OP_CODES,
+  type ReduceOp,
+} from './codes.js';
+import { AbortedError, fromNative, InvalidArgumentError } from './errors.js';
+import {
+  checkInt32,
+  checkName,
+  checkOptions,
+  checkRank,
+  type CollectiveBuffer,
+  resolveAllReduceAlgorithm,
+  resolveBroadcastAlgorithm,
+  resolveDType,
+  resolveReduceOp,
+} from './validate.js';
+
+export interface AllReduceOptions {
+  /** How to combine the ranks' values; default 'sum'. 'avg' for floating dtypes only. */
+  op?: ReduceOp;
+  /** Default 'auto': picked by size and rank count from measured crossovers. */
+  algorithm?: AllReduceAlgorithm;
+  /** Needed for float16 / bfloat16 (in a Uint16Array); otherwise taken from the array type. */
+  dtype?: DType;
+  /** Checked against the other ranks' name for the same call; default: the call's order. */
+  name?: string;
+}
+export interface BroadcastOptions {
+  /** The rank whose buffer everyone receives; default 0. */
+  root?: number;
+  algorithm?: BroadcastAlgorithm;
+  dtype?: DType;
+  name?: string;
+}
+export interface GatherOptions {
+  dtype?: DType;
+  name?: string;
+}
+export interface ReduceScatterOptions {
+  op?: ReduceOp;
+  dtype?: DType;
+  name?: string;
+}
+
+type Site = { stack?: string };
+
+function newLike<T extends CollectiveBuffer>(buf: T, length: number): T {
+  const ctor = buf.constructor as new (length: number) => T;
+  return new ctor(length);
+}
+
+/**
+ * A group of ranks that run collectives together: the world from init(), or a part of it from
+ * split(). Every rank of a communicator must make the same calls in the same order.
+ */
+export class Communicator {
+  /** This process's rank in the communicator, 0 .. size-1. */
+  readonly rank: number;
+  /** How many ranks the communicator has. */
+  readonly size: number;
+  /** This process's rank among the world's ranks on the same host. */
+  readonly localRank: number;
+  /** How many of the world's ranks run on this host. */
+  readonly localSize: number;
+  readonly #addon: Addon;
+  readonly #id: number;
+  readonly #onClose?: () => void;
+  #closed = false;
+
+  /** @internal Use init() or split(). */
+  constructor(
+    addon: Addon,
+    id: number,
+    shape: { rank: number; size: number; localRank: number; localSize: number },
+    onClose?: () => void,
+  ) {
+    this.#addon = addon;
+    this.#id = id;
+    this.rank = shape.rank;
+    this.size = shape.size;
+    this.localRank = shape.localRank;
+    this.localSize = shape.localSize;
+    this.#onClose = onClose;
+  }
+
+  /** True once close() was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Reduces `buf` across all ranks, in place; resolves to `buf`. */
+  allReduce<T extends CollectiveBuffer>(buf: T, options?: AllReduceOptions): Promise<T> {
+    const site: Site = {};
+    Error.captureStackTrace(site, this.allReduce);
+    try {
+      const spec = this.#allReduceSpec('allReduce', buf, options);
+      return this.#run(spec, buf, undefined, site).then(() => buf);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * allReduce for callers that cannot await (an optimizer step inside tfjs' model.fit): blocks
+   * the JS thread until the reduction is done and returns `buf`.
+   */
+  allReduceSync<T extends CollectiveBuffer>(buf: T, options?: AllReduceOptions): T {
+    const spec = this.#allReduceSpec('allReduceSync', buf, options);
+    this.#runSync(spec, buf, undefined);
+    return buf;
+  }
+
+  /** Copies root's `buf` into every rank's `buf`; resolves to `buf`. */
+  broadcast<T extends CollectiveBuffer>(buf: T, options?: BroadcastOptions): Promise<T> {
+    const site: Site = {};
+    Error.captureStackTrace(site, this.broadcast);
+    try {
+      const spec = this.#broadcastSpec('broadcast', buf, options);
+      return this.#run(spec, buf, undefined, site).then(() => buf);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** broadcast that blocks the JS thread until done. */
+  broadcastSync<T extends CollectiveBuffer>(buf: T, options?: BroadcastOptions): T {
+    this.#runSync(this.#broadcastSpec('broadcastSync', buf, options), buf, undefined);
+    return buf;
+  }
+
+  /** Resolves to a new array of size x buf.length: every rank's `buf`, in rank order. */
+  allGather<T extends CollectiveBuffer>(buf: T, options?: GatherOptions): Promise<T> {
+    const site: Site = {};
+    Error.captureStackTrace(site, this.allGather);
+    try {
+      const o = checkOptions('allGather', options);
+      const dtype = resolveDType('allGather', buf, o.dtype);
+      const out = newLike(buf, buf.length * this.size);
+      const spec: OpSpec = { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], name: checkName('allGather', o.name) };
+      return this.#run(spec, buf, out, site).then(() => out);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Reduces `buf` across ranks and resolves to this rank's block of the result: a new array of
+   * buf.length / size elements (block `rank`). `buf` is left as it was.
+   */
+  reduceScatter<T extends CollectiveBuffer>(buf: T, options?: ReduceScatterOptions): Promise<T> {
+    const site: Site = {};
+    Error.captureStackTrace(site, this.reduceScatter);
+    try {
+      const o = checkOptions('reduceScatter', options);
+      const dtype = resolveDType('reduceScatter', buf, o.dtype);
+      const op = resolveReduceOp('reduceScatter', o.op, dtype);
+      if (buf.length % this.size !== 0) {
+        throw new InvalidArgumentError(
+          `reduceScatter: the buffer's length (${buf.length}) must divide by the communicator size (${this.size}); pad it to ${Math.ceil(buf.length / this.size) * this.size}`,
+        );
+      }
+      const out = newLike(buf, buf.length / this.size);
+      const spec: OpSpec = {
+        comm: this.#id,
+        kind: OP_KIND.reduceScatter,
+        dtype: DTYPE_CODES[dtype],
+        op: REDUCE_OP_CODES[op],
+        name: checkName('reduceScatter', o.name),
+      };
+      return this.#run(spec, buf, out, site).then(() => out);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Resolves once every rank has called barrier(). */
+  barrier(options?: { name?: string }): Promise<void> {
+    const site: Site = {};
+    Error.captureStackTrace(site, this.barrier);
+    try {
+      const o = checkOptions('barrier', options);
+      const spec: OpSpec = { comm: this.#id, kind: OP_KIND.barrier, name: checkName('barrier', o.name) };
+      return this.#run(spec, undefined, undefined, site).then(() => undefined);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Splits this communicator: ranks passing the same `color` form a new communicator, ordered by
+   * `key` (default: this rank), then by rank. A rank passing a negative color gets null.
+   * Every rank of this communicator must call it.
+   */
+  async split(color: number, key: number = this.rank): Promise<Communicator | null> {
+    const site: Site = {};
+    Error.captureStackTrace(site, this.split);
+    const c = color < 0 && Number.isInteger(color) ? -1 : checkInt32('split', 'color', color, 0);
+    const k = checkInt32('split', 'key', key, -0x80000000);
+    const result = (await this.#run({ comm: this.#id, kind: OP_KIND.split, color: c, key: k }, undefined, undefined, site)) as
+      | SplitResult
+      | null;
+    if (result == null) return null;
+    return new Communicator(this.#addon, result.comm, {
+      rank: result.rank,
+      size: result.size,
+      localRank: this.localRank,
+      localSize: this.localSize,
+    });
+  }
+
+  /**
+   * Releases the communicator; later calls on it fail with ABORTED. Closing the world ends MPI
+   * for this process (it cannot be initialised again).
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    const site: Site = {};
+    Error.captureStackTrace(site, this.close);
+    this.#closed = true;
+    try {
+      await this.#run({ comm: this.#id, kind: OP_KIND.close }, undefined, undefined, site, true);
+    } finally {
+      this.#onClose?.();
+    }
+  }
+
+  #allReduceSpec(method: string, buf: CollectiveBuffer, options: AllReduceOptions | undefined): OpSpec {
+    const o = checkOptions(method, options);
+    const dtype = resolveDType(method, buf, o.dtype);
+    const op = resolveReduceOp(method, o.op, dtype);
+    const algorithm = resolveAllReduceAlgorithm(method, o.algorithm);
+    return {
+      comm: this.#id,
+      kind: OP_KIND.allReduce,
+      dtype: DTYPE_CODES[dtype],
+      op: REDUCE_OP_CODES[op],
+      algorithm: ALGORITHM_CODES[algorithm],
+      name: checkName(method, o.name),
+    };
+  }
+
+  #broadcastSpec(method: string, buf: CollectiveBuffer, options: BroadcastOptions | undefined): OpSpec {
+    const o = checkOptions(method, options);
+    const dtype = resolveDType(method, buf, o.dtype);
+    const root = checkRank(method, 'root', o.root ?? 0, this.size);
+    const algorithm = resolveBroadcastAlgorithm(method, o.algorithm);
+    return {
+      comm: this.#id,
+      kind: OP_KIND.broadcast,
+      dtype: DTYPE_CODES[dtype],
+      root,
+      algorithm: algorithm === 'auto' ? 0 : algorithm === 'ring' ? ALGORITHM_CODES.ring : ALGORITHM_CODES.tree,
+      name: checkName(method, o.name),
+    };
+  }
+
+  #checkOpen(closing = false): void {
+    if (this.#closed && !closing) {
+      throw new AbortedError('this communicator is closed; create a new one with init() or split()');
+    }
+  }
+
+  async #run(spec: OpSpec, input: CollectiveBuffer | undefined, output: CollectiveBuffer | undefined, site: Site, closing = false) {
+    this.#checkOpen(closing);
+    let pending: Promise<SplitResult | null | undefined>;
+    try {
+      pending = this.#addon.submit(spec, input, output, false);
+    } catch (err) {
+      throw fromNative(err, site);
+    }
+    try {
+      return await pending;
+    } catch (err) {
+      throw fromNative(err, site);
+    }
+  }
+
+  #runSync(spec: OpSpec, input: CollectiveBuffer | undefined, output: CollectiveBuffer | undefined): void {
+    this.#checkOpen();
+    try {
+      this.#addon.submit(spec, input, output, true);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+}

@@ -1,0 +1,109 @@
+import { loadAddon, type StartOptions } from '@braid/native';
+
+import { Communicator } from './communicator.js';
+import { AbortedError, BackendUnavailableError, BraidError, fromNative, InvalidArgumentError } from './errors.js';
+
+export { Communicator } from './communicator.js';
+export type { AllReduceOptions, BroadcastOptions, GatherOptions, ReduceScatterOptions } from './communicator.js';
+export type { AllReduceAlgorithm, BroadcastAlgorithm, DType, ReduceOp } from './codes.js';
+export {
+  AbortedError,
+  BackendUnavailableError,
+  BraidError,
+  type BraidErrorCode,
+  CorruptPayloadError,
+  InvalidArgumentError,
+  MismatchError,
+  TimeoutError,
+} from './errors.js';
+export type { CollectiveBuffer } from './validate.js';
+
+export interface InitOptions {
+  /** An op not finished by then fails with TIMEOUT on the ranks that made it. Default 120000, or BRAID_TIMEOUT_MS. */
+  timeoutMs?: number;
+  /** After this long, rank 0 prints which ranks it is still waiting for. Default 30000, or BRAID_STALL_WARNING_MS. */
+  stallWarningMs?: number;
+  /** Write a Chrome trace of every op to this file (world rank 0). Default: BRAID_TIMELINE. */
+  timeline?: string;
+  /**
+   * Check before each op that all ranks submitted the same one (default true; BRAID_NEGOTIATION=off
+   * turns it off). Without it a disagreement is not reported and can hang or corrupt: keep it on
+   * except to measure its cost.
+   */
+  negotiate?: boolean;
+}
+
+let world: Communicator | undefined;
+let ended = false;
+
+function envInt(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new InvalidArgumentError(`${name} must be a positive integer (milliseconds); got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function positive(name: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > 0x7fffffff) {
+    throw new InvalidArgumentError(`init: ${name} must be a positive integer number of milliseconds; got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Starts Braid (and MPI) in this process and resolves to the world communicator. Under
+ * `mpirun -np N` (or `braid run`) the world has N ranks; a plain `node script.js` is a world of
+ * one. Calling it again resolves to the same communicator.
+ */
+export async function init(options: InitOptions = {}): Promise<Communicator> {
+  if (world && !world.closed) return world;
+  if (ended) {
+    throw new AbortedError('the world communicator was closed and MPI cannot be started twice in one process');
+  }
+  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('init: options must be an object');
+  const negotiation = process.env.BRAID_NEGOTIATION;
+  if (negotiation !== undefined && negotiation !== '' && negotiation !== 'on' && negotiation !== 'off') {
+    throw new InvalidArgumentError(`BRAID_NEGOTIATION must be 'on' or 'off'; got ${JSON.stringify(negotiation)}`);
+  }
+  const start: StartOptions = {
+    timeoutMs: positive('timeoutMs', options.timeoutMs) ?? envInt('BRAID_TIMEOUT_MS') ?? 120_000,
+    stallWarningMs: positive('stallWarningMs', options.stallWarningMs) ?? envInt('BRAID_STALL_WARNING_MS') ?? 30_000,
+    negotiate: options.negotiate ?? negotiation !== 'off',
+  };
+  const timeline = options.timeline ?? process.env.BRAID_TIMELINE;
+  if (timeline) start.timeline = timeline;
+
+  let addon;
+  try {
+    addon = loadAddon();
+  } catch (err) {
+    throw new BackendUnavailableError((err as Error).message, { cause: err });
+  }
+  let info;
+  try {
+    info = addon.start(start);
+  } catch (err) {
+    throw fromNative(err);
+  }
+  world = new Communicator(addon, 0, info, () => {
+    ended = true;
+  });
+  return world;
+}
+
+/** What this build and machine offer: the reduction kernels in use, CUDA, MPI. */
+export function buildInfo(): { isa: string; cuda: { compiled: boolean; devices: number } } {
+  try {
+    return loadAddon().info();
+  } catch (err) {
+    throw new BackendUnavailableError((err as Error).message, { cause: err });
+  }
+}
+
+export function isBraidError(err: unknown): err is BraidError {
+  return err instanceof BraidError;
+}

@@ -1,0 +1,106 @@
+// Multi-process tests: real `mpirun -np N` jobs of test-support/worker.mjs.
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { mpirun } from './test-support/mpirun.js';
+
+describe.each([1, 2, 3, 4])('np=%i', (np) => {
+  it('every op x dtype x algorithm is exact on awkward sizes, and the same bits on every rank', async () => {
+    const run = await mpirun(np, 'matrix');
+    expect(run.stderr).not.toMatch(/error|abort/i);
+    expect(run.code).toBe(0);
+    expect(run.results).toHaveLength(np);
+    const [first] = run.results;
+    expect(first.cases.length).toBeGreaterThan(1000);
+    for (const r of run.results) {
+      expect(r.size).toBe(np);
+      expect(r.localSize).toBe(np);
+      const wrong = r.cases.filter((c: { wrong: number }) => c.wrong !== 0);
+      expect(wrong, `rank ${r.rank}`).toEqual([]);
+    }
+    // Bitwise identical across ranks.
+    for (let i = 0; i < first.cases.length; i++) {
+      if (first.cases[i].digest === 'per-rank') continue;
+      const digests = run.results.map((r) => r.cases[i].digest);
+      expect(new Set(digests).size, first.cases[i].what).toBe(1);
+    }
+    for (const r of run.results) {
+      expect(r.split.rank).toBe(r.split.wantRank);
+      expect(r.split.size).toBe(r.split.wantSize);
+      expect(r.split.sum).toEqual(r.split.wantSum);
+      expect(r.split.evensNull).toBe(r.rank % 2 === 1);
+      if (r.rank % 2 === 0) expect(r.split.evensSum).toBe(Math.ceil(np / 2));
+      expect(r.split.closedRejects).toBe('ABORTED');
+    }
+  });
+});
+
+describe.each([2, 3])('disagreeing ranks, np=%i', (np) => {
+  it('every rank gets MISMATCH naming the ranks and the field, within 5 s, and stays in step', async () => {
+    const run = await mpirun(np, 'mismatch');
+    expect(run.code).toBe(0);
+    expect(run.results).toHaveLength(np);
+    const last = np - 1;
+    const others = np === 2 ? 'rank 0' : `ranks 0-${np - 2}`;
+    const fields: Record<string, RegExp> = {
+      length: new RegExp(`length: ${others} ha(s|ve) 4, rank ${last} has 5`),
+      dtype: new RegExp(`dtype: ${others} ha(s|ve) float32, rank ${last} has float64`),
+      op: new RegExp(`op: ${others} ha(s|ve) sum, rank ${last} has max`),
+      algorithm: new RegExp(`algorithm: ${others} ha(s|ve) tree, rank ${last} has ring`),
+      root: new RegExp(`root: ${others} ha(s|ve) 0, rank ${last} has 1`),
+      name: new RegExp(`name: ${others} ha(s|ve) 'layer1/kernel', rank ${last} has 'layer2/bias'`),
+      operation: new RegExp(`operation: ${others} ha(s|ve) allReduce, rank ${last} has broadcast`),
+      sync: new RegExp(`length: ${others} ha(s|ve) 3, rank ${last} has 2`),
+    };
+    for (const r of run.results) {
+      for (const [kind, pattern] of Object.entries(fields)) {
+        const got = r[kind];
+        expect(got.code, `${kind} on rank ${r.rank}`).toBe('MISMATCH');
+        expect(got.name).toBe('MismatchError');
+        expect(got.message).toMatch(pattern);
+        expect(got.ms).toBeLessThan(5000);
+        expect(got.after).toBe(np);
+      }
+    }
+    // Every rank got the same message.
+    for (const kind of Object.keys(fields)) expect(new Set(run.results.map((r) => r[kind].message)).size).toBe(1);
+  });
+});
+
+describe('a rank that never makes the call', () => {
+  it('gives TIMEOUT naming it on the others, then ABORTED, and a stall warning', async () => {
+    const run = await mpirun(3, 'timeout', { timeoutMs: 60_000 });
+    expect(run.results).toHaveLength(3);
+    for (const r of run.results.slice(0, 2)) {
+      expect(r.first.code).toBe('TIMEOUT');
+      expect(r.first.name).toBe('TimeoutError');
+      expect(r.first.message).toMatch(/rank 2 has not submitted allReduce #1 'grads' before the timeout/);
+      expect(r.first.ms).toBeLessThan(5000);
+      expect(r.second.code).toBe('ABORTED');
+    }
+    expect(run.stderr).toMatch(/braid: stall: rank 2 has not submitted allReduce #1 'grads'/);
+    expect(run.results[2].skipped).toBe(true);
+  });
+});
+
+describe('timeline', () => {
+  it('rank 0 writes a Chrome trace with every op and its phases', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-timeline-'));
+    const path = join(dir, 'trace.json');
+    const run = await mpirun(2, 'timeline', { env: { BRAID_TIMELINE: path } });
+    expect(run.code).toBe(0);
+    const events = JSON.parse(readFileSync(path, 'utf8')) as Array<{ name: string; ph: string; ts: number; dur?: number; args?: any }>;
+    const ops = events.filter((e) => e.ph === 'X' && e.args);
+    expect(ops.map((e) => e.name)).toEqual(['allReduce #0', 'allReduce #1', 'allReduce #2', 'allReduce #3', 'broadcast #4', 'barrier #5', 'close #6']);
+    expect(ops[0].args).toMatchObject({ name: 'bucket0', dtype: 'float32', count: 1 << 20, algorithm: 'ring', status: 'OK' });
+    const phases = new Set(events.filter((e) => !e.args).map((e) => e.name));
+    for (const p of ['queued', 'negotiating', 'communicating', 'reducing', 'done']) expect(phases).toContain(p);
+    // Phases nest inside their op.
+    const first = ops[0];
+    const reducing = events.filter((e) => e.name === 'reducing' && e.ts >= first.ts && e.ts <= first.ts + (first.dur ?? 0));
+    expect(reducing.length).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,194 @@
+// One rank of a multi-process test: `mpirun -np N node worker.mjs <scenario> <out-dir>`. It runs
+// the scenario and writes <out-dir>/rank-<r>.json for the test to check; exactness is checked
+// here against values.mjs, the test asserts on what every rank reported.
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { init } from '@braid/collectives';
+
+import { DTYPES, expected, fill, FLOAT_DTYPES, OPS, arrayFor, countWrong, sameBytes } from './values.mjs';
+
+const scenario = process.argv[2];
+const outDir = process.argv[3];
+const started = Date.now();
+
+function digest(arr) {
+  return createHash('sha256').update(new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength)).digest('hex').slice(0, 16);
+}
+// Each rank writes its own file: mpirun interleaves long stdout lines of different ranks.
+function report(result) {
+  writeFileSync(join(outDir, `rank-${result.rank}.json`), JSON.stringify(result));
+}
+async function capture(fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    return { code: 'OK', ms: Date.now() - t0 };
+  } catch (err) {
+    return { code: err.code ?? 'NONE', name: err.name, message: err.message, ms: Date.now() - t0, stack: err.stack };
+  }
+}
+
+async function matrix(comm) {
+  const n = comm.size;
+  const answers = new Map();
+  const answer = (dtype, op, length) => {
+    const key = `${dtype} ${op} ${length}`;
+    if (!answers.has(key)) answers.set(key, expected(dtype, op, n, length));
+    return answers.get(key);
+  };
+  const sizes = [0, 1, Math.max(1, n - 1), n + 1, 13, 1009, 65537];
+  const algorithms = ['auto', 'ring', 'tree', 'recursive-doubling', 'mpi'];
+  const cases = [];
+  let call = 0;
+  for (const algorithm of algorithms)
+    for (const dtype of DTYPES)
+      for (const op of OPS) {
+        if (op === 'avg' && !FLOAT_DTYPES.has(dtype)) continue;
+        for (const length of sizes) {
+          const buf = fill(dtype, op, comm.rank, length);
+          const options = { op, algorithm, ...(dtype.includes('16') ? { dtype } : {}) };
+          if (call++ % 2 === 0) comm.allReduceSync(buf, options);
+          else if ((await comm.allReduce(buf, options)) !== buf) throw new Error('allReduce must resolve to its buffer');
+          cases.push({ what: `allReduce ${algorithm} ${dtype} ${op} ${length}`, wrong: countWrong(buf, answer(dtype, op, length)), digest: digest(buf) });
+        }
+      }
+  // Several MiB through every algorithm.
+  const big = (1 << 20) + 5; // 4 MiB of float32, 8 MiB of float64
+  for (const algorithm of algorithms)
+    for (const [dtype, op] of [['float32', 'sum'], ['float16', 'avg'], ['int32', 'max'], ['float64', 'prod']]) {
+      const buf = fill(dtype, op, comm.rank, big);
+      await comm.allReduce(buf, { op, algorithm, ...(dtype === 'float16' ? { dtype } : {}) });
+      cases.push({ what: `allReduce ${algorithm} ${dtype} ${op} ${big}`, wrong: countWrong(buf, answer(dtype, op, big)), digest: digest(buf) });
+    }
+  // Random floats: identical bits on every rank for every algorithm.
+  for (const algorithm of algorithms) {
+    let seed = 12345 + comm.rank;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+    const buf = Float32Array.from({ length: 100003 }, rand);
+    await comm.allReduce(buf, { algorithm });
+    cases.push({ what: `random float32 ${algorithm}`, wrong: 0, digest: digest(buf) });
+  }
+  // Broadcast from every root.
+  for (let root = 0; root < n; root++)
+    for (const algorithm of ['auto', 'tree', 'ring'])
+      for (const [dtype, length] of [['float32', 0], ['int64', 3], ['uint8', 1000003], ['bfloat16', 4097]]) {
+        const buf = arrayFor(dtype, length);
+        const want = arrayFor(dtype, length);
+        for (let i = 0; i < length; i++) {
+          const v = (i * 31 + root) % 100;
+          want[i] = dtype === 'int64' ? BigInt(v) : v;
+          buf[i] = comm.rank === root ? want[i] : dtype === 'int64' ? -1n : 77;
+        }
+        const opts = { root, algorithm, ...(dtype === 'bfloat16' ? { dtype } : {}) };
+        if (root % 2) comm.broadcastSync(buf, opts);
+        else await comm.broadcast(buf, opts);
+        cases.push({ what: `broadcast root ${root} ${algorithm} ${dtype} ${length}`, wrong: countWrong(buf, want), digest: digest(buf) });
+      }
+  // All-gather: rank order.
+  for (const [dtype, length] of [['float64', 0], ['int32', 1], ['int8', 7], ['float32', 300001]]) {
+    const mine = arrayFor(dtype, length);
+    for (let i = 0; i < length; i++) mine[i] = (comm.rank * 5 + i) % 100;
+    const all = await comm.allGather(mine);
+    const want = arrayFor(dtype, length * n);
+    for (let r = 0; r < n; r++) for (let i = 0; i < length; i++) want[r * length + i] = (r * 5 + i) % 100;
+    const okType = all.constructor === mine.constructor && all.length === length * n;
+    cases.push({ what: `allGather ${dtype} ${length}`, wrong: okType ? countWrong(all, want) : -1, digest: digest(all) });
+  }
+  // Reduce-scatter: this rank's block of the full reduction; the input is left alone.
+  for (const [dtype, op] of [['float32', 'sum'], ['int32', 'min'], ['float16', 'avg'], ['int64', 'prod']])
+    for (const block of [0, 1, 5, 40000]) {
+      const length = block * n;
+      const buf = fill(dtype, op, comm.rank, length);
+      const before = buf.slice();
+      const mine = await comm.reduceScatter(buf, { op, ...(dtype === 'float16' ? { dtype } : {}) });
+      const full = expected(dtype, op, n, length);
+      const want = full.slice(comm.rank * block, (comm.rank + 1) * block);
+      cases.push({
+        what: `reduceScatter ${dtype} ${op} block ${block}`,
+        wrong: (mine.length === block ? countWrong(mine, want) : -1) + (sameBytes(buf, before) ? 0 : 1000000),
+        digest: 'per-rank',
+      });
+    }
+  await comm.barrier();
+  // Split: even and odd ranks, ordered by descending rank; odd ranks pass a negative color on the second split.
+  const sub = await comm.split(comm.rank % 2, -comm.rank);
+  const members = [];
+  for (let r = n - 1; r >= 0; r--) if (r % 2 === comm.rank % 2) members.push(r);
+  const subSum = new Int32Array([comm.rank, 1]);
+  await sub.allReduce(subSum);
+  const split = {
+    rank: sub.rank,
+    size: sub.size,
+    wantRank: members.indexOf(comm.rank),
+    wantSize: members.length,
+    sum: Array.from(subSum),
+    wantSum: [members.reduce((a, b) => a + b, 0), members.length],
+  };
+  const evens = await comm.split(comm.rank % 2 === 0 ? 0 : -1);
+  split.evensNull = evens === null;
+  if (evens) {
+    const b = new Float64Array([1]);
+    await evens.allReduce(b);
+    split.evensSum = b[0];
+    await evens.close();
+  }
+  await sub.close();
+  split.closedRejects = (await capture(() => sub.allReduce(new Float32Array(1)))).code;
+  return { cases, split };
+}
+
+async function mismatch(comm) {
+  const odd = comm.rank === comm.size - 1;  // the last rank disagrees
+  const kinds = {
+    length: () => comm.allReduce(new Float32Array(odd ? 5 : 4)),
+    dtype: () => comm.allReduce(odd ? new Float64Array(4) : new Float32Array(4)),
+    op: () => comm.allReduce(new Float32Array(4), { op: odd ? 'max' : 'sum' }),
+    algorithm: () => comm.allReduce(new Float32Array(4), { algorithm: odd ? 'ring' : 'tree' }),
+    root: () => comm.broadcast(new Float32Array(4), { root: odd ? 1 : 0 }),
+    name: () => comm.allReduce(new Float32Array(4), { name: odd ? 'layer2/bias' : 'layer1/kernel' }),
+    operation: () => (odd ? comm.broadcast(new Float32Array(4)) : comm.allReduce(new Float32Array(4))),
+    sync: async () => comm.allReduceSync(new Int32Array(odd ? 2 : 3)),
+  };
+  const results = {};
+  for (const [kind, fn] of Object.entries(kinds)) {
+    results[kind] = await capture(fn);
+    delete results[kind].stack;
+    // The communicator is still in step afterwards.
+    const check = new Int32Array([1]);
+    await comm.allReduce(check);
+    results[kind].after = check[0];
+  }
+  return results;
+}
+
+async function timeout(comm) {
+  // The last rank skips one call; the others must get TIMEOUT naming it, then ABORTED.
+  const skipper = comm.rank === comm.size - 1;
+  await comm.barrier();
+  if (skipper) {
+    await new Promise((r) => setTimeout(r, 4000));
+    return { skipped: true };
+  }
+  const first = await capture(() => comm.allReduce(new Float32Array(8), { name: 'grads' }));
+  const second = await capture(() => comm.allReduce(new Float32Array(8)));
+  delete first.stack;
+  delete second.stack;
+  return { first, second };
+}
+
+async function timeline(comm) {
+  const buf = new Float32Array(1 << 20);
+  for (let i = 0; i < 3; i++) await comm.allReduce(buf, { algorithm: 'ring', name: `bucket${i}` });
+  comm.allReduceSync(new Float32Array(16));
+  await comm.broadcast(new Float32Array(10));
+  await comm.barrier();
+  return {};
+}
+
+const comm = await init(scenario === 'timeout' ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
+const scenarios = { matrix, mismatch, timeout, timeline };
+const result = await scenarios[scenario](comm);
+report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, ms: Date.now() - started, ...result });
+if (scenario !== 'timeout') await comm.close();

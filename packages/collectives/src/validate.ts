@@ -1,0 +1,133 @@
+// Argument checks, with messages that say what to pass instead. Everything here runs before
+// anything reaches the addon, so a bad call sends nothing.
+import {
+  ALGORITHM_CODES,
+  type AllReduceAlgorithm,
+  type BroadcastAlgorithm,
+  type DType,
+  DTYPE_CODES,
+  REDUCE_OP_CODES,
+  type ReduceOp,
+} from './codes.js';
+import { BackendUnavailableError, InvalidArgumentError } from './errors.js';
+
+/** The arrays Braid accepts. float16 and bfloat16 travel in a Uint16Array with `dtype` given. */
+export type CollectiveBuffer =
+  | Float32Array
+  | Float64Array
+  | Int32Array
+  | BigInt64Array
+  | Uint8Array
+  | Int8Array
+  | Uint16Array;
+
+const ARRAY_DTYPE = new Map<Function, DType>([
+  [Float32Array, 'float32'],
+  [Float64Array, 'float64'],
+  [Int32Array, 'int32'],
+  [BigInt64Array, 'int64'],
+  [Uint8Array, 'uint8'],
+  [Int8Array, 'int8'],
+]);
+const SUPPORTED = 'Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array, Int8Array, or a Uint16Array with dtype "float16" or "bfloat16"';
+const FUTURE_ALGORITHMS = new Set(['shm', 'hierarchical', 'nccl']);
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (ArrayBuffer.isView(value)) return value.constructor.name;
+  if (Array.isArray(value)) return 'an Array';
+  return typeof value;
+}
+
+/** The dtype of `buf`: from its array type, or `given` where the array type allows it. */
+export function resolveDType(method: string, buf: unknown, given?: unknown): DType {
+  if (!ArrayBuffer.isView(buf) || buf instanceof DataView) {
+    throw new InvalidArgumentError(`${method}: the buffer must be a ${SUPPORTED}; got ${describe(buf)}`);
+  }
+  const ctor = buf.constructor;
+  if (given !== undefined && !(typeof given === 'string' && given in DTYPE_CODES)) {
+    throw new InvalidArgumentError(
+      `${method}: unknown dtype ${JSON.stringify(given)}; use one of ${Object.keys(DTYPE_CODES).join(', ')}`,
+    );
+  }
+  if (ctor === Uint16Array) {
+    if (given === 'float16' || given === 'bfloat16') return given;
+    throw new InvalidArgumentError(
+      `${method}: a Uint16Array carries float16 or bfloat16 values; pass { dtype: 'float16' } or { dtype: 'bfloat16' }`,
+    );
+  }
+  const natural = ARRAY_DTYPE.get(ctor);
+  if (natural === undefined) {
+    throw new InvalidArgumentError(`${method}: ${ctor.name} is not supported; use a ${SUPPORTED}`);
+  }
+  if (given !== undefined && given !== natural) {
+    throw new InvalidArgumentError(
+      `${method}: dtype '${String(given)}' does not fit a ${ctor.name} (its dtype is '${natural}'); drop the dtype option or pass a matching array`,
+    );
+  }
+  return natural;
+}
+
+export function resolveReduceOp(method: string, op: unknown, dtype: DType): ReduceOp {
+  const value = op ?? 'sum';
+  if (typeof value !== 'string' || !(value in REDUCE_OP_CODES)) {
+    throw new InvalidArgumentError(`${method}: unknown op ${JSON.stringify(value)}; use 'sum', 'prod', 'min', 'max' or 'avg'`);
+  }
+  if (value === 'avg' && !(dtype === 'float32' || dtype === 'float64' || dtype === 'float16' || dtype === 'bfloat16')) {
+    throw new InvalidArgumentError(
+      `${method}: 'avg' needs a floating-point dtype (got '${dtype}'); reduce with 'sum' and divide by comm.size yourself`,
+    );
+  }
+  return value as ReduceOp;
+}
+
+export function resolveAllReduceAlgorithm(method: string, algorithm: unknown): AllReduceAlgorithm {
+  const value = algorithm ?? 'auto';
+  if (typeof value === 'string' && value in ALGORITHM_CODES) return value as AllReduceAlgorithm;
+  if (typeof value === 'string' && FUTURE_ALGORITHMS.has(value)) {
+    throw new BackendUnavailableError(
+      `${method}: algorithm '${value}' needs a transport this build does not have yet; use 'auto', 'ring', 'tree', 'recursive-doubling' or 'mpi'`,
+    );
+  }
+  throw new InvalidArgumentError(
+    `${method}: unknown algorithm ${JSON.stringify(value)}; use 'auto', 'ring', 'tree', 'recursive-doubling' or 'mpi'`,
+  );
+}
+
+export function resolveBroadcastAlgorithm(method: string, algorithm: unknown): BroadcastAlgorithm {
+  const value = algorithm ?? 'auto';
+  if (value === 'auto' || value === 'tree' || value === 'ring') return value;
+  throw new InvalidArgumentError(
+    `${method}: unknown algorithm ${JSON.stringify(value)}; broadcast takes 'auto', 'tree' (binomial) or 'ring' (pipelined chain)`,
+  );
+}
+
+export function checkRank(method: string, what: string, value: unknown, size: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value >= size) {
+    throw new InvalidArgumentError(
+      `${method}: ${what} must be an integer rank from 0 to ${size - 1} (the communicator has ${size} rank${size === 1 ? '' : 's'}); got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}
+
+export function checkName(method: string, name: unknown): string {
+  if (name === undefined) return '';
+  if (typeof name !== 'string') throw new InvalidArgumentError(`${method}: name must be a string; got ${describe(name)}`);
+  return name;
+}
+
+export function checkOptions(method: string, options: unknown): Record<string, unknown> {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new InvalidArgumentError(`${method}: options must be an object; got ${describe(options)}`);
+  }
+  return options as Record<string, unknown>;
+}
+
+export function checkInt32(method: string, what: string, value: unknown, min: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > 0x7fffffff) {
+    throw new InvalidArgumentError(`${method}: ${what} must be an integer from ${min} to 2147483647; got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
