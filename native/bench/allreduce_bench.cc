@@ -1,12 +1,14 @@
 // All-reduce benchmark over the MPI transport, without the engine or JS: each algorithm beside
 // MPI_Allreduce itself, printing the nccl-tests columns. Run under mpirun:
 //   mpirun -np 2 braid_allreduce_bench [--min-bytes 4] [--max-bytes 268435456] [--algorithms ring,tree,...]
-//                                      [--dtype float32] [--op sum] [--json out.json] [--seconds-per-size 0.1]
-// time is the mean per call over the timed iterations, the largest over ranks; algbw = size/time;
+//                                      [--rounds 5] [--json out.json] [--seconds-per-size 0.2]
+// time: the mean per call over a round's iterations, the largest over ranks, and the median of
+// the rounds (which interleave the algorithms); algbw = size/time;
 // busbw = algbw * 2(n-1)/n; #wrong counts elements that differ from the exact answer in a
 // separate checked call.
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -51,7 +53,8 @@ int main(int argc, char** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
 
   size_t minBytes = 4, maxBytes = size_t{256} << 20;
-  double secondsPerSize = 0.1;
+  double secondsPerSize = 0.2;
+  int rounds = 5;
   std::string algoList = "ring,tree,recursive-doubling,mpi", jsonPath, segment;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -61,6 +64,7 @@ int main(int argc, char** argv) {
     else if (k == "--json") jsonPath = v;
     else if (k == "--seconds-per-size") secondsPerSize = std::stod(v);
     else if (k == "--segment-bytes") segment = v;
+    else if (k == "--rounds") rounds = std::max(1, std::stoi(v));
   }
   const Algo all[] = {{"ring", allreduceRing}, {"tree", allreduceTree},
                       {"recursive-doubling", allreduceRecursiveDoubling}, {"mpi", allreduceMpi}};
@@ -86,27 +90,40 @@ int main(int argc, char** argv) {
     bool firstRow = true;
     if (rank == 0) {
       std::printf("# braid native all-reduce benchmark: %d ranks, float32 sum, kernels %s\n", size, activeKernels().isa);
-      std::printf("#%19s %12s %6s %6s %20s %10s %10s %10s %7s\n", "algorithm", "size(B)", "count", "type", "redop",
+      std::printf("#%19s %12s %10s %6s %6s %10s %10s %10s %7s\n", "algorithm", "size(B)", "count", "type", "redop",
                   "time(us)", "algbw(GB/s)", "busbw(GB/s)", "#wrong");
     }
     for (size_t bytes = minBytes; bytes <= maxBytes; bytes *= 2) {
       const size_t count = bytes / 4;
       std::vector<float> buf(count, 0.0f);
-      for (const Algo& algo : algos) {
-        CollectiveArgs args{transport, dtype, op, scratch, nullptr, segment.empty() ? 256 * 1024 : std::stoull(segment)};
-        // Warm up, then size the timed loop from the warm-up (the same count on every rank).
+      CollectiveArgs args{transport, dtype, op, scratch, nullptr, segment.empty() ? size_t{1} << 20 : std::stoull(segment)};
+      // Size each algorithm's timed loop from a warm-up (the same count on every rank).
+      std::vector<long> iters(algos.size());
+      for (size_t a = 0; a < algos.size(); ++a) {
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = wtime();
-        for (int i = 0; i < 3; ++i) algo.fn(args, buf.data(), count);
+        for (int i = 0; i < 3; ++i) algos[a].fn(args, buf.data(), count);
         double estimate = (wtime() - t0) / 3;
         MPI_Allreduce(MPI_IN_PLACE, &estimate, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        long iters = std::max(5L, std::min(200000L, static_cast<long>(secondsPerSize / std::max(estimate, 1e-7))));
-        MPI_Barrier(MPI_COMM_WORLD);
-        t0 = wtime();
-        for (long i = 0; i < iters; ++i) algo.fn(args, buf.data(), count);
-        double perCall = (wtime() - t0) / iters;
-        MPI_Allreduce(MPI_IN_PLACE, &perCall, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-
+        iters[a] = std::max(3L, std::min(100000L, static_cast<long>(secondsPerSize / rounds / std::max(estimate, 1e-7))));
+      }
+      // Rounds interleave the algorithms, so that a slow patch of the machine hits all of them;
+      // each algorithm's time is the median of its rounds.
+      std::vector<std::vector<double>> times(algos.size());
+      for (int round = 0; round < rounds; ++round) {
+        for (size_t a = 0; a < algos.size(); ++a) {
+          MPI_Barrier(MPI_COMM_WORLD);
+          double t0 = wtime();
+          for (long i = 0; i < iters[a]; ++i) algos[a].fn(args, buf.data(), count);
+          double perCall = (wtime() - t0) / iters[a];
+          MPI_Allreduce(MPI_IN_PLACE, &perCall, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+          times[a].push_back(perCall);
+        }
+      }
+      for (size_t a = 0; a < algos.size(); ++a) {
+        const Algo& algo = algos[a];
+        std::sort(times[a].begin(), times[a].end());
+        const double perCall = times[a][times[a].size() / 2];
         // Check: rank r holds (r + i % 7); the sum is exact in float32.
         std::vector<float> check(count);
         for (size_t i = 0; i < count; ++i) check[i] = static_cast<float>(rank + static_cast<int>(i % 7));
@@ -122,13 +139,14 @@ int main(int argc, char** argv) {
         const double us = perCall * 1e6;
         const double algbw = bytes / perCall / 1e9;
         if (rank == 0) {
-          std::printf(" %19s %12zu %6zu %6s %20s %10.2f %10.3f %10.3f %7ld\n", algo.name.c_str(), bytes, count, "float",
+          std::printf(" %19s %12zu %10zu %6s %6s %10.2f %10.3f %10.3f %7ld\n", algo.name.c_str(), bytes, count, "float",
                       "sum", us, algbw, algbw * busFactor, wrong);
           std::fflush(stdout);
           if (json) {
             std::fprintf(json, "%s{\"algorithm\":\"%s\",\"bytes\":%zu,\"count\":%zu,\"type\":\"float32\",\"redop\":\"sum\","
-                         "\"timeUs\":%.3f,\"algbw\":%.4f,\"busbw\":%.4f,\"wrong\":%ld,\"iterations\":%ld}",
-                         firstRow ? "" : ",\n", algo.name.c_str(), bytes, count, us, algbw, algbw * busFactor, wrong, iters);
+                         "\"timeUs\":%.3f,\"algbw\":%.4f,\"busbw\":%.4f,\"wrong\":%ld,\"iterations\":%ld,\"rounds\":%d}",
+                         firstRow ? "" : ",\n", algo.name.c_str(), bytes, count, us, algbw, algbw * busFactor, wrong,
+                         iters[a], rounds);
             firstRow = false;
           }
         }

@@ -38,9 +38,10 @@ const char* algorithmName(Algorithm a) {
 
 namespace {
 
-// `auto` crossovers for all-reduce, in bytes, from benchmarks/allreduce (see the README's table).
-constexpr size_t kRecursiveDoublingMaxBytes = 16 * 1024;
-constexpr size_t kTreeMaxBytes = 64 * 1024;
+// `auto` crossover for all-reduce, from benchmarks/allreduce at np=2 (benchmarks/README.md):
+// recursive doubling (fewest steps) up to 64 KiB, the ring (least data per rank) above. The
+// binomial tree never won at np <= 4 on one host; it stays available by name.
+constexpr size_t kRecursiveDoublingMaxBytes = 64 * 1024;
 constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
 
 // The engine spins this long for the next op before it sleeps: back-to-back ops (a training
@@ -264,7 +265,6 @@ void Engine::run(OpRecord* op) {
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
   if (bytes <= kRecursiveDoublingMaxBytes) return Algorithm::kRecursiveDoubling;
-  if (bytes <= kTreeMaxBytes) return Algorithm::kTree;
   return Algorithm::kRing;
 }
 

@@ -25,7 +25,7 @@ struct EngineOptions {
   int timeoutMs = 120000;       // an op not finished by then fails with TIMEOUT
   int stallWarningMs = 30000;   // rank 0 names the ranks it is still waiting for
   bool negotiate = true;        // BRAID_NEGOTIATION=off skips the agreement step (benchmarks)
-  size_t segmentBytes = 256 * 1024;
+  size_t segmentBytes = 1 << 20;
   std::string timelinePath;     // BRAID_TIMELINE
 };
 

@@ -64,19 +64,12 @@ const byCode: Record<BraidErrorCode, new (message: string) => BraidError> = {
 };
 
 /**
- * Turns an error from the addon into a BraidError whose stack is the caller's: `site` is an
- * object whose stack was captured where the user called us, so a native failure points at the
- * user's line rather than at a Promise callback.
+ * Turns an error from the addon into a BraidError. Called after an `await` in the public async
+ * methods, so V8's async stack trace carries the stack on to the caller's line.
  */
-export function fromNative(err: unknown, site?: { stack?: string }): BraidError {
+export function fromNative(err: unknown): BraidError {
   if (err instanceof BraidError) return err;
   const e = err as { code?: string; message?: string };
   const code = (e?.code && e.code in byCode ? e.code : 'ABORTED') as BraidErrorCode;
-  const message = e?.message ?? String(err);
-  const out = new byCode[code](message);
-  if (site?.stack) {
-    const frames = site.stack.split('\n').slice(1).join('\n');
-    out.stack = `${out.name}: ${message}\n${frames}`;
-  }
-  return out;
+  return new byCode[code](e?.message ?? String(err));
 }

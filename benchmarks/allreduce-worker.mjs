@@ -1,0 +1,84 @@
+// One rank of the JS all-reduce benchmark (started by allreduce.mjs under mpirun): every
+// algorithm through the public API, rounds interleaved, median of rounds, nccl-tests columns.
+//   node allreduce-worker.mjs --json out.json [--min-bytes 4] [--max-bytes 268435456] [--latency-only]
+import { writeFileSync } from 'node:fs';
+
+import { init } from '@braid/collectives';
+
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const minBytes = Number(opt('--min-bytes', 4));
+const maxBytes = Number(opt('--max-bytes', 256 * 2 ** 20));
+const secondsPerSize = Number(opt('--seconds-per-size', 0.2));
+const rounds = Number(opt('--rounds', 5));
+const latencyOnly = args.includes('--latency-only');
+const algorithms = latencyOnly ? [] : (opt('--algorithms', 'auto,ring,tree,recursive-doubling,mpi')).split(',');
+
+const comm = await init();
+const n = comm.size;
+const busFactor = n > 1 ? (2 * (n - 1)) / n : 0;
+const now = () => Number(process.hrtime.bigint()) / 1e9;
+const maxOver = (x) => comm.allReduceSync(new Float64Array([x]), { op: 'max', algorithm: 'mpi' })[0];
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function timeLoop(iters, fn) {
+  comm.allReduceSync(new Float32Array(1), { algorithm: 'mpi' }); // line the ranks up
+  const t0 = now();
+  for (let i = 0; i < iters; i++) await fn();
+  return maxOver((now() - t0) / iters);
+}
+
+const rows = [];
+if (comm.rank === 0) {
+  console.log(`# braid JS all-reduce benchmark: ${n} ranks, float32 sum, through @braid/collectives (await per call)`);
+  console.log(`#${'algorithm'.padStart(19)} ${'size(B)'.padStart(12)} ${'count'.padStart(10)} ${'type'.padStart(6)} ${'redop'.padStart(6)} ${'time(us)'.padStart(10)} ${'algbw(GB/s)'.padStart(11)} ${'busbw(GB/s)'.padStart(11)} ${'#wrong'.padStart(7)}`);
+}
+for (let bytes = minBytes; bytes <= maxBytes && algorithms.length; bytes *= 2) {
+  const count = bytes / 4;
+  const buf = new Float32Array(count);
+  const iters = [];
+  for (const algorithm of algorithms) {
+    const t0 = now();
+    for (let i = 0; i < 3; i++) await comm.allReduce(buf, { algorithm });
+    const estimate = maxOver((now() - t0) / 3);
+    iters.push(Math.max(3, Math.min(100000, Math.floor(secondsPerSize / rounds / Math.max(estimate, 1e-7)))));
+  }
+  const times = algorithms.map(() => []);
+  for (let r = 0; r < rounds; r++)
+    for (let a = 0; a < algorithms.length; a++) times[a].push(await timeLoop(iters[a], () => comm.allReduce(buf, { algorithm: algorithms[a] })));
+  for (let a = 0; a < algorithms.length; a++) {
+    const perCall = median(times[a]);
+    const check = new Float32Array(count);
+    for (let i = 0; i < count; i++) check[i] = comm.rank + (i % 7);
+    await comm.allReduce(check, { algorithm: algorithms[a] });
+    let wrong = 0;
+    for (let i = 0; i < count; i++) if (check[i] !== (n * (n - 1)) / 2 + n * (i % 7)) wrong++;
+    wrong = comm.allReduceSync(new Float64Array([wrong]), { algorithm: 'mpi' })[0];
+    const algbw = bytes / perCall / 1e9;
+    const row = { algorithm: algorithms[a], bytes, count, type: 'float32', redop: 'sum', timeUs: perCall * 1e6, algbw, busbw: algbw * busFactor, wrong, iterations: iters[a], rounds };
+    rows.push(row);
+    if (comm.rank === 0)
+      console.log(` ${row.algorithm.padStart(19)} ${String(bytes).padStart(12)} ${String(count).padStart(10)} ${'float'.padStart(6)} ${'sum'.padStart(6)} ${row.timeUs.toFixed(2).padStart(10)} ${algbw.toFixed(3).padStart(11)} ${row.busbw.toFixed(3).padStart(11)} ${String(wrong).padStart(7)}`);
+  }
+}
+
+// 4 KiB latency through the synchronous path (what a tfjs optimizer step inside model.fit uses)
+// and through the Promise path.
+const small = new Float32Array(1024);
+for (let i = 0; i < 2000; i++) comm.allReduceSync(small);
+const syncTimes = [];
+const asyncTimes = [];
+for (let r = 0; r < rounds; r++) {
+  syncTimes.push(await timeLoop(5000, () => comm.allReduceSync(small)));
+  asyncTimes.push(await timeLoop(5000, () => comm.allReduce(small)));
+}
+const latency = { bytes: 4096, syncUs: median(syncTimes) * 1e6, asyncUs: median(asyncTimes) * 1e6 };
+if (comm.rank === 0) {
+  console.log(`# 4 KiB all-reduce latency (auto, negotiation ${process.env.BRAID_NEGOTIATION === 'off' ? 'off' : 'on'}): sync ${latency.syncUs.toFixed(2)} us, async ${latency.asyncUs.toFixed(2)} us`);
+  const out = opt('--json');
+  if (out) writeFileSync(out, JSON.stringify({ ranks: n, negotiation: process.env.BRAID_NEGOTIATION !== 'off', results: rows, latency }, null, 1));
+}
+await comm.close();

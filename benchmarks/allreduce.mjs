@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+// The all-reduce benchmark: native (C++ over the MPI transport, beside MPI_Allreduce) and JS
+// (through @braid/collectives), run one after the other in one invocation, then the ratios the
+// targets are stated in. Writes benchmarks/results/allreduce.json.
+//   node benchmarks/allreduce.mjs [--np 2] [--max-bytes 268435456] [--quick]
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { buildDir } from '@braid/native';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const np = Number(opt('--np', 2));
+const quick = args.includes('--quick');
+const maxBytes = opt('--max-bytes', quick ? String(16 * 2 ** 20) : String(256 * 2 ** 20));
+const seconds = quick ? '0.05' : '0.2';
+const resultsDir = join(here, 'results');
+mkdirSync(resultsDir, { recursive: true });
+
+const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' };
+function mpirun(extraEnv, cmd) {
+  const exported = Object.keys(extraEnv).flatMap((k) => ['-x', k]);
+  const full = ['-np', String(np), ...(np > 2 ? ['--oversubscribe'] : []), ...exported, ...cmd];
+  console.log(`\n$ mpirun ${full.join(' ')}`);
+  const r = spawnSync('mpirun', full, { stdio: 'inherit', env: { ...env, ...extraEnv } });
+  if (r.status !== 0) {
+    console.error(`benchmark failed: mpirun exited with ${r.status ?? r.signal}`);
+    process.exit(1);
+  }
+}
+
+const nativeJson = join(resultsDir, 'allreduce-native.json');
+const jsJson = join(resultsDir, 'allreduce-js.json');
+const jsOffJson = join(resultsDir, 'allreduce-js-no-negotiation.json');
+mpirun({}, [join(buildDir, 'braid_allreduce_bench'), '--max-bytes', maxBytes, '--seconds-per-size', seconds, '--json', nativeJson]);
+mpirun({}, [process.execPath, join(here, 'allreduce-worker.mjs'), '--max-bytes', maxBytes, '--seconds-per-size', seconds, '--json', jsJson]);
+mpirun({ BRAID_NEGOTIATION: 'off' }, [process.execPath, join(here, 'allreduce-worker.mjs'), '--latency-only', '--json', jsOffJson]);
+
+const native = JSON.parse(readFileSync(nativeJson, 'utf8'));
+const js = JSON.parse(readFileSync(jsJson, 'utf8'));
+const jsOff = JSON.parse(readFileSync(jsOffJson, 'utf8'));
+const find = (rows, algorithm, bytes) => rows.find((r) => r.algorithm === algorithm && r.bytes === bytes);
+
+console.log(`\n# Summary, np=${np}: JS 'auto' against MPI_Allreduce called from C (same run)`);
+console.log(`#${'size(B)'.padStart(12)} ${'JS auto busbw'.padStart(14)} ${'MPI busbw'.padStart(10)} ${'ratio'.padStart(7)}   fastest native algorithm`);
+const ratios = [];
+for (const row of js.results.filter((r) => r.algorithm === 'auto')) {
+  const mpi = find(native.results, 'mpi', row.bytes);
+  const candidates = native.results.filter((r) => r.bytes === row.bytes);
+  const fastest = candidates.reduce((a, b) => (b.timeUs < a.timeUs ? b : a));
+  const ratio = row.busbw / mpi.busbw;
+  if (row.bytes >= 65536) ratios.push({ bytes: row.bytes, ratio });
+  console.log(` ${String(row.bytes).padStart(12)} ${row.busbw.toFixed(3).padStart(14)} ${mpi.busbw.toFixed(3).padStart(10)} ${ratio.toFixed(2).padStart(7)}   ${fastest.algorithm}`);
+}
+const mpi4k = find(native.results, 'mpi', 4096);
+const summary = {
+  np,
+  busbwRatioFrom64KiB: ratios,
+  minBusbwRatioFrom64KiB: ratios.length ? Math.min(...ratios.map((r) => r.ratio)) : null,
+  latency4KiB: {
+    mpiAllreduceFromCUs: mpi4k.timeUs,
+    syncUs: js.latency.syncUs,
+    asyncUs: js.latency.asyncUs,
+    syncWithoutNegotiationUs: jsOff.latency.syncUs,
+    asyncWithoutNegotiationUs: jsOff.latency.asyncUs,
+    syncRatio: js.latency.syncUs / mpi4k.timeUs,
+    negotiationCostUs: js.latency.syncUs - jsOff.latency.syncUs,
+  },
+};
+const l = summary.latency4KiB;
+console.log(`\n# 4 KiB latency: MPI_Allreduce from C ${l.mpiAllreduceFromCUs.toFixed(2)} us; JS sync ${l.syncUs.toFixed(2)} us (${l.syncRatio.toFixed(2)}x), async ${l.asyncUs.toFixed(2)} us`);
+console.log(`# negotiation: sync ${l.syncUs.toFixed(2)} us with, ${l.syncWithoutNegotiationUs.toFixed(2)} us without (${l.negotiationCostUs.toFixed(2)} us per op)`);
+if (summary.minBusbwRatioFrom64KiB !== null) console.log(`# JS auto busbw / MPI busbw from 64 KiB up: min ${summary.minBusbwRatioFrom64KiB.toFixed(2)}`);
+writeFileSync(join(resultsDir, 'allreduce.json'), JSON.stringify({ summary, native, js, jsWithoutNegotiation: jsOff }, null, 1));
+console.log(`# figures: ${join(resultsDir, 'allreduce.json')}`);
