@@ -15,7 +15,7 @@ const maxBytes = Number(opt('--max-bytes', 256 * 2 ** 20));
 const secondsPerSize = Number(opt('--seconds-per-size', 0.2));
 const rounds = Number(opt('--rounds', 5));
 const latencyOnly = args.includes('--latency-only');
-const algorithms = latencyOnly ? [] : (opt('--algorithms', 'auto,ring,tree,recursive-doubling,mpi')).split(',');
+const algorithms = latencyOnly ? [] : (opt('--algorithms', 'auto,shm,ring,tree,recursive-doubling,mpi')).split(',');
 
 const comm = await init();
 const n = comm.size;

@@ -2,7 +2,7 @@
 // The all-reduce benchmark: native (C++ over the MPI transport, beside MPI_Allreduce) and JS
 // (through @braid/collectives), run one after the other in one invocation, then the ratios the
 // targets are stated in. Writes benchmarks/results/allreduce.json.
-//   node benchmarks/allreduce.mjs [--np 2] [--max-bytes 268435456] [--quick]
+//   node benchmarks/allreduce.mjs [--np 2] [--max-bytes 268435456] [--repeat 3] [--quick]
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -19,7 +19,7 @@ const opt = (name, fallback) => {
 const np = Number(opt('--np', 2));
 const quick = args.includes('--quick');
 const maxBytes = opt('--max-bytes', quick ? String(16 * 2 ** 20) : String(256 * 2 ** 20));
-const seconds = quick ? '0.05' : '0.2';
+const seconds = quick ? '0.05' : '0.1';
 const resultsDir = join(here, 'results');
 mkdirSync(resultsDir, { recursive: true });
 
@@ -35,20 +35,41 @@ function mpirun(extraEnv, cmd) {
   }
 }
 
-const nativeJson = join(resultsDir, 'allreduce-native.json');
-const jsJson = join(resultsDir, 'allreduce-js.json');
-const jsOffJson = join(resultsDir, 'allreduce-js-no-negotiation.json');
-mpirun({}, [join(buildDir, 'braid_allreduce_bench'), '--max-bytes', maxBytes, '--seconds-per-size', seconds, '--json', nativeJson]);
-mpirun({}, [process.execPath, join(here, 'allreduce-worker.mjs'), '--max-bytes', maxBytes, '--seconds-per-size', seconds, '--json', jsJson]);
-mpirun({ BRAID_NEGOTIATION: 'off' }, [process.execPath, join(here, 'allreduce-worker.mjs'), '--latency-only', '--json', jsOffJson]);
-
-const native = JSON.parse(readFileSync(nativeJson, 'utf8'));
-const js = JSON.parse(readFileSync(jsJson, 'utf8'));
-const jsOff = JSON.parse(readFileSync(jsOffJson, 'utf8'));
+// The machine's speed drifts between runs, so native and JS runs alternate `repeat` times and
+// each figure is the median over the repeats.
+const repeat = Number(opt('--repeat', quick ? 1 : 3));
+const runs = { native: [], js: [], jsOff: [] };
+for (let i = 0; i < repeat; i++) {
+  const nativeJson = join(resultsDir, `allreduce-native-${i}.json`);
+  const jsJson = join(resultsDir, `allreduce-js-${i}.json`);
+  const jsOffJson = join(resultsDir, `allreduce-js-no-negotiation-${i}.json`);
+  mpirun({}, [join(buildDir, 'braid_allreduce_bench'), '--max-bytes', maxBytes, '--seconds-per-size', seconds, '--json', nativeJson]);
+  mpirun({}, [process.execPath, join(here, 'allreduce-worker.mjs'), '--max-bytes', maxBytes, '--seconds-per-size', seconds, '--json', jsJson]);
+  mpirun({ BRAID_NEGOTIATION: 'off' }, [process.execPath, join(here, 'allreduce-worker.mjs'), '--latency-only', '--json', jsOffJson]);
+  runs.native.push(JSON.parse(readFileSync(nativeJson, 'utf8')));
+  runs.js.push(JSON.parse(readFileSync(jsJson, 'utf8')));
+  runs.jsOff.push(JSON.parse(readFileSync(jsOffJson, 'utf8')));
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function merge(list) {
+  const busFactor = np > 1 ? (2 * (np - 1)) / np : 0;
+  const results = list[0].results.map((row, i) => {
+    const timeUs = median(list.map((run) => run.results[i].timeUs));
+    const algbw = row.bytes / (timeUs * 1e-6) / 1e9;
+    return { ...row, timeUs, algbw, busbw: algbw * busFactor, wrong: Math.max(...list.map((run) => run.results[i].wrong)), repeats: list.length };
+  });
+  const latency = list[0].latency
+    ? { bytes: 4096, syncUs: median(list.map((r) => r.latency.syncUs)), asyncUs: median(list.map((r) => r.latency.asyncUs)) }
+    : undefined;
+  return { ...list[0], results, latency };
+}
+const native = merge(runs.native);
+const js = merge(runs.js);
+const jsOff = merge(runs.jsOff);
 const find = (rows, algorithm, bytes) => rows.find((r) => r.algorithm === algorithm && r.bytes === bytes);
 
-console.log(`\n# Summary, np=${np}: JS 'auto' against MPI_Allreduce called from C (same run)`);
-console.log(`#${'size(B)'.padStart(12)} ${'JS auto busbw'.padStart(14)} ${'MPI busbw'.padStart(10)} ${'ratio'.padStart(7)}   fastest native algorithm`);
+console.log(`\n# Summary, np=${np}, medians of ${repeat} alternating native/JS runs: JS 'auto' against MPI_Allreduce called from C`);
+console.log(`#${'size(B)'.padStart(12)} ${'JS auto busbw'.padStart(14)} ${'MPI busbw'.padStart(10)} ${'ratio'.padStart(7)} ${'JS mpi busbw'.padStart(13)}   fastest native algorithm`);
 const ratios = [];
 for (const row of js.results.filter((r) => r.algorithm === 'auto')) {
   const mpi = find(native.results, 'mpi', row.bytes);
@@ -56,11 +77,13 @@ for (const row of js.results.filter((r) => r.algorithm === 'auto')) {
   const fastest = candidates.reduce((a, b) => (b.timeUs < a.timeUs ? b : a));
   const ratio = row.busbw / mpi.busbw;
   if (row.bytes >= 65536) ratios.push({ bytes: row.bytes, ratio });
-  console.log(` ${String(row.bytes).padStart(12)} ${row.busbw.toFixed(3).padStart(14)} ${mpi.busbw.toFixed(3).padStart(10)} ${ratio.toFixed(2).padStart(7)}   ${fastest.algorithm}`);
+  const viaEngine = find(js.results, 'mpi', row.bytes);
+  console.log(` ${String(row.bytes).padStart(12)} ${row.busbw.toFixed(3).padStart(14)} ${mpi.busbw.toFixed(3).padStart(10)} ${ratio.toFixed(2).padStart(7)} ${(viaEngine ? viaEngine.busbw.toFixed(3) : '-').padStart(13)}   ${fastest.algorithm}`);
 }
 const mpi4k = find(native.results, 'mpi', 4096);
 const summary = {
   np,
+  repeats: repeat,
   busbwRatioFrom64KiB: ratios,
   minBusbwRatioFrom64KiB: ratios.length ? Math.min(...ratios.map((r) => r.ratio)) : null,
   latency4KiB: {

@@ -20,6 +20,7 @@
 #include "kernels/half.h"
 #include "kernels/reduce.h"
 #include "transport/mpi_transport.h"
+#include "transport/shm_transport.h"
 
 using namespace braid;
 
@@ -44,6 +45,9 @@ std::vector<std::string> splitList(const std::string& s) {
 
 double wtime() { return MPI_Wtime(); }
 
+ShmTransport* gShm = nullptr;
+void shmAllreduce(CollectiveArgs& args, void* buf, size_t count) { allreduceShm(args, *gShm, buf, count); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,7 +59,7 @@ int main(int argc, char** argv) {
   size_t minBytes = 4, maxBytes = size_t{256} << 20;
   double secondsPerSize = 0.2;
   int rounds = 5;
-  std::string algoList = "ring,tree,recursive-doubling,mpi", jsonPath, segment;
+  std::string algoList = "shm,ring,tree,recursive-doubling,mpi", jsonPath, segment, slot;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--min-bytes") minBytes = std::stoull(v);
@@ -65,8 +69,9 @@ int main(int argc, char** argv) {
     else if (k == "--seconds-per-size") secondsPerSize = std::stod(v);
     else if (k == "--segment-bytes") segment = v;
     else if (k == "--rounds") rounds = std::max(1, std::stoi(v));
+    else if (k == "--shm-slot-bytes") slot = v;
   }
-  const Algo all[] = {{"ring", allreduceRing}, {"tree", allreduceTree},
+  const Algo all[] = {{"shm", shmAllreduce}, {"ring", allreduceRing}, {"tree", allreduceTree},
                       {"recursive-doubling", allreduceRecursiveDoubling}, {"mpi", allreduceMpi}};
   std::vector<Algo> algos;
   for (const std::string& name : splitList(algoList))
@@ -78,6 +83,13 @@ int main(int argc, char** argv) {
     MPI_Comm dup;
     MPI_Comm_dup(MPI_COMM_WORLD, &dup);
     MpiTransport transport(dup);
+    std::string why;
+    std::unique_ptr<ShmTransport> shm = ShmTransport::create(dup, slot.empty() ? size_t{1} << 20 : std::stoull(slot), &why);
+    gShm = shm.get();
+    if (!gShm) {
+      algos.erase(std::remove_if(algos.begin(), algos.end(), [](const Algo& a) { return a.name == "shm"; }), algos.end());
+      if (rank == 0) std::printf("# shm skipped: %s\n", why.c_str());
+    }
     std::vector<uint8_t> scratch;
     const DType dtype = DType::kFloat32;
     const RedOp op = RedOp::kSum;

@@ -5,6 +5,7 @@ export interface StartOptions {
   timeoutMs?: number;
   stallWarningMs?: number;
   negotiate?: boolean;
+  sharedMemory?: boolean;
   segmentBytes?: number;
   timeline?: string;
 }
@@ -17,6 +18,7 @@ export interface WorldInfo {
   threadLevel: number;
   mpiLibrary: string;
   negotiate: boolean;
+  sharedMemory: boolean;
 }
 
 /** One op, as numbers (see @braid/collectives' codes.ts). */

@@ -12,6 +12,7 @@
 #include "kernels/half.h"
 #include "kernels/reduce.h"
 #include "transport/mpi_transport.h"
+#include "transport/shm_transport.h"
 
 using namespace braid;
 
@@ -105,10 +106,15 @@ int main(int argc, char** argv) {
                           DType::kUint8,   DType::kInt8,    DType::kFloat16, DType::kBFloat16};
   const RedOp ops[] = {RedOp::kSum, RedOp::kProd, RedOp::kMin, RedOp::kMax, RedOp::kAvg};
   std::vector<size_t> sizes = {0, 1, static_cast<size_t>(size > 1 ? size - 1 : 1), static_cast<size_t>(size + 1), 13, 1009, 65537};
+  // A small slot (two chunks of 96 bytes) so that these sizes run through many chunks.
+  std::string why;
+  static std::unique_ptr<ShmTransport> shm = ShmTransport::create(dup, 192, &why);
+  CHECK_MSG(shm != nullptr, "shared memory: " + why);
   using Fn = void (*)(CollectiveArgs&, void*, size_t);
   struct Named { const char* name; Fn fn; };
   const Named algorithms[] = {{"ring", allreduceRing}, {"tree", allreduceTree},
-                              {"recursive-doubling", allreduceRecursiveDoubling}, {"mpi", allreduceMpi}};
+                              {"recursive-doubling", allreduceRecursiveDoubling}, {"mpi", allreduceMpi},
+                              {"shm", [](CollectiveArgs& a, void* b, size_t c) { allreduceShm(a, *shm, b, c); }}};
 
   for (const Named& algo : algorithms) {
     quietCase(std::string("allreduce ") + algo.name + " np=" + std::to_string(size) + ": every dtype x op x size exact and identical", [&] {
@@ -185,7 +191,8 @@ int main(int argc, char** argv) {
   } else {
     code = braid_test::registry().failed == 0 ? 0 : 1;
   }
-  }  // the transport frees its communicator before MPI_Finalize
+  shm.reset();
+  }  // the transports let go of their communicator and region before MPI_Finalize
   MPI_Finalize();
   return code;
 }

@@ -94,7 +94,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, Napi::Object spec, Napi::Value
   if (redop < 0 || redop >= kNumRedOps) throwBraid(env, ErrorCode::kInvalidArgument, "unknown reduce op");
   op.redop = static_cast<RedOp>(redop);
   int algorithm = intField(spec, "algorithm", 0);
-  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kMpi)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
+  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kShm)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
   op.algorithm = static_cast<Algorithm>(algorithm);
   op.root = intField(spec, "root", 0);
   op.color = intField(spec, "color", 0);
@@ -177,6 +177,8 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   options.timeoutMs = intField(o, "timeoutMs", options.timeoutMs);
   options.stallWarningMs = intField(o, "stallWarningMs", options.stallWarningMs);
   options.segmentBytes = static_cast<size_t>(intField(o, "segmentBytes", static_cast<int>(options.segmentBytes)));
+  Napi::Value sharedMemory = o.Get("sharedMemory");
+  if (sharedMemory.IsBoolean()) options.sharedMemory = sharedMemory.As<Napi::Boolean>().Value();
   Napi::Value negotiate = o.Get("negotiate");
   if (negotiate.IsBoolean()) options.negotiate = negotiate.As<Napi::Boolean>().Value();
   Napi::Value timeline = o.Get("timeline");
@@ -195,6 +197,7 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   r.Set("threadLevel", world.threadLevel);
   r.Set("mpiLibrary", world.mpiLibrary);
   r.Set("negotiate", Engine::instance().options().negotiate);
+  r.Set("sharedMemory", Engine::instance().options().sharedMemory);
   return r;
 }
 

@@ -12,6 +12,8 @@
 
 namespace braid {
 
+class ShmTransport;
+
 // Records when reductions ran, for the timeline (optional).
 class PhaseRecorder {
  public:
@@ -45,6 +47,8 @@ void allreduceRing(CollectiveArgs& args, void* buf, size_t count);
 void allreduceTree(CollectiveArgs& args, void* buf, size_t count);
 void allreduceRecursiveDoubling(CollectiveArgs& args, void* buf, size_t count);
 void allreduceMpi(CollectiveArgs& args, void* buf, size_t count);
+// Ranks on one host only: through a shared-memory region instead of messages.
+void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count);
 
 // --- the ring phases, shared by all-reduce, reduce-scatter and all-gather ------------------
 // After it, block r of buf (this rank's) holds the reduction of block r over all ranks; the

@@ -32,15 +32,17 @@ const char* algorithmName(Algorithm a) {
     case Algorithm::kTree: return "tree";
     case Algorithm::kRecursiveDoubling: return "recursive-doubling";
     case Algorithm::kMpi: return "mpi";
+    case Algorithm::kShm: return "shm";
   }
   return "unknown";
 }
 
 namespace {
 
-// `auto` crossover for all-reduce, from benchmarks/allreduce at np=2 (benchmarks/README.md):
-// recursive doubling (fewest steps) up to 64 KiB, the ring (least data per rank) above. The
-// binomial tree never won at np <= 4 on one host; it stays available by name.
+// `auto` for all-reduce, from benchmarks/allreduce at np=2 (benchmarks/README.md): shared memory
+// whenever all ranks share a host (it won at every size from 1 KiB); otherwise recursive
+// doubling (fewest steps) up to 64 KiB and the ring (least data per rank) above. The binomial
+// tree never won at np <= 4; it stays available by name.
 constexpr size_t kRecursiveDoublingMaxBytes = 64 * 1024;
 constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
 
@@ -131,6 +133,18 @@ CommState& Engine::addComm(MPI_Comm base) {
   state->transport = std::make_unique<MpiTransport>(data);
   state->rank = state->transport->rank();
   state->size = state->transport->size();
+  MPI_Comm local;
+  checkMpi(MPI_Comm_split_type(base, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local), "MPI_Comm_split_type");
+  int localSize = 0;
+  MPI_Comm_size(local, &localSize);
+  MPI_Comm_free(&local);
+  state->local = localSize == state->size;
+  // Collective over the new communicator, like the dups above; every rank gets the same answer.
+  if (!options_.sharedMemory) {
+    state->shmUnavailable = "shared memory is off (BRAID_SHM=off)";
+  } else if (state->size > 1) {
+    state->shm = ShmTransport::create(state->control, options_.shmSlotBytes, &state->shmUnavailable);
+  }
   CommState& ref = *state;
   comms_[ref.id] = std::move(state);
   return ref;
@@ -238,15 +252,22 @@ void Engine::run(OpRecord* op) {
         if (options_.negotiate) {
           NegotiationLimits limits{std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs),
                                    options_.stallWarningMs};
-          negotiateOp(comm.control, comm.rank, comm.size, *op, limits);
+          if (comm.shm) {
+            negotiateOpShm(*comm.shm, *op, limits);
+          } else {
+            negotiateOp(comm.control, comm.rank, comm.size, *op, limits);
+          }
         }
         op->tNegotiated = nowMicros();
         comm.transport->setDeadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
         execute(comm, *op);
       }
     } catch (const BraidException& e) {
-      // A mismatch leaves every rank in step; anything else may have left messages in flight.
-      if (e.code() != ErrorCode::kMismatch && e.code() != ErrorCode::kInvalidArgument) comm.brokenReason = e.what();
+      // These are raised on every rank alike before any data moves, so the ranks stay in step;
+      // anything else may have left messages in flight.
+      const bool inStep = e.code() == ErrorCode::kMismatch || e.code() == ErrorCode::kInvalidArgument ||
+                          e.code() == ErrorCode::kBackendUnavailable;
+      if (!inStep) comm.brokenReason = e.what();
       throw;
     }
   } catch (const BraidException& e) {
@@ -264,6 +285,7 @@ void Engine::run(OpRecord* op) {
 
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
+  if (comm.shm) return Algorithm::kShm;
   if (bytes <= kRecursiveDoublingMaxBytes) return Algorithm::kRecursiveDoubling;
   return Algorithm::kRing;
 }
@@ -296,6 +318,18 @@ void Engine::execute(CommState& comm, OpRecord& op) {
         case Algorithm::kTree: allreduceTree(args, op.data, op.count); break;
         case Algorithm::kRecursiveDoubling: allreduceRecursiveDoubling(args, op.data, op.count); break;
         case Algorithm::kMpi: allreduceMpi(args, op.data, op.count); break;
+        case Algorithm::kShm: {
+          if (comm.size == 1) break;
+          ShmTransport* shm = comm.shm.get();
+          if (shm == nullptr) {
+            throw BraidException(ErrorCode::kBackendUnavailable,
+                                 "algorithm 'shm' is not available on this communicator: " + comm.shmUnavailable +
+                                     "; use 'auto' or 'ring'");
+          }
+          shm->setDeadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
+          allreduceShm(args, *shm, op.data, op.count);
+          break;
+        }
         default: throw BraidException(ErrorCode::kInvalidArgument, "unknown all-reduce algorithm");
       }
       return;
@@ -362,6 +396,7 @@ void Engine::closeComm(CommState& comm) {
     stopping_.store(true);
   }
   comm.closed = true;
+  comm.shm.reset();
   comm.transport.reset();
   MPI_Comm_free(&comm.control);
   if (comm.base != MPI_COMM_WORLD) MPI_Comm_free(&comm.base);

@@ -18,6 +18,7 @@
 #include "engine/op.h"
 #include "engine/timeline.h"
 #include "transport/mpi_transport.h"
+#include "transport/shm_transport.h"
 
 namespace braid {
 
@@ -26,6 +27,8 @@ struct EngineOptions {
   int stallWarningMs = 30000;   // rank 0 names the ranks it is still waiting for
   bool negotiate = true;        // BRAID_NEGOTIATION=off skips the agreement step (benchmarks)
   size_t segmentBytes = 1 << 20;
+  bool sharedMemory = true;       // BRAID_SHM=off: MPI only, even on one host
+  size_t shmSlotBytes = 1 << 20;  // per rank; holds two chunks
   std::string timelinePath;     // BRAID_TIMELINE
 };
 
@@ -41,6 +44,9 @@ struct CommState {
   MPI_Comm control = MPI_COMM_NULL;  // negotiation traffic
   MPI_Comm base = MPI_COMM_NULL;     // what split() splits
   std::unique_ptr<MpiTransport> transport;  // data traffic
+  bool local = false;                       // all ranks on one host: shared memory is possible
+  std::unique_ptr<ShmTransport> shm;        // negotiation and the 'shm' algorithm, when local
+  std::string shmUnavailable;               // why there is none
   uint64_t seq = 0;
   bool closed = false;
   std::string brokenReason;  // set once an op left the communicator unusable

@@ -97,6 +97,11 @@ std::string opLabel(const Descriptor& d) {
   return label;
 }
 
+std::string missingMessage(const std::vector<int>& missing, const Descriptor& mine) {
+  return (missing.size() == 1 ? "rank " : "ranks ") + rankList(missing) + (missing.size() == 1 ? " has" : " have") +
+         " not submitted " + opLabel(mine);
+}
+
 // Empty when all descriptors agree; otherwise the MISMATCH message.
 std::string compare(const std::vector<Descriptor>& all) {
   const char* fields[] = {"operation", "call number", "name", "dtype", "length", "op", "root", "algorithm"};
@@ -167,8 +172,7 @@ void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const N
       (flag ? present : missing).push_back(r);
     }
     if (missing.empty()) continue;
-    const std::string what = (missing.size() == 1 ? "rank " : "ranks ") + rankList(missing) +
-                             (missing.size() == 1 ? " has" : " have") + " not submitted " + opLabel(mine);
+    const std::string what = missingMessage(missing, mine);
     if (!late) {
       std::fprintf(stderr, "braid: stall: %s after %d ms (ranks 0%s%s are waiting for it)\n", what.c_str(),
                    limits.stallWarningMs, present.empty() ? "" : ",", rankList(present).c_str());
@@ -230,6 +234,37 @@ void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const Negotiati
 }
 
 }  // namespace
+
+void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimits& limits) {
+  const int n = shm.size(), r = shm.rank();
+  if (n == 1) return;
+  static_assert(sizeof(Descriptor) <= ShmTransport::kRecordBytes, "descriptor must fit a record");
+  const Descriptor mine = describe(op);
+  // Descriptors alternate between two records: a rank can publish op k+1 while a slower one is
+  // still reading op k, but not op k+2 before everyone has arrived at k+1.
+  const int which = static_cast<int>(op.seq % 2);
+  std::memcpy(shm.record(r, which), &mine, sizeof mine);
+  const uint64_t epoch = shm.arrive();
+  auto stall = [&](const std::vector<int>& missing) {
+    // The lowest rank that is waiting reports, once.
+    int reporter = 0;
+    while (std::find(missing.begin(), missing.end(), reporter) != missing.end()) ++reporter;
+    if (reporter != r) return;
+    std::fprintf(stderr, "braid: stall: %s after %d ms (the other ranks are waiting for it)\n",
+                 missingMessage(missing, mine).c_str(), limits.stallWarningMs);
+  };
+  std::vector<int> missing = shm.waitFor(epoch, limits.deadline, std::chrono::milliseconds(limits.stallWarningMs), stall);
+  if (!missing.empty()) {
+    throw BraidException(ErrorCode::kTimeout,
+                         missingMessage(missing, mine) +
+                             " before the timeout; the communicator is no longer usable. Check that every rank "
+                             "makes the same collective calls (a rank may have failed, returned early or skipped a call).");
+  }
+  std::vector<Descriptor> all(n);
+  for (int s = 0; s < n; ++s) std::memcpy(&all[s], shm.record(s, which), sizeof(Descriptor));
+  std::string mismatch = compare(all);
+  if (!mismatch.empty()) throw BraidException(ErrorCode::kMismatch, mismatch);
+}
 
 void negotiateOp(MPI_Comm control, int rank, int size, const OpRecord& op, const NegotiationLimits& limits) {
   if (size == 1) return;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "engine/op.h"
+#include "transport/shm_transport.h"
 
 namespace braid {
 
@@ -21,5 +22,11 @@ struct NegotiationLimits {
 
 // Throws BraidException with MISMATCH or TIMEOUT (the same code on every rank that gets an answer).
 void negotiateOp(MPI_Comm control, int rank, int size, const OpRecord& op, const NegotiationLimits& limits);
+
+// The same agreement for ranks on one host, through shared memory: every rank publishes its
+// descriptor and passes a flag barrier, then reads all descriptors and reaches the same verdict
+// itself. No message and no system call; a rank that never arrives is named by every rank that
+// did, from the barrier's flags.
+void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimits& limits);
 
 }  // namespace braid

@@ -24,7 +24,7 @@ enum class OpKind : int {
   kSplit = 5,
   kCloseComm = 6,
 };
-enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4 };
+enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4, kShm = 5 };
 
 const char* opKindName(OpKind k);
 const char* algorithmName(Algorithm a);

@@ -2,7 +2,7 @@
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8' | 'int8' | 'float16' | 'bfloat16';
 export type ReduceOp = 'sum' | 'prod' | 'min' | 'max' | 'avg';
-export type AllReduceAlgorithm = 'auto' | 'ring' | 'tree' | 'recursive-doubling' | 'mpi';
+export type AllReduceAlgorithm = 'auto' | 'shm' | 'ring' | 'tree' | 'recursive-doubling' | 'mpi';
 export type BroadcastAlgorithm = 'auto' | 'tree' | 'ring';
 
 export const DTYPE_CODES: Record<DType, number> = {
@@ -24,6 +24,7 @@ export const ALGORITHM_CODES: Record<AllReduceAlgorithm, number> = {
   tree: 2,
   'recursive-doubling': 3,
   mpi: 4,
+  shm: 5,
 };
 
 export const OP_KIND = {

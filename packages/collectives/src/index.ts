@@ -31,6 +31,11 @@ export interface InitOptions {
    * except to measure its cost.
    */
   negotiate?: boolean;
+  /**
+   * Use shared memory among ranks on one host, for the agreement step and the 'shm' all-reduce
+   * (default true; BRAID_SHM=off turns it off and everything goes through MPI).
+   */
+  sharedMemory?: boolean;
 }
 
 let world: Communicator | undefined;
@@ -69,10 +74,15 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
   if (negotiation !== undefined && negotiation !== '' && negotiation !== 'on' && negotiation !== 'off') {
     throw new InvalidArgumentError(`BRAID_NEGOTIATION must be 'on' or 'off'; got ${JSON.stringify(negotiation)}`);
   }
+  const shm = process.env.BRAID_SHM;
+  if (shm !== undefined && shm !== '' && shm !== 'on' && shm !== 'off') {
+    throw new InvalidArgumentError(`BRAID_SHM must be 'on' or 'off'; got ${JSON.stringify(shm)}`);
+  }
   const start: StartOptions = {
     timeoutMs: positive('timeoutMs', options.timeoutMs) ?? envInt('BRAID_TIMEOUT_MS') ?? 120_000,
     stallWarningMs: positive('stallWarningMs', options.stallWarningMs) ?? envInt('BRAID_STALL_WARNING_MS') ?? 30_000,
     negotiate: options.negotiate ?? negotiation !== 'off',
+    sharedMemory: options.sharedMemory ?? shm !== 'off',
   };
   const timeline = options.timeline ?? process.env.BRAID_TIMELINE;
   if (timeline) start.timeline = timeline;

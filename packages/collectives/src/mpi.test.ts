@@ -7,9 +7,19 @@ import { describe, expect, it } from 'vitest';
 
 import { mpirun } from './test-support/mpirun.js';
 
-describe.each([1, 2, 3, 4])('np=%i', (np) => {
+// BRAID_SHM=off: agreement through rank 0 over MPI, and 'auto' choosing among the MPI algorithms.
+const SHM_OFF = { BRAID_SHM: 'off' };
+
+describe.each([
+  [1, {}],
+  [2, {}],
+  [3, {}],
+  [4, {}],
+  [2, SHM_OFF],
+  [3, SHM_OFF],
+])('np=%i %o', (np, env) => {
   it('every op x dtype x algorithm is exact on awkward sizes, and the same bits on every rank', async () => {
-    const run = await mpirun(np, 'matrix');
+    const run = await mpirun(np, 'matrix', { env });
     expect(run.stderr).not.toMatch(/error|abort/i);
     expect(run.code).toBe(0);
     expect(run.results).toHaveLength(np);
@@ -38,9 +48,14 @@ describe.each([1, 2, 3, 4])('np=%i', (np) => {
   });
 });
 
-describe.each([2, 3])('disagreeing ranks, np=%i', (np) => {
+describe.each([
+  [2, {}],
+  [3, {}],
+  [2, SHM_OFF],
+  [3, SHM_OFF],
+])('disagreeing ranks, np=%i %o', (np, env) => {
   it('every rank gets MISMATCH naming the ranks and the field, within 5 s, and stays in step', async () => {
-    const run = await mpirun(np, 'mismatch');
+    const run = await mpirun(np, 'mismatch', { env });
     expect(run.code).toBe(0);
     expect(run.results).toHaveLength(np);
     const last = np - 1;
@@ -70,9 +85,9 @@ describe.each([2, 3])('disagreeing ranks, np=%i', (np) => {
   });
 });
 
-describe('a rank that never makes the call', () => {
+describe.each([[{}], [SHM_OFF]])('a rank that never makes the call %o', (env) => {
   it('gives TIMEOUT naming it on the others, then ABORTED, and a stall warning', async () => {
-    const run = await mpirun(3, 'timeout', { timeoutMs: 60_000 });
+    const run = await mpirun(3, 'timeout', { env, timeoutMs: 60_000 });
     expect(run.results).toHaveLength(3);
     for (const r of run.results.slice(0, 2)) {
       expect(r.first.code).toBe('TIMEOUT');

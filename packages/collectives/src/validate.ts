@@ -30,7 +30,8 @@ const ARRAY_DTYPE = new Map<Function, DType>([
   [Int8Array, 'int8'],
 ]);
 const SUPPORTED = 'Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array, Int8Array, or a Uint16Array with dtype "float16" or "bfloat16"';
-const FUTURE_ALGORITHMS = new Set(['shm', 'hierarchical', 'nccl']);
+const FUTURE_ALGORITHMS = new Set(['hierarchical', 'nccl']);
+const ALL_REDUCE_ALGORITHMS = "'auto', 'shm', 'ring', 'tree', 'recursive-doubling' or 'mpi'";
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
@@ -86,11 +87,11 @@ export function resolveAllReduceAlgorithm(method: string, algorithm: unknown): A
   if (typeof value === 'string' && value in ALGORITHM_CODES) return value as AllReduceAlgorithm;
   if (typeof value === 'string' && FUTURE_ALGORITHMS.has(value)) {
     throw new BackendUnavailableError(
-      `${method}: algorithm '${value}' needs a transport this build does not have yet; use 'auto', 'ring', 'tree', 'recursive-doubling' or 'mpi'`,
+      `${method}: algorithm '${value}' needs a transport this build does not have yet; use ${ALL_REDUCE_ALGORITHMS}`,
     );
   }
   throw new InvalidArgumentError(
-    `${method}: unknown algorithm ${JSON.stringify(value)}; use 'auto', 'ring', 'tree', 'recursive-doubling' or 'mpi'`,
+    `${method}: unknown algorithm ${JSON.stringify(value)}; use ${ALL_REDUCE_ALGORITHMS}`,
   );
 }
 

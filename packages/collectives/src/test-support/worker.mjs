@@ -39,8 +39,14 @@ async function matrix(comm) {
     return answers.get(key);
   };
   const sizes = [0, 1, Math.max(1, n - 1), n + 1, 13, 1009, 65537];
-  const algorithms = ['auto', 'ring', 'tree', 'recursive-doubling', 'mpi'];
+  const shmOff = process.env.BRAID_SHM === 'off';
+  const algorithms = ['auto', ...(shmOff ? [] : ['shm']), 'ring', 'tree', 'recursive-doubling', 'mpi'];
   const cases = [];
+  if (shmOff && n > 1) {
+    // Asking for 'shm' without it fails the same way on every rank, and the ranks stay in step.
+    const refused = await capture(() => comm.allReduce(new Float32Array(4), { algorithm: 'shm' }));
+    cases.push({ what: `shm refused: ${refused.code}`, wrong: refused.code === 'BACKEND_UNAVAILABLE' ? 0 : 1, digest: refused.code });
+  }
   let call = 0;
   for (const algorithm of algorithms)
     for (const dtype of DTYPES)

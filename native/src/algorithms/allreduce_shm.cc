@@ -1,0 +1,56 @@
+// Shared-memory all-reduce, for communicators whose ranks all run on one host.
+//
+// Cost (n ranks, m bytes, chunks of c bytes per rank): per chunk, every rank copies its c bytes
+// into its slot, reduces a 1/n share of the chunk across the n slots (reading c bytes, writing
+// c/n), publishes that share, and copies the other (n-1)/n of the chunk back: about 3m bytes of
+// memory traffic per rank and 2 flag barriers per chunk, with no system calls. Chunks alternate
+// between two halves of each slot, so writing chunk k+1 never races with peers still reading
+// chunk k, and they are small enough to stay in the shared cache.
+//
+// Every share is reduced by one rank, in rank order (slot 0, slot 1, ...), and copied by the
+// others, so every rank gets the same bits.
+#include <algorithm>
+#include <cstring>
+
+#include "algorithms/collective.h"
+#include "kernels/reduce.h"
+#include "transport/shm_transport.h"
+
+namespace braid {
+
+void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count) {
+  const int n = shm.size(), r = shm.rank();
+  if (count == 0 || n == 1) return;
+  const size_t es = dtypeSize(args.dtype);
+  // Each half of a slot holds one chunk.
+  const size_t chunkElems = std::max<size_t>(1, shm.slotBytes() / 2 / es);
+  uint8_t* data = static_cast<uint8_t*>(buf);
+  int half = 0;
+  for (size_t start = 0; start < count; start += chunkElems, half ^= 1) {
+    const size_t len = std::min(chunkElems, count - start);
+    const size_t halfOffset = static_cast<size_t>(half) * (shm.slotBytes() / 2);
+    uint8_t* mine = data + start * es;
+    std::memcpy(shm.slot(r) + halfOffset, mine, len * es);
+    shm.barrier();
+
+    // This rank's share of the chunk: elements [lo, hi).
+    const size_t lo = len * r / n, hi = len * (r + 1) / n;
+    if (hi > lo) {
+      const size_t off = halfOffset + lo * es;
+      uint8_t* out = mine + lo * es;  // accumulate in our own buffer, then publish
+      reduceTimed(args, out, shm.slot(0) + off, shm.slot(1) + off, hi - lo);
+      for (int s = 2; s < n; ++s) reduceTimed(args, out, out, shm.slot(s) + off, hi - lo);
+      if (args.op == RedOp::kAvg) finishAverage(args.dtype, out, hi - lo, n);
+      std::memcpy(shm.slot(r) + off, out, (hi - lo) * es);
+    }
+    shm.barrier();
+
+    for (int s = 0; s < n; ++s) {
+      if (s == r) continue;
+      const size_t slo = len * s / n, shi = len * (s + 1) / n;
+      if (shi > slo) std::memcpy(mine + slo * es, shm.slot(s) + halfOffset + slo * es, (shi - slo) * es);
+    }
+  }
+}
+
+}  // namespace braid

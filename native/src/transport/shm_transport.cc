@@ -1,0 +1,129 @@
+#include "transport/shm_transport.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "common/status.h"
+
+namespace braid {
+
+std::unique_ptr<ShmTransport> ShmTransport::create(MPI_Comm comm, size_t slotBytes, std::string* why) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  MPI_Comm local;
+  MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
+  int localSize = 0;
+  MPI_Comm_size(local, &localSize);
+  MPI_Comm_free(&local);
+  if (localSize != size) {
+    *why = "its ranks are not all on one host";
+    return nullptr;
+  }
+
+  auto shm = std::unique_ptr<ShmTransport>(new ShmTransport());
+  shm->rank_ = rank;
+  shm->size_ = size;
+  shm->slotBytes_ = slotBytes;
+  shm->mappedBytes_ = (kControlBytes + slotBytes) * static_cast<size_t>(size);
+
+  char name[64] = {};
+  std::string error;
+  if (rank == 0) {
+    static std::atomic<int> counter{0};
+    std::snprintf(name, sizeof name, "/braid-%d-%d", static_cast<int>(getpid()), counter++);
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) {
+      error = std::string("shm_open: ") + std::strerror(errno);
+    } else {
+      // posix_fallocate reserves the pages now: a full /dev/shm is an error here, not a SIGBUS later.
+      int rc = posix_fallocate(fd, 0, static_cast<off_t>(shm->mappedBytes_));
+      if (rc != 0) error = std::string("cannot reserve ") + std::to_string(shm->mappedBytes_) + " bytes in /dev/shm: " + std::strerror(rc);
+      close(fd);
+    }
+  }
+  int ok = error.empty() ? 1 : 0;
+  MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+  if (!ok) {
+    if (rank == 0) shm_unlink(name);
+    MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm);  // keep the call sequence the same on all ranks
+    *why = rank == 0 ? error : "rank 0 could not create the shared region";
+    return nullptr;
+  }
+  MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm);
+  int fd = shm_open(name, O_RDWR, 0600);
+  void* p = MAP_FAILED;
+  if (fd >= 0) {
+    p = mmap(nullptr, shm->mappedBytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+  }
+  int mapped = p != MAP_FAILED ? 1 : 0, all = 0;
+  MPI_Allreduce(&mapped, &all, 1, MPI_INT, MPI_MIN, comm);
+  if (rank == 0) shm_unlink(name);  // every rank has it open or failed: the name is no longer needed
+  if (!all) {
+    if (p != MAP_FAILED) munmap(p, shm->mappedBytes_);
+    *why = "a rank could not map the shared region";
+    return nullptr;
+  }
+  shm->base_ = static_cast<uint8_t*>(p);
+  return shm;
+}
+
+ShmTransport::~ShmTransport() {
+  if (base_ != nullptr) munmap(base_, mappedBytes_);
+}
+
+uint64_t ShmTransport::arrive() {
+  ++epoch_;
+  flag(rank_)->store(epoch_, std::memory_order_release);
+  return epoch_;
+}
+
+std::vector<int> ShmTransport::waitFor(uint64_t epoch, std::chrono::steady_clock::time_point deadline,
+                                       std::chrono::milliseconds stallAfter,
+                                       const std::function<void(const std::vector<int>&)>& onStall) {
+  const auto start = std::chrono::steady_clock::now();
+  bool warned = !onStall;
+  unsigned spins = 0;
+  for (int r = 0; r < size_; ++r) {
+    while (flag(r)->load(std::memory_order_acquire) < epoch) {
+      ++spins;
+      if (spins < 256) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+        continue;
+      }
+      // Yield: with more ranks than cores the rank we wait for may need this core.
+      std::this_thread::yield();
+      if ((spins & 255u) != 0) continue;
+      const auto now = std::chrono::steady_clock::now();
+      const bool late = now > deadline;
+      if (!late && (warned || now - start < stallAfter)) continue;
+      std::vector<int> missing;
+      for (int s = 0; s < size_; ++s)
+        if (flag(s)->load(std::memory_order_acquire) < epoch) missing.push_back(s);
+      if (late) return missing;
+      onStall(missing);
+      warned = true;
+    }
+  }
+  return {};
+}
+
+void ShmTransport::barrier() {
+  std::vector<int> missing = waitFor(arrive(), deadline_, std::chrono::milliseconds(0), nullptr);
+  if (!missing.empty()) {
+    throw BraidException(ErrorCode::kTimeout,
+                         "rank " + std::to_string(missing[0]) + " did not reach the shared-memory step before the timeout "
+                         "(a peer stopped or is stuck); the communicator is no longer usable");
+  }
+}
+
+}  // namespace braid
