@@ -4,6 +4,7 @@
 import { writeFileSync } from 'node:fs';
 
 import { init } from '@braid/collectives';
+import { loadAddon } from '@braid/native';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -15,7 +16,21 @@ const maxBytes = Number(opt('--max-bytes', 256 * 2 ** 20));
 const secondsPerSize = Number(opt('--seconds-per-size', 0.2));
 const rounds = Number(opt('--rounds', 5));
 const latencyOnly = args.includes('--latency-only');
-const algorithms = latencyOnly ? [] : (opt('--algorithms', 'auto,shm,ring,tree,recursive-doubling,mpi')).split(',');
+// 'auto-sync' is 'auto' through allReduceSync (what a tfjs optimizer step inside model.fit uses);
+// 'MPI_Allreduce(C)' is MPI_Allreduce called back to back from C on the engine thread, the
+// yardstick, measured in the same rounds as the rest; every other row awaits allReduce once per
+// call.
+const MPI_C = 'MPI_Allreduce(C)';
+const algorithms = latencyOnly ? [] : (opt('--algorithms', `${MPI_C},auto,auto-sync,shm,ring,tree,recursive-doubling,mpi`)).split(',');
+const addon = loadAddon();
+function mpiFromC(buf, iterations) {
+  const us = addon.submit({ comm: 0, kind: 7, dtype: 0, op: 0, iterations }, buf, undefined, true);
+  return maxOver(us / iterations / 1e6);
+}
+const callFor = (algorithm, buf) =>
+  algorithm === 'auto-sync' ? () => comm.allReduceSync(buf)
+    : algorithm === MPI_C ? () => mpiFromC(buf, 1)
+    : () => comm.allReduce(buf, { algorithm });
 
 const comm = await init();
 const n = comm.size;
@@ -42,18 +57,21 @@ for (let bytes = minBytes; bytes <= maxBytes && algorithms.length; bytes *= 2) {
   const iters = [];
   for (const algorithm of algorithms) {
     const t0 = now();
-    for (let i = 0; i < 3; i++) await comm.allReduce(buf, { algorithm });
+    const call = callFor(algorithm, buf);
+    for (let i = 0; i < 3; i++) await call();
     const estimate = maxOver((now() - t0) / 3);
     iters.push(Math.max(3, Math.min(100000, Math.floor(secondsPerSize / rounds / Math.max(estimate, 1e-7)))));
   }
   const times = algorithms.map(() => []);
   for (let r = 0; r < rounds; r++)
-    for (let a = 0; a < algorithms.length; a++) times[a].push(await timeLoop(iters[a], () => comm.allReduce(buf, { algorithm: algorithms[a] })));
+    for (let a = 0; a < algorithms.length; a++) {
+      times[a].push(algorithms[a] === MPI_C ? mpiFromC(buf, iters[a]) : await timeLoop(iters[a], callFor(algorithms[a], buf)));
+    }
   for (let a = 0; a < algorithms.length; a++) {
     const perCall = median(times[a]);
     const check = new Float32Array(count);
     for (let i = 0; i < count; i++) check[i] = comm.rank + (i % 7);
-    await comm.allReduce(check, { algorithm: algorithms[a] });
+    await callFor(algorithms[a], check)();
     let wrong = 0;
     for (let i = 0; i < count; i++) if (check[i] !== (n * (n - 1)) / 2 + n * (i % 7)) wrong++;
     wrong = comm.allReduceSync(new Float64Array([wrong]), { algorithm: 'mpi' })[0];
@@ -71,13 +89,15 @@ const small = new Float32Array(1024);
 for (let i = 0; i < 2000; i++) comm.allReduceSync(small);
 const syncTimes = [];
 const asyncTimes = [];
+const mpiTimes = [];
 for (let r = 0; r < rounds; r++) {
+  mpiTimes.push(mpiFromC(small, 5000));
   syncTimes.push(await timeLoop(5000, () => comm.allReduceSync(small)));
   asyncTimes.push(await timeLoop(5000, () => comm.allReduce(small)));
 }
-const latency = { bytes: 4096, syncUs: median(syncTimes) * 1e6, asyncUs: median(asyncTimes) * 1e6 };
+const latency = { bytes: 4096, mpiFromCUs: median(mpiTimes) * 1e6, syncUs: median(syncTimes) * 1e6, asyncUs: median(asyncTimes) * 1e6 };
 if (comm.rank === 0) {
-  console.log(`# 4 KiB all-reduce latency (auto, negotiation ${process.env.BRAID_NEGOTIATION === 'off' ? 'off' : 'on'}): sync ${latency.syncUs.toFixed(2)} us, async ${latency.asyncUs.toFixed(2)} us`);
+  console.log(`# 4 KiB all-reduce latency (auto, negotiation ${process.env.BRAID_NEGOTIATION === 'off' ? 'off' : 'on'}): sync ${latency.syncUs.toFixed(2)} us, async ${latency.asyncUs.toFixed(2)} us; MPI_Allreduce from C ${latency.mpiFromCUs.toFixed(2)} us`);
   const out = opt('--json');
   if (out) writeFileSync(out, JSON.stringify({ ranks: n, negotiation: process.env.BRAID_NEGOTIATION !== 'off', results: rows, latency }, null, 1));
 }

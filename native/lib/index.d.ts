@@ -32,6 +32,8 @@ export interface OpSpec {
   name?: string;
   color?: number;
   key?: number;
+  /** kind 7 (benchmarks): how many MPI_Allreduce calls to make back to back from C. */
+  iterations?: number;
 }
 
 export interface SplitResult {
@@ -44,7 +46,7 @@ export type NativeBuffer = ArrayBufferView;
 
 export interface Addon {
   start(options: StartOptions): WorldInfo;
-  submit(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true): SplitResult | null | undefined;
+  submit(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true): SplitResult | number | null | undefined;
   submit(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false): Promise<SplitResult | null | undefined>;
   info(): { isa: string; cuda: { compiled: boolean; devices: number } };
   shutdown(): void;

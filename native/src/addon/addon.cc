@@ -85,7 +85,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, Napi::Object spec, Napi::Value
   OpRecord& op = pending->record;
   op.commId = intField(spec, "comm", 0);
   int kind = intField(spec, "kind", -1);
-  if (kind < 0 || kind > static_cast<int>(OpKind::kCloseComm)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown op kind");
+  if (kind < 0 || kind > static_cast<int>(OpKind::kMpiLoop)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown op kind");
   op.kind = static_cast<OpKind>(kind);
   int dtype = intField(spec, "dtype", 0);
   if (dtype < 0 || dtype >= kNumDTypes) throwBraid(env, ErrorCode::kInvalidArgument, "unknown dtype");
@@ -99,6 +99,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, Napi::Object spec, Napi::Value
   op.root = intField(spec, "root", 0);
   op.color = intField(spec, "color", 0);
   op.key = intField(spec, "key", 0);
+  op.iterations = std::max(1, intField(spec, "iterations", 1));
   Napi::Value name = spec.Get("name");
   if (name.IsString()) op.name = name.As<Napi::String>().Utf8Value();
 
@@ -148,6 +149,7 @@ void releaseBuffers(PendingOp& op) {
 }
 
 Napi::Value resultValue(Napi::Env env, const OpRecord& op) {
+  if (op.kind == OpKind::kMpiLoop) return Napi::Number::New(env, op.loopUs);
   if (op.kind != OpKind::kSplit) return env.Undefined();
   if (op.newCommId < 0) return env.Null();
   Napi::Object r = Napi::Object::New(env);

@@ -21,6 +21,7 @@ const char* opKindName(OpKind k) {
     case OpKind::kBarrier: return "barrier";
     case OpKind::kSplit: return "split";
     case OpKind::kCloseComm: return "close";
+    case OpKind::kMpiLoop: return "mpiLoop";
   }
   return "unknown";
 }
@@ -373,6 +374,13 @@ void Engine::execute(CommState& comm, OpRecord& op) {
       return;
     case OpKind::kCloseComm:
       return;
+    case OpKind::kMpiLoop: {
+      op.ranAlgorithm = Algorithm::kMpi;
+      const double start = nowMicros();
+      for (int i = 0; i < op.iterations; ++i) comm.transport->nativeAllreduce(op.data, op.count, op.dtype, op.redop);
+      op.loopUs = nowMicros() - start;
+      return;
+    }
   }
 }
 

@@ -40,12 +40,12 @@ Descriptor describe(const OpRecord& op) {
   d.seq = static_cast<int64_t>(op.seq);
   d.kind = static_cast<int64_t>(op.kind);
   const bool typed = op.kind == OpKind::kAllreduce || op.kind == OpKind::kBroadcast ||
-                     op.kind == OpKind::kAllgather || op.kind == OpKind::kReduceScatter;
+                     op.kind == OpKind::kAllgather || op.kind == OpKind::kReduceScatter || op.kind == OpKind::kMpiLoop;
   d.dtype = typed ? static_cast<int64_t>(op.dtype) : -1;
   d.count = typed ? static_cast<int64_t>(op.count) : -1;
-  const bool reduces = op.kind == OpKind::kAllreduce || op.kind == OpKind::kReduceScatter;
+  const bool reduces = op.kind == OpKind::kAllreduce || op.kind == OpKind::kReduceScatter || op.kind == OpKind::kMpiLoop;
   d.redop = reduces ? static_cast<int64_t>(op.redop) : -1;
-  d.root = op.kind == OpKind::kBroadcast ? op.root : -1;
+  d.root = op.kind == OpKind::kBroadcast ? op.root : (op.kind == OpKind::kMpiLoop ? op.iterations : -1);
   d.algorithm = typed ? static_cast<int64_t>(op.algorithm) : -1;
   d.nameHash = fnv1a(op.name);
   std::snprintf(d.name, kNameChars, "%s", op.name.c_str());

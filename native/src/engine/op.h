@@ -23,6 +23,9 @@ enum class OpKind : int {
   kBarrier = 4,
   kSplit = 5,
   kCloseComm = 6,
+  // Benchmarks only: MPI_Allreduce called `iterations` times back to back from C on the engine
+  // thread, so the JS benchmark can put the library beside itself in the same run.
+  kMpiLoop = 7,
 };
 enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4, kShm = 5 };
 
@@ -43,6 +46,7 @@ struct OpRecord {
   void* out = nullptr;   // output of all-gather (size*count) and reduce-scatter (count/size)
   size_t outCount = 0;
   int color = 0, key = 0;  // split
+  int iterations = 1;      // kMpiLoop
 
   // Results.
   ErrorCode code = ErrorCode::kOk;
@@ -53,6 +57,7 @@ struct OpRecord {
 
   // Phase times in microseconds (steady clock), for the timeline.
   double tQueued = 0, tStart = 0, tNegotiated = 0, tDone = 0;
+  double loopUs = 0;  // kMpiLoop: time spent in the loop
   std::vector<std::pair<double, double>> reduceSpans;
 
   // Called on the engine thread when the op has finished, failed or was refused.
