@@ -4,8 +4,8 @@
 // into its slot, reduces a 1/n share of the chunk across the n slots (reading c bytes, writing
 // c/n), publishes that share, and copies the other (n-1)/n of the chunk back: about 3m bytes of
 // memory traffic per rank and 2 flag barriers per chunk, with no system calls. Chunks alternate
-// between two halves of each slot, so writing chunk k+1 never races with peers still reading
-// chunk k, and they are small enough to stay in the shared cache.
+// between two halves of each slot (across ops too), so writing chunk k+1 never races with peers
+// still reading chunk k, and they are small enough to stay in the shared cache.
 //
 // Every share is reduced by one rank, in rank order (slot 0, slot 1, ...), and copied by the
 // others, so every rank gets the same bits.
@@ -25,10 +25,9 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
   // Each half of a slot holds one chunk.
   const size_t chunkElems = std::max<size_t>(1, shm.slotBytes() / 2 / es);
   uint8_t* data = static_cast<uint8_t*>(buf);
-  int half = 0;
-  for (size_t start = 0; start < count; start += chunkElems, half ^= 1) {
+  for (size_t start = 0; start < count; start += chunkElems) {
     const size_t len = std::min(chunkElems, count - start);
-    const size_t halfOffset = static_cast<size_t>(half) * (shm.slotBytes() / 2);
+    const size_t halfOffset = static_cast<size_t>(shm.nextHalf()) * (shm.slotBytes() / 2);
     uint8_t* mine = data + start * es;
     std::memcpy(shm.slot(r) + halfOffset, mine, len * es);
     shm.barrier();

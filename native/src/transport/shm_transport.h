@@ -31,6 +31,10 @@ class ShmTransport {
   int size() const { return size_; }
   size_t slotBytes() const { return slotBytes_; }
   uint8_t* slot(int r) const { return base_ + kControlBytes * size_ + slotBytes_ * static_cast<size_t>(r); }
+  // Which half of the slots the next chunk uses. It alternates across ops too, so that the first
+  // chunk of an op never overwrites what a slower rank may still be reading from the last chunk
+  // of the previous one (nothing else orders them when negotiation is off).
+  int nextHalf() { return half_ ^= 1; }
 
   // Returns once every rank has called barrier() as many times as this one; throws
   // BraidException(TIMEOUT) at the deadline.
@@ -61,6 +65,7 @@ class ShmTransport {
   size_t slotBytes_ = 0;
   int rank_ = 0, size_ = 1;
   uint64_t epoch_ = 0;
+  int half_ = 0;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
 };
 
