@@ -86,6 +86,13 @@ int main(int argc, char** argv) {
     std::string why;
     std::unique_ptr<ShmTransport> shm = ShmTransport::create(dup, slot.empty() ? size_t{1} << 20 : std::stoull(slot), &why);
     gShm = shm.get();
+    if (gShm) {
+      // While a rank waits on shared-memory flags, MPI must still progress (see ShmTransport::setProgress).
+      gShm->setProgress([dup] {
+        int flag = 0;
+        MPI_Iprobe(MPI_ANY_SOURCE, 32767, dup, &flag, MPI_STATUS_IGNORE);
+      });
+    }
     if (!gShm) {
       algos.erase(std::remove_if(algos.begin(), algos.end(), [](const Algo& a) { return a.name == "shm"; }), algos.end());
       if (rank == 0) std::printf("# shm skipped: %s\n", why.c_str());

@@ -110,6 +110,11 @@ int main(int argc, char** argv) {
   std::string why;
   static std::unique_ptr<ShmTransport> shm = ShmTransport::create(dup, 192, &why);
   CHECK_MSG(shm != nullptr, "shared memory: " + why);
+  // While a rank waits on shared-memory flags, MPI must still progress (see ShmTransport::setProgress).
+  if (shm) shm->setProgress([dup] {
+    int flag = 0;
+    MPI_Iprobe(MPI_ANY_SOURCE, 32767, dup, &flag, MPI_STATUS_IGNORE);
+  });
   using Fn = void (*)(CollectiveArgs&, void*, size_t);
   struct Named { const char* name; Fn fn; };
   const Named algorithms[] = {{"ring", allreduceRing}, {"tree", allreduceTree},

@@ -18,7 +18,7 @@
 
 namespace braid {
 
-void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count) {
+void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count, const FirstBarrier& firstBarrier) {
   const int n = shm.size(), r = shm.rank();
   if (count == 0 || n == 1) return;
   const size_t es = dtypeSize(args.dtype);
@@ -29,8 +29,18 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
     const size_t len = std::min(chunkElems, count - start);
     const size_t halfOffset = static_cast<size_t>(shm.nextHalf()) * (shm.slotBytes() / 2);
     uint8_t* mine = data + start * es;
-    std::memcpy(shm.slot(r) + halfOffset, mine, len * es);
-    shm.barrier();
+    auto copyIn = [&] { std::memcpy(shm.slot(r) + halfOffset, mine, len * es); };
+    if (start == 0 && firstBarrier) {
+      try {
+        firstBarrier(copyIn);
+      } catch (...) {
+        shm.nextHalf();  // the op did not happen: give the half back so all ranks stay in step
+        throw;
+      }
+    } else {
+      copyIn();
+      shm.barrier();
+    }
 
     // This rank's share of the chunk: elements [lo, hi).
     const size_t lo = len * r / n, hi = len * (r + 1) / n;

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "kernels/dtype.h"
@@ -47,8 +48,12 @@ void allreduceRing(CollectiveArgs& args, void* buf, size_t count);
 void allreduceTree(CollectiveArgs& args, void* buf, size_t count);
 void allreduceRecursiveDoubling(CollectiveArgs& args, void* buf, size_t count);
 void allreduceMpi(CollectiveArgs& args, void* buf, size_t count);
-// Ranks on one host only: through a shared-memory region instead of messages.
-void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count);
+// Ranks on one host only: through a shared-memory region instead of messages. `firstBarrier`, if
+// given, replaces the first chunk's copy-in and barrier: it is called with the copy-in and must
+// run it and then pass a barrier (the engine's agreement step does both at once).
+using FirstBarrier = std::function<void(const std::function<void()>& copyIn)>;
+void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count,
+                  const FirstBarrier& firstBarrier = nullptr);
 
 // --- the ring phases, shared by all-reduce, reduce-scatter and all-gather ------------------
 // After it, block r of buf (this rank's) holds the reduction of block r over all ranks; the

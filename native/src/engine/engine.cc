@@ -145,6 +145,13 @@ CommState& Engine::addComm(MPI_Comm base) {
     state->shmUnavailable = "shared memory is off (BRAID_SHM=off)";
   } else if (state->size > 1) {
     state->shm = ShmTransport::create(state->control, options_.shmSlotBytes, &state->shmUnavailable);
+    if (state->shm) {
+      MPI_Comm control = state->control;
+      state->shm->setProgress([control] {
+        int flag = 0;  // a tag nobody sends: the call only drives MPI's progress engine
+        MPI_Iprobe(MPI_ANY_SOURCE, 32767, control, &flag, MPI_STATUS_IGNORE);
+      });
+    }
   }
   CommState& ref = *state;
   comms_[ref.id] = std::move(state);
@@ -250,18 +257,23 @@ void Engine::run(OpRecord* op) {
       if (op->kind == OpKind::kCloseComm) {
         closeComm(comm);
       } else {
-        if (options_.negotiate) {
-          NegotiationLimits limits{std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs),
-                                   options_.stallWarningMs};
+        NegotiationLimits limits{std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs),
+                                 options_.stallWarningMs};
+        // A shared-memory all-reduce agrees on the op in its own first barrier: one flag
+        // round-trip fewer per op. Every rank decides this alike or its descriptor differs.
+        const bool fuse = options_.negotiate && comm.shm && op->kind == OpKind::kAllreduce && op->count > 0 &&
+                          (op->algorithm == Algorithm::kShm ||
+                           (op->algorithm == Algorithm::kAuto && chooseAllreduce(comm, op->count * dtypeSize(op->dtype)) == Algorithm::kShm));
+        if (options_.negotiate && !fuse) {
           if (comm.shm) {
             negotiateOpShm(*comm.shm, *op, limits);
           } else {
             negotiateOp(comm.control, comm.rank, comm.size, *op, limits);
           }
+          op->tNegotiated = nowMicros();
         }
-        op->tNegotiated = nowMicros();
         comm.transport->setDeadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
-        execute(comm, *op);
+        execute(comm, *op, fuse ? &limits : nullptr);
       }
     } catch (const BraidException& e) {
       // These are raised on every rank alike before any data moves, so the ranks stay in step;
@@ -304,7 +316,7 @@ static void checkShapes(const CommState& comm, const OpRecord& op) {
     refuse("broadcast: root is not a rank of this communicator");
 }
 
-void Engine::execute(CommState& comm, OpRecord& op) {
+void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation) {
   checkShapes(comm, op);
   Recorder recorder(op);
   CollectiveArgs args{*comm.transport, op.dtype, op.redop, scratch_, timeline_ ? &recorder : nullptr,
@@ -328,7 +340,14 @@ void Engine::execute(CommState& comm, OpRecord& op) {
                                      "; use 'auto' or 'ring'");
           }
           shm->setDeadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
-          allreduceShm(args, *shm, op.data, op.count);
+          FirstBarrier first;
+          if (fusedNegotiation != nullptr) {
+            first = [&](const std::function<void()>& copyIn) {
+              negotiateOpShm(*shm, op, *fusedNegotiation, copyIn);
+              op.tNegotiated = nowMicros();
+            };
+          }
+          allreduceShm(args, *shm, op.data, op.count, first);
           break;
         }
         default: throw BraidException(ErrorCode::kInvalidArgument, "unknown all-reduce algorithm");

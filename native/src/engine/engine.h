@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "algorithms/collective.h"
+#include "engine/negotiation.h"
 #include "engine/op.h"
 #include "engine/timeline.h"
 #include "transport/mpi_transport.h"
@@ -75,7 +76,9 @@ class Engine {
   OpRecord* nextOp();
   void run(OpRecord* op);
   void negotiate(CommState& comm, OpRecord& op);
-  void execute(CommState& comm, OpRecord& op);
+  // `fusedNegotiation`: the op was not negotiated yet; the shared-memory all-reduce does it in
+  // its first barrier.
+  void execute(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation);
   void split(CommState& comm, OpRecord& op);
   void closeComm(CommState& comm);
   CommState& addComm(MPI_Comm base);

@@ -235,7 +235,8 @@ void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const Negotiati
 
 }  // namespace
 
-void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimits& limits) {
+void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimits& limits,
+                    const std::function<void()>& beforeArrive) {
   const int n = shm.size(), r = shm.rank();
   if (n == 1) return;
   static_assert(sizeof(Descriptor) <= ShmTransport::kRecordBytes, "descriptor must fit a record");
@@ -244,6 +245,7 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
   // still reading op k, but not op k+2 before everyone has arrived at k+1.
   const int which = static_cast<int>(op.seq % 2);
   std::memcpy(shm.record(r, which), &mine, sizeof mine);
+  if (beforeArrive) beforeArrive();
   const uint64_t epoch = shm.arrive();
   auto stall = [&](const std::vector<int>& missing) {
     // The lowest rank that is waiting reports, once.

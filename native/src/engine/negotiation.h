@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "engine/op.h"
@@ -27,6 +28,10 @@ void negotiateOp(MPI_Comm control, int rank, int size, const OpRecord& op, const
 // descriptor and passes a flag barrier, then reads all descriptors and reaches the same verdict
 // itself. No message and no system call; a rank that never arrives is named by every rank that
 // did, from the barrier's flags.
-void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimits& limits);
+// `beforeArrive`, if given, runs after the descriptor is published and before this rank marks
+// its arrival: the shared-memory all-reduce copies its first chunk in there, so that one barrier
+// serves both the agreement and the data (on a mismatch that copy is simply never read).
+void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimits& limits,
+                    const std::function<void()>& beforeArrive = nullptr);
 
 }  // namespace braid

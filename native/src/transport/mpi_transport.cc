@@ -97,6 +97,7 @@ RequestId MpiTransport::allocate() {
     return id;
   }
   requests_.emplace_back();
+  peers_.push_back(-1);
   return static_cast<RequestId>(requests_.size() - 1);
 }
 
@@ -107,6 +108,7 @@ void MpiTransport::release(RequestId request) {
 
 RequestId MpiTransport::isend(int peer, const void* data, size_t bytes) {
   RequestId id = allocate();
+  peers_[id] = peer;
   auto& parts = requests_[id];
   const char* p = static_cast<const char*>(data);
   const size_t piece = pieceSize(bytes);
@@ -123,6 +125,7 @@ RequestId MpiTransport::isend(int peer, const void* data, size_t bytes) {
 
 RequestId MpiTransport::irecv(int peer, void* data, size_t bytes) {
   RequestId id = allocate();
+  peers_[id] = -2 - peer;  // receives are stored as -2 - peer
   auto& parts = requests_[id];
   char* p = static_cast<char*>(data);
   const size_t piece = pieceSize(bytes);
@@ -154,9 +157,11 @@ void MpiTransport::wait(RequestId request) {
              "MPI_Testall");
     if (flag) break;
     if ((++spins & 1023u) == 0 && std::chrono::steady_clock::now() > deadline_) {
+      const int p = peers_[request];
+      const std::string what = p >= 0 ? "a send to rank " + std::to_string(p) : "a receive from rank " + std::to_string(-2 - p);
       throw BraidException(ErrorCode::kTimeout,
-                           "a transfer with a peer did not complete before the operation's timeout; "
-                           "a peer may have stopped or be stuck (raise `timeoutMs` in init() if it is just slow)");
+                           what + " did not complete before the operation's timeout; that rank may have stopped "
+                           "or be stuck (raise `timeoutMs` in init() if it is just slow)");
     }
   }
   release(request);

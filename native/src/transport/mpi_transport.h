@@ -40,6 +40,7 @@ class MpiTransport final : public Transport {
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   // One logical request can span several MPI messages (MPI counts are int; big spans are split).
   std::vector<std::vector<MPI_Request>> requests_;
+  std::vector<int> peers_;  // per request, for messages
   std::vector<RequestId> freeList_;
 };
 

@@ -102,6 +102,7 @@ std::vector<int> ShmTransport::waitFor(uint64_t epoch, std::chrono::steady_clock
       }
       // Yield: with more ranks than cores the rank we wait for may need this core.
       std::this_thread::yield();
+      if (progress_ && (spins & 15u) == 0) progress_();
       if ((spins & 255u) != 0) continue;
       const auto now = std::chrono::steady_clock::now();
       const bool late = now > deadline;

@@ -40,6 +40,10 @@ class ShmTransport {
   // BraidException(TIMEOUT) at the deadline.
   void barrier();
   void setDeadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
+  // Called now and then while waiting. The engine passes an MPI progress call: a peer's MPI send
+  // from the op before may complete only when this rank's MPI makes progress, and a rank that
+  // spun here without it would wait for that peer while the peer waited for it.
+  void setProgress(std::function<void()> progress) { progress_ = std::move(progress); }
 
   // A barrier in two halves, for callers that want to publish something first and to name the
   // late ranks: arrive() marks this rank, waitFor() returns the ranks still missing at the
@@ -66,6 +70,7 @@ class ShmTransport {
   int rank_ = 0, size_ = 1;
   uint64_t epoch_ = 0;
   int half_ = 0;
+  std::function<void()> progress_;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
 };
 
