@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test: the native kernel and algorithm tests (mpirun at 1-4 ranks) and each
 # package's vitest suite (single-process and mpirun jobs). Run scripts/setup.sh first.
+# Ends with one line adding up what every suite reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
-npm test
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+npm test 2>&1 | tee "$log" || status=$?
+node scripts/count-tests.mjs "$log"
+exit $status
