@@ -41,9 +41,10 @@ const char* algorithmName(Algorithm a) {
 namespace {
 
 // `auto` for all-reduce, from benchmarks/allreduce at np=2 (benchmarks/README.md): shared memory
-// whenever all ranks share a host (it won at every size from 1 KiB); otherwise recursive
-// doubling (fewest steps) up to 64 KiB and the ring (least data per rank) above. The binomial
-// tree never won at np <= 4; it stays available by name.
+// when all ranks share a host, up to 64 MiB (it led from 512 B; at 128 MiB and above the ring
+// won in every run); otherwise recursive doubling (fewest steps) up to 64 KiB and the ring
+// (least data per rank) above. The binomial tree never won at np <= 4; it stays available by name.
+constexpr size_t kShmMaxBytes = size_t{64} << 20;
 constexpr size_t kRecursiveDoublingMaxBytes = 64 * 1024;
 constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
 
@@ -272,6 +273,7 @@ void Engine::run(OpRecord* op) {
           }
           op->tNegotiated = nowMicros();
         }
+        if (!options_.negotiate) op->tNegotiated = nowMicros();
         comm.transport->setDeadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
         execute(comm, *op, fuse ? &limits : nullptr);
       }
@@ -298,7 +300,7 @@ void Engine::run(OpRecord* op) {
 
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
-  if (comm.shm) return Algorithm::kShm;
+  if (comm.shm && bytes <= kShmMaxBytes) return Algorithm::kShm;
   if (bytes <= kRecursiveDoublingMaxBytes) return Algorithm::kRecursiveDoubling;
   return Algorithm::kRing;
 }
