@@ -63,14 +63,21 @@ struct BufferView {
 
 BufferView viewOf(Napi::Env env, Napi::Value value, const char* what) {
   if (!value.IsTypedArray()) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + " must be a TypedArray");
-  Napi::TypedArray array = value.As<Napi::TypedArray>();
-  Napi::ArrayBuffer backing = array.ArrayBuffer();
-  bool detached = false;
-  napi_is_detached_arraybuffer(env, backing, &detached);
+  // Raw N-API: it also reads arrays over a SharedArrayBuffer, which Napi::ArrayBuffer refuses.
+  napi_typedarray_type type;
+  size_t length = 0, byteOffset = 0;
+  void* data = nullptr;
+  napi_value backing;
+  if (napi_get_typedarray_info(env, value, &type, &length, &data, &backing, &byteOffset) != napi_ok) {
+    throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + " could not be read");
+  }
+  bool isArrayBuffer = false, detached = false;
+  napi_is_arraybuffer(env, backing, &isArrayBuffer);
+  if (isArrayBuffer) napi_is_detached_arraybuffer(env, backing, &detached);
   if (detached) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + "'s ArrayBuffer is detached");
   BufferView view;
-  view.bytes = array.ByteLength();
-  view.data = static_cast<uint8_t*>(backing.Data()) + array.ByteOffset();
+  view.data = data;  // already advanced by the byte offset
+  view.bytes = value.As<Napi::TypedArray>().ByteLength();
   return view;
 }
 

@@ -35,6 +35,13 @@ describe('a world of one', async () => {
     expect(h[0]).toBe(0x3c00);
   });
 
+  it('reads views at an offset and arrays over a SharedArrayBuffer', async () => {
+    const view = new Float32Array(new ArrayBuffer(64), 8, 4).fill(3);
+    expect(Array.from(await comm.allReduce(view, { op: 'avg' }))).toEqual([3, 3, 3, 3]);
+    const shared = new Int32Array(new SharedArrayBuffer(16)).fill(2);
+    expect(Array.from(await comm.allReduce(shared))).toEqual([2, 2, 2, 2]);
+  });
+
   it('handles zero-length buffers', async () => {
     expect((await comm.allReduce(new Float32Array(0))).length).toBe(0);
     expect((await comm.allGather(new Float32Array(0))).length).toBe(0);
