@@ -18,7 +18,7 @@ export function loadAddon() {
     const err = new Error(
       `@braid/native could not be loaded (${cause.message.split('\n')[0]}). ` +
         'Build it with `npm rebuild @braid/native`; it needs MPI (Debian/Ubuntu: apt-get install -y libopenmpi-dev openmpi-bin), ' +
-        'CMake and a C++ compiler. `npx braid doctor` checks all of them.',
+        'CMake and a C++ compiler.',
       { cause },
     );
     err.code = 'BACKEND_UNAVAILABLE';

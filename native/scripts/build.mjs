@@ -40,6 +40,6 @@ const r = spawnSync(process.execPath, args, {
   env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: parallel },
 });
 if (r.status !== 0) {
-  console.error('@braid/native: the build failed (see above). `npx braid doctor` lists what is missing.');
+  console.error('@braid/native: the build failed (see above). It needs CMake >= 3.18, a C++17 compiler and MPI (Debian/Ubuntu: apt-get install -y cmake g++ libopenmpi-dev openmpi-bin).');
   process.exit(r.status ?? 1);
 }

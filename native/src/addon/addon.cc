@@ -25,9 +25,16 @@ struct PendingOp;
 void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, PendingOp* op);
 using CompletionTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, PendingOp, resolveOnMainThread>;
 
+// The op description's field names, made once: looking a property up by a C string interns
+// the string again on every call.
+enum SpecKey { kComm, kKind, kDType, kOp, kAlgorithm, kRoot, kColor, kKey, kIterations, kName, kNumSpecKeys };
+const char* const kSpecKeyNames[kNumSpecKeys] = {"comm", "kind", "dtype", "op", "algorithm",
+                                                 "root", "color", "key", "iterations", "name"};
+
 // Per-environment addon state; touched on the JS thread only (except `alive`).
 struct AddonState {
   CompletionTsfn tsfn;
+  Napi::ObjectReference specKeys;  // an array of the names (Node-API 8 references objects only)
   int inFlight = 0;
   // Byte ranges of buffers in flight: a buffer may back one op at a time.
   std::vector<std::pair<uintptr_t, uintptr_t>> busy;
@@ -86,28 +93,33 @@ int intField(Napi::Object spec, const char* key, int fallback) {
   return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
 }
 
+int specInt(Napi::Object spec, SpecKey key, int fallback) {
+  Napi::Value v = spec.Get(gState->specKeys.Value().Get(static_cast<uint32_t>(key)));
+  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
+}
+
 // The one place where a JS call becomes an OpRecord.
 std::unique_ptr<PendingOp> buildOp(Napi::Env env, Napi::Object spec, Napi::Value input, Napi::Value output) {
   auto pending = std::make_unique<PendingOp>();
   OpRecord& op = pending->record;
-  op.commId = intField(spec, "comm", 0);
-  int kind = intField(spec, "kind", -1);
+  op.commId = specInt(spec, kComm, 0);
+  int kind = specInt(spec, kKind, -1);
   if (kind < 0 || kind > static_cast<int>(OpKind::kMpiLoop)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown op kind");
   op.kind = static_cast<OpKind>(kind);
-  int dtype = intField(spec, "dtype", 0);
+  int dtype = specInt(spec, kDType, 0);
   if (dtype < 0 || dtype >= kNumDTypes) throwBraid(env, ErrorCode::kInvalidArgument, "unknown dtype");
   op.dtype = static_cast<DType>(dtype);
-  int redop = intField(spec, "op", 0);
+  int redop = specInt(spec, kOp, 0);
   if (redop < 0 || redop >= kNumRedOps) throwBraid(env, ErrorCode::kInvalidArgument, "unknown reduce op");
   op.redop = static_cast<RedOp>(redop);
-  int algorithm = intField(spec, "algorithm", 0);
+  int algorithm = specInt(spec, kAlgorithm, 0);
   if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kShm)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
   op.algorithm = static_cast<Algorithm>(algorithm);
-  op.root = intField(spec, "root", 0);
-  op.color = intField(spec, "color", 0);
-  op.key = intField(spec, "key", 0);
-  op.iterations = std::max(1, intField(spec, "iterations", 1));
-  Napi::Value name = spec.Get("name");
+  op.root = specInt(spec, kRoot, 0);
+  op.color = specInt(spec, kColor, 0);
+  op.key = specInt(spec, kKey, 0);
+  op.iterations = std::max(1, specInt(spec, kIterations, 1));
+  Napi::Value name = spec.Get(gState->specKeys.Value().Get(static_cast<uint32_t>(kName)));
   if (name.IsString()) op.name = name.As<Napi::String>().Utf8Value();
 
   const size_t es = dtypeSize(op.dtype);
@@ -281,6 +293,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                "@braid/native can be loaded by one thread of a process only (MPI allows one initialisation)");
   }
   gState = new AddonState();
+  Napi::Array keys = Napi::Array::New(env, kNumSpecKeys);
+  for (uint32_t k = 0; k < kNumSpecKeys; ++k) keys.Set(k, Napi::String::New(env, kSpecKeyNames[k]));
+  gState->specKeys = Napi::Persistent(keys.As<Napi::Object>());
   gState->tsfn = CompletionTsfn::New(env, "braid-completion", 0, 1, nullptr);
   gState->tsfn.Unref(env);
   napi_add_env_cleanup_hook(env, cleanup, nullptr);

@@ -48,7 +48,7 @@ Descriptor describe(const OpRecord& op) {
   d.root = op.kind == OpKind::kBroadcast ? op.root : (op.kind == OpKind::kMpiLoop ? op.iterations : -1);
   d.algorithm = typed ? static_cast<int64_t>(op.algorithm) : -1;
   d.nameHash = fnv1a(op.name);
-  std::snprintf(d.name, kNameChars, "%s", op.name.c_str());
+  std::memcpy(d.name, op.name.data(), std::min(op.name.size(), kNameChars - 1));  // d is zeroed
   return d;
 }
 
@@ -102,8 +102,16 @@ std::string missingMessage(const std::vector<int>& missing, const Descriptor& mi
          " not submitted " + opLabel(mine);
 }
 
+bool sameOp(const Descriptor& a, const Descriptor& b) {
+  return a.seq == b.seq && a.kind == b.kind && a.dtype == b.dtype && a.count == b.count && a.redop == b.redop &&
+         a.root == b.root && a.algorithm == b.algorithm && a.nameHash == b.nameHash;
+}
+
 // Empty when all descriptors agree; otherwise the MISMATCH message.
 std::string compare(const std::vector<Descriptor>& all) {
+  bool agree = true;
+  for (size_t r = 1; r < all.size() && agree; ++r) agree = sameOp(all[0], all[r]);
+  if (agree) return "";
   const char* fields[] = {"operation", "call number", "name", "dtype", "length", "op", "root", "algorithm"};
   std::ostringstream msg;
   bool differs = false;
