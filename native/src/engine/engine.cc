@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <thread>
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -42,10 +43,33 @@ namespace {
 
 // `auto` for all-reduce, from benchmarks/allreduce at np=2 (benchmarks/README.md): shared memory
 // when all ranks share a host, up to 64 MiB (it led from 512 B; at 128 MiB and above the ring
-// won in every run); otherwise recursive doubling (fewest steps) up to 64 KiB and the ring
+// won in every run); otherwise recursive doubling (fewest steps) for small messages and the ring
 // (least data per rank) above. The binomial tree never won at np <= 4; it stays available by name.
 constexpr size_t kShmMaxBytes = size_t{64} << 20;
-constexpr size_t kRecursiveDoublingMaxBytes = 64 * 1024;
+// Measured at np=2: recursive doubling up to 64 KiB.
+constexpr size_t kRecursiveDoublingMaxBytesTwoRanks = 64 * 1024;
+// alpha/beta (per-message latency over per-byte time) measured at np=2: ~0.6 us * ~7 GB/s.
+constexpr double kAlphaOverBetaBytes = 4096;
+
+// Where recursive doubling stops beating the ring for n > 2 ranks, from the two cost models
+// (allreduce_recursive_doubling.cc, allreduce_ring.cc): doubling takes L = log2(p) exchanges of
+// the whole message, plus 2 when n is not a power of two; the ring 2(n-1) steps of m/n. Equal
+// at m = (alpha/beta) * (2(n-1) - L) / (L - 2(n-1)/n). These counts cannot be measured on the
+// 2-core development machine, so the model decides, capped by the two-rank measurement.
+size_t recursiveDoublingMaxBytes(int n) {
+  if (n <= 2) return kRecursiveDoublingMaxBytesTwoRanks;
+  int p = 1, steps = 0;
+  while (p * 2 <= n) {
+    p *= 2;
+    ++steps;
+  }
+  if (p != n) steps += 2;
+  const double ringSteps = 2.0 * (n - 1);
+  const double ringShare = 2.0 * (n - 1) / n;
+  if (steps <= ringShare) return kRecursiveDoublingMaxBytesTwoRanks;
+  const double crossover = kAlphaOverBetaBytes * (ringSteps - steps) / (steps - ringShare);
+  return static_cast<size_t>(std::min(crossover, static_cast<double>(kRecursiveDoublingMaxBytesTwoRanks)));
+}
 constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
 
 // The engine spins this long for the next op before it sleeps: back-to-back ops (a training
@@ -301,7 +325,7 @@ void Engine::run(OpRecord* op) {
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
   if (comm.shm && bytes <= kShmMaxBytes) return Algorithm::kShm;
-  if (bytes <= kRecursiveDoublingMaxBytes) return Algorithm::kRecursiveDoubling;
+  if (bytes <= recursiveDoublingMaxBytes(comm.size)) return Algorithm::kRecursiveDoubling;
   return Algorithm::kRing;
 }
 
