@@ -88,6 +88,7 @@ BufferView viewOf(Napi::Env env, Napi::Value value, const char* what) {
   return view;
 }
 
+// For init's options, read once.
 int intField(Napi::Object spec, const char* key, int fallback) {
   Napi::Value v = spec.Get(key);
   return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;

@@ -140,14 +140,6 @@ RequestId MpiTransport::irecv(int peer, void* data, size_t bytes) {
   return id;
 }
 
-bool MpiTransport::test(RequestId request) {
-  int flag = 0;
-  auto& parts = requests_[request];
-  checkMpi(MPI_Testall(static_cast<int>(parts.size()), parts.data(), &flag, MPI_STATUSES_IGNORE),
-           "MPI_Testall");
-  return flag != 0;
-}
-
 void MpiTransport::wait(RequestId request) {
   auto& parts = requests_[request];
   unsigned spins = 0;

@@ -23,7 +23,6 @@ class MpiTransport final : public Transport {
   RequestId isend(int peer, const void* data, size_t bytes) override;
   RequestId irecv(int peer, void* data, size_t bytes) override;
   void wait(RequestId request) override;
-  bool test(RequestId request) override;
   void nativeAllreduce(void* data, size_t count, DType dtype, RedOp op) override;
 
   // Every wait() after this fails once the deadline passes; set by the engine for each op.

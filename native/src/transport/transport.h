@@ -22,8 +22,6 @@ class Transport {
   virtual RequestId irecv(int peer, void* data, size_t bytes) = 0;
   // Blocks until the request completes; throws BraidException (TIMEOUT, ABORTED) on failure.
   virtual void wait(RequestId request) = 0;
-  // True once the request has completed (wait() is still needed to release it).
-  virtual bool test(RequestId request) = 0;
 
   void send(int peer, const void* data, size_t bytes) { wait(isend(peer, data, bytes)); }
   void recv(int peer, void* data, size_t bytes) { wait(irecv(peer, data, bytes)); }
