@@ -182,8 +182,8 @@ Napi::Value resultValue(Napi::Env env, const OpRecord& op) {
 void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, PendingOp* raw) {
   std::unique_ptr<PendingOp> op(raw);
   releaseBuffers(*op);
+  if (env == nullptr) return;  // the environment is being torn down: nothing to resolve
   if (--gState->inFlight == 0) gState->tsfn.Unref(env);
-  if (env == nullptr) return;
   Napi::HandleScope scope(env);
   if (op->record.code == ErrorCode::kOk) {
     op->deferred->Resolve(resultValue(env, op->record));
