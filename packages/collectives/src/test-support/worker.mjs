@@ -76,6 +76,15 @@ async function matrix(comm) {
     await comm.allReduce(buf, { algorithm });
     cases.push({ what: `random float32 ${algorithm}`, wrong: 0, digest: digest(buf) });
   }
+  // Many ops in flight at once (a training step's buckets): they run in submission order and
+  // each resolves to its own buffer.
+  {
+    const bufs = Array.from({ length: 8 }, (_, k) => fill('float32', 'sum', comm.rank, 1000 + k * 4099));
+    const done = await Promise.all(bufs.map((b, k) => comm.allReduce(b, { name: `bucket${k}`, algorithm: k % 2 ? 'ring' : 'auto' })));
+    bufs.forEach((b, k) => {
+      cases.push({ what: `in flight #${k}`, wrong: (done[k] === b ? 0 : 1) + countWrong(b, answer('float32', 'sum', b.length)), digest: digest(b) });
+    });
+  }
   // Broadcast from every root.
   for (let root = 0; root < n; root++)
     for (const algorithm of ['auto', 'tree', 'ring'])
