@@ -85,46 +85,45 @@ async function matrix(comm) {
       cases.push({ what: `in flight #${k}`, wrong: (done[k] === b ? 0 : 1) + countWrong(b, answer('float32', 'sum', b.length)), digest: digest(b) });
     });
   }
-  // Broadcast from every root.
+  // Broadcast from every root, every dtype, awkward sizes.
+  const halfOpts = (dtype) => (dtype === 'float16' || dtype === 'bfloat16' ? { dtype } : {});
   for (let root = 0; root < n; root++)
     for (const algorithm of ['auto', 'tree', 'ring'])
-      for (const [dtype, length] of [['float32', 0], ['int64', 3], ['uint8', 1000003], ['bfloat16', 4097]]) {
-        const buf = arrayFor(dtype, length);
-        const want = arrayFor(dtype, length);
-        for (let i = 0; i < length; i++) {
-          const v = (i * 31 + root) % 100;
-          want[i] = dtype === 'int64' ? BigInt(v) : v;
-          buf[i] = comm.rank === root ? want[i] : dtype === 'int64' ? -1n : 77;
+      for (const dtype of DTYPES)
+        for (const length of [0, 1, n + 1, 1009, 65537]) {
+          const want = fill(dtype, 'sum', root, length);
+          const buf = comm.rank === root ? want.slice() : fill(dtype, 'max', comm.rank + 1, length);
+          const opts = { root, algorithm, ...halfOpts(dtype) };
+          if ((root + length) % 2) comm.broadcastSync(buf, opts);
+          else await comm.broadcast(buf, opts);
+          cases.push({ what: `broadcast root ${root} ${algorithm} ${dtype} ${length}`, wrong: countWrong(buf, want), digest: digest(buf) });
         }
-        const opts = { root, algorithm, ...(dtype === 'bfloat16' ? { dtype } : {}) };
-        if (root % 2) comm.broadcastSync(buf, opts);
-        else await comm.broadcast(buf, opts);
-        cases.push({ what: `broadcast root ${root} ${algorithm} ${dtype} ${length}`, wrong: countWrong(buf, want), digest: digest(buf) });
+  // All-gather: rank order, every dtype.
+  for (const dtype of DTYPES)
+    for (const length of [0, 1, Math.max(1, n - 1), n + 1, 13, 1009, 300001]) {
+      const mine = fill(dtype, 'sum', comm.rank, length);
+      const all = await comm.allGather(mine, halfOpts(dtype));
+      const want = arrayFor(dtype, length * n);
+      for (let r = 0; r < n; r++) want.set(fill(dtype, 'sum', r, length), r * length);
+      const okType = all.constructor === mine.constructor && all.length === length * n;
+      cases.push({ what: `allGather ${dtype} ${length}`, wrong: okType ? countWrong(all, want) : -1, digest: digest(all) });
+    }
+  // Reduce-scatter: this rank's block of the full reduction, every dtype and op; the input is left alone.
+  for (const dtype of DTYPES)
+    for (const op of OPS) {
+      if (op === 'avg' && !FLOAT_DTYPES.has(dtype)) continue;
+      for (const block of [0, 1, n + 1, 13, 40000]) {
+        const length = block * n;
+        const buf = fill(dtype, op, comm.rank, length);
+        const before = buf.slice();
+        const mine = await comm.reduceScatter(buf, { op, ...halfOpts(dtype) });
+        const want = answer(dtype, op, length).slice(comm.rank * block, (comm.rank + 1) * block);
+        cases.push({
+          what: `reduceScatter ${dtype} ${op} block ${block}`,
+          wrong: (mine.length === block ? countWrong(mine, want) : -1) + (sameBytes(buf, before) ? 0 : 1000000),
+          digest: 'per-rank',
+        });
       }
-  // All-gather: rank order.
-  for (const [dtype, length] of [['float64', 0], ['int32', 1], ['int8', 7], ['float32', 300001]]) {
-    const mine = arrayFor(dtype, length);
-    for (let i = 0; i < length; i++) mine[i] = (comm.rank * 5 + i) % 100;
-    const all = await comm.allGather(mine);
-    const want = arrayFor(dtype, length * n);
-    for (let r = 0; r < n; r++) for (let i = 0; i < length; i++) want[r * length + i] = (r * 5 + i) % 100;
-    const okType = all.constructor === mine.constructor && all.length === length * n;
-    cases.push({ what: `allGather ${dtype} ${length}`, wrong: okType ? countWrong(all, want) : -1, digest: digest(all) });
-  }
-  // Reduce-scatter: this rank's block of the full reduction; the input is left alone.
-  for (const [dtype, op] of [['float32', 'sum'], ['int32', 'min'], ['float16', 'avg'], ['int64', 'prod']])
-    for (const block of [0, 1, 5, 40000]) {
-      const length = block * n;
-      const buf = fill(dtype, op, comm.rank, length);
-      const before = buf.slice();
-      const mine = await comm.reduceScatter(buf, { op, ...(dtype === 'float16' ? { dtype } : {}) });
-      const full = expected(dtype, op, n, length);
-      const want = full.slice(comm.rank * block, (comm.rank + 1) * block);
-      cases.push({
-        what: `reduceScatter ${dtype} ${op} block ${block}`,
-        wrong: (mine.length === block ? countWrong(mine, want) : -1) + (sameBytes(buf, before) ? 0 : 1000000),
-        digest: 'per-rank',
-      });
     }
   await comm.barrier();
   // Split: even and odd ranks, ordered by descending rank; odd ranks pass a negative color on the second split.
