@@ -159,13 +159,8 @@ CommState& Engine::addComm(MPI_Comm base) {
   state->transport = std::make_unique<MpiTransport>(data);
   state->rank = state->transport->rank();
   state->size = state->transport->size();
-  MPI_Comm local;
-  checkMpi(MPI_Comm_split_type(base, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local), "MPI_Comm_split_type");
-  int localSize = 0;
-  MPI_Comm_size(local, &localSize);
-  MPI_Comm_free(&local);
-  state->local = localSize == state->size;
-  // Collective over the new communicator, like the dups above; every rank gets the same answer.
+  // Collective over the new communicator, like the dups above; every rank gets the same answer
+  // (none when the ranks span hosts).
   if (!options_.sharedMemory) {
     state->shmUnavailable = "shared memory is off (BRAID_SHM=off)";
   } else if (state->size > 1) {

@@ -45,8 +45,7 @@ struct CommState {
   MPI_Comm control = MPI_COMM_NULL;  // negotiation traffic
   MPI_Comm base = MPI_COMM_NULL;     // what split() splits
   std::unique_ptr<MpiTransport> transport;  // data traffic
-  bool local = false;                       // all ranks on one host: shared memory is possible
-  std::unique_ptr<ShmTransport> shm;        // negotiation and the 'shm' algorithm, when local
+  std::unique_ptr<ShmTransport> shm;        // agreement and the 'shm' algorithm, when all ranks share a host
   std::string shmUnavailable;               // why there is none
   uint64_t seq = 0;
   bool closed = false;
