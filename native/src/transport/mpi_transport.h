@@ -27,7 +27,6 @@ class MpiTransport final : public Transport {
 
   // Every wait() after this fails once the deadline passes; set by the engine for each op.
   void setDeadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
-  MPI_Comm comm() const { return comm_; }
 
  private:
   RequestId allocate();

@@ -1,7 +1,7 @@
 import { loadAddon, type StartOptions } from '@braid/native';
 
 import { Communicator } from './communicator.js';
-import { AbortedError, BackendUnavailableError, BraidError, fromNative, InvalidArgumentError } from './errors.js';
+import { AbortedError, BackendUnavailableError, fromNative, InvalidArgumentError } from './errors.js';
 
 export { Communicator } from './communicator.js';
 export type { AllReduceOptions, BroadcastOptions, GatherOptions, ReduceScatterOptions } from './communicator.js';
@@ -112,8 +112,4 @@ export function buildInfo(): { isa: string; cuda: { compiled: boolean; devices: 
   } catch (err) {
     throw new BackendUnavailableError((err as Error).message, { cause: err });
   }
-}
-
-export function isBraidError(err: unknown): err is BraidError {
-  return err instanceof BraidError;
 }
