@@ -1,0 +1,227 @@
+import { type AllReduceAlgorithm, type Communicator, InvalidArgumentError } from '@braid/collectives';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { DistributedOptimizer } from './distributed-optimizer.js';
+import { type CommunicationStats, type Compression, GradientReducer } from './reducer.js';
+
+/**
+ * Default bucket size. Measured with benchmarks/training.mjs --buckets (np=2, this repository's
+ * 2-core VM): reducing a 16 MiB gradient list through allReduceSync costs about the same from
+ * 4 MiB buckets up, and 25% to 2x more with 256 KiB buckets (per-call overhead). Smaller than
+ * PyTorch DDP's 25 MiB so the asynchronous path has buckets to overlap on mid-sized models.
+ */
+export const DEFAULT_BUCKET_BYTES = 4 << 20;
+
+export interface DataParallelOptions {
+  /** Gradients are fused into buckets of at most this many bytes (default 4 MiB). */
+  bucketBytes?: number;
+  /** 'fp16' / 'bf16' send half-precision gradients (accumulated in float32 at every hop). */
+  compression?: Compression;
+  /** Average and apply the gradients once every this many local steps (default 1). */
+  accumulationSteps?: number;
+  /** Local SGD: apply local gradients each step, average the weights every this many steps (default 0: off). */
+  localSgdSteps?: number;
+  /** The all-reduce algorithm (default 'auto'). */
+  algorithm?: AllReduceAlgorithm;
+}
+
+/** Something whose weights can be broadcast: a LayersModel, a list of variables, or a map of them. */
+export type Broadcastable =
+  | { getWeights(): tf.Tensor[]; setWeights(weights: tf.Tensor[]): void }
+  | tf.Variable[]
+  | Record<string, tf.Variable>;
+
+const COMPRESSIONS: readonly Compression[] = ['none', 'fp16', 'bf16'];
+const ALGORITHMS: readonly AllReduceAlgorithm[] = ['auto', 'ring', 'tree', 'recursive-doubling', 'mpi', 'shm'];
+
+function positiveInteger(what: string, value: unknown, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new InvalidArgumentError(`DataParallel: ${what} must be an integer >= ${min}; got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Data-parallel training over a communicator, the way Horovod does it: every rank holds the whole
+ * model, trains on its own shard of each global batch, and the gradients are averaged before
+ * they are applied, so all ranks keep identical weights.
+ */
+export class DataParallel {
+  readonly bucketBytes: number;
+  readonly compression: Compression;
+  readonly accumulationSteps: number;
+  readonly localSgdSteps: number;
+  readonly algorithm: AllReduceAlgorithm;
+  private readonly reducer: GradientReducer;
+
+  constructor(
+    readonly comm: Communicator,
+    options: DataParallelOptions = {},
+  ) {
+    if (comm === null || typeof comm !== 'object' || typeof (comm as Communicator).allReduceSync !== 'function') {
+      throw new InvalidArgumentError('DataParallel: the first argument must be a Communicator (from `await init()`)');
+    }
+    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('DataParallel: options must be an object');
+    this.bucketBytes = positiveInteger('bucketBytes', options.bucketBytes, DEFAULT_BUCKET_BYTES, 4);
+    this.accumulationSteps = positiveInteger('accumulationSteps', options.accumulationSteps, 1);
+    this.localSgdSteps = positiveInteger('localSgdSteps', options.localSgdSteps, 0, 0);
+    this.compression = options.compression ?? 'none';
+    if (!COMPRESSIONS.includes(this.compression)) {
+      throw new InvalidArgumentError(`DataParallel: compression must be one of ${COMPRESSIONS.map((c) => `'${c}'`).join(', ')}; got ${JSON.stringify(options.compression)}`);
+    }
+    this.algorithm = options.algorithm ?? 'auto';
+    if (!ALGORITHMS.includes(this.algorithm)) {
+      throw new InvalidArgumentError(`DataParallel: algorithm must be one of ${ALGORITHMS.map((a) => `'${a}'`).join(', ')}; got ${JSON.stringify(options.algorithm)}`);
+    }
+    if (this.localSgdSteps > 0 && this.accumulationSteps > 1) {
+      throw new InvalidArgumentError('DataParallel: choose either accumulationSteps or localSgdSteps, not both');
+    }
+    this.reducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: this.compression, algorithm: this.algorithm });
+  }
+
+  get rank(): number {
+    return this.comm.rank;
+  }
+
+  get size(): number {
+    return this.comm.size;
+  }
+
+  /** Communication counters of every gradient averaging done through this strategy. */
+  get stats(): Readonly<CommunicationStats> {
+    return this.reducer.stats;
+  }
+
+  /**
+   * Wraps a tfjs optimizer: its step averages the gradients across ranks first. Pass the result to
+   * `model.compile`, or call `minimize` / `minimizeAsync` on it in a custom loop.
+   */
+  wrapOptimizer(optimizer: tf.Optimizer): DistributedOptimizer {
+    if (optimizer instanceof DistributedOptimizer) {
+      throw new InvalidArgumentError('wrapOptimizer: this optimizer is already distributed; wrap the plain tfjs optimizer once');
+    }
+    if (optimizer === null || typeof optimizer !== 'object' || typeof (optimizer as tf.Optimizer).applyGradients !== 'function') {
+      throw new InvalidArgumentError('wrapOptimizer: pass a tfjs optimizer, e.g. tf.train.adam(1e-3)');
+    }
+    return new DistributedOptimizer(optimizer, this.reducer, {
+      accumulationSteps: this.accumulationSteps,
+      localSgdSteps: this.localSgdSteps,
+    });
+  }
+
+  /** The average over ranks of each tensor (new tensors; blocks). */
+  averageTensorsSync(tensors: tf.Tensor[]): tf.Tensor[] {
+    return this.reducer.reduceSync(tensors);
+  }
+
+  /** The average over ranks of each tensor (new tensors), bucket i on the wire while bucket i+1 is read. */
+  averageTensors(tensors: tf.Tensor[]): Promise<tf.Tensor[]> {
+    return this.reducer.reduce(tensors);
+  }
+
+  /** Averages a gradient map (from `optimizer.computeGradients` or `tf.variableGrads`) across ranks. */
+  async averageGradients(grads: tf.NamedTensorMap): Promise<tf.NamedTensorMap> {
+    const names = Object.keys(grads);
+    const averaged = await this.reducer.reduce(names.map((n) => grads[n]!));
+    return Object.fromEntries(names.map((n, i) => [n, averaged[i]!]));
+  }
+
+  /**
+   * Every rank takes `root`'s weights (a LayersModel, variables, or a DistributedOptimizer /
+   * tfjs optimizer's state). Call it before training so all ranks start from the same point.
+   */
+  async broadcastVariables(target: Broadcastable | tf.Optimizer, root = 0): Promise<void> {
+    if (!Number.isInteger(root) || root < 0 || root >= this.comm.size) {
+      throw new InvalidArgumentError(`broadcastVariables: root must be a rank in [0, ${this.comm.size - 1}]; got ${JSON.stringify(root)}`);
+    }
+    if (target instanceof tf.Optimizer) return this.broadcastOptimizer(target, root);
+    if (Array.isArray(target) || isVariableMap(target)) {
+      const variables = Array.isArray(target) ? target : Object.values(target);
+      const values = await this.broadcastTensors(variables, root);
+      variables.forEach((v, i) => v.assign(values[i]!));
+      tf.dispose(values);
+      return;
+    }
+    if (target && typeof (target as { getWeights?: unknown }).getWeights === 'function') {
+      const model = target as { getWeights(): tf.Tensor[]; setWeights(w: tf.Tensor[]): void };
+      const values = await this.broadcastTensors(model.getWeights(), root);
+      model.setWeights(values);
+      tf.dispose(values);
+      return;
+    }
+    throw new InvalidArgumentError('broadcastVariables: pass a LayersModel, an array or map of tf.Variable, or an optimizer');
+  }
+
+  /** Averages numeric metrics (loss, accuracy, ...) over ranks; keys must be the same on every rank. */
+  async averageMetrics(logs: Record<string, number>): Promise<Record<string, number>> {
+    const keys = Object.keys(logs).filter((k) => typeof logs[k] === 'number').sort();
+    const values = Float64Array.from(keys, (k) => logs[k]!);
+    if (values.length > 0) await this.comm.allReduce(values, { op: 'avg' });
+    return Object.fromEntries(keys.map((k, i) => [k, values[i]!]));
+  }
+
+  /** averageMetrics for callers that cannot await. */
+  averageMetricsSync(logs: Record<string, number>): Record<string, number> {
+    const keys = Object.keys(logs).filter((k) => typeof logs[k] === 'number').sort();
+    const values = Float64Array.from(keys, (k) => logs[k]!);
+    if (values.length > 0) this.comm.allReduceSync(values, { op: 'avg' });
+    return Object.fromEntries(keys.map((k, i) => [k, values[i]!]));
+  }
+
+  private async broadcastTensors(tensors: tf.Tensor[], root: number): Promise<tf.Tensor[]> {
+    // Agree on the shapes first so a rank with another model fails clearly instead of mis-reading.
+    const shapes = JSON.stringify(tensors.map((t) => [t.dtype, t.shape]));
+    const mine = new TextEncoder().encode(shapes);
+    const theirs = await this.broadcastBytes(mine, root);
+    if (new TextDecoder().decode(theirs) !== shapes) {
+      throw new InvalidArgumentError(`broadcastVariables: rank ${this.comm.rank}'s variables differ from rank ${root}'s (dtypes and shapes: ${shapes} vs ${new TextDecoder().decode(theirs)}); build the same model on every rank`);
+    }
+    const out: tf.Tensor[] = [];
+    for (const t of tensors) {
+      const values = t.dtype === 'int32' ? Int32Array.from(t.dataSync() as Int32Array) : t.dtype === 'float32' ? Float32Array.from(t.dataSync() as Float32Array) : null;
+      if (!values) throw new InvalidArgumentError(`broadcastVariables: ${t.dtype} variables are not supported (float32 and int32 are)`);
+      await this.comm.broadcast(values, { root });
+      out.push(tf.tensor(values, t.shape, t.dtype));
+    }
+    return out;
+  }
+
+  private async broadcastOptimizer(optimizer: tf.Optimizer, root: number): Promise<void> {
+    const isRoot = this.comm.rank === root;
+    let payload = new Uint8Array(0);
+    if (isRoot) {
+      const weights = await optimizer.getWeights();
+      const { data, specs } = await tf.io.encodeWeights(weights);
+      const header = new TextEncoder().encode(JSON.stringify(specs));
+      const bytes = new Uint8Array(data instanceof ArrayBuffer ? data : tf.io.concatenateArrayBuffers(data));
+      payload = new Uint8Array(4 + header.length + bytes.length);
+      new DataView(payload.buffer).setUint32(0, header.length, true);
+      payload.set(header, 4);
+      payload.set(bytes, 4 + header.length);
+    }
+    const received = await this.broadcastBytes(payload, root);
+    if (isRoot) return;
+    const headerLength = new DataView(received.buffer, received.byteOffset).getUint32(0, true);
+    const specs = JSON.parse(new TextDecoder().decode(received.subarray(4, 4 + headerLength)));
+    const data = received.slice(4 + headerLength).buffer;
+    const named = tf.io.decodeWeights(data, specs);
+    const list = specs.map((s: { name: string }) => ({ name: s.name, tensor: named[s.name]! }));
+    await optimizer.setWeights(list);
+  }
+
+  /** Root's bytes on every rank (the length travels first). */
+  async broadcastBytes(bytes: Uint8Array, root: number): Promise<Uint8Array> {
+    const length = new Float64Array([bytes.length]);
+    await this.comm.broadcast(length, { root });
+    const out = this.comm.rank === root ? bytes : new Uint8Array(length[0]!);
+    await this.comm.broadcast(out, { root });
+    return out;
+  }
+}
+
+function isVariableMap(value: unknown): value is Record<string, tf.Variable> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const values = Object.values(value as object);
+  return values.length > 0 && values.every((v) => v instanceof tf.Variable);
+}

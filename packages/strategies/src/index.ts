@@ -1,0 +1,14 @@
+export { type Broadcastable, DataParallel, type DataParallelOptions, DEFAULT_BUCKET_BYTES } from './data-parallel.js';
+export { DistributedOptimizer } from './distributed-optimizer.js';
+export type { CommunicationStats, Compression } from './reducer.js';
+export { linearWarmup, scaleLearningRate, type WarmupOptions } from './schedules.js';
+export {
+  averageMetricsOnEpochEnd,
+  broadcastOnTrainBegin,
+  dataParallelCallbacks,
+  type FitCallback,
+  learningRateWarmup,
+  type WarmupCallbackOptions,
+} from './callbacks.js';
+export { bfloat16BitsToFloat, floatToBfloat16Bits, floatToHalfBits, halfBitsToFloat } from './half.js';
+export { planBuckets, type Bucket } from './buckets.js';

@@ -1,0 +1,98 @@
+// Multi-process tests: real `mpirun -np N` jobs of test-support/worker.mjs training tfjs models.
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { mpirunScript } from '@braid/test-support/mpirun';
+import { describe, expect, it } from 'vitest';
+
+const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
+
+async function run(np: number, scenario: string, env: Record<string, string> = {}) {
+  const job = await mpirunScript(np, worker, [scenario], { env });
+  const failed = job.results.filter((r) => !r.ok);
+  expect(failed.map((r) => `${r.rank}: ${r.stack}`)).toEqual([]);
+  expect(job.code, job.stderr).toBe(0);
+  expect(job.results).toHaveLength(np);
+  return job.results;
+}
+
+function same<T>(results: Array<Record<string, any>>, pick: (r: Record<string, any>) => T): T {
+  const first = pick(results[0]!);
+  for (const r of results) expect(pick(r)).toEqual(first);
+  return first;
+}
+
+describe.each([2, 3, 4])('np=%i', (np) => {
+  it('model.fit with the wrapped optimizer: every rank holds identical weights after every epoch', async () => {
+    const results = await run(np, 'fit');
+    const digests = same(results, (r) => r.digests);
+    expect(new Set(digests).size).toBe(3); // the weights did move
+    same(results, (r) => r.optimizerState);
+    same(results, (r) => r.loss); // metrics averaged over ranks
+    // 6 batches an epoch, 3 epochs, 4096-byte buckets of a 20-32-4 MLP's 804 floats: 1 call a step.
+    expect(results[0]!.stats.reductions).toBe(18);
+  });
+});
+
+describe.each([2, 3])('np=%i', (np) => {
+  it('fp16 and bf16 compression keep the ranks bitwise identical', async () => {
+    for (const compression of ['fp16', 'bf16']) {
+      const results = await run(np, 'fit', { COMPRESSION: compression });
+      same(results, (r) => r.digests);
+      // Half-precision buckets: 2 bytes per float on the wire.
+      expect(results[0]!.stats.bytesReduced).toBe(18 * 804 * 2);
+    }
+  });
+
+  it('N ranks x B rows give the weights of one process on N*B rows (plain SGD), sync and async', async () => {
+    const results = await run(np, 'equivalence');
+    for (const path of ['sync', 'async']) {
+      same(results, (r) => r[path].digest);
+      expect(results[0]![path].diff).toBeLessThan(1e-6);
+      expect(results[0]![path].calls).toBeGreaterThan(5); // 1024-byte buckets: several per step
+    }
+  });
+
+  it('gradient accumulation: weights move only every 2nd step, as one step on the rows of both', async () => {
+    const results = await run(np, 'accumulation');
+    same(results, (r) => r.digest);
+    expect(results[0]!.unchangedBetween).toEqual([true, true]);
+    expect(results[0]!.diff).toBeLessThan(1e-6);
+  });
+
+  it('local SGD: ranks differ between averaging steps and agree right after each', async () => {
+    const results = await run(np, 'localsgd');
+    const [a, b] = [results[0]!.digests, results[1]!.digests];
+    expect(a[2]).toBe(b[2]);
+    expect(a[5]).toBe(b[5]);
+    expect(a[0]).not.toBe(b[0]);
+    expect(a[3]).not.toBe(b[3]);
+  });
+
+  it('no tensor leaks: numTensors at step 2 equals numTensors at step 200 on every path', async () => {
+    const results = await run(np, 'leaks');
+    for (const r of results) {
+      for (const [path, counts] of Object.entries(r)) {
+        if (typeof counts !== 'object' || counts === null || !('early' in counts)) continue;
+        expect({ path, late: (counts as any).late }).toEqual({ path, late: (counts as any).early });
+      }
+    }
+  });
+
+  it('averageMetrics averages; broadcastVariables(optimizer) copies Adam state from rank 0', async () => {
+    const results = await run(np, 'state');
+    const metrics = same(results, (r) => r.metrics);
+    expect(metrics).toEqual({ loss: (np + 1) / 2, acc: 1 / np });
+    same(results, (r) => r.optimizer);
+    expect(results.map((r) => r.iterations)).toEqual(new Array(np).fill(3));
+    expect(results[0]!.count).toBe(9); // iterations + m and v for 4 variables
+  });
+
+  it('learning-rate warm-up ramps from lr/size to lr over the warm-up steps', async () => {
+    const results = await run(np, 'warmup');
+    const seen = same(results, (r) => r.seen);
+    const target = 0.1 * np;
+    const expected = [0, 1, 2, 3, 4, 5].map((s) => (s >= 4 ? target : target / np + ((target - target / np) * s) / 4));
+    seen.forEach((lr: number, i: number) => expect(lr).toBeCloseTo(expected[i]!, 12));
+  });
+});

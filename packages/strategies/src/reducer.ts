@@ -1,0 +1,164 @@
+// Averages a list of tensors across ranks through fused buckets. The synchronous path serves
+// LayersModel.fit (its optimizer step cannot await); the asynchronous one pipelines: bucket i is
+// on the wire while bucket i+1 is read out of its tensors.
+import type { AllReduceAlgorithm, Communicator } from '@braid/collectives';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { type Bucket, layoutKey, planBuckets } from './buckets.js';
+import { decodeHalf, encodeHalf } from './half.js';
+
+export type Compression = 'none' | 'fp16' | 'bf16';
+
+export interface ReducerOptions {
+  bucketBytes: number;
+  compression: Compression;
+  algorithm: AllReduceAlgorithm;
+}
+
+/** What the reducer has done so far, for benchmarks and progress displays. */
+export interface CommunicationStats {
+  /** Calls of reduce / reduceSync (one per averaged gradient list). */
+  reductions: number;
+  allReduceCalls: number;
+  /** Bytes handed to allReduce (after compression). */
+  bytesReduced: number;
+  /** Wall time spent inside allReduce calls, waiting for the other ranks included. */
+  communicationMs: number;
+}
+
+export interface Layout {
+  key: string;
+  shapes: number[][];
+  lengths: number[];
+  buckets: Bucket[];
+  /** One float32 buffer per bucket, reused step after step. */
+  flat: Float32Array[];
+  /** The float16 / bfloat16 copy that travels when compression is on. */
+  wire: Uint16Array[] | null;
+}
+
+export class GradientReducer {
+  readonly stats: CommunicationStats = { reductions: 0, allReduceCalls: 0, bytesReduced: 0, communicationMs: 0 };
+  private layout: Layout | undefined;
+
+  constructor(
+    private readonly comm: Communicator,
+    readonly options: ReducerOptions,
+  ) {}
+
+  layoutFor(tensors: readonly tf.Tensor[]): Layout {
+    const lengths = tensors.map((t) => t.size);
+    const key = layoutKey(lengths);
+    if (this.layout?.key === key) return this.layout;
+    const buckets = planBuckets(lengths, this.options.bucketBytes, this.options.compression === 'none' ? 4 : 2);
+    this.layout = {
+      key,
+      shapes: tensors.map((t) => t.shape.slice()),
+      lengths,
+      buckets,
+      flat: buckets.map((b) => new Float32Array(b.length)),
+      wire: this.options.compression === 'none' ? null : buckets.map((b) => new Uint16Array(b.length)),
+    };
+    return this.layout;
+  }
+
+  /** Copies the tensors' values into the layout's bucket buffers. */
+  gatherSync(layout: Layout, tensors: readonly tf.Tensor[]): void {
+    layout.buckets.forEach((bucket, b) => {
+      const flat = layout.flat[b]!;
+      for (const slot of bucket.slots) flat.set(readFloat32(tensors[slot.tensor]!.dataSync()), slot.offset);
+    });
+  }
+
+  reduceBucketsSync(layout: Layout): void {
+    for (let b = 0; b < layout.buckets.length; b++) {
+      const started = performance.now();
+      const flat = layout.flat[b]!;
+      const wire = layout.wire?.[b];
+      if (wire) {
+        const dtype = this.wireDtype();
+        encodeHalf(flat, wire, dtype);
+        this.comm.allReduceSync(wire, { op: 'avg', dtype, algorithm: this.options.algorithm });
+        decodeHalf(wire, flat, dtype);
+      } else {
+        this.comm.allReduceSync(flat, { op: 'avg', algorithm: this.options.algorithm });
+      }
+      this.count(wire ?? flat, started);
+    }
+  }
+
+  /** New tensors (the caller owns them) holding the bucket buffers' values, in the original shapes. */
+  scatter(layout: Layout, dtypes?: readonly tf.DataType[]): tf.Tensor[] {
+    const out: tf.Tensor[] = new Array(layout.lengths.length);
+    layout.buckets.forEach((bucket, b) => {
+      const flat = layout.flat[b]!;
+      for (const slot of bucket.slots) {
+        // A copy: the bucket buffer is overwritten by the next step while tensors may live on.
+        const values = flat.slice(slot.offset, slot.offset + slot.length);
+        const dtype = dtypes?.[slot.tensor] ?? 'float32';
+        out[slot.tensor] = dtype === 'float32' ? tf.tensor(values, layout.shapes[slot.tensor]) : tf.tensor(values, layout.shapes[slot.tensor], dtype);
+      }
+    });
+    return out;
+  }
+
+  /** The average of `tensors` over all ranks, as new tensors; blocks until every bucket is reduced. */
+  reduceSync(tensors: readonly tf.Tensor[]): tf.Tensor[] {
+    const layout = this.layoutFor(tensors);
+    this.gatherSync(layout, tensors);
+    this.reduceBucketsSync(layout);
+    this.stats.reductions++;
+    return this.scatter(layout, tensors.map((t) => t.dtype));
+  }
+
+  /** The average of `tensors` over all ranks; bucket i is reduced while bucket i+1 is read out. */
+  async reduce(tensors: readonly tf.Tensor[]): Promise<tf.Tensor[]> {
+    const layout = this.layoutFor(tensors);
+    const dtypes = tensors.map((t) => t.dtype);
+    const inFlight: Array<Promise<unknown>> = [];
+    const started = performance.now();
+    try {
+      for (let b = 0; b < layout.buckets.length; b++) {
+        const bucket = layout.buckets[b]!;
+        const flat = layout.flat[b]!;
+        const values = await Promise.all(bucket.slots.map((slot) => tensors[slot.tensor]!.data()));
+        bucket.slots.forEach((slot, i) => flat.set(readFloat32(values[i]!), slot.offset));
+        const wire = layout.wire?.[b];
+        if (wire) {
+          const dtype = this.wireDtype();
+          encodeHalf(flat, wire, dtype);
+          inFlight.push(this.comm.allReduce(wire, { op: 'avg', dtype, algorithm: this.options.algorithm }).then(() => decodeHalf(wire, flat, dtype)));
+        } else {
+          inFlight.push(this.comm.allReduce(flat, { op: 'avg', algorithm: this.options.algorithm }));
+        }
+        this.stats.allReduceCalls++;
+        this.stats.bytesReduced += (wire ?? flat).byteLength;
+      }
+    } finally {
+      // Never leave a bucket in flight behind a failure: its buffer is reused by the next call.
+      const settled = await Promise.allSettled(inFlight);
+      this.stats.communicationMs += performance.now() - started;
+      const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
+    this.stats.reductions++;
+    return this.scatter(layout, dtypes);
+  }
+
+  private wireDtype(): 'float16' | 'bfloat16' {
+    return this.options.compression === 'bf16' ? 'bfloat16' : 'float16';
+  }
+
+  private count(buffer: ArrayBufferView, started: number): void {
+    this.stats.allReduceCalls++;
+    this.stats.bytesReduced += buffer.byteLength;
+    this.stats.communicationMs += performance.now() - started;
+  }
+}
+
+function readFloat32(values: ArrayLike<number> | Uint8Array[]): ArrayLike<number> {
+  if (Array.isArray(values) && values.length > 0 && values[0] instanceof Uint8Array) {
+    throw new TypeError('string tensors cannot be averaged');
+  }
+  return values as ArrayLike<number>;
+}

@@ -1,0 +1,164 @@
+// A world of one (no mpirun): argument checks, the half-precision codecs, bucket planning, and the
+// distributed optimizer inside LayersModel.fit giving exactly what the plain optimizer gives.
+import { init, InvalidArgumentError } from '@braid/collectives';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { planBuckets } from './buckets.js';
+import { DataParallel } from './data-parallel.js';
+import { DistributedOptimizer } from './distributed-optimizer.js';
+import { bfloat16BitsToFloat, decodeHalf, encodeHalf, floatToBfloat16Bits, floatToHalfBits, halfBitsToFloat } from './half.js';
+import { linearWarmup, scaleLearningRate } from './schedules.js';
+
+tf.enableProdMode();
+let comm: Awaited<ReturnType<typeof init>>;
+beforeAll(async () => {
+  comm = await init();
+});
+afterAll(async () => {
+  await comm.close();
+});
+
+const bits = new Uint32Array(1);
+const asFloat = new Float32Array(bits.buffer);
+function f32(u: number): number {
+  bits[0] = u;
+  return asFloat[0]!;
+}
+
+describe('float16 codec', () => {
+  it('round-trips all 65536 half values exactly (NaNs stay NaN with their payload)', () => {
+    for (let h = 0; h < 0x10000; h++) {
+      const value = halfBitsToFloat(h);
+      const isNan = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+      expect(floatToHalfBits(value)).toBe(isNan ? h | 0x200 : h);
+    }
+  });
+
+  it('rounds to nearest, ties to even, overflow to infinity', () => {
+    expect(floatToHalfBits(1 + 2 ** -11)).toBe(0x3c00); // halfway between 1 and the next half: even
+    expect(floatToHalfBits(1 + 3 * 2 ** -11)).toBe(0x3c02); // halfway, odd below: up
+    expect(floatToHalfBits(1 + 2 ** -11 + 2 ** -20)).toBe(0x3c01);
+    expect(floatToHalfBits(65504)).toBe(0x7bff);
+    expect(floatToHalfBits(65519.99)).toBe(0x7bff);
+    expect(floatToHalfBits(65520)).toBe(0x7c00);
+    expect(floatToHalfBits(-Infinity)).toBe(0xfc00);
+    expect(floatToHalfBits(2 ** -25)).toBe(0); // exactly half the smallest subnormal: even (0)
+    expect(floatToHalfBits(2 ** -25 * 1.5)).toBe(1);
+    expect(floatToHalfBits(3 * 2 ** -25)).toBe(2); // 1.5 subnormal steps: ties to even (2)
+    expect(floatToHalfBits(-0)).toBe(0x8000);
+    expect(floatToHalfBits(f32(0x7f800001))).toBe(0x7e00);
+  });
+
+  it('picks the nearest half for random floats', () => {
+    let seed = 12345;
+    for (let i = 0; i < 20000; i++) {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      const x = f32((seed & 0x47ffffff) >>> 0); // |x| < 2^17: covers subnormals, normals, overflow
+      const h = floatToHalfBits(x);
+      const y = halfBitsToFloat(h);
+      if (!Number.isFinite(y)) {
+        expect(Math.abs(x)).toBeGreaterThanOrEqual(65520);
+        continue;
+      }
+      const up = halfBitsToFloat(y >= 0 ? h + 1 : h - 1);
+      const down = (h & 0x7fff) === 0 ? -halfBitsToFloat(1) : halfBitsToFloat(y >= 0 ? h - 1 : h + 1);
+      expect(Math.abs(x - y)).toBeLessThanOrEqual(Math.abs(x - up));
+      expect(Math.abs(x - y)).toBeLessThanOrEqual(Math.abs(x - down));
+    }
+  });
+
+  it('encodeHalf / decodeHalf agree with the scalar codecs', () => {
+    const from = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 10 ** ((i % 9) - 4));
+    for (const kind of ['float16', 'bfloat16'] as const) {
+      const wire = new Uint16Array(from.length);
+      encodeHalf(from, wire, kind);
+      const back = new Float32Array(from.length);
+      decodeHalf(wire, back, kind);
+      from.forEach((x, i) => {
+        const h = kind === 'float16' ? floatToHalfBits(x) : floatToBfloat16Bits(x);
+        expect(wire[i]).toBe(h);
+        expect(back[i]).toBe(Math.fround(kind === 'float16' ? halfBitsToFloat(h) : bfloat16BitsToFloat(h)));
+      });
+    }
+  });
+});
+
+describe('bfloat16 codec', () => {
+  it('rounds to nearest even and keeps NaN quiet', () => {
+    expect(floatToBfloat16Bits(f32(0x3f808000))).toBe(0x3f80); // tie, even below
+    expect(floatToBfloat16Bits(f32(0x3f818000))).toBe(0x3f82); // tie, odd below: up
+    expect(floatToBfloat16Bits(f32(0x3f808001))).toBe(0x3f81);
+    expect(floatToBfloat16Bits(f32(0x7f800001))).toBe(0x7fc0);
+    expect(floatToBfloat16Bits(f32(0x7f7fffff))).toBe(0x7f80); // rounds to infinity
+    for (let h = 0; h < 0x10000; h += 7) {
+      const isNan = (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
+      expect(floatToBfloat16Bits(bfloat16BitsToFloat(h))).toBe(isNan ? h | 0x40 : h);
+    }
+  });
+});
+
+describe('planBuckets', () => {
+  it('packs consecutive tensors up to the byte limit; a big tensor gets its own bucket', () => {
+    const plan = planBuckets([10, 20, 30, 100, 5, 5], 160);
+    expect(plan.map((b) => b.slots.map((s) => s.tensor))).toEqual([[0, 1], [2], [3], [4, 5]]);
+    expect(plan.map((b) => b.length)).toEqual([30, 30, 100, 10]);
+    expect(plan[0]!.slots.map((s) => s.offset)).toEqual([0, 10]);
+    expect(planBuckets([], 64)).toEqual([]);
+    expect(planBuckets([1, 1, 1], 1 << 20)).toHaveLength(1);
+  });
+});
+
+describe('DataParallel in a world of one', () => {
+  it('refuses bad options with messages that say what to pass', () => {
+    expect(() => new DataParallel({} as never)).toThrow(/Communicator/);
+    expect(() => new DataParallel(comm, { bucketBytes: 0 })).toThrow(InvalidArgumentError);
+    expect(() => new DataParallel(comm, { compression: 'zip' as never })).toThrow(/'none', 'fp16', 'bf16'/);
+    expect(() => new DataParallel(comm, { algorithm: 'fast' as never })).toThrow(/algorithm/);
+    expect(() => new DataParallel(comm, { accumulationSteps: 1.5 })).toThrow(/accumulationSteps/);
+    expect(() => new DataParallel(comm, { accumulationSteps: 2, localSgdSteps: 2 })).toThrow(/either/);
+    const dp = new DataParallel(comm);
+    expect(() => dp.wrapOptimizer({} as never)).toThrow(/tf.train.adam/);
+    const wrapped = dp.wrapOptimizer(tf.train.sgd(0.1));
+    expect(wrapped).toBeInstanceOf(DistributedOptimizer);
+    expect(tf.train.sgd(0.1)).not.toBeInstanceOf(DistributedOptimizer);
+    expect(() => dp.wrapOptimizer(wrapped)).toThrow(/already distributed/);
+    return expect(dp.broadcastVariables([], 1)).rejects.toThrow(/root must be a rank in \[0, 0\]/);
+  });
+
+  it('model.fit with the wrapped optimizer gives exactly the plain optimizer\'s weights', async () => {
+    const build = () =>
+      tf.sequential({ layers: [tf.layers.dense({ inputShape: [6], units: 8, activation: 'tanh' }), tf.layers.dense({ units: 1 })] });
+    const x = tf.randomNormal([64, 6], 0, 1, 'float32', 3);
+    const y = tf.randomNormal([64, 1], 0, 1, 'float32', 4);
+    const a = build();
+    const b = build();
+    b.setWeights(a.getWeights());
+    const dp = new DataParallel(comm, { bucketBytes: 64 });
+    const wrapped = dp.wrapOptimizer(tf.train.adam(0.01));
+    a.compile({ optimizer: wrapped, loss: 'meanSquaredError' });
+    b.compile({ optimizer: tf.train.adam(0.01), loss: 'meanSquaredError' });
+    await a.fit(x, y, { epochs: 2, batchSize: 16, shuffle: false, verbose: 0 });
+    await b.fit(x, y, { epochs: 2, batchSize: 16, shuffle: false, verbose: 0 });
+    a.getWeights().forEach((w, i) => expect(Array.from(w.dataSync())).toEqual(Array.from(b.getWeights()[i]!.dataSync())));
+    expect(wrapped.iterations).toBe(8);
+    expect(wrapped.getClassName()).toBe('Adam');
+    expect(dp.stats.reductions).toBe(8);
+    expect(dp.stats.allReduceCalls).toBeGreaterThan(8); // 64-byte buckets split the 6x8 kernel's step
+    wrapped.learningRate = 0.5;
+    expect(wrapped.learningRate).toBe(0.5);
+  });
+});
+
+describe('learning-rate helpers', () => {
+  it('scale by the number of ranks and warm up linearly', () => {
+    expect(scaleLearningRate(0.01, 4)).toBeCloseTo(0.04, 15);
+    expect(() => scaleLearningRate(-1, 2)).toThrow(/positive/);
+    const lr = linearWarmup({ targetLr: 0.4, size: 4, warmupSteps: 10 });
+    expect(lr(0)).toBeCloseTo(0.1, 15);
+    expect(lr(5)).toBeCloseTo(0.25, 15);
+    expect(lr(10)).toBe(0.4);
+    expect(lr(1000)).toBe(0.4);
+    expect(linearWarmup({ targetLr: 0.4, size: 4, warmupSteps: 0 })(0)).toBe(0.4);
+  });
+});

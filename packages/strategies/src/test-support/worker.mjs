@@ -1,0 +1,231 @@
+// One rank of a multi-process strategies test: `mpirun -np N node worker.mjs <scenario> <dir>`.
+// Each scenario trains for real and writes what the test asserts on to <dir>/rank-<r>.json.
+import { createHash } from 'node:crypto';
+
+import { init } from '@braid/collectives';
+import { report } from '@braid/test-support/mpirun';
+import * as tf from '@tensorflow/tfjs';
+
+import { DataParallel, dataParallelCallbacks } from '../../dist/index.js';
+
+tf.enableProdMode();
+const [scenario, outDir] = process.argv.slice(2);
+const comm = await init();
+const { rank, size } = comm;
+
+function digest(tensors) {
+  const hash = createHash('sha256');
+  for (const t of tensors) hash.update(new Uint8Array(t.dataSync().buffer.slice(0)));
+  return hash.digest('hex').slice(0, 16);
+}
+
+// Deterministic data, the same on every rank: rows i of x and y depend only on (seed, i).
+function rows(seed, count, features, classes) {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const x = new Float32Array(count * features).map(() => next() * 2 - 1);
+  const labels = Int32Array.from({ length: count }, () => Math.floor(next() * classes));
+  return { x: tf.tensor2d(x, [count, features]), y: tf.oneHot(tf.tensor1d(labels, 'int32'), classes).toFloat() };
+}
+
+function mlp(features, classes) {
+  return tf.sequential({
+    layers: [
+      tf.layers.dense({ inputShape: [features], units: 32, activation: 'relu' }),
+      tf.layers.dense({ units: classes, activation: 'softmax' }),
+    ],
+  });
+}
+
+function lossOf(model, x, y) {
+  return () => tf.losses.softmaxCrossEntropy(y, model.apply(x)).mean();
+}
+
+function maxAbsDiff(a, b) {
+  let worst = 0;
+  a.forEach((t, i) => {
+    const u = t.dataSync();
+    const v = b[i].dataSync();
+    for (let k = 0; k < u.length; k++) worst = Math.max(worst, Math.abs(u[k] - v[k]));
+  });
+  return worst;
+}
+
+const scenarios = {
+  // model.fit with the wrapped optimizer and the callbacks: identical weights on every rank after
+  // every epoch, though each rank trains on different rows.
+  async fit() {
+    const compression = process.env.COMPRESSION ?? 'none';
+    const dp = new DataParallel(comm, { compression, bucketBytes: 4096 });
+    const model = mlp(20, 4);
+    const optimizer = dp.wrapOptimizer(tf.train.adam(0.01));
+    model.compile({ optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
+    const { x, y } = rows(1000 + rank, 96, 20, 4);
+    const digests = [];
+    const history = await model.fit(x, y, {
+      epochs: 3,
+      batchSize: 16,
+      shuffle: false,
+      verbose: 0,
+      callbacks: [...dataParallelCallbacks(dp, model), { onEpochEnd: () => void digests.push(digest(model.getWeights())) }],
+    });
+    const optimizerState = digest((await optimizer.getWeights()).map((w) => w.tensor));
+    return { digests, optimizerState, loss: history.history.loss, acc: history.history.acc, stats: { ...dp.stats } };
+  },
+
+  // N ranks with B rows each and plain SGD move the weights as one process does on the N*B rows.
+  async equivalence() {
+    const B = 8;
+    const steps = 5;
+    const all = rows(7, B * size * steps, 12, 3);
+    const results = {};
+    for (const path of ['sync', 'async']) {
+      const dp = new DataParallel(comm, { bucketBytes: 1024 });
+      const model = mlp(12, 3);
+      await dp.broadcastVariables(model);
+      const reference = mlp(12, 3);
+      reference.setWeights(model.getWeights());
+      const optimizer = dp.wrapOptimizer(tf.train.sgd(0.5));
+      const plain = tf.train.sgd(0.5);
+      for (let step = 0; step < steps; step++) {
+        const start = step * B * size;
+        const mine = [all.x.slice([start + rank * B, 0], [B, 12]), all.y.slice([start + rank * B, 0], [B, 3])];
+        const global = [all.x.slice([start, 0], [B * size, 12]), all.y.slice([start, 0], [B * size, 3])];
+        if (path === 'sync') optimizer.minimize(lossOf(model, ...mine));
+        else await optimizer.minimizeAsync(lossOf(model, ...mine));
+        plain.minimize(lossOf(reference, ...global));
+        tf.dispose([...mine, ...global]);
+      }
+      results[path] = { diff: maxAbsDiff(model.getWeights(), reference.getWeights()), digest: digest(model.getWeights()), calls: dp.stats.allReduceCalls };
+    }
+    return results;
+  },
+
+  // Gradient accumulation over 2 local steps of B rows equals one step on the 2*N*B rows.
+  async accumulation() {
+    const B = 6;
+    const all = rows(11, B * size * 4, 10, 3);
+    const dp = new DataParallel(comm, { accumulationSteps: 2 });
+    const model = mlp(10, 3);
+    await dp.broadcastVariables(model);
+    const reference = mlp(10, 3);
+    reference.setWeights(model.getWeights());
+    const optimizer = dp.wrapOptimizer(tf.train.sgd(0.3));
+    const plain = tf.train.sgd(0.3);
+    const afterFirstMicroStep = [];
+    for (let step = 0; step < 4; step++) {
+      // Micro-step `step` reads rows [step*B*size + rank*B, +B).
+      const start = step * B * size;
+      const mine = [all.x.slice([start + rank * B, 0], [B, 10]), all.y.slice([start + rank * B, 0], [B, 3])];
+      const before = digest(model.getWeights());
+      optimizer.minimize(lossOf(model, ...mine));
+      if (step % 2 === 0) afterFirstMicroStep.push(before === digest(model.getWeights()));
+      tf.dispose(mine);
+    }
+    for (let step = 0; step < 2; step++) {
+      const start = step * 2 * B * size;
+      // The same rows as two micro-steps: each rank's mean over 2B rows, averaged over ranks.
+      const global = [all.x.slice([start, 0], [2 * B * size, 10]), all.y.slice([start, 0], [2 * B * size, 3])];
+      plain.minimize(lossOf(reference, ...global));
+      tf.dispose(global);
+    }
+    return { unchangedBetween: afterFirstMicroStep, diff: maxAbsDiff(model.getWeights(), reference.getWeights()), digest: digest(model.getWeights()) };
+  },
+
+  // Local SGD: ranks drift apart between averaging steps and agree right after one.
+  async localsgd() {
+    const dp = new DataParallel(comm, { localSgdSteps: 3 });
+    const model = mlp(8, 2);
+    await dp.broadcastVariables(model);
+    const optimizer = dp.wrapOptimizer(tf.train.sgd(0.2));
+    const { x, y } = rows(300 + rank, 8 * 6, 8, 2);
+    const digests = [];
+    for (let step = 0; step < 6; step++) {
+      const xb = x.slice([step * 8, 0], [8, 8]);
+      const yb = y.slice([step * 8, 0], [8, 2]);
+      optimizer.minimize(lossOf(model, xb, yb));
+      digests.push(digest(model.getWeights()));
+      tf.dispose([xb, yb]);
+    }
+    return { digests };
+  },
+
+  // tf.memory().numTensors does not grow between step 2 and step 200 (3 and 201 with accumulation), on every path.
+  async leaks() {
+    const out = {};
+    for (const path of ['fit', 'minimize', 'minimizeAsync', 'fp16', 'accumulation', 'localsgd']) {
+      const dp = new DataParallel(comm, {
+        bucketBytes: 2048,
+        compression: path === 'fp16' ? 'fp16' : 'none',
+        accumulationSteps: path === 'accumulation' ? 3 : 1,
+        localSgdSteps: path === 'localsgd' ? 4 : 0,
+      });
+      const model = mlp(6, 2);
+      const optimizer = dp.wrapOptimizer(tf.train.adam(0.01));
+      model.compile({ optimizer, loss: 'categoricalCrossentropy' });
+      await dp.broadcastVariables(model);
+      const { x, y } = rows(5 + rank, 16, 6, 2);
+      const counts = {};
+      // Adam makes its moment variables on its first update: count from there on.
+      const first = path === 'accumulation' ? 3 : 2;
+      for (let step = 1; step <= first + 198; step++) {
+        if (path === 'fit') await model.trainOnBatch(x, y);
+        else if (path === 'minimizeAsync') await optimizer.minimizeAsync(lossOf(model, x, y));
+        else optimizer.minimize(lossOf(model, x, y));
+        if (step === first || step === first + 198) counts[step === first ? 'early' : 'late'] = tf.memory().numTensors;
+      }
+      out[path] = counts;
+      tf.dispose([x, y]);
+    }
+    return out;
+  },
+
+  // Metric averaging and optimizer-state broadcast.
+  async state() {
+    const dp = new DataParallel(comm);
+    const metrics = await dp.averageMetrics({ loss: rank + 1, acc: rank === 0 ? 1 : 0, ignored: 'text' });
+    const model = mlp(5, 2);
+    const adam = tf.train.adam(0.05);
+    const { x, y } = rows(900 + rank, 8, 5, 2);
+    // Only rank 0 steps, so its Adam has moments and an iteration count the others lack.
+    if (rank === 0) for (let i = 0; i < 3; i++) adam.minimize(lossOf(model, x, y));
+    await dp.broadcastVariables(adam);
+    const weights = await adam.getWeights();
+    return { metrics, optimizer: digest(weights.map((w) => w.tensor)), count: weights.length, iterations: adam.iterations };
+  },
+
+  // The warm-up callback: the learning rate seen at each batch inside model.fit.
+  async warmup() {
+    const dp = new DataParallel(comm);
+    const model = mlp(4, 2);
+    const optimizer = dp.wrapOptimizer(tf.train.sgd(0.1 * size));
+    model.compile({ optimizer, loss: 'categoricalCrossentropy' });
+    const { x, y } = rows(40 + rank, 8, 4, 2);
+    const seen = [];
+    await model.fit(x, y, {
+      epochs: 3,
+      batchSize: 4,
+      verbose: 0,
+      callbacks: [
+        ...dataParallelCallbacks(dp, model, { warmup: { optimizer, warmupEpochs: 2, stepsPerEpoch: 2 } }),
+        { onBatchBegin: () => void seen.push(optimizer.learningRate) },
+      ],
+    });
+    return { seen };
+  },
+};
+
+const started = Date.now();
+try {
+  const result = await scenarios[scenario]();
+  report(outDir, { rank, size, scenario, ok: true, ms: Date.now() - started, ...result });
+} catch (err) {
+  report(outDir, { rank, size, scenario, ok: false, code: err.code, message: err.message, stack: err.stack });
+}
+await comm.close();

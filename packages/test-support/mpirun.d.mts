@@ -1,0 +1,27 @@
+export interface MpiRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** What each rank wrote to <dir>/rank-<r>.json, ordered by rank (missing ranks are skipped). */
+  results: Array<Record<string, any>>;
+  /** The folder given to the script as its last argument. */
+  dir: string;
+  ms: number;
+}
+
+export interface MpiRunOptions {
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  /** Use this folder instead of a fresh temporary one. */
+  dir?: string;
+}
+
+/**
+ * Starts `mpirun -np <np> node <script> ...args <dir>` (oversubscribed, allowed as root) and
+ * collects <dir>/rank-<r>.json from every rank. Kills the job after `timeoutMs`.
+ */
+export function mpirunScript(np: number, script: string, args: string[], options?: MpiRunOptions): Promise<MpiRun>;
+
+/** Writes `result` to <dir>/rank-<result.rank>.json (each rank its own file: mpirun interleaves long lines). */
+export function report(dir: string, result: { rank: number } & Record<string, unknown>): void;
