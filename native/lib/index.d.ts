@@ -48,7 +48,7 @@ export interface Addon {
   start(options: StartOptions): WorldInfo;
   submit(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true): SplitResult | number | null | undefined;
   submit(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false): Promise<SplitResult | null | undefined>;
-  info(): { isa: string; cuda: { compiled: boolean; devices: number } };
+  info(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } };
   shutdown(): void;
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <thread>
 #include <condition_variable>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include "common/status.h"
 #include "engine/engine.h"
 #include "kernels/cuda/cuda_info.h"
+#include <mpi.h>
 #include "kernels/reduce.h"
 
 namespace braid {
@@ -275,6 +277,16 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   cuda.Set("compiled", cudaCompiled());
   cuda.Set("devices", cudaDeviceCount());
   r.Set("cuda", cuda);
+  // MPI allows both calls before MPI_Init: `braid doctor` reports the library without starting it.
+  char library[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  int major = 0, minor = 0;
+  MPI_Get_library_version(library, &length);
+  MPI_Get_version(&major, &minor);
+  Napi::Object mpi = Napi::Object::New(env);
+  mpi.Set("library", std::string(library, strnlen(library, static_cast<size_t>(length))));
+  mpi.Set("standard", std::to_string(major) + "." + std::to_string(minor));
+  r.Set("mpi", mpi);
   return r;
 }
 

@@ -105,8 +105,8 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
   return world;
 }
 
-/** What this build and machine offer: the reduction kernels in use, CUDA, MPI. */
-export function buildInfo(): { isa: string; cuda: { compiled: boolean; devices: number } } {
+/** What this build and machine offer: the reduction kernels in use, CUDA, and the MPI library the addon is linked with. */
+export function buildInfo(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } } {
   try {
     return loadAddon().info();
   } catch (err) {

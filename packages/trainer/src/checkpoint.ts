@@ -1,0 +1,202 @@
+// Checkpoints in the layout tfjs-node's `file://` loader reads (model.json + weights.bin, the
+// optimizer's weights in the same manifest with group 'optimizer', as tfjs's own
+// `save(..., {includeOptimizer: true})` writes them) plus state.json for the trainer. Rank 0
+// writes; each checkpoint is written into a temporary folder and renamed into place, and the
+// `latest` pointer is replaced the same way, so a run killed at any moment leaves either the old
+// checkpoint or the new one, never half of one.
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { InvalidArgumentError } from '@braid/collectives';
+import * as tf from '@tensorflow/tfjs-core';
+
+export const CHECKPOINT_VERSION = 1;
+
+/** What the trainer needs, besides weights, to pick up exactly where it stopped. */
+export interface TrainerState {
+  version: number;
+  /** Epoch being trained when the checkpoint was taken (0-based). */
+  epoch: number;
+  /** Batches of that epoch already done. */
+  batchInEpoch: number;
+  /** Optimizer steps done since the start of training. */
+  globalStep: number;
+  seed: number;
+  size: number;
+  batchSize: number;
+  /**
+   * Each rank's sums of the epoch's per-step metrics so far (index = rank), so that a resumed
+   * epoch reports the same averages as an uninterrupted one.
+   */
+  epochSums: Array<Record<string, number>>;
+  history: Record<string, number[]>;
+  earlyStopping?: { best: number; wait: number };
+}
+
+interface SaveableModel {
+  save(handler: tf.io.IOHandler, config?: { includeOptimizer?: boolean }): Promise<tf.io.SaveResult>;
+  optimizer?: tf.Optimizer;
+}
+
+interface Artifacts {
+  modelJson: Record<string, unknown>;
+  weights: Uint8Array;
+}
+
+function concat(data: ArrayBuffer | ArrayBuffer[]): ArrayBuffer {
+  return Array.isArray(data) ? tf.io.concatenateArrayBuffers(data) : data;
+}
+
+/** The model (and its optimizer's state) as model.json + weights.bin contents. */
+export async function serializeModel(model: SaveableModel): Promise<Artifacts> {
+  let captured: tf.io.ModelArtifacts | undefined;
+  const handler: tf.io.IOHandler = {
+    save: async (artifacts) => {
+      captured = artifacts;
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    },
+  };
+  try {
+    await model.save(handler, { includeOptimizer: true });
+  } catch {
+    // Models with a custom loss or metric cannot write a training config; keep the optimizer's
+    // weights anyway, in the manifest, where the trainer reads them back.
+    await model.save(handler);
+    if (model.optimizer && captured) {
+      const { data, specs } = await tf.io.encodeWeights(await model.optimizer.getWeights(), 'optimizer');
+      captured.weightSpecs = [...(captured.weightSpecs ?? []), ...specs];
+      captured.weightData = tf.io.concatenateArrayBuffers([concat(captured.weightData!), concat(data)]);
+    }
+  }
+  if (!captured) throw new Error('checkpoint: the model saved nothing');
+  const { modelTopology, format, generatedBy, convertedBy, trainingConfig, userDefinedMetadata } = captured;
+  const modelJson: Record<string, unknown> = {
+    modelTopology,
+    format,
+    generatedBy,
+    convertedBy: convertedBy ?? null,
+    weightsManifest: [{ paths: ['weights.bin'], weights: captured.weightSpecs ?? [] }],
+  };
+  if (trainingConfig) modelJson.trainingConfig = trainingConfig;
+  if (userDefinedMetadata) modelJson.userDefinedMetadata = userDefinedMetadata;
+  return { modelJson, weights: new Uint8Array(concat(captured.weightData ?? new ArrayBuffer(0))) };
+}
+
+function checkpointName(globalStep: number): string {
+  return `ckpt-${String(globalStep).padStart(9, '0')}`;
+}
+
+/** Writes a checkpoint atomically and keeps the newest `keep`; returns its folder. */
+export async function writeCheckpoint(dir: string, model: SaveableModel, state: TrainerState, keep: number): Promise<string> {
+  mkdirSync(dir, { recursive: true });
+  const { modelJson, weights } = await serializeModel(model);
+  const name = checkpointName(state.globalStep);
+  const staging = join(dir, `.staging-${name}-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging);
+  writeFileSync(join(staging, 'model.json'), JSON.stringify(modelJson));
+  writeFileSync(join(staging, 'weights.bin'), weights);
+  writeFileSync(join(staging, 'state.json'), JSON.stringify(state, null, 1));
+  const final = join(dir, name);
+  rmSync(final, { recursive: true, force: true });
+  renameSync(staging, final);
+  writeFileSync(join(dir, '.latest.tmp'), name);
+  renameSync(join(dir, '.latest.tmp'), join(dir, 'latest'));
+  const all = readdirSync(dir).filter((f) => /^ckpt-\d{9}$/.test(f)).sort();
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(join(dir, old), { recursive: true, force: true });
+  return final;
+}
+
+/** The newest complete checkpoint folder in `dir`, or undefined. */
+export function latestCheckpoint(dir: string): string | undefined {
+  const pointer = join(dir, 'latest');
+  if (!existsSync(pointer)) return undefined;
+  const name = readFileSync(pointer, 'utf8').trim();
+  const folder = join(dir, name);
+  if (!/^ckpt-\d{9}$/.test(name) || !existsSync(join(folder, 'state.json'))) {
+    throw new InvalidArgumentError(`checkpoint: ${pointer} names ${JSON.stringify(name)}, which is not a complete checkpoint; remove ${dir} to start over`);
+  }
+  return folder;
+}
+
+/** A checkpoint's three files packed into one buffer (rank 0 reads, every rank gets it by broadcast). */
+export function packCheckpoint(folder: string): Uint8Array {
+  const parts = ['model.json', 'weights.bin', 'state.json'].map((f) => readFileSync(join(folder, f)));
+  const out = new Uint8Array(12 + parts.reduce((n, p) => n + p.length, 0));
+  const view = new DataView(out.buffer);
+  let offset = 12;
+  parts.forEach((p, i) => {
+    view.setUint32(i * 4, p.length, true);
+    out.set(p, offset);
+    offset += p.length;
+  });
+  return out;
+}
+
+export interface LoadedCheckpoint {
+  modelJson: { weightsManifest: Array<{ weights: tf.io.WeightsManifestEntry[] }> } & Record<string, unknown>;
+  weights: ArrayBuffer;
+  state: TrainerState;
+}
+
+export function unpackCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
+  if (bytes.length < 12) throw new InvalidArgumentError('checkpoint: the packed checkpoint is truncated');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const lengths = [0, 1, 2].map((i) => view.getUint32(i * 4, true));
+  if (12 + lengths[0]! + lengths[1]! + lengths[2]! !== bytes.length) throw new InvalidArgumentError('checkpoint: the packed checkpoint is truncated');
+  const text = new TextDecoder();
+  const modelStart = 12;
+  const weightsStart = modelStart + lengths[0]!;
+  const stateStart = weightsStart + lengths[1]!;
+  return {
+    modelJson: JSON.parse(text.decode(bytes.subarray(modelStart, weightsStart))),
+    weights: bytes.slice(weightsStart, stateStart).buffer,
+    state: JSON.parse(text.decode(bytes.subarray(stateStart))),
+  };
+}
+
+interface RestorableModel {
+  getWeights(): tf.Tensor[];
+  setWeights(weights: tf.Tensor[]): void;
+  optimizer?: tf.Optimizer;
+}
+
+/** Puts a checkpoint's weights into the model and its optimizer's state into the optimizer. */
+export async function restoreCheckpoint(model: RestorableModel, checkpoint: LoadedCheckpoint): Promise<void> {
+  const specs = checkpoint.modelJson.weightsManifest.flatMap((group) => group.weights);
+  const named = tf.io.decodeWeights(checkpoint.weights, specs);
+  const modelSpecs = specs.filter((s) => s.group !== 'optimizer');
+  const optimizerSpecs = specs.filter((s) => s.group === 'optimizer');
+  const current = model.getWeights();
+  if (current.length !== modelSpecs.length || current.some((w, i) => w.shape.join('x') !== modelSpecs[i]!.shape.join('x'))) {
+    tf.dispose(Object.values(named));
+    throw new InvalidArgumentError(
+      `checkpoint: its weights (${modelSpecs.map((s) => `[${s.shape}]`).join(' ')}) do not fit this model ` +
+        `(${current.map((w) => `[${w.shape}]`).join(' ')}); resume with the model that was trained, or use another checkpointDir`,
+    );
+  }
+  model.setWeights(modelSpecs.map((s) => named[s.name]!));
+  if (optimizerSpecs.length > 0 && model.optimizer) {
+    await model.optimizer.setWeights(optimizerSpecs.map((s) => ({ name: s.name, tensor: named[s.name]! })));
+  }
+  tf.dispose(Object.values(named));
+}
+
+/** An IOHandler that loads a checkpoint folder, for `tf.loadLayersModel(checkpointLoader(dir))` without tfjs-node. */
+export function checkpointLoader(folder: string): tf.io.IOHandler {
+  return {
+    load: async () => {
+      const modelJson = JSON.parse(readFileSync(join(folder, 'model.json'), 'utf8'));
+      const weights = readFileSync(join(folder, 'weights.bin'));
+      return {
+        modelTopology: modelJson.modelTopology,
+        format: modelJson.format,
+        generatedBy: modelJson.generatedBy,
+        convertedBy: modelJson.convertedBy,
+        trainingConfig: modelJson.trainingConfig,
+        weightSpecs: modelJson.weightsManifest.flatMap((g: { weights: tf.io.WeightsManifestEntry[] }) => g.weights),
+        weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength),
+      };
+    },
+  };
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+// The `braid` command: run (a job through mpirun), doctor (what is installed), bench (all-reduce).
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { diagnose, formatChecks } from './doctor.js';
+import { mpirunCommand, parseRunArgs, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
+
+const USAGE = `usage: braid <command> [options]
+
+commands:
+  run      start a training script on N ranks through mpirun (like horovodrun)
+  doctor   report MPI, the native addon, CUDA, NCCL and TensorFlow.js, and how to fix what is missing
+  bench    run the native all-reduce benchmark (every algorithm beside MPI_Allreduce)
+
+${RUN_USAGE}
+
+usage: braid doctor [--json]
+usage: braid bench [-np N] [-- options of braid_allreduce_bench, e.g. --max-bytes 16777216]`;
+
+function launch(plan: RunPlan): Promise<number> {
+  const command = mpirunCommand(plan, process.env, { isRoot: process.getuid?.() === 0, isTTY: Boolean(process.stdout.isTTY) });
+  if (plan.dryRun || plan.verbose) process.stdout.write(`${shellLine(command)}\n`);
+  if (plan.dryRun) return Promise.resolve(0);
+  return new Promise((resolve) => {
+    const child = spawn(command.program, command.args, { env: command.env, stdio: 'inherit' });
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    process.on('SIGINT', forward);
+    process.on('SIGTERM', forward);
+    child.on('error', (err) => {
+      const hint = (err as NodeJS.ErrnoException).code === 'ENOENT' ? ': mpirun is not on PATH (Debian/Ubuntu: sudo apt-get install -y openmpi-bin libopenmpi-dev)' : '';
+      process.stderr.write(`braid run: could not start mpirun${hint}\n`);
+      resolve(127);
+    });
+    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + 15 : 1)));
+  });
+}
+
+async function bench(argv: string[]): Promise<number> {
+  let np = 2;
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '-np' || argv[i] === '-n' || argv[i] === '--np') np = Number(argv[++i]);
+    else if (argv[i] === '--') rest.push(...argv.slice(i + 1)), (i = argv.length);
+    else rest.push(argv[i]!);
+  }
+  if (!Number.isInteger(np) || np < 1) throw new UsageError('bench: -np must be a positive integer');
+  const { buildDir } = await import('@braid/native');
+  const program = join(buildDir, 'braid_allreduce_bench');
+  if (!existsSync(program)) throw new UsageError(`bench: ${program} is missing; rebuild the addon with \`npm rebuild @braid/native\``);
+  return launch({ np, dryRun: false, verbose: false, mpiArgs: [], command: [program, ...rest] });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return launch(parseRunArgs(rest));
+    case 'doctor': {
+      const checks = await diagnose();
+      process.stdout.write(rest.includes('--json') ? `${JSON.stringify(checks, null, 2)}\n` : `${formatChecks(checks)}\n`);
+      return checks.some((c) => c.status === 'missing') ? 1 : 0;
+    }
+    case 'bench':
+      return bench(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return command === undefined ? 1 : 0;
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`braid: ${err instanceof UsageError ? err.message : (err as Error).stack}\n`);
+    process.exit(err instanceof UsageError ? 2 : 1);
+  },
+);

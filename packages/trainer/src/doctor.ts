@@ -1,0 +1,156 @@
+// `braid doctor`: what this machine has for Braid, and how to get what it lacks.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+export interface Check {
+  name: string;
+  status: 'ok' | 'missing' | 'optional';
+  detail: string;
+  fix?: string;
+}
+
+function run(program: string, args: string[]): string | undefined {
+  try {
+    return execFileSync(program, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+  } catch {
+    return undefined;
+  }
+}
+
+function which(program: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir && existsSync(join(dir, program))) return join(dir, program);
+  }
+  return undefined;
+}
+
+/** Where libnccl.so.2 would be found by dlopen, or by a user setting LD_LIBRARY_PATH. */
+export function findNccl(): string | undefined {
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':'),
+    '/usr/lib/x86_64-linux-gnu',
+    '/usr/lib/aarch64-linux-gnu',
+    '/usr/local/lib',
+    '/usr/local/cuda/lib64',
+    '/usr/lib64',
+  ].filter(Boolean);
+  for (const dir of dirs) if (existsSync(join(dir, 'libnccl.so.2'))) return join(dir, 'libnccl.so.2');
+  const cache = run('ldconfig', ['-p']);
+  const line = cache?.split('\n').find((l) => l.includes('libnccl.so.2'));
+  if (line) return line.split('=>').pop()!.trim();
+  // pip's nvidia-nccl wheels (what PyTorch installs): .../site-packages/nvidia/nccl/lib.
+  for (const root of ['/usr/lib/python3/dist-packages', '/usr/local/lib']) {
+    if (!existsSync(root)) continue;
+    for (const entry of readdirSync(root)) {
+      const candidate = join(root, entry, 'site-packages', 'nvidia', 'nccl', 'lib', 'libnccl.so.2');
+      if (existsSync(candidate)) return candidate;
+    }
+  }
+  return undefined;
+}
+
+export async function diagnose(cwd = process.cwd()): Promise<Check[]> {
+  const checks: Check[] = [];
+  const [major] = process.versions.node.split('.').map(Number);
+  checks.push(
+    major! >= 20
+      ? { name: 'Node.js', status: 'ok', detail: process.version }
+      : { name: 'Node.js', status: 'missing', detail: `${process.version} is too old`, fix: 'install Node.js 20 or newer' },
+  );
+
+  const mpirun = which('mpirun');
+  const mpirunVersion = mpirun ? run('mpirun', ['--version'])?.split('\n')[0]?.trim() : undefined;
+  checks.push(
+    mpirun
+      ? { name: 'mpirun', status: 'ok', detail: `${mpirunVersion ?? 'version unknown'} (${mpirun})` }
+      : { name: 'mpirun', status: 'missing', detail: 'not on PATH', fix: 'Debian/Ubuntu: sudo apt-get install -y openmpi-bin libopenmpi-dev' },
+  );
+
+  let addonInfo: { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } } | undefined;
+  try {
+    const native = await import('@braid/native');
+    addonInfo = native.loadAddon().info();
+    checks.push({ name: 'MPI library', status: 'ok', detail: `${addonInfo.mpi.library} (MPI ${addonInfo.mpi.standard})` });
+    checks.push({ name: '@braid/native', status: 'ok', detail: `built, reduction kernels: ${addonInfo.isa}` });
+  } catch (err) {
+    checks.push({
+      name: '@braid/native',
+      status: 'missing',
+      detail: (err as Error).message.split('\n')[0]!,
+      fix: 'install MPI, CMake and a C++ compiler (sudo apt-get install -y libopenmpi-dev openmpi-bin cmake g++ make), then `npm rebuild @braid/native`',
+    });
+  }
+
+  const nvcc = which('nvcc') ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : undefined);
+  const nvccVersion = nvcc ? run(nvcc, ['--version'])?.split('\n').find((l) => l.includes('release'))?.trim() : undefined;
+  const gpus = run('nvidia-smi', ['-L'])?.trim().split('\n').filter(Boolean) ?? [];
+  const cudaDetail = [
+    addonInfo ? `CUDA kernels ${addonInfo.cuda.compiled ? 'compiled in' : 'not compiled (no nvcc at build time)'}` : undefined,
+    nvcc ? `nvcc: ${nvccVersion ?? nvcc}` : 'nvcc not found',
+    gpus.length > 0 ? `${gpus.length} GPU(s): ${gpus.join('; ')}` : 'no GPU visible (nvidia-smi)',
+  ]
+    .filter(Boolean)
+    .join(', ');
+  checks.push({
+    name: 'CUDA',
+    status: addonInfo?.cuda.compiled && gpus.length > 0 ? 'ok' : 'optional',
+    detail: cudaDetail,
+    fix: gpus.length > 0 && !addonInfo?.cuda.compiled ? 'install the CUDA toolkit (nvcc) and run `npm rebuild @braid/native`' : undefined,
+  });
+
+  const nccl = findNccl();
+  checks.push(
+    nccl
+      ? { name: 'NCCL', status: 'ok', detail: nccl }
+      : {
+          name: 'NCCL',
+          status: 'optional',
+          detail: 'libnccl.so.2 not found (only needed for GPU collectives)',
+          fix: "install NVIDIA's libnccl2 package, or `pip install nvidia-nccl-cu12` and add its nvidia/nccl/lib folder to LD_LIBRARY_PATH",
+        },
+  );
+
+  const require = createRequire(join(cwd, 'package.json'));
+  const flavours = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs'].map((name) => {
+    try {
+      return `${name} ${require(`${name}/package.json`).version}`;
+    } catch {
+      return undefined;
+    }
+  });
+  const found = flavours.filter(Boolean);
+  checks.push(
+    found.length > 0
+      ? { name: 'TensorFlow.js', status: 'ok', detail: found.join(', ') }
+      : {
+          name: 'TensorFlow.js',
+          status: 'optional',
+          detail: `none found from ${cwd} (needed by @braid/strategies and @braid/trainer)`,
+          fix: 'npm install @tensorflow/tfjs (pure JS) or @tensorflow/tfjs-node (native, downloads libtensorflow while installing)',
+        },
+  );
+
+  if (process.getuid?.() === 0 && process.env.OMPI_ALLOW_RUN_AS_ROOT !== '1') {
+    checks.push({
+      name: 'root',
+      status: 'optional',
+      detail: 'running as root: `braid run` allows it; a plain mpirun needs two variables',
+      fix: 'export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1',
+    });
+  }
+  return checks;
+}
+
+export function formatChecks(checks: Check[]): string {
+  const width = Math.max(...checks.map((c) => c.name.length));
+  const lines = checks.map((c) => {
+    const tag = c.status === 'ok' ? 'ok     ' : c.status === 'missing' ? 'MISSING' : 'note   ';
+    const fix = c.fix ? `\n  ${' '.repeat(width + 8)}fix: ${c.fix}` : '';
+    return `${tag} ${c.name.padEnd(width)}  ${c.detail}${fix}`;
+  });
+  const missing = checks.filter((c) => c.status === 'missing').length;
+  lines.push(missing === 0 ? 'Braid can run here.' : `${missing} required part(s) missing: see the fixes above.`);
+  return lines.join('\n');
+}

@@ -1,0 +1,355 @@
+// The distributed training loop: each rank trains the same model on its shard of every epoch,
+// the strategy averages the gradients, and rank 0 reports progress and writes checkpoints.
+import { type Communicator, init, InvalidArgumentError } from '@braid/collectives';
+import { DataParallel, DistributedOptimizer } from '@braid/strategies';
+import * as tf from '@tensorflow/tfjs-core';
+
+import { CHECKPOINT_VERSION, latestCheckpoint, packCheckpoint, restoreCheckpoint, type TrainerState, unpackCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { Progress, type ProgressMode, resolveProgressMode } from './progress.js';
+import { epochBatches, validationRows } from './sharding.js';
+
+/** The parts of a tfjs LayersModel the trainer uses (any tfjs flavour: tfjs, tfjs-node, tfjs-node-gpu). */
+export interface TrainableModel {
+  trainOnBatch(x: tf.Tensor | tf.Tensor[], y: tf.Tensor | tf.Tensor[]): Promise<number | number[]>;
+  evaluate(x: tf.Tensor | tf.Tensor[], y: tf.Tensor | tf.Tensor[], args?: { batchSize?: number }): tf.Scalar | tf.Scalar[];
+  getWeights(): tf.Tensor[];
+  setWeights(weights: tf.Tensor[]): void;
+  save(handler: tf.io.IOHandler, config?: { includeOptimizer?: boolean }): Promise<tf.io.SaveResult>;
+  readonly metricsNames: string[];
+  optimizer: tf.Optimizer;
+  stopTraining?: boolean;
+}
+
+export interface Dataset {
+  /** Inputs, rows along the first axis (or a list of tensors for multi-input models). */
+  x: tf.Tensor | tf.Tensor[];
+  /** Targets, the same number of rows. */
+  y: tf.Tensor | tf.Tensor[];
+}
+
+export interface StepInfo {
+  epoch: number;
+  batch: number;
+  globalStep: number;
+}
+
+export interface TrainerCallbacks {
+  onTrainBegin?: (info: { resumedFrom?: string; epoch: number; globalStep: number }) => void | Promise<void>;
+  onEpochBegin?: (epoch: number) => void | Promise<void>;
+  /** This rank's own step results (not averaged: averaging every step would cost a collective). */
+  onBatchEnd?: (step: StepInfo, logs: Record<string, number>) => void | Promise<void>;
+  /** The epoch's metrics averaged over all ranks (identical on every rank). */
+  onEpochEnd?: (epoch: number, logs: Record<string, number>) => void | Promise<void>;
+  onCheckpoint?: (folder: string, state: TrainerState) => void | Promise<void>;
+  onTrainEnd?: (result: FitResult) => void | Promise<void>;
+}
+
+export interface EarlyStoppingOptions {
+  /** Metric to watch (default 'val_loss' with validation data, else 'loss'). */
+  monitor?: string;
+  /** Epochs without improvement before stopping (default 0, as in Keras). */
+  patience?: number;
+  /** Smallest change that counts as an improvement (default 0). */
+  minDelta?: number;
+  /** 'min', 'max', or 'auto' (default: 'max' for accuracy-like metrics, else 'min'). */
+  mode?: 'min' | 'max' | 'auto';
+  /** Put back the best epoch's weights when stopping (default false). */
+  restoreBestWeights?: boolean;
+}
+
+export interface FitOptions {
+  epochs?: number;
+  /** Rows per step on each rank (the global batch is batchSize x ranks). Default 32. */
+  batchSize?: number;
+  /** Default: a DataParallel over the world communicator. */
+  strategy?: DataParallel;
+  /** Seed of the per-epoch shuffle, shared by all ranks (default 0). */
+  seed?: number;
+  shuffle?: boolean;
+  dropRemainder?: boolean;
+  validationData?: Dataset;
+  /** Batch size of the validation pass (default: batchSize). */
+  validationBatchSize?: number;
+  callbacks?: TrainerCallbacks | TrainerCallbacks[];
+  earlyStopping?: EarlyStoppingOptions;
+  /** Folder for checkpoints (rank 0 writes; every rank resumes from it). */
+  checkpointDir?: string;
+  /** How often to checkpoint (default: every epoch). */
+  checkpointEvery?: { steps?: number; epochs?: number };
+  /** Checkpoints kept (default 2). */
+  keepCheckpoints?: number;
+  /** Resume from the newest checkpoint in checkpointDir when there is one (default true). */
+  resume?: boolean;
+  /** 'auto': a bar on a terminal, one line per epoch in a log (default). Only rank 0 prints. */
+  progress?: ProgressMode;
+  /** Where rank 0's progress goes (default process.stdout). */
+  write?: (text: string) => void;
+}
+
+export interface FitResult {
+  /** Per-epoch metrics averaged over ranks: loss, metrics, val_* with validation data. */
+  history: Record<string, number[]>;
+  epochs: number[];
+  globalStep: number;
+  stoppedEarly: boolean;
+  resumedFrom?: string;
+  /** Global samples per second over the steps this call ran. */
+  samplesPerSecond: number;
+  /** Share of step time spent in gradient all-reduces on this rank. */
+  communicationShare: number;
+}
+
+function integer(what: string, value: unknown, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new InvalidArgumentError(`fit: ${what} must be an integer >= ${min}; got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function rowsOf(what: string, t: tf.Tensor | tf.Tensor[]): number {
+  const list = Array.isArray(t) ? t : [t];
+  if (list.length === 0 || list.some((x) => !(x instanceof tf.Tensor) || x.rank < 1)) {
+    throw new InvalidArgumentError(`fit: ${what} must be a tensor (or a list of tensors) with rows along the first axis`);
+  }
+  const rows = list[0]!.shape[0]!;
+  if (list.some((x) => x.shape[0] !== rows)) throw new InvalidArgumentError(`fit: the tensors of ${what} have different numbers of rows`);
+  return rows;
+}
+
+function take(t: tf.Tensor | tf.Tensor[], indices: tf.Tensor1D): tf.Tensor | tf.Tensor[] {
+  return Array.isArray(t) ? t.map((x) => tf.gather(x, indices)) : tf.gather(t, indices);
+}
+
+function asList(out: number | number[] | tf.Scalar | tf.Scalar[]): number[] {
+  const list = Array.isArray(out) ? out : [out];
+  return list.map((v) => (typeof v === 'number' ? v : v.dataSync()[0]!));
+}
+
+/** All ranks agree on a number or every rank gets the same INVALID_ARGUMENT. */
+async function agree(comm: Communicator, what: string, value: number, advice: string): Promise<void> {
+  const spread = new Float64Array([value, -value]);
+  await comm.allReduce(spread, { op: 'max' });
+  if (spread[0] !== value || -spread[1]! !== value) {
+    throw new InvalidArgumentError(`fit: ${what} differs between ranks (from ${-spread[1]!} to ${spread[0]}); ${advice}`);
+  }
+}
+
+export async function fit(model: TrainableModel, data: Dataset, options: FitOptions = {}): Promise<FitResult> {
+  if (!model || typeof model.trainOnBatch !== 'function') throw new InvalidArgumentError('fit: model must be a compiled tfjs LayersModel');
+  if (!model.optimizer) {
+    throw new InvalidArgumentError('fit: compile the model first, e.g. model.compile({ optimizer: dp.wrapOptimizer(tf.train.adam(1e-3)), loss, metrics })');
+  }
+  if (!data || typeof data !== 'object') throw new InvalidArgumentError('fit: data must be { x, y } with tensors');
+  const epochs = integer('epochs', options.epochs, 1, 1);
+  const batchSize = integer('batchSize', options.batchSize, 32, 1);
+  const seed = integer('seed', options.seed, 0, 0);
+  const keep = integer('keepCheckpoints', options.keepCheckpoints, 2, 1);
+  const everySteps = integer('checkpointEvery.steps', options.checkpointEvery?.steps, 0, 1);
+  const everyEpochs = integer('checkpointEvery.epochs', options.checkpointEvery?.epochs, everySteps > 0 ? 0 : 1, 1);
+  const rows = rowsOf('data.x', data.x);
+  if (rowsOf('data.y', data.y) !== rows) throw new InvalidArgumentError(`fit: data.x has ${rows} rows but data.y has ${rowsOf('data.y', data.y)}`);
+  const validationRowsTotal = options.validationData ? rowsOf('validationData.x', options.validationData.x) : 0;
+  if (options.validationData && rowsOf('validationData.y', options.validationData.y) !== validationRowsTotal) {
+    throw new InvalidArgumentError('fit: validationData.x and validationData.y have different numbers of rows');
+  }
+  const strategy = options.strategy ?? new DataParallel(await init());
+  if (!(strategy instanceof DataParallel)) throw new InvalidArgumentError('fit: strategy must be a DataParallel');
+  const comm = strategy.comm;
+  const { rank, size } = comm;
+  if (!(model.optimizer instanceof DistributedOptimizer)) model.optimizer = strategy.wrapOptimizer(model.optimizer);
+  const callbacks = options.callbacks === undefined ? [] : Array.isArray(options.callbacks) ? options.callbacks : [options.callbacks];
+  const progress = new Progress(resolveProgressMode(options.progress ?? 'auto', rank), epochs, batchSize * size, options.write);
+
+  await agree(comm, 'the number of training rows', rows, 'give every rank the whole data set (fit shards it)');
+  await agree(comm, 'batchSize', batchSize, 'pass the same batchSize on every rank (it is per rank)');
+  await agree(comm, 'seed', seed, 'pass the same seed on every rank');
+  if (rows === 0) throw new InvalidArgumentError('fit: there are no training rows');
+
+  // Resume, or start every rank from rank 0's weights.
+  let state: TrainerState = { version: CHECKPOINT_VERSION, epoch: 0, batchInEpoch: 0, globalStep: 0, seed, size, batchSize, epochSums: [], history: {} };
+  let resumedFrom: string | undefined;
+  if (options.checkpointDir && options.resume !== false) {
+    let packed: Uint8Array = new Uint8Array(0);
+    let folder = '';
+    if (rank === 0) {
+      const found = latestCheckpoint(options.checkpointDir);
+      if (found) {
+        packed = packCheckpoint(found);
+        folder = found;
+      }
+    }
+    packed = await strategy.broadcastBytes(packed, 0);
+    if (packed.length > 0) {
+      const checkpoint = unpackCheckpoint(packed);
+      if (checkpoint.state.version !== CHECKPOINT_VERSION) {
+        throw new InvalidArgumentError(`fit: the checkpoint has format version ${checkpoint.state.version}; this trainer reads ${CHECKPOINT_VERSION}`);
+      }
+      await restoreCheckpoint(model, checkpoint);
+      state = { ...checkpoint.state, seed };
+      resumedFrom = rank === 0 ? folder : (options.checkpointDir ?? '');
+      if (checkpoint.state.size !== size || checkpoint.state.batchSize !== batchSize || checkpoint.state.seed !== seed) {
+        progress.message(
+          `resuming with ${size} ranks x ${batchSize} rows, seed ${seed}; the checkpoint was taken with ${checkpoint.state.size} x ${checkpoint.state.batchSize}, seed ${checkpoint.state.seed}: training continues, but not bit for bit as it would have`,
+        );
+      }
+      progress.message(`resumed from ${folder || 'checkpoint'} at epoch ${state.epoch + 1}, step ${state.globalStep}`);
+    }
+  }
+  if (!resumedFrom) await strategy.broadcastVariables(model, 0);
+
+  const names = model.metricsNames;
+  const early = options.earlyStopping;
+  const monitor = early?.monitor ?? (options.validationData ? 'val_loss' : 'loss');
+  const maximize = early?.mode === 'max' || ((early?.mode ?? 'auto') === 'auto' && /acc|auc|precision|recall/.test(monitor));
+  let best = state.earlyStopping?.best ?? (maximize ? -Infinity : Infinity);
+  let wait = state.earlyStopping?.wait ?? 0;
+  let bestWeights: tf.Tensor[] | undefined;
+  let stoppedEarly = false;
+
+  for (const cb of callbacks) await cb.onTrainBegin?.({ resumedFrom, epoch: state.epoch, globalStep: state.globalStep });
+  const commBefore = strategy.stats.communicationMs;
+  const started = performance.now();
+  let stepsRun = 0;
+
+  const checkpoint = async (epoch: number, batchInEpoch: number, mySums: Record<string, number>) => {
+    if (!options.checkpointDir) return;
+    // Every rank's running sums go into the checkpoint (rank 0 writes it).
+    let epochSums: Array<Record<string, number>> = [];
+    if (batchInEpoch > 0) {
+      const mine = Float64Array.from(names, (n) => mySums[n] ?? 0);
+      const all = (await comm.allGather(mine)) as Float64Array;
+      epochSums = Array.from({ length: size }, (_, r) => Object.fromEntries(names.map((n, i) => [n, all[r * names.length + i]!])));
+    }
+    const snapshot: TrainerState = {
+      version: CHECKPOINT_VERSION,
+      epoch,
+      batchInEpoch,
+      globalStep: state.globalStep,
+      seed,
+      size,
+      batchSize,
+      epochSums,
+      history: state.history,
+      earlyStopping: early ? { best, wait } : undefined,
+    };
+    if (rank === 0) {
+      const folder = await writeCheckpoint(options.checkpointDir, model, snapshot, keep);
+      for (const cb of callbacks) await cb.onCheckpoint?.(folder, snapshot);
+    }
+  };
+
+  try {
+    for (let epoch = state.epoch; epoch < epochs && !stoppedEarly; epoch++) {
+      const batches = epochBatches({ rows, rank, size, batchSize, seed, epoch, shuffle: options.shuffle ?? true, dropRemainder: options.dropRemainder });
+      const firstBatch = epoch === state.epoch ? state.batchInEpoch : 0;
+      const sums: Record<string, number> = epoch === state.epoch ? resumedSums(state.epochSums, rank, size) : {};
+      for (const cb of callbacks) await cb.onEpochBegin?.(epoch);
+      progress.epochBegin();
+      let last: Record<string, number> = {};
+      for (let b = firstBatch; b < batches.length; b++) {
+        const indices = tf.tensor1d(batches[b]!, 'int32');
+        const xb = take(data.x, indices);
+        const yb = take(data.y, indices);
+        let out: number[];
+        try {
+          out = asList(await model.trainOnBatch(xb, yb));
+        } finally {
+          tf.dispose([indices, ...(Array.isArray(xb) ? xb : [xb]), ...(Array.isArray(yb) ? yb : [yb])]);
+        }
+        last = Object.fromEntries(names.map((n, i) => [n, out[i]!]));
+        for (const n of names) sums[n] = (sums[n] ?? 0) + last[n]!;
+        state.globalStep++;
+        stepsRun++;
+        progress.step(epoch, b + 1, batches.length, last, firstBatch);
+        for (const cb of callbacks) await cb.onBatchEnd?.({ epoch, batch: b, globalStep: state.globalStep }, last);
+        // A step checkpoint that falls on an epoch's last batch is taken after the epoch's metrics.
+        if (everySteps > 0 && state.globalStep % everySteps === 0 && b + 1 < batches.length) await checkpoint(epoch, b + 1, sums);
+      }
+      const local = Object.fromEntries(names.map((n) => [n, batches.length > 0 ? (sums[n] ?? 0) / batches.length : 0]));
+      const logs = await strategy.averageMetrics(local);
+      if (options.validationData) Object.assign(logs, await validate(model, comm, options.validationData, options.validationBatchSize ?? batchSize));
+      const ordered: Record<string, number> = {};
+      for (const n of names) ordered[n] = logs[n]!;
+      for (const [k, v] of Object.entries(logs)) if (!(k in ordered)) ordered[k] = v;
+      for (const [k, v] of Object.entries(ordered)) (state.history[k] ??= []).push(v);
+      for (const cb of callbacks) await cb.onEpochEnd?.(epoch, ordered);
+      progress.epochEnd(epoch, batches.length, ordered, firstBatch);
+
+      if (early) {
+        const value = ordered[monitor];
+        if (value === undefined) throw new InvalidArgumentError(`fit: earlyStopping.monitor '${monitor}' is not among the metrics (${Object.keys(ordered).join(', ')})`);
+        const delta = Math.abs(early.minDelta ?? 0);
+        const improved = maximize ? value > best + delta : value < best - delta;
+        if (improved) {
+          best = value;
+          wait = 0;
+          if (early.restoreBestWeights) {
+            tf.dispose(bestWeights ?? []);
+            bestWeights = model.getWeights().map((w) => w.clone());
+          }
+        } else if (++wait > (early.patience ?? 0)) {
+          stoppedEarly = true;
+        }
+      }
+      // A callback may have set model.stopTraining on one rank only: stop together or not at all.
+      const stop = new Float64Array([model.stopTraining || stoppedEarly ? 1 : 0]);
+      await comm.allReduce(stop, { op: 'max' });
+      if (stop[0] === 1) stoppedEarly = true;
+      state.epoch = epoch + 1;
+      state.batchInEpoch = 0;
+      state.epochSums = [];
+      const due =
+        (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || (everySteps > 0 && state.globalStep % everySteps === 0) || epoch + 1 === epochs || stoppedEarly;
+      if (due) await checkpoint(epoch + 1, 0, {});
+    }
+    if (stoppedEarly && bestWeights) model.setWeights(bestWeights);
+  } finally {
+    tf.dispose(bestWeights ?? []);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const result: FitResult = {
+    history: state.history,
+    epochs: Array.from({ length: state.history[names[0]!]?.length ?? 0 }, (_, i) => i),
+    globalStep: state.globalStep,
+    stoppedEarly,
+    resumedFrom,
+    samplesPerSecond: seconds > 0 ? (stepsRun * batchSize * size) / seconds : 0,
+    communicationShare: seconds > 0 ? (strategy.stats.communicationMs - commBefore) / 1000 / seconds : 0,
+  };
+  for (const cb of callbacks) await cb.onTrainEnd?.(result);
+  return result;
+}
+
+/** This rank's running sums from a checkpoint; with another number of ranks, their mean. */
+function resumedSums(saved: Array<Record<string, number>>, rank: number, size: number): Record<string, number> {
+  if (saved.length === 0) return {};
+  if (saved.length === size) return { ...saved[rank]! };
+  const out: Record<string, number> = {};
+  for (const sums of saved) for (const [k, v] of Object.entries(sums)) out[k] = (out[k] ?? 0) + v / saved.length;
+  return out;
+}
+
+/** Exact metrics over all validation rows: each rank evaluates its disjoint share; sums are reduced. */
+async function validate(model: TrainableModel, comm: Communicator, data: Dataset, batchSize: number): Promise<Record<string, number>> {
+  const total = rowsOf('validationData.x', data.x);
+  const mine = validationRows(total, comm.rank, comm.size);
+  const names = model.metricsNames;
+  const sums = new Float64Array(names.length + 1);
+  if (mine.length > 0) {
+    const indices = tf.tensor1d(mine, 'int32');
+    const x = take(data.x, indices);
+    const y = take(data.y, indices);
+    try {
+      const scalars = model.evaluate(x, y, { batchSize });
+      const values = asList(scalars);
+      tf.dispose(scalars);
+      values.forEach((v, i) => (sums[i] = v * mine.length));
+    } finally {
+      tf.dispose([indices, ...(Array.isArray(x) ? x : [x]), ...(Array.isArray(y) ? y : [y])]);
+    }
+    sums[names.length] = mine.length;
+  }
+  await comm.allReduce(sums, { op: 'sum' });
+  return Object.fromEntries(names.map((n, i) => [`val_${n}`, sums[i]! / sums[names.length]!]));
+}

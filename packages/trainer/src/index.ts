@@ -1,0 +1,13 @@
+export {
+  type Dataset,
+  type EarlyStoppingOptions,
+  fit,
+  type FitOptions,
+  type FitResult,
+  type StepInfo,
+  type TrainableModel,
+  type TrainerCallbacks,
+} from './fit.js';
+export { checkpointLoader, latestCheckpoint, type TrainerState } from './checkpoint.js';
+export { epochBatches, permutation, seededRandom, validationRows } from './sharding.js';
+export type { ProgressMode } from './progress.js';

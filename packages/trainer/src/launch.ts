@@ -1,0 +1,105 @@
+// `braid run`: turns Horovod-style arguments into an mpirun command line. Kept apart from the
+// CLI so the translation is tested on its own.
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export interface RunPlan {
+  np: number;
+  hosts?: string;
+  hostfile?: string;
+  timeline?: string;
+  dryRun: boolean;
+  verbose: boolean;
+  /** Extra arguments passed to mpirun as they are (after --mpi-args). */
+  mpiArgs: string[];
+  command: string[];
+}
+
+export const RUN_USAGE = `usage: braid run -np N [-H host1:slots,host2:slots | --hostfile FILE] [--timeline trace.json]
+                 [--mpi-args "..."] [--dry-run] [--verbose] script.js [args...]
+  Starts N copies of the script through mpirun, one rank each, with what Braid needs:
+  permission to run as root, the job's environment (BRAID_*, NODE_*, PATH, LD_LIBRARY_PATH)
+  passed to every rank, --oversubscribe when N exceeds this machine's cores and no hosts are
+  given. A .js/.mjs/.cjs script runs under this Node.js; anything else runs as a command.`;
+
+export function parseRunArgs(argv: string[]): RunPlan {
+  const plan: RunPlan = { np: 0, dryRun: false, verbose: false, mpiArgs: [], command: [] };
+  let i = 0;
+  const value = (flag: string) => {
+    const v = argv[++i];
+    if (v === undefined) throw new UsageError(`${flag} needs a value\n${RUN_USAGE}`);
+    return v;
+  };
+  for (; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      i++;
+      break;
+    }
+    if (arg === '-np' || arg === '-n' || arg === '--np') {
+      const raw = value(arg);
+      const np = Number(raw);
+      if (!Number.isInteger(np) || np < 1) throw new UsageError(`-np must be a positive integer; got ${JSON.stringify(raw)}`);
+      plan.np = np;
+    } else if (arg === '-H' || arg === '--hosts' || arg === '--host') plan.hosts = value(arg);
+    else if (arg === '--hostfile' || arg === '-hostfile') plan.hostfile = value(arg);
+    else if (arg === '--timeline') plan.timeline = resolve(value(arg));
+    else if (arg === '--mpi-args') plan.mpiArgs.push(...value(arg).split(/\s+/).filter(Boolean));
+    else if (arg === '--dry-run') plan.dryRun = true;
+    else if (arg === '--verbose' || arg === '-v') plan.verbose = true;
+    else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}\n${RUN_USAGE}`);
+    else break;
+  }
+  plan.command = argv.slice(i);
+  if (plan.np === 0) throw new UsageError(`say how many ranks with -np N\n${RUN_USAGE}`);
+  if (plan.command.length === 0) throw new UsageError(`name the script to run\n${RUN_USAGE}`);
+  if (plan.hosts && plan.hostfile) throw new UsageError('give either -H or --hostfile, not both');
+  if (plan.hosts) {
+    for (const entry of plan.hosts.split(',')) {
+      if (!/^[^:,\s]+(:\d+)?$/.test(entry)) throw new UsageError(`-H takes host:slots pairs separated by commas (e.g. -H node1:4,node2:4); got ${JSON.stringify(entry)}`);
+    }
+  }
+  return plan;
+}
+
+const FORWARDED = /^(BRAID_|NODE_|OMPI_MCA_|UCX_|NCCL_|CUDA_VISIBLE_DEVICES$|PATH$|LD_LIBRARY_PATH$)/;
+
+export interface MpirunCommand {
+  program: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+}
+
+export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { isRoot: boolean; isTTY: boolean; cores?: number; node?: string }): MpirunCommand {
+  const childEnv: NodeJS.ProcessEnv = { ...env };
+  if (options.isRoot) {
+    childEnv.OMPI_ALLOW_RUN_AS_ROOT = '1';
+    childEnv.OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = '1';
+  }
+  if (plan.timeline) childEnv.BRAID_TIMELINE = plan.timeline;
+  if (options.isTTY && !childEnv.BRAID_PROGRESS) childEnv.BRAID_PROGRESS = 'bar';
+  const args = ['-np', String(plan.np)];
+  if (plan.hosts) args.push('-H', plan.hosts);
+  if (plan.hostfile) args.push('--hostfile', plan.hostfile);
+  const cores = options.cores ?? availableParallelism();
+  if (!plan.hosts && !plan.hostfile && plan.np > cores) args.push('--oversubscribe');
+  // As horovodrun does: no binding (the engine thread must not share the training thread's core
+  // by force), ranks placed slot by slot.
+  args.push('--bind-to', 'none', '--map-by', 'slot');
+  for (const name of Object.keys(childEnv).filter((k) => FORWARDED.test(k)).sort()) args.push('-x', name);
+  args.push(...plan.mpiArgs);
+  const [first, ...rest] = plan.command;
+  if (/\.(m|c)?js$/.test(first!)) args.push(options.node ?? process.execPath, first!, ...rest);
+  else args.push(first!, ...rest);
+  return { program: 'mpirun', args, env: childEnv };
+}
+
+/** The command as a shell would take it, for --dry-run and --verbose. */
+export function shellLine(command: MpirunCommand): string {
+  const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+  return [command.program, ...command.args].map(quote).join(' ');
+}

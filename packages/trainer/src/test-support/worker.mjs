@@ -1,0 +1,152 @@
+// One rank of a multi-process trainer test: `mpirun -np N node worker.mjs <scenario> <dir>`.
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+
+import { init } from '@braid/collectives';
+import { DataParallel } from '@braid/strategies';
+import { report } from '@braid/test-support/mpirun';
+import * as tf from '@tensorflow/tfjs';
+
+import { checkpointLoader, fit, latestCheckpoint } from '../../dist/index.js';
+
+tf.enableProdMode();
+const [scenario, ...rest] = process.argv.slice(2);
+const outDir = rest.pop();
+const comm = await init();
+const { rank, size } = comm;
+
+function digest(tensors) {
+  const hash = createHash('sha256');
+  for (const t of tensors) hash.update(new Uint8Array(t.dataSync().buffer.slice(0)));
+  return hash.digest('hex').slice(0, 16);
+}
+
+// Two gaussian blobs per class in 8 dimensions: learnable, deterministic, the same on every rank.
+function blobs(count, seed) {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const x = new Float32Array(count * 8);
+  const labels = new Int32Array(count);
+  for (let i = 0; i < count; i++) {
+    const c = Math.floor(next() * 3);
+    labels[i] = c;
+    for (let d = 0; d < 8; d++) x[i * 8 + d] = (d % 3 === c ? 1.5 : -0.5) + (next() - 0.5);
+  }
+  return { x: tf.tensor2d(x, [count, 8]), y: tf.oneHot(tf.tensor1d(labels, 'int32'), 3).toFloat() };
+}
+
+function model(optimizer) {
+  const m = tf.sequential({
+    // Seeded initializers: two separate runs (one killed and resumed) start from the same weights.
+    layers: [
+      tf.layers.dense({ inputShape: [8], units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
+      tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
+    ],
+  });
+  m.compile({ optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
+  return m;
+}
+
+function makeOptimizer(name) {
+  if (name === 'adam') return tf.train.adam(0.02);
+  if (name === 'momentum') return tf.train.momentum(0.1, 0.9);
+  return tf.train.sgd(0.2);
+}
+
+const scenarios = {
+  // 101 rows do not divide by 2, 3 or 4 ranks, nor by the batch of 8.
+  async fit() {
+    const dp = new DataParallel(comm);
+    const m = model(dp.wrapOptimizer(tf.train.adam(0.02)));
+    const train = blobs(101, 1);
+    const validation = blobs(37, 2);
+    const steps = [];
+    const result = await fit(m, train, {
+      epochs: 4,
+      batchSize: 8,
+      strategy: dp,
+      seed: 3,
+      validationData: validation,
+      progress: 'lines',
+      callbacks: { onBatchEnd: (s) => void steps.push(s.globalStep) },
+    });
+    return { history: result.history, globalStep: result.globalStep, steps: steps.length, weights: digest(m.getWeights()), share: result.communicationShare };
+  },
+
+  // Train with step checkpoints; `crash` kills every rank at a given step; a second run resumes.
+  async resume() {
+    const [optimizerName, dir, crashAt] = rest;
+    const dp = new DataParallel(comm);
+    const m = model(dp.wrapOptimizer(makeOptimizer(optimizerName)));
+    const result = await fit(m, blobs(90, 5), {
+      epochs: 3,
+      batchSize: 4,
+      strategy: dp,
+      seed: 9,
+      checkpointDir: dir,
+      checkpointEvery: { steps: 5 },
+      keepCheckpoints: 100,
+      progress: 'none',
+      callbacks: {
+        onBatchEnd: (s) => {
+          if (crashAt && s.globalStep === Number(crashAt)) process.kill(process.pid, 'SIGKILL');
+        },
+      },
+    });
+    let reloaded;
+    if (rank === 0) {
+      const folder = latestCheckpoint(dir);
+      const loaded = await tf.loadLayersModel(checkpointLoader(folder));
+      reloaded = { folder, weights: digest(loaded.getWeights()) };
+    }
+    return { history: result.history, globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null, weights: digest(m.getWeights()), reloaded };
+  },
+
+  // Early stopping on an averaged metric, and model.stopTraining set on one rank only.
+  async stopping() {
+    const dp = new DataParallel(comm);
+    const early = model(dp.wrapOptimizer(tf.train.sgd(0.1)));
+    const data = blobs(40, 7);
+    const a = await fit(early, data, { epochs: 6, batchSize: 5, strategy: dp, progress: 'none', earlyStopping: { monitor: 'loss', minDelta: 1e9 } });
+    const other = model(dp.wrapOptimizer(tf.train.sgd(0.1)));
+    const b = await fit(other, data, {
+      epochs: 6,
+      batchSize: 5,
+      strategy: dp,
+      progress: 'none',
+      callbacks: {
+        onEpochEnd: (epoch) => {
+          if (rank === size - 1 && epoch === 1) other.stopTraining = true;
+        },
+      },
+    });
+    return { early: { epochs: a.epochs.length, stopped: a.stoppedEarly }, oneRank: { epochs: b.epochs.length, stopped: b.stoppedEarly } };
+  },
+
+  // Ranks that disagree on the data fail together with a message.
+  async mismatch() {
+    const dp = new DataParallel(comm);
+    const m = model(dp.wrapOptimizer(tf.train.sgd(0.1)));
+    try {
+      await fit(m, blobs(20 + rank, 1), { epochs: 1, batchSize: 4, strategy: dp, progress: 'none' });
+      return { error: null };
+    } catch (err) {
+      return { error: { code: err.code, message: err.message } };
+    }
+  },
+};
+
+const started = Date.now();
+try {
+  const result = await scenarios[scenario]();
+  report(outDir, { rank, size, scenario, ok: true, ms: Date.now() - started, ...result });
+} catch (err) {
+  report(outDir, { rank, size, scenario, ok: false, code: err.code, message: err.message, stack: err.stack });
+}
+await comm.close();

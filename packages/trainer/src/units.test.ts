@@ -1,0 +1,109 @@
+// Pieces that need no MPI job: sharding, the mpirun command line, the progress display.
+import { describe, expect, it } from 'vitest';
+
+import { mpirunCommand, parseRunArgs, shellLine } from './launch.js';
+import { formatDuration, Progress } from './progress.js';
+import { epochBatches, permutation, validationRows } from './sharding.js';
+
+describe('sharding', () => {
+  it('permutations are seeded and complete', () => {
+    const p = permutation(1000, 42);
+    expect(Array.from(p).sort((a, b) => a - b)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+    expect(Array.from(permutation(1000, 42))).toEqual(Array.from(p));
+    expect(Array.from(permutation(1000, 43))).not.toEqual(Array.from(p));
+  });
+
+  it.each([
+    [101, 3, 8],
+    [100, 4, 10],
+    [5, 4, 2],
+    [1, 3, 4],
+    [97, 2, 97],
+  ])('%i rows, %i ranks, batch %i: same batch count and sizes on every rank, every row used', (rows, size, batchSize) => {
+    const shards = Array.from({ length: size }, (_, rank) => epochBatches({ rows, rank, size, batchSize, seed: 7, epoch: 2, shuffle: true }));
+    const shapes = shards.map((s) => s.map((b) => b.length));
+    for (const s of shapes) expect(s).toEqual(shapes[0]);
+    const seen = new Set(shards.flat().flatMap((b) => Array.from(b)));
+    expect(seen.size).toBe(rows);
+    const perRank = Math.ceil(rows / size);
+    expect(shapes[0]!.reduce((a, b) => a + b, 0)).toBe(perRank);
+    // Padding repeats at most size-1 rows.
+    expect(shards.flat().reduce((n, b) => n + b.length, 0) - rows).toBeLessThan(size);
+  });
+
+  it('epochs differ, the same epoch repeats; dropRemainder drops the short batch', () => {
+    const a = epochBatches({ rows: 50, rank: 0, size: 2, batchSize: 10, seed: 1, epoch: 0, shuffle: true });
+    const b = epochBatches({ rows: 50, rank: 0, size: 2, batchSize: 10, seed: 1, epoch: 1, shuffle: true });
+    const again = epochBatches({ rows: 50, rank: 0, size: 2, batchSize: 10, seed: 1, epoch: 0, shuffle: true });
+    expect(a.map((x) => Array.from(x))).toEqual(again.map((x) => Array.from(x)));
+    expect(a.map((x) => Array.from(x))).not.toEqual(b.map((x) => Array.from(x)));
+    expect(a.map((x) => x.length)).toEqual([10, 10, 5]);
+    expect(epochBatches({ rows: 50, rank: 1, size: 2, batchSize: 10, seed: 1, epoch: 0, shuffle: true, dropRemainder: true }).map((x) => x.length)).toEqual([10, 10]);
+    expect(Array.from(epochBatches({ rows: 6, rank: 1, size: 2, batchSize: 3, seed: 1, epoch: 0, shuffle: false })[0]!)).toEqual([1, 3, 5]);
+  });
+
+  it('validation shards are disjoint and cover every row once', () => {
+    const all = [0, 1, 2].flatMap((r) => Array.from(validationRows(10, r, 3)));
+    expect(all.sort((a, b) => a - b)).toEqual(Array.from({ length: 10 }, (_, i) => i));
+  });
+});
+
+describe('braid run', () => {
+  it('builds the mpirun command: root, oversubscription, hosts, timeline, environment', () => {
+    const plan = parseRunArgs(['-np', '4', '--timeline', '/tmp/t.json', 'train.mjs', '--epochs', '3']);
+    const cmd = mpirunCommand(plan, { PATH: '/usr/bin', BRAID_SHM: 'off', HOME: '/root' }, { isRoot: true, isTTY: true, cores: 2, node: '/usr/bin/node' });
+    expect(shellLine(cmd)).toBe(
+      'mpirun -np 4 --oversubscribe --bind-to none --map-by slot -x BRAID_PROGRESS -x BRAID_SHM -x BRAID_TIMELINE -x PATH /usr/bin/node train.mjs --epochs 3',
+    );
+    expect(cmd.env.OMPI_ALLOW_RUN_AS_ROOT).toBe('1');
+    expect(cmd.env.OMPI_ALLOW_RUN_AS_ROOT_CONFIRM).toBe('1');
+    expect(cmd.env.BRAID_TIMELINE).toBe('/tmp/t.json');
+    expect(cmd.env.BRAID_PROGRESS).toBe('bar');
+
+    const hosts = mpirunCommand(parseRunArgs(['-np', '8', '-H', 'a:4,b:4', 'python3', 'x.py']), {}, { isRoot: false, isTTY: false, cores: 2 });
+    expect(hosts.args).toEqual(['-np', '8', '-H', 'a:4,b:4', '--bind-to', 'none', '--map-by', 'slot', 'python3', 'x.py']);
+    expect(hosts.env.OMPI_ALLOW_RUN_AS_ROOT).toBeUndefined();
+    const file = mpirunCommand(parseRunArgs(['-np', '2', '--hostfile', 'hosts.txt', '--mpi-args', '--mca btl self,vader', 'a.js']), {}, { isRoot: false, isTTY: false, cores: 2, node: 'node' });
+    expect(file.args).toEqual(['-np', '2', '--hostfile', 'hosts.txt', '--bind-to', 'none', '--map-by', 'slot', '--mca', 'btl', 'self,vader', 'node', 'a.js']);
+  });
+
+  it('says what is wrong with the arguments', () => {
+    expect(() => parseRunArgs(['train.mjs'])).toThrow(/-np N/);
+    expect(() => parseRunArgs(['-np', 'two', 'x.js'])).toThrow(/positive integer; got "two"/);
+    expect(() => parseRunArgs(['-np', '2'])).toThrow(/name the script/);
+    expect(() => parseRunArgs(['-np', '2', '--bogus', 'x.js'])).toThrow(/unknown option --bogus/);
+    expect(() => parseRunArgs(['-np', '2', '-H', 'a:2', '--hostfile', 'f', 'x.js'])).toThrow(/either -H or --hostfile/);
+    expect(() => parseRunArgs(['-np', '2', '-H', 'a:two', 'x.js'])).toThrow(/host:slots/);
+    expect(() => parseRunArgs(['-np'])).toThrow(/-np needs a value/);
+  });
+});
+
+describe('progress', () => {
+  it('draws a bar in place and ends each epoch with a full line', () => {
+    let out = '';
+    const p = new Progress('bar', 2, 64, (t) => void (out += t));
+    p.epochBegin();
+    p.step(0, 1, 4, { loss: 0.5 });
+    p.step(0, 4, 4, { loss: 0.25 });
+    p.epochEnd(0, 4, { loss: 0.25, acc: 0.9 });
+    expect(out).toMatch(/^\r\x1b\[Kepoch 1\/2 \[={5}>\s{18}\] 1\/4  \d+ samples\/s  loss 0\.5000  ETA \d+:\d\d/);
+    expect(out).toMatch(/\[={24}\] 4\/4 .* ETA 0:00/);
+    expect(out.endsWith('loss 0.2500  acc 0.9000\n')).toBe(true);
+  });
+
+  it('prints only epoch lines in a log, and nothing when off', () => {
+    let out = '';
+    const lines = new Progress('lines', 3, 10, (t) => void (out += t));
+    lines.epochBegin();
+    lines.step(0, 1, 2, { loss: 1 });
+    lines.epochEnd(0, 2, { loss: 1 });
+    expect(out).toMatch(/^epoch 1\/3  2 steps  [\d.]+ s  \d+ samples\/s  loss 1\.0000\n$/);
+    let none = '';
+    const off = new Progress('none', 3, 10, (t) => void (none += t));
+    off.epochBegin();
+    off.epochEnd(0, 2, { loss: 1 });
+    expect(none).toBe('');
+    expect(formatDuration(3725)).toBe('1:02:05');
+    expect(formatDuration(65)).toBe('1:05');
+  });
+});
