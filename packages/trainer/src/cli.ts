@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The `braid` command: run (a job through mpirun), doctor (what is installed), bench (all-reduce).
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import { diagnose, formatChecks } from './doctor.js';
 import { mpirunCommand, parseRunArgs, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
@@ -12,12 +12,14 @@ const USAGE = `usage: braid <command> [options]
 commands:
   run      start a training script on N ranks through mpirun (like horovodrun)
   doctor   report MPI, the native addon, CUDA, NCCL and TensorFlow.js, and how to fix what is missing
-  bench    run the native all-reduce benchmark (every algorithm beside MPI_Allreduce)
+  bench    run a benchmark: allreduce (native, every algorithm beside MPI_Allreduce; the default)
+           or training (the MNIST MLP at np=1 and 2; needs a clone of the Braid repository)
 
 ${RUN_USAGE}
 
 usage: braid doctor [--json]
-usage: braid bench [-np N] [-- options of braid_allreduce_bench, e.g. --max-bytes 16777216]`;
+usage: braid bench [allreduce] [-np N] [-- options of braid_allreduce_bench, e.g. --max-bytes 16777216]
+       braid bench training [options of benchmarks/training.mjs, e.g. --quick]`;
 
 function launch(plan: RunPlan): Promise<number> {
   const command = mpirunCommand(plan, process.env, { isRoot: process.getuid?.() === 0, isTTY: Boolean(process.stdout.isTTY) });
@@ -38,6 +40,16 @@ function launch(plan: RunPlan): Promise<number> {
 }
 
 async function bench(argv: string[]): Promise<number> {
+  if (argv[0] === 'training') {
+    // The training benchmark uses the repository's examples (MNIST) and benchmarks folders.
+    let dir = process.cwd();
+    while (!existsSync(join(dir, 'benchmarks', 'training.mjs')) && dirname(dir) !== dir) dir = dirname(dir);
+    const script = join(dir, 'benchmarks', 'training.mjs');
+    if (!existsSync(script)) throw new UsageError('bench training: run it from a clone of the Braid repository (it needs benchmarks/training.mjs and examples/)');
+    const child = spawnSync(process.execPath, [script, ...argv.slice(1)], { stdio: 'inherit' });
+    return child.status ?? 1;
+  }
+  if (argv[0] === 'allreduce') argv = argv.slice(1);
   let np = 2;
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -49,7 +61,7 @@ async function bench(argv: string[]): Promise<number> {
   const { buildDir } = await import('@braid/native');
   const program = join(buildDir, 'braid_allreduce_bench');
   if (!existsSync(program)) throw new UsageError(`bench: ${program} is missing; rebuild the addon with \`npm rebuild @braid/native\``);
-  return launch({ np, dryRun: false, verbose: false, mpiArgs: [], command: [program, ...rest] });
+  return launch({ np, bindTo: 'none', dryRun: false, verbose: false, mpiArgs: [], command: [program, ...rest] });
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -12,6 +12,8 @@ export interface RunPlan {
   hosts?: string;
   hostfile?: string;
   timeline?: string;
+  /** mpirun's --bind-to (default none, as horovodrun). */
+  bindTo: string;
   dryRun: boolean;
   verbose: boolean;
   /** Extra arguments passed to mpirun as they are (after --mpi-args). */
@@ -20,14 +22,14 @@ export interface RunPlan {
 }
 
 export const RUN_USAGE = `usage: braid run -np N [-H host1:slots,host2:slots | --hostfile FILE] [--timeline trace.json]
-                 [--mpi-args "..."] [--dry-run] [--verbose] script.js [args...]
+                 [--bind-to none|core|socket] [--mpi-args "..."] [--dry-run] [--verbose] script.js [args...]
   Starts N copies of the script through mpirun, one rank each, with what Braid needs:
   permission to run as root, the job's environment (BRAID_*, NODE_*, PATH, LD_LIBRARY_PATH)
   passed to every rank, --oversubscribe when N exceeds this machine's cores and no hosts are
   given. A .js/.mjs/.cjs script runs under this Node.js; anything else runs as a command.`;
 
 export function parseRunArgs(argv: string[]): RunPlan {
-  const plan: RunPlan = { np: 0, dryRun: false, verbose: false, mpiArgs: [], command: [] };
+  const plan: RunPlan = { np: 0, bindTo: 'none', dryRun: false, verbose: false, mpiArgs: [], command: [] };
   let i = 0;
   const value = (flag: string) => {
     const v = argv[++i];
@@ -48,7 +50,10 @@ export function parseRunArgs(argv: string[]): RunPlan {
     } else if (arg === '-H' || arg === '--hosts' || arg === '--host') plan.hosts = value(arg);
     else if (arg === '--hostfile' || arg === '-hostfile') plan.hostfile = value(arg);
     else if (arg === '--timeline') plan.timeline = resolve(value(arg));
-    else if (arg === '--mpi-args') plan.mpiArgs.push(...value(arg).split(/\s+/).filter(Boolean));
+    else if (arg === '--bind-to') {
+      plan.bindTo = value(arg);
+      if (!/^(none|core|socket|hwthread|numa|l3cache)$/.test(plan.bindTo)) throw new UsageError(`--bind-to takes none, core, socket, hwthread, numa or l3cache; got ${JSON.stringify(plan.bindTo)}`);
+    } else if (arg === '--mpi-args') plan.mpiArgs.push(...value(arg).split(/\s+/).filter(Boolean));
     else if (arg === '--dry-run') plan.dryRun = true;
     else if (arg === '--verbose' || arg === '-v') plan.verbose = true;
     else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}\n${RUN_USAGE}`);
@@ -87,9 +92,9 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
   if (plan.hostfile) args.push('--hostfile', plan.hostfile);
   const cores = options.cores ?? availableParallelism();
   if (!plan.hosts && !plan.hostfile && plan.np > cores) args.push('--oversubscribe');
-  // As horovodrun does: no binding (the engine thread must not share the training thread's core
-  // by force), ranks placed slot by slot.
-  args.push('--bind-to', 'none', '--map-by', 'slot');
+  // By default as horovodrun: no binding (the engine thread is not forced onto the training
+  // thread's core), ranks placed slot by slot.
+  args.push('--bind-to', plan.bindTo, '--map-by', 'slot');
   for (const name of Object.keys(childEnv).filter((k) => FORWARDED.test(k)).sort()) args.push('-x', name);
   args.push(...plan.mpiArgs);
   const [first, ...rest] = plan.command;

@@ -75,6 +75,8 @@ describe('braid run', () => {
     expect(() => parseRunArgs(['-np', '2', '-H', 'a:2', '--hostfile', 'f', 'x.js'])).toThrow(/either -H or --hostfile/);
     expect(() => parseRunArgs(['-np', '2', '-H', 'a:two', 'x.js'])).toThrow(/host:slots/);
     expect(() => parseRunArgs(['-np'])).toThrow(/-np needs a value/);
+    expect(() => parseRunArgs(['-np', '2', '--bind-to', 'banana', 'x.js'])).toThrow(/--bind-to takes none, core/);
+    expect(mpirunCommand(parseRunArgs(['-np', '2', '--bind-to', 'core', 'x.js']), {}, { isRoot: false, isTTY: false, cores: 2, node: 'node' }).args).toContain('core');
   });
 });
 

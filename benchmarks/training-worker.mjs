@@ -1,0 +1,185 @@
+// One rank of the training benchmark (started by training.mjs through `braid run`).
+//   --mode train:   the MNIST MLP of the demo, `--steps` timed steps after `--warmup`, batch `--batch`
+//                   per rank; step time, time inside the gradient all-reduce, and the cost of the
+//                   same all-reduce alone (after a barrier, so no waiting for a slower rank).
+//   --mode paired:  np=2; rank 0 alone and both ranks data-parallel, alternating within one job.
+//   --mode buckets: averaging a 16 MiB gradient list (64 tensors of 256 KiB) with each bucket size.
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+import { init } from '@braid/collectives';
+import { DataParallel } from '@braid/strategies';
+import { epochBatches } from '@braid/trainer';
+import * as tf from '@tensorflow/tfjs';
+
+import { loadMnist } from '../examples/mnist/data.mjs';
+
+const { values: args } = parseArgs({
+  options: {
+    mode: { type: 'string', default: 'train' },
+    steps: { type: 'string', default: '200' },
+    warmup: { type: 'string', default: '20' },
+    batch: { type: 'string', default: '32' },
+    rounds: { type: 'string', default: '6' },
+    json: { type: 'string' },
+  },
+});
+tf.enableProdMode();
+const comm = await init();
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function mlp() {
+  return tf.sequential({
+    layers: [tf.layers.dense({ inputShape: [784], units: 128, activation: 'relu' }), tf.layers.dense({ units: 10, activation: 'softmax' })],
+  });
+}
+
+function batchList(data, batchSize, count, size, rank) {
+  const batches = [];
+  for (let epoch = 0; batches.length < count; epoch++) {
+    batches.push(...epochBatches({ rows: data.x.shape[0], rank, size, batchSize, seed: 1, epoch, shuffle: true, dropRemainder: true }));
+  }
+  return batches;
+}
+
+async function step(model, data, indices) {
+  const idx = tf.tensor1d(indices, 'int32');
+  const x = tf.gather(data.x, idx);
+  const y = tf.gather(data.y, idx);
+  await model.trainOnBatch(x, y);
+  tf.dispose([idx, x, y]);
+}
+
+/** Times `steps` steps after `warmup`; returns seconds and the all-reduce time spent meanwhile. */
+async function timed(model, data, batches, from, steps, dp) {
+  const commBefore = dp?.stats.communicationMs ?? 0;
+  const started = performance.now();
+  for (let s = 0; s < steps; s++) await step(model, data, batches[from + s]);
+  return { seconds: (performance.now() - started) / 1000, allReduceMs: (dp?.stats.communicationMs ?? 0) - commBefore };
+}
+
+function gradientAllReduceAlone(model) {
+  const floats = model.trainableWeights.reduce((n, w) => n + w.shape.reduce((a, b) => a * b, 1), 0);
+  return { floats, buffer: new Float32Array(floats) };
+}
+
+async function train() {
+  const steps = Number(args.steps);
+  const warmup = Number(args.warmup);
+  const batchSize = Number(args.batch);
+  const dp = new DataParallel(comm);
+  const { train: data } = loadMnist(tf);
+  const model = mlp();
+  model.compile({ optimizer: dp.wrapOptimizer(tf.train.adam(1e-3 * comm.size)), loss: 'categoricalCrossentropy' });
+  await dp.broadcastVariables(model);
+  const batches = batchList(data, batchSize, steps + warmup, comm.size, comm.rank);
+  await timed(model, data, batches, 0, warmup, dp);
+  await comm.barrier();
+  const { seconds, allReduceMs } = await timed(model, data, batches, warmup, steps, dp);
+  // The same gradient all-reduce on its own: what moving the bytes costs without waiting.
+  const { floats, buffer } = gradientAllReduceAlone(model);
+  const alone = [];
+  for (let i = 0; i < 50; i++) {
+    await comm.barrier();
+    const t0 = performance.now();
+    comm.allReduceSync(buffer, { op: 'avg' });
+    alone.push(performance.now() - t0);
+  }
+  return {
+    size: comm.size,
+    steps,
+    batchSize,
+    seconds,
+    samplesPerSecond: (steps * batchSize * comm.size) / seconds,
+    stepMs: (seconds * 1000) / steps,
+    inAllReduceMs: allReduceMs / steps,
+    allReduceAloneMs: median(alone),
+    gradientBytes: floats * 4,
+  };
+}
+
+// np=2 only: in each round, rank 0 trains alone (a plain optimizer, no communication) while rank 1
+// sleeps, then both train data-parallel; the order flips every round. Both figures come from the
+// same minute of the same machine, which separate jobs on this drifting VM cannot give.
+async function paired() {
+  if (comm.size !== 2) throw new Error('--mode paired needs exactly 2 ranks');
+  const steps = Number(args.steps);
+  const warmup = Number(args.warmup);
+  const rounds = Number(args.rounds);
+  const batchSize = Number(args.batch);
+  const { train: data } = loadMnist(tf);
+  const dp = new DataParallel(comm);
+  const together = mlp();
+  together.compile({ optimizer: dp.wrapOptimizer(tf.train.adam(2e-3)), loss: 'categoricalCrossentropy' });
+  await dp.broadcastVariables(together);
+  const alone = mlp();
+  alone.compile({ optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy' });
+  const mine = batchList(data, batchSize, warmup + rounds * steps, 2, comm.rank);
+  const all = batchList(data, batchSize, warmup + rounds * steps, 1, 0);
+  await timed(together, data, mine, 0, warmup, dp);
+  if (comm.rank === 0) await timed(alone, data, all, 0, warmup);
+  const marker = `${args.json}.solo-done`;
+  const soloPhase = async (round) => {
+    if (comm.rank === 0) {
+      const r = await timed(alone, data, all, warmup + round * steps, steps);
+      writeFileSync(`${marker}-${round}`, '');
+      return r;
+    }
+    // Rank 1 sleeps (no CPU) until rank 0 is done; MPI is not touched meanwhile.
+    while (!existsSync(`${marker}-${round}`)) await new Promise((resolve) => setTimeout(resolve, 2));
+    return null;
+  };
+  const results = [];
+  for (let round = 0; round < rounds; round++) {
+    let solo;
+    let both;
+    if (round % 2 === 0) {
+      solo = await soloPhase(round);
+      await comm.barrier();
+      both = await timed(together, data, mine, warmup + round * steps, steps, dp);
+    } else {
+      await comm.barrier();
+      both = await timed(together, data, mine, warmup + round * steps, steps, dp);
+      await comm.barrier();
+      solo = await soloPhase(round);
+    }
+    await comm.barrier();
+    if (comm.rank === 0) {
+      const soloRate = (steps * batchSize) / solo.seconds;
+      const bothRate = (steps * batchSize * 2) / both.seconds;
+      results.push({ soloSamplesPerSecond: soloRate, dataParallelSamplesPerSecond: bothRate, efficiency: bothRate / (2 * soloRate), stepMs: (both.seconds * 1000) / steps, inAllReduceMs: both.allReduceMs / steps });
+    }
+  }
+  for (let round = 0; round < rounds; round++) if (comm.rank === 0) rmSync(`${marker}-${round}`, { force: true });
+  return { size: 2, steps, rounds, batchSize, results };
+}
+
+async function buckets() {
+  const tensors = Array.from({ length: 64 }, (_, i) => tf.fill([65536], i + comm.rank));
+  const sizes = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
+  const strategies = sizes.map((bucketBytes) => new DataParallel(comm, { bucketBytes }));
+  const sync = sizes.map(() => []);
+  const overlapped = sizes.map(() => []);
+  // Sizes interleaved within each repetition, so a slow phase of the machine hits them all alike.
+  for (let rep = 0; rep < 15; rep++) {
+    for (let i = 0; i < sizes.length; i++) {
+      await comm.barrier();
+      let t0 = performance.now();
+      tf.dispose(strategies[i].averageTensorsSync(tensors));
+      if (rep >= 3) sync[i].push(performance.now() - t0);
+      await comm.barrier();
+      t0 = performance.now();
+      tf.dispose(await strategies[i].averageTensors(tensors));
+      if (rep >= 3) overlapped[i].push(performance.now() - t0);
+    }
+  }
+  tf.dispose(tensors);
+  const rows = sizes.map((bucketBytes, i) => ({ bucketBytes, calls: Math.ceil((16 << 20) / bucketBytes), syncMs: median(sync[i]), asyncMs: median(overlapped[i]) }));
+  return { size: comm.size, totalBytes: 16 << 20, rows };
+}
+
+const modes = { train, paired, buckets };
+if (!modes[args.mode]) throw new Error(`--mode must be one of ${Object.keys(modes).join(', ')}`);
+const result = await modes[args.mode]();
+if (comm.rank === 0 && args.json) writeFileSync(args.json, JSON.stringify(result, null, 1));
+await comm.close();

@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+// The training benchmark: samples/s of the MNIST MLP (the demo's model) at np=1 and np=2, the
+// scaling efficiency (side by side in one job, and in separate jobs), the share of a step spent in
+// the gradient all-reduce, the machine's own two-process ceiling, and the bucket-size sweep
+// behind DataParallel's default. np=1 and np=2 runs alternate `--repeat` times (the VM's
+// speed drifts) and the figures are medians. Writes results/training.json and results/training.svg.
+//   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--batch 32] [--quick]
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = dirname(here);
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const quick = args.includes('--quick');
+const repeat = Number(opt('--repeat', quick ? 1 : 5));
+const steps = opt('--steps', quick ? '40' : '150');
+const batch = opt('--batch', '32');
+const resultsDir = join(here, 'results');
+mkdirSync(resultsDir, { recursive: true });
+const braid = join(root, 'packages', 'trainer', 'dist', 'cli.js');
+const worker = join(here, 'training-worker.mjs');
+
+function job(np, extra) {
+  const out = join(resultsDir, `training-np${np}.json`);
+  const r = spawnSync(process.execPath, [braid, 'run', '-np', String(np), worker, ...extra, '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) {
+    console.error(`benchmark failed: braid run -np ${np} exited with ${r.status ?? r.signal}`);
+    process.exit(1);
+  }
+  return JSON.parse(readFileSync(out, 'utf8'));
+}
+
+// Two independent single-process trainings at once (no MPI): what this machine gives two
+// processes at all, the ceiling for any np=2 job here.
+function twoAtOnce() {
+  const outs = [0, 1].map((i) => join(resultsDir, `training-independent-${i}.json`));
+  const children = outs.map((out) => spawn(process.execPath, [worker, '--steps', steps, '--batch', batch, '--json', out], { stdio: 'inherit' }));
+  return Promise.all(children.map((c) => new Promise((resolve) => c.on('close', resolve)))).then((codes) => {
+    if (codes.some((c) => c !== 0)) {
+      console.error('benchmark failed: an independent run exited with', codes);
+      process.exit(1);
+    }
+    return outs.map((out) => JSON.parse(readFileSync(out, 'utf8')));
+  });
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const runs = { 1: [], 2: [] };
+const ceilings = [];
+for (let i = 0; i < repeat; i++) {
+  for (const np of [1, 2]) {
+    const r = job(np, ['--steps', steps, '--batch', batch]);
+    runs[np].push(r);
+    console.log(`run ${i + 1}/${repeat} np=${np}: ${r.samplesPerSecond.toFixed(0)} samples/s, step ${r.stepMs.toFixed(1)} ms, in all-reduce ${r.inAllReduceMs.toFixed(2)} ms, all-reduce alone ${r.allReduceAloneMs.toFixed(3)} ms`);
+  }
+  const both = await twoAtOnce();
+  const ceiling = (both[0].samplesPerSecond + both[1].samplesPerSecond) / (2 * runs[1][i].samplesPerSecond);
+  ceilings.push(ceiling);
+  console.log(`run ${i + 1}/${repeat} two independent processes: ${both.map((b) => b.samplesPerSecond.toFixed(0)).join(' + ')} samples/s (${(100 * ceiling).toFixed(1)}% of 2x the np=1 run)`);
+}
+console.log('\nside by side in one job (rank 0 alone, then both data-parallel, alternating):');
+const paired = job(2, ['--mode', 'paired', '--steps', steps, '--batch', batch, '--rounds', quick ? '2' : '8']);
+for (const r of paired.results) {
+  console.log(`  alone ${r.soloSamplesPerSecond.toFixed(0)} samples/s, data-parallel ${r.dataParallelSamplesPerSecond.toFixed(0)} samples/s: ${(100 * r.efficiency).toFixed(1)}%, in all-reduce ${r.inAllReduceMs.toFixed(2)} of ${r.stepMs.toFixed(1)} ms`);
+}
+// Efficiency per pair (np=1 and np=2 run back to back), then the median: pairs share the machine's mood.
+const efficiencies = runs[2].map((r, i) => r.samplesPerSecond / (2 * runs[1][i].samplesPerSecond));
+const summary = {
+  model: 'MNIST MLP 784-128-10, Adam, batch ' + batch + ' per rank',
+  repeat,
+  steps: Number(steps),
+  samplesPerSecond: { np1: median(runs[1].map((r) => r.samplesPerSecond)), np2: median(runs[2].map((r) => r.samplesPerSecond)) },
+  // Headline: rank 0 alone vs both ranks data-parallel, alternating inside one job.
+  scalingEfficiency: median(paired.results.map((r) => r.efficiency)),
+  pairedEfficiencies: paired.results.map((r) => r.efficiency),
+  // Separate np=1 and np=2 jobs run back to back (more exposed to the machine's drift).
+  separateJobsEfficiency: median(efficiencies),
+  separateJobsEfficiencies: efficiencies,
+  // Two independent processes at once vs one alone: the machine's own ceiling for two ranks.
+  twoProcessCeiling: median(ceilings),
+  twoProcessCeilings: ceilings,
+  stepMs: { np1: median(runs[1].map((r) => r.stepMs)), np2: median(runs[2].map((r) => r.stepMs)) },
+  // Time inside the all-reduce call, waiting for the slower rank included.
+  allReduceShareOfStep: median([...runs[2], ...paired.results].map((r) => r.inAllReduceMs / r.stepMs)),
+  // The same all-reduce alone (after a barrier): what moving the gradients costs.
+  transferShareOfStep: median(runs[2].map((r) => r.allReduceAloneMs / r.stepMs)),
+  gradientBytes: runs[2][0].gradientBytes,
+  runs,
+};
+console.log('\nbucket-size sweep (np=2, a 16 MiB gradient list of 64 tensors):');
+const sweep = job(2, ['--mode', 'buckets']);
+for (const row of sweep.rows) {
+  console.log(`  ${String(row.bucketBytes >> 10).padStart(6)} KiB buckets (${String(row.calls).padStart(3)} calls): sync ${row.syncMs.toFixed(2)} ms, async ${row.asyncMs.toFixed(2)} ms`);
+}
+summary.bucketSweep = sweep;
+
+console.log(`\nsamples/s: np=1 ${summary.samplesPerSecond.np1.toFixed(0)}, np=2 ${summary.samplesPerSecond.np2.toFixed(0)}`);
+console.log(`scaling efficiency at np=2, side by side in one job: ${(100 * summary.scalingEfficiency).toFixed(1)}% (rounds: ${summary.pairedEfficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
+console.log(`scaling efficiency at np=2, separate jobs: ${(100 * summary.separateJobsEfficiency).toFixed(1)}% (pairs: ${efficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
+console.log(`two independent processes at once reach ${(100 * summary.twoProcessCeiling).toFixed(1)}% of twice one alone (the machine's ceiling for 2 ranks)`);
+console.log(`share of a step in the gradient all-reduce (waiting included): ${(100 * summary.allReduceShareOfStep).toFixed(1)}%`);
+console.log(`share of a step moving the gradients (${(summary.gradientBytes / 1024).toFixed(0)} KiB, all-reduce alone): ${(100 * summary.transferShareOfStep).toFixed(2)}%`);
+writeFileSync(join(resultsDir, 'training.json'), JSON.stringify(summary, null, 1));
+writeFileSync(join(resultsDir, 'training.svg'), svg(summary));
+console.log(`wrote ${join(resultsDir, 'training.json')} and training.svg`);
+
+function svg(s) {
+  const w = 640;
+  const h = 360;
+  const max = Math.max(s.samplesPerSecond.np1 * 2, s.samplesPerSecond.np2) * 1.1;
+  const bar = (x, value, color, label) => {
+    const height = (value / max) * 240;
+    return `<rect x="${x}" y="${290 - height}" width="90" height="${height}" fill="${color}"/>` +
+      `<text x="${x + 45}" y="${285 - height}" text-anchor="middle" font-size="13">${value.toFixed(0)}</text>` +
+      `<text x="${x + 45}" y="310" text-anchor="middle" font-size="13">${label}</text>`;
+  };
+  const comm = s.allReduceShareOfStep;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">
+<rect width="${w}" height="${h}" fill="white"/>
+<text x="20" y="28" font-size="16" font-weight="bold">Braid data-parallel training: ${s.model}</text>
+<text x="20" y="48" font-size="13">samples/s (median of ${s.repeat} alternating runs); scaling efficiency at np=2: ${(100 * s.scalingEfficiency).toFixed(1)}% side by side,</text>
+<text x="20" y="66" font-size="13">${(100 * s.separateJobsEfficiency).toFixed(1)}% in separate jobs; two independent processes reach ${(100 * s.twoProcessCeiling).toFixed(1)}% of 2x</text>
+<line x1="40" y1="290" x2="420" y2="290" stroke="black"/>
+${bar(60, s.samplesPerSecond.np1, '#4e79a7', 'np=1')}
+${bar(180, s.samplesPerSecond.np2, '#f28e2b', 'np=2')}
+${bar(300, s.samplesPerSecond.np1 * 2, '#bab0ac', 'ideal np=2')}
+<text x="450" y="90" font-size="13" font-weight="bold">np=2 step time</text>
+<rect x="450" y="100" width="40" height="${(1 - comm) * 180}" fill="#59a14f"/>
+<rect x="450" y="${100 + (1 - comm) * 180}" width="40" height="${comm * 180}" fill="#e15759"/>
+<text x="500" y="150" font-size="12">compute ${(100 * (1 - comm)).toFixed(1)}%</text>
+<text x="500" y="${100 + (1 - comm) * 180 + 12}" font-size="12">all-reduce ${(100 * comm).toFixed(1)}%</text>
+<text x="500" y="300" font-size="11">(moving bytes alone: ${(100 * s.transferShareOfStep).toFixed(2)}%)</text>
+</svg>
+`;
+}

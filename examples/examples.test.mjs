@@ -1,0 +1,42 @@
+// The examples, run as users run them: `braid run -np 2 ...`. The demo must reach the accuracy
+// the README promises.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { describe, expect, it } from 'vitest';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const braid = join(here, '..', 'packages', 'trainer', 'dist', 'cli.js');
+const run = (args) => spawnSync(process.execPath, [braid, 'run', '-np', '2', ...args], { encoding: 'utf8', env: { ...process.env, BRAID_PROGRESS: 'lines' }, timeout: 600_000 });
+
+describe('examples', () => {
+  it('the MNIST MLP demo reaches test accuracy >= 0.92 on 2 ranks and prints it', () => {
+    const json = join(mkdtempSync(join(tmpdir(), 'braid-demo-')), 'result.json');
+    const result = run([join(here, 'mnist', 'mlp.mjs'), '--json', json]);
+    expect(result.status, result.stderr).toBe(0);
+    const line = result.stdout.split('\n').find((l) => l.startsWith('test accuracy: '));
+    expect(line).toMatch(/^test accuracy: 0\.\d{4}$/);
+    const summary = JSON.parse(readFileSync(json, 'utf8'));
+    expect(summary.size).toBe(2);
+    expect(summary.accuracy).toBeGreaterThanOrEqual(0.92);
+    expect(Number(line.slice(15))).toBeCloseTo(summary.accuracy, 4);
+    // One plain line per epoch in a log, from rank 0 only.
+    expect(result.stdout.split('\n').filter((l) => l.startsWith('epoch ')).length).toBe(5);
+  });
+
+  it('the custom loop trains with minimizeAsync', () => {
+    const result = run([join(here, 'custom-loop.mjs'), '--epochs', '1']);
+    expect(result.status, result.stderr).toBe(0);
+    const accuracy = Number(result.stdout.match(/test accuracy (0\.\d+)/)[1]);
+    expect(accuracy).toBeGreaterThan(0.8);
+  });
+
+  it('the CNN runs (a few steps: it is slow on the pure-JS backend)', () => {
+    const result = run([join(here, 'mnist', 'cnn.mjs'), '--epochs', '1', '--train-rows', '128', '--test-rows', '64', '--batch', '32']);
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/test accuracy: 0\.\d{4}/);
+  });
+});
