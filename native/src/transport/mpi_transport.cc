@@ -1,5 +1,7 @@
 #include "transport/mpi_transport.h"
 
+#include "common/backoff.h"
+
 #include <algorithm>
 #include <climits>
 #include <string>
@@ -143,12 +145,16 @@ RequestId MpiTransport::irecv(int peer, void* data, size_t bytes) {
 void MpiTransport::wait(RequestId request) {
   auto& parts = requests_[request];
   unsigned spins = 0;
+  Backoff backoff;
   for (;;) {
     int flag = 0;
     checkMpi(MPI_Testall(static_cast<int>(parts.size()), parts.data(), &flag, MPI_STATUSES_IGNORE),
              "MPI_Testall");
     if (flag) break;
-    if ((++spins & 1023u) == 0 && std::chrono::steady_clock::now() > deadline_) {
+    // Keep calling MPI_Testall at full speed while the transfer is moving (it drives progress);
+    // back off only once the peer is evidently late.
+    if (++spins > 4096) backoff.pause();
+    if ((spins & 1023u) == 0 && std::chrono::steady_clock::now() > deadline_) {
       const int p = peers_[request];
       const std::string what = p >= 0 ? "a send to rank " + std::to_string(p) : "a receive from rank " + std::to_string(-2 - p);
       throw BraidException(ErrorCode::kTimeout,

@@ -1,5 +1,7 @@
 #include "transport/shm_transport.h"
 
+#include "common/backoff.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -90,20 +92,15 @@ std::vector<int> ShmTransport::waitFor(uint64_t epoch, std::chrono::steady_clock
                                        const std::function<void(const std::vector<int>&)>& onStall) {
   const auto start = std::chrono::steady_clock::now();
   bool warned = !onStall;
-  unsigned spins = 0;
+  Backoff backoff;
+  unsigned checks = 0;
   for (int r = 0; r < size_; ++r) {
     while (flag(r)->load(std::memory_order_acquire) < epoch) {
-      ++spins;
-      if (spins < 256) {
-#if defined(__x86_64__)
-        __builtin_ia32_pause();
-#endif
-        continue;
-      }
-      // Yield: with more ranks than cores the rank we wait for may need this core.
-      std::this_thread::yield();
-      if (progress_ && (spins & 15u) == 0) progress_();
-      if ((spins & 255u) != 0) continue;
+      backoff.pause();
+      if (!backoff.slow()) continue;
+      ++checks;
+      if (progress_ && (checks & 15u) == 0) progress_();
+      if ((checks & 255u) != 0) continue;
       const auto now = std::chrono::steady_clock::now();
       const bool late = now > deadline;
       if (!late && (warned || now - start < stallAfter)) continue;
