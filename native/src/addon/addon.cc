@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "addon/compress_binding.h"
 #include "common/status.h"
 #include "engine/engine.h"
 #include "kernels/cuda/cuda_info.h"
@@ -316,6 +317,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("submit", Napi::Function::New(env, Submit));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("shutdown", Napi::Function::New(env, Shutdown));
+  initCompressBinding(env, exports);
   return exports;
 }
 

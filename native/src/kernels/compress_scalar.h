@@ -1,0 +1,56 @@
+// The per-element rules of the compression kernels, shared by the CPU variants
+// (compress_impl.h) and the CUDA kernels (cuda/compress.cu) so both give the same bits.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define BRAID_HD __host__ __device__ __forceinline__
+#else
+#define BRAID_HD inline
+#endif
+
+namespace braid {
+namespace rules {
+
+// A counter-based generator: element i's uniform draw depends only on (seedA, seedB, i), so any
+// thread or vector lane computes it on its own and every rank with the same seeds draws the same.
+BRAID_HD uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+// Uniform in [0, 1) with 24 random bits.
+BRAID_HD float uniformAt(uint32_t seedA, uint32_t seedB, uint32_t i) {
+  return static_cast<float>(mix32(mix32(i ^ seedA) + seedB) >> 8) * (1.0f / 16777216.0f);
+}
+
+// int8 with a per-block scale: q = round-half-even(x / scale), clamped to [-127, 127];
+// scale = maxAbs / 127 (a zero block has scale 0 and codes 0).
+BRAID_HD int8_t int8Code(float x, float inverseScale) {
+  float q = x * inverseScale;
+  q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
+#if defined(__CUDA_ARCH__)
+  return static_cast<int8_t>(__float2int_rn(q));
+#else
+  return static_cast<int8_t>(__builtin_rintf(q));
+#endif
+}
+
+// QSGD (Alistarh et al. 2017) with s levels: |x| / norm * s = l + p (0 <= p < 1) is sent as l + 1
+// with probability p, else l: unbiased. The code keeps the sign: +-level.
+template <class Code>
+BRAID_HD Code qsgdCode(float x, float scale /* levels / norm */, float u, int32_t levels) {
+  const float a = x < 0 ? -x : x;
+  const float level = a * scale;
+  int32_t l = static_cast<int32_t>(level);  // floor: level >= 0
+  const float p = level - static_cast<float>(l);
+  l += (u < p) ? 1 : 0;
+  l = l > levels ? levels : l;
+  return static_cast<Code>(x < 0 ? -l : l);
+}
+
+}  // namespace rules
+}  // namespace braid
