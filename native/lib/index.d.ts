@@ -50,6 +50,35 @@ export interface Addon {
   submit(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false): Promise<SplitResult | null | undefined>;
   info(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } };
   shutdown(): void;
+  /** The compression kernels (synchronous, on the caller's thread; arguments checked by @braid/compression). */
+  compress: CompressKernels;
+}
+
+export interface CompressKernels {
+  /** The vector ISA the kernels run with: 'avx512', 'avx2' or 'generic'. */
+  isa: string;
+  castToHalf(input: Float32Array, output: Uint16Array, bfloat16: boolean): void;
+  castFromHalf(input: Uint16Array, output: Float32Array, bfloat16: boolean, accumulate: boolean): void;
+  sumSquares(x: Float32Array): number;
+  sumAbs(x: Float32Array): number;
+  int8Encode(x: Float32Array, blockSize: number, scales: Float32Array, codes: Int8Array): void;
+  int8Decode(codes: Int8Array, scales: Float32Array, blockSize: number, output: Float32Array, accumulate: boolean): void;
+  signEncode(x: Float32Array, bits: Uint8Array): void;
+  signDecode(bits: Uint8Array, scale: number, output: Float32Array, accumulate: boolean): void;
+  qsgdEncode(x: Float32Array, norm: number, levels: number, seedA: number, seedB: number, codes: Int8Array | Int16Array): void;
+  qsgdDecode(codes: Int8Array | Int16Array, norm: number, levels: number, output: Float32Array, accumulate: boolean): void;
+  topk(x: Float32Array, k: number, indices: Uint32Array, values: Float32Array): void;
+  randomk(n: number, k: number, seedA: number, seedB: number, indices: Uint32Array): void;
+  gather(x: Float32Array, indices: Uint32Array, values: Float32Array): void;
+  /** false when an index is out of range or the indices do not ascend. */
+  scatter(indices: Uint32Array, values: Float32Array, output: Float32Array, accumulate: boolean): boolean;
+  subtract(a: Float32Array, b: Float32Array, output: Float32Array): void;
+  add(a: Float32Array, b: Float32Array, output: Float32Array): void;
+  checksum(bytes: Uint8Array): number;
+  powerP(m: Float32Array, rows: number, cols: number, qt: Float32Array, rank: number, pt: Float32Array): void;
+  powerQ(m: Float32Array, rows: number, cols: number, pt: Float32Array, rank: number, qt: Float32Array): void;
+  orthonormalize(pt: Float32Array, rank: number, rows: number): void;
+  powerReconstruct(pt: Float32Array, qt: Float32Array, rank: number, rows: number, cols: number, output: Float32Array, accumulate: boolean): void;
 }
 
 /** The addon; throws an Error with code 'BACKEND_UNAVAILABLE' saying how to build it. */
