@@ -24,7 +24,8 @@ BRAID_HD uint32_t mix32(uint32_t x) {
 }
 // Uniform in [0, 1) with 24 random bits.
 BRAID_HD float uniformAt(uint32_t seedA, uint32_t seedB, uint32_t i) {
-  return static_cast<float>(mix32(mix32(i ^ seedA) + seedB) >> 8) * (1.0f / 16777216.0f);
+  // Through int32 (the value is below 2^24): unsigned-to-float conversion does not vectorize on AVX2.
+  return static_cast<float>(static_cast<int32_t>(mix32(mix32(i ^ seedA) + seedB) >> 8)) * (1.0f / 16777216.0f);
 }
 
 // int8 with a per-block scale: q = round-half-even(x / scale), clamped to [-127, 127];

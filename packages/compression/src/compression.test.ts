@@ -248,3 +248,20 @@ describe('options', () => {
     expect(() => ef.compress(new Float32Array(5))).toThrow(/length changed from 4 to 5/);
   });
 });
+
+describe('kernel variants', () => {
+  it('generic, AVX2 and AVX-512 kernels give every compressor the same payload bits', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const script = fileURLToPath(new URL('./test-support/digests.mjs', import.meta.url));
+    const runs = ['generic', 'avx2', 'avx512'].map((isa) => {
+      const r = spawnSync(process.execPath, [script], { env: { ...process.env, BRAID_ISA: isa }, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Record<string, string>;
+    });
+    const [first, ...others] = runs.map(({ isa: _isa, ...digests }) => digests);
+    for (const other of others) expect(other).toEqual(first);
+    // Which variants actually ran depends on this CPU (an unsupported one falls back).
+    expect(runs[0]!.isa).toBe('generic');
+  });
+});
