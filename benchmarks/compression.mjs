@@ -2,7 +2,8 @@
 // The compression benchmark: every native kernel beside memcpy (GB/s of float32 input, same
 // process), top-k beside numpy.argpartition on the same 16M floats, and compressed all-reduce of
 // a 64 MiB gradient at np=2 beside the uncompressed one (time and bytes on the wire).
-// Writes results/compression.json.   node benchmarks/compression.mjs [--quick]
+// With --accuracy, also the MNIST demo's final test accuracy with each compressor beside none.
+// Writes results/compression.json.   node benchmarks/compression.mjs [--quick] [--accuracy]
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -68,6 +69,26 @@ console.log(`\ncompressed all-reduce of ${allreduce.elements} float32 (64 MiB), 
 console.log(`${'compressor'.padEnd(26)} ${'ms'.padStart(9)} ${'x time'.padStart(8)} ${'wire MiB'.padStart(9)} ${'x bytes'.padStart(8)}`);
 for (const r of allreduce.rows) {
   console.log(`${r.name.padEnd(26)} ${r.ms.toFixed(1).padStart(9)} ${(r.ms / base.ms).toFixed(2).padStart(8)} ${(r.wireBytes / 2 ** 20).toFixed(2).padStart(9)} ${(r.wireBytes / base.wireBytes).toFixed(4).padStart(8)}`);
+}
+if (process.argv.includes('--accuracy')) {
+  // The demo is seeded (weights, data order, compressor streams): each figure is reproducible.
+  const braid = join(dirname(here), 'packages', 'trainer', 'dist', 'cli.js');
+  const demo = join(dirname(here), 'examples', 'mnist', 'mlp.mjs');
+  summary.accuracy = {};
+  for (const compression of ['none', 'fp16', 'bf16', 'topk', 'powersgd', 'randomk', 'qsgd', 'int8', 'sign']) {
+    const out = join(resultsDir, `compression-accuracy-${compression}.json`);
+    const r = spawnSync(process.execPath, [braid, 'run', '-np', '2', demo, '--compression', compression, '--json', out], { env: { ...process.env, BRAID_PROGRESS: 'none' }, stdio: 'inherit' });
+    if (r.status !== 0) process.exit(1);
+    const result = JSON.parse(readFileSync(out, 'utf8'));
+    summary.accuracy[compression] = { accuracy: result.accuracy, samplesPerSecond: result.samplesPerSecond };
+  }
+  const base = summary.accuracy.none.accuracy;
+  console.log('\nMNIST demo (MLP, 2 ranks, 5 epochs), final test accuracy:');
+  for (const [name, r] of Object.entries(summary.accuracy)) {
+    const note = name === 'none' ? '' : ` (${((r.accuracy - base) * 100).toFixed(2)} points)`;
+    const setup = { topk: 'top-k 1% + EF', powersgd: 'PowerSGD rank 4 + EF', randomk: 'random-k 1% + EF', qsgd: 'QSGD s=127 + EF', int8: 'int8 + EF', sign: 'sign + EF' }[name] ?? name;
+    console.log(`  ${setup.padEnd(22)} ${r.accuracy.toFixed(4)}${note}`);
+  }
 }
 writeFileSync(join(resultsDir, 'compression.json'), JSON.stringify(summary, null, 1));
 console.log(`wrote ${join(resultsDir, 'compression.json')}`);

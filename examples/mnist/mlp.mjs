@@ -1,12 +1,15 @@
 // The demo: MNIST with a multi-layer perceptron, trained data-parallel on every rank started by
 // `braid run -np N` (or mpirun). Rank 0 shows progress and prints the test accuracy.
 //
-//   braid run -np 2 examples/mnist/mlp.mjs [--epochs 5] [--batch 32] [--compression none|fp16|bf16]
-//                                          [--checkpoint-dir ckpt] [--json result.json]
+//   braid run -np 2 examples/mnist/mlp.mjs [--epochs 5] [--batch 32] [--checkpoint-dir ckpt] [--json result.json]
+//        [--compression none|fp16|bf16|topk|randomk|qsgd|int8|sign|powersgd]
+// topk and randomk keep 1% of each bucket, qsgd uses 127 levels, powersgd rank 4; those
+// and int8 and sign run with error feedback.
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { init } from '@braid/collectives';
+import { createCompressor, ErrorFeedback } from '@braid/compression';
 import { DataParallel, scaleLearningRate } from '@braid/strategies';
 import { fit } from '@braid/trainer';
 import * as tf from '@tensorflow/tfjs';
@@ -26,7 +29,11 @@ const { values: args } = parseArgs({
 
 tf.enableProdMode(); // quiet tfjs's "install tfjs-node" banner on every rank
 const comm = await init();
-const dp = new DataParallel(comm, { compression: args.compression });
+const compressorOptions = { ratio: 0.01, levels: 127, rank: 4, seed: 7 };
+const compression = ['none', 'fp16', 'bf16'].includes(args.compression)
+  ? args.compression
+  : () => new ErrorFeedback(createCompressor(args.compression, compressorOptions));
+const dp = new DataParallel(comm, { compression });
 const { train, test } = loadMnist(tf);
 const seed = Number(args.seed);
 

@@ -27,6 +27,9 @@ describe('a world of one', async () => {
     const gathered = await comm.allGather(new Int8Array([1, -2]));
     expect(gathered).toBeInstanceOf(Int8Array);
     expect(Array.from(gathered)).toEqual([1, -2]);
+    const gatheredSync = comm.allGatherSync(new Uint16Array([7]), { dtype: 'bfloat16' });
+    expect(gatheredSync).toBeInstanceOf(Uint16Array);
+    expect(Array.from(gatheredSync)).toEqual([7]);
     const block = await comm.reduceScatter(new Float64Array([1, 2]));
     expect(Array.from(block)).toEqual([1, 2]);
     await comm.barrier();

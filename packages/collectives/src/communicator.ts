@@ -124,12 +124,23 @@ export class Communicator {
 
   /** Resolves to a new array of size x buf.length: every rank's `buf`, in rank order. */
   async allGather<T extends CollectiveBuffer>(buf: T, options?: GatherOptions): Promise<T> {
-    const o = checkOptions('allGather', options);
-    const dtype = resolveDType('allGather', buf, o.dtype);
-    const out = newLike(buf, buf.length * this.size);
-    const spec: OpSpec = { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], name: checkName('allGather', o.name) };
+    const { spec, out } = this.#allGatherSpec('allGather', buf, options);
     await this.#run(spec, buf, out);
     return out;
+  }
+
+  /** allGather for callers that cannot await (a compressed gradient inside LayersModel.fit). */
+  allGatherSync<T extends CollectiveBuffer>(buf: T, options?: GatherOptions): T {
+    const { spec, out } = this.#allGatherSpec('allGatherSync', buf, options);
+    this.#runSync(spec, buf, out);
+    return out;
+  }
+
+  #allGatherSpec<T extends CollectiveBuffer>(method: string, buf: T, options: GatherOptions | undefined): { spec: OpSpec; out: T } {
+    const o = checkOptions(method, options);
+    const dtype = resolveDType(method, buf, o.dtype);
+    const out = newLike(buf, buf.length * this.size);
+    return { spec: { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], name: checkName(method, o.name) }, out };
   }
 
   /**

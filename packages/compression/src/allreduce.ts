@@ -1,6 +1,10 @@
 // Compressed all-reduce: fp16 / bf16 travel through the ring (accumulated in float32 at every
 // hop); sparse and quantized payloads are all-gathered and every rank decodes and sums them in
 // rank order (so every rank gets the same bits); PowerSGD runs its two small all-reduces.
+//
+// The steps are written once, as a generator that yields the collectives it needs; one driver
+// awaits them (allReduceCompressed), the other blocks on them (allReduceCompressedSync, for
+// LayersModel.fit's synchronous optimizer step).
 import { type Communicator, InvalidArgumentError } from '@braid/collectives';
 
 import { type Compressor, PowerSgdCompressor, reconstruct } from './compressors.js';
@@ -11,24 +15,33 @@ export interface CompressedAllReduceOptions {
   op?: 'sum' | 'avg';
 }
 
+type Collective =
+  | { kind: 'allReduce'; buf: Float32Array | Uint16Array; op: 'sum' | 'avg'; dtype?: 'float16' | 'bfloat16' }
+  | { kind: 'allGather'; buf: Uint8Array };
+
 function scale(x: Float32Array, factor: number): void {
   for (let i = 0; i < x.length; i++) x[i] = x[i]! * factor;
 }
 
-/** Reduces `x` across all ranks in place through `compressor`; resolves to `x`. */
-export async function allReduceCompressed(comm: Communicator, x: Float32Array, compressor: Compressor, options: CompressedAllReduceOptions = {}): Promise<Float32Array> {
-  if (!comm || typeof comm.allGather !== 'function') throw new InvalidArgumentError('allReduceCompressed: the first argument must be a Communicator');
-  if (!(x instanceof Float32Array)) throw new InvalidArgumentError('allReduceCompressed: x must be a Float32Array');
-  if (!compressor || typeof compressor.compress !== 'function') throw new InvalidArgumentError('allReduceCompressed: pass a compressor from createCompressor() (or an ErrorFeedback)');
+function check(comm: Communicator, x: unknown, compressor: unknown, options: CompressedAllReduceOptions, method: string): 'sum' | 'avg' {
+  if (!comm || typeof (comm as Communicator).allGather !== 'function') throw new InvalidArgumentError(`${method}: the first argument must be a Communicator`);
+  if (!(x instanceof Float32Array)) throw new InvalidArgumentError(`${method}: x must be a Float32Array`);
+  if (!compressor || typeof (compressor as Compressor).compress !== 'function') {
+    throw new InvalidArgumentError(`${method}: pass a compressor from createCompressor() (or an ErrorFeedback)`);
+  }
   const op = options.op ?? 'sum';
-  if (op !== 'sum' && op !== 'avg') throw new InvalidArgumentError(`allReduceCompressed: op must be 'sum' or 'avg'; got ${JSON.stringify(op)}`);
+  if (op !== 'sum' && op !== 'avg') throw new InvalidArgumentError(`${method}: op must be 'sum' or 'avg'; got ${JSON.stringify(op)}`);
+  return op;
+}
+
+function* steps(size: number, x: Float32Array, compressor: Compressor, op: 'sum' | 'avg'): Generator<Collective, Float32Array, Uint8Array | undefined> {
   const feedback = compressor instanceof ErrorFeedback ? compressor : undefined;
   const inner = feedback ? feedback.inner : compressor;
   const k = kernels();
 
   if (inner.name === 'none') {
-    if (feedback) feedback.corrected(x); // keeps the residual (all zeros) sized; nothing is lost
-    await comm.allReduce(x, { op });
+    if (feedback) feedback.corrected(x); // sizes the residual, which stays zero: nothing is lost
+    yield { kind: 'allReduce', buf: x, op };
     return x;
   }
 
@@ -42,36 +55,68 @@ export async function allReduceCompressed(comm: Communicator, x: Float32Array, c
       k.castFromHalf(wire, sent, bf16, false);
       feedback.remember(source, sent);
     }
-    await comm.allReduce(wire, { op, dtype: bf16 ? 'bfloat16' : 'float16' });
+    yield { kind: 'allReduce', buf: wire, op, dtype: bf16 ? 'bfloat16' : 'float16' };
     k.castFromHalf(wire, x, bf16, false);
     return x;
   }
 
   if (inner instanceof PowerSgdCompressor) {
+    if (x.length === 0) return x;
     const source = feedback ? feedback.corrected(x) : x;
     const { rows, cols, r } = inner.dims(x.length);
-    if (x.length === 0) return x;
     const m = inner.matrix(source, rows, cols);
     const pt = new Float32Array(r * rows);
     const qt = new Float32Array(r * cols);
     k.powerP(m, rows, cols, inner.startQ(r, cols), r, pt);
-    await comm.allReduce(pt, { op: 'avg' });
+    yield { kind: 'allReduce', buf: pt, op: 'avg' };
     k.orthonormalize(pt, r, rows);
     k.powerQ(m, rows, cols, pt, r, qt);
-    await comm.allReduce(qt, { op: 'avg' });
+    yield { kind: 'allReduce', buf: qt, op: 'avg' };
     inner.keepQ(qt);
     // Every rank now holds the same P and Q: the approximation of the ranks' mean.
     reconstruct(pt, qt, r, rows, cols, x, false);
     if (feedback) feedback.remember(source, x);
-    if (op === 'sum') scale(x, comm.size);
+    if (op === 'sum') scale(x, size);
     return x;
   }
 
   const { payload } = compressor.compress(x);
-  const all = (await comm.allGather(payload)) as Uint8Array;
+  const all = (yield { kind: 'allGather', buf: payload })!;
   const bytes = payload.length;
   x.fill(0);
-  for (let r = 0; r < comm.size; r++) inner.decompress(all.subarray(r * bytes, (r + 1) * bytes), x, true);
-  if (op === 'avg') scale(x, 1 / comm.size);
+  for (let r = 0; r < size; r++) inner.decompress(all.subarray(r * bytes, (r + 1) * bytes), x, true);
+  if (op === 'avg') scale(x, 1 / size);
   return x;
+}
+
+/** Reduces `x` across all ranks in place through `compressor`; resolves to `x`. */
+export async function allReduceCompressed(comm: Communicator, x: Float32Array, compressor: Compressor, options: CompressedAllReduceOptions = {}): Promise<Float32Array> {
+  const op = check(comm, x, compressor, options, 'allReduceCompressed');
+  const plan = steps(comm.size, x, compressor, op);
+  let step = plan.next();
+  while (!step.done) {
+    const c = step.value;
+    if (c.kind === 'allGather') step = plan.next((await comm.allGather(c.buf)) as Uint8Array);
+    else {
+      await comm.allReduce(c.buf, c.dtype ? { op: c.op, dtype: c.dtype } : { op: c.op });
+      step = plan.next(undefined);
+    }
+  }
+  return step.value;
+}
+
+/** allReduceCompressed for callers that cannot await; blocks until done. */
+export function allReduceCompressedSync(comm: Communicator, x: Float32Array, compressor: Compressor, options: CompressedAllReduceOptions = {}): Float32Array {
+  const op = check(comm, x, compressor, options, 'allReduceCompressedSync');
+  const plan = steps(comm.size, x, compressor, op);
+  let step = plan.next();
+  while (!step.done) {
+    const c = step.value;
+    if (c.kind === 'allGather') step = plan.next(comm.allGatherSync(c.buf) as Uint8Array);
+    else {
+      comm.allReduceSync(c.buf, c.dtype ? { op: c.op, dtype: c.dtype } : { op: c.op });
+      step = plan.next(undefined);
+    }
+  }
+  return step.value;
 }

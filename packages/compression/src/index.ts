@@ -8,7 +8,7 @@ export {
   matrixShape,
 } from './compressors.js';
 export { ErrorFeedback } from './error-feedback.js';
-export { allReduceCompressed, type CompressedAllReduceOptions } from './allreduce.js';
+export { allReduceCompressed, allReduceCompressedSync, type CompressedAllReduceOptions } from './allreduce.js';
 export { KINDS as COMPRESSOR_NAMES } from './payload.js';
 
 import { loadAddon } from '@braid/native';

@@ -9,11 +9,12 @@ import { describe, expect, it } from 'vitest';
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
 
 describe.each([2, 3, 4])('np=%i', (np) => {
-  it('allReduceCompressed: every compressor, sum and avg, with and without error feedback', async () => {
+  it('allReduceCompressed (and its blocking form): every compressor, sum and avg, with and without error feedback', async () => {
     const job = await mpirunScript(np, worker, []);
     expect(job.code, job.stderr).toBe(0);
     expect(job.results).toHaveLength(np);
-    const cases = job.results[0]!.cases as Record<string, { digest: string; relativeError: number; maxExact: number }>;
+    const cases = job.results[0]!.cases as Record<string, { digest: string; syncDigest: string; relativeError: number; maxExact: number }>;
+    for (const [name, c] of Object.entries(cases)) expect({ name, sync: c.syncDigest }).toEqual({ name, sync: c.digest });
     for (const r of job.results) {
       for (const [name, c] of Object.entries(r.cases as typeof cases)) expect({ name, digest: c.digest }).toEqual({ name, digest: cases[name]!.digest });
     }

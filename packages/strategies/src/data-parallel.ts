@@ -17,7 +17,10 @@ export const DEFAULT_BUCKET_BYTES = 4 << 20;
 export interface DataParallelOptions {
   /** Gradients are fused into buckets of at most this many bytes (default 4 MiB). */
   bucketBytes?: number;
-  /** 'fp16' / 'bf16' send half-precision gradients (accumulated in float32 at every hop). */
+  /**
+   * 'fp16' / 'bf16' send half-precision gradients (accumulated in float32 at every hop); a
+   * function returning a @braid/compression compressor (one is made per bucket) sends its payloads.
+   */
   compression?: Compression;
   /** Average and apply the gradients once every this many local steps (default 1). */
   accumulationSteps?: number;
@@ -69,8 +72,15 @@ export class DataParallel {
     this.accumulationSteps = positiveInteger('accumulationSteps', options.accumulationSteps, 1);
     this.localSgdSteps = positiveInteger('localSgdSteps', options.localSgdSteps, 0, 0);
     this.compression = options.compression ?? 'none';
-    if (!COMPRESSIONS.includes(this.compression)) {
-      throw new InvalidArgumentError(`DataParallel: compression must be one of ${COMPRESSIONS.map((c) => `'${c}'`).join(', ')}; got ${JSON.stringify(options.compression)}`);
+    if (typeof this.compression === 'function') {
+      const probe = this.compression();
+      if (!probe || typeof probe.compress !== 'function' || typeof probe.decompress !== 'function') {
+        throw new InvalidArgumentError('DataParallel: a compression function must return a compressor, e.g. () => createCompressor(\'topk\', { ratio: 0.01 })');
+      }
+    } else if (!COMPRESSIONS.includes(this.compression)) {
+      throw new InvalidArgumentError(
+        `DataParallel: compression must be one of ${COMPRESSIONS.map((c) => `'${c}'`).join(', ')}, or a function returning a @braid/compression compressor; got ${JSON.stringify(options.compression)}`,
+      );
     }
     this.algorithm = options.algorithm ?? 'auto';
     if (!ALGORITHMS.includes(this.algorithm)) {

@@ -44,6 +44,15 @@ describe.each([2, 3])('np=%i', (np) => {
     }
   });
 
+  it('@braid/compression compressors (top-k, PowerSGD, QSGD with error feedback) keep the ranks bitwise identical', async () => {
+    for (const compression of ['topk', 'powersgd', 'qsgd']) {
+      const results = await run(np, 'fit', { COMPRESSION: compression });
+      const digests = same(results, (r) => r.digests);
+      expect(new Set(digests).size).toBe(3);
+      expect(results[0]!.stats.bytesReduced).toBeLessThan(18 * 804 * 4);
+    }
+  });
+
   it('N ranks x B rows give the weights of one process on N*B rows (plain SGD), sync and async', async () => {
     const results = await run(np, 'equivalence');
     for (const path of ['sync', 'async']) {

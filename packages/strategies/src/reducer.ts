@@ -2,12 +2,19 @@
 // LayersModel.fit (its optimizer step cannot await); the asynchronous one pipelines: bucket i is
 // on the wire while bucket i+1 is read out of its tensors.
 import type { AllReduceAlgorithm, Communicator } from '@braid/collectives';
+import { allReduceCompressed, allReduceCompressedSync, type Compressor } from '@braid/compression';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { type Bucket, layoutKey, planBuckets } from './buckets.js';
 import { decodeHalf, encodeHalf } from './half.js';
 
-export type Compression = 'none' | 'fp16' | 'bf16';
+/**
+ * 'none', 'fp16' or 'bf16' (half precision on the wire, accumulated in float32 at every hop), or
+ * a function making a @braid/compression compressor, called once per bucket (compressors with
+ * state, ErrorFeedback's residual or PowerSGD's warm start, need one each), e.g.
+ * `() => new ErrorFeedback(createCompressor('topk', { ratio: 0.01 }))`.
+ */
+export type Compression = 'none' | 'fp16' | 'bf16' | (() => Compressor);
 
 export interface ReducerOptions {
   bucketBytes: number;
@@ -33,8 +40,10 @@ export interface Layout {
   buckets: Bucket[];
   /** One float32 buffer per bucket, reused step after step. */
   flat: Float32Array[];
-  /** The float16 / bfloat16 copy that travels when compression is on. */
+  /** The float16 / bfloat16 copy that travels when compression is 'fp16' / 'bf16'. */
   wire: Uint16Array[] | null;
+  /** One compressor per bucket when compression is a compressor factory. */
+  compressors: Compressor[] | null;
 }
 
 export class GradientReducer {
@@ -50,14 +59,17 @@ export class GradientReducer {
     const lengths = tensors.map((t) => t.size);
     const key = layoutKey(lengths);
     if (this.layout?.key === key) return this.layout;
-    const buckets = planBuckets(lengths, this.options.bucketBytes, this.options.compression === 'none' ? 4 : 2);
+    const compression = this.options.compression;
+    const half = compression === 'fp16' || compression === 'bf16';
+    const buckets = planBuckets(lengths, this.options.bucketBytes, half ? 2 : 4);
     this.layout = {
       key,
       shapes: tensors.map((t) => t.shape.slice()),
       lengths,
       buckets,
       flat: buckets.map((b) => new Float32Array(b.length)),
-      wire: this.options.compression === 'none' ? null : buckets.map((b) => new Uint16Array(b.length)),
+      wire: half ? buckets.map((b) => new Uint16Array(b.length)) : null,
+      compressors: typeof compression === 'function' ? buckets.map(() => compression()) : null,
     };
     return this.layout;
   }
@@ -75,6 +87,14 @@ export class GradientReducer {
       const started = performance.now();
       const flat = layout.flat[b]!;
       const wire = layout.wire?.[b];
+      const compressor = layout.compressors?.[b];
+      if (compressor) {
+        allReduceCompressedSync(this.comm, flat, compressor, { op: 'avg' });
+        this.stats.allReduceCalls++;
+        this.stats.bytesReduced += compressor.payloadBytes(flat.length);
+        this.stats.communicationMs += performance.now() - started;
+        continue;
+      }
       if (wire) {
         const dtype = this.wireDtype();
         encodeHalf(flat, wire, dtype);
@@ -124,6 +144,13 @@ export class GradientReducer {
         const values = await Promise.all(bucket.slots.map((slot) => tensors[slot.tensor]!.data()));
         bucket.slots.forEach((slot, i) => flat.set(readFloat32(values[i]!), slot.offset));
         const wire = layout.wire?.[b];
+        const compressor = layout.compressors?.[b];
+        if (compressor) {
+          inFlight.push(allReduceCompressed(this.comm, flat, compressor, { op: 'avg' }));
+          this.stats.allReduceCalls++;
+          this.stats.bytesReduced += compressor.payloadBytes(flat.length);
+          continue;
+        }
         if (wire) {
           const dtype = this.wireDtype();
           encodeHalf(flat, wire, dtype);

@@ -113,7 +113,8 @@ describe('DataParallel in a world of one', () => {
   it('refuses bad options with messages that say what to pass', () => {
     expect(() => new DataParallel({} as never)).toThrow(/Communicator/);
     expect(() => new DataParallel(comm, { bucketBytes: 0 })).toThrow(InvalidArgumentError);
-    expect(() => new DataParallel(comm, { compression: 'zip' as never })).toThrow(/'none', 'fp16', 'bf16'/);
+    expect(() => new DataParallel(comm, { compression: 'zip' as never })).toThrow(/'none', 'fp16', 'bf16', or a function returning/);
+    expect(() => new DataParallel(comm, { compression: (() => 42) as never })).toThrow(/must return a compressor/);
     expect(() => new DataParallel(comm, { algorithm: 'fast' as never })).toThrow(/algorithm/);
     expect(() => new DataParallel(comm, { accumulationSteps: 1.5 })).toThrow(/accumulationSteps/);
     expect(() => new DataParallel(comm, { accumulationSteps: 2, localSgdSteps: 2 })).toThrow(/either/);

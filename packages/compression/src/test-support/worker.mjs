@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { init } from '@braid/collectives';
 import { report } from '@braid/test-support/mpirun';
 
-import { allReduceCompressed, createCompressor, ErrorFeedback } from '../../dist/index.js';
+import { allReduceCompressed, allReduceCompressedSync, createCompressor, ErrorFeedback } from '../../dist/index.js';
 
 const outDir = process.argv.at(-1);
 const comm = await init();
@@ -40,6 +40,10 @@ for (const [name, options] of [
       const compressor = createCompressor(name, options);
       const x = input(n, rank);
       await allReduceCompressed(comm, x, feedback ? new ErrorFeedback(compressor) : compressor, { op });
+      // The blocking form, from a fresh compressor of the same options, gives the same bits.
+      const y = input(n, rank);
+      const again = createCompressor(name, options);
+      allReduceCompressedSync(comm, y, feedback ? new ErrorFeedback(again) : again, { op });
       const want = Float64Array.from(exact, (v) => (op === 'avg' ? v / size : v));
       let err = 0;
       let ref = 0;
@@ -47,7 +51,7 @@ for (const [name, options] of [
         err += (v - want[i]) ** 2;
         ref += want[i] ** 2;
       });
-      cases[`${name}${options.ratio === 1 ? '(ratio 1)' : ''} ${op}${feedback ? ' +ef' : ''}`] = { digest: digest(x), relativeError: Math.sqrt(err / ref), maxExact: Math.max(...x.map((v, i) => Math.abs(v - want[i]))) };
+      cases[`${name}${options.ratio === 1 ? '(ratio 1)' : ''} ${op}${feedback ? ' +ef' : ''}`] = { digest: digest(x), syncDigest: digest(y), relativeError: Math.sqrt(err / ref), maxExact: Math.max(...x.map((v, i) => Math.abs(v - want[i]))) };
     }
   }
 }

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 
 import { init } from '@braid/collectives';
+import { createCompressor, ErrorFeedback } from '@braid/compression';
 import { report } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
@@ -61,7 +62,9 @@ const scenarios = {
   // model.fit with the wrapped optimizer and the callbacks: identical weights on every rank after
   // every epoch, though each rank trains on different rows.
   async fit() {
-    const compression = process.env.COMPRESSION ?? 'none';
+    const name = process.env.COMPRESSION ?? 'none';
+    // Other names: a @braid/compression compressor with error feedback, one per bucket.
+    const compression = ['none', 'fp16', 'bf16'].includes(name) ? name : () => new ErrorFeedback(createCompressor(name, { ratio: 0.1, rank: 2, seed: 1 }));
     const dp = new DataParallel(comm, { compression, bucketBytes: 4096 });
     const model = mlp(20, 4);
     const optimizer = dp.wrapOptimizer(tf.train.adam(0.01));
@@ -159,10 +162,10 @@ const scenarios = {
   // tf.memory().numTensors does not grow between step 2 and step 200 (3 and 201 with accumulation), on every path.
   async leaks() {
     const out = {};
-    for (const path of ['fit', 'minimize', 'minimizeAsync', 'fp16', 'accumulation', 'localsgd']) {
+    for (const path of ['fit', 'minimize', 'minimizeAsync', 'fp16', 'topk', 'accumulation', 'localsgd']) {
       const dp = new DataParallel(comm, {
         bucketBytes: 2048,
-        compression: path === 'fp16' ? 'fp16' : 'none',
+        compression: path === 'fp16' ? 'fp16' : path === 'topk' ? () => new ErrorFeedback(createCompressor('topk', { ratio: 0.1 })) : 'none',
         accumulationSteps: path === 'accumulation' ? 3 : 1,
         localSgdSteps: path === 'localsgd' ? 4 : 0,
       });
