@@ -3,8 +3,8 @@
 //
 //   braid run -np 2 examples/mnist/mlp.mjs [--epochs 5] [--batch 32] [--checkpoint-dir ckpt] [--json result.json]
 //        [--compression none|fp16|bf16|topk|randomk|qsgd|int8|sign|powersgd]
-// topk and randomk keep 1% of each bucket, qsgd uses 127 levels, powersgd rank 4; those
-// and int8 and sign run with error feedback.
+// topk and randomk keep 1% of each weight tensor, qsgd uses 127 levels, powersgd rank 4 on
+// each weight matrix; those and int8 and sign run with error feedback.
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
@@ -21,6 +21,7 @@ const { values: args } = parseArgs({
     epochs: { type: 'string', default: '5' },
     batch: { type: 'string', default: '32' },
     compression: { type: 'string', default: 'none' },
+    'compression-warmup': { type: 'string', default: '0' },
     'checkpoint-dir': { type: 'string' },
     json: { type: 'string' },
     seed: { type: 'string', default: '1' },
@@ -29,11 +30,16 @@ const { values: args } = parseArgs({
 
 tf.enableProdMode(); // quiet tfjs's "install tfjs-node" banner on every rank
 const comm = await init();
-const compressorOptions = { ratio: 0.01, levels: 127, rank: 4, seed: 7 };
+// One compressor per weight tensor, as PowerSGD and GRACE do; tensors under 1,024 values (the
+// biases) go uncompressed in the fused buckets: they are a rounding error of the bytes.
 const compression = ['none', 'fp16', 'bf16'].includes(args.compression)
   ? args.compression
-  : () => new ErrorFeedback(createCompressor(args.compression, compressorOptions));
-const dp = new DataParallel(comm, { compression });
+  : ({ shape, size }) => {
+      if (size < 1024) return undefined;
+      const options = { ratio: 0.01, levels: 127, rank: 4, seed: 7, shape: [shape[0], size / shape[0]] };
+      return new ErrorFeedback(createCompressor(args.compression, options));
+    };
+const dp = new DataParallel(comm, { compression, compressionWarmupSteps: Number(args['compression-warmup']) });
 const { train, test } = loadMnist(tf);
 const seed = Number(args.seed);
 

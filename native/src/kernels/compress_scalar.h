@@ -1,6 +1,7 @@
 // The per-element rules of the compression kernels, shared by the CPU variants
 // (compress_impl.h) and the CUDA kernels (cuda/compress.cu) so both give the same bits.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -44,13 +45,14 @@ BRAID_HD int8_t int8Code(float x, float inverseScale) {
 // with probability p, else l: unbiased. The code keeps the sign: +-level.
 template <class Code>
 BRAID_HD Code qsgdCode(float x, float scale /* levels / norm */, float u, int32_t levels) {
-  const float a = x < 0 ? -x : x;
-  const float level = a * scale;
+  // Branch-free (selects and masks only), so the CPU loop vectorizes.
+  const float level = fabsf(x) * scale;
   int32_t l = static_cast<int32_t>(level);  // floor: level >= 0
   const float p = level - static_cast<float>(l);
-  l += (u < p) ? 1 : 0;
-  l = l > levels ? levels : l;
-  return static_cast<Code>(x < 0 ? -l : l);
+  l += static_cast<int32_t>(u < p);
+  l = l < levels ? l : levels;
+  const int32_t negative = -static_cast<int32_t>(x < 0);  // all ones when negative
+  return static_cast<Code>((l ^ negative) - negative);
 }
 
 }  // namespace rules

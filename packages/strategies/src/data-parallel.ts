@@ -28,6 +28,11 @@ export interface DataParallelOptions {
   localSgdSteps?: number;
   /** The all-reduce algorithm (default 'auto'). */
   algorithm?: AllReduceAlgorithm;
+  /**
+   * With a compression function: this many gradient reductions go uncompressed first (the
+   * warm-up of Lin et al.'s Deep Gradient Compression). Default 0.
+   */
+  compressionWarmupSteps?: number;
 }
 
 /** Something whose weights can be broadcast: a LayersModel, a list of variables, or a map of them. */
@@ -73,10 +78,17 @@ export class DataParallel {
     this.localSgdSteps = positiveInteger('localSgdSteps', options.localSgdSteps, 0, 0);
     this.compression = options.compression ?? 'none';
     if (typeof this.compression === 'function') {
-      const probe = this.compression();
-      if (!probe || typeof probe.compress !== 'function' || typeof probe.decompress !== 'function') {
-        throw new InvalidArgumentError('DataParallel: a compression function must return a compressor, e.g. () => createCompressor(\'topk\', { ratio: 0.01 })');
-      }
+      const choose = this.compression;
+      // Checked on each call: a function that returns something else fails at the first step.
+      this.compression = (tensor) => {
+        const c = choose(tensor);
+        if (c !== undefined && (!c || typeof c.compress !== 'function' || typeof c.decompress !== 'function')) {
+          throw new InvalidArgumentError(
+            `DataParallel: the compression function returned ${JSON.stringify(c)} for a tensor of shape [${tensor.shape}]; return a compressor (e.g. createCompressor('topk', { ratio: 0.01 })) or undefined`,
+          );
+        }
+        return c;
+      };
     } else if (!COMPRESSIONS.includes(this.compression)) {
       throw new InvalidArgumentError(
         `DataParallel: compression must be one of ${COMPRESSIONS.map((c) => `'${c}'`).join(', ')}, or a function returning a @braid/compression compressor; got ${JSON.stringify(options.compression)}`,
@@ -89,7 +101,8 @@ export class DataParallel {
     if (this.localSgdSteps > 0 && this.accumulationSteps > 1) {
       throw new InvalidArgumentError('DataParallel: choose either accumulationSteps or localSgdSteps, not both');
     }
-    this.reducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: this.compression, algorithm: this.algorithm });
+    const compressionWarmup = positiveInteger('compressionWarmupSteps', options.compressionWarmupSteps, 0, 0);
+    this.reducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: this.compression, algorithm: this.algorithm, compressionWarmup });
   }
 
   get rank(): number {

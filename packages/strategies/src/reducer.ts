@@ -10,16 +10,20 @@ import { decodeHalf, encodeHalf } from './half.js';
 
 /**
  * 'none', 'fp16' or 'bf16' (half precision on the wire, accumulated in float32 at every hop), or
- * a function making a @braid/compression compressor, called once per bucket (compressors with
- * state, ErrorFeedback's residual or PowerSGD's warm start, need one each), e.g.
- * `() => new ErrorFeedback(createCompressor('topk', { ratio: 0.01 }))`.
+ * a function choosing a @braid/compression compressor for each gradient tensor, called once per
+ * tensor with its shape: compressors keep per-tensor state (ErrorFeedback's residual, PowerSGD's
+ * warm start) and PowerSGD wants the tensor's own matrix. Returning undefined sends that tensor
+ * uncompressed, in the fused buckets (as PowerSGD does for biases). For example
+ * `({ shape }) => shape.length > 1 ? new ErrorFeedback(createCompressor('powersgd', { rank: 4, shape: [shape[0], size / shape[0]] })) : undefined`.
  */
-export type Compression = 'none' | 'fp16' | 'bf16' | (() => Compressor);
+export type Compression = 'none' | 'fp16' | 'bf16' | ((tensor: { shape: number[]; size: number; index: number }) => Compressor | undefined);
 
 export interface ReducerOptions {
   bucketBytes: number;
   compression: Compression;
   algorithm: AllReduceAlgorithm;
+  /** Reductions sent uncompressed before the compressor takes over (DGC's warm-up). */
+  compressionWarmup: number;
 }
 
 /** What the reducer has done so far, for benchmarks and progress displays. */
@@ -42,13 +46,14 @@ export interface Layout {
   flat: Float32Array[];
   /** The float16 / bfloat16 copy that travels when compression is 'fp16' / 'bf16'. */
   wire: Uint16Array[] | null;
-  /** One compressor per bucket when compression is a compressor factory. */
-  compressors: Compressor[] | null;
+  /** With a compression function: the compressor of each bucket (undefined: a plain bucket). */
+  compressors: Array<Compressor | undefined> | null;
 }
 
 export class GradientReducer {
   readonly stats: CommunicationStats = { reductions: 0, allReduceCalls: 0, bytesReduced: 0, communicationMs: 0 };
   private layout: Layout | undefined;
+  private denseLayout: Layout | undefined;
 
   constructor(
     private readonly comm: Communicator,
@@ -58,10 +63,37 @@ export class GradientReducer {
   layoutFor(tensors: readonly tf.Tensor[]): Layout {
     const lengths = tensors.map((t) => t.size);
     const key = layoutKey(lengths);
+    const warmingUp = typeof this.options.compression === 'function' && this.stats.reductions < this.options.compressionWarmup;
+    if (warmingUp) {
+      // Dense buckets until the warm-up is over; the compressors are made afterwards.
+      if (this.denseLayout?.key !== key) {
+        const buckets = planBuckets(lengths, this.options.bucketBytes);
+        this.denseLayout = { key, shapes: tensors.map((t) => t.shape.slice()), lengths, buckets, flat: buckets.map((b) => new Float32Array(b.length)), wire: null, compressors: null };
+      }
+      return this.denseLayout;
+    }
     if (this.layout?.key === key) return this.layout;
     const compression = this.options.compression;
     const half = compression === 'fp16' || compression === 'bf16';
-    const buckets = planBuckets(lengths, this.options.bucketBytes, half ? 2 : 4);
+    let buckets: Bucket[];
+    let compressors: Array<Compressor | undefined> | null = null;
+    if (typeof compression === 'function') {
+      // Compressed tensors travel one by one; the others are fused as usual.
+      const chosen = tensors.map((t, index) => compression({ shape: t.shape.slice(), size: t.size, index }));
+      const plain = lengths.map((_, i) => i).filter((i) => chosen[i] === undefined);
+      buckets = planBuckets(plain.map((i) => lengths[i]!), this.options.bucketBytes).map((b) => ({
+        length: b.length,
+        slots: b.slots.map((slot) => ({ ...slot, tensor: plain[slot.tensor]! })),
+      }));
+      compressors = buckets.map(() => undefined);
+      chosen.forEach((c, i) => {
+        if (c === undefined) return;
+        buckets.push({ length: lengths[i]!, slots: [{ tensor: i, offset: 0, length: lengths[i]! }] });
+        compressors!.push(c);
+      });
+    } else {
+      buckets = planBuckets(lengths, this.options.bucketBytes, half ? 2 : 4);
+    }
     this.layout = {
       key,
       shapes: tensors.map((t) => t.shape.slice()),
@@ -69,7 +101,7 @@ export class GradientReducer {
       buckets,
       flat: buckets.map((b) => new Float32Array(b.length)),
       wire: half ? buckets.map((b) => new Uint16Array(b.length)) : null,
-      compressors: typeof compression === 'function' ? buckets.map(() => compression()) : null,
+      compressors,
     };
     return this.layout;
   }

@@ -114,7 +114,8 @@ describe('DataParallel in a world of one', () => {
     expect(() => new DataParallel({} as never)).toThrow(/Communicator/);
     expect(() => new DataParallel(comm, { bucketBytes: 0 })).toThrow(InvalidArgumentError);
     expect(() => new DataParallel(comm, { compression: 'zip' as never })).toThrow(/'none', 'fp16', 'bf16', or a function returning/);
-    expect(() => new DataParallel(comm, { compression: (() => 42) as never })).toThrow(/must return a compressor/);
+    const odd = new DataParallel(comm, { compression: (() => 42) as never });
+    expect(() => odd.averageTensorsSync([tf.zeros([2])])).toThrow(/returned 42 for a tensor of shape \[2\]; return a compressor/);
     expect(() => new DataParallel(comm, { algorithm: 'fast' as never })).toThrow(/algorithm/);
     expect(() => new DataParallel(comm, { accumulationSteps: 1.5 })).toThrow(/accumulationSteps/);
     expect(() => new DataParallel(comm, { accumulationSteps: 2, localSgdSteps: 2 })).toThrow(/either/);

@@ -64,7 +64,9 @@ const scenarios = {
   async fit() {
     const name = process.env.COMPRESSION ?? 'none';
     // Other names: a @braid/compression compressor with error feedback, one per bucket.
-    const compression = ['none', 'fp16', 'bf16'].includes(name) ? name : () => new ErrorFeedback(createCompressor(name, { ratio: 0.1, rank: 2, seed: 1 }));
+    const compression = ['none', 'fp16', 'bf16'].includes(name)
+      ? name
+      : ({ shape, size }) => (shape.length > 1 || name !== 'powersgd' ? new ErrorFeedback(createCompressor(name, { ratio: 0.1, rank: 2, seed: 1, shape: name === 'powersgd' ? [shape[0], size / shape[0]] : undefined })) : undefined);
     const dp = new DataParallel(comm, { compression, bucketBytes: 4096 });
     const model = mlp(20, 4);
     const optimizer = dp.wrapOptimizer(tf.train.adam(0.01));
