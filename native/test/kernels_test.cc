@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "check.h"
+#include "kernels/compress.h"
+#include "kernels/cuda/compress_cuda.h"
 #include "kernels/cuda/cuda_info.h"
 #include "kernels/half.h"
 #include "kernels/reduce.h"
@@ -284,9 +286,72 @@ int main() {
       reduceInto(DType::kFloat32, RedOp::kSum, cpu.data(), a.data(), b.data(), n);
       CHECK(std::memcmp(gpu.data(), cpu.data(), n * 4) == 0);
     });
+    runCase("CUDA compression kernels match the CPU kernels bit for bit", [] {
+      std::mt19937 rng(9);
+      const size_t n = 1000003;
+      std::vector<float> x(n);
+      for (size_t i = 0; i < n; ++i) x[i] = bitsFloat(rng() & 0xbfffffffu) * 1e-30f;
+      for (size_t i = 0; i < n; i += 997) x[i] = std::nanf("");
+      for (size_t i = 5; i < n; i += 1009) x[i] = x[i - 1];  // ties for top-k
+      const CompressKernels& K = compressKernels();
+      for (bool bf16 : {false, true}) {
+        std::vector<uint16_t> g(n), c(n);
+        CHECK(cudaEncodeHalf(x.data(), g.data(), n, bf16));
+        (bf16 ? K.toBfloat16 : K.toHalf)(x.data(), c.data(), n);
+        CHECK(g == c);
+        std::vector<float> gd(n), cd(n);
+        CHECK(cudaDecodeHalf(c.data(), gd.data(), n, bf16));
+        (bf16 ? K.fromBfloat16 : K.fromHalf)(c.data(), cd.data(), n, false);
+        CHECK(std::memcmp(gd.data(), cd.data(), n * 4) == 0);
+      }
+      std::vector<float> finite(x);
+      for (float& v : finite) v = std::isnan(v) ? 0.5f : v * 1e30f;
+      std::vector<float> gs(n / 256 + 1), cs(n / 256 + 1), gd(n), cd(n);
+      std::vector<int8_t> gc(n), cc(n);
+      CHECK(cudaEncodeInt8(finite.data(), n, 256, gs.data(), gc.data()));
+      K.int8Encode(finite.data(), n, 256, cs.data(), cc.data());
+      CHECK(gs == cs && gc == cc);
+      CHECK(cudaDecodeInt8(cc.data(), cs.data(), n, 256, gd.data()));
+      K.int8Decode(cc.data(), cs.data(), n, 256, cd.data(), false);
+      CHECK(std::memcmp(gd.data(), cd.data(), n * 4) == 0);
+      std::vector<uint8_t> gb(n / 8 + 1), cb(n / 8 + 1);
+      CHECK(cudaEncodeSign(x.data(), n, gb.data()));
+      K.signEncode(x.data(), n, cb.data());
+      CHECK(gb == cb);
+      const float norm = static_cast<float>(std::sqrt(K.sumSquares(finite.data(), n)));
+      std::vector<int16_t> gq(n), cq(n);
+      CHECK(cudaEncodeQsgd(finite.data(), n, norm, 1000, 3, 4, gq.data()));
+      K.qsgdEncode16(finite.data(), n, norm, 1000, 3, 4, cq.data());
+      CHECK(gq == cq);
+      for (size_t k : {size_t(1), n / 1000, n / 100, n}) {
+        std::vector<uint32_t> gi(k), ci(k);
+        std::vector<float> gv(k), cv(k);
+        CHECK(cudaTopk(x.data(), n, k, gi.data(), gv.data()));
+        compress::topk(x.data(), n, k, ci.data(), cv.data());
+        CHECK(gi == ci);
+        CHECK(std::memcmp(gv.data(), cv.data(), k * 4) == 0);
+      }
+      std::vector<float> gr(n), cr(n);
+      CHECK(cudaErrorFeedback(finite.data(), x.data(), gr.data(), n));
+      K.subtract(finite.data(), x.data(), cr.data(), n);
+      CHECK(std::memcmp(gr.data(), cr.data(), n * 4) == 0);
+      const size_t rows = 500, cols = 300, r = 4;
+      std::vector<float> qt(r * cols), gp(r * rows), cp(r * rows), gq2(r * cols), cq2(r * cols);
+      for (float& v : qt) v = static_cast<float>(rng() % 1000) / 500.0f - 1.0f;
+      CHECK(cudaPowerP(finite.data(), rows, cols, qt.data(), r, gp.data()));
+      compress::powerP(finite.data(), rows, cols, qt.data(), r, cp.data());
+      CHECK(std::memcmp(gp.data(), cp.data(), gp.size() * 4) == 0);
+      CHECK(cudaPowerQ(finite.data(), rows, cols, cp.data(), r, gq2.data()));
+      compress::powerQ(finite.data(), rows, cols, cp.data(), r, cq2.data());
+      CHECK(std::memcmp(gq2.data(), cq2.data(), gq2.size() * 4) == 0);
+    });
   } else {
-    braid_test::skip("CUDA float32 sum", cudaCompiled() ? "CUDA is compiled in but this machine has no GPU; the CPU kernels above are its reference"
-                                                        : "built without nvcc; the CPU kernels above cover the same sum");
+    const char* why = cudaCompiled() ? "CUDA is compiled in but this machine has no GPU; the CPU kernels above are its reference"
+                                     : "built without nvcc; the CPU kernels above cover the same sum";
+    braid_test::skip("CUDA float32 sum", why);
+    braid_test::skip("CUDA compression kernels vs CPU",
+                     cudaCompiled() ? "CUDA is compiled in but this machine has no GPU; @braid/compression's tests cover the CPU kernels (every ISA)"
+                                    : "built without nvcc; @braid/compression's tests cover the CPU kernels (every ISA)");
   }
   std::printf("active kernels: %s\n", activeKernels().isa);
   return braid_test::finish("kernels");

@@ -6,3 +6,21 @@ bool cudaCompiled() { return false; }
 int cudaDeviceCount() { return 0; }
 bool cudaSumFloat32(float*, const float*, const float*, size_t) { return false; }
 }  // namespace braid
+
+#include "kernels/cuda/compress_cuda.h"
+
+namespace braid {
+bool cudaEncodeHalf(const float*, uint16_t*, size_t, bool) { return false; }
+bool cudaDecodeHalf(const uint16_t*, float*, size_t, bool) { return false; }
+bool cudaEncodeInt8(const float*, size_t, size_t, float*, int8_t*) { return false; }
+bool cudaDecodeInt8(const int8_t*, const float*, size_t, size_t, float*) { return false; }
+bool cudaEncodeSign(const float*, size_t, uint8_t*) { return false; }
+bool cudaDecodeSign(const uint8_t*, size_t, float, float*) { return false; }
+bool cudaEncodeQsgd(const float*, size_t, float, int32_t, uint32_t, uint32_t, int16_t*) { return false; }
+bool cudaDecodeQsgd(const int16_t*, size_t, float, int32_t, float*) { return false; }
+bool cudaTopk(const float*, size_t, size_t, uint32_t*, float*) { return false; }
+bool cudaGather(const float*, size_t, const uint32_t*, size_t, float*) { return false; }
+bool cudaErrorFeedback(const float*, const float*, float*, size_t) { return false; }
+bool cudaPowerP(const float*, size_t, size_t, const float*, size_t, float*) { return false; }
+bool cudaPowerQ(const float*, size_t, size_t, const float*, size_t, float*) { return false; }
+}  // namespace braid
