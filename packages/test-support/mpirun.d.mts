@@ -25,3 +25,14 @@ export function mpirunScript(np: number, script: string, args: string[], options
 
 /** Writes `result` to <dir>/rank-<result.rank>.json (each rank its own file: mpirun interleaves long lines). */
 export function report(dir: string, result: { rank: number } & Record<string, unknown>): void;
+
+/**
+ * Runs `scenarios[name]()` and reports { rank, size, scenario, ok, ms, ...result } (or the error)
+ * for this rank, then closes the communicator.
+ */
+export function runScenario(
+  comm: { rank: number; size: number; close(): Promise<void> },
+  dir: string,
+  name: string,
+  scenarios: Record<string, () => Promise<Record<string, unknown>>>,
+): Promise<void>;

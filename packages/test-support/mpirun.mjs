@@ -40,3 +40,16 @@ export function mpirunScript(np, script, args, options = {}) {
 export function report(dir, result) {
   writeFileSync(join(dir, `rank-${result.rank}.json`), JSON.stringify(result));
 }
+
+export async function runScenario(comm, dir, name, scenarios) {
+  const started = Date.now();
+  const base = { rank: comm.rank, size: comm.size, scenario: name };
+  try {
+    if (typeof scenarios[name] !== 'function') throw new Error(`unknown scenario ${name}`);
+    const result = await scenarios[name]();
+    report(dir, { ...base, ok: true, ms: Date.now() - started, ...result });
+  } catch (err) {
+    report(dir, { ...base, ok: false, code: err.code, message: err.message, stack: err.stack });
+  }
+  await comm.close();
+}

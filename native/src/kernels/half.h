@@ -2,24 +2,40 @@
 // so compilers vectorize them. NaN handling matches the x86 F16C instructions (the payload's top
 // bits are kept and the quiet bit is set), so a rank using F16C and a rank using this code
 // produce the same bits.
+//
+// Host and device code: the CUDA kernels (cuda/compress.cu) include this file for the same rules.
 #pragma once
 #include <cstdint>
 #include <cstring>
 
+#if defined(__CUDACC__)
+#define BRAID_HALF_FN __host__ __device__ inline
+#else
+#define BRAID_HALF_FN inline
+#endif
+
 namespace braid {
 
-inline uint32_t floatBits(float f) {
+BRAID_HALF_FN uint32_t floatBits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
   uint32_t u;
   std::memcpy(&u, &f, 4);
   return u;
+#endif
 }
-inline float bitsFloat(uint32_t u) {
+BRAID_HALF_FN float bitsFloat(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
   float f;
   std::memcpy(&f, &u, 4);
   return f;
+#endif
 }
 
-inline float f16ToF32(uint16_t h) {
+BRAID_HALF_FN float f16ToF32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t expMant = static_cast<uint32_t>(h & 0x7fffu) << 13;
   const uint32_t exp = expMant & 0x0f800000u;
@@ -32,7 +48,7 @@ inline float f16ToF32(uint16_t h) {
   return bitsFloat(out | sign);
 }
 
-inline uint16_t f32ToF16(float value) {
+BRAID_HALF_FN uint16_t f32ToF16(float value) {
   uint32_t f = floatBits(value);
   const uint32_t sign = f & 0x80000000u;
   f ^= sign;
@@ -54,9 +70,9 @@ inline uint16_t f32ToF16(float value) {
   return static_cast<uint16_t>(out | (sign >> 16));
 }
 
-inline float bf16ToF32(uint16_t h) { return bitsFloat(static_cast<uint32_t>(h) << 16); }
+BRAID_HALF_FN float bf16ToF32(uint16_t h) { return bitsFloat(static_cast<uint32_t>(h) << 16); }
 
-inline uint16_t f32ToBf16(float value) {
+BRAID_HALF_FN uint16_t f32ToBf16(float value) {
   const uint32_t u = floatBits(value);
   const bool isNan = (u & 0x7fffffffu) > 0x7f800000u;
   const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;

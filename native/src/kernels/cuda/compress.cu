@@ -1,5 +1,5 @@
 // CUDA twins of the compression kernels. Each follows its CPU reference operation by operation
-// (compress_scalar.h's rules; half.h's rounding written with bit operations; IEEE operations with
+// (compress_scalar.h's rules; half.h's conversions, compiled for the device too; IEEE operations with
 // explicit rounding; dot products summed in the CPU's 16-lane order; the build passes
 // -fmad=false so nothing is contracted into FMA), so the GPU test can ask for the same bits.
 // Entry points take host pointers and copy through device buffers (see compress_cuda.h).
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/compress_scalar.h"
+#include "kernels/half.h"
 #include "kernels/cuda/compress_cuda.h"
 #include "kernels/cuda/cuda_info.h"
 
@@ -25,53 +26,14 @@ unsigned gridFor(size_t n) {
   return static_cast<unsigned>(blocks == 0 ? 1 : (blocks < 65535 ? blocks : 65535));
 }
 
-// half.h's conversions, bit for bit.
-__device__ uint16_t f32ToF16(float value) {
-  uint32_t f = __float_as_uint(value);
-  const uint32_t sign = f & 0x80000000u;
-  f ^= sign;
-  const uint32_t kInf32 = 255u << 23;
-  const uint32_t kMax16 = (127u + 16u) << 23;
-  const uint32_t kDenormMagic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
-  uint32_t out;
-  if (f >= kMax16) {
-    out = f > kInf32 ? (0x7e00u | ((f >> 13) & 0x3ffu)) : 0x7c00u;
-  } else if (f < (113u << 23)) {
-    out = __float_as_uint(__fadd_rn(__uint_as_float(f), __uint_as_float(kDenormMagic))) - kDenormMagic;
-  } else {
-    const uint32_t mantOdd = (f >> 13) & 1u;
-    f += (static_cast<uint32_t>(15 - 127) << 23) + 0xfffu;
-    f += mantOdd;
-    out = f >> 13;
-  }
-  return static_cast<uint16_t>(out | (sign >> 16));
-}
-
-__device__ float f16ToF32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t expMant = static_cast<uint32_t>(h & 0x7fffu) << 13;
-  const uint32_t exp = expMant & 0x0f800000u;
-  const uint32_t normal = expMant + ((127u - 15u) << 23);
-  const uint32_t special = (expMant + ((255u - 31u) << 23)) | ((expMant & 0x007fffffu) ? 0x00400000u : 0u);
-  const float sub = __fsub_rn(__uint_as_float(expMant + (113u << 23)), __uint_as_float(113u << 23));
-  const uint32_t out = exp == 0x0f800000u ? special : (exp == 0 ? __float_as_uint(sub) : normal);
-  return __uint_as_float(out | sign);
-}
-
 __global__ void encodeHalfKernel(const float* in, uint16_t* out, size_t n, bool bf16) {
   for (size_t i = globalIndex(); i < n; i += globalStride()) {
-    if (bf16) {
-      const uint32_t u = __float_as_uint(in[i]);
-      const bool isNan = (u & 0x7fffffffu) > 0x7f800000u;
-      out[i] = static_cast<uint16_t>(isNan ? ((u >> 16) | 0x40u) : ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16));
-    } else {
-      out[i] = f32ToF16(in[i]);
-    }
+    out[i] = bf16 ? f32ToBf16(in[i]) : f32ToF16(in[i]);
   }
 }
 
 __global__ void decodeHalfKernel(const uint16_t* in, float* out, size_t n, bool bf16) {
-  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = bf16 ? __uint_as_float(static_cast<uint32_t>(in[i]) << 16) : f16ToF32(in[i]);
+  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = bf16 ? bf16ToF32(in[i]) : f16ToF32(in[i]);
 }
 
 // One thread per int8 block: the block's max (order does not matter for max), then its codes.

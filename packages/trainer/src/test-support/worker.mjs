@@ -4,7 +4,7 @@ import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
 import { DataParallel } from '@braid/strategies';
-import { report } from '@braid/test-support/mpirun';
+import { runScenario } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
 import { checkpointLoader, fit, latestCheckpoint } from '../../dist/index.js';
@@ -142,11 +142,4 @@ const scenarios = {
   },
 };
 
-const started = Date.now();
-try {
-  const result = await scenarios[scenario]();
-  report(outDir, { rank, size, scenario, ok: true, ms: Date.now() - started, ...result });
-} catch (err) {
-  report(outDir, { rank, size, scenario, ok: false, code: err.code, message: err.message, stack: err.stack });
-}
-await comm.close();
+await runScenario(comm, outDir, scenario, scenarios);
