@@ -5,7 +5,7 @@
 // The steps are written once, as a generator that yields the collectives it needs; one driver
 // awaits them (allReduceCompressed), the other blocks on them (allReduceCompressedSync, for
 // LayersModel.fit's synchronous optimizer step).
-import { type Communicator, InvalidArgumentError } from '@braid/collectives';
+import { type AllReduceAlgorithm, type Communicator, InvalidArgumentError } from '@braid/collectives';
 
 import { type Compressor, PowerSgdCompressor, reconstruct } from './compressors.js';
 import { ErrorFeedback } from './error-feedback.js';
@@ -13,10 +13,16 @@ import { kernels } from './payload.js';
 
 export interface CompressedAllReduceOptions {
   op?: 'sum' | 'avg';
+  /**
+   * The all-reduce algorithm for fp16 / bf16 (default 'ring': the value is rounded to half
+   * precision at each hop, accumulated in float32). 'auto' lets ranks on one host use shared
+   * memory, which is faster there.
+   */
+  algorithm?: AllReduceAlgorithm;
 }
 
 type Collective =
-  | { kind: 'allReduce'; buf: Float32Array | Uint16Array; op: 'sum' | 'avg'; dtype?: 'float16' | 'bfloat16' }
+  | { kind: 'allReduce'; buf: Float32Array | Uint16Array; op: 'sum' | 'avg'; dtype?: 'float16' | 'bfloat16'; algorithm?: AllReduceAlgorithm }
   | { kind: 'allGather'; buf: Uint8Array };
 
 function scale(x: Float32Array, factor: number): void {
@@ -34,7 +40,7 @@ function check(comm: Communicator, x: unknown, compressor: unknown, options: Com
   return op;
 }
 
-function* steps(size: number, x: Float32Array, compressor: Compressor, op: 'sum' | 'avg'): Generator<Collective, Float32Array, Uint8Array | undefined> {
+function* steps(size: number, x: Float32Array, compressor: Compressor, op: 'sum' | 'avg', algorithm: AllReduceAlgorithm): Generator<Collective, Float32Array, Uint8Array | undefined> {
   const feedback = compressor instanceof ErrorFeedback ? compressor : undefined;
   const inner = feedback ? feedback.inner : compressor;
   const k = kernels();
@@ -55,7 +61,7 @@ function* steps(size: number, x: Float32Array, compressor: Compressor, op: 'sum'
       k.castFromHalf(wire, sent, bf16, false);
       feedback.remember(source, sent);
     }
-    yield { kind: 'allReduce', buf: wire, op, dtype: bf16 ? 'bfloat16' : 'float16' };
+    yield { kind: 'allReduce', buf: wire, op, dtype: bf16 ? 'bfloat16' : 'float16', algorithm };
     k.castFromHalf(wire, x, bf16, false);
     return x;
   }
@@ -92,13 +98,13 @@ function* steps(size: number, x: Float32Array, compressor: Compressor, op: 'sum'
 /** Reduces `x` across all ranks in place through `compressor`; resolves to `x`. */
 export async function allReduceCompressed(comm: Communicator, x: Float32Array, compressor: Compressor, options: CompressedAllReduceOptions = {}): Promise<Float32Array> {
   const op = check(comm, x, compressor, options, 'allReduceCompressed');
-  const plan = steps(comm.size, x, compressor, op);
+  const plan = steps(comm.size, x, compressor, op, options.algorithm ?? 'ring');
   let step = plan.next();
   while (!step.done) {
     const c = step.value;
     if (c.kind === 'allGather') step = plan.next((await comm.allGather(c.buf)) as Uint8Array);
     else {
-      await comm.allReduce(c.buf, c.dtype ? { op: c.op, dtype: c.dtype } : { op: c.op });
+      await comm.allReduce(c.buf, c.dtype ? { op: c.op, dtype: c.dtype, algorithm: c.algorithm } : { op: c.op });
       step = plan.next(undefined);
     }
   }
@@ -108,13 +114,13 @@ export async function allReduceCompressed(comm: Communicator, x: Float32Array, c
 /** allReduceCompressed for callers that cannot await; blocks until done. */
 export function allReduceCompressedSync(comm: Communicator, x: Float32Array, compressor: Compressor, options: CompressedAllReduceOptions = {}): Float32Array {
   const op = check(comm, x, compressor, options, 'allReduceCompressedSync');
-  const plan = steps(comm.size, x, compressor, op);
+  const plan = steps(comm.size, x, compressor, op, options.algorithm ?? 'ring');
   let step = plan.next();
   while (!step.done) {
     const c = step.value;
     if (c.kind === 'allGather') step = plan.next(comm.allGatherSync(c.buf) as Uint8Array);
     else {
-      comm.allReduceSync(c.buf, c.dtype ? { op: c.op, dtype: c.dtype } : { op: c.op });
+      comm.allReduceSync(c.buf, c.dtype ? { op: c.op, dtype: c.dtype, algorithm: c.algorithm } : { op: c.op });
       step = plan.next(undefined);
     }
   }

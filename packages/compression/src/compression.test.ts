@@ -139,6 +139,20 @@ describe('random-k', () => {
 });
 
 describe('QSGD is unbiased', () => {
+  it('averaged over seeds, the decodes approach the input', () => {
+    const x = gradient(1000, 8);
+    const sum = new Float64Array(x.length);
+    const seeds = 2000;
+    for (let seed = 0; seed < seeds; seed++) {
+      const c = createCompressor('qsgd', { levels: 2, seed });
+      c.decompress(c.compress(x).payload).forEach((v, i) => (sum[i]! += v));
+    }
+    const unit = norm(x) / 2;
+    let worst = 0;
+    x.forEach((v, i) => (worst = Math.max(worst, Math.abs(sum[i]! / seeds - v))));
+    expect(worst).toBeLessThan((5 * unit) / (2 * Math.sqrt(seeds)));
+  });
+
   it('the mean of many decodes approaches the input (the stream advances every call)', () => {
     const x = gradient(2000, 7);
     const c = createCompressor('qsgd', { levels: 4, seed: 11 });
