@@ -9,6 +9,9 @@ import { kernels } from './payload.js';
 export class ErrorFeedback implements Compressor {
   /** What has not been sent yet: corrected input minus what the payload carries. */
   residual = new Float32Array(0);
+  // Reused from call to call: a gradient-sized allocation per step costs more than the kernels.
+  private correctedScratch = new Float32Array(0);
+  private sentScratch = new Float32Array(0);
 
   constructor(readonly inner: Compressor) {
     if (!inner || typeof inner.compress !== 'function' || typeof inner.decompress !== 'function') {
@@ -24,7 +27,10 @@ export class ErrorFeedback implements Compressor {
     return this.inner.payloadBytes(length);
   }
 
-  /** x + residual; the residual starts at zero and must keep x's length. */
+  /**
+   * x + residual, in a buffer this object reuses (valid until its next call); the residual starts
+   * at zero and must keep x's length.
+   */
   corrected(x: Float32Array): Float32Array {
     if (!(x instanceof Float32Array)) throw new InvalidArgumentError('ErrorFeedback.compress: x must be a Float32Array');
     if (this.residual.length !== x.length) {
@@ -33,9 +39,9 @@ export class ErrorFeedback implements Compressor {
       }
       this.residual = new Float32Array(x.length);
     }
-    const out = new Float32Array(x.length);
-    kernels().add(x, this.residual, out);
-    return out;
+    if (this.correctedScratch.length !== x.length) this.correctedScratch = new Float32Array(x.length);
+    kernels().add(x, this.residual, this.correctedScratch);
+    return this.correctedScratch;
   }
 
   /** residual = corrected - sent. */
@@ -46,7 +52,8 @@ export class ErrorFeedback implements Compressor {
   compress(x: Float32Array): Compressed {
     const corrected = this.corrected(x);
     const compressed = this.inner.compress(corrected);
-    this.remember(corrected, this.inner.decompress(compressed.payload));
+    if (this.sentScratch.length !== x.length) this.sentScratch = new Float32Array(x.length);
+    this.remember(corrected, this.inner.decompress(compressed.payload, this.sentScratch));
     return compressed;
   }
 
