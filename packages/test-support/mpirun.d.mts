@@ -36,3 +36,9 @@ export function runScenario(
   name: string,
   scenarios: Record<string, () => Promise<Record<string, unknown>>>,
 ): Promise<void>;
+
+/** sha256 (16 hex digits) of typed arrays or tensors' data, in order. */
+export function digest(values: Iterable<ArrayBufferView | { dataSync(): ArrayBufferView }>): string;
+
+/** A seeded uniform generator in [0, 1) (mulberry32). */
+export function seededRandom(seed: number): () => number;

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -52,4 +53,26 @@ export async function runScenario(comm, dir, name, scenarios) {
     report(dir, { ...base, ok: false, code: err.code, message: err.message, stack: err.stack });
   }
   await comm.close();
+}
+
+/** sha256 (16 hex digits) of typed arrays or tensors' data, in order: equal bits, equal digest. */
+export function digest(values) {
+  const hash = createHash('sha256');
+  for (const v of values) {
+    const a = typeof v.dataSync === 'function' ? v.dataSync() : v;
+    hash.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  }
+  return hash.digest('hex').slice(0, 16);
+}
+
+/** A seeded uniform generator in [0, 1) (mulberry32), the same stream on every rank. */
+export function seededRandom(seed) {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }

@@ -1,20 +1,13 @@
 // The compressors in one process: error bounds, top-k's exact selection, QSGD's unbiasedness,
 // error feedback's conservation, and fuzzed payloads that must fail cleanly.
 import { CorruptPayloadError, InvalidArgumentError } from '@braid/collectives';
+import { loadAddon } from '@braid/native';
+import { seededRandom } from '@braid/test-support/mpirun';
 import { describe, expect, it } from 'vitest';
 
 import { type CompressorName, createCompressor, ErrorFeedback } from './index.js';
 
-function random(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = seededRandom;
 function gradient(n: number, seed: number): Float32Array {
   const r = random(seed);
   return Float32Array.from({ length: n }, () => (r() - 0.5) * 10 ** (r() * 4 - 2));
@@ -81,6 +74,41 @@ describe('round trips', () => {
     const z = flat.decompress(flat.compress(x).payload);
     expect(z.length).toBe(x.length);
     expect(norm(x.map((val, i) => val - z[i]!))).toBeLessThanOrEqual(norm(x));
+  });
+});
+
+describe('half-precision casts (the kernels DataParallel\'s fp16 / bf16 use)', () => {
+  const casts = loadAddon().compress;
+  const bits = new Uint32Array(1);
+  const asFloat = new Float32Array(bits.buffer);
+  const f32 = (u: number) => ((bits[0] = u), asFloat[0]!);
+  const half = (v: number, bf16 = false) => {
+    const out = new Uint16Array(1);
+    casts.castToHalf(Float32Array.of(v), out, bf16);
+    return out[0];
+  };
+
+  it('float16 rounds to nearest, ties to even, overflow to infinity, NaN kept quiet', () => {
+    expect(half(1 + 2 ** -11)).toBe(0x3c00); // halfway between 1 and the next half: even
+    expect(half(1 + 3 * 2 ** -11)).toBe(0x3c02); // halfway, odd below: up
+    expect(half(1 + 2 ** -11 + 2 ** -20)).toBe(0x3c01);
+    expect(half(65504)).toBe(0x7bff);
+    expect(half(65519.99)).toBe(0x7bff);
+    expect(half(65520)).toBe(0x7c00);
+    expect(half(-Infinity)).toBe(0xfc00);
+    expect(half(2 ** -25)).toBe(0); // exactly half the smallest subnormal: even (0)
+    expect(half(2 ** -25 * 1.5)).toBe(1);
+    expect(half(3 * 2 ** -25)).toBe(2); // 1.5 subnormal steps: ties to even (2)
+    expect(half(-0)).toBe(0x8000);
+    expect(half(f32(0x7f800001))).toBe(0x7e00);
+  });
+
+  it('bfloat16 rounds to nearest even and keeps NaN quiet', () => {
+    expect(half(f32(0x3f808000), true)).toBe(0x3f80); // tie, even below
+    expect(half(f32(0x3f818000), true)).toBe(0x3f82); // tie, odd below: up
+    expect(half(f32(0x3f808001), true)).toBe(0x3f81);
+    expect(half(f32(0x7f800001), true)).toBe(0x7fc0);
+    expect(half(f32(0x7f7fffff), true)).toBe(0x7f80); // rounds to infinity
   });
 });
 

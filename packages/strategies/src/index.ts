@@ -10,5 +10,4 @@ export {
   learningRateWarmup,
   type WarmupCallbackOptions,
 } from './callbacks.js';
-export { bfloat16BitsToFloat, floatToBfloat16Bits, floatToHalfBits, halfBitsToFloat } from './half.js';
 export { planBuckets, type Bucket } from './buckets.js';

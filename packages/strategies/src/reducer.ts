@@ -3,10 +3,10 @@
 // on the wire while bucket i+1 is read out of its tensors.
 import type { AllReduceAlgorithm, Communicator } from '@braid/collectives';
 import { allReduceCompressed, allReduceCompressedSync, type Compressor } from '@braid/compression';
+import { loadAddon } from '@braid/native';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { type Bucket, layoutKey, planBuckets } from './buckets.js';
-import { decodeHalf, encodeHalf } from './half.js';
 
 /**
  * 'none', 'fp16' or 'bf16' (half precision on the wire, accumulated in float32 at every hop), or
@@ -110,7 +110,7 @@ export class GradientReducer {
   gatherSync(layout: Layout, tensors: readonly tf.Tensor[]): void {
     layout.buckets.forEach((bucket, b) => {
       const flat = layout.flat[b]!;
-      for (const slot of bucket.slots) flat.set(readFloat32(tensors[slot.tensor]!.dataSync()), slot.offset);
+      for (const slot of bucket.slots) flat.set(tensors[slot.tensor]!.dataSync() as Float32Array, slot.offset);
     });
   }
 
@@ -129,9 +129,10 @@ export class GradientReducer {
       }
       if (wire) {
         const dtype = this.wireDtype();
-        encodeHalf(flat, wire, dtype);
+        const casts = loadAddon().compress;
+        casts.castToHalf(flat, wire, dtype === 'bfloat16');
         this.comm.allReduceSync(wire, { op: 'avg', dtype, algorithm: this.options.algorithm });
-        decodeHalf(wire, flat, dtype);
+        casts.castFromHalf(wire, flat, dtype === 'bfloat16', false);
       } else {
         this.comm.allReduceSync(flat, { op: 'avg', algorithm: this.options.algorithm });
       }
@@ -174,7 +175,7 @@ export class GradientReducer {
         const bucket = layout.buckets[b]!;
         const flat = layout.flat[b]!;
         const values = await Promise.all(bucket.slots.map((slot) => tensors[slot.tensor]!.data()));
-        bucket.slots.forEach((slot, i) => flat.set(readFloat32(values[i]!), slot.offset));
+        bucket.slots.forEach((slot, i) => flat.set(values[i] as Float32Array, slot.offset));
         const wire = layout.wire?.[b];
         const compressor = layout.compressors?.[b];
         if (compressor) {
@@ -185,8 +186,11 @@ export class GradientReducer {
         }
         if (wire) {
           const dtype = this.wireDtype();
-          encodeHalf(flat, wire, dtype);
-          inFlight.push(this.comm.allReduce(wire, { op: 'avg', dtype, algorithm: this.options.algorithm }).then(() => decodeHalf(wire, flat, dtype)));
+          const casts = loadAddon().compress;
+          casts.castToHalf(flat, wire, dtype === 'bfloat16');
+          inFlight.push(
+            this.comm.allReduce(wire, { op: 'avg', dtype, algorithm: this.options.algorithm }).then(() => casts.castFromHalf(wire, flat, dtype === 'bfloat16', false)),
+          );
         } else {
           inFlight.push(this.comm.allReduce(flat, { op: 'avg', algorithm: this.options.algorithm }));
         }
@@ -213,11 +217,4 @@ export class GradientReducer {
     this.stats.bytesReduced += buffer.byteLength;
     this.stats.communicationMs += performance.now() - started;
   }
-}
-
-function readFloat32(values: ArrayLike<number> | Uint8Array[]): ArrayLike<number> {
-  if (Array.isArray(values) && values.length > 0 && values[0] instanceof Uint8Array) {
-    throw new TypeError('string tensors cannot be averaged');
-  }
-  return values as ArrayLike<number>;
 }

@@ -1,4 +1,4 @@
-// A world of one (no mpirun): argument checks, the half-precision codecs, bucket planning, and the
+// A world of one (no mpirun): argument checks, bucket planning, and the
 // distributed optimizer inside LayersModel.fit giving exactly what the plain optimizer gives.
 import { init, InvalidArgumentError } from '@braid/collectives';
 import * as tf from '@tensorflow/tfjs';
@@ -7,7 +7,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planBuckets } from './buckets.js';
 import { DataParallel } from './data-parallel.js';
 import { DistributedOptimizer } from './distributed-optimizer.js';
-import { bfloat16BitsToFloat, decodeHalf, encodeHalf, floatToBfloat16Bits, floatToHalfBits, halfBitsToFloat } from './half.js';
 import { linearWarmup, scaleLearningRate } from './schedules.js';
 
 tf.enableProdMode();
@@ -17,85 +16,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await comm.close();
-});
-
-const bits = new Uint32Array(1);
-const asFloat = new Float32Array(bits.buffer);
-function f32(u: number): number {
-  bits[0] = u;
-  return asFloat[0]!;
-}
-
-describe('float16 codec', () => {
-  it('round-trips all 65536 half values exactly (NaNs stay NaN with their payload)', () => {
-    for (let h = 0; h < 0x10000; h++) {
-      const value = halfBitsToFloat(h);
-      const isNan = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
-      expect(floatToHalfBits(value)).toBe(isNan ? h | 0x200 : h);
-    }
-  });
-
-  it('rounds to nearest, ties to even, overflow to infinity', () => {
-    expect(floatToHalfBits(1 + 2 ** -11)).toBe(0x3c00); // halfway between 1 and the next half: even
-    expect(floatToHalfBits(1 + 3 * 2 ** -11)).toBe(0x3c02); // halfway, odd below: up
-    expect(floatToHalfBits(1 + 2 ** -11 + 2 ** -20)).toBe(0x3c01);
-    expect(floatToHalfBits(65504)).toBe(0x7bff);
-    expect(floatToHalfBits(65519.99)).toBe(0x7bff);
-    expect(floatToHalfBits(65520)).toBe(0x7c00);
-    expect(floatToHalfBits(-Infinity)).toBe(0xfc00);
-    expect(floatToHalfBits(2 ** -25)).toBe(0); // exactly half the smallest subnormal: even (0)
-    expect(floatToHalfBits(2 ** -25 * 1.5)).toBe(1);
-    expect(floatToHalfBits(3 * 2 ** -25)).toBe(2); // 1.5 subnormal steps: ties to even (2)
-    expect(floatToHalfBits(-0)).toBe(0x8000);
-    expect(floatToHalfBits(f32(0x7f800001))).toBe(0x7e00);
-  });
-
-  it('picks the nearest half for random floats', () => {
-    let seed = 12345;
-    for (let i = 0; i < 20000; i++) {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      const x = f32((seed & 0x47ffffff) >>> 0); // |x| < 2^17: covers subnormals, normals, overflow
-      const h = floatToHalfBits(x);
-      const y = halfBitsToFloat(h);
-      if (!Number.isFinite(y)) {
-        expect(Math.abs(x)).toBeGreaterThanOrEqual(65520);
-        continue;
-      }
-      const up = halfBitsToFloat(y >= 0 ? h + 1 : h - 1);
-      const down = (h & 0x7fff) === 0 ? -halfBitsToFloat(1) : halfBitsToFloat(y >= 0 ? h - 1 : h + 1);
-      expect(Math.abs(x - y)).toBeLessThanOrEqual(Math.abs(x - up));
-      expect(Math.abs(x - y)).toBeLessThanOrEqual(Math.abs(x - down));
-    }
-  });
-
-  it('encodeHalf / decodeHalf agree with the scalar codecs', () => {
-    const from = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 10 ** ((i % 9) - 4));
-    for (const kind of ['float16', 'bfloat16'] as const) {
-      const wire = new Uint16Array(from.length);
-      encodeHalf(from, wire, kind);
-      const back = new Float32Array(from.length);
-      decodeHalf(wire, back, kind);
-      from.forEach((x, i) => {
-        const h = kind === 'float16' ? floatToHalfBits(x) : floatToBfloat16Bits(x);
-        expect(wire[i]).toBe(h);
-        expect(back[i]).toBe(Math.fround(kind === 'float16' ? halfBitsToFloat(h) : bfloat16BitsToFloat(h)));
-      });
-    }
-  });
-});
-
-describe('bfloat16 codec', () => {
-  it('rounds to nearest even and keeps NaN quiet', () => {
-    expect(floatToBfloat16Bits(f32(0x3f808000))).toBe(0x3f80); // tie, even below
-    expect(floatToBfloat16Bits(f32(0x3f818000))).toBe(0x3f82); // tie, odd below: up
-    expect(floatToBfloat16Bits(f32(0x3f808001))).toBe(0x3f81);
-    expect(floatToBfloat16Bits(f32(0x7f800001))).toBe(0x7fc0);
-    expect(floatToBfloat16Bits(f32(0x7f7fffff))).toBe(0x7f80); // rounds to infinity
-    for (let h = 0; h < 0x10000; h += 7) {
-      const isNan = (h & 0x7f80) === 0x7f80 && (h & 0x7f) !== 0;
-      expect(floatToBfloat16Bits(bfloat16BitsToFloat(h))).toBe(isNan ? h | 0x40 : h);
-    }
-  });
 });
 
 describe('planBuckets', () => {

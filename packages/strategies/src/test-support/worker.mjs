@@ -1,10 +1,9 @@
 // One rank of a multi-process strategies test: `mpirun -np N node worker.mjs <scenario> <dir>`.
 // Each scenario trains for real and writes what the test asserts on to <dir>/rank-<r>.json.
-import { createHash } from 'node:crypto';
 
 import { init } from '@braid/collectives';
 import { createCompressor, ErrorFeedback } from '@braid/compression';
-import { runScenario } from '@braid/test-support/mpirun';
+import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
 import { DataParallel, dataParallelCallbacks } from '../../dist/index.js';
@@ -14,22 +13,9 @@ const [scenario, outDir] = process.argv.slice(2);
 const comm = await init();
 const { rank, size } = comm;
 
-function digest(tensors) {
-  const hash = createHash('sha256');
-  for (const t of tensors) hash.update(new Uint8Array(t.dataSync().buffer.slice(0)));
-  return hash.digest('hex').slice(0, 16);
-}
-
 // Deterministic data, the same on every rank: rows i of x and y depend only on (seed, i).
 function rows(seed, count, features, classes) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = seededRandom(seed);
   const x = new Float32Array(count * features).map(() => next() * 2 - 1);
   const labels = Int32Array.from({ length: count }, () => Math.floor(next() * classes));
   return { x: tf.tensor2d(x, [count, features]), y: tf.oneHot(tf.tensor1d(labels, 'int32'), classes).toFloat() };

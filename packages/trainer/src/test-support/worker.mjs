@@ -1,10 +1,9 @@
 // One rank of a multi-process trainer test: `mpirun -np N node worker.mjs <scenario> <dir>`.
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
 import { DataParallel } from '@braid/strategies';
-import { runScenario } from '@braid/test-support/mpirun';
+import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
 import { checkpointLoader, fit, latestCheckpoint } from '../../dist/index.js';
@@ -15,22 +14,9 @@ const outDir = rest.pop();
 const comm = await init();
 const { rank, size } = comm;
 
-function digest(tensors) {
-  const hash = createHash('sha256');
-  for (const t of tensors) hash.update(new Uint8Array(t.dataSync().buffer.slice(0)));
-  return hash.digest('hex').slice(0, 16);
-}
-
 // Two gaussian blobs per class in 8 dimensions: learnable, deterministic, the same on every rank.
 function blobs(count, seed) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = seededRandom(seed);
   const x = new Float32Array(count * 8);
   const labels = new Int32Array(count);
   for (let i = 0; i < count; i++) {
