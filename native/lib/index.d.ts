@@ -36,6 +36,9 @@ export interface OpSpec {
   iterations?: number;
 }
 
+/** The numeric fields of `spec` as Addon.submit takes them; the array is reused by the next call. */
+export function encodeOp(spec: OpSpec): Int32Array;
+
 export interface SplitResult {
   comm: number;
   rank: number;
@@ -46,8 +49,9 @@ export type NativeBuffer = ArrayBufferView;
 
 export interface Addon {
   start(options: StartOptions): WorldInfo;
-  submit(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true): SplitResult | number | null | undefined;
-  submit(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false): Promise<SplitResult | null | undefined>;
+  /** `fields` from encodeOp(spec); `name` is spec.name. */
+  submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true): SplitResult | number | null | undefined;
+  submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false): Promise<SplitResult | null | undefined>;
   info(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } };
   shutdown(): void;
   /** The compression kernels (synchronous, on the caller's thread; arguments checked by @braid/compression). */

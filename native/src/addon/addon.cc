@@ -28,16 +28,14 @@ struct PendingOp;
 void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, PendingOp* op);
 using CompletionTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, PendingOp, resolveOnMainThread>;
 
-// The op description's field names, made once: looking a property up by a C string interns
-// the string again on every call.
-enum SpecKey { kComm, kKind, kDType, kOp, kAlgorithm, kRoot, kColor, kKey, kIterations, kName, kNumSpecKeys };
-const char* const kSpecKeyNames[kNumSpecKeys] = {"comm", "kind", "dtype", "op", "algorithm",
-                                                 "root", "color", "key", "iterations", "name"};
+// The op's numeric fields, in the order @braid/native's encodeOp writes them into an Int32Array:
+// one typed-array read instead of a property lookup per field (those were a sixth of a small
+// synchronous all-reduce).
+enum SpecField { kComm, kKind, kDType, kOp, kAlgorithm, kRoot, kColor, kKey, kIterations, kNumSpecFields };
 
 // Per-environment addon state; touched on the JS thread only (except `alive`).
 struct AddonState {
   CompletionTsfn tsfn;
-  Napi::ObjectReference specKeys;  // an array of the names (Node-API 8 references objects only)
   int inFlight = 0;
   // Byte ranges of buffers in flight: a buffer may back one op at a time.
   std::vector<std::pair<uintptr_t, uintptr_t>> busy;
@@ -97,33 +95,39 @@ int intField(Napi::Object spec, const char* key, int fallback) {
   return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
 }
 
-int specInt(Napi::Object spec, SpecKey key, int fallback) {
-  Napi::Value v = spec.Get(gState->specKeys.Value().Get(static_cast<uint32_t>(key)));
-  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
+const int32_t* specFields(Napi::Env env, Napi::Value value) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (!value.IsTypedArray() ||
+      napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok ||
+      type != napi_int32_array || length < kNumSpecFields) {
+    throwBraid(env, ErrorCode::kInvalidArgument, "submit needs the op's fields as an Int32Array (encodeOp)");
+  }
+  return static_cast<const int32_t*>(data);
 }
 
 // The one place where a JS call becomes an OpRecord.
-std::unique_ptr<PendingOp> buildOp(Napi::Env env, Napi::Object spec, Napi::Value input, Napi::Value output) {
+std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Value name, Napi::Value input, Napi::Value output) {
   auto pending = std::make_unique<PendingOp>();
   OpRecord& op = pending->record;
-  op.commId = specInt(spec, kComm, 0);
-  int kind = specInt(spec, kKind, -1);
+  op.commId = spec[kComm];
+  int kind = spec[kKind];
   if (kind < 0 || kind > static_cast<int>(OpKind::kMpiLoop)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown op kind");
   op.kind = static_cast<OpKind>(kind);
-  int dtype = specInt(spec, kDType, 0);
+  int dtype = spec[kDType];
   if (dtype < 0 || dtype >= kNumDTypes) throwBraid(env, ErrorCode::kInvalidArgument, "unknown dtype");
   op.dtype = static_cast<DType>(dtype);
-  int redop = specInt(spec, kOp, 0);
+  int redop = spec[kOp];
   if (redop < 0 || redop >= kNumRedOps) throwBraid(env, ErrorCode::kInvalidArgument, "unknown reduce op");
   op.redop = static_cast<RedOp>(redop);
-  int algorithm = specInt(spec, kAlgorithm, 0);
+  int algorithm = spec[kAlgorithm];
   if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kShm)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
   op.algorithm = static_cast<Algorithm>(algorithm);
-  op.root = specInt(spec, kRoot, 0);
-  op.color = specInt(spec, kColor, 0);
-  op.key = specInt(spec, kKey, 0);
-  op.iterations = std::max(1, specInt(spec, kIterations, 1));
-  Napi::Value name = spec.Get(gState->specKeys.Value().Get(static_cast<uint32_t>(kName)));
+  op.root = spec[kRoot];
+  op.color = spec[kColor];
+  op.key = spec[kKey];
+  op.iterations = std::max(1, spec[kIterations]);
   if (name.IsString()) op.name = name.As<Napi::String>().Utf8Value();
 
   const size_t es = dtypeSize(op.dtype);
@@ -182,17 +186,21 @@ Napi::Value resultValue(Napi::Env env, const OpRecord& op) {
   return r;
 }
 
-void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, PendingOp* raw) {
-  std::unique_ptr<PendingOp> op(raw);
-  releaseBuffers(*op);
-  if (env == nullptr) return;  // the environment is being torn down: nothing to resolve
-  if (--gState->inFlight == 0) gState->tsfn.Unref(env);
+void settle(Napi::Env env, PendingOp* op) {
   Napi::HandleScope scope(env);
   if (op->record.code == ErrorCode::kOk) {
     op->deferred->Resolve(resultValue(env, op->record));
   } else {
     op->deferred->Reject(makeError(env, op->record.code, op->record.message).Value());
   }
+}
+
+void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, PendingOp* raw) {
+  std::unique_ptr<PendingOp> op(raw);
+  releaseBuffers(*op);
+  if (env == nullptr) return;  // the environment is being torn down: nothing to resolve
+  if (--gState->inFlight == 0) gState->tsfn.Unref(env);
+  settle(env, op.get());
 }
 
 Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -226,13 +234,12 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// submit(spec, input, output, sync): a Promise, or (sync) the result itself.
+// submit(fields, name, input, output, sync): a Promise, or (sync) the result itself.
 Napi::Value Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!Engine::instance().started()) throwBraid(env, ErrorCode::kAborted, "Braid is not initialised; call init() first");
-  if (!info[0].IsObject()) throwBraid(env, ErrorCode::kInvalidArgument, "submit needs an op description");
-  const bool sync = info[3].ToBoolean().Value();
-  std::unique_ptr<PendingOp> op = buildOp(env, info[0].As<Napi::Object>(), info[1], info[2]);
+  const bool sync = info[4].ToBoolean().Value();
+  std::unique_ptr<PendingOp> op = buildOp(env, specFields(env, info[0]), info[1], info[2], info[3]);
   claimBuffers(env, *op);
   PendingOp* raw = op.get();
 
@@ -242,7 +249,9 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
       raw->done.store(true, std::memory_order_release);
       raw->cv.notify_one();
     };
-    Engine::instance().submit(&raw->record);
+    if (Engine::instance().runInline(&raw->record, true) == Engine::InlineOutcome::kNotRun) {
+      Engine::instance().submit(&raw->record);
+    }
     // Small ops finish in microseconds: poll, yielding the core (the engine thread may need
     // it), for up to a millisecond before sleeping.
     const auto pollUntil = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
@@ -260,13 +269,21 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
 
   raw->deferred.emplace(Napi::Promise::Deferred::New(env));
   Napi::Promise promise = raw->deferred->Promise();
-  if (gState->inFlight++ == 0) gState->tsfn.Ref(env);
   raw->record.onComplete = [raw](OpRecord*) {
+    // Finished on this (the JS) thread by runInline: settled below, without the event loop.
+    if (!Engine::instance().onEngineThread()) return;
     if (!gState->alive.load()) return;  // the environment is gone; nothing to resolve
     gState->tsfn.NonBlockingCall(raw);
   };
+  const Engine::InlineOutcome outcome = Engine::instance().runInline(&raw->record, false);
+  if (outcome == Engine::InlineOutcome::kDone) {
+    releaseBuffers(*raw);
+    settle(env, raw);
+    return promise;
+  }
+  if (gState->inFlight++ == 0) gState->tsfn.Ref(env);
   op.release();  // owned by the completion from here on
-  Engine::instance().submit(&raw->record);
+  if (outcome == Engine::InlineOutcome::kNotRun) Engine::instance().submit(&raw->record);
   return promise;
 }
 
@@ -307,9 +324,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                "@braid/native can be loaded by one thread of a process only (MPI allows one initialisation)");
   }
   gState = new AddonState();
-  Napi::Array keys = Napi::Array::New(env, kNumSpecKeys);
-  for (uint32_t k = 0; k < kNumSpecKeys; ++k) keys.Set(k, Napi::String::New(env, kSpecKeyNames[k]));
-  gState->specKeys = Napi::Persistent(keys.As<Napi::Object>());
   gState->tsfn = CompletionTsfn::New(env, "braid-completion", 0, 1, nullptr);
   gState->tsfn.Unref(env);
   napi_add_env_cleanup_hook(env, cleanup, nullptr);

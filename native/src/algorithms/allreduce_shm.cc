@@ -18,7 +18,8 @@
 
 namespace braid {
 
-void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count, const FirstBarrier& firstBarrier) {
+void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count, const FirstBarrier& firstBarrier,
+                  bool resumed) {
   const int n = shm.size(), r = shm.rank();
   if (count == 0 || n == 1) return;
   const size_t es = dtypeSize(args.dtype);
@@ -27,12 +28,15 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
   uint8_t* data = static_cast<uint8_t*>(buf);
   for (size_t start = 0; start < count; start += chunkElems) {
     const size_t len = std::min(chunkElems, count - start);
-    const size_t halfOffset = static_cast<size_t>(shm.nextHalf()) * (shm.slotBytes() / 2);
+    const int half = start == 0 && resumed ? shm.half() : shm.nextHalf();
+    const size_t halfOffset = static_cast<size_t>(half) * (shm.slotBytes() / 2);
     uint8_t* mine = data + start * es;
     auto copyIn = [&] { std::memcpy(shm.slot(r) + halfOffset, mine, len * es); };
     if (start == 0 && firstBarrier) {
       try {
         firstBarrier(copyIn);
+      } catch (const HandOff&) {
+        throw;  // the half stays taken: the op goes on with it
       } catch (...) {
         shm.nextHalf();  // the op did not happen: give the half back so all ranks stay in step
         throw;

@@ -51,9 +51,17 @@ void allreduceMpi(CollectiveArgs& args, void* buf, size_t count);
 // Ranks on one host only: through a shared-memory region instead of messages. `firstBarrier`, if
 // given, replaces the first chunk's copy-in and barrier: it is called with the copy-in and must
 // run it and then pass a barrier (the engine's agreement step does both at once).
+// `resumed`: the first chunk was copied in and its barrier entered already, by an attempt on the
+// caller's thread that handed the op over (HandOff); it goes on from that barrier.
 using FirstBarrier = std::function<void(const std::function<void()>& copyIn)>;
 void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count,
-                  const FirstBarrier& firstBarrier = nullptr);
+                  const FirstBarrier& firstBarrier = nullptr, bool resumed = false);
+
+// Thrown by a first barrier that stopped waiting on the caller's thread (Engine::runInline): this
+// rank has arrived at barrier `epoch`, and the engine thread carries the op on from there.
+struct HandOff {
+  uint64_t epoch;
+};
 
 // --- the ring phases, shared by all-reduce, reduce-scatter and all-gather ------------------
 // After it, block r of buf (this rank's) holds the reduction of block r over all ranks; the

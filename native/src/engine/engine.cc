@@ -80,6 +80,15 @@ constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
 // step's buckets, a benchmark loop) then skip the wake-up.
 constexpr auto kSpinBeforeSleep = std::chrono::microseconds(100);
 
+// An awaited op is tried on the caller's thread up to this size: the shared-memory all-reduce of
+// 256 KiB takes about as long as the two thread hand-offs plus the Promise's trip through the
+// event loop it saves (~20 us on the development VM); larger ones leave the JS thread free.
+constexpr size_t kInlineAsyncMaxBytes = 256 * 1024;
+// How long such a try waits for the other ranks to arrive before the engine thread takes over:
+// a few hand-offs' worth, so that ranks in step finish inline and a late peer costs the caller
+// little.
+constexpr auto kInlineArrivalBudget = std::chrono::microseconds(50);
+
 struct Recorder final : PhaseRecorder {
   explicit Recorder(OpRecord& op) : op_(op) {}
   void reduceSpan(double startUs, double endUs) override {
@@ -171,7 +180,9 @@ CommState& Engine::addComm(MPI_Comm base) {
     state->shm = ShmTransport::create(state->control, options_.shmSlotBytes, &state->shmUnavailable);
     if (state->shm) {
       MPI_Comm control = state->control;
-      state->shm->setProgress([control] {
+      state->shm->setProgress([control, engineThread = engineThreadId_] {
+        // Only the engine thread calls MPI; an op run inline needs no progress (runInline).
+        if (std::this_thread::get_id() != engineThread) return;
         int flag = 0;  // a tag nobody sends: the call only drives MPI's progress engine
         MPI_Iprobe(MPI_ANY_SOURCE, 32767, control, &flag, MPI_STATUS_IGNORE);
       });
@@ -187,6 +198,7 @@ void Engine::threadMain() {
   // Backoff naps of 50 us should not stretch to the default 50 us timer slack on top.
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
 #endif
+  engineThreadId_ = std::this_thread::get_id();
   try {
     initMpi();
   } catch (const std::exception& e) {
@@ -205,6 +217,13 @@ void Engine::threadMain() {
     OpRecord* op = nextOp();
     if (op == nullptr) break;
     run(op);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      busy_ = false;
+    }
+    // Only after busy_ is clear: the completion wakes the JS thread, which may take this core at
+    // once and, finding the engine still busy, queue its next op instead of running it inline.
+    op->onComplete(op);
   }
   if (timeline_) timeline_->close();
   for (auto& [id, comm] : comms_) {
@@ -229,7 +248,8 @@ OpRecord* Engine::nextOp() {
   }
   std::unique_lock<std::mutex> lock(mutex_);
   sleeping_ = true;
-  wake_.wait(lock, [this] { return !queue_.empty() || stopping_.load(); });
+  // Not while an op runs inline on another thread: it owns the engine's state until it is done.
+  wake_.wait(lock, [this] { return !busy_ && (!queue_.empty() || stopping_.load()); });
   sleeping_ = false;
   if (queue_.empty()) {
     exited_ = true;  // from here on submit() refuses ops itself
@@ -237,12 +257,13 @@ OpRecord* Engine::nextOp() {
   }
   OpRecord* op = queue_.front();
   queue_.pop_front();
+  busy_ = true;
   queued_.fetch_sub(1, std::memory_order_release);
   return op;
 }
 
 void Engine::submit(OpRecord* op) {
-  op->tQueued = nowMicros();
+  op->tQueued = stamp();
   bool wakeUp;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -259,6 +280,52 @@ void Engine::submit(OpRecord* op) {
   if (wakeUp) wake_.notify_one();
 }
 
+Engine::InlineOutcome Engine::runInline(OpRecord* op, bool blocking) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (busy_ || exited_ || stopping_.load() || !queue_.empty() || !mpiSettled_.load(std::memory_order_relaxed))
+      return InlineOutcome::kNotRun;
+    busy_ = true;
+  }
+  InlineOutcome outcome = InlineOutcome::kNotRun;
+  if (inlineEligible(*op, blocking)) {
+    op->tQueued = stamp();
+    const auto handOffAt = blocking ? std::chrono::steady_clock::time_point::max()
+                                    : std::chrono::steady_clock::now() + kInlineArrivalBudget;
+    op->ranInline = true;
+    outcome = run(op, handOffAt) ? InlineOutcome::kDone : InlineOutcome::kHandedOff;
+  }
+  bool wakeUp;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // A handed-over op goes first: it is already under way on the other ranks.
+    if (outcome == InlineOutcome::kHandedOff) {
+      op->ranInline = false;
+      queue_.push_front(op);
+      queued_.fetch_add(1, std::memory_order_release);
+    }
+    busy_ = false;
+    wakeUp = sleeping_ && (!queue_.empty() || stopping_.load());
+  }
+  if (wakeUp) wake_.notify_one();
+  if (outcome == InlineOutcome::kDone) op->onComplete(op);
+  return outcome;
+}
+
+// Called with busy_ claimed.
+bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
+  // Without the agreement step a try could not hand over: it would wait for late peers.
+  if (!blocking && (!options_.negotiate || op.count * dtypeSize(op.dtype) > kInlineAsyncMaxBytes)) return false;
+  auto it = comms_.find(op.commId);
+  if (it == comms_.end()) return false;
+  const CommState& comm = *it->second;
+  if (comm.closed || !comm.brokenReason.empty() || !comm.shm) return false;
+  if (op.kind == OpKind::kBarrier) return options_.negotiate;  // the agreement is the barrier
+  if (op.kind != OpKind::kAllreduce) return false;
+  const Algorithm a = op.algorithm == Algorithm::kAuto ? chooseAllreduce(comm, op.count * dtypeSize(op.dtype)) : op.algorithm;
+  return a == Algorithm::kShm;
+}
+
 void Engine::shutdown() {
   if (!started_.load() || !thread_.joinable()) return;
   {
@@ -269,8 +336,10 @@ void Engine::shutdown() {
   thread_.join();
 }
 
-void Engine::run(OpRecord* op) {
-  op->tStart = nowMicros();
+bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) {
+  op->tStart = stamp();
+  // What the op moved through (see mpiSettled_); a refused op moved nothing.
+  bool throughShmOnly = true, spansWorld = false;
   try {
     auto it = comms_.find(op->commId);
     if (it == comms_.end() || it->second->closed) {
@@ -280,13 +349,15 @@ void Engine::run(OpRecord* op) {
     if (!comm.brokenReason.empty()) {
       throw BraidException(ErrorCode::kAborted, "the communicator is unusable since an earlier failure: " + comm.brokenReason);
     }
-    op->seq = comm.seq++;
+    if (op->resumeEpoch == 0) op->seq = comm.seq++;
+    spansWorld = comm.size == world_.size;
+    throughShmOnly = comm.shm && (op->kind == OpKind::kAllreduce || (op->kind == OpKind::kBarrier && options_.negotiate));
     try {
       if (op->kind == OpKind::kCloseComm) {
         closeComm(comm);
       } else {
-        NegotiationLimits limits{std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs),
-                                 options_.stallWarningMs};
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs);
+        NegotiationLimits limits{deadline, options_.stallWarningMs, handOffAt};
         // A shared-memory all-reduce agrees on the op in its own first barrier: one flag
         // round-trip fewer per op. Every rank decides this alike or its descriptor differs.
         const bool fuse = options_.negotiate && comm.shm && op->kind == OpKind::kAllreduce && op->count > 0 &&
@@ -298,12 +369,16 @@ void Engine::run(OpRecord* op) {
           } else {
             negotiateOp(comm.control, comm.rank, comm.size, *op, limits);
           }
-          op->tNegotiated = nowMicros();
+          op->tNegotiated = stamp();
         }
-        if (!options_.negotiate) op->tNegotiated = nowMicros();
-        comm.transport->setDeadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
+        if (!options_.negotiate) op->tNegotiated = stamp();
+        comm.transport->setDeadline(deadline);
+        if (comm.shm) comm.shm->setDeadline(deadline);
         execute(comm, *op, fuse ? &limits : nullptr);
       }
+    } catch (const HandOff& handOff) {
+      op->resumeEpoch = handOff.epoch;
+      return false;
     } catch (const BraidException& e) {
       // These are raised on every rank alike before any data moves, so the ranks stay in step;
       // anything else may have left messages in flight.
@@ -319,10 +394,17 @@ void Engine::run(OpRecord* op) {
     op->code = ErrorCode::kInternal;
     op->message = e.what();
   }
-  if (op->tNegotiated == 0) op->tNegotiated = nowMicros();
-  op->tDone = nowMicros();
+  if (op->tNegotiated == 0) op->tNegotiated = stamp();  // refused before the agreement
+  op->tDone = stamp();
+  if (op->kind == OpKind::kAllreduce && op->ranAlgorithm != Algorithm::kAuto && op->ranAlgorithm != Algorithm::kShm)
+    throughShmOnly = false;
+  if (!throughShmOnly) {
+    mpiSettled_.store(false, std::memory_order_relaxed);
+  } else if (spansWorld && op->code == ErrorCode::kOk && std::this_thread::get_id() == engineThreadId_) {
+    mpiSettled_.store(true, std::memory_order_relaxed);
+  }
   if (timeline_) timeline_->record(*op);
-  op->onComplete(op);
+  return true;
 }
 
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
@@ -368,15 +450,14 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
                                  "algorithm 'shm' is not available on this communicator: " + comm.shmUnavailable +
                                      "; use 'auto' or 'ring'");
           }
-          shm->setDeadline(std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
           FirstBarrier first;
           if (fusedNegotiation != nullptr) {
             first = [&](const std::function<void()>& copyIn) {
               negotiateOpShm(*shm, op, *fusedNegotiation, copyIn);
-              op.tNegotiated = nowMicros();
+              op.tNegotiated = stamp();
             };
           }
-          allreduceShm(args, *shm, op.data, op.count, first);
+          allreduceShm(args, *shm, op.data, op.count, first, op.resumeEpoch != 0);
           break;
         }
         default: throw BraidException(ErrorCode::kInvalidArgument, "unknown all-reduce algorithm");

@@ -65,6 +65,16 @@ class Engine {
 
   // Queues an op; its onComplete runs on the engine thread.
   void submit(OpRecord* op);
+  // Runs `op` on the calling thread instead, when that needs no MPI call and cannot reorder it:
+  // a shared-memory all-reduce or barrier, nothing queued or running, and no earlier MPI traffic
+  // a peer may still need this process's MPI progress for. The caller saves the two thread
+  // hand-offs that dominate small ops. `blocking` (a synchronous call): the caller waits as the
+  // engine would. Otherwise only small ops are tried, and when the other ranks have not all
+  // arrived within kInlineArrivalBudget, the op is handed to the engine thread, which goes on
+  // from the barrier it was waiting at, and completes it as a submitted op.
+  enum class InlineOutcome { kNotRun, kDone, kHandedOff };
+  InlineOutcome runInline(OpRecord* op, bool blocking);
+  bool onEngineThread() const { return std::this_thread::get_id() == engineThreadId_; }
   // Finishes queued ops, finalizes MPI and joins the thread. Idempotent.
   void shutdown();
 
@@ -73,7 +83,9 @@ class Engine {
   void threadMain();
   void initMpi();
   OpRecord* nextOp();
-  void run(OpRecord* op);
+  // False when the op was handed over (HandOff) instead of completed.
+  bool run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt = std::chrono::steady_clock::time_point::max());
+  bool inlineEligible(const OpRecord& op, bool blocking);
   void negotiate(CommState& comm, OpRecord& op);
   // `fusedNegotiation`: the op was not negotiated yet; the shared-memory all-reduce does it in
   // its first barrier.
@@ -82,6 +94,8 @@ class Engine {
   void closeComm(CommState& comm);
   CommState& addComm(MPI_Comm base);
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;
+  // Phase times are read only by the timeline; without one, no clock read per phase.
+  double stamp() const { return timeline_ ? nowMicros() : 0.0; }
 
   EngineOptions options_;
   WorldInfo world_;
@@ -95,6 +109,14 @@ class Engine {
   std::atomic<int> queued_{0};
   bool sleeping_ = false;
   bool exited_ = false;
+  // An op is running, on the engine thread or inline; whoever sets it owns the engine-thread
+  // state below until it clears it.
+  bool busy_ = false;
+  // Set after an op on a communicator spanning the whole world went through shared memory only:
+  // every peer had then finished its earlier ops, so none waits on this process's MPI progress.
+  // Cleared by any op that moves data or agreement through MPI.
+  std::atomic<bool> mpiSettled_{false};
+  std::thread::id engineThreadId_;
 
   // Start-up hand-off.
   std::mutex startMutex_;

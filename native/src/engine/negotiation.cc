@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "algorithms/collective.h"
 #include "common/status.h"
 #include "transport/mpi_transport.h"
 
@@ -252,9 +253,16 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
   // Descriptors alternate between two records: a rank can publish op k+1 while a slower one is
   // still reading op k, but not op k+2 before everyone has arrived at k+1.
   const int which = static_cast<int>(op.seq % 2);
-  std::memcpy(shm.record(r, which), &mine, sizeof mine);
-  if (beforeArrive) beforeArrive();
-  const uint64_t epoch = shm.arrive();
+  uint64_t epoch = op.resumeEpoch;
+  if (epoch == 0) {
+    std::memcpy(shm.record(r, which), &mine, sizeof mine);
+    if (beforeArrive) beforeArrive();
+    epoch = shm.arrive();
+    if (limits.handOffAt != std::chrono::steady_clock::time_point::max() &&
+        !shm.waitFor(epoch, limits.handOffAt, std::chrono::milliseconds(0), nullptr).empty()) {
+      throw HandOff{epoch};
+    }
+  }
   auto stall = [&](const std::vector<int>& missing) {
     // The lowest rank that is waiting reports, once.
     int reporter = 0;

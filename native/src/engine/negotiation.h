@@ -19,6 +19,9 @@ namespace braid {
 struct NegotiationLimits {
   std::chrono::steady_clock::time_point deadline;
   int stallWarningMs;
+  // negotiateOpShm only: when the other ranks have not all arrived by then, throw HandOff instead
+  // of waiting on (an op tried on the caller's thread; see Engine::runInline).
+  std::chrono::steady_clock::time_point handOffAt = std::chrono::steady_clock::time_point::max();
 };
 
 // Throws BraidException with MISMATCH or TIMEOUT (the same code on every rank that gets an answer).
@@ -31,6 +34,7 @@ void negotiateOp(MPI_Comm control, int rank, int size, const OpRecord& op, const
 // `beforeArrive`, if given, runs after the descriptor is published and before this rank marks
 // its arrival: the shared-memory all-reduce copies its first chunk in there, so that one barrier
 // serves both the agreement and the data (on a mismatch that copy is simply never read).
+// With op.resumeEpoch set, this rank published and arrived already (HandOff): it only waits.
 void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimits& limits,
                     const std::function<void()>& beforeArrive = nullptr);
 

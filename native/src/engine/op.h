@@ -54,6 +54,8 @@ struct OpRecord {
   int newCommId = -1, newRank = -1, newSize = 0;  // split
   Algorithm ranAlgorithm = Algorithm::kAuto;
   uint64_t seq = 0;
+  uint64_t resumeEpoch = 0;  // handed over by the caller's thread at this barrier (HandOff)
+  bool ranInline = false;    // finished on the caller's thread
 
   // Phase times in microseconds (steady clock), for the timeline.
   double tQueued = 0, tStart = 0, tNegotiated = 0, tDone = 0;

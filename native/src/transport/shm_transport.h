@@ -35,6 +35,7 @@ class ShmTransport {
   // chunk of an op never overwrites what a slower rank may still be reading from the last chunk
   // of the previous one (nothing else orders them when negotiation is off).
   int nextHalf() { return half_ ^= 1; }
+  int half() const { return half_; }
 
   // Returns once every rank has called barrier() as many times as this one; throws
   // BraidException(TIMEOUT) at the deadline.

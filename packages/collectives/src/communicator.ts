@@ -1,4 +1,4 @@
-import type { Addon, OpSpec, SplitResult } from '@braid/native';
+import { encodeOp, type Addon, type OpSpec, type SplitResult } from '@braid/native';
 
 import {
   ALGORITHM_CODES,
@@ -251,7 +251,7 @@ export class Communicator {
   async #run(spec: OpSpec, input: CollectiveBuffer | undefined, output: CollectiveBuffer | undefined, closing = false) {
     this.#checkOpen(closing);
     try {
-      return await this.#addon.submit(spec, input, output, false);
+      return await this.#addon.submit(encodeOp(spec), spec.name, input, output, false);
     } catch (err) {
       throw fromNative(err);
     }
@@ -260,7 +260,7 @@ export class Communicator {
   #runSync(spec: OpSpec, input: CollectiveBuffer | undefined, output: CollectiveBuffer | undefined): void {
     this.#checkOpen();
     try {
-      this.#addon.submit(spec, input, output, true);
+      this.#addon.submit(encodeOp(spec), spec.name, input, output, true);
     } catch (err) {
       throw fromNative(err);
     }

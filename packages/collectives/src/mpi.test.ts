@@ -101,6 +101,30 @@ describe.each([[{}], [SHM_OFF]])('a rank that never makes the call %o', (env) =>
   });
 });
 
+describe.each([2, 3])('small ops on the caller\'s thread, np=%i', (np) => {
+  it('run inline, hand over to the engine when a peer is late, keep their order with queued ops, and stay exact', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-inline-'));
+    const path = join(dir, 'trace.json');
+    const run = await mpirun(np, 'inline', { env: { BRAID_TIMELINE: path } });
+    expect(run.stderr).not.toMatch(/error|abort/i);
+    expect(run.code).toBe(0);
+    expect(run.results).toHaveLength(np);
+    for (const r of run.results) expect(r.wrong, `rank ${r.rank}`).toEqual([]);
+    expect(new Set(run.results.map((r) => r.digest)).size).toBe(1);
+    // Rank 0's trace: where each op ran. All three ways occur, every op is there once, in order.
+    const events = JSON.parse(readFileSync(path, 'utf8')) as Array<{ name: string; ph: string; args?: any }>;
+    const ops = events.filter((e) => e.ph === 'X' && e.args);
+    const threads = new Map<string, number>();
+    for (const op of ops) threads.set(op.args.thread, (threads.get(op.args.thread) ?? 0) + 1);
+    expect(threads.get('caller')).toBeGreaterThanOrEqual(12);  // most rounds' first op
+    expect(threads.get('handed-off')).toBeGreaterThan(0);
+    expect(threads.get('engine')).toBeGreaterThan(24);  // every ring, and the sync op queued behind it
+    for (const op of ops.filter((o) => o.args.algorithm === 'ring')) expect(op.args.thread).toBe('engine');
+    const seqs = ops.filter((o) => o.args.comm === 0).map((o) => Number(o.name.split('#')[1]));
+    expect(seqs).toEqual(seqs.map((_, i) => i));
+  });
+});
+
 describe('timeline', () => {
   it('rank 0 writes a Chrome trace with every op and its phases', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'braid-timeline-'));

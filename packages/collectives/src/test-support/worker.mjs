@@ -202,8 +202,51 @@ async function timeline(comm) {
   return {};
 }
 
+// Small shared-memory ops run on the JS thread (Engine::runInline): synchronous ones always once
+// no MPI traffic is pending, awaited ones when the peers arrive within the budget, else handed to
+// the engine thread mid-barrier. Interleaved here with ops that go through MPI and with ops in
+// flight, with a late rank each round so that the others hand over; every result is exact.
+async function inlineOps(comm) {
+  const n = comm.size;
+  const r = comm.rank;
+  const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+  const triangle = (n * (n - 1)) / 2;
+  const wrong = [];
+  const digests = [];
+  const check = (what, arr, expectAt) => {
+    for (let i = 0; i < arr.length; i++) {
+      if (arr[i] !== expectAt(i)) {
+        wrong.push(`${what}[${i}] = ${arr[i]}, expected ${expectAt(i)}`);
+        break;
+      }
+    }
+    digests.push(digest(arr));
+  };
+  for (let round = 0; round < 24; round++) {
+    const a = new Float32Array(1000 + round).map((_, i) => r + (i % 5));
+    comm.allReduceSync(a);
+    check(`sync ${round}`, a, (i) => triangle + n * (i % 5));
+    const b = new Int32Array(17 + round).map((_, i) => r * i);
+    if (round % n === r) await sleep(3);  // late: the others hand their try over to the engine
+    const pb = comm.allReduce(b, { op: 'max' });
+    const big = new Float64Array(70_000).map((_, i) => r + i);
+    const pbig = comm.allReduce(big, { algorithm: 'ring' });
+    const c = new Float32Array(64).fill(r + 1);
+    comm.allReduceSync(c, { op: 'min' });  // behind the ring in the queue: the engine runs it
+    const [gotB, gotBig] = await Promise.all([pb, pbig]);
+    check(`async ${round}`, gotB, (i) => (n - 1) * i);
+    check(`ring ${round}`, gotBig, (i) => triangle + n * i);
+    check(`queued sync ${round}`, c, () => 1);
+    const d = new Uint16Array(300).map((_, i) => (i % 3) * 0x3c00);  // float16 0 or 1
+    const pd = comm.allReduce(d, { dtype: 'float16', op: 'max' });
+    await comm.barrier();
+    check(`half ${round}`, await pd, (i) => (i % 3) * 0x3c00);
+  }
+  return { wrong, digest: digest(new TextEncoder().encode(digests.join(','))) };
+}
+
 const comm = await init(scenario === 'timeout' ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
-const scenarios = { matrix, mismatch, timeout, timeline };
+const scenarios = { matrix, mismatch, timeout, timeline, inline: inlineOps };
 const result = await scenarios[scenario](comm);
 report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, ms: Date.now() - started, ...result });
 if (scenario !== 'timeout') await comm.close();
