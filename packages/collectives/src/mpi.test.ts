@@ -85,9 +85,13 @@ describe.each([
   });
 });
 
-describe.each([[{}], [SHM_OFF]])('a rank that never makes the call %o', (env) => {
+describe.each([
+  ['timeout', {}],
+  ['timeout', SHM_OFF],
+  ['timeout-sync', {}],
+])('a rank that never makes the call (%s %o)', (scenario, env) => {
   it('gives TIMEOUT naming it on the others, then ABORTED, and a stall warning', async () => {
-    const run = await mpirun(3, 'timeout', { env, timeoutMs: 60_000 });
+    const run = await mpirun(3, scenario, { env, timeoutMs: 60_000 });
     expect(run.results).toHaveLength(3);
     for (const r of run.results.slice(0, 2)) {
       expect(r.first.code).toBe('TIMEOUT');

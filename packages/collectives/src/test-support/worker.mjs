@@ -178,15 +178,18 @@ async function mismatch(comm) {
   return results;
 }
 
-async function timeout(comm) {
-  // The last rank skips one call; the others must get TIMEOUT naming it, then ABORTED.
+async function timeout(comm, sync = false) {
+  // The last rank skips one call; the others must get TIMEOUT naming it, then ABORTED. A
+  // synchronous call waits on the JS thread itself (Engine::runInline), an awaited one is handed
+  // to the engine thread when the peer does not come.
   const skipper = comm.rank === comm.size - 1;
   await comm.barrier();
   if (skipper) {
     await new Promise((r) => setTimeout(r, 4000));
     return { skipped: true };
   }
-  const first = await capture(() => comm.allReduce(new Float32Array(8), { name: 'grads' }));
+  const grads = new Float32Array(8);
+  const first = await capture(async () => (sync ? comm.allReduceSync(grads, { name: 'grads' }) : comm.allReduce(grads, { name: 'grads' })));
   const second = await capture(() => comm.allReduce(new Float32Array(8)));
   delete first.stack;
   delete second.stack;
@@ -245,8 +248,8 @@ async function inlineOps(comm) {
   return { wrong, digest: digest(new TextEncoder().encode(digests.join(','))) };
 }
 
-const comm = await init(scenario === 'timeout' ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
-const scenarios = { matrix, mismatch, timeout, timeline, inline: inlineOps };
+const comm = await init(scenario.startsWith('timeout') ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
+const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps };
 const result = await scenarios[scenario](comm);
 report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, ms: Date.now() - started, ...result });
-if (scenario !== 'timeout') await comm.close();
+if (!scenario.startsWith('timeout')) await comm.close();
