@@ -153,6 +153,20 @@ int main(int argc, char** argv) {
       }
   });
 
+  quietCase("shm with streaming stores (8 MiB and up, full-size slots): exact and identical", [&] {
+    std::string slotWhy;
+    std::unique_ptr<ShmTransport> big = ShmTransport::create(dup, 1 << 20, &slotWhy);
+    CHECK_MSG(big != nullptr, "shared memory: " + slotWhy);
+    if (!big) return;
+    for (DType t : {DType::kFloat32, DType::kFloat64}) {
+      const size_t n = (size_t{8} << 20) / dtypeSize(t) + 3;  // past the threshold, an odd tail
+      auto buf = fill(t, RedOp::kSum, rank, n);
+      CollectiveArgs args{transport, t, RedOp::kSum, scratch, nullptr, size_t{1} << 20};
+      allreduceShm(args, *big, buf.data(), n);
+      CHECK_MSG(allOk(buf == expected(t, RedOp::kSum, size, n), MPI_COMM_WORLD), dtypeName(t));
+    }
+  });
+
   quietCase("broadcast binomial and pipeline from every root", [&] {
     for (int root = 0; root < size; ++root)
       for (size_t bytes : {size_t{0}, size_t{1}, size_t{1000}, size_t{1 << 20}}) {
