@@ -46,10 +46,10 @@ const char* algorithmName(Algorithm a) {
 namespace {
 
 // `auto` for all-reduce, from benchmarks/allreduce at np=2 (benchmarks/README.md): shared memory
-// when all ranks share a host, up to 64 MiB (it led from 512 B; at 128 MiB and above the ring
-// won in every run); otherwise recursive doubling (fewest steps) for small messages and the ring
+// whenever all ranks share a host (it led from 512 B; above 64 MiB the ring led until the
+// shared-memory path streamed its large writes, after which shared memory won at 128 and 256 MiB
+// in all five runs); otherwise recursive doubling (fewest steps) for small messages and the ring
 // (least data per rank) above. The binomial tree never won at np <= 4; it stays available by name.
-constexpr size_t kShmMaxBytes = size_t{64} << 20;
 // Measured at np=2: recursive doubling up to 64 KiB.
 constexpr size_t kRecursiveDoublingMaxBytesTwoRanks = 64 * 1024;
 // alpha/beta (per-message latency over per-byte time) measured at np=2: ~0.6 us * ~7 GB/s.
@@ -409,7 +409,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
 
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
-  if (comm.shm && bytes <= kShmMaxBytes) return Algorithm::kShm;
+  if (comm.shm) return Algorithm::kShm;
   if (bytes <= recursiveDoublingMaxBytes(comm.size)) return Algorithm::kRecursiveDoubling;
   return Algorithm::kRing;
 }
