@@ -14,7 +14,7 @@
 // read it from memory rather than from the writer's cache. Measured at np=2 on the development
 // VM (EPYC): with plain stores 8-16 MiB ran at 6-13 GB/s in some minutes and 1.5-2.0 GB/s in
 // others (when the two vCPUs sit on different dies, it seems), against MPI's 2.1-6.2; with
-// streaming stores 4.6-8.2 GB/s in every run, at least MPI's figure each time. At 4 MiB plain
+// streaming stores 3.7-8.4 GB/s in every run, above MPI's figure each time. At 4 MiB plain
 // stores lead (11-12 GB/s against 5-7), so smaller messages keep them.
 #include <algorithm>
 #include <cstring>
