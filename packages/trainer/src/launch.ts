@@ -86,7 +86,9 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
     childEnv.OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = '1';
   }
   if (plan.timeline) childEnv.BRAID_TIMELINE = plan.timeline;
-  if (options.isTTY && !childEnv.BRAID_PROGRESS) childEnv.BRAID_PROGRESS = 'bar';
+  // Open MPI gives each rank's stdout a pseudo-terminal, so the ranks cannot tell a log from a
+  // terminal themselves: say which one `braid run` writes to.
+  if (!childEnv.BRAID_PROGRESS) childEnv.BRAID_PROGRESS = options.isTTY ? 'bar' : 'lines';
   const args = ['-np', String(plan.np)];
   if (plan.hosts) args.push('-H', plan.hosts);
   if (plan.hostfile) args.push('--hostfile', plan.hostfile);

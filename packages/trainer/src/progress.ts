@@ -1,6 +1,7 @@
 // What rank 0 shows while training: on a terminal a progress bar redrawn in place (steps,
-// samples/s, loss, ETA); in a log one plain line per epoch. `braid run` tells the ranks, whose
-// stdout is a pipe to mpirun, that its own stdout is a terminal (BRAID_PROGRESS=bar).
+// samples/s, loss, ETA); in a log one plain line per epoch. `braid run` tells the ranks which of
+// the two its own stdout is (BRAID_PROGRESS): under mpirun a rank's stdout is a pseudo-terminal
+// even when the job's output goes to a file.
 
 export type ProgressMode = 'auto' | 'bar' | 'lines' | 'none';
 
