@@ -12,6 +12,7 @@
 #include "kernels/half.h"
 #include "kernels/reduce.h"
 #include "transport/mpi_transport.h"
+#include "algorithms/store_choice.h"
 #include "transport/shm_transport.h"
 
 using namespace braid;
@@ -153,17 +154,47 @@ int main(int argc, char** argv) {
       }
   });
 
-  quietCase("shm with streaming stores (8 MiB and up, full-size slots): exact and identical", [&] {
+  quietCase("StoreChoice times both kinds, keeps the faster, and notices when the regime turns", [&] {
+    StoreChoice choice;
+    const size_t mib = 1 << 20;
+    CHECK(!choice.streaming(StoreChoice::kMinBytes - 1));
+    // Simulated costs per kind, seconds per MiB: streaming first slower, then faster.
+    double cost[2] = {1.0, 2.0};
+    auto run = [&](int ops) {
+      int streamed = 0;
+      for (int i = 0; i < ops; ++i) {
+        const bool s = choice.streaming(mib);
+        streamed += s;
+        choice.record(mib, s, cost[s ? 1 : 0]);
+      }
+      return streamed;
+    };
+    const int first = run(4);
+    CHECK_MSG(first == 2, "each kind is timed twice first: " + std::to_string(first));
+    int streamed = run(320);
+    CHECK_MSG(streamed == 10, "plain kept, streaming tried once in 32: " + std::to_string(streamed));
+    cost[0] = 4.0;  // the slow minutes: plain stores now cost twice streaming's
+    run(64);        // two explorations are enough to switch
+    streamed = run(320);
+    CHECK_MSG(streamed == 310, "streaming kept, plain tried once in 32: " + std::to_string(streamed));
+    // Another size is chosen on its own timings.
+    CHECK(!choice.streaming(8 * mib));
+  });
+
+  quietCase("shm with plain and streaming stores (full-size slots, 1-2 MiB): exact and identical", [&] {
     std::string slotWhy;
     std::unique_ptr<ShmTransport> big = ShmTransport::create(dup, 1 << 20, &slotWhy);
     CHECK_MSG(big != nullptr, "shared memory: " + slotWhy);
     if (!big) return;
+    // StoreChoice times each kind twice before it trusts either: four ops of a size use both.
     for (DType t : {DType::kFloat32, DType::kFloat64}) {
-      const size_t n = (size_t{8} << 20) / dtypeSize(t) + 3;  // past the threshold, an odd tail
-      auto buf = fill(t, RedOp::kSum, rank, n);
-      CollectiveArgs args{transport, t, RedOp::kSum, scratch, nullptr, size_t{1} << 20};
-      allreduceShm(args, *big, buf.data(), n);
-      CHECK_MSG(allOk(buf == expected(t, RedOp::kSum, size, n), MPI_COMM_WORLD), dtypeName(t));
+      const size_t n = (size_t{1} << 20) / dtypeSize(t) + 3;  // three chunks, an odd tail
+      for (int op = 0; op < 4; ++op) {
+        auto buf = fill(t, RedOp::kSum, rank, n);
+        CollectiveArgs args{transport, t, RedOp::kSum, scratch, nullptr, size_t{1} << 20};
+        allreduceShm(args, *big, buf.data(), n);
+        CHECK_MSG(allOk(buf == expected(t, RedOp::kSum, size, n), MPI_COMM_WORLD), std::string(dtypeName(t)) + " op " + std::to_string(op));
+      }
     }
   });
 

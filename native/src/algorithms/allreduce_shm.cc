@@ -10,16 +10,17 @@
 // Every share is reduced by one rank, in rank order (slot 0, slot 1, ...), and copied by the
 // others, so every rank gets the same bits.
 //
-// From kStreamingMinBytes up, what goes into a slot is written with streaming stores, so peers
-// read it from memory rather than from the writer's cache. Measured at np=2 on the development
-// VM (EPYC): with plain stores 8-16 MiB ran at 6-13 GB/s in some minutes and 1.5-2.0 GB/s in
-// others (when the two vCPUs sit on different dies, it seems), against MPI's 2.1-6.2; with
-// streaming stores 3.7-8.4 GB/s in every run, above MPI's figure each time. At 4 MiB plain
-// stores lead (11-12 GB/s against 5-7), so smaller messages keep them.
+// From 512 KiB up, what goes into a slot is written with plain or with streaming stores, as
+// StoreChoice (store_choice.h) finds faster lately: streaming sends the bytes through memory
+// rather than the writer's cache, which on the development VM kept 0.5-16 MiB at 6-9 GB/s in
+// the minutes when the cache-to-cache path fell to 1.5-2.0 GB/s (the two vCPUs on different
+// dies, it seems), and cost half the speed in the other minutes.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "algorithms/collective.h"
+#include "algorithms/store_choice.h"
 #include "kernels/copy.h"
 #include "kernels/reduce.h"
 #include "transport/shm_transport.h"
@@ -27,7 +28,12 @@
 namespace braid {
 
 namespace {
-constexpr size_t kStreamingMinBytes = size_t{8} << 20;
+// One for the process: the regime is the machine's. Ops run one at a time (the engine's busy
+// claim orders them, whichever thread runs them), so no lock.
+StoreChoice& storeChoice() {
+  static StoreChoice choice;
+  return choice;
+}
 }  // namespace
 
 void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count, const FirstBarrier& firstBarrier,
@@ -38,12 +44,14 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
   // Each half of a slot holds one chunk.
   const size_t chunkElems = std::max<size_t>(1, shm.slotBytes() / 2 / es);
   uint8_t* data = static_cast<uint8_t*>(buf);
-  const bool streaming = count * es >= kStreamingMinBytes;
-  auto toSlot = [streaming](void* dst, const void* src, size_t bytes) {
+  const size_t bytes = count * es;
+  const bool streaming = storeChoice().streaming(bytes);
+  std::chrono::steady_clock::time_point moving{};  // after the first barrier: the peers are in
+  auto toSlot = [streaming](void* dst, const void* src, size_t n) {
     if (streaming) {
-      copyStreaming(dst, src, bytes);
+      copyStreaming(dst, src, n);
     } else {
-      std::memcpy(dst, src, bytes);
+      std::memcpy(dst, src, n);
     }
   };
   for (size_t start = 0; start < count; start += chunkElems) {
@@ -65,6 +73,7 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
       copyIn();
       shm.barrier();
     }
+    if (start == 0) moving = std::chrono::steady_clock::now();
 
     // This rank's share of the chunk: elements [lo, hi).
     const size_t lo = len * r / n, hi = len * (r + 1) / n;
@@ -84,6 +93,7 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
       if (shi > slo) std::memcpy(mine + slo * es, shm.slot(s) + halfOffset + slo * es, (shi - slo) * es);
     }
   }
+  storeChoice().record(bytes, streaming, std::chrono::duration<double>(std::chrono::steady_clock::now() - moving).count());
 }
 
 }  // namespace braid
