@@ -46,6 +46,8 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
   uint8_t* data = static_cast<uint8_t*>(buf);
   const size_t bytes = count * es;
   const bool streaming = storeChoice().streaming(bytes);
+  // Only ops large enough for the choice are timed: small ones stay free of clock reads.
+  const bool timed = bytes >= StoreChoice::kMinBytes;
   std::chrono::steady_clock::time_point moving{};  // after the first barrier: the peers are in
   auto toSlot = [streaming](void* dst, const void* src, size_t n) {
     if (streaming) {
@@ -73,7 +75,7 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
       copyIn();
       shm.barrier();
     }
-    if (start == 0) moving = std::chrono::steady_clock::now();
+    if (start == 0 && timed) moving = std::chrono::steady_clock::now();
 
     // This rank's share of the chunk: elements [lo, hi).
     const size_t lo = len * r / n, hi = len * (r + 1) / n;
@@ -93,7 +95,7 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
       if (shi > slo) std::memcpy(mine + slo * es, shm.slot(s) + halfOffset + slo * es, (shi - slo) * es);
     }
   }
-  storeChoice().record(bytes, streaming, std::chrono::duration<double>(std::chrono::steady_clock::now() - moving).count());
+  if (timed) storeChoice().record(bytes, streaming, std::chrono::duration<double>(std::chrono::steady_clock::now() - moving).count());
 }
 
 }  // namespace braid
