@@ -53,7 +53,11 @@ export interface Addon {
   submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true): SplitResult | number | null | undefined;
   submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false): Promise<SplitResult | null | undefined>;
   info(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } };
-  shutdown(): void;
+  /**
+   * Ends the engine and finalizes MPI; false if that did not finish within the bound. Given an
+   * exit code (the process 'exit' hook), a finalization that cannot finish ends the process.
+   */
+  shutdown(exitCode?: number): boolean;
   /** The compression kernels (synchronous, on the caller's thread; arguments checked by @braid/compression). */
   compress: CompressKernels;
 }

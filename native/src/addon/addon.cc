@@ -5,6 +5,9 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -43,9 +46,21 @@ struct AddonState {
 };
 AddonState* gState = nullptr;
 
+// An awaited op's copies of its buffers. The JS thread runs on while the engine works, and an
+// ArrayBuffer can be detached (transfer, postMessage) or shrunk (resize) meanwhile, freeing the
+// memory under the engine; the engine therefore works on these, and the result is copied back
+// on completion if the buffer is still there. Arrays over a SharedArrayBuffer (which can neither
+// be detached nor shrunk) need no copy.
+struct Copies {
+  std::unique_ptr<uint8_t[]> data, out;
+  size_t dataBytes = 0, outBytes = 0;
+};
+
 struct PendingOp {
   OpRecord record;
   Napi::Reference<Napi::Value> input, output;  // pinned until completion
+  bool inputShared = true, outputShared = true;  // over a SharedArrayBuffer (or absent)
+  std::shared_ptr<Copies> copies;
   std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
   std::optional<Napi::Promise::Deferred> deferred;
   // Synchronous callers wait on these.
@@ -67,6 +82,7 @@ Napi::Error makeError(Napi::Env env, ErrorCode code, const std::string& message)
 struct BufferView {
   void* data = nullptr;
   size_t bytes = 0;
+  bool shared = false;  // over a SharedArrayBuffer: cannot be detached or shrunk
 };
 
 BufferView viewOf(Napi::Env env, Napi::Value value, const char* what) {
@@ -86,6 +102,7 @@ BufferView viewOf(Napi::Env env, Napi::Value value, const char* what) {
   BufferView view;
   view.data = data;  // already advanced by the byte offset
   view.bytes = value.As<Napi::TypedArray>().ByteLength();
+  view.shared = !isArrayBuffer;
   return view;
 }
 
@@ -136,6 +153,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
     if (in.bytes % es != 0) throwBraid(env, ErrorCode::kInvalidArgument, "buffer length does not fit the dtype");
     op.data = in.data;
     op.count = in.bytes / es;
+    pending->inputShared = in.shared;
     pending->input = Napi::Persistent(input);
     pending->ranges.emplace_back(reinterpret_cast<uintptr_t>(in.data), reinterpret_cast<uintptr_t>(in.data) + in.bytes);
   }
@@ -144,6 +162,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
     if (out.bytes % es != 0) throwBraid(env, ErrorCode::kInvalidArgument, "output length does not fit the dtype");
     op.out = out.data;
     op.outCount = out.bytes / es;
+    pending->outputShared = out.shared;
     pending->output = Napi::Persistent(output);
     pending->ranges.emplace_back(reinterpret_cast<uintptr_t>(out.data), reinterpret_cast<uintptr_t>(out.data) + out.bytes);
   }
@@ -175,6 +194,57 @@ void releaseBuffers(PendingOp& op) {
   op.output.Reset();
 }
 
+// Points the record at copies of the buffers that could be detached; called before the engine
+// thread may touch them.
+void makeCopies(OpRecord& record, PendingOp& op) {
+  if (op.copies || (op.inputShared && op.outputShared)) return;
+  auto copies = std::make_shared<Copies>();
+  const size_t es = dtypeSize(record.dtype);
+  if (record.data != nullptr) {
+    copies->dataBytes = record.count * es;
+    copies->data.reset(new uint8_t[std::max<size_t>(1, copies->dataBytes)]);
+    std::memcpy(copies->data.get(), record.data, copies->dataBytes);
+    record.data = copies->data.get();
+  }
+  if (record.out != nullptr) {
+    copies->outBytes = record.outCount * es;
+    copies->out.reset(new uint8_t[std::max<size_t>(1, copies->outBytes)]);
+    record.out = copies->out.get();
+  }
+  op.copies = copies;
+  record.callerCopies = copies;
+}
+
+// The result back into the user's buffer, if it is still there as it was. Empty, or what went wrong.
+std::string copyBack(Napi::Env env, PendingOp& op) {
+  if (!op.copies || op.record.code != ErrorCode::kOk) return "";
+  const OpKind kind = op.record.kind;
+  const bool inPlace = kind == OpKind::kAllreduce || kind == OpKind::kBroadcast;
+  auto back = [&](Napi::Reference<Napi::Value>& ref, const uint8_t* from, size_t bytes, const char* what) -> std::string {
+    if (ref.IsEmpty() || bytes == 0) return "";
+    napi_typedarray_type type;
+    size_t length = 0, byteOffset = 0;
+    void* data = nullptr;
+    napi_value backing;
+    Napi::Value value = ref.Value();
+    if (napi_get_typedarray_info(env, value, &type, &length, &data, &backing, &byteOffset) != napi_ok) return std::string(what) + " could not be read";
+    bool detached = false;
+    napi_is_detached_arraybuffer(env, backing, &detached);
+    if (detached || data == nullptr || value.As<Napi::TypedArray>().ByteLength() != bytes) {
+      return std::string(what) + "'s ArrayBuffer was detached or resized while the operation ran (transfer, "
+             "postMessage, structuredClone or resize); the result could not be written back. Keep the buffer "
+             "as it is until the Promise settles";
+    }
+    std::memcpy(data, from, bytes);
+    return "";
+  };
+  if (inPlace) {
+    std::string e = back(op.input, op.copies->data.get(), op.copies->dataBytes, "the buffer");
+    if (!e.empty()) return e;
+  }
+  return back(op.output, op.copies->out.get(), op.copies->outBytes, "the output buffer");
+}
+
 Napi::Value resultValue(Napi::Env env, const OpRecord& op) {
   if (op.kind == OpKind::kMpiLoop) return Napi::Number::New(env, op.loopUs);
   if (op.kind != OpKind::kSplit) return env.Undefined();
@@ -197,8 +267,17 @@ void settle(Napi::Env env, PendingOp* op) {
 
 void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, PendingOp* raw) {
   std::unique_ptr<PendingOp> op(raw);
+  if (env == nullptr) {  // the environment is being torn down: nothing to resolve
+    releaseBuffers(*op);
+    return;
+  }
+  Napi::HandleScope scope(env);
+  const std::string lost = copyBack(env, *op);
+  if (!lost.empty()) {
+    op->record.code = ErrorCode::kInvalidArgument;
+    op->record.message = std::string(opKindName(op->record.kind)) + ": " + lost;
+  }
   releaseBuffers(*op);
-  if (env == nullptr) return;  // the environment is being torn down: nothing to resolve
   if (--gState->inFlight == 0) gState->tsfn.Unref(env);
   settle(env, op.get());
 }
@@ -249,8 +328,9 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
       raw->done.store(true, std::memory_order_release);
       raw->cv.notify_one();
     };
-    if (Engine::instance().runInline(&raw->record, true) == Engine::InlineOutcome::kNotRun) {
-      Engine::instance().submit(&raw->record);
+    if (Engine::instance().runInline(&raw->record, true) == Engine::InlineOutcome::kNotRun &&
+        !Engine::instance().submit(&raw->record)) {
+      raw->done.store(true, std::memory_order_release);  // refused: code and message are set
     }
     // Small ops finish in microseconds: poll, yielding the core (the engine thread may need
     // it), for up to a millisecond before sleeping.
@@ -275,15 +355,25 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
     if (!gState->alive.load()) return;  // the environment is gone; nothing to resolve
     gState->tsfn.NonBlockingCall(raw);
   };
+  // Run on this thread, an op needs no copies; handed to the engine thread, it does.
+  raw->record.beforeHandOff = [raw](OpRecord& record) { makeCopies(record, *raw); };
   const Engine::InlineOutcome outcome = Engine::instance().runInline(&raw->record, false);
   if (outcome == Engine::InlineOutcome::kDone) {
     releaseBuffers(*raw);
     settle(env, raw);
     return promise;
   }
+  if (outcome == Engine::InlineOutcome::kNotRun) {
+    makeCopies(raw->record, *raw);
+    if (!Engine::instance().submit(&raw->record)) {
+      // The engine has stopped (the world was closed): settle now, or the Promise never would.
+      releaseBuffers(*raw);
+      settle(env, raw);
+      return promise;
+    }
+  }
   if (gState->inFlight++ == 0) gState->tsfn.Ref(env);
   op.release();  // owned by the completion from here on
-  if (outcome == Engine::InlineOutcome::kNotRun) Engine::instance().submit(&raw->record);
   return promise;
 }
 
@@ -308,14 +398,28 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// When MPI cannot be finalized in time (a peer or its host stopped answering), the process must
+// still end: say so and leave without it. mpirun then reports the rank, and the job fails.
+[[noreturn]] void exitWithoutFinalize(int code) {
+  std::fprintf(stderr,
+               "braid: MPI could not be finalized within %lld ms (a peer process or host stopped answering); "
+               "exiting without it\n",
+               static_cast<long long>(Engine::instance().shutdownBound().count()));
+  std::fflush(stderr);
+  std::_Exit(code != 0 ? code : 1);
+}
+
+// shutdown(exitCode?): ends the engine and finalizes MPI (process exit). With an exit code (the
+// 'exit' hook), a finalization that cannot finish in time ends the process with that code, or 1.
 Napi::Value Shutdown(const Napi::CallbackInfo& info) {
-  Engine::instance().shutdown();
-  return info.Env().Undefined();
+  const bool finished = Engine::instance().shutdown();
+  if (!finished && info[0].IsNumber()) exitWithoutFinalize(info[0].As<Napi::Number>().Int32Value());
+  return Napi::Boolean::New(info.Env(), finished);
 }
 
 void cleanup(void*) {
   if (gState != nullptr) gState->alive.store(false);
-  Engine::instance().shutdown();
+  if (!Engine::instance().shutdown()) exitWithoutFinalize(1);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
+#include <new>
 
 #include "engine/negotiation.h"
 #include "kernels/reduce.h"
@@ -120,14 +122,23 @@ Engine& Engine::instance() {
 }
 
 WorldInfo Engine::start(const EngineOptions& options) {
-  if (started_.exchange(true)) return world_;
-  options_ = options;
-  thread_ = std::thread([this] { threadMain(); });
   std::unique_lock<std::mutex> lock(startMutex_);
+  if (started_.load()) {
+    // MPI can be initialised once per process: a retry after a failed start fails the same way
+    // instead of returning a communicator with no engine behind it.
+    if (!startError_.empty()) throw BraidException(startCode_, startError_ + " (Braid starts once per process; fix the cause and start the process again)");
+    return world_;
+  }
+  started_.store(true);
+  options_ = options;
+  if (const char* fault = std::getenv("BRAID_TEST_FAULT")) {
+    std::sscanf(fault, "bad_alloc@%d:%lld", &options_.faultRank, &options_.faultSeq);
+  }
+  thread_ = std::thread([this] { threadMain(); });
   startDone_.wait(lock, [this] { return startFinished_; });
   if (!startError_.empty()) {
     thread_.join();
-    throw BraidException(ErrorCode::kBackendUnavailable, startError_);
+    throw BraidException(startCode_, startError_);
   }
   return world_;
 }
@@ -158,7 +169,43 @@ void Engine::initMpi() {
   MPI_Comm_size(local, &world_.localSize);
   MPI_Comm_free(&local);
 
-  if (!options_.timelinePath.empty() && world_.rank == 0) timeline_ = std::make_unique<Timeline>(options_.timelinePath);
+  // Rank 0 writes the timeline; every rank must learn if it cannot, or only rank 0 would fail.
+  std::string timelineError;
+  if (!options_.timelinePath.empty() && world_.rank == 0) {
+    try {
+      timeline_ = std::make_unique<Timeline>(options_.timelinePath);
+    } catch (const BraidException& e) {
+      timelineError = e.what();
+    }
+  }
+  int timelineOk = timelineError.empty() ? 1 : 0;
+  if (!options_.timelinePath.empty() && world_.size > 1) {
+    MPI_Request request;
+    checkMpi(MPI_Ibcast(&timelineOk, 1, MPI_INT, 0, MPI_COMM_WORLD, &request), "MPI_Ibcast (start-up)");
+    waitRequest(request, std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs),
+                "rank 0's answer at start-up");
+  }
+  if (!timelineOk) {
+    throw BraidException(ErrorCode::kInvalidArgument,
+                         timelineError.empty() ? "rank 0 cannot write the timeline file '" + options_.timelinePath +
+                                                     "' (BRAID_TIMELINE / init's timeline); give a path rank 0 can write"
+                                               : timelineError);
+  }
+}
+
+void Engine::finalizeMpi() {
+  if (timeline_) timeline_->close();
+  for (auto& [id, comm] : comms_) {
+    if (comm->closed) continue;
+    comm->shm.reset();
+    comm->transport.reset();
+    MPI_Comm_free(&comm->control);
+    if (comm->base != MPI_COMM_WORLD) MPI_Comm_free(&comm->base);
+  }
+  comms_.clear();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
 }
 
 CommState& Engine::addComm(MPI_Comm base) {
@@ -199,20 +246,27 @@ void Engine::threadMain() {
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
 #endif
   engineThreadId_ = std::this_thread::get_id();
+  auto finishStart = [this](const std::string& error, ErrorCode code) {
+    std::lock_guard<std::mutex> lock(startMutex_);
+    startError_ = error;
+    startCode_ = code;
+    startFinished_ = true;
+    startDone_.notify_all();
+  };
   try {
     initMpi();
   } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(startMutex_);
-    startError_ = e.what();
-    startFinished_ = true;
-    startDone_.notify_all();
+    // Every rank fails alike (the start-up checks are agreed), so MPI can end in order.
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (initialized) finalizeMpi();
+    const auto* braid = dynamic_cast<const BraidException*>(&e);
+    finishStart(e.what(), braid ? braid->code() : ErrorCode::kBackendUnavailable);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(startMutex_);
-    startFinished_ = true;
-    startDone_.notify_all();
-  }
+  finishStart("", ErrorCode::kOk);
+  // Closing the world resolves only once MPI is finalized: a script may exit right after.
+  OpRecord* worldClose = nullptr;
   for (;;) {
     OpRecord* op = nextOp();
     if (op == nullptr) break;
@@ -221,21 +275,21 @@ void Engine::threadMain() {
       std::lock_guard<std::mutex> lock(mutex_);
       busy_ = false;
     }
+    if (op->kind == OpKind::kCloseComm && op->commId == 0 && op->code == ErrorCode::kOk) {
+      worldClose = op;
+      continue;
+    }
     // Only after busy_ is clear: the completion wakes the JS thread, which may take this core at
     // once and, finding the engine still busy, queue its next op instead of running it inline.
     op->onComplete(op);
   }
-  if (timeline_) timeline_->close();
-  for (auto& [id, comm] : comms_) {
-    if (comm->closed) continue;
-    comm->transport.reset();
-    MPI_Comm_free(&comm->control);
-    if (comm->base != MPI_COMM_WORLD) MPI_Comm_free(&comm->base);
+  finalizeMpi();
+  if (worldClose != nullptr) worldClose->onComplete(worldClose);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    threadDone_ = true;
   }
-  comms_.clear();
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  wake_.notify_all();
 }
 
 OpRecord* Engine::nextOp() {
@@ -247,37 +301,47 @@ OpRecord* Engine::nextOp() {
     std::this_thread::yield();
   }
   std::unique_lock<std::mutex> lock(mutex_);
-  sleeping_ = true;
-  // Not while an op runs inline on another thread: it owns the engine's state until it is done.
-  wake_.wait(lock, [this] { return !busy_ && (!queue_.empty() || stopping_.load()); });
-  sleeping_ = false;
-  if (queue_.empty()) {
-    exited_ = true;  // from here on submit() refuses ops itself
-    return nullptr;
+  for (;;) {
+    sleeping_ = true;
+    // Not while an op runs inline on another thread: it owns the engine's state until it is done.
+    wake_.wait(lock, [this] { return !busy_ && (!queue_.empty() || stopping_.load()); });
+    sleeping_ = false;
+    if (queue_.empty()) {
+      exited_ = true;  // from here on submit() refuses ops itself
+      return nullptr;
+    }
+    OpRecord* op = queue_.front();
+    queue_.pop_front();
+    queued_.fetch_sub(1, std::memory_order_release);
+    if (!abandonQueued_.load()) {
+      busy_ = true;
+      return op;
+    }
+    // The process is exiting: what was queued will not run.
+    op->code = ErrorCode::kAborted;
+    op->message = "the process is exiting; the operation was not run";
+    lock.unlock();
+    op->onComplete(op);
+    lock.lock();
   }
-  OpRecord* op = queue_.front();
-  queue_.pop_front();
-  busy_ = true;
-  queued_.fetch_sub(1, std::memory_order_release);
-  return op;
 }
 
-void Engine::submit(OpRecord* op) {
+bool Engine::submit(OpRecord* op) {
   op->tQueued = stamp();
   bool wakeUp;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (exited_) {
+    if (exited_ || abandonQueued_.load()) {
       op->code = ErrorCode::kAborted;
       op->message = "the world communicator is closed (MPI is finalized); no more collectives can run in this process";
-      op->onComplete(op);
-      return;
+      return false;
     }
     queue_.push_back(op);
     queued_.fetch_add(1, std::memory_order_release);
     wakeUp = sleeping_;
   }
   if (wakeUp) wake_.notify_one();
+  return true;
 }
 
 Engine::InlineOutcome Engine::runInline(OpRecord* op, bool blocking) {
@@ -301,6 +365,7 @@ Engine::InlineOutcome Engine::runInline(OpRecord* op, bool blocking) {
     // A handed-over op goes first: it is already under way on the other ranks.
     if (outcome == InlineOutcome::kHandedOff) {
       op->ranInline = false;
+      if (op->beforeHandOff) op->beforeHandOff(*op);
       queue_.push_front(op);
       queued_.fetch_add(1, std::memory_order_release);
     }
@@ -326,18 +391,48 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   return a == Algorithm::kShm;
 }
 
-void Engine::shutdown() {
-  if (!started_.load() || !thread_.joinable()) return;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_.store(true);
-  }
-  wake_.notify_one();
-  thread_.join();
+std::chrono::milliseconds Engine::shutdownBound() const {
+  // Healthy, MPI_Finalize waits for every rank to get there, however long their work takes (as
+  // MPI does). Once an op failed, a peer may be gone or unreachable and never get there: the
+  // ranks still alive reach their own finalization within seconds of the shared error.
+  return anyBroken_.load() ? std::chrono::milliseconds(10000) : std::chrono::milliseconds::max();
 }
+
+bool Engine::shutdown() {
+  if (!started_.load() || !thread_.joinable()) return true;
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (leftBehind_) return false;
+  stopping_.store(true);
+  abandonQueued_.store(true);
+  wake_.notify_all();
+  // Checked every 100 ms: an op still under way may break the communicator meanwhile.
+  auto giveUpAt = std::chrono::steady_clock::time_point::max();
+  while (!threadDone_) {
+    if (giveUpAt == std::chrono::steady_clock::time_point::max() && shutdownBound() != std::chrono::milliseconds::max())
+      giveUpAt = std::chrono::steady_clock::now() + shutdownBound();
+    if (std::chrono::steady_clock::now() >= giveUpAt) {
+      leftBehind_ = true;
+      return false;
+    }
+    wake_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+  lock.unlock();
+  thread_.join();
+  return true;
+}
+
+// What an op's MPI requests may read or write, owned by the engine: if the op fails with requests
+// unfinished, this goes to the orphanage with them (MpiTransport::abandon) and the user's buffers
+// are released untouched by anything still posted.
+struct Engine::OpMemory {
+  std::shared_ptr<std::vector<uint8_t>> scratch;
+  std::unique_ptr<uint8_t[]> data, out;  // the engine's copies of the user's buffers
+  std::shared_ptr<void> callerCopies;
+};
 
 bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) {
   op->tStart = stamp();
+  reapOrphans();
   // What the op moved through (see mpiSettled_); a refused op moved nothing.
   bool throughShmOnly = true, spansWorld = false;
   try {
@@ -374,7 +469,17 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
         if (!options_.negotiate) op->tNegotiated = stamp();
         comm.transport->setDeadline(deadline);
         if (comm.shm) comm.shm->setDeadline(deadline);
-        execute(comm, *op, fuse ? &limits : nullptr);
+        OpMemory memory;
+        memory.scratch = scratch_;
+        memory.callerCopies = op->callerCopies;
+        try {
+          execute(comm, *op, fuse ? &limits : nullptr, memory);
+        } catch (...) {
+          if (comm.transport->abandon(std::make_shared<OpMemory>(std::move(memory))) > 0) {
+            scratch_ = std::make_shared<std::vector<uint8_t>>();
+          }
+          throw;
+        }
       }
     } catch (const HandOff& handOff) {
       op->resumeEpoch = handOff.epoch;
@@ -384,8 +489,19 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
       // anything else may have left messages in flight.
       const bool inStep = e.code() == ErrorCode::kMismatch || e.code() == ErrorCode::kInvalidArgument ||
                           e.code() == ErrorCode::kBackendUnavailable;
-      if (!inStep) comm.brokenReason = e.what();
+      if (!inStep) {
+        comm.brokenReason = e.what();
+        anyBroken_.store(true);
+      }
       throw;
+    } catch (const std::exception& e) {
+      // bad_alloc or another failure mid-collective: the peers may be mid-ring, so this
+      // communicator cannot be trusted to be in step any more.
+      comm.brokenReason = std::string("an internal error interrupted ") + opKindName(op->kind) + ": " + e.what();
+      anyBroken_.store(true);
+      throw BraidException(ErrorCode::kAborted, comm.brokenReason +
+                                                    "; the communicator is no longer usable (the other ranks will "
+                                                    "fail with TIMEOUT or ABORTED)");
     }
   } catch (const BraidException& e) {
     op->code = e.code();
@@ -427,15 +543,70 @@ static void checkShapes(const CommState& comm, const OpRecord& op) {
     refuse("broadcast: root is not a rank of this communicator");
 }
 
-void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation) {
+// Ops whose data moves through MPI point-to-point messages (or MPI's own collectives).
+static bool movesThroughMpi(const CommState& comm, const OpRecord& op, Algorithm allreduceAlgorithm) {
+  if (comm.size <= 1) return false;
+  switch (op.kind) {
+    case OpKind::kAllreduce: return allreduceAlgorithm != Algorithm::kShm && op.count > 0;
+    case OpKind::kBroadcast:
+    case OpKind::kAllgather:
+    case OpKind::kReduceScatter: return op.count > 0;
+    default: return false;
+  }
+}
+
+void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation, OpMemory& memory) {
   checkShapes(comm, op);
   Recorder recorder(op);
-  CollectiveArgs args{*comm.transport, op.dtype, op.redop, scratch_, timeline_ ? &recorder : nullptr,
+  CollectiveArgs args{*comm.transport, op.dtype, op.redop, *memory.scratch, timeline_ ? &recorder : nullptr,
                       options_.segmentBytes};
+  const size_t es = dtypeSize(op.dtype);
+  // Through MPI, the op runs on the engine's own copies unless the caller made some: a request
+  // left unfinished by a failure may then keep them, never the user's memory.
+  void* const userData = op.data;
+  void* const userOut = op.out;
+  const Algorithm allreduceAlgorithm =
+      op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kAuto ? chooseAllreduce(comm, op.count * es) : op.algorithm;
+  const bool stage = !op.callerCopies && movesThroughMpi(comm, op, allreduceAlgorithm);
+  if (stage) {
+    memory.data.reset(new uint8_t[op.count * es]);
+    std::memcpy(memory.data.get(), op.data, op.count * es);
+    op.data = memory.data.get();
+    if (op.outCount > 0) {
+      memory.out.reset(new uint8_t[op.outCount * es]);
+      op.out = memory.out.get();
+    }
+  }
+  struct Restore {
+    OpRecord& op;
+    void* data;
+    void* out;
+    ~Restore() {
+      op.data = data;
+      op.out = out;
+    }
+  } restore{op, userData, userOut};
+  if (comm.id == 0 && comm.rank == options_.faultRank && static_cast<long long>(op.seq) == options_.faultSeq &&
+      comm.size > 1 && op.kind != OpKind::kBarrier) {
+    // Injected (tests): what an allocation failing mid-collective looks like. The peers have
+    // posted this op's first messages, so this rank sends its first too before failing.
+    if (op.count > 0) comm.transport->isend((comm.rank + 1) % comm.size, op.data, dtypeSize(op.dtype));
+    throw std::bad_alloc();
+  }
+  executeOn(comm, op, fusedNegotiation, args, allreduceAlgorithm);
+  if (stage) {
+    const bool inPlace = op.kind == OpKind::kAllreduce || op.kind == OpKind::kBroadcast;
+    if (inPlace) std::memcpy(userData, memory.data.get(), op.count * es);
+    if (op.outCount > 0) std::memcpy(userOut, memory.out.get(), op.outCount * es);
+  }
+}
+
+void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation, CollectiveArgs& args,
+                       Algorithm allreduceAlgorithm) {
   const size_t es = dtypeSize(op.dtype);
   switch (op.kind) {
     case OpKind::kAllreduce: {
-      Algorithm a = op.algorithm == Algorithm::kAuto ? chooseAllreduce(comm, op.count * es) : op.algorithm;
+      const Algorithm a = allreduceAlgorithm;
       op.ranAlgorithm = a;
       switch (a) {
         case Algorithm::kRing: allreduceRing(args, op.data, op.count); break;
@@ -485,11 +656,12 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
     }
     case OpKind::kReduceScatter: {
       op.ranAlgorithm = Algorithm::kRing;
-      // The ring works in place; the caller's input stays as it was.
-      std::vector<uint8_t> work(static_cast<const uint8_t*>(op.data), static_cast<const uint8_t*>(op.data) + op.count * es);
+      // The ring works in place on a copy (op.data is one here, the engine's or the caller's:
+      // the caller's input stays as it was).
+      uint8_t* work = static_cast<uint8_t*>(op.data);
       BlockLayout layout = BlockLayout::even(op.count, comm.size);
-      ringReduceScatter(args, work.data(), layout);
-      uint8_t* mine = work.data() + layout.offset[comm.rank] * es;
+      ringReduceScatter(args, work, layout);
+      uint8_t* mine = work + layout.offset[comm.rank] * es;
       if (op.redop == RedOp::kAvg) finishAverage(op.dtype, mine, layout.count(comm.rank), comm.size);
       if (op.outCount > 0) std::memcpy(op.out, mine, op.outCount * es);
       return;
@@ -506,7 +678,7 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
     case OpKind::kMpiLoop: {
       op.ranAlgorithm = Algorithm::kMpi;
       const double start = nowMicros();
-      for (int i = 0; i < op.iterations; ++i) comm.transport->nativeAllreduce(op.data, op.count, op.dtype, op.redop);
+      for (int i = 0; i < op.iterations; ++i) comm.transport->blockingAllreduce(op.data, op.count, op.dtype, op.redop);
       op.loopUs = nowMicros() - start;
       return;
     }

@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -31,6 +32,10 @@ struct EngineOptions {
   bool sharedMemory = true;       // BRAID_SHM=off: MPI only, even on one host
   size_t shmSlotBytes = 1 << 20;  // per rank; holds two chunks
   std::string timelinePath;     // BRAID_TIMELINE
+  // Tests only (BRAID_TEST_FAULT=bad_alloc@RANK:SEQ): the op with that sequence number on the
+  // world fails on that rank with std::bad_alloc after its data started moving.
+  int faultRank = -1;
+  long long faultSeq = -1;
 };
 
 struct WorldInfo {
@@ -63,8 +68,10 @@ class Engine {
   const WorldInfo& world() const { return world_; }
   const EngineOptions& options() const { return options_; }
 
-  // Queues an op; its onComplete runs on the engine thread.
-  void submit(OpRecord* op);
+  // Queues an op; its onComplete runs on the engine thread. Returns false, with op->code and
+  // op->message set and without calling onComplete, when the engine no longer takes ops (MPI is
+  // finalized or being finalized): the caller settles the op itself.
+  bool submit(OpRecord* op);
   // Runs `op` on the calling thread instead, when that needs no MPI call and cannot reorder it:
   // a shared-memory all-reduce or barrier, nothing queued or running, and no earlier MPI traffic
   // a peer may still need this process's MPI progress for. The caller saves the two thread
@@ -75,13 +82,19 @@ class Engine {
   enum class InlineOutcome { kNotRun, kDone, kHandedOff };
   InlineOutcome runInline(OpRecord* op, bool blocking);
   bool onEngineThread() const { return std::this_thread::get_id() == engineThreadId_; }
-  // Finishes queued ops, finalizes MPI and joins the thread. Idempotent.
-  void shutdown();
+  // Ends the engine at process exit: queued ops fail with ABORTED, the op under way runs to its
+  // end or deadline, then MPI is finalized. Once a communicator is broken it waits 10 s at most
+  // (MPI_Finalize can block for good on an unreachable peer); returns false when the thread had
+  // not finished by then (it is left behind, and the caller should end the process).
+  bool shutdown();
+  // How long shutdown() waits, from the options and whether a communicator broke.
+  std::chrono::milliseconds shutdownBound() const;
 
  private:
   Engine() = default;
   void threadMain();
   void initMpi();
+  void finalizeMpi();
   OpRecord* nextOp();
   // False when the op was handed over (HandOff) instead of completed.
   bool run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt = std::chrono::steady_clock::time_point::max());
@@ -89,7 +102,10 @@ class Engine {
   void negotiate(CommState& comm, OpRecord& op);
   // `fusedNegotiation`: the op was not negotiated yet; the shared-memory all-reduce does it in
   // its first barrier.
-  void execute(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation);
+  struct OpMemory;
+  void execute(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation, OpMemory& memory);
+  void executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation, CollectiveArgs& args,
+                 Algorithm allreduceAlgorithm);
   void split(CommState& comm, OpRecord& op);
   void closeComm(CommState& comm);
   CommState& addComm(MPI_Comm base);
@@ -101,7 +117,13 @@ class Engine {
   WorldInfo world_;
   std::atomic<bool> started_{false};
   std::atomic<bool> stopping_{false};
+  // Set by shutdown(): queued ops are refused instead of run.
+  std::atomic<bool> abandonQueued_{false};
+  // Set once any op left a communicator unusable (TIMEOUT, ABORTED, an internal failure).
+  std::atomic<bool> anyBroken_{false};
   std::thread thread_;
+  bool threadDone_ = false;   // under mutex_; the thread has finalized MPI and is about to return
+  bool leftBehind_ = false;   // a shutdown() gave up waiting for the thread
 
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -122,12 +144,14 @@ class Engine {
   std::mutex startMutex_;
   std::condition_variable startDone_;
   bool startFinished_ = false;
-  std::string startError_;
+  std::string startError_;  // kept: a second start() fails the same way (MPI starts once)
+  ErrorCode startCode_ = ErrorCode::kBackendUnavailable;
 
   // Engine-thread state.
   std::map<int, std::unique_ptr<CommState>> comms_;
   int nextCommId_ = 0;
-  std::vector<uint8_t> scratch_;
+  // Reused between ops; replaced when a failed op's unfinished MPI requests keep the old one.
+  std::shared_ptr<std::vector<uint8_t>> scratch_ = std::make_shared<std::vector<uint8_t>>();
   std::unique_ptr<Timeline> timeline_;
 };
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -141,12 +142,35 @@ std::string compare(const std::vector<Descriptor>& all) {
          "arguments (names, lengths, dtypes, ops, roots and algorithms).";
 }
 
-void sendVerdicts(MPI_Comm control, const std::vector<int>& to, const std::string& verdict) {
-  std::vector<MPI_Request> reqs(to.size());
+// Every message buffer of one negotiation, owned together: if the negotiation fails with
+// messages still posted, they go to the orphanage with this memory (nothing MPI may still write
+// is freed).
+struct Exchange {
+  std::vector<Descriptor> all;
+  Descriptor mine{};
+  std::string verdict;
+  std::vector<MPI_Request> requests;
+};
+
+// Posts the verdict to `to` and waits until the deadline (plus `grace`) for the sends to finish.
+void sendVerdicts(MPI_Comm control, const std::vector<int>& to, std::shared_ptr<Exchange> x,
+                  std::chrono::steady_clock::time_point deadline) {
+  x->requests.assign(to.size(), MPI_REQUEST_NULL);
   for (size_t i = 0; i < to.size(); ++i)
-    checkMpi(MPI_Isend(verdict.data(), static_cast<int>(verdict.size()), MPI_CHAR, to[i], kVerdictTag, control, &reqs[i]),
+    checkMpi(MPI_Isend(x->verdict.data(), static_cast<int>(x->verdict.size()), MPI_CHAR, to[i], kVerdictTag, control,
+                       &x->requests[i]),
              "MPI_Isend (negotiation)");
-  checkMpi(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE), "MPI_Waitall (negotiation)");
+  for (size_t i = 0; i < to.size(); ++i) {
+    try {
+      waitRequest(x->requests[i], deadline, "rank " + std::to_string(to[i]) + "'s receipt of the agreement verdict");
+    } catch (const BraidException&) {
+      orphanRequests(x->requests, x);
+      throw BraidException(ErrorCode::kTimeout,
+                           "rank " + std::to_string(to[i]) +
+                               " did not take rank 0's agreement verdict before the timeout; it has stopped "
+                               "or its host is unreachable (the communicator is no longer usable)");
+    }
+  }
 }
 
 [[noreturn]] void raiseVerdict(const std::string& verdict) {
@@ -155,11 +179,13 @@ void sendVerdicts(MPI_Comm control, const std::vector<int>& to, const std::strin
 }
 
 void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const NegotiationLimits& limits) {
-  std::vector<Descriptor> all(size);
-  all[0] = mine;
-  std::vector<MPI_Request> reqs(size, MPI_REQUEST_NULL);
+  auto x = std::make_shared<Exchange>();
+  x->all.resize(size);
+  x->all[0] = mine;
+  std::vector<MPI_Request>& reqs = x->requests;
+  reqs.assign(size, MPI_REQUEST_NULL);
   for (int r = 1; r < size; ++r)
-    checkMpi(MPI_Irecv(&all[r], sizeof(Descriptor), MPI_BYTE, r, kDescriptorTag, control, &reqs[r]),
+    checkMpi(MPI_Irecv(&x->all[r], sizeof(Descriptor), MPI_BYTE, r, kDescriptorTag, control, &reqs[r]),
              "MPI_Irecv (negotiation)");
   const auto start = std::chrono::steady_clock::now();
   bool warned = false;
@@ -188,35 +214,39 @@ void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const N
       warned = true;
       continue;
     }
-    for (int r : missing) {
-      MPI_Cancel(&reqs[r]);
-      MPI_Request_free(&reqs[r]);
-    }
+    // The missing ranks' receives stay with the exchange's memory until MPI lets them go.
+    orphanRequests(reqs, x);
     std::string message = what + " before the timeout; the communicator is no longer usable. Check "
                           "that every rank makes the same collective calls (a rank may have failed, "
                           "returned early or skipped a call).";
-    sendVerdicts(control, present, std::string(1, static_cast<char>(ErrorCode::kTimeout)) + message);
+    auto verdict = std::make_shared<Exchange>();
+    verdict->verdict = std::string(1, static_cast<char>(ErrorCode::kTimeout)) + message;
+    // The present ranks wait 2 s past the deadline for this verdict; give it as long.
+    try {
+      sendVerdicts(control, present, verdict, limits.deadline + std::chrono::seconds(2));
+    } catch (const BraidException&) {
+      // A present rank is gone too; the message about the missing ones still stands.
+    }
     throw BraidException(ErrorCode::kTimeout, message);
   }
-  std::string mismatch = compare(all);
+  std::string mismatch = compare(x->all);
   std::vector<int> others;
   for (int r = 1; r < size; ++r) others.push_back(r);
-  if (mismatch.empty()) {
-    sendVerdicts(control, others, std::string(1, static_cast<char>(ErrorCode::kOk)));
-    return;
-  }
-  std::string verdict = std::string(1, static_cast<char>(ErrorCode::kMismatch)) + mismatch;
-  if (verdict.size() > kVerdictMax) verdict.resize(kVerdictMax);
-  sendVerdicts(control, others, verdict);
-  raiseVerdict(verdict);
+  x->verdict = std::string(1, static_cast<char>(mismatch.empty() ? ErrorCode::kOk : ErrorCode::kMismatch)) + mismatch;
+  if (x->verdict.size() > kVerdictMax) x->verdict.resize(kVerdictMax);
+  sendVerdicts(control, others, x, limits.deadline);
+  if (!mismatch.empty()) raiseVerdict(x->verdict);
 }
 
 void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const NegotiationLimits& limits) {
-  std::string verdict(kVerdictMax, '\0');
-  MPI_Request reqs[2];
-  checkMpi(MPI_Irecv(verdict.data(), static_cast<int>(kVerdictMax), MPI_CHAR, 0, kVerdictTag, control, &reqs[1]),
+  auto x = std::make_shared<Exchange>();
+  x->mine = mine;
+  x->verdict.assign(kVerdictMax, '\0');
+  x->requests.assign(2, MPI_REQUEST_NULL);
+  MPI_Request* reqs = x->requests.data();
+  checkMpi(MPI_Irecv(x->verdict.data(), static_cast<int>(kVerdictMax), MPI_CHAR, 0, kVerdictTag, control, &reqs[1]),
            "MPI_Irecv (negotiation)");
-  checkMpi(MPI_Isend(&mine, sizeof(Descriptor), MPI_BYTE, 0, kDescriptorTag, control, &reqs[0]),
+  checkMpi(MPI_Isend(&x->mine, sizeof(Descriptor), MPI_BYTE, 0, kDescriptorTag, control, &reqs[0]),
            "MPI_Isend (negotiation)");
   MPI_Status statuses[2];
   unsigned spins = 0;
@@ -229,15 +259,16 @@ void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const Negotiati
     // Members give rank 0 a grace period past the deadline, so that its verdict, which names
     // the missing ranks, arrives before their own timeout.
     if (std::chrono::steady_clock::now() > limits.deadline + std::chrono::seconds(2)) {
+      orphanRequests(x->requests, x);
       throw BraidException(ErrorCode::kTimeout,
                            "rank 0 did not answer for " + opLabel(mine) +
-                               " before the timeout; rank 0 or another rank has not made this call "
-                               "(the communicator is no longer usable)");
+                               " before the timeout; rank 0 has stopped, its host is unreachable, or it is "
+                               "waiting for a rank that has not made this call (the communicator is no longer usable)");
     }
   }
   int length = 0;
   MPI_Get_count(&statuses[1], MPI_CHAR, &length);
-  verdict.resize(static_cast<size_t>(length));
+  std::string verdict = x->verdict.substr(0, static_cast<size_t>(length));
   if (verdict.empty()) throw BraidException(ErrorCode::kInternal, "empty negotiation verdict");
   if (verdict[0] != static_cast<char>(ErrorCode::kOk)) raiseVerdict(verdict);
 }

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,13 @@ struct OpRecord {
   size_t count = 0;      // elements in data
   void* out = nullptr;   // output of all-gather (size*count) and reduce-scatter (count/size)
   size_t outCount = 0;
+  // Set when data/out are copies the caller made (an awaited op on a detachable ArrayBuffer):
+  // the engine then runs on them directly and, if the op fails with MPI requests unfinished,
+  // keeps this alive with them.
+  std::shared_ptr<void> callerCopies;
+  // Called on the caller's thread just before an op tried there is handed to the engine thread
+  // (HandOff): the caller may swap data/out for copies it owns from then on.
+  std::function<void(OpRecord&)> beforeHandOff;
   int color = 0, key = 0;  // split
   int iterations = 1;      // kMpiLoop
 

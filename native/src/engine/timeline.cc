@@ -11,7 +11,8 @@ Timeline::Timeline(const std::string& path) {
   file_ = std::fopen(path.c_str(), "w");
   if (file_ == nullptr) {
     throw BraidException(ErrorCode::kInvalidArgument,
-                         "BRAID_TIMELINE: cannot write '" + path + "': " + std::strerror(errno));
+                         "cannot write the timeline file '" + path + "': " + std::strerror(errno) +
+                             " (BRAID_TIMELINE / init's timeline); give a path rank 0 can write");
   }
   origin_ = nowMicros();
   std::fputs("[\n", file_);

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <deque>
+#include <mutex>
 #include <string>
 
 #include "common/status.h"
@@ -82,6 +84,85 @@ void checkMpi(int rc, const char* what) {
                            " (a peer process probably failed; the communicator is unusable)");
 }
 
+namespace {
+struct Orphan {
+  std::vector<MPI_Request> requests;
+  std::shared_ptr<void> memory;
+};
+std::mutex orphanMutex;
+std::deque<Orphan> orphans;
+
+bool finished(std::vector<MPI_Request>& requests) {
+  int flag = 0;
+  if (MPI_Testall(static_cast<int>(requests.size()), requests.data(), &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
+    // An errored request is finished as far as memory goes: MPI no longer touches it.
+    for (auto& r : requests) {
+      if (r == MPI_REQUEST_NULL) continue;
+      int one = 0;
+      MPI_Status status;
+      if (MPI_Test(&r, &one, &status) != MPI_SUCCESS || one) r = MPI_REQUEST_NULL;
+    }
+    return std::all_of(requests.begin(), requests.end(), [](MPI_Request r) { return r == MPI_REQUEST_NULL; });
+  }
+  return flag != 0;
+}
+}  // namespace
+
+void orphanRequests(std::vector<MPI_Request> requests, std::shared_ptr<void> memory) {
+  requests.erase(std::remove(requests.begin(), requests.end(), MPI_REQUEST_NULL), requests.end());
+  for (auto& r : requests) {
+    // Receives not yet matched are cancelled at once; sends cannot be (MPI-4 deprecates it and
+    // Open MPI ignores it), they wait for their peer.
+    int flag = 0;
+    MPI_Status status;
+    MPI_Request_get_status(r, &flag, &status);
+    if (!flag) MPI_Cancel(&r);
+  }
+  // A cancelled receive that was not matched yet completes at once.
+  if (finished(requests)) return;
+  std::lock_guard<std::mutex> lock(orphanMutex);
+  orphans.push_back(Orphan{std::move(requests), std::move(memory)});
+}
+
+void reapOrphans() {
+  std::lock_guard<std::mutex> lock(orphanMutex);
+  for (auto it = orphans.begin(); it != orphans.end();) {
+    it = finished(it->requests) ? orphans.erase(it) : it + 1;
+  }
+}
+
+size_t orphanCount() {
+  std::lock_guard<std::mutex> lock(orphanMutex);
+  return orphans.size();
+}
+
+void waitRequest(MPI_Request& request, std::chrono::steady_clock::time_point deadline, const std::string& what) {
+  Backoff backoff;
+  unsigned spins = 0;
+  for (;;) {
+    int flag = 0;
+    checkMpi(MPI_Test(&request, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+    if (flag) return;
+    if (++spins > 4096) backoff.pause();
+    if ((spins & 1023u) == 0 && std::chrono::steady_clock::now() > deadline) {
+      throw BraidException(ErrorCode::kTimeout, what + " did not arrive before the timeout");
+    }
+  }
+}
+
+size_t MpiTransport::abandon(std::shared_ptr<void> memory) {
+  std::vector<MPI_Request> pending;
+  for (size_t id = 0; id < requests_.size(); ++id) {
+    for (MPI_Request r : requests_[id])
+      if (r != MPI_REQUEST_NULL) pending.push_back(r);
+    if (!requests_[id].empty()) release(static_cast<RequestId>(id));
+  }
+  if (pending.empty()) return 0;
+  const size_t before = orphanCount();
+  orphanRequests(std::move(pending), std::move(memory));
+  return orphanCount() - before;
+}
+
 MpiTransport::MpiTransport(MPI_Comm comm) : comm_(comm) {
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm_, &rank_);
@@ -156,6 +237,7 @@ void MpiTransport::wait(RequestId request) {
     if (++spins > 4096) backoff.pause();
     if ((spins & 1023u) == 0 && std::chrono::steady_clock::now() > deadline_) {
       const int p = peers_[request];
+      lastLatePeer_ = p >= 0 ? p : -2 - p;
       const std::string what = p >= 0 ? "a send to rank " + std::to_string(p) : "a receive from rank " + std::to_string(-2 - p);
       throw BraidException(ErrorCode::kTimeout,
                            what + " did not complete before the operation's timeout; that rank may have stopped "
@@ -171,8 +253,27 @@ void MpiTransport::nativeAllreduce(void* data, size_t count, DType dtype, RedOp 
     throw BraidException(ErrorCode::kInvalidArgument, "algorithm 'mpi' takes at most 2^31-1 elements");
   }
   MPI_Op mop = (dtype == DType::kFloat16 || dtype == DType::kBFloat16) ? halfOp(dtype, op) : builtinOp(op);
-  checkMpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(dtype), mop, comm_),
-           "MPI_Allreduce");
+  // The non-blocking form, so that the op's deadline holds here too; abandon() takes the request
+  // if it does not finish.
+  RequestId id = allocate();
+  peers_[id] = -1;
+  requests_[id].emplace_back();
+  checkMpi(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(dtype), mop, comm_, &requests_[id].back()),
+           "MPI_Iallreduce");
+  try {
+    waitRequest(requests_[id].back(), deadline_, "MPI_Iallreduce's data from the other ranks");
+  } catch (const BraidException& e) {
+    throw BraidException(ErrorCode::kTimeout,
+                         std::string(e.what()) + " (algorithm 'mpi'; MPI does not say which rank is missing)");
+  }
+  release(id);
+  if (op == RedOp::kAvg) finishAverage(dtype, data, count, size_);
+}
+
+void MpiTransport::blockingAllreduce(void* data, size_t count, DType dtype, RedOp op) {
+  if (count == 0) return;
+  MPI_Op mop = (dtype == DType::kFloat16 || dtype == DType::kBFloat16) ? halfOp(dtype, op) : builtinOp(op);
+  checkMpi(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpiType(dtype), mop, comm_), "MPI_Allreduce");
   if (op == RedOp::kAvg) finishAverage(dtype, data, count, size_);
 }
 

@@ -4,6 +4,8 @@
 #include <mpi.h>
 
 #include <chrono>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "transport/transport.h"
@@ -24,9 +26,19 @@ class MpiTransport final : public Transport {
   RequestId irecv(int peer, void* data, size_t bytes) override;
   void wait(RequestId request) override;
   void nativeAllreduce(void* data, size_t count, DType dtype, RedOp op) override;
+  // MPI_Allreduce itself, with no deadline: only the benchmarks' yardstick loop (kMpiLoop) uses
+  // it, to time the library's blocking call as users of MPI would make it.
+  void blockingAllreduce(void* data, size_t count, DType dtype, RedOp op);
 
   // Every wait() after this fails once the deadline passes; set by the engine for each op.
   void setDeadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
+
+  // After a failed op: cancels its posted receives and gives every request still unfinished to
+  // the orphanage together with `memory` (everything those requests may read or write), so that
+  // nothing MPI still holds is freed or reused. Returns how many were left unfinished.
+  size_t abandon(std::shared_ptr<void> memory);
+  // The rank a wait is stuck on, for messages; -1 when none.
+  int lastLatePeer() const { return lastLatePeer_; }
 
  private:
   RequestId allocate();
@@ -40,7 +52,21 @@ class MpiTransport final : public Transport {
   std::vector<std::vector<MPI_Request>> requests_;
   std::vector<int> peers_;  // per request, for messages
   std::vector<RequestId> freeList_;
+  int lastLatePeer_ = -1;
 };
+
+// Waits for one request, driving MPI's progress, until `deadline`; then throws TIMEOUT saying
+// that `what` did not arrive. The request is left posted: the caller hands it to the orphanage
+// with its memory.
+void waitRequest(MPI_Request& request, std::chrono::steady_clock::time_point deadline, const std::string& what);
+
+// Requests that a failed op left posted, kept with the memory they may still touch until MPI
+// finishes them (if the peer is gone, never: the memory is then held for the process's life,
+// which is the price of never writing into freed memory). Receives are cancelled first.
+void orphanRequests(std::vector<MPI_Request> requests, std::shared_ptr<void> memory);
+// Frees the memory of orphans that have finished since; engine thread only.
+void reapOrphans();
+size_t orphanCount();
 
 // Throws BraidException(ABORTED) naming `what` when an MPI call did not succeed.
 void checkMpi(int rc, const char* what);
