@@ -128,3 +128,28 @@ describe('a world of one', async () => {
     await expect(init()).rejects.toThrow(/cannot be started twice/);
   });
 });
+
+describe('unknown options are refused, naming the key and the nearest known one', async () => {
+  const comm = await init();
+  const f = () => new Float32Array(4);
+  it.each([
+    ['allReduce', () => comm.allReduce(f(), { algoritm: 'ring' } as never), /allReduce: unknown option 'algoritm'; did you mean 'algorithm'\?/],
+    ['allReduceSync', () => comm.allReduceSync(f(), { Op: 'sum' } as never), /allReduceSync: unknown option 'Op'; did you mean 'op'\?/],
+    ['broadcast', () => comm.broadcast(f(), { rot: 0 } as never), /broadcast: unknown option 'rot'; did you mean 'root'\?/],
+    ['broadcastSync', () => comm.broadcastSync(f(), { dtyp: 'float32' } as never), /did you mean 'dtype'\?/],
+    ['allGather', () => comm.allGather(f(), { nmae: 'x' } as never), /allGather: unknown option 'nmae'; did you mean 'name'\?/],
+    ['allGatherSync', () => comm.allGatherSync(f(), { op: 'sum' } as never), /allGatherSync: unknown option 'op' \(known options: dtype, name\)/],
+    ['reduceScatter', () => comm.reduceScatter(f(), { algorithm: 'ring' } as never), /reduceScatter: unknown option 'algorithm'/],
+    ['barrier', () => comm.barrier({ timeout: 5 } as never), /barrier: unknown option 'timeout'/],
+    ['init', () => init({ timeoutMS: 5 } as never), /init: unknown option 'timeoutMS'; did you mean 'timeoutMs'\?/],
+  ])('%s', async (_, call, message) => {
+    let error: unknown;
+    try {
+      await call();
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    expect((error as Error).message).toMatch(message);
+  });
+});

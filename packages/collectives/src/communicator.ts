@@ -71,6 +71,9 @@ export class Communicator {
   readonly #addon: Addon;
   readonly #id: number;
   readonly #onClose?: () => void;
+  // Shared by the world and every communicator split from it: once the world is closed, MPI is
+  // finalized and no communicator can run anything.
+  readonly #lifetime: { worldClosed: boolean };
   #closed = false;
 
   /** @internal Use init() or split(). */
@@ -79,7 +82,9 @@ export class Communicator {
     id: number,
     shape: { rank: number; size: number; localRank: number; localSize: number },
     onClose?: () => void,
+    lifetime: { worldClosed: boolean } = { worldClosed: false },
   ) {
+    this.#lifetime = lifetime;
     this.#addon = addon;
     this.#id = id;
     this.rank = shape.rank;
@@ -89,9 +94,9 @@ export class Communicator {
     this.#onClose = onClose;
   }
 
-  /** True once close() was called. */
+  /** True once close() was called on it, or on the world it was split from. */
   get closed(): boolean {
-    return this.#closed;
+    return this.#closed || this.#lifetime.worldClosed;
   }
 
   /** Reduces `buf` across all ranks, in place; resolves to `buf`. */
@@ -137,7 +142,7 @@ export class Communicator {
   }
 
   #allGatherSpec<T extends CollectiveBuffer>(method: string, buf: T, options: GatherOptions | undefined): { spec: OpSpec; out: T } {
-    const o = checkOptions(method, options);
+    const o = checkOptions(method, options, ['dtype', 'name']);
     const dtype = resolveDType(method, buf, o.dtype);
     const out = newLike(buf, buf.length * this.size);
     return { spec: { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], name: checkName(method, o.name) }, out };
@@ -149,7 +154,7 @@ export class Communicator {
    */
   async reduceScatter<T extends CollectiveBuffer>(buf: T, options?: ReduceScatterOptions): Promise<T> {
     {
-      const o = checkOptions('reduceScatter', options);
+      const o = checkOptions('reduceScatter', options, ['op', 'dtype', 'name']);
       const dtype = resolveDType('reduceScatter', buf, o.dtype);
       const op = resolveReduceOp('reduceScatter', o.op, dtype);
       if (buf.length % this.size !== 0) {
@@ -172,7 +177,7 @@ export class Communicator {
 
   /** Resolves once every rank has called barrier(). */
   async barrier(options?: { name?: string }): Promise<void> {
-    const o = checkOptions('barrier', options);
+    const o = checkOptions('barrier', options, ['name']);
     await this.#run({ comm: this.#id, kind: OP_KIND.barrier, name: checkName('barrier', o.name) }, undefined, undefined);
   }
 
@@ -188,12 +193,13 @@ export class Communicator {
       | SplitResult
       | null;
     if (result == null) return null;
-    return new Communicator(this.#addon, result.comm, {
-      rank: result.rank,
-      size: result.size,
-      localRank: this.localRank,
-      localSize: this.localSize,
-    });
+    return new Communicator(
+      this.#addon,
+      result.comm,
+      { rank: result.rank, size: result.size, localRank: this.localRank, localSize: this.localSize },
+      undefined,
+      this.#lifetime,
+    );
   }
 
   /**
@@ -201,9 +207,11 @@ export class Communicator {
    * for this process (it cannot be initialised again).
    */
   async close(): Promise<void> {
-    if (this.#closed) return;
+    if (this.closed) return;
     this.#closed = true;
+    if (this.#id === 0) this.#lifetime.worldClosed = true;
     try {
+      // Closing the world resolves once MPI is finalized: the script may exit right after.
       await this.#run({ comm: this.#id, kind: OP_KIND.close }, undefined, undefined, true);
     } finally {
       this.#onClose?.();
@@ -211,7 +219,7 @@ export class Communicator {
   }
 
   #allReduceSpec(method: string, buf: CollectiveBuffer, options: AllReduceOptions | undefined): OpSpec {
-    const o = checkOptions(method, options);
+    const o = checkOptions(method, options, ['op', 'algorithm', 'dtype', 'name']);
     const dtype = resolveDType(method, buf, o.dtype);
     const op = resolveReduceOp(method, o.op, dtype);
     const algorithm = resolveAllReduceAlgorithm(method, o.algorithm);
@@ -226,7 +234,7 @@ export class Communicator {
   }
 
   #broadcastSpec(method: string, buf: CollectiveBuffer, options: BroadcastOptions | undefined): OpSpec {
-    const o = checkOptions(method, options);
+    const o = checkOptions(method, options, ['root', 'algorithm', 'dtype', 'name']);
     const dtype = resolveDType(method, buf, o.dtype);
     const root = checkRank(method, 'root', o.root ?? 0, this.size);
     const algorithm = resolveBroadcastAlgorithm(method, o.algorithm);
@@ -241,7 +249,11 @@ export class Communicator {
   }
 
   #checkOpen(closing = false): void {
-    if (this.#closed && !closing) {
+    if (closing) return;
+    if (this.#lifetime.worldClosed && this.#id !== 0) {
+      throw new AbortedError('the world communicator was closed (MPI is finalized), so this communicator split from it can run nothing more');
+    }
+    if (this.#closed || this.#lifetime.worldClosed) {
       throw new AbortedError('this communicator is closed; create a new one with init() or split()');
     }
   }

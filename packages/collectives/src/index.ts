@@ -2,6 +2,7 @@ import { loadAddon, type StartOptions } from '@braid/native';
 
 import { Communicator } from './communicator.js';
 import { AbortedError, BackendUnavailableError, fromNative, InvalidArgumentError } from './errors.js';
+import { checkOptions } from './validate.js';
 
 export { Communicator } from './communicator.js';
 export type { AllReduceOptions, BroadcastOptions, GatherOptions, ReduceScatterOptions } from './communicator.js';
@@ -17,6 +18,8 @@ export {
   TimeoutError,
 } from './errors.js';
 export type { CollectiveBuffer } from './validate.js';
+export { checkOptions } from './validate.js';
+export { agreeOnSuccess } from './agree.js';
 
 export interface InitOptions {
   /** An op not finished by then fails with TIMEOUT on the ranks that made it. Default 120000, or BRAID_TIMEOUT_MS. */
@@ -65,11 +68,11 @@ function positive(name: string, value: unknown): number | undefined {
  * one. Calling it again resolves to the same communicator.
  */
 export async function init(options: InitOptions = {}): Promise<Communicator> {
+  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'timeline', 'negotiate', 'sharedMemory']);
   if (world && !world.closed) return world;
   if (ended) {
     throw new AbortedError('the world communicator was closed and MPI cannot be started twice in one process');
   }
-  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('init: options must be an object');
   const negotiation = process.env.BRAID_NEGOTIATION;
   if (negotiation !== undefined && negotiation !== '' && negotiation !== 'on' && negotiation !== 'off') {
     throw new InvalidArgumentError(`BRAID_NEGOTIATION must be 'on' or 'off'; got ${JSON.stringify(negotiation)}`);
@@ -99,6 +102,13 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
   } catch (err) {
     throw fromNative(err);
   }
+  // MPI must be finalized before the process ends, or mpirun counts the rank as failed: on
+  // process.exit() and on a natural end alike ('exit' runs for both), whether or not the script
+  // closed the world. It waits for the engine (bounded: a peer that stopped answering cannot
+  // keep the process alive; it then ends with the exit code, or 1).
+  process.once('exit', (code) => {
+    addon.shutdown(typeof code === 'number' ? code : 0);
+  });
   world = new Communicator(addon, 0, info, () => {
     ended = true;
   });

@@ -118,10 +118,48 @@ export function checkName(method: string, name: unknown): string {
   return name;
 }
 
-export function checkOptions(method: string, options: unknown): Record<string, unknown> {
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** The known name closest to `name` (case ignored), if it is close enough to be a misspelling. */
+export function nearestName(name: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = editDistance(name.toLowerCase(), k.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3)) ? best : undefined;
+}
+
+/**
+ * `options` as a plain object, refusing keys that are not in `known` with INVALID_ARGUMENT naming
+ * the key and the nearest known one: a misspelt option would otherwise be silently ignored.
+ */
+export function checkOptions(method: string, options: unknown, known?: readonly string[]): Record<string, unknown> {
   if (options === undefined) return {};
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     throw new InvalidArgumentError(`${method}: options must be an object; got ${describe(options)}`);
+  }
+  if (known) {
+    for (const key of Object.keys(options)) {
+      if (known.includes(key)) continue;
+      const near = nearestName(key, known);
+      throw new InvalidArgumentError(
+        `${method}: unknown option '${key}'${near ? `; did you mean '${near}'?` : ''} (known options: ${known.join(', ')})`,
+      );
+    }
   }
   return options as Record<string, unknown>;
 }

@@ -1,0 +1,85 @@
+// Reliability: the ways a job ends or fails, on real mpirun jobs (test-support/reliability-worker.mjs).
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { mpirunScript } from '@braid/test-support/mpirun';
+import { describe, expect, it } from 'vitest';
+
+const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'reliability-worker.mjs');
+const run = (np: number, scenario: string, env: Record<string, string> = {}) =>
+  mpirunScript(np, worker, [scenario], { env, timeoutMs: 60_000 });
+
+describe.each([2, 3])('ending a script, np=%i', (np) => {
+  it.each(['close-then-exit', 'exit-without-close', 'end-without-close'])('%s: mpirun exits 0 with MPI finalized on every rank', async (scenario) => {
+    const r = await run(np, scenario);
+    expect(r.stderr).not.toMatch(/exiting improperly|abort/i);
+    expect(r.code).toBe(0);
+    expect(r.results).toHaveLength(np);
+    for (const result of r.results) expect(result.sum).toBe((np * (np + 1)) / 2);
+  });
+});
+
+describe('after the world is closed', () => {
+  it('an op on a split communicator settles with ABORTED (API and addon, awaited and sync) and the process ends', async () => {
+    const r = await run(2, 'split-after-world-close');
+    expect(r.code).toBe(0);
+    expect(r.results).toHaveLength(2);
+    for (const result of r.results) {
+      expect(result.viaApi.code).toBe('ABORTED');
+      expect(result.viaApi.message).toMatch(/world communicator was closed/);
+      expect(result.raw.code).toBe('ABORTED');
+      expect(result.raw.ms).toBeLessThan(1000);
+      expect(result.rawSync.code).toBe('ABORTED');
+    }
+  });
+});
+
+describe('a failed start', () => {
+  it('fails on every rank alike when rank 0 cannot write the timeline, and a retry fails again at once', async () => {
+    const r = await run(2, 'timeline-unwritable');
+    expect(r.code).toBe(0);
+    expect(r.results).toHaveLength(2);
+    for (const result of r.results) {
+      expect(result.first.code).toBe('INVALID_ARGUMENT');
+      expect(result.first.message).toMatch(/timeline/);
+      expect(result.second.code).toBe('INVALID_ARGUMENT');
+      expect(result.second.message).toMatch(/starts once per process/);
+      expect(result.second.ms).toBeLessThan(1000);
+    }
+  });
+});
+
+describe('an exception that is not a Braid error, mid-collective', () => {
+  it('marks the communicator broken: ABORTED on that rank (and after), TIMEOUT on the others', async () => {
+    const r = await run(3, 'bad-alloc', { BRAID_TEST_FAULT: 'bad_alloc@1:1' });
+    expect(r.results).toHaveLength(3);
+    for (const result of r.results) expect(result.ok.code).toBe('OK');
+    const [zero, one, two] = r.results;
+    expect(one.failed.code).toBe('ABORTED');
+    expect(one.failed.message).toMatch(/internal error interrupted allReduce: std::bad_alloc/);
+    expect(one.after.code).toBe('ABORTED');
+    expect(one.after.message).toMatch(/unusable since an earlier failure/);
+    for (const other of [zero, two]) {
+      expect(other.failed.code).toBe('TIMEOUT');
+      expect(other.after.code).toBe('ABORTED');
+    }
+  });
+});
+
+describe('a buffer detached or shrunk while an awaited op holds it', () => {
+  it('settles with INVALID_ARGUMENT on that rank, the exact result elsewhere, and the next op runs (structuredClone, postMessage, resize, WebAssembly.Memory.grow)', async () => {
+    const r = await run(2, 'detach');
+    expect(r.code).toBe(0);
+    expect(r.results).toHaveLength(2);
+    const [zero, one] = r.results;
+    for (const way of ['structuredClone', 'postMessage', 'resize', 'wasmGrow']) {
+      expect(zero.results[way].code, way).toBe('INVALID_ARGUMENT');
+      expect(zero.results[way].message).toMatch(/detached or resized while the operation ran/);
+      expect(one.results[way]).toMatchObject({ code: 'OK', first: 3, last: 3 });
+    }
+    for (const result of r.results) {
+      expect(result.shared).toEqual([3, 3]);
+      expect(result.next).toBe(2);
+    }
+  });
+});
