@@ -5,7 +5,7 @@
 // The steps are written once, as a generator that yields the collectives it needs; one driver
 // awaits them (allReduceCompressed), the other blocks on them (allReduceCompressedSync, for
 // LayersModel.fit's synchronous optimizer step).
-import { type AllReduceAlgorithm, type Communicator, InvalidArgumentError } from '@braid/collectives';
+import { type AllReduceAlgorithm, checkOptions, type Communicator, InvalidArgumentError } from '@braid/collectives';
 
 import { type Compressor, PowerSgdCompressor, reconstruct } from './compressors.js';
 import { ErrorFeedback } from './error-feedback.js';
@@ -35,6 +35,7 @@ function check(comm: Communicator, x: unknown, compressor: unknown, options: Com
   if (!compressor || typeof (compressor as Compressor).compress !== 'function') {
     throw new InvalidArgumentError(`${method}: pass a compressor from createCompressor() (or an ErrorFeedback)`);
   }
+  checkOptions(method, options, ['op', 'algorithm']);
   const op = options.op ?? 'sum';
   if (op !== 'sum' && op !== 'avg') throw new InvalidArgumentError(`${method}: op must be 'sum' or 'avg'; got ${JSON.stringify(op)}`);
   return op;

@@ -307,3 +307,14 @@ describe('kernel variants', () => {
     expect(runs[0]!.isa).toBe('generic');
   });
 });
+
+describe('unknown options are refused, naming the key and the nearest known one', () => {
+  it('in createCompressor and allReduceCompressed', async () => {
+    expect(() => createCompressor('topk', { ratoi: 0.1 } as never)).toThrow(/createCompressor: unknown option 'ratoi'; did you mean 'ratio'\?/);
+    expect(() => createCompressor('qsgd', { level: 4 } as never)).toThrow(/did you mean 'levels'\?/);
+    const { init } = await import('@braid/collectives');
+    const { allReduceCompressed } = await import('./index.js');
+    const comm = await init();
+    await expect(allReduceCompressed(comm, new Float32Array(4), createCompressor('fp16'), { Op: 'avg' } as never)).rejects.toThrow(/allReduceCompressed: unknown option 'Op'; did you mean 'op'\?/);
+  });
+});

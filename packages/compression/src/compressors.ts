@@ -1,7 +1,7 @@
 // The compressors. Each turns a Float32Array into a self-describing payload and back:
 // compress(x) -> { payload, context }, decompress(payload) -> Float32Array. Payload sizes depend
 // only on the compressor's options and the input length, so ranks can all-gather them.
-import { CorruptPayloadError, InvalidArgumentError } from '@braid/collectives';
+import { checkOptions, CorruptPayloadError, InvalidArgumentError } from '@braid/collectives';
 
 import { callSeeds, type CompressorName, HEADER_BYTES, type Header, kernels, KINDS, newPayload, openPayload, seal } from './payload.js';
 
@@ -458,7 +458,9 @@ function number(name: string, what: string, value: unknown, fallback: number, ch
 /** A compressor by name: 'none', 'fp16', 'bf16', 'topk', 'randomk', 'qsgd', 'int8', 'sign', 'powersgd'. */
 export function createCompressor(name: CompressorName, options: CompressorOptions = {}): Compressor {
   if (!KINDS.includes(name)) throw new InvalidArgumentError(`createCompressor: unknown compressor ${JSON.stringify(name)}; use one of ${KINDS.map((k) => `'${k}'`).join(', ')}`);
-  if (options === null || typeof options !== 'object') throw new InvalidArgumentError('createCompressor: options must be an object');
+  // Any compressor's option is accepted (one options object can serve several names); others,
+  // misspellings above all, are refused.
+  checkOptions('createCompressor', options, ['ratio', 'levels', 'blockSize', 'rank', 'shape', 'seed']);
   const seed = number(name, 'seed', options.seed, 0, (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff, 'an integer in [0, 2^32)');
   switch (name) {
     case 'none':
