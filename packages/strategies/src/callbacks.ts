@@ -1,6 +1,6 @@
 // Callbacks for `model.fit` users, in the shape tfjs accepts (plain objects become CustomCallbacks).
 // tfjs does not hand the model to plain-object callbacks, so the ones that need it take it here.
-import { InvalidArgumentError } from '@braid/collectives';
+import { checkOptions, InvalidArgumentError } from '@braid/collectives';
 import type * as tf from '@tensorflow/tfjs-core';
 
 import type { Broadcastable, DataParallel } from './data-parallel.js';
@@ -19,6 +19,7 @@ export interface FitCallback {
 
 /** Broadcasts the model's weights (and the optimizer's state, when given) from `root` as training begins. */
 export function broadcastOnTrainBegin(dp: DataParallel, model: Broadcastable, options: { root?: number; optimizer?: tf.Optimizer } = {}): FitCallback {
+  checkOptions('broadcastOnTrainBegin', options, ['root', 'optimizer']);
   return {
     onTrainBegin: async () => {
       await dp.broadcastVariables(model, options.root ?? 0);
@@ -48,6 +49,7 @@ export interface WarmupCallbackOptions {
 
 /** Linear learning-rate warm-up from targetLr / size to targetLr (Goyal et al.; Horovod's LearningRateWarmupCallback). */
 export function learningRateWarmup(dp: DataParallel, optimizer: { learningRate: number }, options: WarmupCallbackOptions = {}): FitCallback {
+  checkOptions('learningRateWarmup', options, ['targetLr', 'warmupEpochs', 'stepsPerEpoch', 'optimizer']);
   const warmupEpochs = options.warmupEpochs ?? 5;
   if (!(warmupEpochs >= 0)) throw new InvalidArgumentError(`learningRateWarmup: warmupEpochs must be >= 0; got ${warmupEpochs}`);
   const perEpoch = options.stepsPerEpoch;
@@ -82,6 +84,7 @@ export function dataParallelCallbacks(
   model: Broadcastable,
   options: { root?: number; warmup?: WarmupCallbackOptions & { optimizer: { learningRate: number } } } = {},
 ): FitCallback[] {
+  checkOptions('dataParallelCallbacks', options, ['root', 'warmup']);
   const list = [broadcastOnTrainBegin(dp, model, { root: options.root })];
   if (options.warmup) list.push(learningRateWarmup(dp, options.warmup.optimizer, options.warmup));
   list.push(averageMetricsOnEpochEnd(dp));

@@ -1,4 +1,4 @@
-import { type AllReduceAlgorithm, type Communicator, InvalidArgumentError } from '@braid/collectives';
+import { agreeOnSuccess, type AllReduceAlgorithm, checkOptions, type Communicator, InvalidArgumentError } from '@braid/collectives';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { DistributedOptimizer } from './distributed-optimizer.js';
@@ -64,6 +64,8 @@ export class DataParallel {
   readonly localSgdSteps: number;
   readonly algorithm: AllReduceAlgorithm;
   private readonly reducer: GradientReducer;
+  // Weights (local SGD's averaging) travel in float32, uncompressed, whatever `compression` is.
+  private readonly exactReducer: GradientReducer;
 
   constructor(
     readonly comm: Communicator,
@@ -72,7 +74,7 @@ export class DataParallel {
     if (comm === null || typeof comm !== 'object' || typeof (comm as Communicator).allReduceSync !== 'function') {
       throw new InvalidArgumentError('DataParallel: the first argument must be a Communicator (from `await init()`)');
     }
-    if (options === null || typeof options !== 'object') throw new InvalidArgumentError('DataParallel: options must be an object');
+    checkOptions('DataParallel', options, ['bucketBytes', 'compression', 'accumulationSteps', 'localSgdSteps', 'algorithm', 'compressionWarmupSteps']);
     this.bucketBytes = positiveInteger('bucketBytes', options.bucketBytes, DEFAULT_BUCKET_BYTES, 4);
     this.accumulationSteps = positiveInteger('accumulationSteps', options.accumulationSteps, 1);
     this.localSgdSteps = positiveInteger('localSgdSteps', options.localSgdSteps, 0, 0);
@@ -103,6 +105,7 @@ export class DataParallel {
     }
     const compressionWarmup = positiveInteger('compressionWarmupSteps', options.compressionWarmupSteps, 0, 0);
     this.reducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: this.compression, algorithm: this.algorithm, compressionWarmup });
+    this.exactReducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: 'none', algorithm: this.algorithm, compressionWarmup: 0 });
   }
 
   get rank(): number {
@@ -129,10 +132,12 @@ export class DataParallel {
     if (optimizer === null || typeof optimizer !== 'object' || typeof (optimizer as tf.Optimizer).applyGradients !== 'function') {
       throw new InvalidArgumentError('wrapOptimizer: pass a tfjs optimizer, e.g. tf.train.adam(1e-3)');
     }
-    return new DistributedOptimizer(optimizer, this.reducer, {
-      accumulationSteps: this.accumulationSteps,
-      localSgdSteps: this.localSgdSteps,
-    });
+    return new DistributedOptimizer(
+      optimizer,
+      this.reducer,
+      { accumulationSteps: this.accumulationSteps, localSgdSteps: this.localSgdSteps },
+      this.exactReducer,
+    );
   }
 
   /** The average over ranks of each tensor (new tensors; blocks). */
@@ -199,13 +204,17 @@ export class DataParallel {
     const shapes = JSON.stringify(tensors.map((t) => [t.dtype, t.shape]));
     const mine = new TextEncoder().encode(shapes);
     const theirs = await this.broadcastBytes(mine, root);
-    if (new TextDecoder().decode(theirs) !== shapes) {
-      throw new InvalidArgumentError(`broadcastVariables: rank ${this.comm.rank}'s variables differ from rank ${root}'s (dtypes and shapes: ${shapes} vs ${new TextDecoder().decode(theirs)}); build the same model on every rank`);
-    }
+    // A rank whose model differs fails here; all ranks learn it before any value moves.
+    await agreeOnSuccess(this.comm, 'broadcastVariables', () => {
+      if (new TextDecoder().decode(theirs) !== shapes) {
+        throw new InvalidArgumentError(`broadcastVariables: rank ${this.comm.rank}'s variables differ from rank ${root}'s (dtypes and shapes: ${shapes} vs ${new TextDecoder().decode(theirs)}); build the same model on every rank`);
+      }
+      const unsupported = tensors.find((t) => t.dtype !== 'int32' && t.dtype !== 'float32');
+      if (unsupported) throw new InvalidArgumentError(`broadcastVariables: ${unsupported.dtype} variables are not supported (float32 and int32 are)`);
+    });
     const out: tf.Tensor[] = [];
     for (const t of tensors) {
-      const values = t.dtype === 'int32' ? Int32Array.from(t.dataSync() as Int32Array) : t.dtype === 'float32' ? Float32Array.from(t.dataSync() as Float32Array) : null;
-      if (!values) throw new InvalidArgumentError(`broadcastVariables: ${t.dtype} variables are not supported (float32 and int32 are)`);
+      const values = t.dtype === 'int32' ? Int32Array.from(t.dataSync() as Int32Array) : Float32Array.from(t.dataSync() as Float32Array);
       await this.comm.broadcast(values, { root });
       out.push(tf.tensor(values, t.shape, t.dtype));
     }
@@ -214,25 +223,29 @@ export class DataParallel {
 
   private async broadcastOptimizer(optimizer: tf.Optimizer, root: number): Promise<void> {
     const isRoot = this.comm.rank === root;
-    let payload = new Uint8Array(0);
-    if (isRoot) {
+    // Encoding can fail on the root alone, decoding on the others alone: agree after each.
+    const payload = await agreeOnSuccess(this.comm, 'broadcastVariables (optimizer state)', async () => {
+      if (!isRoot) return new Uint8Array(0);
       const weights = await optimizer.getWeights();
       const { data, specs } = await tf.io.encodeWeights(weights);
       const header = new TextEncoder().encode(JSON.stringify(specs));
       const bytes = new Uint8Array(data instanceof ArrayBuffer ? data : tf.io.concatenateArrayBuffers(data));
-      payload = new Uint8Array(4 + header.length + bytes.length);
-      new DataView(payload.buffer).setUint32(0, header.length, true);
-      payload.set(header, 4);
-      payload.set(bytes, 4 + header.length);
-    }
+      const packed = new Uint8Array(4 + header.length + bytes.length);
+      new DataView(packed.buffer).setUint32(0, header.length, true);
+      packed.set(header, 4);
+      packed.set(bytes, 4 + header.length);
+      return packed;
+    });
     const received = await this.broadcastBytes(payload, root);
-    if (isRoot) return;
-    const headerLength = new DataView(received.buffer, received.byteOffset).getUint32(0, true);
-    const specs = JSON.parse(new TextDecoder().decode(received.subarray(4, 4 + headerLength)));
-    const data = received.slice(4 + headerLength).buffer;
-    const named = tf.io.decodeWeights(data, specs);
-    const list = specs.map((s: { name: string }) => ({ name: s.name, tensor: named[s.name]! }));
-    await optimizer.setWeights(list);
+    await agreeOnSuccess(this.comm, 'broadcastVariables (optimizer state)', async () => {
+      if (isRoot) return;
+      const headerLength = new DataView(received.buffer, received.byteOffset).getUint32(0, true);
+      const specs = JSON.parse(new TextDecoder().decode(received.subarray(4, 4 + headerLength)));
+      const data = received.slice(4 + headerLength).buffer;
+      const named = tf.io.decodeWeights(data, specs);
+      const list = specs.map((s: { name: string }) => ({ name: s.name, tensor: named[s.name]! }));
+      await optimizer.setWeights(list);
+    });
   }
 
   /** Root's bytes on every rank (the length travels first). */

@@ -28,12 +28,19 @@ export class DistributedOptimizer extends tf.Optimizer {
   /** Steps seen by applyGradients, communicating or not. */
   localSteps = 0;
   private accumulated: Float32Array[] | null = null;
-  private accumulatedKey = '';
+  // The layout the accumulators were made for: the dense warm-up layout and the compressed one
+  // have the same tensors (the same key) but different buckets.
+  private accumulatedFor: object | null = null;
 
+  /**
+   * `exact` averages weights (local SGD): never through a lossy compressor or half precision,
+   * which would zero or round the weights themselves.
+   */
   constructor(
     readonly inner: tf.Optimizer,
     private readonly reducer: GradientReducer,
     private readonly options: DistributedOptimizerOptions,
+    private readonly exact: GradientReducer = reducer,
   ) {
     super();
   }
@@ -51,9 +58,10 @@ export class DistributedOptimizer extends tf.Optimizer {
     if (this.options.accumulationSteps > 1) {
       const layout = this.reducer.layoutFor(tensors);
       this.reducer.gatherSync(layout, tensors);
-      if (this.accumulatedKey !== layout.key || !this.accumulated) {
+      if (this.accumulatedFor !== layout || !this.accumulated) {
+        // A new layout starts with an empty window (layouts change only between reductions).
         this.accumulated = layout.flat.map((f) => new Float32Array(f.length));
-        this.accumulatedKey = layout.key;
+        this.accumulatedFor = layout;
       }
       layout.flat.forEach((f, b) => addInto(this.accumulated![b]!, f));
       if (this.localSteps % this.options.accumulationSteps !== 0) return;
@@ -119,7 +127,7 @@ export class DistributedOptimizer extends tf.Optimizer {
       if (!variable) throw new Error(`local SGD: variable ${name} is not registered with tfjs`);
       return variable;
     });
-    const averaged = this.reducer.reduceSync(variables);
+    const averaged = this.exact.reduceSync(variables);
     variables.forEach((v, i) => v.assign(averaged[i]!));
     tf.dispose(averaged);
   }

@@ -69,13 +69,43 @@ describe.each([2, 3])('np=%i', (np) => {
     expect(results[0]!.diff).toBeLessThan(1e-6);
   });
 
-  it('local SGD: ranks differ between averaging steps and agree right after each', async () => {
-    const results = await run(np, 'localsgd');
+  it.each(['none', 'topk', 'fp16'])('local SGD (gradient compression %s): ranks differ between averaging steps and hold the exact mean of their weights right after each', async (compression) => {
+    const results = await run(np, 'localsgd', { COMPRESSION: compression });
     const [a, b] = [results[0]!.digests, results[1]!.digests];
     expect(a[2]).toBe(b[2]);
     expect(a[5]).toBe(b[5]);
     expect(a[0]).not.toBe(b[0]);
     expect(a[3]).not.toBe(b[3]);
+    for (const r of results) {
+      expect(r.meanError).toHaveLength(2);
+      for (const e of r.meanError) expect(e).toBeLessThan(1e-6);
+    }
+  });
+
+  it('broadcastVariables with a different model on one rank fails on every rank within seconds, in step', async () => {
+    const results = await run(np, 'broadcast-mismatch');
+    for (const r of results) {
+      expect(r.error, `rank ${r.rank}`).toBeDefined();
+      expect(r.ms).toBeLessThan(5000);
+      expect(r.after).toBe(np);
+      if (r.rank === np - 1) {
+        expect(r.error.code).toBe('INVALID_ARGUMENT');
+        expect(r.error.message).toMatch(/variables differ from rank 0's/);
+      } else {
+        expect(r.error.code).toBe('ABORTED');
+        expect(r.error.message).toMatch(new RegExp(`broadcastVariables failed on rank ${np - 1} \\(broadcastVariables: rank ${np - 1}'s variables differ`));
+      }
+    }
+  });
+
+  it('gradient accumulation with a compression warm-up: finite weights, the same on every rank, across the switch', async () => {
+    const results = await run(np, 'accumulation-warmup');
+    same(results, (r) => r.digest);
+    for (const r of results) {
+      expect(r.finite).toBe(true);
+      expect(r.losses.every(Number.isFinite)).toBe(true);
+      expect(r.reductions).toBe(5);
+    }
   });
 
   it('no tensor leaks: numTensors at step 2 equals numTensors at step 200 on every path', async () => {

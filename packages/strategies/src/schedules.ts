@@ -1,7 +1,7 @@
 // The linear scaling rule with gradual warm-up (Goyal et al., 2017, "Accurate, Large Minibatch
 // SGD"): with N ranks the global batch is N times larger, so the learning rate is scaled by N; to
 // keep the first steps stable it ramps linearly from the single-process rate to the scaled one.
-import { InvalidArgumentError } from '@braid/collectives';
+import { checkOptions, InvalidArgumentError } from '@braid/collectives';
 
 /** The learning rate for `size` ranks: baseLr * size. */
 export function scaleLearningRate(baseLr: number, size: number): number {
@@ -21,6 +21,7 @@ export interface WarmupOptions {
 
 /** lr(step): targetLr/size at step 0, rising linearly to targetLr at warmupSteps, then flat. */
 export function linearWarmup(options: WarmupOptions): (step: number) => number {
+  checkOptions('linearWarmup', options, ['targetLr', 'size', 'warmupSteps']);
   const { targetLr, size, warmupSteps } = options;
   if (!Number.isFinite(targetLr) || targetLr <= 0) throw new InvalidArgumentError(`linearWarmup: targetLr must be a positive number; got ${targetLr}`);
   if (!Number.isInteger(size) || size < 1) throw new InvalidArgumentError(`linearWarmup: size must be a positive integer; got ${size}`);

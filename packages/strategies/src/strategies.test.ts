@@ -8,6 +8,7 @@ import { planBuckets } from './buckets.js';
 import { DataParallel } from './data-parallel.js';
 import { DistributedOptimizer } from './distributed-optimizer.js';
 import { linearWarmup, scaleLearningRate } from './schedules.js';
+import { dataParallelCallbacks, learningRateWarmup } from './callbacks.js';
 
 tf.enableProdMode();
 let comm: Awaited<ReturnType<typeof init>>;
@@ -82,5 +83,18 @@ describe('learning-rate helpers', () => {
     expect(lr(10)).toBe(0.4);
     expect(lr(1000)).toBe(0.4);
     expect(linearWarmup({ targetLr: 0.4, size: 4, warmupSteps: 0 })(0)).toBe(0.4);
+  });
+});
+
+describe('unknown options are refused, naming the key and the nearest known one', () => {
+  it('in DataParallel, linearWarmup and the callbacks', async () => {
+    const comm = await init();
+    expect(() => new DataParallel(comm, { bucketbytes: 1024 } as never)).toThrow(/DataParallel: unknown option 'bucketbytes'; did you mean 'bucketBytes'\?/);
+    expect(() => new DataParallel(comm, { privacyy: true } as never)).toThrow(InvalidArgumentError);
+    expect(() => new DataParallel(comm, { compresion: 'fp16' } as never)).toThrow(/did you mean 'compression'\?/);
+    expect(() => linearWarmup({ targetLr: 1, size: 2, warmupSteps: 3, warmupStep: 1 } as never)).toThrow(/linearWarmup: unknown option 'warmupStep'; did you mean 'warmupSteps'\?/);
+    const dp = new DataParallel(comm);
+    expect(() => learningRateWarmup(dp, { learningRate: 1 }, { warmupEpoch: 2 } as never)).toThrow(/did you mean 'warmupEpochs'\?/);
+    expect(() => dataParallelCallbacks(dp, [], { roots: 0 } as never)).toThrow(/dataParallelCallbacks: unknown option 'roots'; did you mean 'root'\?/);
   });
 });

@@ -129,22 +129,93 @@ const scenarios = {
     return { unchangedBetween: afterFirstMicroStep, diff: maxAbsDiff(model.getWeights(), reference.getWeights()), digest: digest(model.getWeights()) };
   },
 
-  // Local SGD: ranks drift apart between averaging steps and agree right after one.
+  // Local SGD: ranks drift apart between averaging steps and agree right after one, on the
+  // exact mean of the ranks' weights, even when the gradients would go through a lossy
+  // compressor (COMPRESSION=topk) or half precision (fp16).
   async localsgd() {
-    const dp = new DataParallel(comm, { localSgdSteps: 3 });
+    const name = process.env.COMPRESSION ?? 'none';
+    const compression = ['none', 'fp16', 'bf16'].includes(name) ? name : () => new ErrorFeedback(createCompressor(name, { ratio: 0.1, seed: 1 }));
+    const dp = new DataParallel(comm, { localSgdSteps: 3, compression });
     const model = mlp(8, 2);
     await dp.broadcastVariables(model);
-    const optimizer = dp.wrapOptimizer(tf.train.sgd(0.2));
+    // The wrapped optimizer applies the local step, then averages: what it leaves behind in its
+    // applyGradients is each rank's weights before the average.
+    const inner = tf.train.sgd(0.2);
+    const applyLocal = inner.applyGradients.bind(inner);
+    let before = [];
+    inner.applyGradients = (grads) => {
+      applyLocal(grads);
+      before = model.getWeights().map((w) => Float32Array.from(w.dataSync()));
+    };
+    const optimizer = dp.wrapOptimizer(inner);
     const { x, y } = rows(300 + rank, 8 * 6, 8, 2);
     const digests = [];
+    const meanError = [];
     for (let step = 0; step < 6; step++) {
       const xb = x.slice([step * 8, 0], [8, 8]);
       const yb = y.slice([step * 8, 0], [8, 2]);
       optimizer.minimize(lossOf(model, xb, yb));
       digests.push(digest(model.getWeights()));
       tf.dispose([xb, yb]);
+      if ((step + 1) % 3 !== 0) continue;
+      // The mean of every rank's pre-average weights, summed in rank order in float32.
+      let worst = 0;
+      const after = model.getWeights();
+      for (let i = 0; i < before.length; i++) {
+        const all = await comm.allGather(before[i]);
+        const n = before[i].length;
+        const got = after[i].dataSync();
+        for (let k = 0; k < n; k++) {
+          let sum = Math.fround(all[k]);
+          for (let r = 1; r < size; r++) sum = Math.fround(sum + all[r * n + k]);
+          const mean = Math.fround(sum / size);
+          worst = Math.max(worst, Math.abs(got[k] - mean) / Math.max(1, Math.abs(mean)));
+        }
+      }
+      meanError.push(worst);
     }
-    return { digests };
+    return { digests, meanError };
+  },
+
+  // The last rank built another model: broadcastVariables fails on every rank within seconds
+  // (before, only the ranks that noticed threw, and the root waited for them until the timeout).
+  async 'broadcast-mismatch'() {
+    const dp = new DataParallel(comm);
+    const model = rank === size - 1 ? mlp(9, 2) : mlp(8, 2);
+    const started = Date.now();
+    let error;
+    try {
+      await dp.broadcastVariables(model);
+    } catch (err) {
+      error = { code: err.code, message: err.message };
+    }
+    const after = await comm.allReduce(new Float32Array([1]));
+    return { error, ms: Date.now() - started, after: after[0] };
+  },
+
+  // Gradient accumulation over 2 steps with a compressor that starts after a dense warm-up: the
+  // layouts differ in buckets, so the accumulators must follow the switch.
+  async 'accumulation-warmup'() {
+    const dp = new DataParallel(comm, {
+      accumulationSteps: 2,
+      compressionWarmupSteps: 2,
+      compression: ({ size }) => (size >= 16 ? new ErrorFeedback(createCompressor('topk', { ratio: 0.25 })) : undefined),
+      bucketBytes: 256,
+    });
+    const model = mlp(8, 2);
+    await dp.broadcastVariables(model);
+    const optimizer = dp.wrapOptimizer(tf.train.sgd(0.1));
+    const { x, y } = rows(500 + rank, 8 * 10, 8, 2);
+    const losses = [];
+    for (let step = 0; step < 10; step++) {
+      const xb = x.slice([step * 8, 0], [8, 8]);
+      const yb = y.slice([step * 8, 0], [8, 2]);
+      const loss = optimizer.minimize(lossOf(model, xb, yb), true);
+      losses.push(loss.dataSync()[0]);
+      tf.dispose([xb, yb, loss]);
+    }
+    const finite = model.getWeights().every((w) => w.dataSync().every(Number.isFinite));
+    return { losses, finite, digest: digest(model.getWeights()), reductions: dp.stats.reductions };
   },
 
   // tf.memory().numTensors does not grow between step 2 and step 200 (3 and 201 with accumulation), on every path.
