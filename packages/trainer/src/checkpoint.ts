@@ -6,11 +6,18 @@
 // checkpoint or the new one, never half of one.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { constants as bufferConstants } from 'node:buffer';
 
 import { InvalidArgumentError } from '@braid/collectives';
 import * as tf from '@tensorflow/tfjs-core';
 
 export const CHECKPOINT_VERSION = 1;
+
+/** The largest buffer this Node.js can make (4 GiB on Node 20); tests lower it. */
+let maxBufferBytes = bufferConstants.MAX_LENGTH;
+export function setMaxBufferBytesForTests(bytes: number): void {
+  maxBufferBytes = bytes;
+}
 
 /** What the trainer needs, besides weights, to pick up exactly where it stopped. */
 export interface TrainerState {
@@ -119,17 +126,34 @@ export function latestCheckpoint(dir: string): string | undefined {
   return folder;
 }
 
+// The packed form's header: the three files' lengths as 64-bit integers (32 bits would wrap
+// silently above 4 GiB).
+const PACK_HEADER_BYTES = 24;
+
+/** The packed header for parts of these lengths (exported for tests). */
+export function packHeader(lengths: readonly number[]): Uint8Array {
+  const header = new Uint8Array(PACK_HEADER_BYTES);
+  const view = new DataView(header.buffer);
+  lengths.forEach((n, i) => view.setBigUint64(i * 8, BigInt(n), true));
+  return header;
+}
+
 /** A checkpoint's three files packed into one buffer (rank 0 reads, every rank gets it by broadcast). */
 export function packCheckpoint(folder: string): Uint8Array {
   const parts = ['model.json', 'weights.bin', 'state.json'].map((f) => readFileSync(join(folder, f)));
-  const out = new Uint8Array(12 + parts.reduce((n, p) => n + p.length, 0));
-  const view = new DataView(out.buffer);
-  let offset = 12;
-  parts.forEach((p, i) => {
-    view.setUint32(i * 4, p.length, true);
+  const total = PACK_HEADER_BYTES + parts.reduce((n, p) => n + p.length, 0);
+  if (total > maxBufferBytes) {
+    throw new InvalidArgumentError(
+      `checkpoint: ${folder} holds ${total} bytes, more than one buffer can hold in this Node.js (${maxBufferBytes}); it cannot be resumed from`,
+    );
+  }
+  const out = new Uint8Array(total);
+  out.set(packHeader(parts.map((p) => p.length)));
+  let offset = PACK_HEADER_BYTES;
+  for (const p of parts) {
     out.set(p, offset);
     offset += p.length;
-  });
+  }
   return out;
 }
 
@@ -140,12 +164,14 @@ export interface LoadedCheckpoint {
 }
 
 export function unpackCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
-  if (bytes.length < 12) throw new InvalidArgumentError('checkpoint: the packed checkpoint is truncated');
+  if (bytes.length < PACK_HEADER_BYTES) throw new InvalidArgumentError('checkpoint: the packed checkpoint is truncated');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const lengths = [0, 1, 2].map((i) => view.getUint32(i * 4, true));
-  if (12 + lengths[0]! + lengths[1]! + lengths[2]! !== bytes.length) throw new InvalidArgumentError('checkpoint: the packed checkpoint is truncated');
+  const lengths = [0, 1, 2].map((i) => Number(view.getBigUint64(i * 8, true)));
+  if (PACK_HEADER_BYTES + lengths[0]! + lengths[1]! + lengths[2]! !== bytes.length) {
+    throw new InvalidArgumentError('checkpoint: the packed checkpoint is truncated or its lengths do not add up');
+  }
   const text = new TextDecoder();
-  const modelStart = 12;
+  const modelStart = PACK_HEADER_BYTES;
   const weightsStart = modelStart + lengths[0]!;
   const stateStart = weightsStart + lengths[1]!;
   return {

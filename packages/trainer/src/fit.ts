@@ -1,6 +1,6 @@
 // The distributed training loop: each rank trains the same model on its shard of every epoch,
 // the strategy averages the gradients, and rank 0 reports progress and writes checkpoints.
-import { type Communicator, init, InvalidArgumentError } from '@braid/collectives';
+import { agreeOnSuccess, checkOptions, type Communicator, init, InvalidArgumentError } from '@braid/collectives';
 import { DataParallel, DistributedOptimizer } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -136,6 +136,12 @@ async function agree(comm: Communicator, what: string, value: number, advice: st
 }
 
 export async function fit(model: TrainableModel, data: Dataset, options: FitOptions = {}): Promise<FitResult> {
+  checkOptions('fit', options, [
+    'epochs', 'batchSize', 'strategy', 'seed', 'shuffle', 'dropRemainder', 'validationData', 'validationBatchSize', 'callbacks',
+    'earlyStopping', 'checkpointDir', 'checkpointEvery', 'keepCheckpoints', 'resume', 'progress', 'write',
+  ]);
+  checkOptions('fit: earlyStopping', options.earlyStopping, ['monitor', 'patience', 'minDelta', 'mode', 'restoreBestWeights']);
+  checkOptions('fit: checkpointEvery', options.checkpointEvery, ['steps', 'epochs']);
   if (!model || typeof model.trainOnBatch !== 'function') throw new InvalidArgumentError('fit: model must be a compiled tfjs LayersModel');
   if (!model.optimizer) {
     throw new InvalidArgumentError('fit: compile the model first, e.g. model.compile({ optimizer: dp.wrapOptimizer(tf.train.adam(1e-3)), loss, metrics })');
@@ -170,22 +176,26 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   let state: TrainerState = { version: CHECKPOINT_VERSION, epoch: 0, batchInEpoch: 0, globalStep: 0, seed, size, batchSize, epochSums: [], history: {} };
   let resumedFrom: string | undefined;
   if (options.checkpointDir && options.resume !== false) {
-    let packed: Uint8Array = new Uint8Array(0);
+    const checkpointDir = options.checkpointDir;
     let folder = '';
-    if (rank === 0) {
-      const found = latestCheckpoint(options.checkpointDir);
-      if (found) {
-        packed = packCheckpoint(found);
-        folder = found;
-      }
-    }
+    // Rank 0 reads; a read error there (or a restore error anywhere) stops every rank at once.
+    let packed = await agreeOnSuccess(comm, 'fit: reading the checkpoint', () => {
+      if (rank !== 0) return new Uint8Array(0);
+      const found = latestCheckpoint(checkpointDir);
+      if (!found) return new Uint8Array(0);
+      folder = found;
+      return packCheckpoint(found);
+    });
     packed = await strategy.broadcastBytes(packed, 0);
     if (packed.length > 0) {
-      const checkpoint = unpackCheckpoint(packed);
-      if (checkpoint.state.version !== CHECKPOINT_VERSION) {
-        throw new InvalidArgumentError(`fit: the checkpoint has format version ${checkpoint.state.version}; this trainer reads ${CHECKPOINT_VERSION}`);
-      }
-      await restoreCheckpoint(model, checkpoint);
+      const checkpoint = await agreeOnSuccess(comm, 'fit: restoring the checkpoint', async () => {
+        const loaded = unpackCheckpoint(packed);
+        if (loaded.state.version !== CHECKPOINT_VERSION) {
+          throw new InvalidArgumentError(`fit: the checkpoint has format version ${loaded.state.version}; this trainer reads ${CHECKPOINT_VERSION}`);
+        }
+        await restoreCheckpoint(model, loaded);
+        return loaded;
+      });
       state = { ...checkpoint.state, seed };
       resumedFrom = rank === 0 ? folder : (options.checkpointDir ?? '');
       if (checkpoint.state.size !== size || checkpoint.state.batchSize !== batchSize || checkpoint.state.seed !== seed) {
@@ -233,10 +243,13 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       history: state.history,
       earlyStopping: early ? { best, wait } : undefined,
     };
-    if (rank === 0) {
-      const folder = await writeCheckpoint(options.checkpointDir, model, snapshot, keep);
+    // A write error on rank 0 (a full disk, no permission) stops every rank together.
+    const checkpointDir = options.checkpointDir;
+    await agreeOnSuccess(comm, 'fit: writing a checkpoint', async () => {
+      if (rank !== 0) return;
+      const folder = await writeCheckpoint(checkpointDir, model, snapshot, keep);
       for (const cb of callbacks) await cb.onCheckpoint?.(folder, snapshot);
-    }
+    });
   };
 
   try {

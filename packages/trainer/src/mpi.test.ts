@@ -76,6 +76,21 @@ describe.each([2, 3])('np=%i', (np) => {
     expect(same(job.results, 'oneRank')).toEqual({ epochs: 2, stopped: true });
   });
 
+  it('a checkpoint that rank 0 alone cannot write or read fails every rank within seconds, and the ranks stay in step', async () => {
+    const job = await run(np, ['checkpoint-errors']);
+    for (const r of job.results) {
+      expect(r.after).toBe(np);
+      for (const kind of ['write', 'read']) {
+        const f = r.failures[kind];
+        expect(f.code, `${kind} on rank ${r.rank}`).not.toBe('OK');
+        expect(f.ms).toBeLessThan(5000);
+        if (r.rank === 0) continue;
+        expect(f.code).toBe('ABORTED');
+        expect(f.message).toMatch(kind === 'write' ? /fit: writing a checkpoint failed on rank 0 \(.*\)/ : /fit: reading the checkpoint failed on rank 0 \(.*not a complete checkpoint/);
+      }
+    }
+  });
+
   it('ranks given different data all fail with INVALID_ARGUMENT, nothing hangs', async () => {
     const job = await run(np, ['mismatch']);
     const error = same(job.results, 'error');

@@ -1,6 +1,8 @@
 // Pieces that need no MPI job: sharding, the mpirun command line, the progress display.
 import { describe, expect, it } from 'vitest';
 
+import { packHeader, setMaxBufferBytesForTests, unpackCheckpoint } from './checkpoint.js';
+import { fit } from './fit.js';
 import { mpirunCommand, parseRunArgs, shellLine } from './launch.js';
 import { formatDuration, Progress } from './progress.js';
 import { epochBatches, permutation, validationRows } from './sharding.js';
@@ -109,5 +111,45 @@ describe('progress', () => {
     expect(none).toBe('');
     expect(formatDuration(3725)).toBe('1:02:05');
     expect(formatDuration(65)).toBe('1:05');
+  });
+});
+
+describe('checkpoint packing', () => {
+  it('keeps lengths above 4 GiB (64-bit), where 32 bits wrapped', () => {
+    const five = 5 * 2 ** 30 + 3;
+    const header = packHeader([five, 1, 2 ** 32]);
+    const view = new DataView(header.buffer);
+    expect(Number(view.getBigUint64(0, true))).toBe(five);
+    expect(Number(view.getBigUint64(16, true))).toBe(2 ** 32);
+    // A header claiming 5 GiB does not fit a small buffer: refused, not read as (5 GiB mod 2^32).
+    const packed = new Uint8Array(24 + 3 + 1 + 2);
+    packed.set(packHeader([five, 1, 2]));
+    expect(() => unpackCheckpoint(packed)).toThrow(/truncated or its lengths do not add up/);
+  });
+
+  it('refuses a checkpoint larger than one buffer with a clear error', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { packCheckpoint } = await import('./checkpoint.js');
+    const dir = mkdtempSync(join(tmpdir(), 'braid-pack-'));
+    for (const f of ['model.json', 'weights.bin', 'state.json']) writeFileSync(join(dir, f), '0123456789');
+    setMaxBufferBytesForTests(40);
+    try {
+      expect(() => packCheckpoint(dir)).toThrow(/holds 54 bytes, more than one buffer can hold/);
+    } finally {
+      setMaxBufferBytesForTests(2 ** 32);
+    }
+    expect(packCheckpoint(dir).length).toBe(54);
+  });
+});
+
+describe('fit options', () => {
+  it('refuses unknown keys, nested ones too, naming the nearest known one', async () => {
+    const model = {} as never;
+    const data = {} as never;
+    await expect(fit(model, data, { epoch: 2 } as never)).rejects.toThrow(/fit: unknown option 'epoch'; did you mean 'epochs'\?/);
+    await expect(fit(model, data, { earlyStopping: { patiance: 2 } } as never)).rejects.toThrow(/fit: earlyStopping: unknown option 'patiance'; did you mean 'patience'\?/);
+    await expect(fit(model, data, { checkpointEvery: { step: 2 } } as never)).rejects.toThrow(/did you mean 'steps'\?/);
   });
 });

@@ -115,6 +115,36 @@ const scenarios = {
     return { early: { epochs: a.epochs.length, stopped: a.stoppedEarly }, oneRank: { epochs: b.epochs.length, stopped: b.stoppedEarly } };
   },
 
+  // Rank 0 alone cannot write (the checkpoint folder is a file) or read (a corrupt `latest`) its
+  // checkpoint: every rank fails within seconds, not at the collective timeout.
+  async 'checkpoint-errors'() {
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const failures = {};
+    for (const kind of ['write', 'read']) {
+      const dir = join(outDir, `ckpt-${kind}`);
+      if (rank === 0) {
+        if (kind === 'write') writeFileSync(dir, 'not a folder');
+        else {
+          mkdirSync(dir, { recursive: true });
+          writeFileSync(join(dir, 'latest'), 'ckpt-garbage');
+        }
+      }
+      await comm.barrier();
+      const dp = new DataParallel(comm);
+      const m = model(dp.wrapOptimizer(tf.train.sgd(0.1)));
+      const started = Date.now();
+      try {
+        await fit(m, blobs(24, 1), { epochs: 1, batchSize: 4, strategy: dp, progress: 'none', checkpointDir: dir });
+        failures[kind] = { code: 'OK' };
+      } catch (err) {
+        failures[kind] = { code: err.code, message: err.message, ms: Date.now() - started };
+      }
+    }
+    // The communicator is still usable afterwards: the failure was agreed, not a timeout.
+    const after = await comm.allReduce(new Float32Array([1]));
+    return { failures, after: after[0] };
+  },
+
   // Ranks that disagree on the data fail together with a message.
   async mismatch() {
     const dp = new DataParallel(comm);
