@@ -1,3 +1,6 @@
+#include <chrono>
+#include <cmath>
+#include <thread>
 // Every algorithm over the real MPI transport, run under `mpirun -np N`: exact results for every
 // dtype and op on awkward sizes, and the same bits on every rank. Rank 0 prints the verdict.
 #include <mpi.h>
@@ -140,17 +143,32 @@ int main(int argc, char** argv) {
     });
   }
 
-  quietCase("allreduce on random floats: every algorithm gives the same bits on every rank", [&] {
+  quietCase("allreduce on random floats: every algorithm gives the same bits on every rank, within rounding of the exact sum", [&] {
+    auto randomFloats = [](int r, size_t n) {
+      std::mt19937 rng(100 + r);
+      std::vector<float> v(n);
+      for (float& x : v) x = std::uniform_real_distribution<float>(-1, 1)(rng);
+      return v;
+    };
     for (const Named& algo : algorithms)
       for (size_t n : {size_t{3}, size_t{1000}, size_t{300001}}) {
-        std::mt19937 rng(100 + rank);
-        std::vector<float> v(n);
-        for (float& x : v) x = std::uniform_real_distribution<float>(-1, 1)(rng);
+        std::vector<float> v = randomFloats(rank, n);
         CollectiveArgs args{transport, DType::kFloat32, RedOp::kSum, scratch, nullptr, 4096};
         algo.fn(args, v.data(), n);
         std::vector<uint8_t> bytes(n * 4);
         std::memcpy(bytes.data(), v.data(), n * 4);
         CHECK_MSG(sameOnAllRanks(bytes, MPI_COMM_WORLD), std::string(algo.name) + " n=" + std::to_string(n));
+        // Every rank regenerates the others' values: the float32 sum is within size-1 roundings
+        // (each at most 2^-24 of a sum <= size) of the exact one.
+        std::vector<double> exact(n, 0.0);
+        for (int r = 0; r < size; ++r) {
+          std::vector<float> other = randomFloats(r, n);
+          for (size_t i = 0; i < n; ++i) exact[i] += other[i];
+        }
+        const double tolerance = static_cast<double>(size) * size * std::ldexp(1.0, -24);
+        size_t wrong = 0;
+        for (size_t i = 0; i < n; ++i) wrong += !(std::fabs(v[i] - exact[i]) <= tolerance);
+        CHECK_MSG(wrong == 0, std::string(algo.name) + " n=" + std::to_string(n) + ": " + std::to_string(wrong) + " sums off");
       }
   });
 
@@ -234,7 +252,16 @@ int main(int argc, char** argv) {
     }
   });
 
-  quietCase("barrier completes", [&] { barrierDissemination(transport); });
+  // A barrier holds every rank until the last one arrives: the last rank comes 200 ms late, and
+  // nobody may leave before it came (a barrier that returned at once would fail here).
+  quietCase("barrier holds every rank until the last arrives", [&] {
+    barrierDissemination(transport);  // start together
+    const auto start = std::chrono::steady_clock::now();
+    if (rank == size - 1) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    barrierDissemination(transport);
+    const double waited = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    if (size > 1) CHECK_MSG(waited >= 190, "rank " + std::to_string(rank) + " left the barrier after " + std::to_string(waited) + " ms");
+  });
 
   if (rank == 0) {
     code = braid_test::finish(("algorithms np=" + std::to_string(size)).c_str());

@@ -160,7 +160,7 @@ void Engine::initMpi() {
   while (!world_.mpiLibrary.empty() && (world_.mpiLibrary.back() == '\n' || world_.mpiLibrary.back() == '\0'))
     world_.mpiLibrary.pop_back();
 
-  CommState& worldComm = addComm(MPI_COMM_WORLD);
+  CommState& worldComm = addComm(MPI_COMM_WORLD, std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
   world_.rank = worldComm.rank;
   world_.size = worldComm.size;
   MPI_Comm local;
@@ -208,13 +208,26 @@ void Engine::finalizeMpi() {
   if (!finalized) MPI_Finalize();
 }
 
-CommState& Engine::addComm(MPI_Comm base) {
+CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline) {
   auto state = std::make_unique<CommState>();
   state->id = nextCommId_++;
   state->base = base;
-  MPI_Comm data;
-  checkMpi(MPI_Comm_dup(base, &state->control), "MPI_Comm_dup");
-  checkMpi(MPI_Comm_dup(base, &data), "MPI_Comm_dup");
+  MPI_Comm data = MPI_COMM_NULL;
+  // The non-blocking duplicates, so that a rank lost in the middle is a TIMEOUT at the deadline.
+  auto dup = [&](MPI_Comm* out) {
+    auto handle = std::make_shared<MPI_Comm>(MPI_COMM_NULL);
+    MPI_Request request;
+    checkMpi(MPI_Comm_idup(base, handle.get(), &request), "MPI_Comm_idup");
+    try {
+      waitRequest(request, deadline, "a rank's part in creating the communicator");
+    } catch (const BraidException& e) {
+      orphanRequests({request}, handle);
+      throw BraidException(ErrorCode::kTimeout, std::string(e.what()) + "; a rank stopped while the communicator was made");
+    }
+    *out = *handle;
+  };
+  dup(&state->control);
+  dup(&data);
   MPI_Comm_set_errhandler(state->control, MPI_ERRORS_RETURN);
   state->transport = std::make_unique<MpiTransport>(data);
   state->rank = state->transport->rank();
@@ -224,7 +237,7 @@ CommState& Engine::addComm(MPI_Comm base) {
   if (!options_.sharedMemory) {
     state->shmUnavailable = "shared memory is off (BRAID_SHM=off)";
   } else if (state->size > 1) {
-    state->shm = ShmTransport::create(state->control, options_.shmSlotBytes, &state->shmUnavailable);
+    state->shm = ShmTransport::create(state->control, options_.shmSlotBytes, &state->shmUnavailable, deadline);
     if (state->shm) {
       MPI_Comm control = state->control;
       state->shm->setProgress([control, engineThread = engineThreadId_] {
@@ -671,7 +684,7 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
       if (!options_.negotiate) barrierDissemination(*comm.transport);
       return;
     case OpKind::kSplit:
-      split(comm, op);
+      split(comm, op, comm.transport->deadline());
       return;
     case OpKind::kCloseComm:
       return;
@@ -685,12 +698,15 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
   }
 }
 
-void Engine::split(CommState& comm, OpRecord& op) {
+void Engine::split(CommState& comm, OpRecord& op, std::chrono::steady_clock::time_point deadline) {
+  // MPI has no non-blocking MPI_Comm_split: it runs right after the agreement every rank has
+  // just passed, so only a rank dying in those microseconds can hold it; the rest of the set-up
+  // (duplicates, the shared-memory region) keeps the op's deadline.
   MPI_Comm child = MPI_COMM_NULL;
   checkMpi(MPI_Comm_split(comm.base, op.color < 0 ? MPI_UNDEFINED : op.color, op.key, &child), "MPI_Comm_split");
   if (child == MPI_COMM_NULL) return;  // this rank asked for no communicator
   MPI_Comm_set_errhandler(child, MPI_ERRORS_RETURN);
-  CommState& made = addComm(child);
+  CommState& made = addComm(child, deadline);
   op.newCommId = made.id;
   op.newRank = made.rank;
   op.newSize = made.size;

@@ -106,9 +106,9 @@ class Engine {
   void execute(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation, OpMemory& memory);
   void executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation, CollectiveArgs& args,
                  Algorithm allreduceAlgorithm);
-  void split(CommState& comm, OpRecord& op);
+  void split(CommState& comm, OpRecord& op, std::chrono::steady_clock::time_point deadline);
   void closeComm(CommState& comm);
-  CommState& addComm(MPI_Comm base);
+  CommState& addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline);
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;
   // Phase times are read only by the timeline; without one, no clock read per phase.
   double stamp() const { return timeline_ ? nowMicros() : 0.0; }

@@ -32,6 +32,7 @@ class MpiTransport final : public Transport {
 
   // Every wait() after this fails once the deadline passes; set by the engine for each op.
   void setDeadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
+  std::chrono::steady_clock::time_point deadline() const { return deadline_; }
 
   // After a failed op: cancels its posted receives and gives every request still unfinished to
   // the orphanage together with `memory` (everything those requests may read or write), so that

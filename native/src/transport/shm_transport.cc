@@ -2,7 +2,9 @@
 
 #include "common/backoff.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,13 +14,56 @@
 #include <thread>
 
 #include "common/status.h"
+#include "transport/mpi_transport.h"
 
 namespace braid {
 
-std::unique_ptr<ShmTransport> ShmTransport::create(MPI_Comm comm, size_t slotBytes, std::string* why) {
+namespace {
+// The region's name carries its creator's pid: "/braid-<pid>-<n>".
+constexpr const char* kNamePrefix = "braid-";
+
+// Everything the set-up's MPI calls read or write, kept together so that a set-up cut short by
+// the deadline can leave it to the orphanage with the requests.
+struct SetupMessages {
+  int ok = 0;
+  char name[64] = {};
+  int mapped = 0, all = 0;
+};
+
+void wait(MPI_Request request, std::shared_ptr<SetupMessages> messages, std::chrono::steady_clock::time_point deadline) {
+  try {
+    waitRequest(request, deadline, "a rank's part in setting up shared memory");
+  } catch (const BraidException& e) {
+    orphanRequests({request}, messages);
+    throw BraidException(ErrorCode::kTimeout, std::string(e.what()) + "; a rank stopped while the communicator was made");
+  }
+}
+}  // namespace
+
+int ShmTransport::removeStaleRegions() {
+  // The region is unlinked as soon as every rank has mapped it; a rank 0 killed before that
+  // leaves its name behind. Names whose creator is gone are removed by the next Braid process.
+  DIR* dir = opendir("/dev/shm");
+  if (dir == nullptr) return 0;
+  int removed = 0;
+  while (dirent* entry = readdir(dir)) {
+    const std::string file = entry->d_name;
+    if (file.rfind(kNamePrefix, 0) != 0) continue;
+    const long pid = std::strtol(file.c_str() + std::strlen(kNamePrefix), nullptr, 10);
+    if (pid <= 0 || (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)) {
+      if (shm_unlink(("/" + file).c_str()) == 0) ++removed;
+    }
+  }
+  closedir(dir);
+  return removed;
+}
+
+std::unique_ptr<ShmTransport> ShmTransport::create(MPI_Comm comm, size_t slotBytes, std::string* why,
+                                                   std::chrono::steady_clock::time_point deadline) {
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
+  // No non-blocking form in MPI; every rank of `comm` has just created it together.
   MPI_Comm local;
   MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
   int localSize = 0;
@@ -35,11 +80,13 @@ std::unique_ptr<ShmTransport> ShmTransport::create(MPI_Comm comm, size_t slotByt
   shm->slotBytes_ = slotBytes;
   shm->mappedBytes_ = (kControlBytes + slotBytes) * static_cast<size_t>(size);
 
-  char name[64] = {};
+  auto messages = std::make_shared<SetupMessages>();
+  char* name = messages->name;
   std::string error;
   if (rank == 0) {
+    removeStaleRegions();
     static std::atomic<int> counter{0};
-    std::snprintf(name, sizeof name, "/braid-%d-%d", static_cast<int>(getpid()), counter++);
+    std::snprintf(name, sizeof messages->name, "/%s%d-%d", kNamePrefix, static_cast<int>(getpid()), counter++);
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0) {
       error = std::string("shm_open: ") + std::strerror(errno);
@@ -50,25 +97,40 @@ std::unique_ptr<ShmTransport> ShmTransport::create(MPI_Comm comm, size_t slotByt
       close(fd);
     }
   }
-  int ok = error.empty() ? 1 : 0;
-  MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
-  if (!ok) {
-    if (rank == 0) shm_unlink(name);
-    MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm);  // keep the call sequence the same on all ranks
+  messages->ok = error.empty() ? 1 : 0;
+  // The name, with ok in front of it, in one broadcast.
+  MPI_Request request;
+  struct Unlinker {
+    const char* name;
+    bool active;
+    ~Unlinker() {
+      if (active) shm_unlink(name);
+    }
+  } unlinkOnFailure{name, rank == 0 && error.empty()};
+  checkMpi(MPI_Ibcast(&messages->ok, 1, MPI_INT, 0, comm, &request), "MPI_Ibcast (shared memory)");
+  wait(request, messages, deadline);
+  checkMpi(MPI_Ibcast(name, sizeof messages->name, MPI_CHAR, 0, comm, &request), "MPI_Ibcast (shared memory)");
+  wait(request, messages, deadline);
+  if (!messages->ok) {
     *why = rank == 0 ? error : "rank 0 could not create the shared region";
     return nullptr;
   }
-  MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm);
   int fd = shm_open(name, O_RDWR, 0600);
   void* p = MAP_FAILED;
   if (fd >= 0) {
     p = mmap(nullptr, shm->mappedBytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
   }
-  int mapped = p != MAP_FAILED ? 1 : 0, all = 0;
-  MPI_Allreduce(&mapped, &all, 1, MPI_INT, MPI_MIN, comm);
-  if (rank == 0) shm_unlink(name);  // every rank has it open or failed: the name is no longer needed
-  if (!all) {
+  messages->mapped = p != MAP_FAILED ? 1 : 0;
+  try {
+    checkMpi(MPI_Iallreduce(&messages->mapped, &messages->all, 1, MPI_INT, MPI_MIN, comm, &request), "MPI_Iallreduce (shared memory)");
+    wait(request, messages, deadline);
+  } catch (...) {
+    if (p != MAP_FAILED) munmap(p, shm->mappedBytes_);
+    throw;
+  }
+  // Every rank has it open or failed: the name is no longer needed (the unlinker does it).
+  if (!messages->all) {
     if (p != MAP_FAILED) munmap(p, shm->mappedBytes_);
     *why = "a rank could not map the shared region";
     return nullptr;

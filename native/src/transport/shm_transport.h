@@ -2,8 +2,9 @@
 // with a slot per rank that every rank can read and write, and a barrier over flags in it. No
 // system call and no MPI call per transfer, which is what makes it faster than MPI's
 // point-to-point on one host. MPI is used only to set the region up (the name travels by
-// MPI_Bcast); the region is unlinked as soon as every rank has mapped it, so nothing is left
-// behind when a process dies.
+// broadcast); the region is unlinked as soon as every rank has mapped it, so nothing is left
+// behind when a process dies afterwards, and a name left by a rank killed during the set-up is
+// removed by the next set-up on the host (removeStaleRegions).
 #pragma once
 #include <mpi.h>
 
@@ -22,7 +23,13 @@ class ShmTransport {
  public:
   // Collective over `comm`. Returns nullptr, with the reason in `why`, when the ranks are not
   // all on one host or the region cannot be made on some rank (every rank gets the same answer).
-  static std::unique_ptr<ShmTransport> create(MPI_Comm comm, size_t slotBytes, std::string* why);
+  // The set-up's messages keep `deadline` (TIMEOUT when a rank stops meanwhile).
+  static std::unique_ptr<ShmTransport> create(MPI_Comm comm, size_t slotBytes, std::string* why,
+                                              std::chrono::steady_clock::time_point deadline =
+                                                  std::chrono::steady_clock::time_point::max());
+  // Unlinks /dev/shm regions whose creating process is gone (left by a rank killed during a
+  // set-up); returns how many. Rank 0 calls it before making one.
+  static int removeStaleRegions();
   ~ShmTransport();
   ShmTransport(const ShmTransport&) = delete;
   ShmTransport& operator=(const ShmTransport&) = delete;

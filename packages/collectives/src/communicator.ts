@@ -50,6 +50,15 @@ export interface ReduceScatterOptions {
   name?: string;
 }
 
+/** The first collective failure of this process (TIMEOUT or ABORTED), for the exit report. */
+export const processFailures: { first?: string } = {};
+
+function remember(err: unknown): unknown {
+  const e = err as { code?: string; message?: string };
+  if (!processFailures.first && (e?.code === 'TIMEOUT' || e?.code === 'ABORTED')) processFailures.first = `${e.code}: ${e.message}`;
+  return err;
+}
+
 function newLike<T extends CollectiveBuffer>(buf: T, length: number): T {
   const ctor = buf.constructor as new (length: number) => T;
   return new ctor(length);
@@ -265,7 +274,7 @@ export class Communicator {
     try {
       return await this.#addon.submit(encodeOp(spec), spec.name, input, output, false);
     } catch (err) {
-      throw fromNative(err);
+      throw remember(fromNative(err));
     }
   }
 
@@ -274,7 +283,7 @@ export class Communicator {
     try {
       this.#addon.submit(encodeOp(spec), spec.name, input, output, true);
     } catch (err) {
-      throw fromNative(err);
+      throw remember(fromNative(err));
     }
   }
 }

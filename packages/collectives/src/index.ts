@@ -1,6 +1,8 @@
 import { loadAddon, type StartOptions } from '@braid/native';
 
-import { Communicator } from './communicator.js';
+import { hostname } from 'node:os';
+
+import { Communicator, processFailures } from './communicator.js';
 import { AbortedError, BackendUnavailableError, fromNative, InvalidArgumentError } from './errors.js';
 import { checkOptions } from './validate.js';
 
@@ -107,7 +109,13 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
   // closed the world. It waits for the engine (bounded: a peer that stopped answering cannot
   // keep the process alive; it then ends with the exit code, or 1).
   process.once('exit', (code) => {
-    addon.shutdown(typeof code === 'number' ? code : 0);
+    const status = typeof code === 'number' ? code : 0;
+    // One line that `braid run` (or a person reading mpirun's output) can pin on a rank and host.
+    if (status !== 0) {
+      const why = processFailures.first ? `: ${processFailures.first.split('\n')[0]}` : '';
+      process.stderr.write(`braid: rank ${info.rank} on host ${hostname()} exits with code ${status}${why}\n`);
+    }
+    addon.shutdown(status);
   });
   world = new Communicator(addon, 0, info, () => {
     ended = true;

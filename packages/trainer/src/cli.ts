@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { diagnose, formatChecks } from './doctor.js';
-import { mpirunCommand, parseRunArgs, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
+import { describeFailure, mpirunCommand, parseRunArgs, removeStaleShmRegions, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
 
 const USAGE = `usage: braid <command> [options]
 
@@ -26,7 +26,13 @@ function launch(plan: RunPlan): Promise<number> {
   if (plan.dryRun || plan.verbose) process.stdout.write(`${shellLine(command)}\n`);
   if (plan.dryRun) return Promise.resolve(0);
   return new Promise((resolve) => {
-    const child = spawn(command.program, command.args, { env: command.env, stdio: 'inherit' });
+    // mpirun's stderr passes through, and its last part is kept to name the rank that failed.
+    const child = spawn(command.program, command.args, { env: command.env, stdio: ['inherit', 'inherit', 'pipe'] });
+    let tail = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      tail = (tail + chunk.toString()).slice(-65536);
+    });
     const forward = (signal: NodeJS.Signals) => child.kill(signal);
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
@@ -35,7 +41,15 @@ function launch(plan: RunPlan): Promise<number> {
       process.stderr.write(`braid run: could not start mpirun${hint}\n`);
       resolve(127);
     });
-    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + 15 : 1)));
+    child.on('close', (code, signal) => {
+      removeStaleShmRegions();
+      const failure = describeFailure(tail);
+      let status = code ?? (signal ? 128 + 15 : 1);
+      // A rank that failed fails the job, whatever mpirun's own status says.
+      if (status === 0 && failure) status = 1;
+      if (status !== 0) process.stderr.write(`braid run: the job failed (exit code ${status})${failure ? `: ${failure}` : ''}\n`);
+      resolve(status);
+    });
   });
 }
 

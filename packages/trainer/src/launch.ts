@@ -1,7 +1,8 @@
 // `braid run`: turns Horovod-style arguments into an mpirun command line. Kept apart from the
 // CLI so the translation is tested on its own.
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { readdirSync, unlinkSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -109,4 +110,48 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
 export function shellLine(command: MpirunCommand): string {
   const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
   return [command.program, ...command.args].map(quote).join(' ');
+}
+
+/** The first failed rank (and its host) that mpirun or Braid reported in `stderr`, in words. */
+export function describeFailure(stderr: string): string | undefined {
+  const signalled = /process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)(?: \(([^)]+)\))?/.exec(stderr);
+  if (signalled) return `rank ${signalled[1]} on host ${signalled[2]} was killed by signal ${signalled[3]}${signalled[4] ? ` (${signalled[4]})` : ''}`;
+  const braid = /braid: rank (\d+) on host (\S+) exit(?:s|ed) with code (\d+)(?:: (.*))?/.exec(stderr);
+  if (braid) return `rank ${braid[1]} on host ${braid[2]} exited with code ${braid[3]}${braid[4] ? `: ${braid[4]}` : ''}`;
+  const exited = /Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)/.exec(stderr);
+  if (exited) return `rank ${exited[1]} exited with code ${exited[2]}`;
+  const improper = /process rank (\d+) with PID \d+ on\s+node (\S+) exiting improperly/.exec(stderr);
+  if (improper) return `rank ${improper[1]} on host ${improper[2]} ended without finalizing MPI`;
+  return undefined;
+}
+
+/**
+ * Removes /dev/shm regions left by Braid processes that are gone (a rank killed while its
+ * shared memory was being set up), on this host.
+ */
+export function removeStaleShmRegions(dir = '/dev/shm'): number {
+  let removed = 0;
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    const match = /^braid-(\d+)-\d+$/.exec(name);
+    if (!match) continue;
+    try {
+      process.kill(Number(match[1]), 0);
+      continue;  // its creator still runs
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    try {
+      unlinkSync(join(dir, name));
+      removed++;
+    } catch {
+      // gone already
+    }
+  }
+  return removed;
 }

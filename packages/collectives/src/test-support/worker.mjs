@@ -68,13 +68,23 @@ async function matrix(comm) {
       await comm.allReduce(buf, { op, algorithm, ...(dtype === 'float16' ? { dtype } : {}) });
       cases.push({ what: `allReduce ${algorithm} ${dtype} ${op} ${big}`, wrong: countWrong(buf, answer(dtype, op, big)), digest: digest(buf) });
     }
-  // Random floats: identical bits on every rank for every algorithm.
-  for (const algorithm of algorithms) {
-    let seed = 12345 + comm.rank;
+  // Random floats: identical bits on every rank for every algorithm, and the sum within float32
+  // rounding of the exact one (every rank regenerates the others' values from their seeds).
+  const randomFloats = (r) => {
+    let seed = 12345 + r;
     const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
-    const buf = Float32Array.from({ length: 100003 }, rand);
+    return Float32Array.from({ length: 100003 }, rand);
+  };
+  const exactSum = new Float64Array(100003);
+  for (let r = 0; r < n; r++) randomFloats(r).forEach((v, i) => (exactSum[i] += v));
+  for (const algorithm of algorithms) {
+    const buf = randomFloats(comm.rank);
     await comm.allReduce(buf, { algorithm });
-    cases.push({ what: `random float32 ${algorithm}`, wrong: 0, digest: digest(buf) });
+    // n - 1 float32 additions of values in [-1, 1]: each rounds by at most 2^-24 of a sum <= n.
+    const tolerance = n * n * 2 ** -24;
+    let wrong = 0;
+    for (let i = 0; i < buf.length; i++) if (!(Math.abs(buf[i] - exactSum[i]) <= tolerance)) wrong++;
+    cases.push({ what: `random float32 ${algorithm}`, wrong, digest: digest(buf) });
   }
   // Many ops in flight at once (a training step's buckets): they run in submission order and
   // each resolves to its own buffer.

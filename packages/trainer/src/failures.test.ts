@@ -1,0 +1,99 @@
+// How a failed job ends under `braid run`: a rank killed mid-training, a rank gone silent.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { describe, expect, it } from 'vitest';
+
+import { describeFailure, removeStaleShmRegions } from './launch.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const cli = join(here, '..', 'dist', 'cli.js');
+const job = join(here, 'test-support', 'failing-job.mjs');
+
+function braidRun(np: number, mode: string, dir: string): Promise<{ code: number | null; stderr: string; endedAt: number }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, 'run', '-np', String(np), job, mode, dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr, endedAt: Date.now() });
+    });
+  });
+}
+
+// Running (a zombie waiting to be reaped by init has ended), checked for up to 3 s.
+async function alive(pid: number): Promise<boolean> {
+  for (let i = 0; i < 30; i++) {
+    let state = '';
+    try {
+      state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] ?? '';
+    } catch {
+      return false;
+    }
+    if (state === 'Z' || state === 'X') return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return true;
+}
+
+const braidRegions = () => readdirSync('/dev/shm').filter((f) => f.startsWith('braid-'));
+
+describe.each([2, 3])('braid run -np %i', (np) => {
+  it('a rank SIGKILLed mid-training: the job ends within 10 s, non-zero, naming the rank and host; no /dev/shm entries, no stray processes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-kill-'));
+    const before = braidRegions();
+    const run = await braidRun(np, 'kill', dir);
+    const killedAt = Number(readFileSync(join(dir, 'killed-at'), 'utf8'));
+    expect(run.code).not.toBe(0);
+    expect(run.endedAt - killedAt).toBeLessThan(10_000);
+    expect(run.stderr).toMatch(/braid run: the job failed \(exit code \d+\): rank 1 on host \S+ was killed by signal 9/);
+    expect(braidRegions().filter((f) => !before.includes(f))).toEqual([]);
+    for (let r = 0; r < np; r++) expect(await alive(Number(readFileSync(join(dir, `pid-${r}`), 'utf8'))), `rank ${r}`).toBe(false);
+  });
+});
+
+describe('braid run -np 3, a rank that goes silent', () => {
+  it('the others get TIMEOUT naming it within timeoutMs + 5 s, the job ends non-zero naming a rank and host, nothing left behind', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-silent-'));
+    const run = await braidRun(3, 'timeout', dir);
+    const silentAt = Number(readFileSync(join(dir, 'silent-at'), 'utf8'));
+    expect(run.code).not.toBe(0);
+    for (const r of [0, 1]) {
+      const error = JSON.parse(readFileSync(join(dir, `error-${r}.json`), 'utf8'));
+      expect(error.code).toBe('TIMEOUT');
+      expect(error.message).toMatch(/rank 2/);
+      expect(error.at - silentAt).toBeLessThan(3000 + 5000);
+    }
+    expect(run.stderr).toMatch(/braid run: the job failed \(exit code \d+\): rank \d on host \S+/);
+    for (let r = 0; r < 3; r++) expect(await alive(Number(readFileSync(join(dir, `pid-${r}`), 'utf8'))), `rank ${r}`).toBe(false);
+  });
+});
+
+describe('failure reports and clean-up', () => {
+  it('describeFailure names the rank and host from mpirun\'s and Braid\'s messages', () => {
+    expect(describeFailure('mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed).')).toBe(
+      'rank 1 on host vm was killed by signal 9 (Killed)',
+    );
+    expect(describeFailure('braid: rank 2 on host b exits with code 4: TIMEOUT: rank 0 did not answer')).toBe('rank 2 on host b exited with code 4: TIMEOUT: rank 0 did not answer');
+    expect(describeFailure('  Process name: [[8879,1],1]\n  Exit code:    4\n')).toBe('rank 1 exited with code 4');
+    expect(describeFailure('all fine')).toBeUndefined();
+  });
+
+  it('removes /dev/shm regions whose creator is gone, and only those', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-shm-'));
+    // A pid that surely ran and ended: a child that exited.
+    const deadPid = 2 ** 22 + 17;  // above the default pid_max on most systems: never alive
+    writeFileSync(join(dir, `braid-${deadPid}-0`), '');
+    writeFileSync(join(dir, `braid-${process.pid}-0`), '');
+    writeFileSync(join(dir, 'other-file'), '');
+    expect(removeStaleShmRegions(dir)).toBe(1);
+    expect(existsSync(join(dir, `braid-${deadPid}-0`))).toBe(false);
+    expect(existsSync(join(dir, `braid-${process.pid}-0`))).toBe(true);
+    expect(existsSync(join(dir, 'other-file'))).toBe(true);
+  });
+});
