@@ -4,6 +4,7 @@ export declare const buildDir: string;
 export interface StartOptions {
   timeoutMs?: number;
   stallWarningMs?: number;
+  stallShutdownMs?: number;
   negotiate?: boolean;
   sharedMemory?: boolean;
   segmentBytes?: number;

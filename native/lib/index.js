@@ -5,8 +5,11 @@ import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 
-/** Folder holding the addon and the native test and benchmark programs. */
-export const buildDir = join(dirname(dirname(fileURLToPath(import.meta.url))), 'build', 'Release');
+/**
+ * Folder holding the addon and the native test and benchmark programs; BRAID_NATIVE_DIR loads
+ * another build (the sanitizer builds of `npm run test:sanitize`).
+ */
+export const buildDir = process.env.BRAID_NATIVE_DIR || join(dirname(dirname(fileURLToPath(import.meta.url))), 'build', 'Release');
 
 let addon;
 /** The addon; throws an Error with code 'BACKEND_UNAVAILABLE' saying how to build it. */

@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // Runs the native test programs: the kernel tests in one process, the algorithm tests under
-// mpirun at 1, 2, 3 and 4 ranks (oversubscribed: CI machines have 2 cores).
+// mpirun at 1, 2, 3 and 4 ranks (oversubscribed: CI machines have 2 cores), the engine test at
+// 1-3. BRAID_NATIVE_DIR runs another build's programs (the sanitizer builds).
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { buildDir } from '../lib/index.js';
+import { buildDir as defaultBuildDir } from '../lib/index.js';
+
+const buildDir = process.env.BRAID_NATIVE_DIR || defaultBuildDir;
 
 const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', OMPI_MCA_rmaps_base_oversubscribe: '1' };
 let failed = 0;
@@ -17,4 +20,5 @@ function run(cmd, args) {
 }
 run(join(buildDir, 'braid_kernels_test'), []);
 for (const np of [1, 2, 3, 4]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_algorithms_test')]);
+for (const np of [1, 2, 3]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_engine_test')]);
 process.exit(failed === 0 ? 0 : 1);

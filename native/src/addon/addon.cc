@@ -288,6 +288,7 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   EngineOptions options;
   options.timeoutMs = intField(o, "timeoutMs", options.timeoutMs);
   options.stallWarningMs = intField(o, "stallWarningMs", options.stallWarningMs);
+  options.stallShutdownMs = intField(o, "stallShutdownMs", options.stallShutdownMs);
   options.segmentBytes = static_cast<size_t>(intField(o, "segmentBytes", static_cast<int>(options.segmentBytes)));
   Napi::Value sharedMemory = o.Get("sharedMemory");
   if (sharedMemory.IsBoolean()) options.sharedMemory = sharedMemory.As<Napi::Boolean>().Value();

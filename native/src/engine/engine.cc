@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <new>
 
+#include "common/backoff.h"
 #include "engine/negotiation.h"
 #include "kernels/reduce.h"
 
@@ -160,7 +161,31 @@ void Engine::initMpi() {
   while (!world_.mpiLibrary.empty() && (world_.mpiLibrary.back() == '\n' || world_.mpiLibrary.back() == '\0'))
     world_.mpiLibrary.pop_back();
 
-  CommState& worldComm = addComm(MPI_COMM_WORLD, std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs));
+  const auto startDeadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs);
+  // Every rank's host, so that messages about a rank say where it runs.
+  {
+    auto names = std::make_shared<std::vector<char>>();
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    names->assign(static_cast<size_t>(MPI_MAX_PROCESSOR_NAME) * (size + 1), '\0');
+    int length = 0;
+    MPI_Get_processor_name(names->data(), &length);
+    MPI_Request request;
+    checkMpi(MPI_Iallgather(names->data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names->data() + MPI_MAX_PROCESSOR_NAME,
+                            MPI_MAX_PROCESSOR_NAME, MPI_CHAR, MPI_COMM_WORLD, &request),
+             "MPI_Iallgather (start-up)");
+    try {
+      waitRequest(request, startDeadline, "every rank's host name at start-up");
+    } catch (...) {
+      orphanRequests({request}, names);
+      throw;
+    }
+    for (int r = 0; r < size; ++r) {
+      const char* name = names->data() + static_cast<size_t>(MPI_MAX_PROCESSOR_NAME) * (r + 1);
+      world_.hosts.emplace_back(name, strnlen(name, MPI_MAX_PROCESSOR_NAME));
+    }
+  }
+  CommState& worldComm = addComm(MPI_COMM_WORLD, startDeadline);
   world_.rank = worldComm.rank;
   world_.size = worldComm.size;
   MPI_Comm local;
@@ -232,6 +257,19 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
   state->transport = std::make_unique<MpiTransport>(data);
   state->rank = state->transport->rank();
   state->size = state->transport->size();
+  // Where each rank of this communicator runs (its world rank's host).
+  {
+    MPI_Group group, worldGroup;
+    MPI_Comm_group(base, &group);
+    MPI_Comm_group(MPI_COMM_WORLD, &worldGroup);
+    std::vector<int> mine(state->size), world(state->size);
+    for (int r = 0; r < state->size; ++r) mine[r] = r;
+    MPI_Group_translate_ranks(group, state->size, mine.data(), worldGroup, world.data());
+    MPI_Group_free(&group);
+    MPI_Group_free(&worldGroup);
+    for (int w : world) state->hosts.push_back(w >= 0 && static_cast<size_t>(w) < world_.hosts.size() ? world_.hosts[w] : "?");
+  }
+  state->transport->setHosts(&state->hosts);
   // Collective over the new communicator, like the dups above; every rank gets the same answer
   // (none when the ranks span hosts).
   if (!options_.sharedMemory) {
@@ -465,7 +503,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
         closeComm(comm);
       } else {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs);
-        NegotiationLimits limits{deadline, options_.stallWarningMs, handOffAt};
+        NegotiationLimits limits{deadline, options_.stallWarningMs, options_.stallShutdownMs, &comm.hosts, handOffAt};
         // A shared-memory all-reduce agrees on the op in its own first barrier: one flag
         // round-trip fewer per op. Every rank decides this alike or its descriptor differs.
         const bool fuse = options_.negotiate && comm.shm && op->kind == OpKind::kAllreduce && op->count > 0 &&
@@ -481,12 +519,29 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
         }
         if (!options_.negotiate) op->tNegotiated = stamp();
         comm.transport->setDeadline(deadline);
-        if (comm.shm) comm.shm->setDeadline(deadline);
+        auto describeOp = [op] {
+          return std::string(opKindName(op->kind)) + " #" + std::to_string(op->seq) + (op->name.empty() ? "" : " '" + op->name + "'");
+        };
+        comm.transport->setStallReport(options_.stallWarningMs, describeOp);
+        if (comm.shm) {
+          comm.shm->setDeadline(deadline);
+          comm.shm->setStallReport(options_.stallWarningMs, describeOp);
+        }
         OpMemory memory;
         memory.scratch = scratch_;
         memory.callerCopies = op->callerCopies;
         try {
           execute(comm, *op, fuse ? &limits : nullptr, memory);
+        } catch (const BraidException& e) {
+          if (comm.transport->abandon(std::make_shared<OpMemory>(std::move(memory))) > 0) {
+            scratch_ = std::make_shared<std::vector<uint8_t>>();
+          }
+          // A data-phase timeout names the peer this rank waited for, which may be a healthy
+          // rank waiting for another: ask every rank who still answers, and name those who do not.
+          if (e.code() == ErrorCode::kTimeout && comm.size > 1 && op->ranAlgorithm != Algorithm::kShm) {
+            throw BraidException(ErrorCode::kTimeout, unansweringRanks(comm) + " (this rank timed out on " + e.what() + ")");
+          }
+          throw;
         } catch (...) {
           if (comm.transport->abandon(std::make_shared<OpMemory>(std::move(memory))) > 0) {
             scratch_ = std::make_shared<std::vector<uint8_t>>();
@@ -534,6 +589,57 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
   }
   if (timeline_) timeline_->record(*op);
   return true;
+}
+
+std::string Engine::unansweringRanks(CommState& comm) {
+  // Every rank that timed out sends a heartbeat to every other and listens for theirs for a
+  // while: the ranks that timed out in the same op hear each other, a stopped or unreachable rank
+  // is not heard. Each rank judges alone, but ranks that see the same failure name the same ranks.
+  constexpr int kLivenessTag = 13;
+  const auto window = std::chrono::milliseconds(std::min(1500, std::max(200, options_.timeoutMs / 4)));
+  struct Heartbeats {
+    std::vector<int> out, in;
+    std::vector<MPI_Request> requests;
+  };
+  auto beats = std::make_shared<Heartbeats>();
+  const int n = comm.size;
+  beats->out.assign(n, comm.rank);
+  beats->in.assign(n, -1);
+  beats->requests.assign(2 * n, MPI_REQUEST_NULL);
+  for (int r = 0; r < n; ++r) {
+    if (r == comm.rank) continue;
+    MPI_Irecv(&beats->in[r], 1, MPI_INT, r, kLivenessTag, comm.control, &beats->requests[r]);
+    MPI_Isend(&beats->out[r], 1, MPI_INT, r, kLivenessTag, comm.control, &beats->requests[n + r]);
+  }
+  const auto until = std::chrono::steady_clock::now() + window;
+  Backoff backoff;
+  for (;;) {
+    int all = 0;
+    MPI_Testall(n, beats->requests.data(), &all, MPI_STATUSES_IGNORE);  // the receives
+    if (all || std::chrono::steady_clock::now() > until) break;
+    backoff.pause();
+  }
+  std::vector<int> silent;
+  for (int r = 0; r < n; ++r) {
+    if (r == comm.rank) continue;
+    int got = 0;
+    MPI_Test(&beats->requests[r], &got, MPI_STATUS_IGNORE);
+    if (!got) silent.push_back(r);
+  }
+  orphanRequests(beats->requests, beats);
+  if (silent.empty()) return "Every other rank still answers: the data was only slow (raise timeoutMs in init()) or a link drops packets";
+  std::string list;
+  std::vector<std::string> hosts;
+  for (int r : silent) {
+    list += (list.empty() ? "" : ", ") + std::to_string(r);
+    const std::string& h = comm.hosts[r];
+    if (std::find(hosts.begin(), hosts.end(), h) == hosts.end()) hosts.push_back(h);
+  }
+  std::string hostList;
+  for (const auto& h : hosts) hostList += (hostList.empty() ? "" : ", ") + h;
+  return std::string(silent.size() == 1 ? "Rank " : "Ranks ") + list + (hosts.size() == 1 ? " (host " : " (hosts ") + hostList +
+         (silent.size() == 1 ? ") does" : ") do") + " not answer: stopped, stuck, or the network to " +
+         (hosts.size() == 1 ? "that host" : "those hosts") + " is down";
 }
 
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {

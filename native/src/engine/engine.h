@@ -27,6 +27,7 @@ namespace braid {
 struct EngineOptions {
   int timeoutMs = 120000;       // an op not finished by then fails with TIMEOUT
   int stallWarningMs = 30000;   // rank 0 names the ranks it is still waiting for
+  int stallShutdownMs = 0;      // a stall this long ends the job (MPI_Abort); 0: never
   bool negotiate = true;        // BRAID_NEGOTIATION=off skips the agreement step (benchmarks)
   size_t segmentBytes = 1 << 20;
   bool sharedMemory = true;       // BRAID_SHM=off: MPI only, even on one host
@@ -42,6 +43,7 @@ struct WorldInfo {
   int rank = 0, size = 1, localRank = 0, localSize = 1;
   int threadLevel = 0;
   std::string mpiLibrary;
+  std::vector<std::string> hosts;  // per world rank, for messages
 };
 
 struct CommState {
@@ -52,6 +54,7 @@ struct CommState {
   std::unique_ptr<MpiTransport> transport;  // data traffic
   std::unique_ptr<ShmTransport> shm;        // agreement and the 'shm' algorithm, when all ranks share a host
   std::string shmUnavailable;               // why there is none
+  std::vector<std::string> hosts;  // per rank of this communicator
   uint64_t seq = 0;
   bool closed = false;
   std::string brokenReason;  // set once an op left the communicator unusable
@@ -110,6 +113,8 @@ class Engine {
   void closeComm(CommState& comm);
   CommState& addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline);
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;
+  // After a data-phase TIMEOUT: which ranks no longer answer, agreed by the ranks that do.
+  std::string unansweringRanks(CommState& comm);
   // Phase times are read only by the timeline; without one, no clock read per phase.
   double stamp() const { return timeline_ ? nowMicros() : 0.0; }
 

@@ -1,6 +1,7 @@
 #include "engine/negotiation.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -99,9 +100,31 @@ std::string opLabel(const Descriptor& d) {
   return label;
 }
 
-std::string missingMessage(const std::vector<int>& missing, const Descriptor& mine) {
-  return (missing.size() == 1 ? "rank " : "ranks ") + rankList(missing) + (missing.size() == 1 ? " has" : " have") +
-         " not submitted " + opLabel(mine);
+// "rank 2 (host b)", "ranks 1, 2 (hosts a, b)": where the missing ranks run.
+std::string ranksOnHosts(const std::vector<int>& ranks, const std::vector<std::string>* hostList) {
+  std::string out = (ranks.size() == 1 ? "rank " : "ranks ") + rankList(ranks);
+  if (hostList == nullptr || hostList->empty()) return out;
+  const std::vector<std::string>& hosts = *hostList;
+  std::vector<std::string> names;
+  for (int r : ranks) {
+    const std::string& h = static_cast<size_t>(r) < hosts.size() ? hosts[r] : std::string("?");
+    if (std::find(names.begin(), names.end(), h) == names.end()) names.push_back(h);
+  }
+  out += names.size() == 1 ? " (host " : " (hosts ";
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + names[i];
+  return out + ")";
+}
+
+std::string missingMessage(const std::vector<int>& missing, const Descriptor& mine, const std::vector<std::string>* hosts) {
+  return ranksOnHosts(missing, hosts) + (missing.size() == 1 ? " has" : " have") + " not submitted " + opLabel(mine);
+}
+
+[[noreturn]] void stallShutdown(const std::string& what, int ms) {
+  // MPI_Abort ends every rank of the job, the silent ones too; mpirun (and braid run) then fail.
+  std::fprintf(stderr, "braid: stall shutdown: %s for %d ms (stallShutdownMs); ending the job\n", what.c_str(), ms);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::_Exit(1);
 }
 
 bool sameOp(const Descriptor& a, const Descriptor& b) {
@@ -199,7 +222,8 @@ void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const N
     const auto now = std::chrono::steady_clock::now();
     const bool late = now > limits.deadline;
     const bool stalled = !warned && now - start > std::chrono::milliseconds(limits.stallWarningMs);
-    if (!late && !stalled) continue;
+    const bool shutdown = limits.stallShutdownMs > 0 && now - start > std::chrono::milliseconds(limits.stallShutdownMs);
+    if (!late && !stalled && !shutdown) continue;
     std::vector<int> missing, present;
     for (int r = 1; r < size; ++r) {
       int flag = 0;
@@ -207,7 +231,8 @@ void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const N
       (flag ? present : missing).push_back(r);
     }
     if (missing.empty()) continue;
-    const std::string what = missingMessage(missing, mine);
+    const std::string what = missingMessage(missing, mine, limits.hosts);
+    if (shutdown && !late) stallShutdown(what, limits.stallShutdownMs);
     if (!late) {
       std::fprintf(stderr, "braid: stall: %s after %d ms (ranks 0%s%s are waiting for it)\n", what.c_str(),
                    limits.stallWarningMs, present.empty() ? "" : ",", rankList(present).c_str());
@@ -261,7 +286,7 @@ void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const Negotiati
     if (std::chrono::steady_clock::now() > limits.deadline + std::chrono::seconds(2)) {
       orphanRequests(x->requests, x);
       throw BraidException(ErrorCode::kTimeout,
-                           "rank 0 did not answer for " + opLabel(mine) +
+                           ranksOnHosts({0}, limits.hosts) + " did not answer for " + opLabel(mine) +
                                " before the timeout; rank 0 has stopped, its host is unreachable, or it is "
                                "waiting for a rank that has not made this call (the communicator is no longer usable)");
     }
@@ -300,12 +325,16 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
     while (std::find(missing.begin(), missing.end(), reporter) != missing.end()) ++reporter;
     if (reporter != r) return;
     std::fprintf(stderr, "braid: stall: %s after %d ms (the other ranks are waiting for it)\n",
-                 missingMessage(missing, mine).c_str(), limits.stallWarningMs);
+                 missingMessage(missing, mine, limits.hosts).c_str(), limits.stallWarningMs);
   };
-  std::vector<int> missing = shm.waitFor(epoch, limits.deadline, std::chrono::milliseconds(limits.stallWarningMs), stall);
+  auto waitUntil = limits.deadline;
+  if (limits.stallShutdownMs > 0)
+    waitUntil = std::min(waitUntil, std::chrono::steady_clock::now() + std::chrono::milliseconds(limits.stallShutdownMs));
+  std::vector<int> missing = shm.waitFor(epoch, waitUntil, std::chrono::milliseconds(limits.stallWarningMs), stall);
+  if (!missing.empty() && waitUntil < limits.deadline) stallShutdown(missingMessage(missing, mine, limits.hosts), limits.stallShutdownMs);
   if (!missing.empty()) {
     throw BraidException(ErrorCode::kTimeout,
-                         missingMessage(missing, mine) +
+                         missingMessage(missing, mine, limits.hosts) +
                              " before the timeout; the communicator is no longer usable. Check that every rank "
                              "makes the same collective calls (a rank may have failed, returned early or skipped a call).");
   }

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "engine/op.h"
 #include "transport/shm_transport.h"
@@ -19,6 +20,11 @@ namespace braid {
 struct NegotiationLimits {
   std::chrono::steady_clock::time_point deadline;
   int stallWarningMs;
+  // When a rank has not submitted the op for this long, the waiting ranks end the whole job
+  // (MPI_Abort) with a message naming it, as Horovod's stall shutdown does; 0: never.
+  int stallShutdownMs = 0;
+  // Each rank's host, for messages ("rank 3 (host b)"); null: ranks only.
+  const std::vector<std::string>* hosts = nullptr;
   // negotiateOpShm only: when the other ranks have not all arrived by then, throw HandOff instead
   // of waiting on (an op tried on the caller's thread; see Engine::runInline).
   std::chrono::steady_clock::time_point handOffAt = std::chrono::steady_clock::time_point::max();

@@ -3,6 +3,7 @@
 #include "common/backoff.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <climits>
 #include <deque>
 #include <mutex>
@@ -223,10 +224,17 @@ RequestId MpiTransport::irecv(int peer, void* data, size_t bytes) {
   return id;
 }
 
+std::string MpiTransport::who(int rank) const {
+  std::string out = "rank " + std::to_string(rank);
+  if (hosts_ != nullptr && rank >= 0 && static_cast<size_t>(rank) < hosts_->size()) out += " (host " + (*hosts_)[rank] + ")";
+  return out;
+}
+
 void MpiTransport::wait(RequestId request) {
   auto& parts = requests_[request];
   unsigned spins = 0;
   Backoff backoff;
+  std::chrono::steady_clock::time_point slowSince{};
   for (;;) {
     int flag = 0;
     checkMpi(MPI_Testall(static_cast<int>(parts.size()), parts.data(), &flag, MPI_STATUSES_IGNORE),
@@ -235,13 +243,22 @@ void MpiTransport::wait(RequestId request) {
     // Keep calling MPI_Testall at full speed while the transfer is moving (it drives progress);
     // back off only once the peer is evidently late.
     if (++spins > 4096) backoff.pause();
-    if ((spins & 1023u) == 0 && std::chrono::steady_clock::now() > deadline_) {
-      const int p = peers_[request];
-      lastLatePeer_ = p >= 0 ? p : -2 - p;
-      const std::string what = p >= 0 ? "a send to rank " + std::to_string(p) : "a receive from rank " + std::to_string(-2 - p);
+    if ((spins & 1023u) != 0) continue;
+    const auto now = std::chrono::steady_clock::now();
+    const int p = peers_[request];
+    const int peer = p >= 0 ? p : -2 - p;
+    const std::string what = p >= 0 ? "a send to " + who(peer) : "a receive from " + who(peer);
+    if (slowSince == std::chrono::steady_clock::time_point{}) slowSince = now;
+    if (!stallReported_ && stallWarningMs_ > 0 && now - slowSince > std::chrono::milliseconds(stallWarningMs_)) {
+      stallReported_ = true;
+      const std::string op = describeOp_ ? describeOp_() : std::string("an operation");
+      std::fprintf(stderr, "braid: stall: %s has waited %d ms in %s for %s; the data stopped moving (that rank may have stopped, or the link to its host is down)\n",
+                   who(rank_).c_str(), stallWarningMs_, op.c_str(), what.c_str());
+    }
+    if (now > deadline_) {
       throw BraidException(ErrorCode::kTimeout,
-                           what + " did not complete before the operation's timeout; that rank may have stopped "
-                           "or be stuck (raise `timeoutMs` in init() if it is just slow)");
+                           what + " did not complete before the operation's timeout; that rank may have stopped, "
+                           "its host may be unreachable, or it may be stuck (raise `timeoutMs` in init() if it is just slow)");
     }
   }
   release(request);

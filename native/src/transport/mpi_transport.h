@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,8 +39,18 @@ class MpiTransport final : public Transport {
   // the orphanage together with `memory` (everything those requests may read or write), so that
   // nothing MPI still holds is freed or reused. Returns how many were left unfinished.
   size_t abandon(std::shared_ptr<void> memory);
-  // The rank a wait is stuck on, for messages; -1 when none.
-  int lastLatePeer() const { return lastLatePeer_; }
+  // Each rank's host, for messages (owned by the caller, outlives the transport).
+  void setHosts(const std::vector<std::string>* hosts) { hosts_ = hosts; }
+  // A wait that has not moved for `stallWarningMs` prints one line naming the op (`describeOp`),
+  // the peer and its host: data that stopped moving mid-collective is reported before the
+  // timeout, as a rank that never submits is in the agreement step.
+  void setStallReport(int stallWarningMs, std::function<std::string()> describeOp) {
+    stallWarningMs_ = stallWarningMs;
+    describeOp_ = std::move(describeOp);
+    stallReported_ = false;
+  }
+  // "rank 3 (host b)".
+  std::string who(int rank) const;
 
  private:
   RequestId allocate();
@@ -53,7 +64,10 @@ class MpiTransport final : public Transport {
   std::vector<std::vector<MPI_Request>> requests_;
   std::vector<int> peers_;  // per request, for messages
   std::vector<RequestId> freeList_;
-  int lastLatePeer_ = -1;
+  const std::vector<std::string>* hosts_ = nullptr;
+  int stallWarningMs_ = 0;
+  std::function<std::string()> describeOp_;
+  bool stallReported_ = false;
 };
 
 // Waits for one request, driving MPI's progress, until `deadline`; then throws TIMEOUT saying

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <cstdio>
 #include <thread>
 
 #include "common/status.h"
@@ -181,7 +182,17 @@ std::vector<int> ShmTransport::waitFor(uint64_t epoch, std::chrono::steady_clock
 }
 
 void ShmTransport::barrier() {
-  std::vector<int> missing = waitFor(arrive(), deadline_, std::chrono::milliseconds(0), nullptr);
+  std::function<void(const std::vector<int>&)> report;
+  if (stallWarningMs_ > 0) {
+    report = [this](const std::vector<int>& missing) {
+      std::string late;
+      for (int r : missing) late += (late.empty() ? "" : ", ") + std::to_string(r);
+      const std::string op = describeOp_ ? describeOp_() : std::string("an operation");
+      std::fprintf(stderr, "braid: stall: rank %d has waited %d ms in %s for %s %s at a shared-memory step; the data stopped moving\n",
+                   rank_, stallWarningMs_, op.c_str(), missing.size() == 1 ? "rank" : "ranks", late.c_str());
+    };
+  }
+  std::vector<int> missing = waitFor(arrive(), deadline_, std::chrono::milliseconds(stallWarningMs_), report);
   if (!missing.empty()) {
     throw BraidException(ErrorCode::kTimeout,
                          "rank " + std::to_string(missing[0]) + " did not reach the shared-memory step before the timeout "

@@ -48,6 +48,11 @@ class ShmTransport {
   // BraidException(TIMEOUT) at the deadline.
   void barrier();
   void setDeadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
+  // A barrier that has waited `stallWarningMs` prints one line naming the op and the late ranks.
+  void setStallReport(int stallWarningMs, std::function<std::string()> describeOp) {
+    stallWarningMs_ = stallWarningMs;
+    describeOp_ = std::move(describeOp);
+  }
   // Called now and then while waiting. The engine passes an MPI progress call: a peer's MPI send
   // from the op before may complete only when this rank's MPI makes progress, and a rank that
   // spun here without it would wait for that peer while the peer waited for it.
@@ -79,6 +84,8 @@ class ShmTransport {
   uint64_t epoch_ = 0;
   int half_ = 0;
   std::function<void()> progress_;
+  int stallWarningMs_ = 0;
+  std::function<std::string()> describeOp_;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
 };
 

@@ -26,8 +26,18 @@ export { agreeOnSuccess } from './agree.js';
 export interface InitOptions {
   /** An op not finished by then fails with TIMEOUT on the ranks that made it. Default 120000, or BRAID_TIMEOUT_MS. */
   timeoutMs?: number;
-  /** After this long, rank 0 prints which ranks it is still waiting for. Default 30000, or BRAID_STALL_WARNING_MS. */
+  /**
+   * After this long, a waiting rank prints which ranks have not submitted which op (by name), or,
+   * while data moves, which rank and host it has stopped hearing from. Default 30000, or
+   * BRAID_STALL_WARNING_MS.
+   */
   stallWarningMs?: number;
+  /**
+   * When a rank has not submitted an op for this long, the waiting ranks end the whole job
+   * (MPI_Abort) with a message naming it, as Horovod's stall shutdown does. Default 0 (never), or
+   * BRAID_STALL_SHUTDOWN_MS. Shorter than timeoutMs to matter.
+   */
+  stallShutdownMs?: number;
   /** Write a Chrome trace of every op to this file (world rank 0). Default: BRAID_TIMELINE. */
   timeline?: string;
   /**
@@ -70,7 +80,7 @@ function positive(name: string, value: unknown): number | undefined {
  * one. Calling it again resolves to the same communicator.
  */
 export async function init(options: InitOptions = {}): Promise<Communicator> {
-  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'timeline', 'negotiate', 'sharedMemory']);
+  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'stallShutdownMs', 'timeline', 'negotiate', 'sharedMemory']);
   if (world && !world.closed) return world;
   if (ended) {
     throw new AbortedError('the world communicator was closed and MPI cannot be started twice in one process');
@@ -86,6 +96,7 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
   const start: StartOptions = {
     timeoutMs: positive('timeoutMs', options.timeoutMs) ?? envInt('BRAID_TIMEOUT_MS') ?? 120_000,
     stallWarningMs: positive('stallWarningMs', options.stallWarningMs) ?? envInt('BRAID_STALL_WARNING_MS') ?? 30_000,
+    stallShutdownMs: positive('stallShutdownMs', options.stallShutdownMs) ?? envInt('BRAID_STALL_SHUTDOWN_MS') ?? 0,
     negotiate: options.negotiate ?? negotiation !== 'off',
     sharedMemory: options.sharedMemory ?? shm !== 'off',
   };

@@ -96,11 +96,11 @@ describe.each([
     for (const r of run.results.slice(0, 2)) {
       expect(r.first.code).toBe('TIMEOUT');
       expect(r.first.name).toBe('TimeoutError');
-      expect(r.first.message).toMatch(/rank 2 has not submitted allReduce #1 'grads' before the timeout/);
+      expect(r.first.message).toMatch(/rank 2 \(host \S+\) has not submitted allReduce #1 'grads' before the timeout/);
       expect(r.first.ms).toBeLessThan(5000);
       expect(r.second.code).toBe('ABORTED');
     }
-    expect(run.stderr).toMatch(/braid: stall: rank 2 has not submitted allReduce #1 'grads'/);
+    expect(run.stderr).toMatch(/braid: stall: rank 2 \(host \S+\) has not submitted allReduce #1 'grads'/);
     expect(run.results[2].skipped).toBe(true);
   });
 });

@@ -83,3 +83,30 @@ describe('a buffer detached or shrunk while an awaited op holds it', () => {
     }
   });
 });
+
+describe.each([
+  ['through MPI', { BRAID_NEGOTIATION: 'off', BRAID_SHM: 'off' }],
+])('data that stops moving mid-collective (%s)', (_, env) => {
+  it('prints a stall warning naming the op and the peer before the TIMEOUT, and the TIMEOUT names the rank and host that do not answer, on every waiting rank', async () => {
+    const r = await run(3, 'data-stall', env);
+    expect(r.results).toHaveLength(3);
+    for (const result of r.results.slice(0, 2)) {
+      expect(result.outcome.code).toBe('TIMEOUT');
+      expect(result.outcome.message).toMatch(/Rank 2 \(host \S+\) does not answer/);
+      expect(result.outcome.ms).toBeLessThan(2500 + 5000);
+    }
+    expect(r.stderr).toMatch(/braid: stall: rank [01] \(host \S+\) has waited 500 ms in allReduce #\d+ 'weights' for a (receive from|send to) rank \d \(host \S+\)/);
+  });
+});
+
+describe('stall shutdown', () => {
+  it('after stallShutdownMs the waiting ranks end the job, naming the rank, its host and the op', async () => {
+    const r = await run(3, 'stall-shutdown');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/braid: stall: rank 2 \(host \S+\) has not submitted allReduce #1 'bucket-7' after 500 ms/);
+    expect(r.stderr).toMatch(/braid: stall shutdown: rank 2 \(host \S+\) has not submitted allReduce #1 'bucket-7' for 2000 ms \(stallShutdownMs\); ending the job/);
+    const started = Math.min(...r.results.map((x) => x.started));
+    expect(r.ms).toBeLessThan(20_000);
+    expect(started).toBeGreaterThan(0);
+  });
+});

@@ -106,6 +106,27 @@ const scenarios = {
     await comm.close();
   },
 
+  // Data that stops moving mid-collective: the last rank comes 6 s late to a ring all-reduce
+  // (no agreement step, so the others are already exchanging data). The others print a stall
+  // warning naming the op and the peer, then time out, and agree on who does not answer.
+  async 'data-stall'() {
+    const comm = await init({ timeoutMs: 2500, stallWarningMs: 500 });
+    await comm.barrier();
+    if (comm.rank === comm.size - 1) await new Promise((resolve) => setTimeout(resolve, 6000));
+    const outcome = await capture(() => comm.allReduce(new Float32Array(1 << 16), { algorithm: 'ring', name: 'weights' }));
+    report({ outcome });
+  },
+
+  // Horovod's stall shutdown: the last rank never submits 'bucket-7'; after stallShutdownMs the
+  // waiting ranks end the whole job with a message naming the rank, its host and the op.
+  async 'stall-shutdown'() {
+    const comm = await init({ timeoutMs: 60_000, stallWarningMs: 500, stallShutdownMs: 2000 });
+    await comm.allReduce(new Float32Array(4), { name: 'bucket-6' });
+    report({ started: Date.now() });
+    if (comm.rank === comm.size - 1) await new Promise((resolve) => setTimeout(resolve, 60_000));
+    await comm.allReduce(new Float32Array(4), { name: 'bucket-7' });
+  },
+
   // std::bad_alloc in the middle of an all-reduce on rank 1 (BRAID_TEST_FAULT): that rank's
   // communicator is marked broken (ABORTED, and ABORTED again after), the others time out.
   async 'bad-alloc'() {
