@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: the native kernel and algorithm tests (mpirun at 1-4 ranks) and each
-# package's vitest suite (single-process and mpirun jobs). Run scripts/setup.sh first.
+# Runs every test: the native kernel, algorithm and engine tests (mpirun at 1-4 ranks), each
+# package's vitest suite (single-process and mpirun jobs), the sanitizer builds and a short soak.
+# Run scripts/setup.sh first.
 # Ends with one line adding up what every suite reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +13,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 npm test 2>&1 | tee "$log" || status=$?
+# The native code under ASan + UBSan and the engine under TSan (scripts/test-sanitize.sh), and a
+# short soak: 20,000 mixed ops at 3 ranks, memory, descriptors, threads and /dev/shm watched.
+bash scripts/test-sanitize.sh 2>&1 | tee -a "$log" || status=$?
+node benchmarks/soak.mjs --np 3 --ops 20000 2>&1 | tee -a "$log" || status=$?
 node scripts/count-tests.mjs "$log"
 exit $status

@@ -78,6 +78,7 @@ bool sameOnAllRanks(const std::vector<uint8_t>& mine, MPI_Comm comm) {
   std::vector<uint8_t> all(mine.size() * size);
   MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, all.data(), static_cast<int>(mine.size()),
                 MPI_BYTE, comm);
+  if (mine.empty()) return true;
   for (int r = 1; r < size; ++r)
     if (std::memcmp(all.data(), all.data() + r * mine.size(), mine.size()) != 0) return false;
   return true;

@@ -64,7 +64,7 @@ std::vector<uint8_t> makeInput(DType t, size_t n, uint32_t seed) {
       case DType::kFloat32: { float x = static_cast<float>(v) * 0.5f; std::memcpy(&out[i * 4], &x, 4); break; }
       case DType::kFloat64: { double x = v * 0.25; std::memcpy(&out[i * 8], &x, 8); break; }
       case DType::kInt32: { int32_t x = v * 100000; std::memcpy(&out[i * 4], &x, 4); break; }
-      case DType::kInt64: { int64_t x = static_cast<int64_t>(v) << 20; std::memcpy(&out[i * 8], &x, 8); break; }
+      case DType::kInt64: { int64_t x = static_cast<int64_t>(v) * (int64_t{1} << 20); std::memcpy(&out[i * 8], &x, 8); break; }
       case DType::kUint8: out[i] = static_cast<uint8_t>(v * 30); break;
       case DType::kInt8: out[i] = static_cast<uint8_t>(static_cast<int8_t>(v * 30)); break;
       case DType::kFloat16: { uint16_t h = f32ToF16(static_cast<float>(v) * 1.5f); std::memcpy(&out[i * 2], &h, 2); break; }
