@@ -105,7 +105,7 @@ export class DataParallel {
     }
     const compressionWarmup = positiveInteger('compressionWarmupSteps', options.compressionWarmupSteps, 0, 0);
     this.reducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: this.compression, algorithm: this.algorithm, compressionWarmup });
-    this.exactReducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: 'none', algorithm: this.algorithm, compressionWarmup: 0 });
+    this.exactReducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: 'none', algorithm: this.algorithm, compressionWarmup: 0, label: 'weights' });
   }
 
   get rank(): number {

@@ -24,6 +24,8 @@ export interface ReducerOptions {
   algorithm: AllReduceAlgorithm;
   /** Reductions sent uncompressed before the compressor takes over (DGC's warm-up). */
   compressionWarmup: number;
+  /** Names the buckets' all-reduces ('<label>/bucket-<i>'), so stall reports say what waits. */
+  label?: string;
 }
 
 /** What the reducer has done so far, for benchmarks and progress displays. */
@@ -131,10 +133,10 @@ export class GradientReducer {
         const dtype = this.wireDtype();
         const casts = loadAddon().compress;
         casts.castToHalf(flat, wire, dtype === 'bfloat16');
-        this.comm.allReduceSync(wire, { op: 'avg', dtype, algorithm: this.options.algorithm });
+        this.comm.allReduceSync(wire, { op: 'avg', dtype, algorithm: this.options.algorithm, name: this.bucketName(b) });
         casts.castFromHalf(wire, flat, dtype === 'bfloat16', false);
       } else {
-        this.comm.allReduceSync(flat, { op: 'avg', algorithm: this.options.algorithm });
+        this.comm.allReduceSync(flat, { op: 'avg', algorithm: this.options.algorithm, name: this.bucketName(b) });
       }
       this.count(wire ?? flat, started);
     }
@@ -189,10 +191,10 @@ export class GradientReducer {
           const casts = loadAddon().compress;
           casts.castToHalf(flat, wire, dtype === 'bfloat16');
           inFlight.push(
-            this.comm.allReduce(wire, { op: 'avg', dtype, algorithm: this.options.algorithm }).then(() => casts.castFromHalf(wire, flat, dtype === 'bfloat16', false)),
+            this.comm.allReduce(wire, { op: 'avg', dtype, algorithm: this.options.algorithm, name: this.bucketName(b) }).then(() => casts.castFromHalf(wire, flat, dtype === 'bfloat16', false)),
           );
         } else {
-          inFlight.push(this.comm.allReduce(flat, { op: 'avg', algorithm: this.options.algorithm }));
+          inFlight.push(this.comm.allReduce(flat, { op: 'avg', algorithm: this.options.algorithm, name: this.bucketName(b) }));
         }
         this.stats.allReduceCalls++;
         this.stats.bytesReduced += (wire ?? flat).byteLength;
@@ -206,6 +208,10 @@ export class GradientReducer {
     }
     this.stats.reductions++;
     return this.scatter(layout, dtypes);
+  }
+
+  private bucketName(b: number): string {
+    return `${this.options.label ?? 'gradients'}/bucket-${b}`;
   }
 
   private wireDtype(): 'float16' | 'bfloat16' {
