@@ -2,7 +2,7 @@
 // The soak: many mixed collectives (random sizes, dtypes, algorithms, sync and awaited, several
 // in flight) on N ranks, checking every result, and what the processes hold as they go: resident
 // memory, file descriptors, threads and /dev/shm regions. Fails (exit 1) when memory grows 5 MiB
-// or more after the first tenth of the ops, or when descriptors, threads or regions grow at all.
+// or more after the first 10,000 ops (half of a shorter run), or when descriptors, threads or regions grow at all.
 //   node benchmarks/soak.mjs [--np 3] [--ops 100000] [--json out.json] [--v8-default]
 // Every rank draws the same op sequence from one seed; each rank's values differ.
 import { spawnSync } from 'node:child_process';
@@ -34,6 +34,7 @@ if (!args.includes('--worker')) {
 }
 
 const { init } = await import('@braid/collectives');
+const { seededRandom } = await import('@braid/test-support/mpirun');
 const comm = await init();
 const { rank, size } = comm;
 
@@ -54,14 +55,8 @@ function sample() {
   };
 }
 
-// One seeded stream for the op sequence, the same on every rank (mulberry32).
-let state = 20261130;
-const random = () => {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = Math.imul(state ^ (state >>> 15), state | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
+// One seeded stream for the op sequence, the same on every rank.
+const random = seededRandom(20261130);
 const pick = (list) => list[Math.floor(random() * list.length)];
 
 // Integer-valued data, so every dtype and algorithm has one exact answer.
@@ -112,7 +107,8 @@ function run(spec) {
   return comm.barrier();
 }
 
-const warmup = Math.floor(ops / 10);
+// The measure: growth after the first 10,000 ops (half the ops in a shorter run).
+const warmup = Math.min(10_000, Math.floor(ops / 2));
 const samples = [];
 const started = performance.now();
 let inFlight = [];

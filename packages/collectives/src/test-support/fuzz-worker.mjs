@@ -8,16 +8,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
+import { seededRandom } from '@braid/test-support/mpirun';
 
 const [seedText, callsText, outDir] = process.argv.slice(2);
 const comm = await init({ timeoutMs: 20_000 });
-let state = Number(seedText) >>> 0;
-const random = () => {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = Math.imul(state ^ (state >>> 15), state | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
+const random = seededRandom(Number(seedText));
 const pick = (list) => list[Math.floor(random() * list.length)];
 
 const lengths = () => pick([0, 1, 2, 3, 7, 64, 1000, -1, 1.5, 2 ** 33, NaN]);
