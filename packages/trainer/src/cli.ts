@@ -29,9 +29,21 @@ function launch(plan: RunPlan): Promise<number> {
     // mpirun's stderr passes through, and its last part is kept to name the rank that failed.
     const child = spawn(command.program, command.args, { env: command.env, stdio: ['inherit', 'inherit', 'pipe'] });
     let tail = '';
+    let watchdog: NodeJS.Timeout | undefined;
+    let endedByWatchdog = false;
     child.stderr!.on('data', (chunk: Buffer) => {
       process.stderr.write(chunk);
       tail = (tail + chunk.toString()).slice(-65536);
+      // A rank failed: mpirun normally ends the job at once. If a host is unreachable, mpirun
+      // can wait minutes for its daemon; past the ranks' own 10 s bound, end it here.
+      if (!watchdog && RANK_FAILED.test(tail)) {
+        watchdog = setTimeout(() => {
+          endedByWatchdog = true;
+          process.stderr.write(`braid run: mpirun did not end ${WATCHDOG_MS / 1000} s after a rank failed (a host may be unreachable); ending the job\n`);
+          child.kill('SIGTERM');
+          setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+        }, WATCHDOG_MS);
+      }
     });
     const forward = (signal: NodeJS.Signals) => child.kill(signal);
     process.on('SIGINT', forward);
@@ -41,17 +53,22 @@ function launch(plan: RunPlan): Promise<number> {
       process.stderr.write(`braid run: could not start mpirun${hint}\n`);
       resolve(127);
     });
-    child.on('close', (code, signal) => {
+    // 'exit', not 'close': a daemon on an unreachable host may hold mpirun's pipes.
+    child.on('exit', (code, signal) => {
+      clearTimeout(watchdog);
       removeStaleShmRegions();
       const failure = describeFailure(tail);
       let status = code ?? (signal ? 128 + 15 : 1);
       // A rank that failed fails the job, whatever mpirun's own status says.
-      if (status === 0 && failure) status = 1;
+      if ((status === 0 || endedByWatchdog) && failure) status = Number(/exit(?:s|ed) with code (\d+)/.exec(failure)?.[1] ?? 1) || 1;
       if (status !== 0) process.stderr.write(`braid run: the job failed (exit code ${status})${failure ? `: ${failure}` : ''}\n`);
       resolve(status);
     });
   });
 }
+
+const RANK_FAILED = /braid: rank \d+ on host \S+ exits with code [1-9]/;
+const WATCHDOG_MS = 15_000;
 
 async function bench(argv: string[]): Promise<number> {
   if (argv[0] === 'training') {

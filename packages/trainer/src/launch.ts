@@ -80,6 +80,9 @@ export interface MpirunCommand {
   env: NodeJS.ProcessEnv;
 }
 
+/** mpirun options that let it notice an unreachable host's daemon in about 16 s. */
+export const MPIRUN_KEEPALIVE = ['--mca', 'oob_tcp_keepalive_time', '10', '--mca', 'oob_tcp_keepalive_intvl', '2', '--mca', 'oob_tcp_keepalive_probes', '3'];
+
 export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { isRoot: boolean; isTTY: boolean; cores?: number; node?: string }): MpirunCommand {
   const childEnv: NodeJS.ProcessEnv = { ...env };
   if (options.isRoot) {
@@ -98,6 +101,10 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
   // By default as horovodrun: no binding (the engine thread is not forced onto the training
   // thread's core), ranks placed slot by slot.
   args.push('--bind-to', plan.bindTo, '--map-by', 'slot');
+  // A host whose link goes down answers nothing: Open MPI notices its daemon is gone only when
+  // TCP keepalives fail (300 s + 9 x 20 s by default), and until then mpirun waits. 10 s + 3 x 2 s
+  // ends such a job (non-zero) about 16 s after the ranks' own TIMEOUT.
+  args.push(...MPIRUN_KEEPALIVE);
   for (const name of Object.keys(childEnv).filter((k) => FORWARDED.test(k)).sort()) args.push('-x', name);
   args.push(...plan.mpiArgs);
   const [first, ...rest] = plan.command;

@@ -55,7 +55,7 @@ describe('braid run', () => {
     const plan = parseRunArgs(['-np', '4', '--timeline', '/tmp/t.json', 'train.mjs', '--epochs', '3']);
     const cmd = mpirunCommand(plan, { PATH: '/usr/bin', BRAID_SHM: 'off', HOME: '/root' }, { isRoot: true, isTTY: true, cores: 2, node: '/usr/bin/node' });
     expect(shellLine(cmd)).toBe(
-      'mpirun -np 4 --oversubscribe --bind-to none --map-by slot -x BRAID_PROGRESS -x BRAID_SHM -x BRAID_TIMELINE -x PATH /usr/bin/node train.mjs --epochs 3',
+      'mpirun -np 4 --oversubscribe --bind-to none --map-by slot --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 2 --mca oob_tcp_keepalive_probes 3 -x BRAID_PROGRESS -x BRAID_SHM -x BRAID_TIMELINE -x PATH /usr/bin/node train.mjs --epochs 3',
     );
     expect(cmd.env.OMPI_ALLOW_RUN_AS_ROOT).toBe('1');
     expect(cmd.env.OMPI_ALLOW_RUN_AS_ROOT_CONFIRM).toBe('1');
@@ -63,12 +63,12 @@ describe('braid run', () => {
     expect(cmd.env.BRAID_PROGRESS).toBe('bar');
 
     const hosts = mpirunCommand(parseRunArgs(['-np', '8', '-H', 'a:4,b:4', 'python3', 'x.py']), {}, { isRoot: false, isTTY: false, cores: 2 });
-    expect(hosts.args).toEqual(['-np', '8', '-H', 'a:4,b:4', '--bind-to', 'none', '--map-by', 'slot', '-x', 'BRAID_PROGRESS', 'python3', 'x.py']);
+    expect(hosts.args).toEqual(['-np', '8', '-H', 'a:4,b:4', '--bind-to', 'none', '--map-by', 'slot', '--mca', 'oob_tcp_keepalive_time', '10', '--mca', 'oob_tcp_keepalive_intvl', '2', '--mca', 'oob_tcp_keepalive_probes', '3', '-x', 'BRAID_PROGRESS', 'python3', 'x.py']);
     expect(hosts.env.OMPI_ALLOW_RUN_AS_ROOT).toBeUndefined();
     expect(hosts.env.BRAID_PROGRESS).toBe('lines');  // braid run's output goes to a log
     expect(mpirunCommand(plan, { BRAID_PROGRESS: 'none' }, { isRoot: false, isTTY: true, cores: 2 }).env.BRAID_PROGRESS).toBe('none');
     const file = mpirunCommand(parseRunArgs(['-np', '2', '--hostfile', 'hosts.txt', '--mpi-args', '--mca btl self,vader', 'a.js']), {}, { isRoot: false, isTTY: false, cores: 2, node: 'node' });
-    expect(file.args).toEqual(['-np', '2', '--hostfile', 'hosts.txt', '--bind-to', 'none', '--map-by', 'slot', '-x', 'BRAID_PROGRESS', '--mca', 'btl', 'self,vader', 'node', 'a.js']);
+    expect(file.args).toEqual(['-np', '2', '--hostfile', 'hosts.txt', '--bind-to', 'none', '--map-by', 'slot', '--mca', 'oob_tcp_keepalive_time', '10', '--mca', 'oob_tcp_keepalive_intvl', '2', '--mca', 'oob_tcp_keepalive_probes', '3', '-x', 'BRAID_PROGRESS', '--mca', 'btl', 'self,vader', 'node', 'a.js']);
   });
 
   it('says what is wrong with the arguments', () => {

@@ -1,0 +1,89 @@
+// Failures between hosts under `braid run`, on the namespace test bed (@braid/test-support/netns:
+// each host a network namespace with its own address and hostname; mpirun reaches them through
+// an rsh agent). Needs root and network namespaces; skipped otherwise, saying so.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const cli = join(here, '..', 'dist', 'cli.js');
+const job = join(here, 'test-support', 'link-down-job.mjs');
+const unavailable = netnsUnavailable();
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function running(pid: number): boolean {
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank each${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
+  let hosts: ReturnType<typeof createHosts>;
+  beforeAll(() => {
+    hosts = createHosts(2);
+  });
+  afterAll(() => hosts?.destroy());
+
+  async function braidRun(env: Record<string, string>, cut: () => Promise<void>) {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-hosts-'));
+    const cmd = hosts.on(0, [process.execPath, cli, 'run', '-np', '2', ...hosts.braidRunArgs(), job, dir]);
+    const child = spawn(cmd[0]!, cmd.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exit = new Promise<{ code: number | null; at: number }>((resolve) => child.on('exit', (code) => resolve({ code, at: Date.now() })));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    for (let i = 0; i < 300 && !(existsSync(join(dir, 'ready-0')) && existsSync(join(dir, 'ready-1'))); i++) await sleep(50);
+    const cutAt = Date.now();
+    await cut();
+    const ended = await exit;
+    clearTimeout(killer);
+    const pids = [0, 1].map((r) => Number(readFileSync(join(dir, `pid-${r}`), 'utf8')));
+    await sleep(500);
+    const leftRanks = pids.filter(running);
+    hosts.link(1, true);
+    const results = [0, 1].map((r) => (existsSync(join(dir, `rank-${r}.json`)) ? JSON.parse(readFileSync(join(dir, `rank-${r}.json`), 'utf8')) : undefined));
+    return { ...ended, cutAt, stderr, results, leftRanks };
+  }
+
+  it('a link down for 0.5 s (shorter than timeoutMs) rides through: no error, exact results', async () => {
+    const run = await braidRun({ TIMEOUT_MS: '8000', ITERATIONS: '120' }, async () => {
+      hosts.link(1, false);
+      await sleep(500);
+      hosts.link(1, true);
+    });
+    expect(run.code, run.stderr).toBe(0);
+    for (const r of run.results) {
+      expect(r.outcome.code).toBe('OK');
+      expect(r.iterations).toBe(120);
+      expect(r.wrong).toBe(0);
+    }
+    expect(run.results.map((r) => r.host)).toEqual(['h0', 'h1']);
+  });
+
+  it('a link that stays down: TIMEOUT on every rank naming the unreachable rank and host within timeoutMs + 5 s; the ranks end and braid run fails, naming a rank and host', async () => {
+    const timeoutMs = 3000;
+    const run = await braidRun({ TIMEOUT_MS: String(timeoutMs), ITERATIONS: '100000' }, async () => hosts.link(1, false));
+    expect(run.code).not.toBe(0);
+    const [zero, one] = run.results;
+    for (const [r, other, host] of [[zero, 1, 'h1'], [one, 0, 'h0']] as const) {
+      expect(r, run.stderr).toBeDefined();
+      expect(r.outcome.code).toBe('TIMEOUT');
+      // From the agreement step (the other rank never arrived) or the data phase (it stopped answering).
+      expect(r.outcome.message).toMatch(new RegExp(`[Rr]ank ${other} \\(host ${host}\\) (has not submitted|did not answer|does not answer)`));
+      expect(r.outcome.at - run.cutAt).toBeLessThan(timeoutMs + 5000);
+    }
+    // No rank stays blocked in MPI_Finalize (bounded at 10 s), and braid run does not wait for
+    // mpirun's lost daemon (its watchdog, 15 s after a rank failed).
+    expect(run.leftRanks).toEqual([]);
+    expect(run.at - run.cutAt).toBeLessThan(timeoutMs + 5000 + 15_000 + 5000);
+    expect(run.stderr).toMatch(/braid run: the job failed \(exit code \d+\): rank \d on host h\d/);
+  });
+});
