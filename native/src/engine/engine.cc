@@ -504,6 +504,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
       } else {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs);
         NegotiationLimits limits{deadline, options_.stallWarningMs, options_.stallShutdownMs, &comm.hosts, handOffAt};
+        limits.queuedBehind = [this, commId = comm.id] { return queuedOpNames(commId); };
         // A shared-memory all-reduce agrees on the op in its own first barrier: one flag
         // round-trip fewer per op. Every rank decides this alike or its descriptor differs.
         const bool fuse = options_.negotiate && comm.shm && op->kind == OpKind::kAllreduce && op->count > 0 &&
@@ -589,6 +590,24 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
   }
   if (timeline_) timeline_->record(*op);
   return true;
+}
+
+std::string Engine::queuedOpNames(int commId) {
+  // What this rank has submitted after the stalled op: the ops the other ranks will wait for
+  // next (Horovod's stall report lists every missing tensor).
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string names;
+  int listed = 0, more = 0;
+  for (const OpRecord* queued : queue_) {
+    if (queued->commId != commId) continue;
+    if (listed == 8) {
+      ++more;
+      continue;
+    }
+    names += (listed++ ? ", " : "") + (queued->name.empty() ? std::string(opKindName(queued->kind)) : "'" + queued->name + "'");
+  }
+  if (listed == 0) return "";
+  return "; queued behind it here: " + names + (more ? " and " + std::to_string(more) + " more" : "");
 }
 
 std::string Engine::unansweringRanks(CommState& comm) {

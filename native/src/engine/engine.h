@@ -115,6 +115,8 @@ class Engine {
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;
   // After a data-phase TIMEOUT: which ranks no longer answer, agreed by the ranks that do.
   std::string unansweringRanks(CommState& comm);
+  // The names of the ops queued on `commId` (for stall reports).
+  std::string queuedOpNames(int commId);
   // Phase times are read only by the timeline; without one, no clock read per phase.
   double stamp() const { return timeline_ ? nowMicros() : 0.0; }
 

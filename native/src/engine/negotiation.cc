@@ -234,8 +234,9 @@ void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const N
     const std::string what = missingMessage(missing, mine, limits.hosts);
     if (shutdown && !late) stallShutdown(what, limits.stallShutdownMs);
     if (!late) {
-      std::fprintf(stderr, "braid: stall: %s after %d ms (ranks 0%s%s are waiting for it)\n", what.c_str(),
-                   limits.stallWarningMs, present.empty() ? "" : ",", rankList(present).c_str());
+      const std::string queued = limits.queuedBehind ? limits.queuedBehind() : std::string();
+      std::fprintf(stderr, "braid: stall: %s after %d ms (ranks 0%s%s are waiting for it%s)\n", what.c_str(),
+                   limits.stallWarningMs, present.empty() ? "" : ",", rankList(present).c_str(), queued.c_str());
       warned = true;
       continue;
     }
@@ -324,8 +325,9 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
     int reporter = 0;
     while (std::find(missing.begin(), missing.end(), reporter) != missing.end()) ++reporter;
     if (reporter != r) return;
-    std::fprintf(stderr, "braid: stall: %s after %d ms (the other ranks are waiting for it)\n",
-                 missingMessage(missing, mine, limits.hosts).c_str(), limits.stallWarningMs);
+    const std::string queued = limits.queuedBehind ? limits.queuedBehind() : std::string();
+    std::fprintf(stderr, "braid: stall: %s after %d ms (the other ranks are waiting for it%s)\n",
+                 missingMessage(missing, mine, limits.hosts).c_str(), limits.stallWarningMs, queued.c_str());
   };
   auto waitUntil = limits.deadline;
   if (limits.stallShutdownMs > 0)

@@ -28,6 +28,9 @@ struct NegotiationLimits {
   // negotiateOpShm only: when the other ranks have not all arrived by then, throw HandOff instead
   // of waiting on (an op tried on the caller's thread; see Engine::runInline).
   std::chrono::steady_clock::time_point handOffAt = std::chrono::steady_clock::time_point::max();
+  // The ops queued behind this one on this rank, for the stall report (" (queued behind it:
+  // 'a', 'b')"); called only when a stall is reported.
+  std::function<std::string()> queuedBehind;
 };
 
 // Throws BraidException with MISMATCH or TIMEOUT (the same code on every rank that gets an answer).

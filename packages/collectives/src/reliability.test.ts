@@ -103,7 +103,7 @@ describe('stall shutdown', () => {
   it('after stallShutdownMs the waiting ranks end the job, naming the rank, its host and the op', async () => {
     const r = await run(3, 'stall-shutdown');
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/braid: stall: rank 2 \(host \S+\) has not submitted allReduce #1 'bucket-7' after 500 ms/);
+    expect(r.stderr).toMatch(/braid: stall: rank 2 \(host \S+\) has not submitted allReduce #1 'bucket-7' after 500 ms \(the other ranks are waiting for it; queued behind it here: 'bucket-8'\)/);
     expect(r.stderr).toMatch(/braid: stall shutdown: rank 2 \(host \S+\) has not submitted allReduce #1 'bucket-7' for 2000 ms \(stallShutdownMs\); ending the job/);
     const started = Math.min(...r.results.map((x) => x.started));
     expect(r.ms).toBeLessThan(20_000);

@@ -77,7 +77,7 @@ function record(what, err) {
 let sub = await comm.split(0);
 const calls = Number(callsText);
 for (let i = 0; i < calls; i++) {
-  const method = pick(['allReduce', 'allReduceSync', 'broadcast', 'broadcastSync', 'allGather', 'allGatherSync', 'reduceScatter', 'barrier', 'overlap', 'closeSub', 'split']);
+  const method = pick(['allReduce', 'allReduceSync', 'broadcast', 'broadcastSync', 'allGather', 'allGatherSync', 'reduceScatter', 'barrier', 'overlap', 'closeSub', 'split', 'splitArgs', 'doubleClose']);
   const target = random() < 0.7 ? comm : sub;
   const what = `${i} ${method}`;
   try {
@@ -101,6 +101,24 @@ for (let i = 0; i < calls; i++) {
       const inFlight = [sub.allReduce(new Float64Array(3)), sub.barrier()].map((p) => p.catch((e) => e));
       await sub.close();
       for (const e of await Promise.all(inFlight)) if (e instanceof Error) record(`${what} (in flight)`, e);
+      continue;
+    }
+    if (method === 'splitArgs') {
+      // Colors and keys of every kind: only integers are taken (all ranks pass the same, so a
+      // valid split gives a communicator of everyone, closed at once).
+      const made = await target.split(pick([0, 3, -1, 1.5, NaN, 2 ** 31, -(2 ** 40), '1', null]), pick([undefined, 0, -5, 0.5, Infinity, 'k']));
+      if (made) await made.close();
+      record(what);
+      continue;
+    }
+    if (method === 'doubleClose') {
+      // Two closes at once, with an op in flight: both settle, the op completes or is ABORTED.
+      const extra = await comm.split(0);
+      const op = extra.allReduce(new Int32Array(5)).catch((e) => e);
+      await Promise.all([extra.close(), extra.close()]);
+      const outcome = await op;
+      if (outcome instanceof Error) record(`${what} (op)`, outcome);
+      record(`${what} (after)`, await extra.barrier().then(() => Object.assign(new Error('a closed communicator ran an op'), { code: 'ACCEPTED' }), (e) => e));
       continue;
     }
     if (method === 'split') {

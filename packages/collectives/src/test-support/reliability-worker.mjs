@@ -124,7 +124,8 @@ const scenarios = {
     await comm.allReduce(new Float32Array(4), { name: 'bucket-6' });
     report({ started: Date.now() });
     if (comm.rank === comm.size - 1) await new Promise((resolve) => setTimeout(resolve, 60_000));
-    await comm.allReduce(new Float32Array(4), { name: 'bucket-7' });
+    // Two buckets in flight: the report names the stalled one and the one queued behind it.
+    await Promise.all([comm.allReduce(new Float32Array(4), { name: 'bucket-7' }), comm.allReduce(new Float32Array(4), { name: 'bucket-8' })]);
   },
 
   // std::bad_alloc in the middle of an all-reduce on rank 1 (BRAID_TEST_FAULT): that rank's
