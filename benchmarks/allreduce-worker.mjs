@@ -17,11 +17,14 @@ const secondsPerSize = Number(opt('--seconds-per-size', 0.2));
 const rounds = Number(opt('--rounds', 5));
 const latencyOnly = args.includes('--latency-only');
 // 'auto-sync' is 'auto' through allReduceSync (what a tfjs optimizer step inside model.fit uses);
+// 'auto-shared' awaits 'auto' on an array over a SharedArrayBuffer, which the engine works on in
+// place (an ordinary ArrayBuffer can be detached while an awaited op runs, so above 256 KiB the
+// engine works on a copy of it: two memcpys per call);
 // 'MPI_Allreduce(C)' is MPI_Allreduce called back to back from C on the engine thread, the
 // yardstick, measured in the same rounds as the rest; every other row awaits allReduce once per
 // call.
 const MPI_C = 'MPI_Allreduce(C)';
-const algorithms = latencyOnly ? [] : (opt('--algorithms', `${MPI_C},auto,auto-sync,shm,ring,tree,recursive-doubling,mpi`)).split(',');
+const algorithms = latencyOnly ? [] : (opt('--algorithms', `${MPI_C},auto,auto-shared,auto-sync,shm,ring,tree,recursive-doubling,mpi`)).split(',');
 const addon = loadAddon();
 function mpiFromC(buf, iterations) {
   const us = addon.submit(encodeOp({ comm: 0, kind: 7, dtype: 0, op: 0, iterations }), undefined, buf, undefined, true);
@@ -30,7 +33,9 @@ function mpiFromC(buf, iterations) {
 const callFor = (algorithm, buf) =>
   algorithm === 'auto-sync' ? () => comm.allReduceSync(buf)
     : algorithm === MPI_C ? () => mpiFromC(buf, 1)
+    : algorithm === 'auto-shared' ? () => comm.allReduce(buf)
     : () => comm.allReduce(buf, { algorithm });
+const arrayFor = (algorithm, count) => (algorithm === 'auto-shared' ? new Float32Array(new SharedArrayBuffer(count * 4)) : new Float32Array(count));
 
 const comm = await init();
 const n = comm.size;
@@ -61,11 +66,13 @@ if (comm.rank === 0) {
 }
 for (let bytes = minBytes; bytes <= maxBytes && algorithms.length; bytes *= 2) {
   const count = bytes / 4;
-  const buf = new Float32Array(count);
+  const plain = new Float32Array(count);
+  const shared = arrayFor('auto-shared', count);
+  const buffers = algorithms.map((a) => (a === 'auto-shared' ? shared : plain));
   const iters = [];
-  for (const algorithm of algorithms) {
+  for (const [a, algorithm] of algorithms.entries()) {
     const t0 = now();
-    const call = callFor(algorithm, buf);
+    const call = callFor(algorithm, buffers[a]);
     for (let i = 0; i < 3; i++) await call();
     const estimate = maxOver((now() - t0) / 3);
     iters.push(Math.max(3, Math.min(100000, Math.floor(secondsPerSize / rounds / Math.max(estimate, 1e-7)))));
@@ -73,11 +80,11 @@ for (let bytes = minBytes; bytes <= maxBytes && algorithms.length; bytes *= 2) {
   const times = algorithms.map(() => []);
   for (let r = 0; r < rounds; r++)
     for (let a = 0; a < algorithms.length; a++) {
-      times[a].push(algorithms[a] === MPI_C ? mpiFromC(buf, iters[a]) : await timeLoop(iters[a], callFor(algorithms[a], buf)));
+      times[a].push(algorithms[a] === MPI_C ? mpiFromC(buffers[a], iters[a]) : await timeLoop(iters[a], callFor(algorithms[a], buffers[a])));
     }
   for (let a = 0; a < algorithms.length; a++) {
     const perCall = median(times[a]);
-    const check = new Float32Array(count);
+    const check = arrayFor(algorithms[a], count);
     for (let i = 0; i < count; i++) check[i] = comm.rank + (i % 7);
     await callFor(algorithms[a], check)();
     let wrong = 0;

@@ -74,8 +74,9 @@ const jsOff = merge(runs.jsOff);
 const find = (rows, algorithm, bytes) => rows.find((r) => r.algorithm === algorithm && r.bytes === bytes);
 
 console.log(`\n# Summary, np=${np}, medians of ${repeat} run(s): JS 'auto' against MPI_Allreduce called from C in the same rounds of the same run`);
-console.log(`#${'size(B)'.padStart(12)} ${'JS auto busbw'.padStart(14)} ${'MPI busbw'.padStart(10)} ${'ratio'.padStart(7)} ${'sync ratio'.padStart(11)} ${'JS mpi busbw'.padStart(13)}   fastest native algorithm`);
+console.log(`#${'size(B)'.padStart(12)} ${'JS auto busbw'.padStart(14)} ${'MPI busbw'.padStart(10)} ${'ratio'.padStart(7)} ${'shared ratio'.padStart(13)} ${'sync ratio'.padStart(11)} ${'JS mpi busbw'.padStart(13)}   fastest native algorithm`);
 const ratios = [];
+const sharedRatios = [];
 const syncRatios = [];
 for (const row of js.results.filter((r) => r.algorithm === 'auto')) {
   const mpi = find(js.results, 'MPI_Allreduce(C)', row.bytes);
@@ -84,18 +85,23 @@ for (const row of js.results.filter((r) => r.algorithm === 'auto')) {
   const ratio = row.busbw / mpi.busbw;
   const sync = find(js.results, 'auto-sync', row.bytes);
   const syncRatio = sync ? sync.busbw / mpi.busbw : NaN;
+  const shared = find(js.results, 'auto-shared', row.bytes);
+  const sharedRatio = shared ? shared.busbw / mpi.busbw : NaN;
   if (row.bytes >= 65536) {
     ratios.push({ bytes: row.bytes, ratio });
+    sharedRatios.push({ bytes: row.bytes, ratio: sharedRatio });
     syncRatios.push({ bytes: row.bytes, ratio: syncRatio });
   }
   const viaEngine = find(js.results, 'mpi', row.bytes);
-  console.log(` ${String(row.bytes).padStart(12)} ${row.busbw.toFixed(3).padStart(14)} ${mpi.busbw.toFixed(3).padStart(10)} ${ratio.toFixed(2).padStart(7)} ${syncRatio.toFixed(2).padStart(11)} ${(viaEngine ? viaEngine.busbw.toFixed(3) : '-').padStart(13)}   ${fastest.algorithm}`);
+  console.log(` ${String(row.bytes).padStart(12)} ${row.busbw.toFixed(3).padStart(14)} ${mpi.busbw.toFixed(3).padStart(10)} ${ratio.toFixed(2).padStart(7)} ${sharedRatio.toFixed(2).padStart(13)} ${syncRatio.toFixed(2).padStart(11)} ${(viaEngine ? viaEngine.busbw.toFixed(3) : '-').padStart(13)}   ${fastest.algorithm}`);
 }
 const summary = {
   np,
   repeats: repeat,
   busbwRatioFrom64KiB: ratios,
   minBusbwRatioFrom64KiB: ratios.length ? Math.min(...ratios.map((r) => r.ratio)) : null,
+  sharedBusbwRatioFrom64KiB: sharedRatios,
+  minSharedBusbwRatioFrom64KiB: sharedRatios.length ? Math.min(...sharedRatios.map((r) => r.ratio)) : null,
   syncBusbwRatioFrom64KiB: syncRatios,
   minSyncBusbwRatioFrom64KiB: syncRatios.length ? Math.min(...syncRatios.map((r) => r.ratio)) : null,
   latency4KiB: {
@@ -112,7 +118,7 @@ const l = summary.latency4KiB;
 console.log(`\n# 4 KiB latency: MPI_Allreduce from C ${l.mpiAllreduceFromCUs.toFixed(2)} us; JS sync ${l.syncUs.toFixed(2)} us (${l.syncRatio.toFixed(2)}x), async ${l.asyncUs.toFixed(2)} us`);
 console.log(`# negotiation: sync ${l.syncUs.toFixed(2)} us with, ${l.syncWithoutNegotiationUs.toFixed(2)} us without (${l.negotiationCostUs.toFixed(2)} us per op)`);
 if (summary.minBusbwRatioFrom64KiB !== null) {
-  console.log(`# JS auto busbw / MPI busbw from 64 KiB up: min ${summary.minBusbwRatioFrom64KiB.toFixed(2)} awaiting each call, ${summary.minSyncBusbwRatioFrom64KiB.toFixed(2)} through allReduceSync`);
+  console.log(`# JS auto busbw / MPI busbw from 64 KiB up: min ${summary.minBusbwRatioFrom64KiB.toFixed(2)} awaiting each call, ${summary.minSharedBusbwRatioFrom64KiB.toFixed(2)} awaiting over a SharedArrayBuffer, ${summary.minSyncBusbwRatioFrom64KiB.toFixed(2)} through allReduceSync`);
 }
 writeFileSync(join(resultsDir, 'allreduce.json'), JSON.stringify({ summary, native, js, jsWithoutNegotiation: jsOff }, null, 1));
 console.log(`# figures: ${join(resultsDir, 'allreduce.json')}`);
