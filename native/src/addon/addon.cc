@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "addon/compress_binding.h"
+#include "common/buffer_pool.h"
 #include "common/status.h"
 #include "engine/engine.h"
 #include "kernels/cuda/cuda_info.h"
@@ -52,7 +53,7 @@ AddonState* gState = nullptr;
 // on completion if the buffer is still there. Arrays over a SharedArrayBuffer (which can neither
 // be detached nor shrunk) need no copy.
 struct Copies {
-  std::unique_ptr<uint8_t[]> data, out;
+  std::shared_ptr<uint8_t> data, out;  // from BufferPool
   size_t dataBytes = 0, outBytes = 0;
 };
 
@@ -202,13 +203,13 @@ void makeCopies(OpRecord& record, PendingOp& op) {
   const size_t es = dtypeSize(record.dtype);
   if (record.data != nullptr) {
     copies->dataBytes = record.count * es;
-    copies->data.reset(new uint8_t[std::max<size_t>(1, copies->dataBytes)]);
+    copies->data = BufferPool::shared().take(copies->dataBytes);
     std::memcpy(copies->data.get(), record.data, copies->dataBytes);
     record.data = copies->data.get();
   }
   if (record.out != nullptr) {
     copies->outBytes = record.outCount * es;
-    copies->out.reset(new uint8_t[std::max<size_t>(1, copies->outBytes)]);
+    copies->out = BufferPool::shared().take(copies->outBytes);
     record.out = copies->out.get();
   }
   op.copies = copies;

@@ -30,11 +30,19 @@ template <class T>
 Span<T> arrayArg(const Napi::CallbackInfo& info, size_t index, napi_typedarray_type type, const char* what) {
   Napi::Value v = info[index];
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) throw invalid(info.Env(), std::string(what) + " has the wrong array type");
-  Napi::TypedArray array = v.As<Napi::TypedArray>();
-  Napi::ArrayBuffer buffer = array.ArrayBuffer();
-  if (buffer.IsDetached()) throw invalid(info.Env(), std::string(what) + "'s buffer is detached");
-  auto* base = static_cast<uint8_t*>(buffer.Data()) + array.ByteOffset();
-  return {reinterpret_cast<T*>(base), array.ElementLength()};
+  // Raw N-API: it reads arrays over a SharedArrayBuffer too (DataParallel's buckets), which
+  // Napi::TypedArray::ArrayBuffer() refuses.
+  napi_typedarray_type actual;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value backing;
+  if (napi_get_typedarray_info(info.Env(), v, &actual, &length, &data, &backing, nullptr) != napi_ok)
+    throw invalid(info.Env(), std::string(what) + " could not be read");
+  bool isArrayBuffer = false, detached = false;
+  napi_is_arraybuffer(info.Env(), backing, &isArrayBuffer);
+  if (isArrayBuffer) napi_is_detached_arraybuffer(info.Env(), backing, &detached);
+  if (detached) throw invalid(info.Env(), std::string(what) + "'s buffer is detached");
+  return {static_cast<T*>(data), length};
 }
 
 size_t sizeArg(const Napi::CallbackInfo& info, size_t index) {

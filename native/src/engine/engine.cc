@@ -15,6 +15,7 @@
 #include <new>
 
 #include "common/backoff.h"
+#include "common/buffer_pool.h"
 #include "engine/negotiation.h"
 #include "kernels/reduce.h"
 
@@ -477,7 +478,7 @@ bool Engine::shutdown() {
 // are released untouched by anything still posted.
 struct Engine::OpMemory {
   std::shared_ptr<std::vector<uint8_t>> scratch;
-  std::unique_ptr<uint8_t[]> data, out;  // the engine's copies of the user's buffers
+  std::shared_ptr<uint8_t> data, out;  // the engine's copies of the user's buffers (BufferPool)
   std::shared_ptr<void> callerCopies;
 };
 
@@ -707,11 +708,11 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
       op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kAuto ? chooseAllreduce(comm, op.count * es) : op.algorithm;
   const bool stage = !op.callerCopies && movesThroughMpi(comm, op, allreduceAlgorithm);
   if (stage) {
-    memory.data.reset(new uint8_t[op.count * es]);
+    memory.data = BufferPool::shared().take(op.count * es);
     std::memcpy(memory.data.get(), op.data, op.count * es);
     op.data = memory.data.get();
     if (op.outCount > 0) {
-      memory.out.reset(new uint8_t[op.outCount * es]);
+      memory.out = BufferPool::shared().take(op.outCount * es);
       op.out = memory.out.get();
     }
   }

@@ -52,6 +52,11 @@ export interface Layout {
   compressors: Array<Compressor | undefined> | null;
 }
 
+// Bucket buffers live in SharedArrayBuffers: an awaited all-reduce works on such an array in
+// place, where an ordinary ArrayBuffer (which JS could detach meanwhile) is copied in and out.
+const sharedFloat32 = (length: number) => new Float32Array(new SharedArrayBuffer(length * 4));
+const sharedUint16 = (length: number) => new Uint16Array(new SharedArrayBuffer(length * 2));
+
 export class GradientReducer {
   readonly stats: CommunicationStats = { reductions: 0, allReduceCalls: 0, bytesReduced: 0, communicationMs: 0 };
   private layout: Layout | undefined;
@@ -70,7 +75,7 @@ export class GradientReducer {
       // Dense buckets until the warm-up is over; the compressors are made afterwards.
       if (this.denseLayout?.key !== key) {
         const buckets = planBuckets(lengths, this.options.bucketBytes);
-        this.denseLayout = { key, shapes: tensors.map((t) => t.shape.slice()), lengths, buckets, flat: buckets.map((b) => new Float32Array(b.length)), wire: null, compressors: null };
+        this.denseLayout = { key, shapes: tensors.map((t) => t.shape.slice()), lengths, buckets, flat: buckets.map((b) => sharedFloat32(b.length)), wire: null, compressors: null };
       }
       return this.denseLayout;
     }
@@ -101,8 +106,8 @@ export class GradientReducer {
       shapes: tensors.map((t) => t.shape.slice()),
       lengths,
       buckets,
-      flat: buckets.map((b) => new Float32Array(b.length)),
-      wire: half ? buckets.map((b) => new Uint16Array(b.length)) : null,
+      flat: buckets.map((b) => sharedFloat32(b.length)),
+      wire: half ? buckets.map((b) => sharedUint16(b.length)) : null,
       compressors,
     };
     return this.layout;
