@@ -359,6 +359,9 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
   };
   // Run on this thread, an op needs no copies; handed to the engine thread, it does.
   raw->record.beforeHandOff = [raw](OpRecord& record) { makeCopies(record, *raw); };
+  // Copying costs about as much as a shared-memory all-reduce itself: an op that would need
+  // copies is first tried here, where the buffer cannot be detached under it.
+  raw->record.inlineAnySize = !(raw->inputShared && raw->outputShared);
   const Engine::InlineOutcome outcome = Engine::instance().runInline(&raw->record, false);
   if (outcome == Engine::InlineOutcome::kDone) {
     releaseBuffers(*raw);

@@ -53,6 +53,10 @@ struct OpRecord {
   // Called on the caller's thread just before an op tried there is handed to the engine thread
   // (HandOff): the caller may swap data/out for copies it owns from then on.
   std::function<void(OpRecord&)> beforeHandOff;
+  // An awaited op that would need such copies on the engine thread: it is tried on the caller's
+  // thread at any size (the peers ready within the arrival budget, it runs there in place, as a
+  // synchronous call does; else it is handed over, with copies).
+  bool inlineAnySize = false;
   int color = 0, key = 0;  // split
   int iterations = 1;      // kMpiLoop
 

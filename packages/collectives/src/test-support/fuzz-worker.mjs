@@ -82,9 +82,9 @@ for (let i = 0; i < calls; i++) {
   const what = `${i} ${method}`;
   try {
     if (method === 'overlap') {
-      // A large awaited op holds its buffer (not tried on the caller's thread): an overlapping
-      // view must be refused at once, the first op completes.
-      const big = new Float32Array(1 << 17);
+      // A large awaited op over a SharedArrayBuffer goes to the engine thread and holds its
+      // buffer: an overlapping view must be refused at once, the first op completes.
+      const big = new Float32Array(new SharedArrayBuffer(4 << 17));
       const first = target.allReduce(big);
       let second;
       try {

@@ -93,6 +93,9 @@ const scenarios = {
         buf = new Float32Array(memory.buffer);
       } else buf = new Float32Array(n);
       buf.fill(comm.rank + 1);
+      // The others come late, so that rank 0's try on its own thread hands the op to the engine
+      // (with its copies) instead of finishing it before the detach.
+      if (comm.rank !== 0) await new Promise((resolve) => setTimeout(resolve, 30));
       const pending = comm.allReduce(buf, { name: way });
       if (comm.rank === 0) detach(buf, memory);
       const outcome = await capture(() => pending);
