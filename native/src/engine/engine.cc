@@ -493,7 +493,7 @@ struct Engine::OpMemory {
 
 bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) {
   op->tStart = stamp();
-  reapOrphans();
+  if (onEngineThread()) reapOrphans();  // it calls MPI: never from an op run on the caller's thread
   // What the op moved through (see mpiSettled_); a refused op moved nothing.
   bool throughShmOnly = true, spansWorld = false;
   try {
