@@ -49,11 +49,6 @@ class BufferPool {
     return std::shared_ptr<uint8_t>(block, [this, capacity](uint8_t* p) { give(p, capacity); });
   }
 
-  size_t keptBytes() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return kept_;
-  }
-
  private:
   static constexpr size_t kSlack = 64 * 1024;
   static constexpr size_t kMaxBlocks = 8;
