@@ -1,13 +1,14 @@
 export function netnsUnavailable(): string | undefined;
 export interface Hosts {
   names: string[];
-  dir: string;
+  name: string;
   on(i: number, argv: string[]): string[];
   mpirunArgs(np: number): string[];
   braidRunArgs(): string[];
   mcaArgs(): string[];
-  link(i: number, up: boolean): void;
   pids(i: number): number[];
+  link(i: number, up: boolean): void;
+  address(i: number): string | undefined;
   destroy(): void;
 }
-export function createHosts(count: number, options?: { subnet?: number; slots?: number }): Hosts;
+export function createHosts(count: number, options?: { slots?: number; rate?: string }): Hosts;

@@ -19,15 +19,19 @@ export interface RunPlan {
   verbose: boolean;
   /** Extra arguments passed to mpirun as they are (after --mpi-args). */
   mpiArgs: string[];
+  /** How mpirun starts processes on other hosts (Open MPI's plm_rsh_agent; default ssh). */
+  agent?: string;
   command: string[];
 }
 
 export const RUN_USAGE = `usage: braid run -np N [-H host1:slots,host2:slots | --hostfile FILE] [--timeline trace.json]
-                 [--bind-to none|core|socket] [--mpi-args "..."] [--dry-run] [--verbose] script.js [args...]
+                 [--bind-to none|core|socket] [--agent rsh-agent] [--mpi-args "..."] [--dry-run] [--verbose] script.js [args...]
   Starts N copies of the script through mpirun, one rank each, with what Braid needs:
   permission to run as root, the job's environment (BRAID_*, NODE_*, PATH, LD_LIBRARY_PATH)
   passed to every rank, --oversubscribe when N exceeds this machine's cores and no hosts are
-  given. A .js/.mjs/.cjs script runs under this Node.js; anything else runs as a command.`;
+  given. A .js/.mjs/.cjs script runs under this Node.js; anything else runs as a command.
+  --agent names the program that starts processes on other hosts (default ssh), e.g. the test
+  bed's: --agent "$(scripts/cluster.sh agent)".`;
 
 export function parseRunArgs(argv: string[]): RunPlan {
   const plan: RunPlan = { np: 0, bindTo: 'none', dryRun: false, verbose: false, mpiArgs: [], command: [] };
@@ -51,6 +55,7 @@ export function parseRunArgs(argv: string[]): RunPlan {
     } else if (arg === '-H' || arg === '--hosts' || arg === '--host') plan.hosts = value(arg);
     else if (arg === '--hostfile' || arg === '-hostfile') plan.hostfile = value(arg);
     else if (arg === '--timeline') plan.timeline = resolve(value(arg));
+    else if (arg === '--agent') plan.agent = resolve(value(arg));
     else if (arg === '--bind-to') {
       plan.bindTo = value(arg);
       if (!/^(none|core|socket|hwthread|numa|l3cache)$/.test(plan.bindTo)) throw new UsageError(`--bind-to takes none, core, socket, hwthread, numa or l3cache; got ${JSON.stringify(plan.bindTo)}`);
@@ -105,6 +110,7 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
   // TCP keepalives fail (300 s + 9 x 20 s by default), and until then mpirun waits. 10 s + 3 x 2 s
   // ends such a job (non-zero) about 16 s after the ranks' own TIMEOUT.
   args.push(...MPIRUN_KEEPALIVE);
+  if (plan.agent) args.push('--mca', 'plm_rsh_agent', plan.agent);
   for (const name of Object.keys(childEnv).filter((k) => FORWARDED.test(k)).sort()) args.push('-x', name);
   args.push(...plan.mpiArgs);
   const [first, ...rest] = plan.command;

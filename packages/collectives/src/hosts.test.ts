@@ -1,0 +1,77 @@
+// Collectives across hosts, on the multi-host test bed (scripts/cluster.sh through
+// @braid/test-support/netns: hosts with their own addresses, hostnames and /dev/shm). Needs root
+// and network namespaces; skipped otherwise, saying so.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
+const unavailable = netnsUnavailable();
+
+describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
+  let hosts: ReturnType<typeof createHosts>;
+  beforeAll(() => {
+    hosts = createHosts(3);
+  });
+  afterAll(() => hosts?.destroy());
+
+  // mpirun on h0 with ranks placed by `placement` (-H h0:2,h1:2), the worker's scenario.
+  function run(placement: string, np: number, scenario: string): Promise<{ code: number | null; stderr: string; results: any[] }> {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-across-'));
+    const cmd = hosts.on(0, ['mpirun', '-np', String(np), '-H', placement, '--oversubscribe', ...hosts.mcaArgs(), process.execPath, worker, scenario, dir]);
+    return new Promise((resolve) => {
+      const child = spawn(cmd[0]!, cmd.slice(1), { env: { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const killer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+      child.on('exit', (code) => {
+        clearTimeout(killer);
+        const results = Array.from({ length: np }, (_, r) => join(dir, `rank-${r}.json`)).filter(existsSync).map((f) => JSON.parse(readFileSync(f, 'utf8')));
+        resolve({ code, stderr, results });
+      });
+    });
+  }
+
+  describe.each([
+    ['2 hosts x 2 ranks', 'h0:2,h1:2', 4, [0, 1, 0, 1], 2],
+    ['3 hosts x 1 rank', 'h0:1,h1:1,h2:1', 3, [0, 0, 0], 1],
+  ])('%s', (_, placement, np, localRanks, localSize) => {
+    it('every op x dtype x algorithm is exact and bitwise identical on every rank; localRank and localSize per host', async () => {
+      const job = await run(placement, np, 'matrix');
+      expect(job.code, job.stderr).toBe(0);
+      expect(job.results).toHaveLength(np);
+      const [first] = job.results;
+      expect(first.cases.length).toBeGreaterThan(1000);
+      for (const r of job.results) {
+        expect(r.size).toBe(np);
+        expect(r.localRank).toBe(localRanks[r.rank]);
+        expect(r.localSize).toBe(localSize);
+        expect(r.cases.filter((c: { wrong: number }) => c.wrong !== 0), `rank ${r.rank}`).toEqual([]);
+      }
+      for (let i = 0; i < first.cases.length; i++) {
+        if (first.cases[i].digest === 'per-rank') continue;
+        expect(new Set(job.results.map((r) => r.cases[i].digest)).size, first.cases[i].what).toBe(1);
+      }
+    }, 240_000);
+  });
+
+  it('MISMATCH across hosts: every rank gets the same message naming ranks and field, within 5 s, and stays in step', async () => {
+    const job = await run('h0:2,h1:2', 4, 'mismatch');
+    expect(job.code, job.stderr).toBe(0);
+    expect(job.results).toHaveLength(4);
+    for (const r of job.results) {
+      for (const kind of ['length', 'dtype', 'op', 'algorithm', 'root', 'name', 'operation', 'sync']) {
+        expect(r[kind].code, `${kind} on rank ${r.rank}`).toBe('MISMATCH');
+        expect(r[kind].message).toMatch(/rank 3 has/);
+        expect(r[kind].ms).toBeLessThan(5000);
+        expect(r[kind].after).toBe(4);
+      }
+    }
+    for (const kind of ['length', 'dtype', 'op']) expect(new Set(job.results.map((r) => r[kind].message)).size).toBe(1);
+  });
+});
