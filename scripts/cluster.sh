@@ -8,8 +8,9 @@
 #
 # Each host hI is a network namespace with the address <subnet>.0.(I+1)/24 on eth0, joined to the
 # others through a bridge in a switch namespace of its own (nothing touches this machine's own
-# network), plus a UTS namespace (its hostname is hI) and a mount namespace (its own /dev/shm and
-# an /etc/hosts that names h0..hN-1). `--rate` shapes every host's outgoing link with tbf;
+# network), plus a UTS namespace (its hostname is hI) and a mount namespace (its own /dev/shm, an
+# /etc/hosts that names h0..hN-1, and /run/braid-host: a folder each host sees on its own, for
+# files that must not be shared, as on machines without a shared file system). `--rate` shapes every host's outgoing link with tbf;
 # `--delay` adds netem delay where the kernel has netem. Start MPI jobs on h0:
 #
 #   scripts/cluster.sh exec h0 mpirun -H h0:2,h1:2 --mca plm_rsh_agent "$(scripts/cluster.sh agent)" ...
@@ -76,7 +77,7 @@ case "$command" in
       exit 2
     fi
     down
-    mkdir -p "$state"
+    mkdir -p "$state" /run/braid-host
     echo "$count" >"$state/count"
     {
       echo "127.0.0.1 localhost"
@@ -108,7 +109,7 @@ case "$command" in
       # The host's own hostname, /dev/shm and /etc/hosts: namespaces held by one idle process
       # per host, which the agent and `exec` enter (nsenter --target).
       setsid ip netns exec "$ns" unshare --uts --mount --propagation private \
-        sh -c "hostname h$i && mount -t tmpfs -o size=2g,mode=1777 tmpfs /dev/shm && mount --bind '$state/hosts' /etc/hosts && echo \$\$ >'$state/h$i.pid' && exec sleep infinity" \
+        sh -c "hostname h$i && mount -t tmpfs -o size=2g,mode=1777 tmpfs /dev/shm && mount -t tmpfs -o size=1g tmpfs /run/braid-host && mount --bind '$state/hosts' /etc/hosts && echo \$\$ >'$state/h$i.pid' && exec sleep infinity" \
         </dev/null >/dev/null 2>&1 &
       for _ in $(seq 100); do [ -s "$state/h$i.pid" ] && break; sleep 0.05; done
       [ -s "$state/h$i.pid" ] || { echo "cluster.sh: host h$i did not start" >&2; down; exit 1; }

@@ -4,7 +4,7 @@ export interface Hosts {
   name: string;
   on(i: number, argv: string[]): string[];
   mpirunArgs(np: number): string[];
-  braidRunArgs(): string[];
+  braidRunArgs(placement?: string): string[];
   mcaArgs(): string[];
   pids(i: number): number[];
   link(i: number, up: boolean): void;

@@ -1,6 +1,7 @@
 // The multi-host test bed (scripts/cluster.sh) from tests: hosts made of network, UTS and mount
 // namespaces, each with its own address, hostname, /dev/shm and /etc/hosts, joined through a
-// bridge in a switch namespace; mpirun reaches them through the test bed's rsh agent. Each call of
+// bridge in a switch namespace; mpirun reaches them through the test bed's rsh agent; each host
+// sees its own /run/braid-host (no shared file system there). Each call of
 // createHosts makes a test bed of its own name, removed by destroy(). Root only.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -59,9 +60,12 @@ export function createHosts(count, { slots = 1, rate } = {}) {
     mcaArgs() {
       return ['--mca', 'plm_rsh_agent', agent, ...mca];
     },
-    /** `braid run` options for the hosts: the hostfile (`slots` per host) and the agent. */
-    braidRunArgs() {
-      return ['--hostfile', hostfile, '--agent', agent, '--mpi-args', mca.join(' ')];
+    /**
+     * `braid run` options for the hosts: the hostfile (`slots` per host), or `placement`
+     * (-H h0:2,h1:2), and the agent.
+     */
+    braidRunArgs(placement) {
+      return [...(placement ? ['-H', placement] : ['--hostfile', hostfile]), '--agent', agent, '--mpi-args', mca.join(' ')];
     },
     /** The pids of the processes running on host i. */
     pids(i) {

@@ -204,8 +204,40 @@ export async function restoreCheckpoint(model: RestorableModel, checkpoint: Load
   model.setWeights(modelSpecs.map((s) => named[s.name]!));
   if (optimizerSpecs.length > 0 && model.optimizer) {
     await model.optimizer.setWeights(optimizerSpecs.map((s) => ({ name: s.name, tensor: named[s.name]! })));
+    rebuildAdamPowers(model.optimizer);
   }
   tf.dispose(Object.values(named));
+}
+
+/**
+ * tfjs's Adam restores its bias-correction powers as pow(beta, t + 1), where training built them
+ * by t + 1 float32 multiplications: the last bits differ (seen at 4 ranks, Adam resumed from
+ * step 5), and a resumed run drifts from one that was not interrupted. Rebuild them the way
+ * training does: float32 products, one per step (Math.fround rounds each as the backends do).
+ */
+export function rebuildAdamPowers(optimizer: tf.Optimizer): void {
+  const adam = ((optimizer as unknown as { inner?: tf.Optimizer }).inner ?? optimizer) as unknown as {
+    accBeta1?: unknown;
+    accBeta2?: unknown;
+    beta1?: unknown;
+    beta2?: unknown;
+    iterations: number;
+  };
+  if (!(adam.accBeta1 instanceof tf.Variable) || !(adam.accBeta2 instanceof tf.Variable)) return;
+  if (typeof adam.beta1 !== 'number' || typeof adam.beta2 !== 'number') return;
+  const beta1 = Math.fround(adam.beta1);
+  const beta2 = Math.fround(adam.beta2);
+  let power1 = beta1;
+  let power2 = beta2;
+  for (let step = 0; step < adam.iterations; step++) {
+    power1 = Math.fround(power1 * beta1);
+    power2 = Math.fround(power2 * beta2);
+  }
+  const values = tf.tensor([power1, power2]);
+  const [p1, p2] = tf.unstack(values);
+  adam.accBeta1.assign(p1 as tf.Scalar);
+  adam.accBeta2.assign(p2 as tf.Scalar);
+  tf.dispose([values, p1!, p2!]);
 }
 
 /** An IOHandler that loads a checkpoint folder, for `tf.loadLayersModel(checkpointLoader(dir))` without tfjs-node. */

@@ -1,7 +1,7 @@
 // Failures between hosts under `braid run`, on the namespace test bed (@braid/test-support/netns:
 // each host a network namespace with its own address and hostname; mpirun reaches them through
 // an rsh agent). Needs root and network namespaces; skipped otherwise, saying so.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, '..', 'dist', 'cli.js');
 const job = join(here, 'test-support', 'link-down-job.mjs');
+const trainerWorker = join(here, 'test-support', 'worker.mjs');
 const unavailable = netnsUnavailable();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -86,4 +87,40 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
     expect(run.at - run.cutAt).toBeLessThan(timeoutMs + 5000 + 15_000 + 5000);
     expect(run.stderr).toMatch(/braid run: the job failed \(exit code \d+\): rank \d on host h\d/);
   });
+
+  // `braid run` of the trainer's worker on the hosts; results land in a shared folder, the
+  // checkpoints in /run/braid-host, which each host sees on its own.
+  function trainer(placement: string, np: number, args: string[]): Promise<{ code: number | null; stderr: string; results: any[] }> {
+    const out = mkdtempSync(join(tmpdir(), 'braid-hosts-trainer-'));
+    const cmd = hosts.on(0, [process.execPath, cli, 'run', '-np', String(np), ...hosts.braidRunArgs(placement), trainerWorker, ...args, out]);
+    return new Promise((resolve) => {
+      const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (code) => {
+        const results = Array.from({ length: np }, (_, r) => join(out, `rank-${r}.json`)).filter(existsSync).map((f) => JSON.parse(readFileSync(f, 'utf8')));
+        resolve({ code, stderr, results });
+      });
+    });
+  }
+
+  it('2 hosts x 2 ranks, no shared file system: a run killed mid-epoch and resumed ends bitwise where an uninterrupted one does', async () => {
+    const tag = `${process.pid}-${Date.now()}`;
+    const straight = `/run/braid-host/a-${tag}`;
+    const crashed = `/run/braid-host/b-${tag}`;
+    const a = await trainer('h0:2,h1:2', 4, ['resume', 'adam', straight]);
+    expect(a.code, a.stderr).toBe(0);
+    const stepsPerEpoch = Math.ceil(Math.ceil(90 / 4) / 4);
+    const b = await trainer('h0:2,h1:2', 4, ['resume', 'adam', crashed, String(stepsPerEpoch + 3)]);
+    expect(b.code).not.toBe(0);
+    // Only h0 holds the checkpoints; h1 sees an empty /run/braid-host.
+    const onHost = (i: number, dir: string) => spawnSync(hosts.on(i, ['ls', dir])[0]!, hosts.on(i, ['ls', dir]).slice(1), { encoding: 'utf8' }).stdout.trim();
+    expect(onHost(0, crashed)).toMatch(/ckpt-/);
+    expect(onHost(1, crashed)).toBe('');
+    const c = await trainer('h0:2,h1:2', 4, ['resume', 'adam', crashed]);
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.results[0].resumedFrom).toMatch(/ckpt-\d{9}$/);
+    for (const r of c.results) expect(r.weights).toBe(a.results[0].weights);
+    expect(c.results[0].history).toEqual(a.results[0].history);
+  }, 120_000);
 });

@@ -41,7 +41,9 @@ describe.each([2, 3, 4])('np=%i', (np) => {
   });
 });
 
-describe.each([2, 3])('np=%i', (np) => {
+describe.each([2, 3, 4])('np=%i', (np) => {
+  // At 4 ranks Adam resumes at step 5, where tfjs's own restore of its bias-correction powers
+  // (pow instead of the step-by-step product) was off in the last bit (rebuildAdamPowers).
   it.each(['sgd', 'momentum', 'adam'])('a run killed mid-epoch and resumed ends bitwise where an uninterrupted one does (%s)', async (optimizer) => {
     const straight = mkdtempSync(join(tmpdir(), 'braid-ckpt-a-'));
     const crashed = mkdtempSync(join(tmpdir(), 'braid-ckpt-b-'));
