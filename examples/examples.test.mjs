@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { createHosts, netnsUnavailable } from '../packages/test-support/netns.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const braid = join(here, '..', 'packages', 'trainer', 'dist', 'cli.js');
@@ -38,5 +40,24 @@ describe('examples', () => {
     const result = run([join(here, 'mnist', 'cnn.mjs'), '--epochs', '1', '--train-rows', '128', '--test-rows', '64', '--batch', '32']);
     expect(result.status, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/test accuracy: 0\.\d{4}/);
+  });
+});
+
+const unavailable = netnsUnavailable();
+describe.skipIf(unavailable !== undefined)(`the demo on 2 hosts x 2 ranks (the namespace test bed)${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
+  let hosts;
+  beforeAll(() => {
+    hosts = createHosts(2);
+  });
+  afterAll(() => hosts?.destroy());
+
+  it('reaches test accuracy >= 0.92 with braid run -H h0:2,h1:2 --agent', () => {
+    const json = join(mkdtempSync(join(tmpdir(), 'braid-demo-hosts-')), 'result.json');
+    const cmd = hosts.on(0, [process.execPath, braid, 'run', '-np', '4', ...hosts.braidRunArgs('h0:2,h1:2'), join(here, 'mnist', 'mlp.mjs'), '--json', json]);
+    const result = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', env: { ...process.env, BRAID_PROGRESS: 'lines' }, timeout: 600_000 });
+    expect(result.status, result.stderr).toBe(0);
+    const summary = JSON.parse(readFileSync(json, 'utf8'));
+    expect(summary.size).toBe(4);
+    expect(summary.accuracy).toBeGreaterThanOrEqual(0.92);
   });
 });
