@@ -76,7 +76,20 @@ case "$command" in
       echo "usage: scripts/cluster.sh up N (1-32 hosts) [--rate 1gbit] [--delay 1ms] [--name NAME] [--subnet A.B]" >&2
       exit 2
     fi
+    if [ -n "$delay" ]; then
+      # netem is a kernel module that some kernels lack: find out before making anything.
+      probe="$name-probe"
+      ip netns add "$probe"
+      if ! ip netns exec "$probe" tc qdisc add dev lo root netem delay "$delay" 2>/dev/null; then
+        ip netns del "$probe"
+        echo "cluster.sh: this kernel has no netem (sch_netem), so --delay cannot be had here; use --rate alone" >&2
+        exit 2
+      fi
+      ip netns del "$probe"
+    fi
     down
+    # A failure half-way takes down what was made.
+    trap 'echo "cluster.sh: up failed; taking the test bed down" >&2; down' ERR
     mkdir -p "$state" /run/braid-host
     echo "$count" >"$state/count"
     {
@@ -121,6 +134,7 @@ host="\$1"; shift
 exec nsenter --target "\$(cat "$state/\$host.pid")" --net --uts --mount -- sh -c "\$*"
 EOF
     chmod +x "$agent"
+    trap - ERR
     echo "cluster.sh: $count host(s) up: $(for i in $(seq 0 $((count - 1))); do printf 'h%s=%s.0.%s ' "$i" "$subnet" $((i + 1)); done)${rate:+rate $rate }${delay:+delay $delay}"
     ;;
   exec)
