@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "algorithms/collective.h"
+#include "common/backoff.h"
 #include "common/status.h"
 #include "transport/mpi_transport.h"
 
@@ -213,12 +214,15 @@ void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const N
   const auto start = std::chrono::steady_clock::now();
   bool warned = false;
   unsigned spins = 0;
+  Backoff backoff;
   for (;;) {
     int done = 0;
     checkMpi(MPI_Testall(size, reqs.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall (negotiation)");
     if (done) break;
-    if ((++spins & 1023u) != 0) continue;
-    if (spins > (1u << 20)) std::this_thread::yield();
+    // Spin while the answer is microseconds away; past that, back off as the shared-memory
+    // waits do (a rank waiting on the network must not hold a core).
+    if (++spins > 4096) backoff.pause();
+    if ((spins & 1023u) != 0) continue;
     const auto now = std::chrono::steady_clock::now();
     const bool late = now > limits.deadline;
     const bool stalled = !warned && now - start > std::chrono::milliseconds(limits.stallWarningMs);
@@ -276,12 +280,15 @@ void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const Negotiati
            "MPI_Isend (negotiation)");
   MPI_Status statuses[2];
   unsigned spins = 0;
+  Backoff backoff;
   for (;;) {
     int done = 0;
     checkMpi(MPI_Testall(2, reqs, &done, statuses), "MPI_Testall (negotiation)");
     if (done) break;
-    if ((++spins & 1023u) != 0) continue;
-    if (spins > (1u << 20)) std::this_thread::yield();
+    // Spin while the answer is microseconds away; past that, back off as the shared-memory
+    // waits do (a rank waiting on the network must not hold a core).
+    if (++spins > 4096) backoff.pause();
+    if ((spins & 1023u) != 0) continue;
     // Members give rank 0 a grace period past the deadline, so that its verdict, which names
     // the missing ranks, arrives before their own timeout.
     if (std::chrono::steady_clock::now() > limits.deadline + std::chrono::seconds(2)) {

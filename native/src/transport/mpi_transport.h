@@ -51,6 +51,8 @@ class MpiTransport final : public Transport {
   }
   // "rank 3 (host b)".
   std::string who(int rank) const;
+  // Whether `peer` runs on this rank's host (message sizing differs per link class).
+  bool sameHost(int peer) const;
 
  private:
   RequestId allocate();
