@@ -9,6 +9,12 @@ export interface StartOptions {
   sharedMemory?: boolean;
   segmentBytes?: number;
   timeline?: string;
+  /** 'auto' (TCP between hosts), 'tcp' or 'mpi'. */
+  transport?: string;
+  /** NCCL_SOCKET_IFNAME-style interface list for the TCP transport. */
+  socketInterfaces?: string;
+  /** Connections per pair of ranks (1-8). */
+  socketStreams?: number;
 }
 
 export interface WorldInfo {
@@ -20,6 +26,8 @@ export interface WorldInfo {
   mpiLibrary: string;
   negotiate: boolean;
   sharedMemory: boolean;
+  /** What the world's point-to-point data goes over. */
+  transport: 'tcp' | 'mpi';
 }
 
 /** One op, as numbers (see @braid/collectives' codes.ts). */
@@ -44,6 +52,7 @@ export interface SplitResult {
   comm: number;
   rank: number;
   size: number;
+  transport: 'tcp' | 'mpi';
 }
 
 export type NativeBuffer = ArrayBufferView;

@@ -20,5 +20,7 @@ function run(cmd, args) {
 }
 run(join(buildDir, 'braid_kernels_test'), []);
 for (const np of [1, 2, 3, 4]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_algorithms_test')]);
+// The same algorithms over Braid's TCP transport (loopback here; between hosts in the engine).
+for (const np of [2, 3, 4]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_algorithms_test'), 'tcp']);
 for (const np of [1, 2, 3]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_engine_test')]);
 process.exit(failed === 0 ? 0 : 1);

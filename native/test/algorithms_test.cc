@@ -17,6 +17,7 @@
 #include "transport/mpi_transport.h"
 #include "algorithms/store_choice.h"
 #include "transport/shm_transport.h"
+#include "transport/tcp_transport.h"
 
 using namespace braid;
 
@@ -101,7 +102,20 @@ int main(int argc, char** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   int code = 0;
   {
-  MpiTransport transport(dup);
+  // `braid_algorithms_test tcp`: the same cases over Braid's TCP transport (loopback), which the
+  // engine uses between hosts.
+  const bool overTcp = argc > 1 && std::string(argv[1]) == "tcp";
+  MpiTransport mpiTransport(dup);
+  MPI_Comm bootstrap;
+  MPI_Comm_dup(MPI_COMM_WORLD, &bootstrap);
+  std::unique_ptr<TcpTransport> tcpTransport;
+  if (overTcp) {
+    TcpOptions options;
+    options.loopback = true;
+    options.streams = 2;  // so that large messages are striped
+    tcpTransport = TcpTransport::create(bootstrap, options, {}, std::chrono::steady_clock::now() + std::chrono::seconds(60));
+  }
+  Transport& transport = overTcp ? static_cast<Transport&>(*tcpTransport) : mpiTransport;
   std::vector<uint8_t> scratch;
   auto quietCase = [&](const std::string& name, const std::function<void()>& body) {
     braid_test::runCase(name, body, rank != 0);
@@ -122,12 +136,14 @@ int main(int argc, char** argv) {
   });
   using Fn = void (*)(CollectiveArgs&, void*, size_t);
   struct Named { const char* name; Fn fn; };
-  const Named algorithms[] = {{"ring", allreduceRing}, {"tree", allreduceTree},
-                              {"recursive-doubling", allreduceRecursiveDoubling}, {"mpi", allreduceMpi},
-                              {"shm", [](CollectiveArgs& a, void* b, size_t c) { allreduceShm(a, *shm, b, c); }}};
+  std::vector<Named> algorithms = {{"ring", allreduceRing}, {"tree", allreduceTree},
+                                   {"recursive-doubling", allreduceRecursiveDoubling}, {"mpi", allreduceMpi},
+                                   {"shm", [](CollectiveArgs& a, void* b, size_t c) { allreduceShm(a, *shm, b, c); }}};
+  // 'mpi' is MPI's own all-reduce and 'shm' never uses the transport: they run over MPI only.
+  if (overTcp) algorithms.resize(3);
 
   for (const Named& algo : algorithms) {
-    quietCase(std::string("allreduce ") + algo.name + " np=" + std::to_string(size) + ": every dtype x op x size exact and identical", [&] {
+    quietCase(std::string("allreduce ") + algo.name + " over " + transport.name() + " np=" + std::to_string(size) + ": every dtype x op x size exact and identical", [&] {
       for (DType t : dtypes)
         for (RedOp op : ops) {
           if (op == RedOp::kAvg && !isFloating(t)) continue;
@@ -265,11 +281,13 @@ int main(int argc, char** argv) {
   });
 
   if (rank == 0) {
-    code = braid_test::finish(("algorithms np=" + std::to_string(size)).c_str());
+    code = braid_test::finish(("algorithms np=" + std::to_string(size) + " over " + transport.name()).c_str());
   } else {
     code = braid_test::registry().failed == 0 ? 0 : 1;
   }
   shm.reset();
+  tcpTransport.reset();
+  MPI_Comm_free(&bootstrap);
   }  // the transports let go of their communicator and region before MPI_Finalize
   MPI_Finalize();
   return code;

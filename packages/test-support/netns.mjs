@@ -40,7 +40,8 @@ export function createHosts(count, { slots = 1, rate } = {}) {
   const hostfile = join(state, 'hostfile');
   writeFileSync(hostfile, names.map((n) => `${n} slots=${slots}`).join('\n') + '\n');
   const cidr = `${subnet}.0.0/24`;
-  const mca = ['--mca', 'oob_tcp_if_include', cidr, '--mca', 'btl_tcp_if_include', cidr];
+  // The hosts share this machine's cores: no binding (see cluster.sh's exec).
+  const mca = ['--mca', 'oob_tcp_if_include', cidr, '--mca', 'btl_tcp_if_include', cidr, '--mca', 'hwloc_base_binding_policy', 'none'];
   return {
     names,
     name,

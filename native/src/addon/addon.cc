@@ -254,6 +254,7 @@ Napi::Value resultValue(Napi::Env env, const OpRecord& op) {
   r.Set("comm", op.newCommId);
   r.Set("rank", op.newRank);
   r.Set("size", op.newSize);
+  r.Set("transport", op.newTransport);
   return r;
 }
 
@@ -295,6 +296,11 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   if (sharedMemory.IsBoolean()) options.sharedMemory = sharedMemory.As<Napi::Boolean>().Value();
   Napi::Value negotiate = o.Get("negotiate");
   if (negotiate.IsBoolean()) options.negotiate = negotiate.As<Napi::Boolean>().Value();
+  Napi::Value transport = o.Get("transport");
+  if (transport.IsString()) options.transport = transport.As<Napi::String>().Utf8Value();
+  Napi::Value socketInterfaces = o.Get("socketInterfaces");
+  if (socketInterfaces.IsString()) options.tcp.interfaces = socketInterfaces.As<Napi::String>().Utf8Value();
+  options.tcp.streams = intField(o, "socketStreams", options.tcp.streams);
   Napi::Value timeline = o.Get("timeline");
   if (timeline.IsString()) options.timelinePath = timeline.As<Napi::String>().Utf8Value();
   WorldInfo world;
@@ -312,6 +318,7 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   r.Set("mpiLibrary", world.mpiLibrary);
   r.Set("negotiate", Engine::instance().options().negotiate);
   r.Set("sharedMemory", Engine::instance().options().sharedMemory);
+  r.Set("transport", world.transport);
   return r;
 }
 

@@ -197,6 +197,7 @@ void Engine::initMpi() {
   CommState& worldComm = addComm(MPI_COMM_WORLD, startDeadline);
   world_.rank = worldComm.rank;
   world_.size = worldComm.size;
+  world_.transport = worldComm.network().name();
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_.rank, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &world_.localRank);
@@ -232,7 +233,8 @@ void Engine::finalizeMpi() {
   for (auto& [id, comm] : comms_) {
     if (comm->closed) continue;
     comm->shm.reset();
-    comm->transport.reset();
+    comm->tcp.reset();
+    comm->mpi.reset();
     MPI_Comm_free(&comm->control);
     if (comm->base != MPI_COMM_WORLD) MPI_Comm_free(&comm->base);
   }
@@ -263,9 +265,9 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
   dup(&state->control);
   dup(&data);
   MPI_Comm_set_errhandler(state->control, MPI_ERRORS_RETURN);
-  state->transport = std::make_unique<MpiTransport>(data);
-  state->rank = state->transport->rank();
-  state->size = state->transport->size();
+  state->mpi = std::make_unique<MpiTransport>(data);
+  state->rank = state->mpi->rank();
+  state->size = state->mpi->size();
   // Where each rank of this communicator runs (its world rank's host).
   {
     MPI_Group group, worldGroup;
@@ -278,7 +280,24 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
     MPI_Group_free(&worldGroup);
     for (int w : world) state->hosts.push_back(w >= 0 && static_cast<size_t>(w) < world_.hosts.size() ? world_.hosts[w] : "?");
   }
-  state->transport->setHosts(&state->hosts);
+  state->mpi->setHosts(&state->hosts);
+  // A failed set-up below frees what was made (the data communicator goes with `mpi`).
+  struct FreeControl {
+    std::unique_ptr<CommState>& state;
+    ~FreeControl() {
+      if (state && state->control != MPI_COMM_NULL) MPI_Comm_free(&state->control);
+    }
+  } freeControl{state};
+  // Between hosts, data goes over Braid's own sockets (every rank decides alike: the hosts are
+  // the same list everywhere).
+  const bool spansHosts =
+      std::any_of(state->hosts.begin(), state->hosts.end(), [&](const std::string& h) { return h != state->hosts[0]; });
+  if (state->size > 1 && options_.transport != "mpi" && (spansHosts || options_.transport == "tcp")) {
+    TcpOptions tcp = options_.tcp;
+    tcp.loopback = !spansHosts;
+    state->tcp = TcpTransport::create(state->control, tcp, state->hosts, deadline);
+    state->tcp->setHosts(&state->hosts);
+  }
   // Collective over the new communicator, like the dups above; every rank gets the same answer
   // (none when the ranks span hosts).
   if (!options_.sharedMemory) {
@@ -296,7 +315,7 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
     }
   }
   CommState& ref = *state;
-  comms_[ref.id] = std::move(state);
+  comms_[ref.id] = std::move(state);  // from here on, closeComm frees the communicators
   return ref;
 }
 
@@ -529,11 +548,13 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
           op->tNegotiated = stamp();
         }
         if (!options_.negotiate) op->tNegotiated = stamp();
-        comm.transport->setDeadline(deadline);
+        comm.mpi->setDeadline(deadline);
+        if (comm.tcp) comm.tcp->setDeadline(deadline);
         auto describeOp = [op] {
           return std::string(opKindName(op->kind)) + " #" + std::to_string(op->seq) + (op->name.empty() ? "" : " '" + op->name + "'");
         };
-        comm.transport->setStallReport(options_.stallWarningMs, describeOp);
+        comm.mpi->setStallReport(options_.stallWarningMs, describeOp);
+        if (comm.tcp) comm.tcp->setStallReport(options_.stallWarningMs, describeOp);
         if (comm.shm) {
           comm.shm->setDeadline(deadline);
           comm.shm->setStallReport(options_.stallWarningMs, describeOp);
@@ -544,9 +565,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
         try {
           execute(comm, *op, fuse ? &limits : nullptr, memory);
         } catch (const BraidException& e) {
-          if (comm.transport->abandon(std::make_shared<OpMemory>(std::move(memory))) > 0) {
-            scratch_ = std::make_shared<std::vector<uint8_t>>();
-          }
+          abandonOp(comm, std::move(memory));
           // A data-phase timeout names the peer this rank waited for, which may be a healthy
           // rank waiting for another: ask every rank who still answers, and name those who do not.
           if (e.code() == ErrorCode::kTimeout && comm.size > 1 && op->ranAlgorithm != Algorithm::kShm) {
@@ -554,9 +573,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
           }
           throw;
         } catch (...) {
-          if (comm.transport->abandon(std::make_shared<OpMemory>(std::move(memory))) > 0) {
-            scratch_ = std::make_shared<std::vector<uint8_t>>();
-          }
+          abandonOp(comm, std::move(memory));
           throw;
         }
       }
@@ -600,6 +617,14 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
   }
   if (timeline_) timeline_->record(*op);
   return true;
+}
+
+void Engine::abandonOp(CommState& comm, OpMemory&& memory) {
+  auto kept = std::make_shared<OpMemory>(std::move(memory));
+  size_t held = comm.mpi->abandon(kept);
+  if (comm.tcp) held += comm.tcp->abandon(kept);
+  // The scratch is held by requests MPI still has: the next op gets a new one.
+  if (held > 0) scratch_ = std::make_shared<std::vector<uint8_t>>();
 }
 
 std::string Engine::queuedOpNames(int commId) {
@@ -691,9 +716,12 @@ static void checkShapes(const CommState& comm, const OpRecord& op) {
     refuse("broadcast: root is not a rank of this communicator");
 }
 
-// Ops whose data moves through MPI point-to-point messages (or MPI's own collectives).
+// Ops whose data moves through MPI point-to-point messages (or MPI's own collectives): a request
+// MPI cannot drop may outlive a failed op. The TCP transport drops its own at once.
 static bool movesThroughMpi(const CommState& comm, const OpRecord& op, Algorithm allreduceAlgorithm) {
   if (comm.size <= 1) return false;
+  if (op.kind == OpKind::kAllreduce && allreduceAlgorithm == Algorithm::kMpi) return op.count > 0;
+  if (comm.tcp) return false;
   switch (op.kind) {
     case OpKind::kAllreduce: return allreduceAlgorithm != Algorithm::kShm && op.count > 0;
     case OpKind::kBroadcast:
@@ -706,7 +734,7 @@ static bool movesThroughMpi(const CommState& comm, const OpRecord& op, Algorithm
 void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation, OpMemory& memory) {
   checkShapes(comm, op);
   Recorder recorder(op);
-  CollectiveArgs args{*comm.transport, op.dtype, op.redop, *memory.scratch, timeline_ ? &recorder : nullptr,
+  CollectiveArgs args{comm.network(), op.dtype, op.redop, *memory.scratch, timeline_ ? &recorder : nullptr,
                       options_.segmentBytes};
   const size_t es = dtypeSize(op.dtype);
   // Through MPI, the op runs on the engine's own copies unless the caller made some: a request
@@ -738,7 +766,7 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
       comm.size > 1 && op.kind != OpKind::kBarrier) {
     // Injected (tests): what an allocation failing mid-collective looks like. The peers have
     // posted this op's first messages, so this rank sends its first too before failing.
-    if (op.count > 0) comm.transport->isend((comm.rank + 1) % comm.size, op.data, dtypeSize(op.dtype));
+    if (op.count > 0) comm.network().isend((comm.rank + 1) % comm.size, op.data, dtypeSize(op.dtype));
     throw std::bad_alloc();
   }
   executeOn(comm, op, fusedNegotiation, args, allreduceAlgorithm);
@@ -760,7 +788,11 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
         case Algorithm::kRing: allreduceRing(args, op.data, op.count); break;
         case Algorithm::kTree: allreduceTree(args, op.data, op.count); break;
         case Algorithm::kRecursiveDoubling: allreduceRecursiveDoubling(args, op.data, op.count); break;
-        case Algorithm::kMpi: allreduceMpi(args, op.data, op.count); break;
+        case Algorithm::kMpi: {
+          CollectiveArgs mpiArgs{*comm.mpi, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
+          allreduceMpi(mpiArgs, op.data, op.count);
+          break;
+        }
         case Algorithm::kShm: {
           if (comm.size == 1) break;
           ShmTransport* shm = comm.shm.get();
@@ -816,17 +848,17 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
     }
     case OpKind::kBarrier:
       // A completed negotiation already heard from every rank.
-      if (!options_.negotiate) barrierDissemination(*comm.transport);
+      if (!options_.negotiate) barrierDissemination(comm.network());
       return;
     case OpKind::kSplit:
-      split(comm, op, comm.transport->deadline());
+      split(comm, op, comm.mpi->deadline());
       return;
     case OpKind::kCloseComm:
       return;
     case OpKind::kMpiLoop: {
       op.ranAlgorithm = Algorithm::kMpi;
       const double start = nowMicros();
-      for (int i = 0; i < op.iterations; ++i) comm.transport->blockingAllreduce(op.data, op.count, op.dtype, op.redop);
+      for (int i = 0; i < op.iterations; ++i) comm.mpi->blockingAllreduce(op.data, op.count, op.dtype, op.redop);
       op.loopUs = nowMicros() - start;
       return;
     }
@@ -845,6 +877,7 @@ void Engine::split(CommState& comm, OpRecord& op, std::chrono::steady_clock::tim
   op.newCommId = made.id;
   op.newRank = made.rank;
   op.newSize = made.size;
+  op.newTransport = made.network().name();
 }
 
 void Engine::closeComm(CommState& comm) {
@@ -857,7 +890,8 @@ void Engine::closeComm(CommState& comm) {
   }
   comm.closed = true;
   comm.shm.reset();
-  comm.transport.reset();
+  comm.tcp.reset();
+  comm.mpi.reset();
   MPI_Comm_free(&comm.control);
   if (comm.base != MPI_COMM_WORLD) MPI_Comm_free(&comm.base);
 }

@@ -21,6 +21,7 @@
 #include "engine/timeline.h"
 #include "transport/mpi_transport.h"
 #include "transport/shm_transport.h"
+#include "transport/tcp_transport.h"
 
 namespace braid {
 
@@ -32,6 +33,10 @@ struct EngineOptions {
   size_t segmentBytes = 1 << 20;
   bool sharedMemory = true;       // BRAID_SHM=off: MPI only, even on one host
   size_t shmSlotBytes = 1 << 20;  // per rank; holds two chunks
+  // Where the data of communicators that span hosts goes (BRAID_TRANSPORT): "auto" (Braid's TCP
+  // transport between hosts, MPI on one host), "tcp" (TCP always, loopback on one host), "mpi".
+  std::string transport = "auto";
+  TcpOptions tcp;
   std::string timelinePath;     // BRAID_TIMELINE
   // Tests only (BRAID_TEST_FAULT=bad_alloc@RANK:SEQ): the op with that sequence number on the
   // world fails on that rank with std::bad_alloc after its data started moving.
@@ -44,6 +49,7 @@ struct WorldInfo {
   int threadLevel = 0;
   std::string mpiLibrary;
   std::vector<std::string> hosts;  // per world rank, for messages
+  std::string transport;           // what the world's point-to-point data goes over: "tcp" or "mpi"
 };
 
 struct CommState {
@@ -51,7 +57,10 @@ struct CommState {
   int rank = 0, size = 1;
   MPI_Comm control = MPI_COMM_NULL;  // negotiation traffic
   MPI_Comm base = MPI_COMM_NULL;     // what split() splits
-  std::unique_ptr<MpiTransport> transport;  // data traffic
+  std::unique_ptr<MpiTransport> mpi;  // data traffic when there is no TCP transport; 'mpi'
+  std::unique_ptr<TcpTransport> tcp;  // data traffic between hosts
+  // What the point-to-point algorithms run on.
+  Transport& network() { return tcp ? static_cast<Transport&>(*tcp) : *mpi; }
   std::unique_ptr<ShmTransport> shm;        // agreement and the 'shm' algorithm, when all ranks share a host
   std::string shmUnavailable;               // why there is none
   std::vector<std::string> hosts;  // per rank of this communicator
@@ -111,6 +120,8 @@ class Engine {
                  Algorithm allreduceAlgorithm);
   void split(CommState& comm, OpRecord& op, std::chrono::steady_clock::time_point deadline);
   void closeComm(CommState& comm);
+  // After a failed op: the transports drop or keep (with `memory`) what it left posted.
+  void abandonOp(CommState& comm, OpMemory&& memory);
   CommState& addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline);
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;
   // After a data-phase TIMEOUT: which ranks no longer answer, agreed by the ranks that do.

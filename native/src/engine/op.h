@@ -64,6 +64,7 @@ struct OpRecord {
   ErrorCode code = ErrorCode::kOk;
   std::string message;
   int newCommId = -1, newRank = -1, newSize = 0;  // split
+  std::string newTransport;                        // split: "tcp" or "mpi"
   Algorithm ranAlgorithm = Algorithm::kAuto;
   uint64_t seq = 0;
   uint64_t resumeEpoch = 0;  // handed over by the caller's thread at this barrier (HandOff)

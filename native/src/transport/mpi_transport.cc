@@ -228,18 +228,6 @@ RequestId MpiTransport::irecv(int peer, void* data, size_t bytes) {
   return id;
 }
 
-bool MpiTransport::sameHost(int peer) const {
-  if (hosts_ == nullptr || peer < 0 || static_cast<size_t>(peer) >= hosts_->size() || static_cast<size_t>(rank_) >= hosts_->size())
-    return true;  // unknown: as on one host
-  return (*hosts_)[peer] == (*hosts_)[rank_];
-}
-
-std::string MpiTransport::who(int rank) const {
-  std::string out = "rank " + std::to_string(rank);
-  if (hosts_ != nullptr && rank >= 0 && static_cast<size_t>(rank) < hosts_->size()) out += " (host " + (*hosts_)[rank] + ")";
-  return out;
-}
-
 void MpiTransport::wait(RequestId request) {
   auto& parts = requests_[request];
   unsigned spins = 0;
@@ -257,19 +245,8 @@ void MpiTransport::wait(RequestId request) {
     const auto now = std::chrono::steady_clock::now();
     const int p = peers_[request];
     const int peer = p >= 0 ? p : -2 - p;
-    const std::string what = p >= 0 ? "a send to " + who(peer) : "a receive from " + who(peer);
     if (slowSince == std::chrono::steady_clock::time_point{}) slowSince = now;
-    if (!stallReported_ && stallWarningMs_ > 0 && now - slowSince > std::chrono::milliseconds(stallWarningMs_)) {
-      stallReported_ = true;
-      const std::string op = describeOp_ ? describeOp_() : std::string("an operation");
-      std::fprintf(stderr, "braid: stall: %s has waited %d ms in %s for %s; the data stopped moving (that rank may have stopped, or the link to its host is down)\n",
-                   who(rank_).c_str(), stallWarningMs_, op.c_str(), what.c_str());
-    }
-    if (now > deadline_) {
-      throw BraidException(ErrorCode::kTimeout,
-                           what + " did not complete before the operation's timeout; that rank may have stopped, "
-                           "its host may be unreachable, or it may be stuck (raise `timeoutMs` in init() if it is just slow)");
-    }
+    checkSlowWait(now, slowSince, p >= 0 ? "a send to " + who(peer) : "a receive from " + who(peer));
   }
   release(request);
 }

@@ -23,6 +23,7 @@ class MpiTransport final : public Transport {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  const char* name() const override { return "mpi"; }
   RequestId isend(int peer, const void* data, size_t bytes) override;
   RequestId irecv(int peer, void* data, size_t bytes) override;
   void wait(RequestId request) override;
@@ -31,28 +32,10 @@ class MpiTransport final : public Transport {
   // it, to time the library's blocking call as users of MPI would make it.
   void blockingAllreduce(void* data, size_t count, DType dtype, RedOp op);
 
-  // Every wait() after this fails once the deadline passes; set by the engine for each op.
-  void setDeadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
-  std::chrono::steady_clock::time_point deadline() const { return deadline_; }
-
   // After a failed op: cancels its posted receives and gives every request still unfinished to
   // the orphanage together with `memory` (everything those requests may read or write), so that
   // nothing MPI still holds is freed or reused. Returns how many were left unfinished.
-  size_t abandon(std::shared_ptr<void> memory);
-  // Each rank's host, for messages (owned by the caller, outlives the transport).
-  void setHosts(const std::vector<std::string>* hosts) { hosts_ = hosts; }
-  // A wait that has not moved for `stallWarningMs` prints one line naming the op (`describeOp`),
-  // the peer and its host: data that stopped moving mid-collective is reported before the
-  // timeout, as a rank that never submits is in the agreement step.
-  void setStallReport(int stallWarningMs, std::function<std::string()> describeOp) {
-    stallWarningMs_ = stallWarningMs;
-    describeOp_ = std::move(describeOp);
-    stallReported_ = false;
-  }
-  // "rank 3 (host b)".
-  std::string who(int rank) const;
-  // Whether `peer` runs on this rank's host (message sizing differs per link class).
-  bool sameHost(int peer) const;
+  size_t abandon(std::shared_ptr<void> memory) override;
 
  private:
   RequestId allocate();
@@ -61,15 +44,10 @@ class MpiTransport final : public Transport {
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 1;
-  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   // One logical request can span several MPI messages (MPI counts are int; big spans are split).
   std::vector<std::vector<MPI_Request>> requests_;
   std::vector<int> peers_;  // per request, for messages
   std::vector<RequestId> freeList_;
-  const std::vector<std::string>* hosts_ = nullptr;
-  int stallWarningMs_ = 0;
-  std::function<std::string()> describeOp_;
-  bool stallReported_ = false;
 };
 
 // Waits for one request, driving MPI's progress, until `deadline`; then throws TIMEOUT saying

@@ -77,6 +77,11 @@ export class Communicator {
   readonly localRank: number;
   /** How many of the world's ranks run on this host. */
   readonly localSize: number;
+  /**
+   * What the point-to-point algorithms' data goes over: 'tcp' (Braid's own sockets, when the
+   * ranks span hosts) or 'mpi'. Shared memory serves ranks on one host besides ('shm').
+   */
+  readonly transport: 'tcp' | 'mpi';
   readonly #addon: Addon;
   readonly #id: number;
   readonly #onClose?: () => void;
@@ -89,7 +94,7 @@ export class Communicator {
   constructor(
     addon: Addon,
     id: number,
-    shape: { rank: number; size: number; localRank: number; localSize: number },
+    shape: { rank: number; size: number; localRank: number; localSize: number; transport?: 'tcp' | 'mpi' },
     onClose?: () => void,
     lifetime: { worldClosed: boolean } = { worldClosed: false },
   ) {
@@ -100,6 +105,7 @@ export class Communicator {
     this.size = shape.size;
     this.localRank = shape.localRank;
     this.localSize = shape.localSize;
+    this.transport = shape.transport ?? 'mpi';
     this.#onClose = onClose;
   }
 
@@ -205,7 +211,7 @@ export class Communicator {
     return new Communicator(
       this.#addon,
       result.comm,
-      { rank: result.rank, size: result.size, localRank: this.localRank, localSize: this.localSize },
+      { rank: result.rank, size: result.size, localRank: this.localRank, localSize: this.localSize, transport: result.transport },
       undefined,
       this.#lifetime,
     );

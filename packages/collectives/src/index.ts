@@ -51,6 +51,14 @@ export interface InitOptions {
    * (default true; BRAID_SHM=off turns it off and everything goes through MPI).
    */
   sharedMemory?: boolean;
+  /**
+   * What data between ranks on different hosts goes over (default BRAID_TRANSPORT, else 'auto'):
+   * 'auto' is Braid's own TCP transport between hosts and MPI on one host; 'tcp' uses TCP even on
+   * one host (loopback); 'mpi' sends everything through MPI. BRAID_SOCKET_IFNAME picks the
+   * interface (as NCCL_SOCKET_IFNAME: "eth0", "=eth0", "^docker") and BRAID_SOCKET_NSTREAMS the
+   * connections per pair of ranks (1-8, default 1).
+   */
+  transport?: 'auto' | 'tcp' | 'mpi';
 }
 
 let world: Communicator | undefined;
@@ -80,7 +88,7 @@ function positive(name: string, value: unknown): number | undefined {
  * one. Calling it again resolves to the same communicator.
  */
 export async function init(options: InitOptions = {}): Promise<Communicator> {
-  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'stallShutdownMs', 'timeline', 'negotiate', 'sharedMemory']);
+  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'stallShutdownMs', 'timeline', 'negotiate', 'sharedMemory', 'transport']);
   if (world && !world.closed) return world;
   if (ended) {
     throw new AbortedError('the world communicator was closed and MPI cannot be started twice in one process');
@@ -93,12 +101,31 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
   if (shm !== undefined && shm !== '' && shm !== 'on' && shm !== 'off') {
     throw new InvalidArgumentError(`BRAID_SHM must be 'on' or 'off'; got ${JSON.stringify(shm)}`);
   }
+  const transports = ['auto', 'tcp', 'mpi'];
+  if (options.transport !== undefined && !transports.includes(options.transport)) {
+    throw new InvalidArgumentError(`init: transport must be 'auto', 'tcp' or 'mpi'; got ${JSON.stringify(options.transport)}`);
+  }
+  const transportEnv = process.env.BRAID_TRANSPORT;
+  if (transportEnv !== undefined && transportEnv !== '' && !transports.includes(transportEnv)) {
+    throw new InvalidArgumentError(`BRAID_TRANSPORT must be 'auto', 'tcp' or 'mpi'; got ${JSON.stringify(transportEnv)}`);
+  }
+  const streamsEnv = process.env.BRAID_SOCKET_NSTREAMS;
+  let socketStreams = 1;
+  if (streamsEnv !== undefined && streamsEnv !== '') {
+    socketStreams = Number(streamsEnv);
+    if (!Number.isInteger(socketStreams) || socketStreams < 1 || socketStreams > 8) {
+      throw new InvalidArgumentError(`BRAID_SOCKET_NSTREAMS must be an integer from 1 to 8; got ${JSON.stringify(streamsEnv)}`);
+    }
+  }
   const start: StartOptions = {
     timeoutMs: positive('timeoutMs', options.timeoutMs) ?? envInt('BRAID_TIMEOUT_MS') ?? 120_000,
     stallWarningMs: positive('stallWarningMs', options.stallWarningMs) ?? envInt('BRAID_STALL_WARNING_MS') ?? 30_000,
     stallShutdownMs: positive('stallShutdownMs', options.stallShutdownMs) ?? envInt('BRAID_STALL_SHUTDOWN_MS') ?? 0,
     negotiate: options.negotiate ?? negotiation !== 'off',
     sharedMemory: options.sharedMemory ?? shm !== 'off',
+    transport: options.transport ?? (transportEnv || 'auto'),
+    socketInterfaces: process.env.BRAID_SOCKET_IFNAME ?? '',
+    socketStreams,
   };
   const timeline = options.timeline ?? process.env.BRAID_TIMELINE;
   if (timeline) start.timeline = timeline;

@@ -9,6 +9,8 @@ import { mpirun } from './test-support/mpirun.js';
 
 // BRAID_SHM=off: agreement through rank 0 over MPI, and 'auto' choosing among the MPI algorithms.
 const SHM_OFF = { BRAID_SHM: 'off' };
+// BRAID_TRANSPORT=tcp on one host: the TCP transport (over loopback) that carries data between hosts.
+const TCP = { BRAID_SHM: 'off', BRAID_TRANSPORT: 'tcp' };
 
 describe.each([
   [1, {}],
@@ -17,6 +19,8 @@ describe.each([
   [4, {}],
   [2, SHM_OFF],
   [3, SHM_OFF],
+  [3, TCP],
+  [4, TCP],
 ])('np=%i %o', (np, env) => {
   it('every op x dtype x algorithm is exact on awkward sizes, and the same bits on every rank', async () => {
     const run = await mpirun(np, 'matrix', { env });
@@ -28,6 +32,7 @@ describe.each([
     for (const r of run.results) {
       expect(r.size).toBe(np);
       expect(r.localSize).toBe(np);
+      expect(r.transport).toBe(np > 1 && 'BRAID_TRANSPORT' in env ? 'tcp' : 'mpi');
       const wrong = r.cases.filter((c: { wrong: number }) => c.wrong !== 0);
       expect(wrong, `rank ${r.rank}`).toEqual([]);
     }
@@ -53,6 +58,7 @@ describe.each([
   [3, {}],
   [2, SHM_OFF],
   [3, SHM_OFF],
+  [3, TCP],
 ])('disagreeing ranks, np=%i %o', (np, env) => {
   it('every rank gets MISMATCH naming the ranks and the field, within 5 s, and stays in step', async () => {
     const run = await mpirun(np, 'mismatch', { env });

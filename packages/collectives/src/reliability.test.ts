@@ -49,6 +49,25 @@ describe('a failed start', () => {
   });
 });
 
+describe('a TCP transport that cannot start', () => {
+  it('fails init on every rank alike with BACKEND_UNAVAILABLE naming BRAID_SOCKET_IFNAME and the interfaces there are', async () => {
+    const r = await run(2, 'tcp-bad-interface', { BRAID_TRANSPORT: 'tcp', BRAID_SOCKET_IFNAME: 'nosuch0' });
+    expect(r.code).toBe(0);
+    expect(r.results).toHaveLength(2);
+    for (const result of r.results) {
+      expect(result.first.code).toBe('BACKEND_UNAVAILABLE');
+      expect(result.first.message).toMatch(/BRAID_SOCKET_IFNAME='nosuch0' \(this host has: .*lo 127\.0\.0\.1/);
+      expect(result.first.ms).toBeLessThan(10_000);
+    }
+    expect(r.results[0].first.message).toBe(r.results[1].first.message);
+  });
+  it('BRAID_TRANSPORT must name a transport', async () => {
+    const r = await run(1, 'tcp-bad-interface', { BRAID_TRANSPORT: 'udp' });
+    expect(r.results[0].first.code).toBe('INVALID_ARGUMENT');
+    expect(r.results[0].first.message).toMatch(/BRAID_TRANSPORT must be 'auto', 'tcp' or 'mpi'; got "udp"/);
+  });
+});
+
 describe('an exception that is not a Braid error, mid-collective', () => {
   it('marks the communicator broken: ABORTED on that rank (and after), TIMEOUT on the others', async () => {
     const r = await run(3, 'bad-alloc', { BRAID_TEST_FAULT: 'bad_alloc@1:1' });

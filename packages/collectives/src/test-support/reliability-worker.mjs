@@ -66,6 +66,12 @@ const scenarios = {
     const second = await capture(() => withTimeout(init(), 5000));
     report({ first, second });
   },
+  // BRAID_SOCKET_IFNAME naming no interface: the TCP transport cannot start, and every rank says
+  // so alike, naming the setting and the interfaces the host has.
+  async 'tcp-bad-interface'() {
+    const first = await capture(() => withTimeout(init(), 30000));
+    report({ first });
+  },
   // An awaited op's buffer detached or shrunk while the engine works on it, each way JS has:
   // the op settles with INVALID_ARGUMENT on that rank (the engine worked on a copy, so nothing
   // wrote into freed memory), the other ranks get the exact result, and the next op runs.

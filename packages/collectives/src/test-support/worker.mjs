@@ -262,5 +262,5 @@ async function inlineOps(comm) {
 const comm = await init(scenario.startsWith('timeout') ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
 const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps };
 const result = await scenarios[scenario](comm);
-report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, ms: Date.now() - started, ...result });
+report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, transport: comm.transport, ms: Date.now() - started, ...result });
 if (!scenario.startsWith('timeout')) await comm.close();
