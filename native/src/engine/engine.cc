@@ -542,6 +542,9 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
         if (options_.negotiate && !fuse) {
           if (comm.shm) {
             negotiateOpShm(*comm.shm, *op, limits);
+          } else if (comm.tcp) {
+            comm.tcp->setDeadline(deadline);
+            negotiateOpPeers(*comm.tcp, *op, limits);
           } else {
             negotiateOp(comm.control, comm.rank, comm.size, *op, limits);
           }

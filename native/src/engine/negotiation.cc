@@ -353,6 +353,67 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
   if (!mismatch.empty()) throw BraidException(ErrorCode::kMismatch, mismatch);
 }
 
+void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimits& limits) {
+  const int n = t.size(), me = t.rank();
+  if (n == 1) return;
+  std::vector<Descriptor> all(n);
+  all[me] = describe(op);
+  std::vector<RequestId> receives(n, -1), sends(n, -1);
+  std::vector<char> got(n, 0);
+  got[me] = 1;
+  int remaining = n - 1;
+  try {
+    for (int p = 0; p < n; ++p) {
+      if (p == me) continue;
+      receives[p] = t.irecv(p, &all[p], sizeof(Descriptor));
+      sends[p] = t.isend(p, &all[me], sizeof(Descriptor));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const auto spinUntil = start + std::chrono::microseconds(50);
+    bool warned = false;
+    while (remaining > 0) {
+      for (int p = 0; p < n; ++p) {
+        if (!got[p] && t.test(receives[p])) {
+          got[p] = 1;
+          --remaining;
+        }
+      }
+      if (remaining == 0) break;
+      const auto now = std::chrono::steady_clock::now();
+      if (now < spinUntil) continue;
+      const bool late = now > limits.deadline;
+      const bool stalled = !warned && now - start > std::chrono::milliseconds(limits.stallWarningMs);
+      const bool shutdown = limits.stallShutdownMs > 0 && now - start > std::chrono::milliseconds(limits.stallShutdownMs);
+      if (late || stalled || shutdown) {
+        std::vector<int> missing, present;
+        for (int p = 0; p < n; ++p) (got[p] ? present : missing).push_back(p);
+        const std::string what = missingMessage(missing, all[me], limits.hosts);
+        if (shutdown && !late) stallShutdown(what, limits.stallShutdownMs);
+        if (late) {
+          throw BraidException(ErrorCode::kTimeout,
+                               what + " before the timeout; the communicator is no longer usable. Check that every rank "
+                                      "makes the same collective calls (a rank may have failed, returned early or skipped a call).");
+        }
+        warned = true;
+        // The lowest rank that waits reports, once.
+        if (present.front() == me) {
+          const std::string queued = limits.queuedBehind ? limits.queuedBehind() : std::string();
+          std::fprintf(stderr, "braid: stall: %s after %d ms (the other ranks are waiting for it%s)\n", what.c_str(),
+                       limits.stallWarningMs, queued.c_str());
+        }
+      }
+      t.idle(std::chrono::milliseconds(10));
+    }
+    for (int p = 0; p < n; ++p)
+      if (p != me) t.wait(sends[p]);
+  } catch (...) {
+    t.abandon(nullptr);  // the descriptors live on this stack
+    throw;
+  }
+  std::string mismatch = compare(all);
+  if (!mismatch.empty()) throw BraidException(ErrorCode::kMismatch, mismatch);
+}
+
 void negotiateOp(MPI_Comm control, int rank, int size, const OpRecord& op, const NegotiationLimits& limits) {
   if (size == 1) return;
   Descriptor mine = describe(op);

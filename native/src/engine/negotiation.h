@@ -14,6 +14,7 @@
 
 #include "engine/op.h"
 #include "transport/shm_transport.h"
+#include "transport/tcp_transport.h"
 
 namespace braid {
 
@@ -46,5 +47,13 @@ void negotiateOp(MPI_Comm control, int rank, int size, const OpRecord& op, const
 // With op.resumeEpoch set, this rank published and arrived already (HandOff): it only waits.
 void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimits& limits,
                     const std::function<void()>& beforeArrive = nullptr);
+
+// The same agreement without rank 0, for communicators with a TCP transport (ranks on several
+// hosts): every rank sends its descriptor to every other over the op's own connections and, having
+// all of them, reaches the same verdict itself. Steady-state cost: one exchange, which takes one
+// one-way latency between hosts (rank 0's gather and reply took a round trip plus rank 0's own
+// turn-around, all through MPI). A missing rank is named by the lowest rank that waits for it;
+// past the deadline the waiting ranks fail with TIMEOUT naming it.
+void negotiateOpPeers(TcpTransport& transport, const OpRecord& op, const NegotiationLimits& limits);
 
 }  // namespace braid

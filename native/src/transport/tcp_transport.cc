@@ -550,6 +550,28 @@ void TcpTransport::wait(RequestId id) {
   freeList_.push_back(id);
 }
 
+bool TcpTransport::test(RequestId id) {
+  if (id < 0 || static_cast<size_t>(id) >= requests_.size() || !requests_[id].live) {
+    throw BraidException(ErrorCode::kInternal, "TCP transport: test on an unknown request");
+  }
+  if (!broken_.empty()) throw BraidException(ErrorCode::kAborted, broken_);
+  progressAll();
+  if (requests_[id].parts != 0) return false;
+  requests_[id].live = false;
+  freeList_.push_back(id);
+  return true;
+}
+
+void TcpTransport::idle(std::chrono::milliseconds most) {
+  std::vector<pollfd> fds;
+  for (int index : active_) {
+    const Stream& st = streams_by_peer_[index];
+    fds.push_back({st.fd, static_cast<short>((st.recvs.empty() ? 0 : POLLIN) | (st.sends.empty() ? 0 : POLLOUT)), 0});
+  }
+  if (fds.empty()) return;
+  poll(fds.data(), fds.size(), static_cast<int>(std::max<long long>(0, most.count())));
+}
+
 void TcpTransport::nativeAllreduce(void*, size_t, DType, RedOp) {
   throw BraidException(ErrorCode::kBackendUnavailable, "the TCP transport has no library all-reduce; 'mpi' runs on MPI");
 }

@@ -55,6 +55,10 @@ class TcpTransport final : public Transport {
   RequestId isend(int peer, const void* data, size_t bytes) override;
   RequestId irecv(int peer, void* data, size_t bytes) override;
   void wait(RequestId request) override;
+  // Moves what it can without blocking; true, with the request released, once it completed.
+  bool test(RequestId request);
+  // Sleeps in poll() until a posted transfer can move, or `most` has passed.
+  void idle(std::chrono::milliseconds most);
   void nativeAllreduce(void* data, size_t count, DType dtype, RedOp op) override;
   // Drops every posted request (none is touched again) and closes the connections: a failed op
   // leaves the streams out of step, and the communicator is unusable from then on anyway.

@@ -94,6 +94,7 @@ describe.each([
 describe.each([
   ['timeout', {}],
   ['timeout', SHM_OFF],
+  ['timeout', TCP],
   ['timeout-sync', {}],
 ])('a rank that never makes the call (%s %o)', (scenario, env) => {
   it('gives TIMEOUT naming it on the others, then ABORTED, and a stall warning', async () => {

@@ -105,6 +105,7 @@ describe('a buffer detached or shrunk while an awaited op holds it', () => {
 
 describe.each([
   ['through MPI', { BRAID_NEGOTIATION: 'off', BRAID_SHM: 'off' }],
+  ['through TCP', { BRAID_NEGOTIATION: 'off', BRAID_SHM: 'off', BRAID_TRANSPORT: 'tcp' }],
 ])('data that stops moving mid-collective (%s)', (_, env) => {
   it('prints a stall warning naming the op and the peer before the TIMEOUT, and the TIMEOUT names the rank and host that do not answer, on every waiting rank', async () => {
     const r = await run(3, 'data-stall', env);
@@ -118,9 +119,12 @@ describe.each([
   });
 });
 
-describe('stall shutdown', () => {
+describe.each([
+  ['shared memory', {}],
+  ['agreement over TCP', { BRAID_SHM: 'off', BRAID_TRANSPORT: 'tcp' }],
+])('stall shutdown (%s)', (_, env) => {
   it('after stallShutdownMs the waiting ranks end the job, naming the rank, its host and the op', async () => {
-    const r = await run(3, 'stall-shutdown');
+    const r = await run(3, 'stall-shutdown', env);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/braid: stall: rank 2 \(host \S+\) has not submitted allReduce #1 'bucket-7' after 500 ms \(the other ranks are waiting for it; queued behind it here: 'bucket-8'\)/);
     expect(r.stderr).toMatch(/braid: stall shutdown: rank 2 \(host \S+\) has not submitted allReduce #1 'bucket-7' for 2000 ms \(stallShutdownMs\); ending the job/);
