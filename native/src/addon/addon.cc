@@ -140,7 +140,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
   if (redop < 0 || redop >= kNumRedOps) throwBraid(env, ErrorCode::kInvalidArgument, "unknown reduce op");
   op.redop = static_cast<RedOp>(redop);
   int algorithm = spec[kAlgorithm];
-  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kShm)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
+  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kHierarchical)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
   op.algorithm = static_cast<Algorithm>(algorithm);
   op.root = spec[kRoot];
   op.color = spec[kColor];

@@ -74,6 +74,19 @@ void ringAllgather(CollectiveArgs& args, uint8_t* buf, const BlockLayout& layout
 void broadcastBinomial(CollectiveArgs& args, void* buf, size_t bytes, int root);
 void broadcastPipeline(CollectiveArgs& args, void* buf, size_t bytes, int root);
 
+// --- hierarchical (hierarchical.cc): ranks on several hosts, the same number on each ----------
+// `cross` runs over the ranks with this rank's local index, one per host (its transport's rank is
+// the host's index); `local` joins this host's ranks. `inter` is the network algorithm.
+using CollectiveFn = void (*)(CollectiveArgs&, void*, size_t);
+using BroadcastFn = void (*)(CollectiveArgs&, void*, size_t, int);
+void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t count, CollectiveFn inter);
+void broadcastHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t bytes, int rootHost,
+                           int rootLocal, BroadcastFn inter);
+// `rankOf[host * L + local]` is the communicator rank of that rank; `out` gets every rank's
+// `bytes` in communicator rank order.
+void allgatherHierarchical(CollectiveArgs& cross, ShmTransport& local, const void* in, size_t bytes, void* out,
+                           const std::vector<int>& rankOf);
+
 // --- barrier -----------------------------------------------------------------------------------
 void barrierDissemination(Transport& transport);
 

@@ -43,6 +43,7 @@ const char* algorithmName(Algorithm a) {
     case Algorithm::kRecursiveDoubling: return "recursive-doubling";
     case Algorithm::kMpi: return "mpi";
     case Algorithm::kShm: return "shm";
+    case Algorithm::kHierarchical: return "hierarchical";
   }
   return "unknown";
 }
@@ -298,6 +299,7 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
     state->tcp = TcpTransport::create(state->control, tcp, state->hosts, deadline);
     state->tcp->setHosts(&state->hosts);
   }
+  addHierarchy(*state, deadline);
   // Collective over the new communicator, like the dups above; every rank gets the same answer
   // (none when the ranks span hosts).
   if (!options_.sharedMemory) {
@@ -317,6 +319,98 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
   CommState& ref = *state;
   comms_[ref.id] = std::move(state);  // from here on, closeComm frees the communicators
   return ref;
+}
+
+Hierarchy::~Hierarchy() {
+  local.reset();
+  cross.reset();
+  if (localComm != MPI_COMM_NULL) MPI_Comm_free(&localComm);
+  if (crossComm != MPI_COMM_NULL) MPI_Comm_free(&crossComm);
+}
+
+void Engine::addHierarchy(CommState& comm, std::chrono::steady_clock::time_point deadline) {
+  // Hosts in order of their first rank; every rank computes the same from the same list.
+  std::vector<std::string> order;
+  std::vector<int> hostOf(comm.size), localOf(comm.size);
+  std::vector<int> counts;
+  for (int r = 0; r < comm.size; ++r) {
+    auto it = std::find(order.begin(), order.end(), comm.hosts[r]);
+    if (it == order.end()) {
+      order.push_back(comm.hosts[r]);
+      counts.push_back(0);
+      it = order.end() - 1;
+    }
+    const int h = static_cast<int>(it - order.begin());
+    hostOf[r] = h;
+    localOf[r] = counts[h]++;
+  }
+  const int hosts = static_cast<int>(order.size());
+  if (hosts < 2) {
+    comm.hierarchyUnavailable = "all ranks run on one host";
+    return;
+  }
+  if (std::any_of(counts.begin(), counts.end(), [&](int c) { return c != counts[0]; })) {
+    comm.hierarchyUnavailable = "the hosts run different numbers of ranks";
+    return;
+  }
+  if (counts[0] == 1) {
+    comm.hierarchyUnavailable = "one rank per host (nothing to share within a host)";
+    return;
+  }
+  if (!options_.sharedMemory) {
+    comm.hierarchyUnavailable = "shared memory is off (BRAID_SHM=off)";
+    return;
+  }
+  auto h = std::make_unique<Hierarchy>();
+  h->hosts = hosts;
+  h->perHost = counts[0];
+  h->hostIndex = hostOf[comm.rank];
+  h->localIndex = localOf[comm.rank];
+  h->hostOfRank = hostOf;
+  h->localOfRank = localOf;
+  h->rankOf.assign(static_cast<size_t>(hosts) * h->perHost, 0);
+  for (int r = 0; r < comm.size; ++r) h->rankOf[static_cast<size_t>(hostOf[r]) * h->perHost + localOf[r]] = r;
+  // Right after the agreement (or at start-up) every rank is here: MPI_Comm_split cannot stall.
+  checkMpi(MPI_Comm_split(comm.control, h->hostIndex, h->localIndex, &h->localComm), "MPI_Comm_split (hosts)");
+  checkMpi(MPI_Comm_split(comm.control, h->localIndex, h->hostIndex, &h->crossComm), "MPI_Comm_split (local index)");
+  MPI_Comm_set_errhandler(h->localComm, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(h->crossComm, MPI_ERRORS_RETURN);
+  std::string why;
+  h->local = ShmTransport::create(h->localComm, options_.shmSlotBytes, &why, deadline);
+  // Every host must have its region, or no rank uses the hierarchy.
+  auto ok = std::make_shared<int>(h->local ? 1 : 0);
+  MPI_Request request;
+  checkMpi(MPI_Iallreduce(MPI_IN_PLACE, ok.get(), 1, MPI_INT, MPI_MIN, comm.control, &request), "MPI_Iallreduce (hierarchy)");
+  try {
+    waitRequest(request, deadline, "every host's shared-memory answer");
+  } catch (...) {
+    orphanRequests({request}, ok);
+    throw;
+  }
+  if (!*ok) {
+    comm.hierarchyUnavailable = why.empty() ? "a host could not make its shared-memory region" : why;
+    return;
+  }
+  {
+    MPI_Comm control = h->localComm;
+    h->local->setProgress([control, engineThread = engineThreadId_] {
+      if (std::this_thread::get_id() != engineThread) return;
+      int flag = 0;
+      MPI_Iprobe(MPI_ANY_SOURCE, 32767, control, &flag, MPI_STATUS_IGNORE);
+    });
+  }
+  // The ranks of one local index are on different hosts: the network transport of the
+  // communicator's kind (TCP unless BRAID_TRANSPORT=mpi).
+  h->hostNames = order;
+  if (comm.tcp) {
+    h->cross = TcpTransport::create(h->crossComm, options_.tcp, h->hostNames, deadline);
+  } else {
+    MPI_Comm dup = MPI_COMM_NULL;
+    checkMpi(MPI_Comm_dup(h->crossComm, &dup), "MPI_Comm_dup (hierarchy)");
+    h->cross = std::make_unique<MpiTransport>(dup);
+  }
+  h->cross->setHosts(&h->hostNames);
+  comm.hierarchy = std::move(h);
 }
 
 void Engine::threadMain() {
@@ -562,6 +656,14 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
           comm.shm->setDeadline(deadline);
           comm.shm->setStallReport(options_.stallWarningMs, describeOp);
         }
+        if (comm.hierarchy) {
+          comm.hierarchy->cross->setDeadline(deadline);
+          comm.hierarchy->cross->setStallReport(options_.stallWarningMs, describeOp);
+          if (comm.hierarchy->local) {
+            comm.hierarchy->local->setDeadline(deadline);
+            comm.hierarchy->local->setStallReport(options_.stallWarningMs, describeOp);
+          }
+        }
         OpMemory memory;
         memory.scratch = scratch_;
         memory.callerCopies = op->callerCopies;
@@ -626,6 +728,7 @@ void Engine::abandonOp(CommState& comm, OpMemory&& memory) {
   auto kept = std::make_shared<OpMemory>(std::move(memory));
   size_t held = comm.mpi->abandon(kept);
   if (comm.tcp) held += comm.tcp->abandon(kept);
+  if (comm.hierarchy) held += comm.hierarchy->cross->abandon(kept);
   // The scratch is held by requests MPI still has: the next op gets a new one.
   if (held > 0) scratch_ = std::make_shared<std::vector<uint8_t>>();
 }
@@ -702,12 +805,27 @@ std::string Engine::unansweringRanks(CommState& comm) {
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
   if (comm.shm) return Algorithm::kShm;
+  if (comm.hierarchy) return Algorithm::kHierarchical;
   if (bytes <= recursiveDoublingMaxBytes(comm.size)) return Algorithm::kRecursiveDoubling;
   return Algorithm::kRing;
 }
 
 // The engine writes exactly the elements these shapes promise; TypeScript checks them with
 // friendlier messages, this keeps a bad call from touching memory it does not own.
+// The network algorithm of a hierarchical all-reduce, for its per-rank share.
+static CollectiveFn interAllreduce(int hosts, size_t bytes) {
+  return bytes <= recursiveDoublingMaxBytes(hosts) ? allreduceRecursiveDoubling : allreduceRing;
+}
+
+static Hierarchy& needHierarchy(const CommState& comm, const char* what) {
+  if (!comm.hierarchy) {
+    throw BraidException(ErrorCode::kBackendUnavailable,
+                         std::string(what) + ": algorithm 'hierarchical' is not available on this communicator: " +
+                             comm.hierarchyUnavailable + "; it needs ranks on several hosts, the same number on each");
+  }
+  return *comm.hierarchy;
+}
+
 static void checkShapes(const CommState& comm, const OpRecord& op) {
   auto refuse = [](const std::string& m) { throw BraidException(ErrorCode::kInvalidArgument, m); };
   if (op.kind == OpKind::kAllgather && op.outCount != op.count * comm.size)
@@ -796,6 +914,14 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
           allreduceMpi(mpiArgs, op.data, op.count);
           break;
         }
+        case Algorithm::kHierarchical: {
+          if (comm.size == 1) break;
+          Hierarchy& h = needHierarchy(comm, "allReduce");
+          CollectiveArgs cross{*h.cross, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
+          allreduceHierarchical(cross, *h.local, op.data, op.count,
+                                interAllreduce(h.hosts, op.count * es / static_cast<size_t>(h.perHost)));
+          break;
+        }
         case Algorithm::kShm: {
           if (comm.size == 1) break;
           ShmTransport* shm = comm.shm.get();
@@ -820,6 +946,15 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
     }
     case OpKind::kBroadcast: {
       const size_t bytes = op.count * es;
+      if (op.algorithm == Algorithm::kHierarchical || (op.algorithm == Algorithm::kAuto && comm.hierarchy && comm.size > 1)) {
+        op.ranAlgorithm = Algorithm::kHierarchical;
+        if (comm.size == 1) return;
+        Hierarchy& h = needHierarchy(comm, "broadcast");
+        CollectiveArgs cross{*h.cross, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
+        broadcastHierarchical(cross, *h.local, op.data, bytes, h.hostOfRank[op.root], h.localOfRank[op.root],
+                              bytes > kBroadcastBinomialMaxBytes ? broadcastPipeline : broadcastBinomial);
+        return;
+      }
       bool pipeline = op.algorithm == Algorithm::kRing ||
                       (op.algorithm == Algorithm::kAuto && bytes > kBroadcastBinomialMaxBytes);
       op.ranAlgorithm = pipeline ? Algorithm::kRing : Algorithm::kTree;
@@ -831,6 +966,17 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
       return;
     }
     case OpKind::kAllgather: {
+      if (op.algorithm == Algorithm::kHierarchical || (op.algorithm == Algorithm::kAuto && comm.hierarchy && comm.size > 1)) {
+        op.ranAlgorithm = Algorithm::kHierarchical;
+        if (comm.size == 1) {
+          if (op.count > 0) std::memcpy(op.out, op.data, op.count * es);
+          return;
+        }
+        Hierarchy& h = needHierarchy(comm, "allGather");
+        CollectiveArgs cross{*h.cross, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
+        allgatherHierarchical(cross, *h.local, op.data, op.count * es, op.out, h.rankOf);
+        return;
+      }
       op.ranAlgorithm = Algorithm::kRing;
       uint8_t* out = static_cast<uint8_t*>(op.out);
       if (op.count > 0) std::memcpy(out + comm.rank * op.count * es, op.data, op.count * es);

@@ -52,6 +52,21 @@ struct WorldInfo {
   std::string transport;           // what the world's point-to-point data goes over: "tcp" or "mpi"
 };
 
+// A communicator's ranks as hosts x local ranks, for the hierarchical algorithms: present when
+// the ranks span several hosts with the same number (more than one) on each, and every host
+// could make its shared-memory region.
+struct Hierarchy {
+  int hosts = 1, perHost = 1;       // H, L
+  int hostIndex = 0, localIndex = 0;
+  std::vector<int> rankOf;          // [host * L + local] -> communicator rank
+  std::vector<int> hostOfRank, localOfRank;  // per communicator rank
+  std::vector<std::string> hostNames;        // per host index, for messages
+  MPI_Comm localComm = MPI_COMM_NULL, crossComm = MPI_COMM_NULL;
+  std::unique_ptr<ShmTransport> local;   // this host's ranks
+  std::unique_ptr<Transport> cross;      // this local index's ranks, one per host (TCP or MPI)
+  ~Hierarchy();
+};
+
 struct CommState {
   int id = 0;
   int rank = 0, size = 1;
@@ -64,6 +79,8 @@ struct CommState {
   std::unique_ptr<ShmTransport> shm;        // agreement and the 'shm' algorithm, when all ranks share a host
   std::string shmUnavailable;               // why there is none
   std::vector<std::string> hosts;  // per rank of this communicator
+  std::unique_ptr<Hierarchy> hierarchy;
+  std::string hierarchyUnavailable;  // why there is none
   uint64_t seq = 0;
   bool closed = false;
   std::string brokenReason;  // set once an op left the communicator unusable
@@ -123,6 +140,7 @@ class Engine {
   // After a failed op: the transports drop or keep (with `memory`) what it left posted.
   void abandonOp(CommState& comm, OpMemory&& memory);
   CommState& addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline);
+  void addHierarchy(CommState& comm, std::chrono::steady_clock::time_point deadline);
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;
   // After a data-phase TIMEOUT: which ranks no longer answer, agreed by the ranks that do.
   std::string unansweringRanks(CommState& comm);

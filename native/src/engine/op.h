@@ -28,7 +28,7 @@ enum class OpKind : int {
   // thread, so the JS benchmark can put the library beside itself in the same run.
   kMpiLoop = 7,
 };
-enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4, kShm = 5 };
+enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4, kShm = 5, kHierarchical = 6 };
 
 const char* opKindName(OpKind k);
 const char* algorithmName(Algorithm a);

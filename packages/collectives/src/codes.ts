@@ -2,8 +2,9 @@
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8' | 'int8' | 'float16' | 'bfloat16';
 export type ReduceOp = 'sum' | 'prod' | 'min' | 'max' | 'avg';
-export type AllReduceAlgorithm = 'auto' | 'shm' | 'ring' | 'tree' | 'recursive-doubling' | 'mpi';
-export type BroadcastAlgorithm = 'auto' | 'tree' | 'ring';
+export type AllReduceAlgorithm = 'auto' | 'shm' | 'ring' | 'tree' | 'recursive-doubling' | 'mpi' | 'hierarchical';
+export type BroadcastAlgorithm = 'auto' | 'tree' | 'ring' | 'hierarchical';
+export type AllGatherAlgorithm = 'auto' | 'ring' | 'hierarchical';
 
 export const DTYPE_CODES: Record<DType, number> = {
   float32: 0,
@@ -25,6 +26,7 @@ export const ALGORITHM_CODES: Record<AllReduceAlgorithm, number> = {
   'recursive-doubling': 3,
   mpi: 4,
   shm: 5,
+  hierarchical: 6,
 };
 
 export const OP_KIND = {

@@ -2,6 +2,7 @@ import { encodeOp, type Addon, type OpSpec, type SplitResult } from '@braid/nati
 
 import {
   ALGORITHM_CODES,
+  type AllGatherAlgorithm,
   type AllReduceAlgorithm,
   type BroadcastAlgorithm,
   type DType,
@@ -17,6 +18,7 @@ import {
   checkOptions,
   checkRank,
   type CollectiveBuffer,
+  resolveAllGatherAlgorithm,
   resolveAllReduceAlgorithm,
   resolveBroadcastAlgorithm,
   resolveDType,
@@ -41,6 +43,8 @@ export interface BroadcastOptions {
   name?: string;
 }
 export interface GatherOptions {
+  /** Default 'auto' (hierarchical when the ranks span hosts with several on each, else ring). */
+  algorithm?: AllGatherAlgorithm;
   dtype?: DType;
   name?: string;
 }
@@ -157,10 +161,14 @@ export class Communicator {
   }
 
   #allGatherSpec<T extends CollectiveBuffer>(method: string, buf: T, options: GatherOptions | undefined): { spec: OpSpec; out: T } {
-    const o = checkOptions(method, options, ['dtype', 'name']);
+    const o = checkOptions(method, options, ['algorithm', 'dtype', 'name']);
     const dtype = resolveDType(method, buf, o.dtype);
+    const algorithm = resolveAllGatherAlgorithm(method, o.algorithm);
     const out = newLike(buf, buf.length * this.size);
-    return { spec: { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], name: checkName(method, o.name) }, out };
+    return {
+      spec: { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], algorithm: ALGORITHM_CODES[algorithm], name: checkName(method, o.name) },
+      out,
+    };
   }
 
   /**
@@ -258,7 +266,7 @@ export class Communicator {
       kind: OP_KIND.broadcast,
       dtype: DTYPE_CODES[dtype],
       root,
-      algorithm: algorithm === 'auto' ? 0 : algorithm === 'ring' ? ALGORITHM_CODES.ring : ALGORITHM_CODES.tree,
+      algorithm: algorithm === 'tree' ? ALGORITHM_CODES.tree : ALGORITHM_CODES[algorithm],
       name: checkName(method, o.name),
     };
   }

@@ -28,8 +28,11 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
     env: Record<string, string> = {},
   ): Promise<{ code: number | null; stderr: string; results: any[] }> {
     const dir = mkdtempSync(join(tmpdir(), 'braid-across-'));
-    const exported = Object.entries(env).flatMap(([k, v]) => ['-x', `${k}=${v}`]);
-    const cmd = hosts.on(0, ['mpirun', '-np', String(np), '-H', placement, '--oversubscribe', ...exported, ...hosts.mcaArgs(), process.execPath, worker, scenario, dir]);
+    const exported = Object.entries(env)
+      .filter(([k]) => k !== 'MAP_BY')
+      .flatMap(([k, v]) => ['-x', `${k}=${v}`]);
+    const mapBy = env.MAP_BY ? ['--map-by', env.MAP_BY] : [];
+    const cmd = hosts.on(0, ['mpirun', '-np', String(np), '-H', placement, ...mapBy, '--oversubscribe', ...exported, ...hosts.mcaArgs(), process.execPath, worker, scenario, dir]);
     return new Promise((resolve) => {
       const child = spawn(cmd[0]!, cmd.slice(1), { env: { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
@@ -47,10 +50,12 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
   describe.each([
     ['2 hosts x 2 ranks', 'h0:2,h1:2', 4, [0, 1, 0, 1], 2, 'tcp'],
     ['2 hosts x 2 ranks, BRAID_TRANSPORT=mpi', 'h0:2,h1:2', 4, [0, 1, 0, 1], 2, 'mpi'],
+    // Ranks 0 and 2 on h0, 1 and 3 on h1: the hierarchy's rank order differs from the communicator's.
+    ['2 hosts x 2 ranks, interleaved (--map-by node)', 'h0:2,h1:2', 4, [0, 0, 1, 1], 2, 'node'],
     ['3 hosts x 1 rank', 'h0:1,h1:1,h2:1', 3, [0, 0, 0], 1, 'tcp'],
   ] as const)('%s', (_, placement, np, localRanks, localSize, transport) => {
     it('every op x dtype x algorithm is exact and bitwise identical on every rank; localRank and localSize per host', async () => {
-      const job = await run(placement, np, 'matrix', transport === 'mpi' ? { BRAID_TRANSPORT: 'mpi' } : {});
+      const job = await run(placement, np, 'matrix', transport === 'mpi' ? { BRAID_TRANSPORT: 'mpi' } : transport === 'node' ? { MAP_BY: 'node' } : {});
       expect(job.code, job.stderr).toBe(0);
       expect(job.results).toHaveLength(np);
       const [first] = job.results;
@@ -59,7 +64,7 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
         expect(r.size).toBe(np);
         expect(r.localRank).toBe(localRanks[r.rank]);
         expect(r.localSize).toBe(localSize);
-        expect(r.transport).toBe(transport);
+        expect(r.transport).toBe(transport === 'node' ? 'tcp' : transport);
         expect(r.cases.filter((c: { wrong: number }) => c.wrong !== 0), `rank ${r.rank}`).toEqual([]);
       }
       for (let i = 0; i < first.cases.length; i++) {

@@ -8,7 +8,7 @@ import { checkOptions } from './validate.js';
 
 export { Communicator } from './communicator.js';
 export type { AllReduceOptions, BroadcastOptions, GatherOptions, ReduceScatterOptions } from './communicator.js';
-export type { AllReduceAlgorithm, BroadcastAlgorithm, DType, ReduceOp } from './codes.js';
+export type { AllGatherAlgorithm, AllReduceAlgorithm, BroadcastAlgorithm, DType, ReduceOp } from './codes.js';
 export {
   AbortedError,
   BackendUnavailableError,

@@ -2,6 +2,7 @@
 // anything reaches the addon, so a bad call sends nothing.
 import {
   ALGORITHM_CODES,
+  type AllGatherAlgorithm,
   type AllReduceAlgorithm,
   type BroadcastAlgorithm,
   type DType,
@@ -30,8 +31,8 @@ const ARRAY_DTYPE = new Map<Function, DType>([
   [Int8Array, 'int8'],
 ]);
 const SUPPORTED = 'Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array, Int8Array, or a Uint16Array with dtype "float16" or "bfloat16"';
-const FUTURE_ALGORITHMS = new Set(['hierarchical', 'nccl']);
-const ALL_REDUCE_ALGORITHMS = "'auto', 'shm', 'ring', 'tree', 'recursive-doubling' or 'mpi'";
+const FUTURE_ALGORITHMS = new Set(['nccl']);
+const ALL_REDUCE_ALGORITHMS = "'auto', 'shm', 'ring', 'tree', 'recursive-doubling', 'hierarchical' or 'mpi'";
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
@@ -97,9 +98,17 @@ export function resolveAllReduceAlgorithm(method: string, algorithm: unknown): A
 
 export function resolveBroadcastAlgorithm(method: string, algorithm: unknown): BroadcastAlgorithm {
   const value = algorithm ?? 'auto';
-  if (value === 'auto' || value === 'tree' || value === 'ring') return value;
+  if (value === 'auto' || value === 'tree' || value === 'ring' || value === 'hierarchical') return value;
   throw new InvalidArgumentError(
-    `${method}: unknown algorithm ${JSON.stringify(value)}; broadcast takes 'auto', 'tree' (binomial) or 'ring' (pipelined chain)`,
+    `${method}: unknown algorithm ${JSON.stringify(value)}; broadcast takes 'auto', 'tree' (binomial), 'ring' (pipelined chain) or 'hierarchical' (across hosts, then shared memory)`,
+  );
+}
+
+export function resolveAllGatherAlgorithm(method: string, algorithm: unknown): AllGatherAlgorithm {
+  const value = algorithm ?? 'auto';
+  if (value === 'auto' || value === 'ring' || value === 'hierarchical') return value;
+  throw new InvalidArgumentError(
+    `${method}: unknown algorithm ${JSON.stringify(value)}; allGather takes 'auto', 'ring' or 'hierarchical' (across hosts, then shared memory)`,
   );
 }
 

@@ -41,8 +41,20 @@ async function matrix(comm) {
   const sizes = [0, 1, Math.max(1, n - 1), n + 1, 13, 1009, 65537];
   // Shared memory is there when it is on and every rank runs on one host.
   const shmOff = process.env.BRAID_SHM === 'off' || comm.localSize !== comm.size;
-  const algorithms = ['auto', ...(shmOff ? [] : ['shm']), 'ring', 'tree', 'recursive-doubling', 'mpi'];
+  // The hierarchy is there when the ranks span hosts with several (the same number) on each.
+  const hierarchical = process.env.BRAID_SHM !== 'off' && comm.localSize > 1 && comm.localSize < comm.size;
+  const algorithms = ['auto', ...(shmOff ? [] : ['shm']), ...(hierarchical ? ['hierarchical'] : []), 'ring', 'tree', 'recursive-doubling', 'mpi'];
   const cases = [];
+  if (!hierarchical && n > 1) {
+    for (const [what, call] of [
+      ['allReduce', () => comm.allReduce(new Float32Array(4), { algorithm: 'hierarchical' })],
+      ['broadcast', () => comm.broadcast(new Float32Array(4), { algorithm: 'hierarchical' })],
+      ['allGather', () => comm.allGather(new Float32Array(4), { algorithm: 'hierarchical' })],
+    ]) {
+      const refused = await capture(call);
+      cases.push({ what: `hierarchical ${what} refused: ${refused.code}`, wrong: refused.code === 'BACKEND_UNAVAILABLE' ? 0 : 1, digest: refused.code });
+    }
+  }
   if (shmOff && n > 1) {
     // Asking for 'shm' without it fails the same way on every rank, and the ranks stay in step.
     const refused = await capture(() => comm.allReduce(new Float32Array(4), { algorithm: 'shm' }));
@@ -99,7 +111,7 @@ async function matrix(comm) {
   // Broadcast from every root, every dtype, awkward sizes.
   const halfOpts = (dtype) => (dtype === 'float16' || dtype === 'bfloat16' ? { dtype } : {});
   for (let root = 0; root < n; root++)
-    for (const algorithm of ['auto', 'tree', 'ring'])
+    for (const algorithm of ['auto', 'tree', 'ring', ...(hierarchical ? ['hierarchical'] : [])])
       for (const dtype of DTYPES)
         for (const length of [0, 1, n + 1, 1009, 65537]) {
           const want = fill(dtype, 'sum', root, length);
@@ -110,15 +122,17 @@ async function matrix(comm) {
           cases.push({ what: `broadcast root ${root} ${algorithm} ${dtype} ${length}`, wrong: countWrong(buf, want), digest: digest(buf) });
         }
   // All-gather: rank order, every dtype.
+  for (const algorithm of ['auto', 'ring', ...(hierarchical ? ['hierarchical'] : [])])
   for (const dtype of DTYPES)
     for (const length of [0, 1, Math.max(1, n - 1), n + 1, 13, 1009, 300001]) {
       const mine = fill(dtype, 'sum', comm.rank, length);
       // Alternate the awaited and the blocking form: both must give the same arrays.
-      const all = length % 2 === 0 ? await comm.allGather(mine, halfOpts(dtype)) : comm.allGatherSync(mine, halfOpts(dtype));
+      const opts = { algorithm, ...halfOpts(dtype) };
+      const all = length % 2 === 0 ? await comm.allGather(mine, opts) : comm.allGatherSync(mine, opts);
       const want = arrayFor(dtype, length * n);
       for (let r = 0; r < n; r++) want.set(fill(dtype, 'sum', r, length), r * length);
       const okType = all.constructor === mine.constructor && all.length === length * n;
-      cases.push({ what: `allGather ${dtype} ${length}`, wrong: okType ? countWrong(all, want) : -1, digest: digest(all) });
+      cases.push({ what: `allGather ${algorithm} ${dtype} ${length}`, wrong: okType ? countWrong(all, want) : -1, digest: digest(all) });
     }
   // Reduce-scatter: this rank's block of the full reduction, every dtype and op; the input is left alone.
   for (const dtype of DTYPES)

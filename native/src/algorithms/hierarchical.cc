@@ -1,0 +1,162 @@
+// Hierarchical collectives, for communicators whose ranks run on H hosts with L ranks on each
+// (what NCCL and Horovod's hierarchical all-reduce do): the ranks of a host work through their
+// shared-memory region, and only one rank per block crosses the network, all L local ranks at
+// once, each with its peers of the same local index on the other hosts.
+//
+// All-reduce (m bytes): local reduce-scatter through shared memory (local rank l ends with block
+// l, m/L bytes, reduced over the host), all-reduce of block l among the H ranks with local index
+// l over the network (ring or recursive doubling, `inter`), local all-gather. Per rank on the
+// network: 2(H-1)/H * m/L bytes, so a host sends 2(H-1)/H * m in all: the network lower bound,
+// where a flat ring over all H*L ranks sends as much but pays 2(HL-1) latency steps and crosses
+// the network on some of them with every rank's traffic through one link.
+//   T = shm(m) + inter(H, m/L) + shm(m), shm(m) ~ m / shm_bandwidth + rounds * barrier.
+// Broadcast: the root's peers (its local index, one per host) broadcast over the network, then
+// each host broadcasts through shared memory. All-gather: local rank l gathers the blocks of
+// local index l from every host over the network (ring), then the host shares them through
+// shared memory.
+//
+// Every element is reduced by one rank (its block's owner, slots in local-rank order, then the
+// network algorithm, which gives identical bits to its ranks) and copied by the others, so every
+// rank gets the same bits.
+#include <algorithm>
+#include <cstring>
+
+#include "algorithms/collective.h"
+#include "kernels/reduce.h"
+#include "transport/shm_transport.h"
+
+namespace braid {
+
+namespace {
+
+// Rounds of the local phases move `piece` elements of every block at a time: each round a rank
+// fills its slot's next half (alternating halves keep a fast rank from overwriting what a slow
+// one still reads: a rank writes round k+2 only after everyone passed round k+1's barrier, which
+// they reach only after reading round k).
+size_t pieceElems(const ShmTransport& shm, size_t es, int blocks) {
+  return std::max<size_t>(1, shm.slotBytes() / 2 / es / static_cast<size_t>(blocks));
+}
+
+size_t halfOffset(ShmTransport& shm) { return static_cast<size_t>(shm.nextHalf()) * (shm.slotBytes() / 2); }
+
+// Afterwards block l (this rank's) of `data` holds the block reduced over the host's ranks.
+void localReduceScatter(CollectiveArgs& args, ShmTransport& shm, uint8_t* data, const BlockLayout& layout) {
+  const int n = shm.size(), me = shm.rank();
+  const size_t es = dtypeSize(args.dtype);
+  const size_t piece = pieceElems(shm, es, n);
+  size_t longest = 0;
+  for (int b = 0; b < n; ++b) longest = std::max(longest, layout.count(b));
+  for (size_t at = 0; at < longest; at += piece) {
+    const size_t half = halfOffset(shm);
+    uint8_t* slot = shm.slot(me) + half;
+    for (int b = 0; b < n; ++b) {
+      const size_t len = layout.count(b) > at ? std::min(piece, layout.count(b) - at) : 0;
+      if (len) std::memcpy(slot + b * piece * es, data + (layout.offset[b] + at) * es, len * es);
+    }
+    shm.barrier();
+    const size_t len = layout.count(me) > at ? std::min(piece, layout.count(me) - at) : 0;
+    if (len == 0) continue;
+    uint8_t* out = data + (layout.offset[me] + at) * es;
+    const size_t off = half + me * piece * es;
+    reduceTimed(args, out, shm.slot(0) + off, shm.slot(1) + off, len);
+    for (int s = 2; s < n; ++s) reduceTimed(args, out, out, shm.slot(s) + off, len);
+  }
+}
+
+// Needs block l of `data` filled on local rank l; afterwards every block is filled everywhere.
+// Blocks are in bytes here (`layout` over bytes).
+void localAllgather(ShmTransport& shm, uint8_t* data, const BlockLayout& layout) {
+  const int n = shm.size(), me = shm.rank();
+  const size_t piece = pieceElems(shm, 1, n);
+  size_t longest = 0;
+  for (int b = 0; b < n; ++b) longest = std::max(longest, layout.count(b));
+  for (size_t at = 0; at < longest; at += piece) {
+    const size_t half = halfOffset(shm);
+    const size_t mine = layout.count(me) > at ? std::min(piece, layout.count(me) - at) : 0;
+    if (mine) std::memcpy(shm.slot(me) + half + me * piece, data + layout.offset[me] + at, mine);
+    shm.barrier();
+    for (int b = 0; b < n; ++b) {
+      if (b == me) continue;
+      const size_t len = layout.count(b) > at ? std::min(piece, layout.count(b) - at) : 0;
+      if (len) std::memcpy(data + layout.offset[b] + at, shm.slot(b) + half + b * piece, len);
+    }
+  }
+}
+
+// From local rank `root` to the host's other ranks.
+void localBroadcast(ShmTransport& shm, uint8_t* data, size_t bytes, int root) {
+  const size_t piece = shm.slotBytes() / 2;
+  for (size_t at = 0; at < bytes; at += piece) {
+    const size_t half = halfOffset(shm);
+    const size_t len = std::min(piece, bytes - at);
+    if (shm.rank() == root) std::memcpy(shm.slot(root) + half, data + at, len);
+    shm.barrier();
+    if (shm.rank() != root) std::memcpy(data + at, shm.slot(root) + half, len);
+  }
+}
+
+}  // namespace
+
+void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t count, CollectiveFn inter) {
+  const int hosts = cross.transport.size(), perHost = local.size();
+  if (count == 0 || hosts * perHost == 1) return;
+  const size_t es = dtypeSize(cross.dtype);
+  uint8_t* data = static_cast<uint8_t*>(buf);
+  const BlockLayout layout = BlockLayout::even(count, perHost);
+  // 'avg' sums across both levels and divides once, by every rank of the communicator.
+  CollectiveArgs sum = cross;
+  if (cross.op == RedOp::kAvg) sum.op = RedOp::kSum;
+  if (perHost > 1) localReduceScatter(sum, local, data, layout);
+  uint8_t* mine = data + layout.offset[local.rank()] * es;
+  const size_t myCount = layout.count(local.rank());
+  if (hosts > 1) inter(sum, mine, myCount);
+  if (cross.op == RedOp::kAvg) finishAverage(cross.dtype, mine, myCount, hosts * perHost);
+  if (perHost > 1) {
+    BlockLayout bytes = layout;
+    for (auto& o : bytes.offset) o *= es;
+    localAllgather(local, data, bytes);
+  }
+}
+
+void broadcastHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t bytes, int rootHost,
+                           int rootLocal, BroadcastFn inter) {
+  if (bytes == 0) return;
+  uint8_t* data = static_cast<uint8_t*>(buf);
+  if (local.rank() == rootLocal && cross.transport.size() > 1) inter(cross, data, bytes, rootHost);
+  if (local.size() > 1) localBroadcast(local, data, bytes, rootLocal);
+}
+
+void allgatherHierarchical(CollectiveArgs& cross, ShmTransport& local, const void* in, size_t bytes, void* out,
+                           const std::vector<int>& rankOf) {
+  const int hosts = cross.transport.size(), perHost = local.size();
+  const int me = local.rank(), myHost = cross.transport.rank();
+  if (bytes == 0) return;
+  // 1. Over the network, among the ranks of this local index: block h of `gathered` is the input
+  //    of the rank with this local index on host h.
+  std::vector<uint8_t>& gathered = cross.scratch;
+  const size_t column = bytes * static_cast<size_t>(hosts);
+  // The whole host's view, [local index][host][bytes], so that step 2 shares one block per rank.
+  const size_t total = column * static_cast<size_t>(perHost);
+  if (gathered.size() < total) gathered.resize(total);
+  uint8_t* mineColumn = gathered.data() + column * me;
+  std::memcpy(mineColumn + bytes * myHost, in, bytes);
+  if (hosts > 1) {
+    CollectiveArgs bytewise = cross;
+    bytewise.dtype = DType::kUint8;
+    ringAllgather(bytewise, mineColumn, BlockLayout::even(column, hosts));
+  }
+  // 2. Through shared memory: every local rank's column to every local rank.
+  if (perHost > 1) {
+    BlockLayout columns;
+    columns.offset.resize(static_cast<size_t>(perHost) + 1);
+    for (int l = 0; l <= perHost; ++l) columns.offset[l] = column * l;
+    localAllgather(local, gathered.data(), columns);
+  }
+  // 3. Into rank order.
+  uint8_t* result = static_cast<uint8_t*>(out);
+  for (int l = 0; l < perHost; ++l)
+    for (int h = 0; h < hosts; ++h)
+      std::memcpy(result + bytes * rankOf[static_cast<size_t>(h) * perHost + l], gathered.data() + column * l + bytes * h, bytes);
+}
+
+}  // namespace braid
