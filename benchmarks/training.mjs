@@ -10,6 +10,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { renderChart } from './plot.mjs';
+
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
 const args = process.argv.slice(2);
@@ -107,35 +109,49 @@ console.log(`two independent processes at once reach ${(100 * summary.twoProcess
 console.log(`share of a step in the gradient all-reduce (waiting included): ${(100 * summary.allReduceShareOfStep).toFixed(1)}%`);
 console.log(`share of a step moving the gradients (${(summary.gradientBytes / 1024).toFixed(0)} KiB, all-reduce alone): ${(100 * summary.transferShareOfStep).toFixed(2)}%`);
 writeFileSync(join(resultsDir, 'training.json'), JSON.stringify(summary, null, 1));
-writeFileSync(join(resultsDir, 'training.svg'), svg(summary));
-console.log(`wrote ${join(resultsDir, 'training.json')} and training.svg`);
+const charts = await renderChart(trainingChart(summary), join(resultsDir, 'training.svg'));
+console.log(`wrote ${join(resultsDir, 'training.json')} and ${charts.map((c) => c.split('/').pop()).join(', ')}`);
 
-function svg(s) {
-  const w = 640;
-  const h = 360;
-  const max = Math.max(s.samplesPerSecond.np1 * 2, s.samplesPerSecond.np2) * 1.1;
-  const bar = (x, value, color, label) => {
-    const height = (value / max) * 240;
-    return `<rect x="${x}" y="${290 - height}" width="90" height="${height}" fill="${color}"/>` +
-      `<text x="${x + 45}" y="${285 - height}" text-anchor="middle" font-size="13">${value.toFixed(0)}</text>` +
-      `<text x="${x + 45}" y="310" text-anchor="middle" font-size="13">${label}</text>`;
-  };
+// Samples/s at np=1, np=2 and twice np=1, and the np=2 step's split between compute and all-reduce.
+function trainingChart(s) {
   const comm = s.allReduceShareOfStep;
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">
-<rect width="${w}" height="${h}" fill="white"/>
-<text x="20" y="28" font-size="16" font-weight="bold">Braid data-parallel training: ${s.model}</text>
-<text x="20" y="48" font-size="13">samples/s (median of ${s.repeat} alternating runs); scaling efficiency at np=2: ${(100 * s.scalingEfficiency).toFixed(1)}% side by side,</text>
-<text x="20" y="66" font-size="13">${(100 * s.separateJobsEfficiency).toFixed(1)}% in separate jobs; two independent processes reach ${(100 * s.twoProcessCeiling).toFixed(1)}% of 2x</text>
-<line x1="40" y1="290" x2="420" y2="290" stroke="black"/>
-${bar(60, s.samplesPerSecond.np1, '#4e79a7', 'np=1')}
-${bar(180, s.samplesPerSecond.np2, '#f28e2b', 'np=2')}
-${bar(300, s.samplesPerSecond.np1 * 2, '#bab0ac', 'ideal np=2')}
-<text x="450" y="90" font-size="13" font-weight="bold">np=2 step time</text>
-<rect x="450" y="100" width="40" height="${(1 - comm) * 180}" fill="#59a14f"/>
-<rect x="450" y="${100 + (1 - comm) * 180}" width="40" height="${comm * 180}" fill="#e15759"/>
-<text x="500" y="150" font-size="12">compute ${(100 * (1 - comm)).toFixed(1)}%</text>
-<text x="500" y="${100 + (1 - comm) * 180 + 12}" font-size="12">all-reduce ${(100 * comm).toFixed(1)}%</text>
-<text x="500" y="300" font-size="11">(moving bytes alone: ${(100 * s.transferShareOfStep).toFixed(2)}%)</text>
-</svg>
-`;
+  const rates = [
+    { run: 'np=1', samplesPerSecond: s.samplesPerSecond.np1 },
+    { run: 'np=2', samplesPerSecond: s.samplesPerSecond.np2 },
+    { run: 'ideal np=2', samplesPerSecond: s.samplesPerSecond.np1 * 2 },
+  ];
+  const step = [
+    { part: 'compute', share: 1 - comm },
+    { part: 'all-reduce', share: comm },
+  ];
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: {
+      text: `Braid data-parallel training: ${s.model}`,
+      subtitle: `median of ${s.repeat} alternating runs; scaling efficiency at np=2: ${(100 * s.scalingEfficiency).toFixed(1)}% side by side, ${(100 * s.separateJobsEfficiency).toFixed(1)}% in separate jobs; two independent processes reach ${(100 * s.twoProcessCeiling).toFixed(1)}% of 2x`,
+    },
+    resolve: { scale: { color: 'independent' } },
+    hconcat: [
+      {
+        data: { values: rates },
+        width: 300,
+        height: 240,
+        layer: [
+          { mark: 'bar', encoding: { x: { field: 'run', type: 'nominal', sort: null, title: null }, y: { field: 'samplesPerSecond', type: 'quantitative', title: 'samples/s' }, color: { field: 'run', type: 'nominal', legend: null } } },
+          { mark: { type: 'text', dy: -6 }, encoding: { x: { field: 'run', type: 'nominal', sort: null }, y: { field: 'samplesPerSecond', type: 'quantitative' }, text: { field: 'samplesPerSecond', type: 'quantitative', format: '.0f' } } },
+        ],
+      },
+      {
+        data: { values: step },
+        width: 80,
+        height: 240,
+        title: 'np=2 step time',
+        mark: 'bar',
+        encoding: {
+          y: { field: 'share', type: 'quantitative', axis: { format: '%' }, title: 'share of a step' },
+          color: { field: 'part', type: 'nominal', scale: { domain: ['compute', 'all-reduce'], range: ['#59a14f', '#e15759'] }, title: null },
+        },
+      },
+    ],
+  };
 }

@@ -550,6 +550,14 @@ Engine::InlineOutcome Engine::runInline(OpRecord* op, bool blocking) {
   return outcome;
 }
 
+bool Engine::tcpOnly(const CommState& comm) const { return comm.tcp && !comm.shm && options_.negotiate; }
+
+// Ops whose agreement and data go over the TCP transport alone on a tcpOnly communicator.
+static bool movesOverTcpOnly(OpKind kind) {
+  return kind == OpKind::kAllreduce || kind == OpKind::kBroadcast || kind == OpKind::kAllgather ||
+         kind == OpKind::kReduceScatter || kind == OpKind::kBarrier;
+}
+
 // Called with busy_ claimed.
 bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   // Without the agreement step a try could not hand over: it would wait for late peers.
@@ -558,7 +566,13 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   auto it = comms_.find(op.commId);
   if (it == comms_.end()) return false;
   const CommState& comm = *it->second;
-  if (comm.closed || !comm.brokenReason.empty() || !comm.shm) return false;
+  if (comm.closed || !comm.brokenReason.empty()) return false;
+  // A blocking call on a communicator whose agreement and data go over TCP makes no MPI call:
+  // the caller's thread runs it (holding the engine, as for shared memory) and saves the two
+  // thread hand-offs. An awaited one stays on the engine thread: it would block the event loop.
+  if (blocking && tcpOnly(comm) && movesOverTcpOnly(op.kind))
+    return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
+  if (!comm.shm) return false;
   if (op.kind == OpKind::kBarrier) return options_.negotiate;  // the agreement is the barrier
   if (op.kind != OpKind::kAllreduce) return false;
   const Algorithm a = op.algorithm == Algorithm::kAuto ? chooseAllreduce(comm, op.count * dtypeSize(op.dtype)) : op.algorithm;
@@ -604,11 +618,16 @@ struct Engine::OpMemory {
   std::shared_ptr<void> callerCopies;
 };
 
+namespace {
+// Thrown by an op on the caller's thread whose data phase timed out: the engine thread finishes it.
+struct DiagnoseOnEngine {};
+}  // namespace
+
 bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) {
   op->tStart = stamp();
   if (onEngineThread()) reapOrphans();  // it calls MPI: never from an op run on the caller's thread
   // What the op moved through (see mpiSettled_); a refused op moved nothing.
-  bool throughShmOnly = true, spansWorld = false;
+  bool throughShmOnly = true, spansWorld = false, overTcp = false;
   try {
     auto it = comms_.find(op->commId);
     if (it == comms_.end() || it->second->closed) {
@@ -618,9 +637,16 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
     if (!comm.brokenReason.empty()) {
       throw BraidException(ErrorCode::kAborted, "the communicator is unusable since an earlier failure: " + comm.brokenReason);
     }
+    if (!op->timedOut.empty()) {
+      // Handed over by the caller's thread after a data-phase TIMEOUT: name who stopped answering.
+      comm.brokenReason = op->timedOut;
+      anyBroken_.store(true);
+      throw BraidException(ErrorCode::kTimeout, unansweringRanks(comm) + " (this rank timed out on " + op->timedOut + ")");
+    }
     if (op->resumeEpoch == 0) op->seq = comm.seq++;
     spansWorld = comm.size == world_.size;
-    throughShmOnly = comm.shm && (op->kind == OpKind::kAllreduce || (op->kind == OpKind::kBarrier && options_.negotiate));
+    overTcp = tcpOnly(comm) && movesOverTcpOnly(op->kind);
+    throughShmOnly = (comm.shm && (op->kind == OpKind::kAllreduce || (op->kind == OpKind::kBarrier && options_.negotiate))) || overTcp;
     try {
       if (op->kind == OpKind::kCloseComm) {
         closeComm(comm);
@@ -674,6 +700,11 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
           // A data-phase timeout names the peer this rank waited for, which may be a healthy
           // rank waiting for another: ask every rank who still answers, and name those who do not.
           if (e.code() == ErrorCode::kTimeout && comm.size > 1 && op->ranAlgorithm != Algorithm::kShm) {
+            // That exchange goes through MPI: an op run on the caller's thread hands it over.
+            if (!onEngineThread()) {
+              op->timedOut = e.what();
+              throw DiagnoseOnEngine{};
+            }
             throw BraidException(ErrorCode::kTimeout, unansweringRanks(comm) + " (this rank timed out on " + e.what() + ")");
           }
           throw;
@@ -684,6 +715,8 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
       }
     } catch (const HandOff& handOff) {
       op->resumeEpoch = handOff.epoch;
+      return false;
+    } catch (const DiagnoseOnEngine&) {
       return false;
     } catch (const BraidException& e) {
       // These are raised on every rank alike before any data moves, so the ranks stay in step;
@@ -713,7 +746,9 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
   }
   if (op->tNegotiated == 0) op->tNegotiated = stamp();  // refused before the agreement
   op->tDone = stamp();
-  if (op->kind == OpKind::kAllreduce && op->ranAlgorithm != Algorithm::kAuto && op->ranAlgorithm != Algorithm::kShm)
+  // Through shared memory, or agreed and moved over TCP alone: no MPI message was involved.
+  if (op->kind == OpKind::kAllreduce && op->ranAlgorithm != Algorithm::kAuto && op->ranAlgorithm != Algorithm::kShm &&
+      !(overTcp && op->ranAlgorithm != Algorithm::kMpi))
     throughShmOnly = false;
   if (!throughShmOnly) {
     mpiSettled_.store(false, std::memory_order_relaxed);

@@ -128,6 +128,8 @@ class Engine {
   // False when the op was handed over (HandOff) instead of completed.
   bool run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt = std::chrono::steady_clock::time_point::max());
   bool inlineEligible(const OpRecord& op, bool blocking);
+  // Agreement and data over the TCP transport, none over MPI.
+  bool tcpOnly(const CommState& comm) const;
   void negotiate(CommState& comm, OpRecord& op);
   // `fusedNegotiation`: the op was not negotiated yet; the shared-memory all-reduce does it in
   // its first barrier.

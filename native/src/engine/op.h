@@ -69,6 +69,9 @@ struct OpRecord {
   uint64_t seq = 0;
   uint64_t resumeEpoch = 0;  // handed over by the caller's thread at this barrier (HandOff)
   bool ranInline = false;    // finished on the caller's thread
+  // Set by an op on the caller's thread whose data phase timed out (its message): the engine
+  // thread, which may call MPI, finds out which ranks stopped answering and fails the op.
+  std::string timedOut;
 
   // Phase times in microseconds (steady clock), for the timeline.
   double tQueued = 0, tStart = 0, tNegotiated = 0, tDone = 0;
