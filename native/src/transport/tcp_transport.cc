@@ -31,7 +31,7 @@ constexpr uint32_t kHelloMagic = 0xB4A1D7C9u;
 // reach another fails in seconds, not at the (minutes-long) op timeout.
 constexpr auto kConnectWindow = std::chrono::seconds(20);
 // Non-blocking attempts before a wait sleeps in poll().
-static const auto kSpinBeforePoll = std::chrono::microseconds(std::getenv("BRAID_EXP_SPIN") ? std::atoi(std::getenv("BRAID_EXP_SPIN")) : 50);
+constexpr auto kSpinBeforePoll = std::chrono::microseconds(50);
 constexpr int kSocketBufferBytes = 4 << 20;
 
 std::string errnoText(int e) { return std::strerror(e); }
