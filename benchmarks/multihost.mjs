@@ -1,0 +1,185 @@
+#!/usr/bin/env node
+// The multi-host benchmark, on the test bed (scripts/cluster.sh: hosts made of network
+// namespaces on this machine; needs root). In one run, side by side:
+//   - the peer: plain TCP between two hosts (an 8-byte ping-pong, one stream, two opposite streams),
+//   - 2 hosts x 1 rank, unshaped: every all-reduce algorithm through @braid/collectives beside
+//     MPI_Allreduce (Open MPI, same placement) called from C,
+//   - the steady-state agreement across hosts (the 'negotiating' phase of rank 0's timeline)
+//     beside the one-way latency,
+//   - 2 hosts x 2 ranks, unshaped and with every host's link shaped to 1 Gbit/s (tc tbf).
+// Prints nccl-tests columns per configuration, the ratios the targets are stated in, and writes
+// results/multihost.json and results/multihost.svg (+ .png): busbw against size per algorithm.
+//   node benchmarks/multihost.mjs [--quick] [--max-bytes 67108864] [--rate 1gbit]
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { buildDir } from '@braid/native';
+
+import { renderChart } from './plot.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = dirname(here);
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const quick = args.includes('--quick');
+const maxBytes = Number(opt('--max-bytes', quick ? 16 * 2 ** 20 : 64 * 2 ** 20));
+const rate = opt('--rate', '1gbit');
+const rateBytesPerSecond = parseRate(rate);
+const seconds = quick ? '0.15' : '0.3';
+const rounds = quick ? '3' : '5';
+const resultsDir = join(here, 'results');
+mkdirSync(resultsDir, { recursive: true });
+const cluster = join(root, 'scripts', 'cluster.sh');
+const name = 'braid-bench';
+const subnet = '10.79';
+const clusterEnv = { ...process.env, BRAID_CLUSTER_NAME: name, BRAID_CLUSTER_SUBNET: subnet };
+
+function parseRate(text) {
+  const m = /^(\d+(?:\.\d+)?)(k|m|g)bit$/i.exec(text);
+  if (!m) throw new Error(`--rate takes tc's form, e.g. 1gbit or 100mbit; got ${text}`);
+  return (Number(m[1]) * { k: 1e3, m: 1e6, g: 1e9 }[m[2].toLowerCase()]) / 8;
+}
+
+function sh(argv, options = {}) {
+  const r = spawnSync(argv[0], argv.slice(1), { env: clusterEnv, encoding: 'utf8', ...options });
+  if (r.status !== 0) {
+    console.error(`benchmark failed: ${argv.join(' ')} exited with ${r.status ?? r.signal}\n${r.stderr ?? ''}`);
+    sh(['bash', cluster, 'down'], { stdio: 'ignore' });
+    process.exit(1);
+  }
+  return r.stdout;
+}
+
+function up(shaping) {
+  spawnSync('bash', [cluster, 'down'], { env: clusterEnv, stdio: 'ignore' });
+  sh(['bash', cluster, 'up', '2', ...shaping], { stdio: ['ignore', 'inherit', 'inherit'] });
+}
+
+// mpirun on h0 placing `perHost` ranks on each of the two hosts.
+function mpirun(perHost, argv, env = {}) {
+  const agent = sh(['bash', cluster, 'agent']).trim();
+  const cidr = `${subnet}.0.0/24`;
+  const exported = Object.entries(env).flatMap(([k, v]) => ['-x', `${k}=${v}`]);
+  // 4 ranks on this 2-core machine: MPI must yield while it waits (Open MPI cannot tell, since
+  // each host's daemon sees 2 cores for its 2 ranks), or its polling starves the other ranks.
+  const yieldMca = perHost > 1 ? ['--mca', 'mpi_yield_when_idle', '1'] : [];
+  const full = ['mpirun', '-np', String(2 * perHost), '-H', `h0:${perHost},h1:${perHost}`, '--mca', 'plm_rsh_agent', agent,
+    '--mca', 'oob_tcp_if_include', cidr, '--mca', 'btl_tcp_if_include', cidr, ...yieldMca, ...exported, ...argv];
+  console.log(`\n$ ${full.join(' ')}`);
+  sh(['bash', cluster, 'exec', 'h0', 'env', 'OMPI_ALLOW_RUN_AS_ROOT=1', 'OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1', ...full], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    cwd: root,
+  });
+}
+
+function allreduce(label, perHost, algorithms, minBytes) {
+  const out = join(resultsDir, `multihost-${label}.json`);
+  mpirun(perHost, [process.execPath, join(here, 'allreduce-worker.mjs'), '--algorithms', algorithms.join(','), '--min-bytes', String(minBytes),
+    '--max-bytes', String(maxBytes), '--seconds-per-size', seconds, '--rounds', rounds, '--json', out]);
+  return JSON.parse(readFileSync(out, 'utf8'));
+}
+
+const MPI_C = 'MPI_Allreduce(C)';
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const summary = { rate, configurations: {} };
+
+const probe = spawnSync('bash', [cluster, 'status'], { env: clusterEnv, encoding: 'utf8' });
+if (probe.status !== 0 || process.getuid?.() !== 0) {
+  console.error('benchmark needs root and network namespaces (scripts/cluster.sh): run it as root on Linux');
+  process.exit(1);
+}
+
+// --- unshaped -----------------------------------------------------------------------------------
+up([]);
+const peerJson = join(resultsDir, 'multihost-tcp-peer.json');
+mpirun(1, [join(buildDir, 'braid_tcp_streams_bench'), '--seconds', quick ? '1' : '2', '--json', peerJson]);
+summary.peer = JSON.parse(readFileSync(peerJson, 'utf8'));
+
+summary.configurations['2x1 unshaped'] = allreduce('2x1', 1, [MPI_C, 'auto-sync', 'auto', 'auto-shared', 'ring', 'recursive-doubling'], 64 * 1024);
+
+// Steady-state agreement: rank 0's timeline of back-to-back 4-byte allReduceSync calls.
+{
+  const trace = join(resultsDir, 'multihost-agreement-trace.json');
+  rmSync(trace, { force: true });
+  mpirun(1, [process.execPath, '--input-type=module', '-e', `
+    const { init } = await import('@braid/collectives');
+    const comm = await init();
+    const one = new Float32Array(1);
+    for (let i = 0; i < 6000; i++) comm.allReduceSync(one);
+    await comm.close();`], { BRAID_TIMELINE: trace });
+  const events = JSON.parse(readFileSync(trace, 'utf8'));
+  const negotiating = events.filter((e) => e.name === 'negotiating' && e.ph === 'X').map((e) => e.dur).slice(1000);
+  const ops = events.filter((e) => e.cat === 'op' && e.name.startsWith('allReduce')).map((e) => e.dur).slice(1000);
+  summary.agreement = { negotiatingUs: median(negotiating), opUs: median(ops), oneWayLatencyUs: summary.peer.roundTripUs / 2 };
+}
+
+summary.configurations['2x2 unshaped'] = allreduce('2x2', 2, [MPI_C, 'auto-sync', 'auto', 'auto-shared', 'hierarchical', 'ring'], 64 * 1024);
+
+// --- shaped ---------------------------------------------------------------------------------------
+up(['--rate', rate]);
+summary.configurations[`2x2 at ${rate}`] = allreduce('2x2-shaped', 2, [MPI_C, 'auto-shared', 'hierarchical', 'ring'], 1 << 20);
+spawnSync('bash', [cluster, 'down'], { env: clusterEnv, stdio: 'inherit' });
+
+// --- the targets' ratios ------------------------------------------------------------------------
+const rows = (config, algorithm) => summary.configurations[config].results.filter((r) => r.algorithm === algorithm);
+const at = (config, algorithm, bytes) => rows(config, algorithm).find((r) => r.bytes === bytes);
+const perDirection = summary.peer.perDirectionBytesPerSecond / 1e9;
+const report = [];
+const line = (text) => {
+  report.push(text);
+  console.log(text);
+};
+console.log('\n=== targets ===');
+line(`plain TCP between the hosts: round trip ${summary.peer.roundTripUs.toFixed(1)} us, one stream ${(summary.peer.oneStreamBytesPerSecond / 1e9).toFixed(3)} GB/s, two opposite streams ${perDirection.toFixed(3)} GB/s each way`);
+for (const algorithm of ['auto-sync', 'auto-shared', 'auto']) {
+  for (const r of rows('2x1 unshaped', algorithm)) {
+    const mpi = at('2x1 unshaped', MPI_C, r.bytes);
+    const parts = [`2x1 unshaped ${algorithm.padEnd(11)} ${String(r.bytes).padStart(9)} B: ${(mpi.timeUs / r.timeUs).toFixed(2)}x MPI_Allreduce`];
+    if (r.bytes >= 4 * 2 ** 20) parts.push(`busbw ${(r.busbw / perDirection).toFixed(2)}x the per-direction TCP rate`);
+    line(parts.join(', '));
+  }
+}
+const shaped = `2x2 at ${rate}`;
+for (const algorithm of ['auto-shared', 'hierarchical']) {
+  for (const r of rows(shaped, algorithm)) {
+    if (r.bytes < 4 * 2 ** 20) continue;
+    const bound = (r.bytes / rateBytesPerSecond) * 1e6; // 2(H-1)/H x bytes / rate, H = 2
+    const mpi = at(shaped, MPI_C, r.bytes);
+    line(`${shaped} ${algorithm.padEnd(12)} ${String(r.bytes).padStart(9)} B: ${(r.timeUs / bound).toFixed(3)}x the link's lower bound (${(bound / 1e3).toFixed(1)} ms), ${(mpi.timeUs / r.timeUs).toFixed(2)}x MPI_Allreduce`);
+  }
+}
+const a = summary.agreement;
+line(`agreement across hosts, steady state: ${a.negotiatingUs.toFixed(1)} us per op (median 'negotiating' phase; the whole 4-byte allReduceSync ${a.opUs.toFixed(1)} us), one-way latency ${a.oneWayLatencyUs.toFixed(1)} us`);
+summary.report = report;
+writeFileSync(join(resultsDir, 'multihost.json'), JSON.stringify(summary, null, 1));
+
+// --- the chart ----------------------------------------------------------------------------------
+const points = Object.entries(summary.configurations).flatMap(([config, run]) =>
+  run.results.map((r) => ({ configuration: config, algorithm: r.algorithm, bytes: r.bytes, busbw: r.busbw })),
+);
+const charts = await renderChart(
+  {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: { text: 'Braid all-reduce across hosts (network namespaces on one machine)', subtitle: `float32 sum; plain TCP: ${perDirection.toFixed(2)} GB/s each way with two opposite streams; shaped: ${rate} per host` },
+    data: { values: points },
+    facet: { column: { field: 'configuration', type: 'nominal', title: null, sort: Object.keys(summary.configurations) } },
+    resolve: { scale: { y: 'independent' } },
+    spec: {
+      width: 320,
+      height: 260,
+      mark: { type: 'line', point: true },
+      encoding: {
+        x: { field: 'bytes', type: 'quantitative', scale: { type: 'log', base: 2 }, title: 'message size (bytes)', axis: { format: '~s' } },
+        y: { field: 'busbw', type: 'quantitative', title: 'busbw (GB/s)' },
+        color: { field: 'algorithm', type: 'nominal' },
+      },
+    },
+  },
+  join(resultsDir, 'multihost.svg'),
+);
+console.log(`\nwrote ${join(resultsDir, 'multihost.json')} and ${charts.map((c) => c.split('/').pop()).join(', ')}`);
