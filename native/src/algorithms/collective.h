@@ -5,7 +5,11 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <condition_variable>
+#include <exception>
 #include <functional>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "kernels/dtype.h"
@@ -74,12 +78,38 @@ void ringAllgather(CollectiveArgs& args, uint8_t* buf, const BlockLayout& layout
 void broadcastBinomial(CollectiveArgs& args, void* buf, size_t bytes, int root);
 void broadcastPipeline(CollectiveArgs& args, void* buf, size_t bytes, int root);
 
+// Runs one job at a time on a thread of its own (owned by the engine through the communicator):
+// the hierarchical all-reduce's network steps, so that they overlap its shared-memory steps.
+class Overlap {
+ public:
+  Overlap() = default;
+  ~Overlap();
+  Overlap(const Overlap&) = delete;
+  Overlap& operator=(const Overlap&) = delete;
+  // Starts `job` (none may be outstanding).
+  void start(std::function<void()> job);
+  // Waits for the job; rethrows what it threw. A no-op when none is outstanding.
+  void finish();
+
+ private:
+  void loop();
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::function<void()> job_;
+  bool pending_ = false, busy_ = false, stop_ = false;
+  std::exception_ptr error_;
+};
+
 // --- hierarchical (hierarchical.cc): ranks on several hosts, the same number on each ----------
 // `cross` runs over the ranks with this rank's local index, one per host (its transport's rank is
 // the host's index); `local` joins this host's ranks. `inter` is the network algorithm.
 using CollectiveFn = void (*)(CollectiveArgs&, void*, size_t);
 using BroadcastFn = void (*)(CollectiveArgs&, void*, size_t, int);
-void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t count, CollectiveFn inter);
+// With `overlap`, messages of several segments are pipelined: the network step of one segment
+// runs on the overlap thread while this thread does the next segment's shared-memory steps.
+void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t count, CollectiveFn inter,
+                           Overlap* overlap = nullptr);
 void broadcastHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t bytes, int rootHost,
                            int rootLocal, BroadcastFn inter);
 // `rankOf[host * L + local]` is the communicator rank of that rank; `out` gets every rank's

@@ -32,4 +32,56 @@ BlockLayout BlockLayout::even(size_t count, int blocks) {
   return layout;
 }
 
+Overlap::~Overlap() {
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void Overlap::start(std::function<void()> job) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+  job_ = std::move(job);
+  pending_ = true;
+  error_ = nullptr;
+  lock.unlock();
+  wake_.notify_one();
+}
+
+void Overlap::finish() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  done_.wait(lock, [this] { return !pending_ && !busy_; });
+  if (error_) {
+    std::exception_ptr error = error_;
+    error_ = nullptr;
+    std::rethrow_exception(error);
+  }
+}
+
+void Overlap::loop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [this] { return pending_ || stop_; });
+    if (stop_ && !pending_) return;
+    std::function<void()> job = std::move(job_);
+    pending_ = false;
+    busy_ = true;
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      job();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    error_ = error;
+    busy_ = false;
+    done_.notify_all();
+  }
+}
+
 }  // namespace braid

@@ -37,6 +37,10 @@ size_t pieceElems(const ShmTransport& shm, size_t es, int blocks) {
   return std::max<size_t>(1, shm.slotBytes() / 2 / es / static_cast<size_t>(blocks));
 }
 
+// Pipelining unit of the hierarchical all-reduce with an overlap thread: large enough that a
+// thread hand-off (tens of microseconds) is small beside its network step.
+constexpr size_t kOverlapSegmentBytes = 2 << 20;
+
 size_t halfOffset(ShmTransport& shm) { return static_cast<size_t>(shm.nextHalf()) * (shm.slotBytes() / 2); }
 
 // Afterwards block l (this rank's) of `data` holds the block reduced over the host's ranks.
@@ -97,24 +101,66 @@ void localBroadcast(ShmTransport& shm, uint8_t* data, size_t bytes, int root) {
 
 }  // namespace
 
-void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t count, CollectiveFn inter) {
+void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf, size_t count, CollectiveFn inter,
+                           Overlap* overlap) {
   const int hosts = cross.transport.size(), perHost = local.size();
   if (count == 0 || hosts * perHost == 1) return;
   const size_t es = dtypeSize(cross.dtype);
   uint8_t* data = static_cast<uint8_t*>(buf);
-  const BlockLayout layout = BlockLayout::even(count, perHost);
+  const int me = local.rank();
   // 'avg' sums across both levels and divides once, by every rank of the communicator.
   CollectiveArgs sum = cross;
   if (cross.op == RedOp::kAvg) sum.op = RedOp::kSum;
-  if (perHost > 1) localReduceScatter(sum, local, data, layout);
-  uint8_t* mine = data + layout.offset[local.rank()] * es;
-  const size_t myCount = layout.count(local.rank());
-  if (hosts > 1) inter(sum, mine, myCount);
-  if (cross.op == RedOp::kAvg) finishAverage(cross.dtype, mine, myCount, hosts * perHost);
-  if (perHost > 1) {
-    BlockLayout bytes = layout;
+  // The network step may run on the overlap thread: its own arguments, no timeline recorder
+  // (the reduce spans are this thread's).
+  CollectiveArgs network = sum;
+  network.recorder = nullptr;
+
+  struct Segment {
+    size_t start;
+    BlockLayout layout;
+  };
+  const size_t segmentElems = overlap ? std::max<size_t>(perHost, kOverlapSegmentBytes / es) : count;
+  std::vector<Segment> segments;
+  for (size_t start = 0; start < count; start += segmentElems)
+    segments.push_back({start, BlockLayout::even(std::min(segmentElems, count - start), perHost)});
+  auto reduceScatter = [&](const Segment& s) { localReduceScatter(sum, local, data + s.start * es, s.layout); };
+  auto acrossHosts = [&, hosts, perHost, es, data, me](const Segment& s) {
+    uint8_t* mine = data + (s.start + s.layout.offset[me]) * es;
+    const size_t myCount = s.layout.count(me);
+    if (hosts > 1 && myCount > 0) inter(network, mine, myCount);
+    if (cross.op == RedOp::kAvg) finishAverage(cross.dtype, mine, myCount, hosts * perHost);
+  };
+  auto allgather = [&](const Segment& s) {
+    BlockLayout bytes = s.layout;
     for (auto& o : bytes.offset) o *= es;
-    localAllgather(local, data, bytes);
+    localAllgather(local, data + s.start * es, bytes);
+  };
+  if (segments.size() == 1) {
+    reduceScatter(segments[0]);
+    acrossHosts(segments[0]);
+    allgather(segments[0]);
+    return;
+  }
+  // Pipelined: segment k crosses the network while this thread reduces k+1 and gathers k-1.
+  try {
+    reduceScatter(segments[0]);
+    overlap->start([&, k = size_t{0}] { acrossHosts(segments[k]); });
+    for (size_t k = 1; k < segments.size(); ++k) {
+      reduceScatter(segments[k]);
+      overlap->finish();
+      overlap->start([&, k] { acrossHosts(segments[k]); });
+      allgather(segments[k - 1]);
+    }
+    overlap->finish();
+    allgather(segments.back());
+  } catch (...) {
+    // The network step must be over before the buffer and transports can go.
+    try {
+      overlap->finish();
+    } catch (...) {
+    }
+    throw;
   }
 }
 

@@ -322,6 +322,7 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
 }
 
 Hierarchy::~Hierarchy() {
+  // The overlap thread is idle between ops (every op finishes its job), so the transports can go first.
   local.reset();
   cross.reset();
   if (localComm != MPI_COMM_NULL) MPI_Comm_free(&localComm);
@@ -953,8 +954,10 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
           if (comm.size == 1) break;
           Hierarchy& h = needHierarchy(comm, "allReduce");
           CollectiveArgs cross{*h.cross, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
+          // The overlap thread may make the network calls only when they are not MPI's.
           allreduceHierarchical(cross, *h.local, op.data, op.count,
-                                interAllreduce(h.hosts, op.count * es / static_cast<size_t>(h.perHost)));
+                                interAllreduce(h.hosts, op.count * es / static_cast<size_t>(h.perHost)),
+                                comm.tcp ? &h.overlap : nullptr);
           break;
         }
         case Algorithm::kShm: {

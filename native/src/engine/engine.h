@@ -64,6 +64,7 @@ struct Hierarchy {
   MPI_Comm localComm = MPI_COMM_NULL, crossComm = MPI_COMM_NULL;
   std::unique_ptr<ShmTransport> local;   // this host's ranks
   std::unique_ptr<Transport> cross;      // this local index's ranks, one per host (TCP or MPI)
+  Overlap overlap;                       // network steps beside shared-memory ones (TCP only)
   ~Hierarchy();
 };
 
