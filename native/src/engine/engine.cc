@@ -568,11 +568,18 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   if (it == comms_.end()) return false;
   const CommState& comm = *it->second;
   if (comm.closed || !comm.brokenReason.empty()) return false;
-  // A blocking call on a communicator whose agreement and data go over TCP makes no MPI call:
-  // the caller's thread runs it (holding the engine, as for shared memory) and saves the two
-  // thread hand-offs. An awaited one stays on the engine thread: it would block the event loop.
-  if (blocking && tcpOnly(comm) && movesOverTcpOnly(op.kind))
+  // A call on a communicator whose agreement and data go over TCP makes no MPI call: the
+  // caller's thread runs it (holding the engine, as for shared memory) and saves the two thread
+  // hand-offs.
+  // An awaited one too, within the same size limits as through shared memory: when the other
+  // ranks' descriptors have not all arrived within the arrival budget, the engine thread waits on
+  // (HandOff) and the caller is free.
+  // (Not larger awaited ones, whatever copies they need: over a network a large op would hold
+  // the event loop for as long as the network takes.)
+  if (tcpOnly(comm) && movesOverTcpOnly(op.kind)) {
+    if (!blocking && op.count * dtypeSize(op.dtype) > kInlineAsyncMaxBytes) return false;
     return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
+  }
   if (!comm.shm) return false;
   if (op.kind == OpKind::kBarrier) return options_.negotiate;  // the agreement is the barrier
   if (op.kind != OpKind::kAllreduce) return false;
@@ -665,7 +672,8 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
             negotiateOpShm(*comm.shm, *op, limits);
           } else if (comm.tcp) {
             comm.tcp->setDeadline(deadline);
-            negotiateOpPeers(*comm.tcp, *op, limits);
+            if (!comm.agreement) comm.agreement = newPeerAgreement();
+            negotiateOpPeers(*comm.tcp, *op, limits, *comm.agreement);
           } else {
             negotiateOp(comm.control, comm.rank, comm.size, *op, limits);
           }
@@ -909,6 +917,12 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
       memory.out = BufferPool::shared().take(op.outCount * es);
       op.out = memory.out.get();
     }
+  }
+  // The reduce-scatter ring works in place: on a copy of the input, which the caller keeps as it was.
+  if (!stage && !op.callerCopies && op.kind == OpKind::kReduceScatter && op.count > 0 && comm.size > 1) {
+    memory.data = BufferPool::shared().take(op.count * es);
+    std::memcpy(memory.data.get(), op.data, op.count * es);
+    op.data = memory.data.get();
   }
   struct Restore {
     OpRecord& op;

@@ -75,6 +75,7 @@ struct CommState {
   MPI_Comm base = MPI_COMM_NULL;     // what split() splits
   std::unique_ptr<MpiTransport> mpi;  // data traffic when there is no TCP transport; 'mpi'
   std::unique_ptr<TcpTransport> tcp;  // data traffic between hosts
+  std::shared_ptr<PeerAgreement> agreement;  // the agreement over TCP, kept across a hand-off
   // What the point-to-point algorithms run on.
   Transport& network() { return tcp ? static_cast<Transport&>(*tcp) : *mpi; }
   std::unique_ptr<ShmTransport> shm;        // agreement and the 'shm' algorithm, when all ranks share a host

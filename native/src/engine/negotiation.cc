@@ -353,48 +353,63 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
   if (!mismatch.empty()) throw BraidException(ErrorCode::kMismatch, mismatch);
 }
 
-void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimits& limits) {
+struct PeerAgreement {
+  std::vector<Descriptor> all;
+  std::vector<RequestId> receives, sends;
+  std::vector<char> got;
+  int remaining = 0;
+  std::chrono::steady_clock::time_point start;
+  bool warned = false;
+};
+
+std::shared_ptr<PeerAgreement> newPeerAgreement() { return std::make_shared<PeerAgreement>(); }
+
+void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimits& limits, PeerAgreement& x) {
   const int n = t.size(), me = t.rank();
   if (n == 1) return;
-  std::vector<Descriptor> all(n);
-  all[me] = describe(op);
-  std::vector<RequestId> receives(n, -1), sends(n, -1);
-  std::vector<char> got(n, 0);
-  got[me] = 1;
-  int remaining = n - 1;
   try {
-    for (int p = 0; p < n; ++p) {
-      if (p == me) continue;
-      receives[p] = t.irecv(p, &all[p], sizeof(Descriptor));
-      sends[p] = t.isend(p, &all[me], sizeof(Descriptor));
-    }
-    const auto start = std::chrono::steady_clock::now();
-    const auto spinUntil = start + std::chrono::microseconds(50);
-    bool warned = false;
-    while (remaining > 0) {
+    if (op.resumeEpoch == 0) {
+      x.all.assign(n, Descriptor{});
+      x.all[me] = describe(op);
+      x.receives.assign(n, -1);
+      x.sends.assign(n, -1);
+      x.got.assign(n, 0);
+      x.got[me] = 1;
+      x.remaining = n - 1;
+      x.start = std::chrono::steady_clock::now();
+      x.warned = false;
       for (int p = 0; p < n; ++p) {
-        if (!got[p] && t.test(receives[p])) {
-          got[p] = 1;
-          --remaining;
+        if (p == me) continue;
+        x.receives[p] = t.irecv(p, &x.all[p], sizeof(Descriptor));
+        x.sends[p] = t.isend(p, &x.all[me], sizeof(Descriptor));
+      }
+    }
+    const auto spinUntil = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+    while (x.remaining > 0) {
+      for (int p = 0; p < n; ++p) {
+        if (!x.got[p] && t.test(x.receives[p])) {
+          x.got[p] = 1;
+          --x.remaining;
         }
       }
-      if (remaining == 0) break;
+      if (x.remaining == 0) break;
       const auto now = std::chrono::steady_clock::now();
+      if (now > limits.handOffAt) throw HandOff{1};  // the engine thread waits on (state kept)
       if (now < spinUntil) continue;
       const bool late = now > limits.deadline;
-      const bool stalled = !warned && now - start > std::chrono::milliseconds(limits.stallWarningMs);
-      const bool shutdown = limits.stallShutdownMs > 0 && now - start > std::chrono::milliseconds(limits.stallShutdownMs);
+      const bool stalled = !x.warned && now - x.start > std::chrono::milliseconds(limits.stallWarningMs);
+      const bool shutdown = limits.stallShutdownMs > 0 && now - x.start > std::chrono::milliseconds(limits.stallShutdownMs);
       if (late || stalled || shutdown) {
         std::vector<int> missing, present;
-        for (int p = 0; p < n; ++p) (got[p] ? present : missing).push_back(p);
-        const std::string what = missingMessage(missing, all[me], limits.hosts);
+        for (int p = 0; p < n; ++p) (x.got[p] ? present : missing).push_back(p);
+        const std::string what = missingMessage(missing, x.all[me], limits.hosts);
         if (shutdown && !late) stallShutdown(what, limits.stallShutdownMs);
         if (late) {
           throw BraidException(ErrorCode::kTimeout,
                                what + " before the timeout; the communicator is no longer usable. Check that every rank "
                                       "makes the same collective calls (a rank may have failed, returned early or skipped a call).");
         }
-        warned = true;
+        x.warned = true;
         // The lowest rank that waits reports, once.
         if (present.front() == me) {
           const std::string queued = limits.queuedBehind ? limits.queuedBehind() : std::string();
@@ -405,12 +420,14 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       t.idle(std::chrono::milliseconds(10));
     }
     for (int p = 0; p < n; ++p)
-      if (p != me) t.wait(sends[p]);
+      if (p != me) t.wait(x.sends[p]);
+  } catch (const HandOff&) {
+    throw;
   } catch (...) {
-    t.abandon(nullptr);  // the descriptors live on this stack
+    t.abandon(nullptr);  // nothing posted may outlive a failed agreement
     throw;
   }
-  std::string mismatch = compare(all);
+  std::string mismatch = compare(x.all);
   if (!mismatch.empty()) throw BraidException(ErrorCode::kMismatch, mismatch);
 }
 

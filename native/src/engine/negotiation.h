@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,11 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
 // one-way latency between hosts (rank 0's gather and reply took a round trip plus rank 0's own
 // turn-around, all through MPI). A missing rank is named by the lowest rank that waits for it;
 // past the deadline the waiting ranks fail with TIMEOUT naming it.
-void negotiateOpPeers(TcpTransport& transport, const OpRecord& op, const NegotiationLimits& limits);
+// `state` holds the exchange (it is the communicator's, reused op after op): when the op was tried
+// on the caller's thread and the other ranks had not all answered by limits.handOffAt, this
+// throws HandOff and the engine thread, called again with op.resumeEpoch set, waits on from there.
+struct PeerAgreement;
+std::shared_ptr<PeerAgreement> newPeerAgreement();
+void negotiateOpPeers(TcpTransport& transport, const OpRecord& op, const NegotiationLimits& limits, PeerAgreement& state);
 
 }  // namespace braid

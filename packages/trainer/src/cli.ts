@@ -5,7 +5,19 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { diagnose, formatChecks } from './doctor.js';
-import { describeFailure, mpirunCommand, parseRunArgs, removeStaleShmRegions, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
+import {
+  describeFailure,
+  hostsOf,
+  mpirunCommand,
+  parseRunArgs,
+  preflightCommand,
+  preflightProblem,
+  removeStaleShmRegions,
+  type RunPlan,
+  RUN_USAGE,
+  shellLine,
+  UsageError,
+} from './launch.js';
 
 const USAGE = `usage: braid <command> [options]
 
@@ -25,6 +37,13 @@ function launch(plan: RunPlan): Promise<number> {
   const command = mpirunCommand(plan, process.env, { isRoot: process.getuid?.() === 0, isTTY: Boolean(process.stdout.isTTY) });
   if (plan.dryRun || plan.verbose) process.stdout.write(`${shellLine(command)}\n`);
   if (plan.dryRun) return Promise.resolve(0);
+  if (plan.hosts || plan.hostfile) {
+    const problem = preflight(plan);
+    if (problem) {
+      process.stderr.write(`braid run: ${problem}\n`);
+      return Promise.resolve(1);
+    }
+  }
   return new Promise((resolve) => {
     // mpirun's stderr passes through, and its last part is kept to name the rank that failed.
     const child = spawn(command.program, command.args, { env: command.env, stdio: ['inherit', 'inherit', 'pipe'] });
@@ -67,6 +86,20 @@ function launch(plan: RunPlan): Promise<number> {
   });
 }
 
+// Every host named can start a process and has this machine's Node.js at the same path.
+function preflight(plan: RunPlan): string | undefined {
+  const hosts = hostsOf(plan);
+  const command = preflightCommand(plan, hosts, process.env, { isRoot: process.getuid?.() === 0 });
+  if (plan.verbose) process.stdout.write(`${shellLine(command)}\n`);
+  // Bounded: an unreachable host must not hold the launch (mpirun's keepalive would, for minutes).
+  const r = spawnSync(command.program, command.args, { env: command.env, encoding: 'utf8', timeout: PREFLIGHT_MS, killSignal: 'SIGKILL' });
+  if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') return 'mpirun is not on PATH (Debian/Ubuntu: sudo apt-get install -y openmpi-bin libopenmpi-dev)';
+  const timedOut = r.error !== undefined || r.signal === 'SIGKILL';
+  const problem = preflightProblem(hosts, timedOut ? null : r.status, r.stdout ?? '', (r.stderr ?? '') + (timedOut ? `\nno answer within ${PREFLIGHT_MS / 1000} s` : ''));
+  return problem;
+}
+
+const PREFLIGHT_MS = 60_000;
 const RANK_FAILED = /braid: rank \d+ on host \S+ exits with code [1-9]/;
 const WATCHDOG_MS = 15_000;
 

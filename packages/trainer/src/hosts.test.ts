@@ -123,4 +123,33 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
     for (const r of c.results) expect(r.weights).toBe(a.results[0].weights);
     expect(c.results[0].history).toEqual(a.results[0].history);
   }, 120_000);
+
+  // braid run checks every host before the job: it can start a process there, and this machine's
+  // Node.js is at the same path (every rank runs it by that path).
+  function braidRunOn(placement: string): { code: number | null; stderr: string; ms: number } {
+    const started = Date.now();
+    const cmd = hosts.on(0, [process.execPath, cli, 'run', '-np', '2', ...hosts.braidRunArgs(placement), trainerWorker, 'never-runs']);
+    const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 90_000 });
+    return { code: r.status, stderr: r.stderr ?? '', ms: Date.now() - started };
+  }
+
+  it('a host that does not exist: braid run fails before the job, naming it', () => {
+    const r = braidRunOn('h0:1,nosuchhost:1');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/braid run: could not start a process on host nosuchhost \(unknown or unreachable host/);
+    expect(r.ms).toBeLessThan(60_000);
+  });
+
+  it('Node.js missing at this machine\'s path on a host: braid run says so before the job', () => {
+    // Hide the binary in h1's mount namespace only.
+    expect(spawnSync(hosts.on(1, ['mount', '--bind', '/dev/null', process.execPath])[0]!, hosts.on(1, ['mount', '--bind', '/dev/null', process.execPath]).slice(1)).status).toBe(0);
+    try {
+      const r = braidRunOn('h0:1,h1:1');
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`braid run: Node.js is not at ${process.execPath} on host h1: every rank runs this machine's Node.js by its path`);
+    } finally {
+      const undo = hosts.on(1, ['umount', process.execPath]);
+      spawnSync(undo[0]!, undo.slice(1));
+    }
+  });
 });

@@ -1,7 +1,7 @@
 // `braid run`: turns Horovod-style arguments into an mpirun command line. Kept apart from the
 // CLI so the translation is tested on its own.
 import { availableParallelism } from 'node:os';
-import { readdirSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 export class UsageError extends Error {
@@ -117,6 +117,58 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
   if (/\.(m|c)?js$/.test(first!)) args.push(options.node ?? process.execPath, first!, ...rest);
   else args.push(first!, ...rest);
   return { program: 'mpirun', args, env: childEnv };
+}
+
+/** The hosts a plan names (-H entries or the hostfile's lines), in order, each once. */
+export function hostsOf(plan: RunPlan): string[] {
+  let names: string[] = [];
+  if (plan.hosts) names = plan.hosts.split(',').map((entry) => entry.split(':')[0]!);
+  if (plan.hostfile) {
+    if (!existsSync(plan.hostfile)) throw new UsageError(`the hostfile ${plan.hostfile} does not exist`);
+    names = readFileSync(plan.hostfile, 'utf8')
+      .split('\n')
+      .map((line) => line.replace(/#.*/, '').trim())
+      .filter(Boolean)
+      .map((line) => line.split(/\s+/)[0]!);
+    if (names.length === 0) throw new UsageError(`the hostfile ${plan.hostfile} names no hosts (one "host slots=N" per line)`);
+  }
+  return [...new Set(names)];
+}
+
+export const PREFLIGHT_MARK = 'braid-preflight';
+
+/**
+ * Before a job on other hosts: one process per host checks that the Node.js every rank will run
+ * (this machine's, by its absolute path) is there. mpirun passes that path to every host, so Node
+ * must sit at the same path everywhere; this says so before the job instead of after.
+ */
+export function preflightCommand(plan: RunPlan, hosts: string[], env: NodeJS.ProcessEnv, options: { isRoot: boolean; node?: string }): MpirunCommand {
+  const job = mpirunCommand({ ...plan, np: hosts.length, hosts: hosts.map((h) => `${h}:1`).join(','), hostfile: undefined, command: ['true'] }, env, {
+    ...options,
+    isTTY: false,
+  });
+  // The job's options (agent, keepalive, --mpi-args, the environment), one process per host.
+  const args = job.args.slice(0, -1).map((a) => (a === 'slot' ? 'node' : a));
+  const check = `if [ -x "$1" ]; then echo "${PREFLIGHT_MARK} ok $(hostname)"; else echo "${PREFLIGHT_MARK} missing $(hostname)"; fi`;
+  args.push('/bin/sh', '-c', check, 'sh', options.node ?? process.execPath);
+  return { program: 'mpirun', args, env: job.env };
+}
+
+/** What a preflight's output says is wrong, in words; undefined when every host has Node.js. */
+export function preflightProblem(hosts: string[], status: number | null, stdout: string, stderr: string, node = process.execPath): string | undefined {
+  const answered = new Map<string, string>();
+  for (const m of stdout.matchAll(new RegExp(`${PREFLIGHT_MARK} (ok|missing) (\\S+)`, 'g'))) answered.set(m[2]!, m[1]!);
+  const missing = [...answered].filter(([, state]) => state === 'missing').map(([host]) => host);
+  if (missing.length > 0) {
+    return `Node.js is not at ${node} on ${missing.length === 1 ? 'host' : 'hosts'} ${missing.join(', ')}: every rank runs this machine's Node.js by its path, so install the same Node.js version at that path on every host (or run braid run from a machine whose Node.js path the hosts share)`;
+  }
+  if (status === 0 && answered.size >= hosts.length) return undefined;
+  const detail = stderr.split('\n').map((l) => l.trim()).filter((l) => l && !/^-+$/.test(l)).slice(0, 6).join(' / ');
+  let silent = answered.size === 0 ? hosts : hosts.filter((h) => ![...answered.keys()].some((a) => a === h || a.startsWith(`${h}.`)));
+  // mpirun starts nothing when one daemon fails: the hosts its messages name are the ones to check.
+  const named = silent.filter((h) => new RegExp(`(^|[^\\w.-])${h.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}([^\\w-]|$)`).test(stderr));
+  if (named.length > 0) silent = named;
+  return `could not start a process on ${silent.length === 1 ? 'host' : 'hosts'} ${(silent.length ? silent : hosts).join(', ')} (unknown or unreachable host, or the launch agent failed)${detail ? `: ${detail}` : ''}`;
 }
 
 /** The command as a shell would take it, for --dry-run and --verbose. */
