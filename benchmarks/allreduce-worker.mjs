@@ -30,8 +30,11 @@ function mpiFromC(buf, iterations) {
   const us = addon.submit(encodeOp({ comm: 0, kind: 7, dtype: 0, op: 0, iterations }), undefined, buf, undefined, true);
   return maxOver(us / iterations / 1e6);
 }
+// '<algorithm>-sync': that algorithm through allReduceSync (what the cost model predicts: no
+// Promise, no copies).
 const callFor = (algorithm, buf) =>
   algorithm === 'auto-sync' ? () => comm.allReduceSync(buf)
+    : algorithm.endsWith('-sync') ? () => comm.allReduceSync(buf, { algorithm: algorithm.slice(0, -5) })
     : algorithm === MPI_C ? () => mpiFromC(buf, 1)
     : algorithm === 'auto-shared' ? () => comm.allReduce(buf)
     : () => comm.allReduce(buf, { algorithm });

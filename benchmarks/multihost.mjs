@@ -6,7 +6,10 @@
 //     MPI_Allreduce (Open MPI, same placement) called from C,
 //   - the steady-state agreement across hosts (the 'negotiating' phase of rank 0's timeline)
 //     beside the one-way latency,
-//   - 2 hosts x 2 ranks, unshaped and with every host's link shaped to 1 Gbit/s (tc tbf).
+//   - 2 hosts x 2 ranks, unshaped and with every host's link shaped to 1 Gbit/s (tc tbf),
+//   - the cost model checked: in each configuration (unshaped, 1 Gbit/s and, without --quick,
+//     100 Mbit/s) `braid calibrate` measures a profile and each algorithm's predicted all-reduce
+//     time is set beside the measured one (allReduceSync, 64 KiB up).
 // Prints nccl-tests columns per configuration, the ratios the targets are stated in, and writes
 // results/multihost.json and results/multihost.svg (+ .png): busbw against size per algorithm.
 //   node benchmarks/multihost.mjs [--quick] [--max-bytes 67108864] [--rate 1gbit]
@@ -15,7 +18,8 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { buildDir } from '@braid/native';
+import { BRAID_VERSION } from '@braid/collectives';
+import { buildDir, loadAddon } from '@braid/native';
 
 import { renderChart } from './plot.mjs';
 
@@ -77,14 +81,33 @@ function mpirun(perHost, argv, env = {}) {
   });
 }
 
-function allreduce(label, perHost, algorithms, minBytes) {
+function allreduce(label, perHost, algorithms, minBytes, largest = maxBytes) {
   const out = join(resultsDir, `multihost-${label}.json`);
   mpirun(perHost, [process.execPath, join(here, 'allreduce-worker.mjs'), '--algorithms', algorithms.join(','), '--min-bytes', String(minBytes),
-    '--max-bytes', String(maxBytes), '--seconds-per-size', seconds, '--rounds', rounds, '--json', out]);
+    '--max-bytes', String(Math.min(largest, maxBytes)), '--seconds-per-size', seconds, '--rounds', rounds, '--json', out]);
   return JSON.parse(readFileSync(out, 'utf8'));
 }
 
 const MPI_C = 'MPI_Allreduce(C)';
+
+function calibrate(label, perHost) {
+  const out = join(resultsDir, `multihost-profile-${label}.json`);
+  mpirun(perHost, [join(buildDir, 'braid_calibrate'), '--out', out, '--braid-version', BRAID_VERSION, '--seconds', quick ? '0.5' : '1']);
+  return JSON.parse(readFileSync(out, 'utf8'));
+}
+
+// Each measured row beside the model's prediction with this configuration's profile.
+const addon = loadAddon();
+function validate(config, run, profile, perHost) {
+  const rows = [];
+  for (const r of run.results) {
+    const algorithm = r.algorithm.replace(/-sync$/, '');
+    if (!['ring', 'recursive-doubling', 'tree', 'hierarchical'].includes(algorithm) || !r.algorithm.endsWith('-sync')) continue;
+    const predictedUs = addon.predict({ algorithm, ranks: 2 * perHost, hosts: 2, perHost, hierarchy: perHost > 1, bytes: r.bytes, profile: profile.numbers });
+    rows.push({ configuration: config, algorithm, bytes: r.bytes, measuredUs: r.timeUs, predictedUs, ratio: predictedUs / r.timeUs });
+  }
+  return rows;
+}
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const summary = { rate, configurations: {} };
 
@@ -120,9 +143,32 @@ summary.configurations['2x1 unshaped'] = allreduce('2x1', 1, [MPI_C, 'auto-sync'
 
 summary.configurations['2x2 unshaped'] = allreduce('2x2', 2, [MPI_C, 'auto-sync', 'auto', 'auto-shared', 'hierarchical', 'ring'], 64 * 1024);
 
+const SYNC = ['ring-sync', 'recursive-doubling-sync'];
+summary.validation = [];
+{
+  const profile = calibrate('unshaped', 2);
+  summary.profiles = { unshaped: profile };
+  const run1 = allreduce('2x1-model', 1, SYNC, 64 * 1024);
+  summary.validation.push(...validate('2x1 unshaped', run1, profile, 1));
+  const run2 = allreduce('2x2-model', 2, [...SYNC, 'hierarchical-sync'], 64 * 1024);
+  summary.validation.push(...validate('2x2 unshaped', run2, profile, 2));
+}
+
 // --- shaped ---------------------------------------------------------------------------------------
 up(['--rate', rate]);
 summary.configurations[`2x2 at ${rate}`] = allreduce('2x2-shaped', 2, [MPI_C, 'auto-shared', 'hierarchical', 'ring'], 1 << 20);
+{
+  const profile = calibrate('shaped', 2);
+  summary.profiles[rate] = profile;
+  summary.validation.push(...validate(`2x2 at ${rate}`, allreduce('2x2-shaped-model', 2, [...SYNC, 'hierarchical-sync'], 64 * 1024), profile, 2));
+}
+if (!quick) {
+  const slow = '100mbit';
+  up(['--rate', slow]);
+  const profile = calibrate('100mbit', 2);
+  summary.profiles[slow] = profile;
+  summary.validation.push(...validate(`2x2 at ${slow}`, allreduce('2x2-100mbit-model', 2, [...SYNC, 'hierarchical-sync'], 64 * 1024, 16 * 2 ** 20), profile, 2));
+}
 spawnSync('bash', [cluster, 'down'], { env: clusterEnv, stdio: 'inherit' });
 
 // --- the targets' ratios ------------------------------------------------------------------------
@@ -155,6 +201,14 @@ for (const algorithm of ['auto-shared', 'hierarchical']) {
 }
 const a = summary.agreement;
 line(`agreement across hosts, steady state: ${a.negotiatingUs.toFixed(1)} us per op (median 'negotiating' phase; the whole 4-byte allReduceSync ${a.opUs.toFixed(1)} us), one-way latency ${a.oneWayLatencyUs.toFixed(1)} us`);
+const within = summary.validation.filter((v) => Math.abs(v.ratio - 1) <= 0.2).length;
+line(`cost model: ${within} of ${summary.validation.length} predictions within 20% of the measured time (64 KiB up; each configuration with its own calibrated profile)`);
+for (const config of [...new Set(summary.validation.map((v) => v.configuration))]) {
+  for (const algorithm of [...new Set(summary.validation.filter((v) => v.configuration === config).map((v) => v.algorithm))]) {
+    const rowsHere = summary.validation.filter((v) => v.configuration === config && v.algorithm === algorithm);
+    line(`  ${config} ${algorithm.padEnd(18)} predicted/measured: ${rowsHere.map((v) => v.ratio.toFixed(2)).join(' ')}`);
+  }
+}
 summary.report = report;
 writeFileSync(join(resultsDir, 'multihost.json'), JSON.stringify(summary, null, 1));
 
@@ -182,4 +236,30 @@ const charts = await renderChart(
   },
   join(resultsDir, 'multihost.svg'),
 );
-console.log(`\nwrote ${join(resultsDir, 'multihost.json')} and ${charts.map((c) => c.split('/').pop()).join(', ')}`);
+const modelCharts = await renderChart(
+  {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: { text: 'Cost model: predicted against measured all-reduce time', subtitle: 'allReduceSync, 64 KiB up; each configuration with the profile braid calibrate measured there; the gray line is equality' },
+    width: 420,
+    height: 420,
+    layer: [
+      {
+        data: { values: [{ t: 10 }, { t: 1e7 }] },
+        mark: { type: 'line', color: 'gray' },
+        encoding: { x: { field: 't', type: 'quantitative', scale: { type: 'log' } }, y: { field: 't', type: 'quantitative', scale: { type: 'log' } } },
+      },
+      {
+        data: { values: summary.validation },
+        mark: { type: 'point', filled: true, size: 50 },
+        encoding: {
+          x: { field: 'measuredUs', type: 'quantitative', scale: { type: 'log' }, title: 'measured (us)' },
+          y: { field: 'predictedUs', type: 'quantitative', scale: { type: 'log' }, title: 'predicted (us)' },
+          color: { field: 'algorithm', type: 'nominal' },
+          shape: { field: 'configuration', type: 'nominal' },
+        },
+      },
+    ],
+  },
+  join(resultsDir, 'multihost-model.svg'),
+);
+console.log(`\nwrote ${join(resultsDir, 'multihost.json')} and ${[...charts, ...modelCharts].map((c) => c.split('/').pop()).join(', ')}`);

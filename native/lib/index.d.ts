@@ -15,6 +15,22 @@ export interface StartOptions {
   socketInterfaces?: string;
   /** Connections per pair of ranks (1-8). */
   socketStreams?: number;
+  /** The cost profile this rank read (rank 0's is used by every rank). */
+  profile?: ProfileNumbers;
+  /** Why this rank could not read its profile (fails every rank if it is rank 0's). */
+  profileError?: string;
+}
+
+/** A cost profile's numbers (what `braid calibrate` measures; see native/src/algorithms/cost_model.h). */
+export interface ProfileNumbers {
+  networkAlphaUs: number;
+  networkBetaUsPerByte: number;
+  localAlphaUs: number;
+  localBetaUsPerByte: number;
+  shmBarrierUs: number;
+  shmCopyUsPerByte: number;
+  gammaUsPerByte: number;
+  opUs: number;
 }
 
 export interface WorldInfo {
@@ -68,6 +84,20 @@ export interface Addon {
    * exit code (the process 'exit' hook), a finalization that cannot finish ends the process.
    */
   shutdown(exitCode?: number): boolean;
+  /** The cost model's numbers when no profile gives them. */
+  costDefaults(): ProfileNumbers;
+  /** The cost model's all-reduce time in microseconds (`braid plan`); no MPI involved. */
+  predict(query: {
+    algorithm: 'ring' | 'recursive-doubling' | 'tree' | 'shm' | 'hierarchical';
+    ranks: number;
+    hosts: number;
+    perHost: number;
+    sharedMemory?: boolean;
+    hierarchy?: boolean;
+    overlapped?: boolean;
+    bytes: number;
+    profile?: ProfileNumbers;
+  }): number;
   /** The compression kernels (synchronous, on the caller's thread; arguments checked by @braid/compression). */
   compress: CompressKernels;
 }

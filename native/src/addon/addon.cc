@@ -301,6 +301,24 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   Napi::Value socketInterfaces = o.Get("socketInterfaces");
   if (socketInterfaces.IsString()) options.tcp.interfaces = socketInterfaces.As<Napi::String>().Utf8Value();
   options.tcp.streams = intField(o, "socketStreams", options.tcp.streams);
+  Napi::Value profile = o.Get("profile");
+  if (profile.IsObject()) {
+    Napi::Object pr = profile.As<Napi::Object>();
+    auto number = [&](const char* key, double fallback) {
+      Napi::Value v = pr.Get(key);
+      return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+    };
+    CostProfile& c = options.profile;
+    c.network = {number("networkAlphaUs", c.network.alphaUs), number("networkBetaUsPerByte", c.network.betaUsPerByte)};
+    c.local = {number("localAlphaUs", c.local.alphaUs), number("localBetaUsPerByte", c.local.betaUsPerByte)};
+    c.shmBarrierUs = number("shmBarrierUs", c.shmBarrierUs);
+    c.shmCopyUsPerByte = number("shmCopyUsPerByte", c.shmCopyUsPerByte);
+    c.gammaUsPerByte = number("gammaUsPerByte", c.gammaUsPerByte);
+    c.opUs = number("opUs", c.opUs);
+    options.profileLoaded = true;
+  }
+  Napi::Value profileError = o.Get("profileError");
+  if (profileError.IsString()) options.profileError = profileError.As<Napi::String>().Utf8Value();
   Napi::Value timeline = o.Get("timeline");
   if (timeline.IsString()) options.timelinePath = timeline.As<Napi::String>().Utf8Value();
   WorldInfo world;
@@ -389,6 +407,61 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// predict({algorithm, ranks, hosts, perHost, sharedMemory, hierarchy, overlapped, bytes, profile}):
+// the cost model's all-reduce time in microseconds (for `braid plan`; no MPI involved).
+Napi::Value Predict(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throwBraid(env, ErrorCode::kInvalidArgument, "predict takes an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto number = [&](Napi::Object from, const char* key, double fallback) {
+    Napi::Value v = from.Get(key);
+    return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+  };
+  Topology t;
+  t.ranks = static_cast<int>(number(o, "ranks", 1));
+  t.hosts = static_cast<int>(number(o, "hosts", 1));
+  t.perHost = static_cast<int>(number(o, "perHost", 1));
+  t.sharedMemory = o.Get("sharedMemory").ToBoolean().Value();
+  t.hierarchy = o.Get("hierarchy").ToBoolean().Value();
+  CostProfile c = CostProfile::defaults();
+  if (o.Get("profile").IsObject()) {
+    Napi::Object pr = o.Get("profile").As<Napi::Object>();
+    c.network = {number(pr, "networkAlphaUs", c.network.alphaUs), number(pr, "networkBetaUsPerByte", c.network.betaUsPerByte)};
+    c.local = {number(pr, "localAlphaUs", c.local.alphaUs), number(pr, "localBetaUsPerByte", c.local.betaUsPerByte)};
+    c.shmBarrierUs = number(pr, "shmBarrierUs", c.shmBarrierUs);
+    c.shmCopyUsPerByte = number(pr, "shmCopyUsPerByte", c.shmCopyUsPerByte);
+    c.gammaUsPerByte = number(pr, "gammaUsPerByte", c.gammaUsPerByte);
+    c.opUs = number(pr, "opUs", c.opUs);
+  }
+  const std::string name = o.Get("algorithm").IsString() ? o.Get("algorithm").As<Napi::String>().Utf8Value() : "";
+  ModelAlgorithm a;
+  if (name == "ring") a = ModelAlgorithm::kRing;
+  else if (name == "recursive-doubling") a = ModelAlgorithm::kRecursiveDoubling;
+  else if (name == "tree") a = ModelAlgorithm::kTree;
+  else if (name == "shm") a = ModelAlgorithm::kShm;
+  else if (name == "hierarchical") a = ModelAlgorithm::kHierarchical;
+  else throwBraid(env, ErrorCode::kInvalidArgument, "predict: unknown algorithm '" + name + "'");
+  const double bytes = number(o, "bytes", 0);
+  const bool overlapped = !o.Get("overlapped").IsBoolean() || o.Get("overlapped").As<Napi::Boolean>().Value();
+  return Napi::Number::New(env, predictAllreduceUs(a, t, c, static_cast<size_t>(bytes), overlapped));
+}
+
+// The cost model's numbers when no profile gives them.
+Napi::Value CostDefaults(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CostProfile c = CostProfile::defaults();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("networkAlphaUs", c.network.alphaUs);
+  r.Set("networkBetaUsPerByte", c.network.betaUsPerByte);
+  r.Set("localAlphaUs", c.local.alphaUs);
+  r.Set("localBetaUsPerByte", c.local.betaUsPerByte);
+  r.Set("shmBarrierUs", c.shmBarrierUs);
+  r.Set("shmCopyUsPerByte", c.shmCopyUsPerByte);
+  r.Set("gammaUsPerByte", c.gammaUsPerByte);
+  r.Set("opUs", c.opUs);
+  return r;
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -443,6 +516,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   gState->tsfn = CompletionTsfn::New(env, "braid-completion", 0, 1, nullptr);
   gState->tsfn.Unref(env);
   napi_add_env_cleanup_hook(env, cleanup, nullptr);
+  exports.Set("predict", Napi::Function::New(env, Predict));
+  exports.Set("costDefaults", Napi::Function::New(env, CostDefaults));
   exports.Set("start", Napi::Function::New(env, Start));
   exports.Set("submit", Napi::Function::New(env, Submit));
   exports.Set("info", Napi::Function::New(env, Info));

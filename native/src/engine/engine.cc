@@ -205,6 +205,45 @@ void Engine::initMpi() {
   MPI_Comm_size(local, &world_.localSize);
   MPI_Comm_free(&local);
 
+  // Rank 0's cost profile is everyone's (each host may have its own file, or none): `auto` must
+  // choose alike on every rank. A profile rank 0 could not read fails every rank's start alike.
+  {
+    struct ProfileRecord {
+      int32_t state;  // 0: none, 1: loaded, 2: error
+      double numbers[9];
+      char error[480];
+    };
+    auto record = std::make_shared<ProfileRecord>();
+    std::memset(record.get(), 0, sizeof(ProfileRecord));
+    const CostProfile& p = options_.profile;
+    record->state = !options_.profileError.empty() ? 2 : options_.profileLoaded ? 1 : 0;
+    const double numbers[9] = {p.network.alphaUs, p.network.betaUsPerByte, p.local.alphaUs, p.local.betaUsPerByte,
+                               p.shmBarrierUs, p.shmCopyUsPerByte, p.gammaUsPerByte, p.opUs, static_cast<double>(p.shmSlotBytes)};
+    std::memcpy(record->numbers, numbers, sizeof numbers);
+    std::snprintf(record->error, sizeof record->error, "%s", options_.profileError.c_str());
+    if (world_.size > 1) {
+      MPI_Request request;
+      checkMpi(MPI_Ibcast(record.get(), sizeof(ProfileRecord), MPI_BYTE, 0, MPI_COMM_WORLD, &request), "MPI_Ibcast (profile)");
+      try {
+        waitRequest(request, startDeadline, "rank 0's cost profile at start-up");
+      } catch (...) {
+        orphanRequests({request}, record);
+        throw;
+      }
+    }
+    if (record->state == 2) throw BraidException(ErrorCode::kInvalidArgument, std::string(record->error) + " (rank 0's profile)");
+    options_.profileLoaded = record->state == 1;
+    CostProfile& q = options_.profile;
+    const double* n = record->numbers;
+    q.network = {n[0], n[1]};
+    q.local = {n[2], n[3]};
+    q.shmBarrierUs = n[4];
+    q.shmCopyUsPerByte = n[5];
+    q.gammaUsPerByte = n[6];
+    q.opUs = n[7];
+    q.shmSlotBytes = options_.shmSlotBytes;
+  }
+
   // Rank 0 writes the timeline; every rank must learn if it cannot, or only rank 0 would fail.
   std::string timelineError;
   if (!options_.timelinePath.empty() && world_.rank == 0) {
@@ -846,9 +885,47 @@ std::string Engine::unansweringRanks(CommState& comm) {
          (hosts.size() == 1 ? "that host" : "those hosts") + " is down";
 }
 
+static Topology topologyOf(const CommState& comm) {
+  Topology t;
+  t.ranks = comm.size;
+  t.sharedMemory = comm.shm != nullptr;
+  if (comm.hierarchy) {
+    t.hosts = comm.hierarchy->hosts;
+    t.perHost = comm.hierarchy->perHost;
+    t.hierarchy = true;
+  } else {
+    std::vector<std::string> seen;
+    int most = 0;
+    for (const auto& h : comm.hosts) {
+      if (std::find(seen.begin(), seen.end(), h) == seen.end()) seen.push_back(h);
+      most = std::max<int>(most, static_cast<int>(std::count(comm.hosts.begin(), comm.hosts.end(), h)));
+    }
+    t.hosts = std::max<int>(1, static_cast<int>(seen.size()));
+    t.perHost = std::max(1, most);
+  }
+  return t;
+}
+
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
   if (comm.shm) return Algorithm::kShm;
+  if (options_.profileLoaded) {
+    // The calibrated model decides among what can run here.
+    const Topology t = topologyOf(comm);
+    const bool overlapped = comm.tcp != nullptr;
+    Algorithm best = Algorithm::kRing;
+    double bestUs = predictAllreduceUs(ModelAlgorithm::kRing, t, options_.profile, bytes, overlapped);
+    const std::pair<Algorithm, ModelAlgorithm> others[] = {{Algorithm::kRecursiveDoubling, ModelAlgorithm::kRecursiveDoubling},
+                                                           {Algorithm::kHierarchical, ModelAlgorithm::kHierarchical}};
+    for (const auto& [algorithm, model] : others) {
+      const double us = predictAllreduceUs(model, t, options_.profile, bytes, overlapped);
+      if (us < bestUs) {
+        bestUs = us;
+        best = algorithm;
+      }
+    }
+    return best;
+  }
   if (comm.hierarchy) return Algorithm::kHierarchical;
   if (bytes <= recursiveDoublingMaxBytes(comm.size)) return Algorithm::kRecursiveDoubling;
   return Algorithm::kRing;

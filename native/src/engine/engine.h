@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "algorithms/collective.h"
+#include "algorithms/cost_model.h"
 #include "engine/negotiation.h"
 #include "engine/op.h"
 #include "engine/timeline.h"
@@ -37,6 +38,11 @@ struct EngineOptions {
   // transport between hosts, MPI on one host), "tcp" (TCP always, loopback on one host), "mpi".
   std::string transport = "auto";
   TcpOptions tcp;
+  // The cost model's numbers (BRAID_PROFILE, from `braid calibrate`). Without a profile, `auto`
+  // keeps its measured rules; with one, it picks the algorithm the model predicts fastest.
+  CostProfile profile = CostProfile::defaults();
+  bool profileLoaded = false;
+  std::string profileError;  // this rank could not read its profile (only rank 0's counts)
   std::string timelinePath;     // BRAID_TIMELINE
   // Tests only (BRAID_TEST_FAULT=bad_alloc@RANK:SEQ): the op with that sequence number on the
   // world fails on that rank with std::bad_alloc after its data started moving.

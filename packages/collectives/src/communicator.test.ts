@@ -138,7 +138,7 @@ describe('unknown options are refused, naming the key and the nearest known one'
     ['broadcast', () => comm.broadcast(f(), { rot: 0 } as never), /broadcast: unknown option 'rot'; did you mean 'root'\?/],
     ['broadcastSync', () => comm.broadcastSync(f(), { dtyp: 'float32' } as never), /did you mean 'dtype'\?/],
     ['allGather', () => comm.allGather(f(), { nmae: 'x' } as never), /allGather: unknown option 'nmae'; did you mean 'name'\?/],
-    ['allGatherSync', () => comm.allGatherSync(f(), { op: 'sum' } as never), /allGatherSync: unknown option 'op' \(known options: dtype, name\)/],
+    ['allGatherSync', () => comm.allGatherSync(f(), { op: 'sum' } as never), /allGatherSync: unknown option 'op' \(known options: algorithm, dtype, name\)/],
     ['reduceScatter', () => comm.reduceScatter(f(), { algorithm: 'ring' } as never), /reduceScatter: unknown option 'algorithm'/],
     ['barrier', () => comm.barrier({ timeout: 5 } as never), /barrier: unknown option 'timeout'/],
     ['init', () => init({ timeoutMS: 5 } as never), /init: unknown option 'timeoutMS'; did you mean 'timeoutMs'\?/],

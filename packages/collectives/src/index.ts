@@ -4,9 +4,12 @@ import { hostname } from 'node:os';
 
 import { Communicator, processFailures } from './communicator.js';
 import { AbortedError, BackendUnavailableError, fromNative, InvalidArgumentError } from './errors.js';
+import { readProfile } from './profile.js';
 import { checkOptions } from './validate.js';
 
 export { Communicator } from './communicator.js';
+export { BRAID_VERSION, PROFILE_FIELDS, PROFILE_FORMAT, PROFILE_VERSION, readProfile } from './profile.js';
+export type { Profile, ProfileNumbers } from './profile.js';
 export type { AllReduceOptions, BroadcastOptions, GatherOptions, ReduceScatterOptions } from './communicator.js';
 export type { AllGatherAlgorithm, AllReduceAlgorithm, BroadcastAlgorithm, DType, ReduceOp } from './codes.js';
 export {
@@ -59,6 +62,12 @@ export interface InitOptions {
    * connections per pair of ranks (1-8, default 1).
    */
   transport?: 'auto' | 'tcp' | 'mpi';
+  /**
+   * A cost profile from `braid calibrate` (default BRAID_PROFILE): `auto` then picks the
+   * algorithm its model predicts fastest. Rank 0's profile is every rank's; a profile rank 0
+   * cannot read fails init on every rank.
+   */
+  profile?: string;
 }
 
 let world: Communicator | undefined;
@@ -88,7 +97,7 @@ function positive(name: string, value: unknown): number | undefined {
  * one. Calling it again resolves to the same communicator.
  */
 export async function init(options: InitOptions = {}): Promise<Communicator> {
-  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'stallShutdownMs', 'timeline', 'negotiate', 'sharedMemory', 'transport']);
+  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'stallShutdownMs', 'timeline', 'negotiate', 'sharedMemory', 'transport', 'profile']);
   if (world && !world.closed) return world;
   if (ended) {
     throw new AbortedError('the world communicator was closed and MPI cannot be started twice in one process');
@@ -127,6 +136,19 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
     socketInterfaces: process.env.BRAID_SOCKET_IFNAME ?? '',
     socketStreams,
   };
+  const profilePath = options.profile ?? process.env.BRAID_PROFILE;
+  if (options.profile !== undefined && typeof options.profile !== 'string') {
+    throw new InvalidArgumentError(`init: profile must be the path of a file from braid calibrate; got ${JSON.stringify(options.profile)}`);
+  }
+  if (profilePath) {
+    // Only rank 0's counts, and the rank is not known before MPI starts: the engine shares rank
+    // 0's outcome, so a bad profile fails every rank alike.
+    try {
+      start.profile = readProfile(profilePath).numbers;
+    } catch (err) {
+      start.profileError = (err as Error).message;
+    }
+  }
   const timeline = options.timeline ?? process.env.BRAID_TIMELINE;
   if (timeline) start.timeline = timeline;
 

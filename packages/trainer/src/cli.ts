@@ -2,9 +2,10 @@
 // The `braid` command: run (a job through mpirun), doctor (what is installed), bench (all-reduce).
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
 
 import { diagnose, formatChecks } from './doctor.js';
+import { formatPlan, parsePlanArgs, PLAN_USAGE, planNumbers, planRows } from './plan.js';
 import {
   describeFailure,
   hostsOf,
@@ -19,15 +20,29 @@ import {
   UsageError,
 } from './launch.js';
 
+const CALIBRATE_USAGE = `usage: braid calibrate [-np N] [-H host1:slots,host2:slots | --hostfile FILE] [--agent A] [--mpi-args "..."]
+                       [--out braid-profile.json] [--seconds 1]
+  Measures, on the ranks it starts (default 2 here; give hosts with two ranks on at least one to
+  measure every link class), latency and bandwidth between hosts (TCP) and within a host, shared
+  memory's barrier and copy speed and the reduction kernels' speed, and writes a cost profile.
+  init() reads it from BRAID_PROFILE (or its profile option): auto then chooses by the model, and
+  braid plan --profile predicts with it.`;
+
 const USAGE = `usage: braid <command> [options]
 
 commands:
   run      start a training script on N ranks through mpirun (like horovodrun)
   doctor   report MPI, the native addon, CUDA, NCCL and TensorFlow.js, and how to fix what is missing
+  plan     predict a training step's all-reduce time and scaling efficiency per algorithm and compressor
+  calibrate  measure this cluster's links and kernels into a cost profile (init reads it: BRAID_PROFILE)
   bench    run a benchmark: allreduce (native, every algorithm beside MPI_Allreduce; the default)
            or training (the MNIST MLP at np=1 and 2; needs a clone of the Braid repository)
 
 ${RUN_USAGE}
+
+${PLAN_USAGE}
+
+${CALIBRATE_USAGE}
 
 usage: braid doctor [--json]
 usage: braid bench [allreduce] [-np N] [-- options of braid_allreduce_bench, e.g. --max-bytes 16777216]
@@ -100,6 +115,39 @@ function preflight(plan: RunPlan): string | undefined {
 }
 
 const PREFLIGHT_MS = 60_000;
+
+
+
+async function plan(argv: string[]): Promise<number> {
+  const args = parsePlanArgs(argv);
+  const { loadAddon } = await import('@braid/native');
+  const addon = loadAddon();
+  const { numbers, note } = planNumbers(args, addon.costDefaults());
+  const rows = planRows(args, numbers, (q) => addon.predict(q));
+  process.stdout.write(args.json ? `${JSON.stringify({ ...args, numbers, rows }, null, 1)}\n` : `${formatPlan(args, rows, note)}\n`);
+  return 0;
+}
+
+async function calibrate(argv: string[]): Promise<number> {
+  let out = 'braid-profile.json';
+  let seconds = '1';
+  const runArgs: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--out') out = argv[++i] ?? out;
+    else if (argv[i] === '--seconds') seconds = argv[++i] ?? seconds;
+    else runArgs.push(argv[i]!);
+  }
+  if (!/^\d+(\.\d+)?$/.test(seconds)) throw new UsageError(`calibrate: --seconds takes a number; got ${JSON.stringify(seconds)}\n${CALIBRATE_USAGE}`);
+  if (!runArgs.some((a) => a === '-np' || a === '-n' || a === '--np')) runArgs.unshift('-np', '2');
+  const { buildDir } = await import('@braid/native');
+  const { BRAID_VERSION } = await import('@braid/collectives');
+  const program = join(buildDir, 'braid_calibrate');
+  if (!existsSync(program)) throw new UsageError(`calibrate: ${program} is missing; rebuild the addon with \`npm rebuild @braid/native\``);
+  const target = resolvePath(out);
+  const status = await launch(parseRunArgs([...runArgs, program, '--out', target, '--braid-version', BRAID_VERSION, '--seconds', seconds]));
+  if (status === 0) process.stderr.write(`braid calibrate: wrote ${target}; use it with BRAID_PROFILE=${target} (rank 0's host reads it) or braid plan --profile ${target}\n`);
+  return status;
+}
 const RANK_FAILED = /braid: rank \d+ on host \S+ exits with code [1-9]/;
 const WATCHDOG_MS = 15_000;
 
@@ -140,6 +188,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'bench':
       return bench(rest);
+    case 'plan':
+      return plan(rest);
+    case 'calibrate':
+      return calibrate(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -154,7 +206,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    process.stderr.write(`braid: ${err instanceof UsageError ? err.message : (err as Error).stack}\n`);
-    process.exit(err instanceof UsageError ? 2 : 1);
+    // A bad profile is the user's to fix, like a bad option: its message says how.
+    const usage = err instanceof UsageError || (err as { code?: string }).code === 'INVALID_ARGUMENT';
+    process.stderr.write(`braid: ${usage ? (err as Error).message : (err as Error).stack}\n`);
+    process.exit(usage ? 2 : 1);
   },
 );

@@ -1,0 +1,147 @@
+// The all-reduce cost model that `auto` chooses by and `braid plan` predicts with: the alpha-beta
+// terms of each algorithm file's header, made concrete per link class. A message of m bytes over a
+// link costs alpha + m * beta; reducing m bytes costs m * gamma. The numbers come from a profile
+// that `braid calibrate` measures (init loads it: BRAID_PROFILE), or from the defaults below,
+// measured on the development VM (2 vCPUs; hosts made of network namespaces).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+
+namespace braid {
+
+struct LinkCost {
+  double alphaUs = 0;        // per message (one-way latency plus the software's own turn)
+  double betaUsPerByte = 0;  // per byte, both directions of an exchange moving at once
+};
+
+struct CostProfile {
+  LinkCost network;   // between hosts (the TCP transport)
+  LinkCost local;     // point-to-point between ranks of one host (MPI or loopback TCP)
+  double shmBarrierUs = 0.6;         // one shared-memory barrier
+  double shmCopyUsPerByte = 1.0 / 6000;  // copying into or out of the shared region (6 GB/s)
+  double gammaUsPerByte = 1.0 / 8000;    // reducing float32 (8 GB/s)
+  double opUs = 3;                   // fixed cost of an op (the agreement's software, the call)
+  size_t shmSlotBytes = 1 << 20;     // per rank (init's shmSlotBytes)
+  static CostProfile defaults() {
+    CostProfile p;
+    p.network = {4.0, 1.0 / 2600};  // namespace hosts: 3.8 us one way, 2.6 GB/s busbw
+    p.local = {1.0, 1.0 / 4000};
+    return p;
+  }
+};
+
+// Where the ranks are: n = hosts * perHost when the hosts are even; perHost is the largest
+// count on any host otherwise.
+struct Topology {
+  int ranks = 1;
+  int hosts = 1;
+  int perHost = 1;
+  bool sharedMemory = false;  // one host with its shared-memory region
+  bool hierarchy = false;     // several hosts, the same number of ranks (>1) on each
+};
+
+enum class ModelAlgorithm { kRing, kRecursiveDoubling, kTree, kShm, kHierarchical };
+
+namespace cost {
+
+inline int ceilLog2(int n) {
+  int steps = 0;
+  while ((1 << steps) < n) ++steps;
+  return steps;
+}
+
+// The link a flat algorithm's step crosses: the network as soon as the ranks span hosts.
+inline LinkCost flatLink(const Topology& t, const CostProfile& p) { return t.hosts > 1 ? p.network : p.local; }
+
+// allreduce_ring.cc: 2(n-1) steps of m/n bytes; (n-1)/n * m reduced. With ranks placed host by
+// host, each host has one ring edge leaving it, so no link is shared.
+inline double ring(const Topology& t, const CostProfile& p, double m) {
+  const int n = t.ranks;
+  if (n <= 1) return 0;
+  const LinkCost l = flatLink(t, p);
+  return 2.0 * (n - 1) * (l.alphaUs + m / n * l.betaUsPerByte) + (n - 1.0) / n * m * p.gammaUsPerByte;
+}
+
+// allreduce_recursive_doubling.cc: log2(p) exchanges of the whole buffer (two more steps when n
+// is not a power of two). The first log2(perHost) stay on a host; in the others every rank of a
+// host crosses the network at once, sharing the host's link.
+inline double recursiveDoubling(const Topology& t, const CostProfile& p, double m) {
+  const int n = t.ranks;
+  if (n <= 1) return 0;
+  int pow2 = 1, steps = 0;
+  while (pow2 * 2 <= n) {
+    pow2 *= 2;
+    ++steps;
+  }
+  const int localSteps = t.hosts > 1 ? std::min(steps, ceilLog2(t.perHost)) : steps;
+  const LinkCost net = flatLink(t, p);
+  const double share = t.hosts > 1 ? std::max(1, t.perHost) : 1;
+  double us = localSteps * (p.local.alphaUs + m * p.local.betaUsPerByte + m * p.gammaUsPerByte) +
+              (steps - localSteps) * (net.alphaUs + m * net.betaUsPerByte * share + m * p.gammaUsPerByte);
+  if (pow2 != n) us += 2 * (net.alphaUs + m * net.betaUsPerByte);
+  return us;
+}
+
+// allreduce_tree.cc: 2 ceil(log2 n) steps of the whole buffer, ceil(log2 n) reductions.
+inline double tree(const Topology& t, const CostProfile& p, double m) {
+  const int n = t.ranks;
+  if (n <= 1) return 0;
+  const LinkCost l = flatLink(t, p);
+  const int depth = ceilLog2(n);
+  return 2.0 * depth * (l.alphaUs + m * l.betaUsPerByte) + depth * m * p.gammaUsPerByte;
+}
+
+// allreduce_shm.cc: per chunk of half a slot, two barriers; every byte copied in, 1/n of it
+// reduced over n slots and published, (n-1)/n copied out.
+inline double shm(const Topology& t, const CostProfile& p, double m) {
+  const int n = t.ranks;
+  if (n <= 1) return 0;
+  const double chunk = std::max<double>(1, p.shmSlotBytes / 2.0);
+  const double rounds = std::ceil(m / chunk);
+  return 2 * rounds * p.shmBarrierUs + 2 * m * p.shmCopyUsPerByte + (n - 1.0) / n * m * p.gammaUsPerByte;
+}
+
+// hierarchical.cc: local reduce-scatter and all-gather through shared memory (each a barrier per
+// half slot, every byte copied once), the network all-reduce of m/L among H ranks; from 2 MiB
+// segments on, the network step of one segment overlaps the shared-memory steps of the next.
+inline double hierarchical(const Topology& t, const CostProfile& p, double m, bool overlapped) {
+  const int hosts = t.hosts, perHost = std::max(1, t.perHost);
+  const double chunk = std::max<double>(1, p.shmSlotBytes / 2.0);
+  const double rounds = std::ceil(m / chunk);
+  const double local = 2 * rounds * p.shmBarrierUs + 2 * m * p.shmCopyUsPerByte + (perHost - 1.0) / perHost * m * p.gammaUsPerByte;
+  Topology cross;
+  cross.ranks = hosts;
+  cross.hosts = hosts;
+  cross.perHost = 1;
+  // Every local rank crosses at once: the host's link carries L flows.
+  CostProfile shared = p;
+  shared.network.betaUsPerByte = p.network.betaUsPerByte * perHost;
+  const double slice = m / perHost;
+  const double net = std::min(ring(cross, shared, slice), recursiveDoubling(cross, shared, slice));
+  if (!overlapped) return local + net;
+  const double segments = std::max(1.0, std::ceil(m / (2.0 * 1024 * 1024)));
+  return std::max(local, net) + std::min(local, net) / segments;
+}
+
+}  // namespace cost
+
+// Predicted time of one all-reduce of `bytes`, in microseconds, the fixed per-op cost included;
+// infinity where the algorithm cannot run on `t`.
+inline double predictAllreduceUs(ModelAlgorithm a, const Topology& t, const CostProfile& p, size_t bytes,
+                                 bool overlapped = true) {
+  const double m = static_cast<double>(bytes);
+  const double inf = std::numeric_limits<double>::infinity();
+  if (t.ranks <= 1) return p.opUs;
+  switch (a) {
+    case ModelAlgorithm::kRing: return p.opUs + cost::ring(t, p, m);
+    case ModelAlgorithm::kRecursiveDoubling: return p.opUs + cost::recursiveDoubling(t, p, m);
+    case ModelAlgorithm::kTree: return p.opUs + cost::tree(t, p, m);
+    case ModelAlgorithm::kShm: return t.sharedMemory ? p.opUs + cost::shm(t, p, m) : inf;
+    case ModelAlgorithm::kHierarchical: return t.hierarchy ? p.opUs + cost::hierarchical(t, p, m, overlapped) : inf;
+  }
+  return inf;
+}
+
+}  // namespace braid

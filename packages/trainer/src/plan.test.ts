@@ -1,0 +1,140 @@
+// `braid plan` and `braid calibrate`'s profile: arguments, the model's predictions through the
+// addon, the table and JSON, and every bad input's message.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { BRAID_VERSION } from '@braid/collectives';
+import { loadAddon } from '@braid/native';
+import { describe, expect, it } from 'vitest';
+
+import { compressionWire, countParameters, parsePlanArgs, parseRate, planNumbers, planRows, wireBytesPerRank } from './plan.js';
+
+const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
+const braid = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+const addon = loadAddon();
+const profileNumbers = {
+  networkAlphaUs: 10,
+  networkBetaUsPerByte: 1e-3,
+  localAlphaUs: 1,
+  localBetaUsPerByte: 1e-4,
+  shmBarrierUs: 0.5,
+  shmCopyUsPerByte: 1e-4,
+  gammaUsPerByte: 1e-4,
+  opUs: 2,
+};
+
+function writeProfile(overrides: Record<string, unknown> = {}): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'braid-profile-')), 'profile.json');
+  writeFileSync(path, JSON.stringify({ format: 'braid-profile', version: 1, braid: BRAID_VERSION, created: 'now', hosts: ['a', 'b'], numbers: profileNumbers, ...overrides }));
+  return path;
+}
+
+describe('the cost model through the addon', () => {
+  const topology = { ranks: 4, hosts: 4, perHost: 1 };
+  it('ring: 2(n-1) steps of m/n plus the reductions, exactly as cost_model.h writes it', () => {
+    const m = 4 << 20;
+    const want = profileNumbers.opUs + 2 * 3 * (10 + (m / 4) * 1e-3) + (3 / 4) * m * 1e-4;
+    expect(addon.predict({ algorithm: 'ring', ...topology, bytes: m, profile: profileNumbers })).toBeCloseTo(want, 6);
+  });
+  it('recursive doubling: log2(n) exchanges of the whole buffer', () => {
+    const m = 1024;
+    expect(addon.predict({ algorithm: 'recursive-doubling', ...topology, bytes: m, profile: profileNumbers })).toBeCloseTo(2 + 2 * (10 + m * 1e-3 + m * 1e-4), 6);
+  });
+  it('small messages favour recursive doubling, large ones the ring', () => {
+    const at = (algorithm: 'ring' | 'recursive-doubling', bytes: number) => addon.predict({ algorithm, ...topology, bytes, profile: profileNumbers });
+    expect(at('recursive-doubling', 1024)).toBeLessThan(at('ring', 1024));
+    expect(at('ring', 64 << 20)).toBeLessThan(at('recursive-doubling', 64 << 20));
+  });
+  it('hierarchical needs several hosts with several ranks each; shm one host', () => {
+    expect(addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 4, perHost: 1, bytes: 1 << 20 })).toBe(Infinity);
+    expect(addon.predict({ algorithm: 'hierarchical', ranks: 8, hosts: 2, perHost: 4, hierarchy: true, bytes: 1 << 20 })).toBeLessThan(Infinity);
+    expect(addon.predict({ algorithm: 'shm', ranks: 4, hosts: 1, perHost: 4, bytes: 1 << 20 })).toBe(Infinity);
+    expect(addon.predict({ algorithm: 'shm', ranks: 4, hosts: 1, perHost: 4, sharedMemory: true, bytes: 1 << 20 })).toBeLessThan(Infinity);
+  });
+});
+
+describe('braid plan', () => {
+  it('parses rates, latencies and models', () => {
+    expect(parseRate('10gbit')).toBe(1.25e9);
+    expect(parseRate('100mbit')).toBe(12.5e6);
+    const args = parsePlanArgs(['--params', '1000000', '--hosts', '2', '--ranks-per-host', '4', '--link', '10gbit,1ms']);
+    expect(args).toMatchObject({ params: 1e6, hosts: 2, ranksPerHost: 4, rateBytesPerSecond: 1.25e9, latencyUs: 1000, compressions: ['none', 'fp16', 'topk:0.01'] });
+    const model = join(mkdtempSync(join(tmpdir(), 'braid-model-')), 'model.json');
+    writeFileSync(model, JSON.stringify({ weightsManifest: [{ weights: [{ shape: [784, 128] }, { shape: [128] }] }, { weights: [{ shape: [128, 10] }, { shape: [10] }] }] }));
+    expect(countParameters(model)).toBe(784 * 128 + 128 + 128 * 10 + 10);
+  });
+
+  it('bytes on the wire per rank and per compressor', () => {
+    expect(wireBytesPerRank('ring', 4, 4, 1, 1000)).toBe(1500);
+    expect(wireBytesPerRank('recursive-doubling', 4, 4, 1, 1000)).toBe(2000);
+    expect(wireBytesPerRank('hierarchical', 8, 2, 4, 4000)).toBe(1000);
+    expect(compressionWire('none', 100)).toEqual({ collective: 'allReduce', bytes: 400 });
+    expect(compressionWire('fp16', 100)).toEqual({ collective: 'allReduce', bytes: 200 });
+    expect(compressionWire('topk:0.1', 100)).toEqual({ collective: 'allGather', bytes: 80 });
+  });
+
+  it('rows: every algorithm x compressor, the network from --link, efficiency = compute / step', () => {
+    const args = parsePlanArgs(['--params', '25000000', '--hosts', '2', '--ranks-per-host', '4', '--link', '10gbit,50us', '--step-compute-ms', '200']);
+    const { numbers } = planNumbers(args, addon.costDefaults());
+    expect(numbers.networkBetaUsPerByte).toBeCloseTo(1e6 / 1.25e9, 12);
+    expect(numbers.networkAlphaUs).toBe(50);
+    const rows = planRows(args, numbers, (q) => addon.predict(q));
+    expect(rows.map((r) => `${r.algorithm}/${r.compression}`)).toEqual([
+      'ring/none', 'recursive-doubling/none', 'tree/none', 'hierarchical/none',
+      'ring/fp16', 'recursive-doubling/fp16', 'tree/fp16', 'hierarchical/fp16',
+      'ring (all-gather)/topk:0.01',
+    ]);
+    for (const r of rows) {
+      expect(r.stepMs).toBeCloseTo(200 + r.transferMs + r.communicationMs, 9);
+      expect(r.scalingEfficiency).toBeCloseTo(200 / r.stepMs, 9);
+    }
+    const ring = rows.find((r) => r.algorithm === 'ring' && r.compression === 'none')!;
+    // 100 MB over a 10 Gbit/s link, 2(n-1)/n of it per rank: at least 140 ms.
+    expect(ring.communicationMs).toBeGreaterThan(140);
+    const fp16 = rows.find((r) => r.algorithm === 'ring' && r.compression === 'fp16')!;
+    expect(fp16.communicationMs).toBeLessThan(ring.communicationMs * 0.6);
+  });
+
+  it('prints a table and JSON from the command line', () => {
+    const table = braid('plan', '--params', '1000000', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit');
+    expect(table.status, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/^# 1,000,000 parameters \(3\.81 MiB of float32 gradients\) on 2 host\(s\) x 2 rank\(s\)/);
+    expect(table.stdout).toMatch(/\nhierarchical\s+none\s+/);
+    expect(table.stdout).toMatch(/# fastest: /);
+    const json = braid('plan', '--params', '1000000', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit', '--json', '--profile', writeProfile());
+    expect(json.status, json.stderr).toBe(0);
+    const parsed = JSON.parse(json.stdout);
+    expect(parsed.numbers.shmBarrierUs).toBe(0.5);
+    expect(parsed.rows.length).toBe(9);
+  });
+
+  it.each([
+    [['--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit'], /give the model's size: --params N or --model model.json/],
+    [['--params', '10', '--hosts', '2', '--ranks-per-host', '2', '--link', '1 gigabit'], /--link: a rate as tc writes it/],
+    [['--params', '10', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit,fast'], /--link: a one-way latency such as 50us/],
+    [['--params', '10', '--hosts', '0', '--ranks-per-host', '2', '--link', '1gbit'], /--hosts must be a positive integer/],
+    [['--params', '10', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit', '--compression', 'topk:2'], /topk:RATIO takes a ratio in \(0, 1\]/],
+    [['--model', '/nonexistent/model.json', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit'], /--model: \/nonexistent\/model.json does not exist/],
+  ])('bad input %j: exit 2 with a message', (args, message) => {
+    const r = braid('plan', ...args);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+  });
+});
+
+describe('cost profiles', () => {
+  const plan = (profile: string) => braid('plan', '--params', '10', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit', '--profile', profile);
+  it('a missing, malformed, foreign or outdated profile is refused naming the file and the fix', () => {
+    expect(plan('/nonexistent/p.json').stderr).toMatch(/the cost profile \/nonexistent\/p.json does not exist; run `braid calibrate --out \/nonexistent\/p.json` to make one/);
+    const bad = join(mkdtempSync(join(tmpdir(), 'braid-profile-')), 'p.json');
+    writeFileSync(bad, '{ not json');
+    expect(plan(bad).stderr).toMatch(/is not JSON/);
+    expect(plan(writeProfile({ format: 'something' })).stderr).toMatch(/is not a Braid cost profile/);
+    expect(plan(writeProfile({ braid: '0.0.1' })).stderr).toMatch(new RegExp(`was made by Braid 0\\.0\\.1 \\(profile version 1\\); this is Braid ${BRAID_VERSION.replace(/\./g, '\\.')}`));
+    expect(plan(writeProfile({ numbers: { ...profileNumbers, gammaUsPerByte: 'fast' } })).stderr).toMatch(/numbers.gammaUsPerByte must be a non-negative number; got "fast"/);
+    for (const p of ['/nonexistent/p.json', bad]) expect(plan(p).status).toBe(2);
+  });
+});
