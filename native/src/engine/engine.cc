@@ -16,6 +16,7 @@
 
 #include "common/backoff.h"
 #include "common/buffer_pool.h"
+#include "engine/algorithm_table.h"
 #include "engine/negotiation.h"
 #include "kernels/reduce.h"
 
@@ -53,33 +54,11 @@ namespace {
 // `auto` for all-reduce, from benchmarks/allreduce at np=2 (benchmarks/README.md): shared memory
 // whenever all ranks share a host (it led from 512 B; above 64 MiB the ring led until the
 // shared-memory path streamed its large writes, after which shared memory won at 128 and 256 MiB
-// in all five runs); otherwise recursive doubling (fewest steps) for small messages and the ring
-// (least data per rank) above. The binomial tree never won at np <= 4; it stays available by name.
-// Measured at np=2: recursive doubling up to 64 KiB.
-constexpr size_t kRecursiveDoublingMaxBytesTwoRanks = 64 * 1024;
-// alpha/beta (per-message latency over per-byte time) measured at np=2: ~0.6 us * ~7 GB/s.
-constexpr double kAlphaOverBetaBytes = 4096;
-
-// Where recursive doubling stops beating the ring for n > 2 ranks, from the two cost models
-// (allreduce_recursive_doubling.cc, allreduce_ring.cc): doubling takes L = log2(p) exchanges of
-// the whole message, plus 2 when n is not a power of two; the ring 2(n-1) steps of m/n. Equal
-// at m = (alpha/beta) * (2(n-1) - L) / (L - 2(n-1)/n). These counts cannot be measured on the
-// 2-core development machine, so the model decides, capped by the two-rank measurement.
-size_t recursiveDoublingMaxBytes(int n) {
-  if (n <= 2) return kRecursiveDoublingMaxBytesTwoRanks;
-  int p = 1, steps = 0;
-  while (p * 2 <= n) {
-    p *= 2;
-    ++steps;
-  }
-  if (p != n) steps += 2;
-  const double ringSteps = 2.0 * (n - 1);
-  const double ringShare = 2.0 * (n - 1) / n;
-  if (steps <= ringShare) return kRecursiveDoublingMaxBytesTwoRanks;
-  const double crossover = kAlphaOverBetaBytes * (ringSteps - steps) / (steps - ringShare);
-  return static_cast<size_t>(std::min(crossover, static_cast<double>(kRecursiveDoublingMaxBytesTwoRanks)));
-}
-constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
+// in all five runs); the hierarchy when the ranks span hosts with several on each (it led the
+// flat algorithms at every size on 2 hosts x 2 ranks); otherwise recursive doubling (fewest
+// steps) for small messages and the ring (least data per rank) above
+// (algorithm_table.cc: recursiveDoublingMaxBytes). The binomial tree never won at np <= 4; it
+// stays available by name. A loaded profile replaces these rules with the cost model.
 
 // The engine spins this long for the next op before it sleeps: back-to-back ops (a training
 // step's buckets, a benchmark loop) then skip the wake-up.
@@ -931,22 +910,20 @@ Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   return Algorithm::kRing;
 }
 
+Algorithm Engine::chooseAlgorithm(const CommState& comm, const OpRecord& op) const {
+  if (op.algorithm != Algorithm::kAuto) return op.algorithm;
+  const bool hierarchy = comm.hierarchy && comm.size > 1;
+  switch (op.kind) {
+    case OpKind::kBroadcast:
+      if (hierarchy) return Algorithm::kHierarchical;
+      return op.count * dtypeSize(op.dtype) > kBroadcastBinomialMaxBytes ? Algorithm::kRing : Algorithm::kTree;
+    case OpKind::kAllgather: return hierarchy ? Algorithm::kHierarchical : Algorithm::kRing;
+    default: return Algorithm::kRing;
+  }
+}
+
 // The engine writes exactly the elements these shapes promise; TypeScript checks them with
 // friendlier messages, this keeps a bad call from touching memory it does not own.
-// The network algorithm of a hierarchical all-reduce, for its per-rank share.
-static CollectiveFn interAllreduce(int hosts, size_t bytes) {
-  return bytes <= recursiveDoublingMaxBytes(hosts) ? allreduceRecursiveDoubling : allreduceRing;
-}
-
-static Hierarchy& needHierarchy(const CommState& comm, const char* what) {
-  if (!comm.hierarchy) {
-    throw BraidException(ErrorCode::kBackendUnavailable,
-                         std::string(what) + ": algorithm 'hierarchical' is not available on this communicator: " +
-                             comm.hierarchyUnavailable + "; it needs ranks on several hosts, the same number on each");
-  }
-  return *comm.hierarchy;
-}
-
 static void checkShapes(const CommState& comm, const OpRecord& op) {
   auto refuse = [](const std::string& m) { throw BraidException(ErrorCode::kInvalidArgument, m); };
   if (op.kind == OpKind::kAllgather && op.outCount != op.count * comm.size)
@@ -1029,99 +1006,24 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
                        Algorithm allreduceAlgorithm) {
   const size_t es = dtypeSize(op.dtype);
   switch (op.kind) {
-    case OpKind::kAllreduce: {
-      const Algorithm a = allreduceAlgorithm;
-      op.ranAlgorithm = a;
-      switch (a) {
-        case Algorithm::kRing: allreduceRing(args, op.data, op.count); break;
-        case Algorithm::kTree: allreduceTree(args, op.data, op.count); break;
-        case Algorithm::kRecursiveDoubling: allreduceRecursiveDoubling(args, op.data, op.count); break;
-        case Algorithm::kMpi: {
-          CollectiveArgs mpiArgs{*comm.mpi, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
-          allreduceMpi(mpiArgs, op.data, op.count);
-          break;
-        }
-        case Algorithm::kHierarchical: {
-          if (comm.size == 1) break;
-          Hierarchy& h = needHierarchy(comm, "allReduce");
-          CollectiveArgs cross{*h.cross, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
-          // The overlap thread may make the network calls only when they are not MPI's.
-          allreduceHierarchical(cross, *h.local, op.data, op.count,
-                                interAllreduce(h.hosts, op.count * es / static_cast<size_t>(h.perHost)),
-                                comm.tcp ? &h.overlap : nullptr);
-          break;
-        }
-        case Algorithm::kShm: {
-          if (comm.size == 1) break;
-          ShmTransport* shm = comm.shm.get();
-          if (shm == nullptr) {
-            throw BraidException(ErrorCode::kBackendUnavailable,
-                                 "algorithm 'shm' is not available on this communicator: " + comm.shmUnavailable +
-                                     "; use 'auto' or 'ring'");
-          }
-          FirstBarrier first;
-          if (fusedNegotiation != nullptr) {
-            first = [&](const std::function<void()>& copyIn) {
-              negotiateOpShm(*shm, op, *fusedNegotiation, copyIn);
-              op.tNegotiated = stamp();
-            };
-          }
-          allreduceShm(args, *shm, op.data, op.count, first, op.resumeEpoch != 0);
-          break;
-        }
-        default: throw BraidException(ErrorCode::kInvalidArgument, "unknown all-reduce algorithm");
-      }
-      return;
-    }
-    case OpKind::kBroadcast: {
-      const size_t bytes = op.count * es;
-      if (op.algorithm == Algorithm::kHierarchical || (op.algorithm == Algorithm::kAuto && comm.hierarchy && comm.size > 1)) {
-        op.ranAlgorithm = Algorithm::kHierarchical;
-        if (comm.size == 1) return;
-        Hierarchy& h = needHierarchy(comm, "broadcast");
-        CollectiveArgs cross{*h.cross, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
-        broadcastHierarchical(cross, *h.local, op.data, bytes, h.hostOfRank[op.root], h.localOfRank[op.root],
-                              bytes > kBroadcastBinomialMaxBytes ? broadcastPipeline : broadcastBinomial);
-        return;
-      }
-      bool pipeline = op.algorithm == Algorithm::kRing ||
-                      (op.algorithm == Algorithm::kAuto && bytes > kBroadcastBinomialMaxBytes);
-      op.ranAlgorithm = pipeline ? Algorithm::kRing : Algorithm::kTree;
-      if (pipeline) {
-        broadcastPipeline(args, op.data, bytes, op.root);
-      } else {
-        broadcastBinomial(args, op.data, bytes, op.root);
-      }
-      return;
-    }
-    case OpKind::kAllgather: {
-      if (op.algorithm == Algorithm::kHierarchical || (op.algorithm == Algorithm::kAuto && comm.hierarchy && comm.size > 1)) {
-        op.ranAlgorithm = Algorithm::kHierarchical;
-        if (comm.size == 1) {
-          if (op.count > 0) std::memcpy(op.out, op.data, op.count * es);
-          return;
-        }
-        Hierarchy& h = needHierarchy(comm, "allGather");
-        CollectiveArgs cross{*h.cross, args.dtype, args.op, args.scratch, args.recorder, args.segmentBytes};
-        allgatherHierarchical(cross, *h.local, op.data, op.count * es, op.out, h.rankOf);
-        return;
-      }
-      op.ranAlgorithm = Algorithm::kRing;
-      uint8_t* out = static_cast<uint8_t*>(op.out);
-      if (op.count > 0) std::memcpy(out + comm.rank * op.count * es, op.data, op.count * es);
-      ringAllgather(args, out, BlockLayout::even(op.count * comm.size, comm.size));
-      return;
-    }
+    case OpKind::kAllreduce:
+    case OpKind::kBroadcast:
+    case OpKind::kAllgather:
     case OpKind::kReduceScatter: {
-      op.ranAlgorithm = Algorithm::kRing;
-      // The ring works in place on a copy (op.data is one here, the engine's or the caller's:
-      // the caller's input stays as it was).
-      uint8_t* work = static_cast<uint8_t*>(op.data);
-      BlockLayout layout = BlockLayout::even(op.count, comm.size);
-      ringReduceScatter(args, work, layout);
-      uint8_t* mine = work + layout.offset[comm.rank] * es;
-      if (op.redop == RedOp::kAvg) finishAverage(op.dtype, mine, layout.count(comm.rank), comm.size);
-      if (op.outCount > 0) std::memcpy(op.out, mine, op.outCount * es);
+      const Algorithm a = op.kind == OpKind::kAllreduce ? allreduceAlgorithm : chooseAlgorithm(comm, op);
+      const AlgorithmRow* row = findAlgorithm(op.kind, a);
+      if (row == nullptr) {
+        throw BraidException(ErrorCode::kInvalidArgument, std::string(opKindName(op.kind)) + " has no algorithm '" +
+                                                              algorithmName(a) + "'; use " + algorithmsOf(op.kind));
+      }
+      const std::string why = row->unavailable(comm);
+      if (!why.empty()) {
+        throw BraidException(ErrorCode::kBackendUnavailable, std::string(opKindName(op.kind)) + ": algorithm '" + algorithmName(a) +
+                                                                 "' is not available on this communicator: " + why);
+      }
+      op.ranAlgorithm = a;
+      AlgorithmContext context{comm, op, args, fusedNegotiation, [this, &op] { op.tNegotiated = stamp(); }};
+      row->run(context);
       return;
     }
     case OpKind::kBarrier:

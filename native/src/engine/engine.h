@@ -152,6 +152,8 @@ class Engine {
   CommState& addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline);
   void addHierarchy(CommState& comm, std::chrono::steady_clock::time_point deadline);
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;
+  // `auto`'s pick (or the caller's) for broadcast, all-gather and reduce-scatter.
+  Algorithm chooseAlgorithm(const CommState& comm, const OpRecord& op) const;
   // After a data-phase TIMEOUT: which ranks no longer answer, agreed by the ranks that do.
   std::string unansweringRanks(CommState& comm);
   // The names of the ops queued on `commId` (for stall reports).

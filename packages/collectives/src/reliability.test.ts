@@ -2,8 +2,13 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+
 import { mpirunScript } from '@braid/test-support/mpirun';
 import { describe, expect, it } from 'vitest';
+
+import { BRAID_VERSION } from './profile.js';
 
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'reliability-worker.mjs');
 const run = (np: number, scenario: string, env: Record<string, string> = {}) =>
@@ -65,6 +70,38 @@ describe('a TCP transport that cannot start', () => {
     const r = await run(1, 'tcp-bad-interface', { BRAID_TRANSPORT: 'udp' });
     expect(r.results[0].first.code).toBe('INVALID_ARGUMENT');
     expect(r.results[0].first.message).toMatch(/BRAID_TRANSPORT must be 'auto', 'tcp' or 'mpi'; got "udp"/);
+  });
+});
+
+describe('a cost profile (BRAID_PROFILE)', () => {
+  it('that rank 0 cannot read fails init on every rank alike, naming the file and the fix', async () => {
+    const r = await run(2, 'tcp-bad-interface', { BRAID_PROFILE: '/nonexistent/braid-profile.json' });
+    expect(r.code).toBe(0);
+    expect(r.results).toHaveLength(2);
+    for (const result of r.results) {
+      expect(result.first.code).toBe('INVALID_ARGUMENT');
+      expect(result.first.message).toMatch(/the cost profile \/nonexistent\/braid-profile.json does not exist; run `braid calibrate --out \/nonexistent\/braid-profile.json` to make one.*\(rank 0's profile\)/);
+    }
+  });
+  it('that is good makes auto choose by the model, with exact results', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-profile-'));
+    const path = join(dir, 'profile.json');
+    const trace = join(dir, 'trace.json');
+    // Links with a huge per-message cost and next to no per-byte cost: the model prefers recursive
+    // doubling's log2(4) = 2 steps to the ring's 6 at every size, where the measured rules (no
+    // profile) take the ring above 64 KiB.
+    const numbers = { networkAlphaUs: 1000, networkBetaUsPerByte: 1e-6, localAlphaUs: 1000, localBetaUsPerByte: 1e-6, shmBarrierUs: 0.3, shmCopyUsPerByte: 1e-4, gammaUsPerByte: 1e-7, opUs: 2 };
+    writeFileSync(path, JSON.stringify({ format: 'braid-profile', version: 1, braid: BRAID_VERSION, created: 'now', hosts: ['h'], numbers }));
+    const r = await run(4, 'profiled', { BRAID_PROFILE: path, BRAID_SHM: 'off', BRAID_TIMELINE: trace });
+    expect(r.code).toBe(0);
+    expect(r.results).toHaveLength(4);
+    for (const result of r.results) expect(result.sums).toEqual([10, 10, 10]);
+    const ops = (JSON.parse(readFileSync(trace, 'utf8')) as Array<{ ph: string; args?: { count?: number; algorithm?: string } }>).filter((e) => e.ph === 'X' && e.args?.count);
+    expect(ops.map((o) => `${o.args!.count}:${o.args!.algorithm}`)).toEqual(['4:recursive-doubling', '100000:recursive-doubling', '1048576:recursive-doubling']);
+    const plain = await run(4, 'profiled', { BRAID_SHM: 'off', BRAID_TIMELINE: trace });
+    expect(plain.code).toBe(0);
+    const plainOps = (JSON.parse(readFileSync(trace, 'utf8')) as Array<{ ph: string; args?: { count?: number; algorithm?: string } }>).filter((e) => e.ph === 'X' && e.args?.count);
+    expect(plainOps.map((o) => `${o.args!.count}:${o.args!.algorithm}`)).toEqual(['4:recursive-doubling', '100000:ring', '1048576:ring']);
   });
 });
 

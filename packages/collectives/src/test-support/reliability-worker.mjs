@@ -72,6 +72,17 @@ const scenarios = {
     const first = await capture(() => withTimeout(init(), 30000));
     report({ first });
   },
+  // With a cost profile: auto chooses by the model; small and large all-reduces stay exact.
+  async profiled() {
+    const comm = await init();
+    const sums = [];
+    for (const n of [4, 100000, 1 << 20]) {
+      const buf = new Float32Array(n).fill(comm.rank + 1);
+      await comm.allReduce(buf);
+      sums.push(buf[n - 1]);
+    }
+    report({ sums });
+  },
   // An awaited op's buffer detached or shrunk while the engine works on it, each way JS has:
   // the op settles with INVALID_ARGUMENT on that rank (the engine worked on a copy, so nothing
   // wrote into freed memory), the other ranks get the exact result, and the next op runs.

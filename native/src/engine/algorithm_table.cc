@@ -1,0 +1,167 @@
+#include "engine/algorithm_table.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "engine/engine.h"
+#include "kernels/reduce.h"
+
+namespace braid {
+
+namespace {
+
+// Measured at np=2: recursive doubling up to 64 KiB.
+constexpr size_t kRecursiveDoublingMaxBytesTwoRanks = 64 * 1024;
+// alpha/beta (per-message latency over per-byte time) measured at np=2: ~0.6 us * ~7 GB/s.
+constexpr double kAlphaOverBetaBytes = 4096;
+
+std::string always(const CommState&) { return ""; }
+
+std::string needsSharedMemory(const CommState& comm) {
+  if (comm.size <= 1 || comm.shm) return "";
+  return comm.shmUnavailable + "; use 'auto' or 'ring'";
+}
+
+std::string needsHierarchy(const CommState& comm) {
+  if (comm.size <= 1 || comm.hierarchy) return "";
+  return comm.hierarchyUnavailable + "; it needs ranks on several hosts, the same number on each";
+}
+
+// --- all-reduce ---------------------------------------------------------------------------------
+void allreduceOver(AlgorithmContext& c, CollectiveFn fn) { fn(c.args, c.op.data, c.op.count); }
+
+void runRing(AlgorithmContext& c) { allreduceOver(c, allreduceRing); }
+void runTree(AlgorithmContext& c) { allreduceOver(c, allreduceTree); }
+void runRecursiveDoubling(AlgorithmContext& c) { allreduceOver(c, allreduceRecursiveDoubling); }
+
+void runMpi(AlgorithmContext& c) {
+  // MPI's own all-reduce, on the MPI transport whatever carries the other algorithms.
+  CollectiveArgs onMpi{*c.comm.mpi, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
+  allreduceMpi(onMpi, c.op.data, c.op.count);
+}
+
+void runShm(AlgorithmContext& c) {
+  if (c.comm.size == 1) return;
+  ShmTransport& shm = *c.comm.shm;
+  FirstBarrier first;
+  if (c.fusedNegotiation != nullptr) {
+    first = [&c, &shm](const std::function<void()>& copyIn) {
+      negotiateOpShm(shm, c.op, *c.fusedNegotiation, copyIn);
+      c.negotiated();
+    };
+  }
+  allreduceShm(c.args, shm, c.op.data, c.op.count, first, c.op.resumeEpoch != 0);
+}
+
+void runHierarchicalAllreduce(AlgorithmContext& c) {
+  if (c.comm.size == 1) return;
+  Hierarchy& h = *c.comm.hierarchy;
+  CollectiveArgs cross{*h.cross, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
+  const size_t slice = c.op.count * dtypeSize(c.op.dtype) / static_cast<size_t>(h.perHost);
+  const CollectiveFn inter = slice <= recursiveDoublingMaxBytes(h.hosts) ? allreduceRecursiveDoubling : allreduceRing;
+  // The overlap thread may make the network calls only when they are not MPI's.
+  allreduceHierarchical(cross, *h.local, c.op.data, c.op.count, inter, c.comm.tcp ? &h.overlap : nullptr);
+}
+
+// --- broadcast ------------------------------------------------------------------------------------
+void runBinomial(AlgorithmContext& c) { broadcastBinomial(c.args, c.op.data, c.op.count * dtypeSize(c.op.dtype), c.op.root); }
+void runPipeline(AlgorithmContext& c) { broadcastPipeline(c.args, c.op.data, c.op.count * dtypeSize(c.op.dtype), c.op.root); }
+
+void runHierarchicalBroadcast(AlgorithmContext& c) {
+  if (c.comm.size == 1) return;
+  Hierarchy& h = *c.comm.hierarchy;
+  const size_t bytes = c.op.count * dtypeSize(c.op.dtype);
+  CollectiveArgs cross{*h.cross, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
+  broadcastHierarchical(cross, *h.local, c.op.data, bytes, h.hostOfRank[c.op.root], h.localOfRank[c.op.root],
+                        bytes > kBroadcastBinomialMaxBytes ? broadcastPipeline : broadcastBinomial);
+}
+
+// --- all-gather -----------------------------------------------------------------------------------
+void runRingAllgather(AlgorithmContext& c) {
+  const size_t es = dtypeSize(c.op.dtype);
+  uint8_t* out = static_cast<uint8_t*>(c.op.out);
+  if (c.op.count > 0) std::memcpy(out + c.comm.rank * c.op.count * es, c.op.data, c.op.count * es);
+  ringAllgather(c.args, out, BlockLayout::even(c.op.count * c.comm.size, c.comm.size));
+}
+
+void runHierarchicalAllgather(AlgorithmContext& c) {
+  const size_t es = dtypeSize(c.op.dtype);
+  if (c.comm.size == 1) {
+    if (c.op.count > 0) std::memcpy(c.op.out, c.op.data, c.op.count * es);
+    return;
+  }
+  Hierarchy& h = *c.comm.hierarchy;
+  CollectiveArgs cross{*h.cross, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
+  allgatherHierarchical(cross, *h.local, c.op.data, c.op.count * es, c.op.out, h.rankOf);
+}
+
+// --- reduce-scatter -------------------------------------------------------------------------------
+void runRingReduceScatter(AlgorithmContext& c) {
+  // The ring works in place on op.data, a copy (the engine's or the caller's): the caller's
+  // input stays as it was.
+  const size_t es = dtypeSize(c.op.dtype);
+  uint8_t* work = static_cast<uint8_t*>(c.op.data);
+  BlockLayout layout = BlockLayout::even(c.op.count, c.comm.size);
+  ringReduceScatter(c.args, work, layout);
+  uint8_t* mine = work + layout.offset[c.comm.rank] * es;
+  if (c.op.redop == RedOp::kAvg) finishAverage(c.op.dtype, mine, layout.count(c.comm.rank), c.comm.size);
+  if (c.op.outCount > 0) std::memcpy(c.op.out, mine, c.op.outCount * es);
+}
+
+const std::vector<AlgorithmRow>& table() {
+  static const std::vector<AlgorithmRow> rows = {
+      {OpKind::kAllreduce, Algorithm::kRing, always, runRing},
+      {OpKind::kAllreduce, Algorithm::kTree, always, runTree},
+      {OpKind::kAllreduce, Algorithm::kRecursiveDoubling, always, runRecursiveDoubling},
+      {OpKind::kAllreduce, Algorithm::kMpi, always, runMpi},
+      {OpKind::kAllreduce, Algorithm::kShm, needsSharedMemory, runShm},
+      {OpKind::kAllreduce, Algorithm::kHierarchical, needsHierarchy, runHierarchicalAllreduce},
+      {OpKind::kBroadcast, Algorithm::kTree, always, runBinomial},
+      {OpKind::kBroadcast, Algorithm::kRing, always, runPipeline},
+      {OpKind::kBroadcast, Algorithm::kHierarchical, needsHierarchy, runHierarchicalBroadcast},
+      {OpKind::kAllgather, Algorithm::kRing, always, runRingAllgather},
+      {OpKind::kAllgather, Algorithm::kHierarchical, needsHierarchy, runHierarchicalAllgather},
+      {OpKind::kReduceScatter, Algorithm::kRing, always, runRingReduceScatter},
+  };
+  return rows;
+}
+
+}  // namespace
+
+const AlgorithmRow* findAlgorithm(OpKind kind, Algorithm algorithm) {
+  for (const AlgorithmRow& row : table())
+    if (row.kind == kind && row.algorithm == algorithm) return &row;
+  return nullptr;
+}
+
+std::string algorithmsOf(OpKind kind) {
+  std::vector<std::string> names;
+  for (const AlgorithmRow& row : table())
+    if (row.kind == kind) names.push_back(std::string("'") + algorithmName(row.algorithm) + "'");
+  std::string out = "'auto'";
+  for (size_t i = 0; i < names.size(); ++i) out += (i + 1 == names.size() ? " or " : ", ") + names[i];
+  return out;
+}
+
+// Where recursive doubling stops beating the ring for n > 2 ranks, from the two cost models
+// (allreduce_recursive_doubling.cc, allreduce_ring.cc): doubling takes L = log2(p) exchanges of
+// the whole message, plus 2 when n is not a power of two; the ring 2(n-1) steps of m/n. Equal
+// at m = (alpha/beta) * (2(n-1) - L) / (L - 2(n-1)/n). These counts cannot be measured on the
+// 2-core development machine, so the model decides, capped by the two-rank measurement.
+size_t recursiveDoublingMaxBytes(int n) {
+  if (n <= 2) return kRecursiveDoublingMaxBytesTwoRanks;
+  int p = 1, steps = 0;
+  while (p * 2 <= n) {
+    p *= 2;
+    ++steps;
+  }
+  if (p != n) steps += 2;
+  const double ringSteps = 2.0 * (n - 1);
+  const double ringShare = 2.0 * (n - 1) / n;
+  if (steps <= ringShare) return kRecursiveDoublingMaxBytesTwoRanks;
+  const double crossover = kAlphaOverBetaBytes * (ringSteps - steps) / (steps - ringShare);
+  return static_cast<size_t>(std::min(crossover, static_cast<double>(kRecursiveDoublingMaxBytesTwoRanks)));
+}
+
+}  // namespace braid
