@@ -152,4 +152,33 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
       spawnSync(undo[0]!, undo.slice(1));
     }
   });
+
+  it('braid calibrate across 2 hosts x 2 ranks writes a profile with every link class; plan and init read it (rank 0\'s host alone has the file)', async () => {
+    const profile = `/run/braid-host/profile-${process.pid}-${Date.now()}.json`;
+    const cmd = hosts.on(0, [process.execPath, cli, 'calibrate', '-np', '4', ...hosts.braidRunArgs('h0:2,h1:2'), '--out', profile, '--seconds', '0.2']);
+    const calibrated = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 120_000 });
+    expect(calibrated.status, calibrated.stderr).toBe(0);
+    const read = (i: number) => spawnSync(hosts.on(i, ['cat', profile])[0]!, hosts.on(i, ['cat', profile]).slice(1), { encoding: 'utf8' });
+    const p = JSON.parse(read(0).stdout);
+    expect(p.format).toBe('braid-profile');
+    expect(p.hosts).toEqual(['h0', 'h1']);
+    expect(p.defaulted).toEqual([]);
+    expect(Object.keys(p.measured).sort()).toEqual(['local', 'network', 'reduce', 'sharedMemory']);
+    for (const value of Object.values(p.numbers as Record<string, number>)) expect(value).toBeGreaterThan(0);
+    expect(read(1).status).not.toBe(0); // h1 has no such file
+    const plan = hosts.on(0, [process.execPath, cli, 'plan', '--params', '1000000', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit', '--profile', profile, '--json']);
+    const planned = spawnSync(plan[0]!, plan.slice(1), { encoding: 'utf8' });
+    expect(planned.status, planned.stderr).toBe(0);
+    expect(JSON.parse(planned.stdout).numbers.shmBarrierUs).toBe(p.numbers.shmBarrierUs);
+    // A job with BRAID_PROFILE: rank 0 (h0) reads it and every rank uses it; h1's ranks have none.
+    const out = mkdtempSync(join(tmpdir(), 'braid-hosts-profile-'));
+    const job = hosts.on(0, ['env', `BRAID_PROFILE=${profile}`, process.execPath, cli, 'run', '-np', '4', ...hosts.braidRunArgs('h0:2,h1:2'), trainerWorker, 'allreduce', out]);
+    const ran = spawnSync(job[0]!, job.slice(1), { encoding: 'utf8', timeout: 120_000 });
+    expect(ran.status, ran.stderr).toBe(0);
+    for (let r = 0; r < 4; r++) {
+      const result = JSON.parse(readFileSync(join(out, `rank-${r}.json`), 'utf8'));
+      expect(result.ok, result.message).toBe(true);
+      expect(result.sums).toEqual([10, 10, 10]);
+    }
+  }, 180_000);
 });

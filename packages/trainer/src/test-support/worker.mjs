@@ -46,6 +46,16 @@ function makeOptimizer(name) {
 }
 
 const scenarios = {
+  // A few all-reduces, small to large: every rank's sums (the profile test checks auto's choices run exactly).
+  async allreduce() {
+    const sums = [];
+    for (const n of [4, 100000, 1 << 20]) {
+      const buf = new Float32Array(n).fill(comm.rank + 1);
+      await comm.allReduce(buf);
+      sums.push(buf[n - 1]);
+    }
+    return { sums };
+  },
   // 101 rows do not divide by 2, 3 or 4 ranks, nor by the batch of 8.
   async fit() {
     const dp = new DataParallel(comm);
