@@ -38,4 +38,7 @@ for np in 2 3; do
   echo "\$ mpirun -np $np braid_engine_test (TSan)"
   mpirun -np "$np" --oversubscribe -x TSAN_OPTIONS native/build-tsan/Release/braid_engine_test
 done
+# The TCP transport and the hierarchical all-reduce's overlap thread (network steps beside shared-memory ones).
+echo "\$ mpirun -np 4 braid_algorithms_test tcp (TSan)"
+mpirun -np 4 --oversubscribe -x TSAN_OPTIONS native/build-tsan/Release/braid_algorithms_test tcp
 echo "sanitizers: clean"

@@ -271,6 +271,68 @@ int main(int argc, char** argv) {
 
   // A barrier holds every rank until the last one arrives: the last rank comes 200 ms late, and
   // nobody may leave before it came (a barrier that returned at once would fail here).
+  // The hierarchical collectives on one machine: the ranks split into two "hosts" (first half,
+  // second half), shared memory within each, TCP between (the network step on the overlap thread,
+  // as between real hosts). The same code runs across hosts on the namespace test bed.
+  if (overTcp && size >= 4 && size % 2 == 0) {
+    const int perHost = size / 2, host = rank / perHost, local = rank % perHost;
+    MPI_Comm localComm, crossComm;
+    MPI_Comm_split(MPI_COMM_WORLD, host, local, &localComm);
+    MPI_Comm_split(MPI_COMM_WORLD, local, host, &crossComm);
+    std::string why;
+    auto localShm = ShmTransport::create(localComm, 4096, &why);
+    CHECK_MSG(localShm != nullptr, "shared memory: " + why);
+    TcpOptions options;
+    options.loopback = true;
+    auto cross = TcpTransport::create(crossComm, options, {}, std::chrono::steady_clock::now() + std::chrono::seconds(60));
+    std::vector<int> rankOf(size);
+    for (int r = 0; r < size; ++r) rankOf[(r / perHost) * perHost + r % perHost] = r;
+    Overlap overlap;
+    std::vector<uint8_t> crossScratch;
+    quietCase("hierarchical all-reduce (2 hosts of shared memory, TCP between), sequential and pipelined: every dtype x op exact and identical", [&] {
+      for (Overlap* o : {static_cast<Overlap*>(nullptr), &overlap})
+        for (DType t : dtypes)
+          for (RedOp op : ops) {
+            if (op == RedOp::kAvg && !isFloating(t)) continue;
+            // With 4 KiB slots and 2 MiB segments: many shared-memory rounds, several segments.
+            for (size_t n : {size_t{0}, size_t{1}, size_t{13}, size_t{1009}, size_t{(3 << 20) / dtypeSize(t) + 7}}) {
+              auto buf = fill(t, op, rank, n);
+              CollectiveArgs args{*cross, t, op, crossScratch, nullptr, 4096};
+              allreduceHierarchical(args, *localShm, buf.data(), n, n * dtypeSize(t) / perHost > 65536 ? allreduceRing : allreduceRecursiveDoubling, o);
+              bool ok = buf == expected(t, op, size, n);
+              CHECK_MSG(allOk(ok, MPI_COMM_WORLD), std::string(o ? "pipelined " : "") + dtypeName(t) + " " + redOpName(op) + " n=" + std::to_string(n));
+              CHECK_MSG(sameOnAllRanks(buf, MPI_COMM_WORLD), "ranks differ");
+            }
+          }
+    });
+    quietCase("hierarchical broadcast from every root and all-gather in rank order", [&] {
+      for (int root = 0; root < size; ++root)
+        for (size_t n : {size_t{1}, size_t{5000}, size_t{200001}}) {
+          std::vector<uint8_t> buf(n);
+          for (size_t i = 0; i < n; ++i) buf[i] = static_cast<uint8_t>(rank == root ? i * 7 + root : 0);
+          CollectiveArgs args{*cross, DType::kUint8, RedOp::kSum, crossScratch, nullptr, 4096};
+          broadcastHierarchical(args, *localShm, buf.data(), n, root / perHost, root % perHost, n > 100000 ? broadcastPipeline : broadcastBinomial);
+          bool ok = true;
+          for (size_t i = 0; i < n; ++i) ok = ok && buf[i] == static_cast<uint8_t>(i * 7 + root);
+          CHECK_MSG(allOk(ok, MPI_COMM_WORLD), "broadcast root " + std::to_string(root) + " n=" + std::to_string(n));
+        }
+      for (size_t n : {size_t{1}, size_t{999}, size_t{70001}}) {
+        std::vector<int32_t> mine(n), all(n * size);
+        for (size_t i = 0; i < n; ++i) mine[i] = static_cast<int32_t>(rank * 1000000 + i);
+        CollectiveArgs args{*cross, DType::kInt32, RedOp::kSum, crossScratch, nullptr, 4096};
+        allgatherHierarchical(args, *localShm, mine.data(), n * 4, all.data(), rankOf);
+        bool ok = true;
+        for (int r = 0; r < size; ++r)
+          for (size_t i = 0; i < n; ++i) ok = ok && all[r * n + i] == static_cast<int32_t>(r * 1000000 + i);
+        CHECK_MSG(allOk(ok, MPI_COMM_WORLD), "all-gather n=" + std::to_string(n));
+      }
+    });
+    cross.reset();
+    localShm.reset();
+    MPI_Comm_free(&localComm);
+    MPI_Comm_free(&crossComm);
+  }
+
   quietCase("barrier holds every rank until the last arrives", [&] {
     barrierDissemination(transport);  // start together
     const auto start = std::chrono::steady_clock::now();
