@@ -32,7 +32,7 @@ struct Address {
   uint16_t port;
 };
 
-double sendFor(const Address& to, double seconds, size_t writeBytes) {
+int connectTo(const Address& to) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
@@ -42,6 +42,11 @@ double sendFor(const Address& to, double seconds, size_t writeBytes) {
     std::perror("connect");
     std::exit(1);
   }
+  return fd;
+}
+
+double sendFor(const Address& to, double seconds, size_t writeBytes) {
+  int fd = connectTo(to);
   std::vector<char> data(writeBytes, 7);
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   double sent = 0;
@@ -113,15 +118,7 @@ int main(int argc, char** argv) {
     MPI_Barrier(MPI_COMM_WORLD);
     int fd;
     if (rank == 0) {
-      fd = socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in to{};
-      to.sin_family = AF_INET;
-      to.sin_port = htons(peer.port);
-      inet_pton(AF_INET, peer.host, &to.sin_addr);
-      if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
-        std::perror("connect");
-        return 1;
-      }
+      fd = connectTo(peer);
     } else {
       fd = accept(listener, nullptr, nullptr);
     }

@@ -28,6 +28,11 @@ std::string needsHierarchy(const CommState& comm) {
   return comm.hierarchyUnavailable + "; it needs ranks on several hosts, the same number on each";
 }
 
+// The op's arguments over the hierarchy's network transport (the ranks of this local index).
+CollectiveArgs crossArgs(const AlgorithmContext& c) {
+  return {*c.comm.hierarchy->cross, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
+}
+
 // --- all-reduce ---------------------------------------------------------------------------------
 void allreduceOver(AlgorithmContext& c, CollectiveFn fn) { fn(c.args, c.op.data, c.op.count); }
 
@@ -57,7 +62,7 @@ void runShm(AlgorithmContext& c) {
 void runHierarchicalAllreduce(AlgorithmContext& c) {
   if (c.comm.size == 1) return;
   Hierarchy& h = *c.comm.hierarchy;
-  CollectiveArgs cross{*h.cross, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
+  CollectiveArgs cross = crossArgs(c);
   const size_t slice = c.op.count * dtypeSize(c.op.dtype) / static_cast<size_t>(h.perHost);
   const CollectiveFn inter = slice <= recursiveDoublingMaxBytes(h.hosts) ? allreduceRecursiveDoubling : allreduceRing;
   // The overlap thread may make the network calls only when they are not MPI's.
@@ -72,7 +77,7 @@ void runHierarchicalBroadcast(AlgorithmContext& c) {
   if (c.comm.size == 1) return;
   Hierarchy& h = *c.comm.hierarchy;
   const size_t bytes = c.op.count * dtypeSize(c.op.dtype);
-  CollectiveArgs cross{*h.cross, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
+  CollectiveArgs cross = crossArgs(c);
   broadcastHierarchical(cross, *h.local, c.op.data, bytes, h.hostOfRank[c.op.root], h.localOfRank[c.op.root],
                         bytes > kBroadcastBinomialMaxBytes ? broadcastPipeline : broadcastBinomial);
 }
@@ -92,7 +97,7 @@ void runHierarchicalAllgather(AlgorithmContext& c) {
     return;
   }
   Hierarchy& h = *c.comm.hierarchy;
-  CollectiveArgs cross{*h.cross, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
+  CollectiveArgs cross = crossArgs(c);
   allgatherHierarchical(cross, *h.local, c.op.data, c.op.count * es, c.op.out, h.rankOf);
 }
 

@@ -189,15 +189,15 @@ void Engine::initMpi() {
   {
     struct ProfileRecord {
       int32_t state;  // 0: none, 1: loaded, 2: error
-      double numbers[9];
+      double numbers[8];
       char error[480];
     };
     auto record = std::make_shared<ProfileRecord>();
     std::memset(record.get(), 0, sizeof(ProfileRecord));
     const CostProfile& p = options_.profile;
     record->state = !options_.profileError.empty() ? 2 : options_.profileLoaded ? 1 : 0;
-    const double numbers[9] = {p.network.alphaUs, p.network.betaUsPerByte, p.local.alphaUs, p.local.betaUsPerByte,
-                               p.shmBarrierUs, p.shmCopyUsPerByte, p.gammaUsPerByte, p.opUs, static_cast<double>(p.shmSlotBytes)};
+    const double numbers[8] = {p.network.alphaUs, p.network.betaUsPerByte, p.local.alphaUs, p.local.betaUsPerByte,
+                               p.shmBarrierUs, p.shmCopyUsPerByte, p.gammaUsPerByte, p.opUs};
     std::memcpy(record->numbers, numbers, sizeof numbers);
     std::snprintf(record->error, sizeof record->error, "%s", options_.profileError.c_str());
     if (world_.size > 1) {
@@ -586,14 +586,11 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   if (it == comms_.end()) return false;
   const CommState& comm = *it->second;
   if (comm.closed || !comm.brokenReason.empty()) return false;
-  // A call on a communicator whose agreement and data go over TCP makes no MPI call: the
-  // caller's thread runs it (holding the engine, as for shared memory) and saves the two thread
-  // hand-offs.
-  // An awaited one too, within the same size limits as through shared memory: when the other
-  // ranks' descriptors have not all arrived within the arrival budget, the engine thread waits on
-  // (HandOff) and the caller is free.
-  // (Not larger awaited ones, whatever copies they need: over a network a large op would hold
-  // the event loop for as long as the network takes.)
+  // An op on a communicator whose agreement and data go over TCP makes no MPI call: the caller's
+  // thread runs it (holding the engine, as for shared memory) and saves the two thread hand-offs.
+  // An awaited one only up to kInlineAsyncMaxBytes, whatever copies it needs (over a network a
+  // large op would hold the event loop as long as the network takes); when the peers' descriptors
+  // have not all arrived within the arrival budget, the engine thread waits on (HandOff).
   if (tcpOnly(comm) && movesOverTcpOnly(op.kind)) {
     if (!blocking && op.count * dtypeSize(op.dtype) > kInlineAsyncMaxBytes) return false;
     return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
@@ -678,8 +675,8 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
         closeComm(comm);
       } else {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs);
-        NegotiationLimits limits{deadline, options_.stallWarningMs, options_.stallShutdownMs, &comm.hosts, handOffAt};
-        limits.queuedBehind = [this, commId = comm.id] { return queuedOpNames(commId); };
+        NegotiationLimits limits{deadline, options_.stallWarningMs, options_.stallShutdownMs, &comm.hosts, handOffAt,
+                                 [this, commId = comm.id] { return queuedOpNames(commId); }};
         // A shared-memory all-reduce agrees on the op in its own first barrier: one flag
         // round-trip fewer per op. Every rank decides this alike or its descriptor differs.
         const bool fuse = options_.negotiate && comm.shm && op->kind == OpKind::kAllreduce && op->count > 0 &&
@@ -698,24 +695,21 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
           op->tNegotiated = stamp();
         }
         if (!options_.negotiate) op->tNegotiated = stamp();
-        comm.mpi->setDeadline(deadline);
-        if (comm.tcp) comm.tcp->setDeadline(deadline);
         auto describeOp = [op] {
           return std::string(opKindName(op->kind)) + " #" + std::to_string(op->seq) + (op->name.empty() ? "" : " '" + op->name + "'");
         };
-        comm.mpi->setStallReport(options_.stallWarningMs, describeOp);
-        if (comm.tcp) comm.tcp->setStallReport(options_.stallWarningMs, describeOp);
-        if (comm.shm) {
-          comm.shm->setDeadline(deadline);
-          comm.shm->setStallReport(options_.stallWarningMs, describeOp);
-        }
+        // Every transport the op may wait on keeps its deadline and names it in a stall report.
+        auto arm = [&](auto* transport) {
+          if (transport == nullptr) return;
+          transport->setDeadline(deadline);
+          transport->setStallReport(options_.stallWarningMs, describeOp);
+        };
+        arm(comm.mpi.get());
+        arm(comm.tcp.get());
+        arm(comm.shm.get());
         if (comm.hierarchy) {
-          comm.hierarchy->cross->setDeadline(deadline);
-          comm.hierarchy->cross->setStallReport(options_.stallWarningMs, describeOp);
-          if (comm.hierarchy->local) {
-            comm.hierarchy->local->setDeadline(deadline);
-            comm.hierarchy->local->setStallReport(options_.stallWarningMs, describeOp);
-          }
+          arm(comm.hierarchy->cross.get());
+          arm(comm.hierarchy->local.get());
         }
         OpMemory memory;
         memory.scratch = scratch_;
@@ -1004,7 +998,6 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
 
 void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* fusedNegotiation, CollectiveArgs& args,
                        Algorithm allreduceAlgorithm) {
-  const size_t es = dtypeSize(op.dtype);
   switch (op.kind) {
     case OpKind::kAllreduce:
     case OpKind::kBroadcast:

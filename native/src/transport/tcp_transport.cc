@@ -553,20 +553,14 @@ void TcpTransport::wait(RequestId id) {
   // transfer that outlasts one spin window would pay it again each time the socket drains); sleep
   // only once nothing has moved for kSpinBeforePoll.
   auto lastMoved = std::chrono::steady_clock::now();
-  std::vector<pollfd> fds;
   for (;;) {
     const bool moved = progressAll();
     if (request.parts == 0) break;
     const auto now = std::chrono::steady_clock::now();
     if (moved) lastMoved = now;
     if (now - lastMoved < kSpinBeforePoll) continue;
-    fds.clear();
-    for (int index : active_) {
-      const Stream& st = streams_by_peer_[index];
-      fds.push_back({st.fd, static_cast<short>((st.recvs.empty() ? 0 : POLLIN) | (st.sends.empty() ? 0 : POLLOUT)), 0});
-    }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - now).count();
-    poll(fds.data(), fds.size(), static_cast<int>(std::max<long long>(1, std::min<long long>(100, left))));
+    idle(std::chrono::milliseconds(std::max<long long>(1, std::min<long long>(100, left))));
     checkSlowWait(std::chrono::steady_clock::now(), lastMoved,
                   std::string(request.send ? "a send to " : "a receive from ") + who(request.peer));
   }
@@ -587,7 +581,8 @@ bool TcpTransport::test(RequestId id) {
 }
 
 void TcpTransport::idle(std::chrono::milliseconds most) {
-  std::vector<pollfd> fds;
+  std::vector<pollfd>& fds = pollSet_;
+  fds.clear();
   for (int index : active_) {
     const Stream& st = streams_by_peer_[index];
     fds.push_back({st.fd, static_cast<short>((st.recvs.empty() ? 0 : POLLIN) | (st.sends.empty() ? 0 : POLLOUT)), 0});

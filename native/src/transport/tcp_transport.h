@@ -15,6 +15,7 @@
 // is ABORTED at once; one that goes silent is a TIMEOUT at the op's deadline.
 #pragma once
 #include <mpi.h>
+#include <poll.h>
 
 #include <chrono>
 #include <cstdint>
@@ -106,6 +107,7 @@ class TcpTransport final : public Transport {
   std::vector<Request> requests_;
   std::vector<RequestId> freeList_;
   std::string broken_;  // set once a connection failed: every later call throws ABORTED
+  std::vector<pollfd> pollSet_;  // idle()'s, reused
 };
 
 // The address this host would advertise under `options` (for `braid` diagnostics and tests);
