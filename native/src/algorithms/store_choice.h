@@ -16,15 +16,25 @@ class StoreChoice {
   static constexpr size_t kMinBytes = 512 * 1024;
   // One op in this many tries the other kind, so that a change of regime is noticed.
   static constexpr uint32_t kExploreEvery = 32;
+  // Each kind's estimate is the fastest of its last few timings. Noise here only ever adds time
+  // (a preempted rank, a first touch), so the minimum ignores it where a moving average carried
+  // it for dozens of ops: with one slow first op (23 ms against 11) the average kept the slower
+  // kind for 60 ops of 64 MiB, past the whole of a nccl-tests size. A kind that slows down is
+  // noticed after this many timings; one that speeds up, at its next.
+  static constexpr int kWindow = 3;
 
   bool streaming(size_t bytes) {
     if (bytes < kMinBytes) return false;
     Bucket& b = bucket(bytes);
     ++b.ops;
-    // Each kind is timed twice before the estimates are trusted.
+    // Each kind is timed once, plain first; the one that looked slower is timed again before it
+    // is given up (its first timing may have been the noisy one). At most two ops of the slower
+    // kind, then.
     for (int kind = 0; kind < 2; ++kind)
-      if (b.samples[kind] < 2) return kind == 1;
-    const bool best = b.secondsPerByte[1] < b.secondsPerByte[0];
+      if (b.samples[kind] == 0) return kind == 1;
+    const bool best = b.estimate(1) < b.estimate(0);
+    const int slower = best ? 0 : 1;
+    if (b.samples[slower] < 2) return slower == 1;
     return b.ops % kExploreEvery == 0 ? !best : best;
   }
 
@@ -33,17 +43,21 @@ class StoreChoice {
     if (bytes < kMinBytes || seconds <= 0) return;
     Bucket& b = bucket(bytes);
     const int kind = streaming ? 1 : 0;
-    const double perByte = seconds / static_cast<double>(bytes);
-    // A moving average that forgets in a few ops: the regimes last seconds to minutes.
-    b.secondsPerByte[kind] = b.samples[kind] == 0 ? perByte : 0.7 * b.secondsPerByte[kind] + 0.3 * perByte;
+    b.recent[kind][b.samples[kind] % kWindow] = seconds / static_cast<double>(bytes);
     if (b.samples[kind] < UINT32_MAX) ++b.samples[kind];
   }
 
  private:
   struct Bucket {
-    double secondsPerByte[2] = {0, 0};
+    double recent[2][kWindow] = {};  // seconds per byte, a ring per kind
     uint32_t samples[2] = {0, 0};
     uint32_t ops = 0;
+    double estimate(int kind) const {
+      const int n = samples[kind] < static_cast<uint32_t>(kWindow) ? static_cast<int>(samples[kind]) : kWindow;
+      double best = recent[kind][0];
+      for (int i = 1; i < n; ++i) best = recent[kind][i] < best ? recent[kind][i] : best;
+      return best;
+    }
   };
   // Sizes a factor of two apart share a bucket: 512 KiB-1 MiB, 1-2 MiB, ..., 16 GiB and up.
   static constexpr int kBuckets = 16;
