@@ -2,11 +2,19 @@
 // the cost model's numbers (algorithms/cost_model.h) per link class, written as a profile.
 //   mpirun -np N [-H a:2,b:2] braid_calibrate --out profile.json --braid-version 0.1.0 [--seconds 0.2]
 // - network: rank 0 and the first rank on another host exchange messages both ways at once over
-//   Braid's TCP transport (what an all-reduce step does): alpha is an 8-byte exchange, beta the
-//   slope of exchange time over 256 KiB - 16 MiB (least squares);
+//   Braid's TCP transport (what an all-reduce step does), the other ranks asleep: alpha is an
+//   8-byte exchange, beta the slope of exchange time over 256 KiB - 16 MiB (least squares);
 // - local: the same between rank 0 and a rank on its host (loopback TCP);
-// - shared memory: the ranks on rank 0's host pass barriers and copy into their slots;
-// - gamma: rank 0 reduces float32 arrays (sum) with the kernels in use.
+// - with the same number of ranks on every host, the exchanges the algorithms' steps make, every
+//   rank at once: a ring step (each to the next rank), all crossing to the next host, all within
+//   their host; each size's time is the slowest rank's. With the placement they were measured
+//   on, the model uses these (a pair alone does not show hosts that share cores, or a host link
+//   shared by its ranks);
+// - shared memory: the ranks of each host pass barriers and copy into their slots, every host at
+//   once; rank 0's host reports;
+// - overlap: how much of a network exchange and memory copies running at once hides (what the
+//   pipelined hierarchical all-reduce counts on);
+// - gamma: every rank reduces float32 arrays (sum) with the kernels in use; the slowest.
 // A link class with no pair to measure keeps the default, and the profile says so.
 #include <mpi.h>
 
@@ -37,33 +45,39 @@ struct Fit {
   std::vector<std::pair<double, double>> points;  // bytes, microseconds per exchange
 };
 
-// Exchanges of `bytes` both ways between the two ranks of `t`, timed by rank 0 of the pair.
-double exchangeUs(Transport& t, std::vector<uint8_t>& out, std::vector<uint8_t>& in, size_t bytes, double budget, MPI_Comm pair) {
-  const int peer = 1 - t.rank();
-  for (int i = 0; i < 3; ++i) t.sendrecv(peer, out.data(), bytes, peer, in.data(), bytes);
-  // The iteration count comes from rank 0's estimate, so both ranks loop alike.
+// Exchanges of `bytes`: each rank of `comm` sends to sendPeer and receives from recvPeer at once
+// (a pair: each other; all ranks: a ring step). Every rank times its own; the iteration count
+// comes from rank 0's estimate, so all loop alike.
+double exchangeUs(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_t>& out, std::vector<uint8_t>& in, size_t bytes,
+                  double budget, MPI_Comm comm) {
+  auto step = [&] { t.sendrecv(sendPeer, out.data(), bytes, recvPeer, in.data(), bytes); };
+  for (int i = 0; i < 3; ++i) step();
   auto start = Clock::now();
-  t.sendrecv(peer, out.data(), bytes, peer, in.data(), bytes);
+  step();
   double once = seconds(start, Clock::now());
-  MPI_Bcast(&once, 1, MPI_DOUBLE, 0, pair);
+  MPI_Bcast(&once, 1, MPI_DOUBLE, 0, comm);
   const int iterations = std::max(3, std::min(20000, static_cast<int>(budget / std::max(once, 1e-7))));
   std::vector<double> rounds;
   for (int round = 0; round < 5; ++round) {
     start = Clock::now();
-    for (int i = 0; i < iterations / 5 + 1; ++i) t.sendrecv(peer, out.data(), bytes, peer, in.data(), bytes);
+    for (int i = 0; i < iterations / 5 + 1; ++i) step();
     rounds.push_back(seconds(start, Clock::now()) / (iterations / 5 + 1) * 1e6);
   }
   std::sort(rounds.begin(), rounds.end());
   return rounds[2];
 }
 
-Fit measureLink(Transport& t, MPI_Comm pair, double budget) {
+// alpha: the 8-byte exchange; beta: the slope over 256 KiB - 16 MiB (least squares). Each size's
+// time is the slowest rank's: a step of a collective ends when its last exchange does.
+Fit measureLink(Transport& t, int sendPeer, int recvPeer, MPI_Comm comm, double budget) {
   Fit fit;
   const std::vector<size_t> sizes = {8, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20};
   std::vector<uint8_t> out(sizes.back(), 1), in(sizes.back());
-  for (size_t bytes : sizes) fit.points.push_back({static_cast<double>(bytes), exchangeUs(t, out, in, bytes, budget, pair)});
+  std::vector<double> times;
+  for (size_t bytes : sizes) times.push_back(exchangeUs(t, sendPeer, recvPeer, out, in, bytes, budget, comm));
+  MPI_Allreduce(MPI_IN_PLACE, times.data(), static_cast<int>(times.size()), MPI_DOUBLE, MPI_MAX, comm);
+  for (size_t i = 0; i < sizes.size(); ++i) fit.points.push_back({static_cast<double>(sizes[i]), times[i]});
   fit.alphaUs = fit.points[0].second;
-  // Least squares over the large sizes: time = a + m * beta.
   double sx = 0, sy = 0, sxx = 0, sxy = 0;
   int k = 0;
   for (const auto& [m, us] : fit.points) {
@@ -143,7 +157,8 @@ int main(int argc, char** argv) {
     if (const char* ifname = std::getenv("BRAID_SOCKET_IFNAME")) options.interfaces = ifname;
     std::vector<std::string> pairHosts = {hosts[0], hosts[peer]};
     auto transport = TcpTransport::create(pair, options, pairHosts, deadline);
-    const Fit fit = measureLink(*transport, pair, budget);
+    const int other = 1 - transport->rank();
+    const Fit fit = measureLink(*transport, other, other, pair, budget);
     transport.reset();
     MPI_Comm_free(&pair);
     if (rank != 0) return true;
@@ -162,10 +177,64 @@ int main(int argc, char** argv) {
   if (localPeer >= 0) pairFit(localPeer, true, "local");
   sleepingBarrier();
 
-  // Shared memory among the ranks on rank 0's host.
+  // The same links with every rank moving data at once, as in every step of a collective: each
+  // rank sends to the next and receives from the previous (on the next host with the same local
+  // index for the network, on its own host for local). Needs the same number of ranks per host.
+  std::vector<std::string> distinctHosts;
+  for (const auto& h : hosts)
+    if (std::find(distinctHosts.begin(), distinctHosts.end(), h) == distinctHosts.end()) distinctHosts.push_back(h);
+  const int hostCount = static_cast<int>(distinctHosts.size());
+  std::vector<std::vector<int>> ranksOf(hostCount);
+  std::vector<int> hostIndex(size), localIndex(size);
+  for (int r = 0; r < size; ++r) {
+    hostIndex[r] = static_cast<int>(std::find(distinctHosts.begin(), distinctHosts.end(), hosts[r]) - distinctHosts.begin());
+    localIndex[r] = static_cast<int>(ranksOf[hostIndex[r]].size());
+    ranksOf[hostIndex[r]].push_back(r);
+  }
+  const int perHost = static_cast<int>(ranksOf[0].size());
+  bool even = true;
+  for (const auto& on : ranksOf) even = even && static_cast<int>(on.size()) == perHost;
+  enum class Pattern { kRingStep, kCrossAll, kLocalAll };
+  auto loadedFit = [&](Pattern pattern) {
+    TcpOptions options;
+    options.loopback = hostCount == 1;
+    if (const char* ifname = std::getenv("BRAID_SOCKET_IFNAME")) options.interfaces = ifname;
+    auto transport = TcpTransport::create(MPI_COMM_WORLD, options, hosts, deadline);
+    const int h = hostIndex[rank], l = localIndex[rank];
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+    if (pattern == Pattern::kCrossAll) {
+      next = ranksOf[(h + 1) % hostCount][l];
+      prev = ranksOf[(h + hostCount - 1) % hostCount][l];
+    } else if (pattern == Pattern::kLocalAll) {
+      next = ranksOf[h][(l + 1) % perHost];
+      prev = ranksOf[h][(l + perHost - 1) % perHost];
+    }
+    const Fit fit = measureLink(*transport, next, prev, MPI_COMM_WORLD, budget);
+    transport.reset();
+    if (rank != 0) return;
+    const char* name = pattern == Pattern::kRingStep ? "ringStep" : pattern == Pattern::kCrossAll ? "crossAll" : "localAll";
+    LinkCost& link = pattern == Pattern::kRingStep ? profile.ringStep : pattern == Pattern::kCrossAll ? profile.crossAll : profile.localAll;
+    link = {fit.alphaUs, fit.betaUsPerByte};
+    char head[160];
+    std::snprintf(head, sizeof head, "%s\"%s\": {\"ranksAtOnce\": %d, \"exchangeUs\": ", measured.size() > 1 ? ", " : "", name, size);
+    measured += head + pointsJson(fit) + "}";
+  };
+  if (even && size > 1) {
+    profile.calibratedHosts = hostCount;
+    profile.calibratedPerHost = perHost;
+    loadedFit(Pattern::kRingStep);
+    sleepingBarrier();
+    if (hostCount > 1) loadedFit(Pattern::kCrossAll);
+    sleepingBarrier();
+    if (perHost > 1) loadedFit(Pattern::kLocalAll);
+    sleepingBarrier();
+  }
+
+  // Shared memory among the ranks of each host, every host at once (a hierarchical all-reduce's
+  // local phases run on all hosts together); rank 0's host reports.
   {
     MPI_Comm local;
-    MPI_Comm_split(MPI_COMM_WORLD, hosts[rank] == hosts[0] ? 0 : MPI_UNDEFINED, rank, &local);
+    MPI_Comm_split(MPI_COMM_WORLD, hostIndex[rank], rank, &local);
     if (local != MPI_COMM_NULL) {
       int localSize = 1;
       MPI_Comm_size(local, &localSize);
@@ -204,43 +273,120 @@ int main(int argc, char** argv) {
   }
 
   sleepingBarrier();
-  // The reduction kernels.
-  if (rank == 0) {
+  // How much of a pipelined hierarchical all-reduce's two phases overlap: every rank exchanges
+  // 2 MiB segments with its counterpart on the next host (crossAll) on a second thread while it
+  // copies memory, against the same two done one after the other. Where the network work and the
+  // copies need the same cores (the test bed), running them at once hides little.
+  if (even && hostCount > 1 && perHost > 1) {
+    TcpOptions options;
+    if (const char* ifname = std::getenv("BRAID_SOCKET_IFNAME")) options.interfaces = ifname;
+    auto transport = TcpTransport::create(MPI_COMM_WORLD, options, hosts, deadline);
+    const int h = hostIndex[rank], l = localIndex[rank];
+    const int next = ranksOf[(h + 1) % hostCount][l], prev = ranksOf[(h + hostCount - 1) % hostCount][l];
+    const size_t segment = 2 << 20;
+    std::vector<uint8_t> out(segment, 1), in(segment), source(32 * segment, 2), target(segment);
+    const int steps = 16;
+    auto network = [&] {
+      for (int i = 0; i < steps; ++i) transport->sendrecv(next, out.data(), segment, prev, in.data(), segment);
+    };
+    // As many bytes copied as a local phase moves for a segment: in and out, twice.
+    auto copies = [&] {
+      for (int i = 0; i < steps * 4; ++i) std::memcpy(target.data(), source.data() + (i % 32) * segment, segment);
+    };
+    auto timed = [&](auto&& work) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      const auto start = Clock::now();
+      work();
+      double us = seconds(start, Clock::now()) * 1e6;
+      MPI_Allreduce(MPI_IN_PLACE, &us, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+      return us;
+    };
+    double best = 0;
+    double networkUs = 0, copyUs = 0, bothUs = 0;
+    for (int round = 0; round < 3; ++round) {
+      const double a = timed(network), b = timed(copies);
+      const double c = timed([&] {
+        std::thread side(network);
+        copies();
+        side.join();
+      });
+      const double hidden = std::clamp((a + b - c) / std::min(a, b), 0.0, 1.0);
+      if (round == 0 || hidden > best) {
+        best = hidden;
+        networkUs = a;
+        copyUs = b;
+        bothUs = c;
+      }
+    }
+    transport.reset();
+    if (rank == 0) {
+      profile.overlap = best;
+      char item[200];
+      std::snprintf(item, sizeof item, "%s\"overlap\": {\"networkUs\": %.1f, \"copyUs\": %.1f, \"bothUs\": %.1f, \"hidden\": %.3f}",
+                    measured.size() > 1 ? ", " : "", networkUs, copyUs, bothUs, best);
+      measured += item;
+    }
+    sleepingBarrier();
+  }
+  // The reduction kernels, on every rank at once (they share the host's memory bandwidth in a
+  // collective); the slowest rank's speed.
+  {
     const size_t n = 1 << 20;
     std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n);
     for (int i = 0; i < 20; ++i) reduceInto(DType::kFloat32, RedOp::kSum, c.data(), a.data(), b.data(), n);
-    const auto start = Clock::now();
-    int runs = 0;
-    while (seconds(start, Clock::now()) < budget) {
+    double once = 0;
+    {
+      const auto start = Clock::now();
       reduceInto(DType::kFloat32, RedOp::kSum, c.data(), a.data(), b.data(), n);
-      ++runs;
+      once = seconds(start, Clock::now());
     }
-    profile.gammaUsPerByte = seconds(start, Clock::now()) * 1e6 / (static_cast<double>(runs) * n * 4);
+    MPI_Bcast(&once, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    const int runs = std::max(5, static_cast<int>(budget / std::max(once, 1e-7)));
+    const auto start = Clock::now();
+    for (int i = 0; i < runs; ++i) reduceInto(DType::kFloat32, RedOp::kSum, c.data(), a.data(), b.data(), n);
+    double gamma = seconds(start, Clock::now()) * 1e6 / (static_cast<double>(runs) * n * 4);
+    MPI_Allreduce(MPI_IN_PLACE, &gamma, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    profile.gammaUsPerByte = gamma;
+  }
+  if (rank == 0) {
     char item[160];
     std::snprintf(item, sizeof item, "%s\"reduce\": {\"dtype\": \"float32\", \"op\": \"sum\", \"GBps\": %.3f}", measured.size() > 1 ? ", " : "",
                   1e-3 / profile.gammaUsPerByte);
     measured += item;
     measured += "}";
-    // The fixed cost of an op: the agreement's exchange (across hosts) or barrier (one host).
-    profile.opUs = networkPeer >= 0 ? profile.network.alphaUs : localPeer >= 0 ? profile.shmBarrierUs : 1.0;
+    // The fixed cost of an op: the agreement's exchange (across hosts: every rank at once, as in
+    // the ring step's pattern where measured) or barrier (one host).
+    profile.opUs = networkPeer < 0 ? (localPeer >= 0 ? profile.shmBarrierUs : 1.0)
+                                   : profile.ringStep.alphaUs > 0 ? profile.ringStep.alphaUs : profile.network.alphaUs;
     std::string hostList;
-    std::vector<std::string> distinct;
-    for (const auto& h : hosts)
-      if (std::find(distinct.begin(), distinct.end(), h) == distinct.end()) distinct.push_back(h);
-    for (size_t i = 0; i < distinct.size(); ++i) hostList += (i ? ", \"" : "\"") + distinct[i] + "\"";
+    for (size_t i = 0; i < distinctHosts.size(); ++i) hostList += (i ? ", \"" : "\"") + distinctHosts[i] + "\"";
     char created[64];
     const std::time_t now = std::time(nullptr);
     std::strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-    char body[2048];
-    std::snprintf(body, sizeof body,
-                  "{\n \"format\": \"braid-profile\",\n \"version\": 1,\n \"braid\": \"%s\",\n \"created\": \"%s\",\n \"hosts\": [%s],\n \"ranks\": %d,\n"
-                  " \"numbers\": {\n  \"networkAlphaUs\": %.4f,\n  \"networkBetaUsPerByte\": %.9g,\n  \"localAlphaUs\": %.4f,\n"
-                  "  \"localBetaUsPerByte\": %.9g,\n  \"shmBarrierUs\": %.4f,\n  \"shmCopyUsPerByte\": %.9g,\n  \"gammaUsPerByte\": %.9g,\n"
-                  "  \"opUs\": %.4f\n },\n \"defaulted\": [%s%s%s],\n \"measured\": ",
-                  version, created, hostList.c_str(), size, profile.network.alphaUs, profile.network.betaUsPerByte, profile.local.alphaUs,
-                  profile.local.betaUsPerByte, profile.shmBarrierUs, profile.shmCopyUsPerByte, profile.gammaUsPerByte, profile.opUs,
-                  networkPeer < 0 ? "\"network\"" : "", networkPeer < 0 && localPeer < 0 ? ", " : "", localPeer < 0 ? "\"local\", \"sharedMemory\"" : "");
-    const std::string json = std::string(body) + measured + "\n}\n";
+    std::string numbers;
+    const auto fields = profileFields(profile);
+    for (size_t f = 0; f < kProfileFields; ++f) {
+      char item[96];
+      std::snprintf(item, sizeof item, "%s\n  \"%s\": %.9g", f ? "," : "", profileFieldNames()[f], *fields[f]);
+      numbers += item;
+    }
+    std::string defaulted;
+    auto defaultedAdd = [&](const char* what) { defaulted += (defaulted.empty() ? "\"" : ", \"") + std::string(what) + "\""; };
+    if (networkPeer < 0) defaultedAdd("network");
+    if (localPeer < 0) {
+      defaultedAdd("local");
+      defaultedAdd("sharedMemory");
+    }
+    if (!(even && size > 1)) defaultedAdd("ringStep");
+    if (!(even && hostCount > 1)) defaultedAdd("crossAll");
+    if (!(even && perHost > 1 && size > 1)) defaultedAdd("localAll");
+    if (!(even && hostCount > 1 && perHost > 1)) defaultedAdd("overlap");
+    char head[512];
+    std::snprintf(head, sizeof head,
+                  "{\n \"format\": \"braid-profile\",\n \"version\": %d,\n \"braid\": \"%s\",\n \"created\": \"%s\",\n \"hosts\": [%s],\n \"ranks\": %d,\n",
+                  kProfileVersion, version, created, hostList.c_str(), size);
+    const std::string body = std::string(head) + " \"numbers\": {" + numbers + "\n },\n \"defaulted\": [" + defaulted + "],\n \"measured\": ";
+    const std::string json = body + measured + "\n}\n";
     std::printf("%s", json.c_str());
     if (out != nullptr) {
       FILE* f = std::fopen(out, "w");

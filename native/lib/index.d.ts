@@ -23,14 +23,30 @@ export interface StartOptions {
 
 /** A cost profile's numbers (what `braid calibrate` measures; see native/src/algorithms/cost_model.h). */
 export interface ProfileNumbers {
+  /** One pair alone, between hosts and within one. */
   networkAlphaUs: number;
   networkBetaUsPerByte: number;
   localAlphaUs: number;
   localBetaUsPerByte: number;
+  /**
+   * The algorithms' exchanges with every rank at once, on the placement calibrated
+   * (calibratedHosts x calibratedPerHost; 0: not measured): a ring step, all crossing to the next
+   * host, all within their host.
+   */
+  ringStepAlphaUs: number;
+  ringStepBetaUsPerByte: number;
+  crossAllAlphaUs: number;
+  crossAllBetaUsPerByte: number;
+  localAllAlphaUs: number;
+  localAllBetaUsPerByte: number;
   shmBarrierUs: number;
   shmCopyUsPerByte: number;
   gammaUsPerByte: number;
   opUs: number;
+  /** The share (0-1) of the shorter phase a pipelined hierarchical all-reduce hides. */
+  overlap: number;
+  calibratedHosts: number;
+  calibratedPerHost: number;
 }
 
 export interface WorldInfo {

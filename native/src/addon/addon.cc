@@ -284,6 +284,15 @@ void resolveOnMainThread(Napi::Env env, Napi::Function, std::nullptr_t*, Pending
   settle(env, op.get());
 }
 
+// A profile's numbers (profile.ts has checked them) over the model's; fields it lacks keep theirs.
+void readProfileNumbers(const Napi::Object& from, CostProfile& into) {
+  const auto fields = profileFields(into);
+  for (size_t i = 0; i < kProfileFields; ++i) {
+    Napi::Value v = from.Get(profileFieldNames()[i]);
+    if (v.IsNumber()) *fields[i] = v.As<Napi::Number>().DoubleValue();
+  }
+}
+
 Napi::Value Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
@@ -303,18 +312,7 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   options.tcp.streams = intField(o, "socketStreams", options.tcp.streams);
   Napi::Value profile = o.Get("profile");
   if (profile.IsObject()) {
-    Napi::Object pr = profile.As<Napi::Object>();
-    auto number = [&](const char* key, double fallback) {
-      Napi::Value v = pr.Get(key);
-      return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
-    };
-    CostProfile& c = options.profile;
-    c.network = {number("networkAlphaUs", c.network.alphaUs), number("networkBetaUsPerByte", c.network.betaUsPerByte)};
-    c.local = {number("localAlphaUs", c.local.alphaUs), number("localBetaUsPerByte", c.local.betaUsPerByte)};
-    c.shmBarrierUs = number("shmBarrierUs", c.shmBarrierUs);
-    c.shmCopyUsPerByte = number("shmCopyUsPerByte", c.shmCopyUsPerByte);
-    c.gammaUsPerByte = number("gammaUsPerByte", c.gammaUsPerByte);
-    c.opUs = number("opUs", c.opUs);
+    readProfileNumbers(profile.As<Napi::Object>(), options.profile);
     options.profileLoaded = true;
   }
   Napi::Value profileError = o.Get("profileError");
@@ -424,15 +422,7 @@ Napi::Value Predict(const Napi::CallbackInfo& info) {
   t.sharedMemory = o.Get("sharedMemory").ToBoolean().Value();
   t.hierarchy = o.Get("hierarchy").ToBoolean().Value();
   CostProfile c = CostProfile::defaults();
-  if (o.Get("profile").IsObject()) {
-    Napi::Object pr = o.Get("profile").As<Napi::Object>();
-    c.network = {number(pr, "networkAlphaUs", c.network.alphaUs), number(pr, "networkBetaUsPerByte", c.network.betaUsPerByte)};
-    c.local = {number(pr, "localAlphaUs", c.local.alphaUs), number(pr, "localBetaUsPerByte", c.local.betaUsPerByte)};
-    c.shmBarrierUs = number(pr, "shmBarrierUs", c.shmBarrierUs);
-    c.shmCopyUsPerByte = number(pr, "shmCopyUsPerByte", c.shmCopyUsPerByte);
-    c.gammaUsPerByte = number(pr, "gammaUsPerByte", c.gammaUsPerByte);
-    c.opUs = number(pr, "opUs", c.opUs);
-  }
+  if (o.Get("profile").IsObject()) readProfileNumbers(o.Get("profile").As<Napi::Object>(), c);
   const std::string name = o.Get("algorithm").IsString() ? o.Get("algorithm").As<Napi::String>().Utf8Value() : "";
   ModelAlgorithm a;
   if (name == "ring") a = ModelAlgorithm::kRing;
@@ -449,16 +439,10 @@ Napi::Value Predict(const Napi::CallbackInfo& info) {
 // The cost model's numbers when no profile gives them.
 Napi::Value CostDefaults(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const CostProfile c = CostProfile::defaults();
+  CostProfile c = CostProfile::defaults();
   Napi::Object r = Napi::Object::New(env);
-  r.Set("networkAlphaUs", c.network.alphaUs);
-  r.Set("networkBetaUsPerByte", c.network.betaUsPerByte);
-  r.Set("localAlphaUs", c.local.alphaUs);
-  r.Set("localBetaUsPerByte", c.local.betaUsPerByte);
-  r.Set("shmBarrierUs", c.shmBarrierUs);
-  r.Set("shmCopyUsPerByte", c.shmCopyUsPerByte);
-  r.Set("gammaUsPerByte", c.gammaUsPerByte);
-  r.Set("opUs", c.opUs);
+  const auto fields = profileFields(c);
+  for (size_t f = 0; f < kProfileFields; ++f) r.Set(profileFieldNames()[f], *fields[f]);
   return r;
 }
 

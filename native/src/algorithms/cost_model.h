@@ -5,6 +5,7 @@
 // measured on the development VM (2 vCPUs; hosts made of network namespaces).
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -16,22 +17,6 @@ struct LinkCost {
   double betaUsPerByte = 0;  // per byte, both directions of an exchange moving at once
 };
 
-struct CostProfile {
-  LinkCost network;   // between hosts (the TCP transport)
-  LinkCost local;     // point-to-point between ranks of one host (MPI or loopback TCP)
-  double shmBarrierUs = 0.6;         // one shared-memory barrier
-  double shmCopyUsPerByte = 1.0 / 6000;  // copying into or out of the shared region (6 GB/s)
-  double gammaUsPerByte = 1.0 / 8000;    // reducing float32 (8 GB/s)
-  double opUs = 3;                   // fixed cost of an op (the agreement's software, the call)
-  size_t shmSlotBytes = 1 << 20;     // per rank (init's shmSlotBytes)
-  static CostProfile defaults() {
-    CostProfile p;
-    p.network = {4.0, 1.0 / 2600};  // namespace hosts: 3.8 us one way, 2.6 GB/s busbw
-    p.local = {1.0, 1.0 / 4000};
-    return p;
-  }
-};
-
 // Where the ranks are: n = hosts * perHost when the hosts are even; perHost is the largest
 // count on any host otherwise.
 struct Topology {
@@ -41,6 +26,60 @@ struct Topology {
   bool sharedMemory = false;  // one host with its shared-memory region
   bool hierarchy = false;     // several hosts, the same number of ranks (>1) on each
 };
+
+struct CostProfile {
+  LinkCost network;   // between hosts (the TCP transport), one pair alone
+  LinkCost local;     // point-to-point between ranks of one host (MPI or loopback TCP), one pair alone
+  // The exchanges each algorithm's steps make, measured with every rank moving data at once on
+  // the placement `braid calibrate` ran on (calibratedHosts x calibratedPerHost); zero where not
+  // measured. On separate machines these come out near the pair's numbers (times the ranks
+  // sharing a host's link); where hosts share cores (the test bed: 4 ranks on 2 cores) they
+  // carry that too, which no pair measurement shows (predictions 3-10x optimistic without them).
+  LinkCost ringStep;  // each rank to the next in rank order, ranks host by host: a ring's step
+  LinkCost crossAll;  // each rank to the rank of its local index on the next host
+  LinkCost localAll;  // each rank to the next on its own host
+  double shmBarrierUs = 0.6;         // one shared-memory barrier
+  double shmCopyUsPerByte = 1.0 / 6000;  // copying into or out of the shared region (6 GB/s)
+  double gammaUsPerByte = 1.0 / 8000;    // reducing float32 (8 GB/s)
+  double opUs = 3;                   // fixed cost of an op (the agreement's software, the call)
+  // The share of the shorter of a pipelined hierarchical all-reduce's two phases (network,
+  // shared memory) that running them at once hides: 1 where they use different resources, near
+  // 0 where both need the same busy cores.
+  double overlap = 1;
+  double calibratedHosts = 0, calibratedPerHost = 0;  // 0: not from a calibration
+  size_t shmSlotBytes = 1 << 20;     // per rank (init's shmSlotBytes)
+  static CostProfile defaults() {
+    CostProfile p;
+    p.network = {4.0, 1.0 / 2600};  // namespace hosts: 3.8 us one way, 2.6 GB/s busbw
+    p.local = {1.0, 1.0 / 4000};
+    return p;
+  }
+  // A loaded link's numbers hold for the placement they were measured on.
+  bool measuredOn(const Topology& t, const LinkCost& loaded) const {
+    return calibratedHosts == t.hosts && calibratedPerHost == t.perHost && (loaded.alphaUs > 0 || loaded.betaUsPerByte > 0);
+  }
+};
+
+// A profile file's version: 2 added the loaded links, overlap and the calibrated placement.
+constexpr int kProfileVersion = 2;
+
+// The profile's numbers by name, in the one order the profile file, the addon and the start-up
+// broadcast use.
+constexpr size_t kProfileFields = 17;
+inline const char* const* profileFieldNames() {
+  static const char* const names[kProfileFields] = {
+      "networkAlphaUs", "networkBetaUsPerByte", "localAlphaUs",     "localBetaUsPerByte", "ringStepAlphaUs",
+      "ringStepBetaUsPerByte", "crossAllAlphaUs", "crossAllBetaUsPerByte", "localAllAlphaUs", "localAllBetaUsPerByte",
+      "shmBarrierUs",   "shmCopyUsPerByte",     "gammaUsPerByte",   "opUs",               "overlap",
+      "calibratedHosts", "calibratedPerHost"};
+  return names;
+}
+inline std::array<double*, kProfileFields> profileFields(CostProfile& p) {
+  return {&p.network.alphaUs, &p.network.betaUsPerByte, &p.local.alphaUs,  &p.local.betaUsPerByte, &p.ringStep.alphaUs,
+          &p.ringStep.betaUsPerByte, &p.crossAll.alphaUs, &p.crossAll.betaUsPerByte, &p.localAll.alphaUs, &p.localAll.betaUsPerByte,
+          &p.shmBarrierUs,  &p.shmCopyUsPerByte,   &p.gammaUsPerByte, &p.opUs,               &p.overlap,
+          &p.calibratedHosts, &p.calibratedPerHost};
+}
 
 enum class ModelAlgorithm { kRing, kRecursiveDoubling, kTree, kShm, kHierarchical };
 
@@ -60,13 +99,13 @@ inline LinkCost flatLink(const Topology& t, const CostProfile& p) { return t.hos
 inline double ring(const Topology& t, const CostProfile& p, double m) {
   const int n = t.ranks;
   if (n <= 1) return 0;
-  const LinkCost l = flatLink(t, p);
+  const LinkCost l = p.measuredOn(t, p.ringStep) ? p.ringStep : flatLink(t, p);
   return 2.0 * (n - 1) * (l.alphaUs + m / n * l.betaUsPerByte) + (n - 1.0) / n * m * p.gammaUsPerByte;
 }
 
 // allreduce_recursive_doubling.cc: log2(p) exchanges of the whole buffer (two more steps when n
 // is not a power of two). The first log2(perHost) stay on a host; in the others every rank of a
-// host crosses the network at once, sharing the host's link.
+// host crosses the network at once, sharing the host's link (measured so, where calibrated).
 inline double recursiveDoubling(const Topology& t, const CostProfile& p, double m) {
   const int n = t.ranks;
   if (n <= 1) return 0;
@@ -77,9 +116,15 @@ inline double recursiveDoubling(const Topology& t, const CostProfile& p, double 
   }
   const int localSteps = t.hosts > 1 ? std::min(steps, ceilLog2(t.perHost)) : steps;
   const LinkCost net = flatLink(t, p);
-  const double share = t.hosts > 1 ? std::max(1, t.perHost) : 1;
-  double us = localSteps * (p.local.alphaUs + m * p.local.betaUsPerByte + m * p.gammaUsPerByte) +
-              (steps - localSteps) * (net.alphaUs + m * net.betaUsPerByte * share + m * p.gammaUsPerByte);
+  LinkCost crossing = net;
+  if (t.hosts > 1 && p.measuredOn(t, p.crossAll)) {
+    crossing = p.crossAll;
+  } else if (t.hosts > 1) {
+    crossing.betaUsPerByte *= std::max(1, t.perHost);
+  }
+  const LinkCost within = t.hosts > 1 && p.measuredOn(t, p.localAll) ? p.localAll : p.local;
+  double us = localSteps * (within.alphaUs + m * within.betaUsPerByte + m * p.gammaUsPerByte) +
+              (steps - localSteps) * (crossing.alphaUs + m * crossing.betaUsPerByte + m * p.gammaUsPerByte);
   if (pow2 != n) us += 2 * (net.alphaUs + m * net.betaUsPerByte);
   return us;
 }
@@ -104,8 +149,9 @@ inline double shm(const Topology& t, const CostProfile& p, double m) {
 }
 
 // hierarchical.cc: local reduce-scatter and all-gather through shared memory (each a barrier per
-// half slot, every byte copied once), the network all-reduce of m/L among H ranks; from 2 MiB
-// segments on, the network step of one segment overlaps the shared-memory steps of the next.
+// half slot, every byte copied once), the network all-reduce of m/L among H ranks, every local
+// rank crossing at once; from 2 MiB segments on, the network step of one segment runs beside
+// the shared-memory steps of the next, hiding `overlap` of the shorter phase.
 inline double hierarchical(const Topology& t, const CostProfile& p, double m, bool overlapped) {
   const int hosts = t.hosts, perHost = std::max(1, t.perHost);
   const double chunk = std::max<double>(1, p.shmSlotBytes / 2.0);
@@ -115,14 +161,19 @@ inline double hierarchical(const Topology& t, const CostProfile& p, double m, bo
   cross.ranks = hosts;
   cross.hosts = hosts;
   cross.perHost = 1;
-  // Every local rank crosses at once: the host's link carries L flows.
   CostProfile shared = p;
-  shared.network.betaUsPerByte = p.network.betaUsPerByte * perHost;
+  shared.calibratedHosts = 0;  // the ranks among hosts are not the placement calibrated
+  if (p.measuredOn(t, p.crossAll)) {
+    shared.network = p.crossAll;
+  } else {
+    shared.network.betaUsPerByte = p.network.betaUsPerByte * perHost;  // the host's link carries L flows
+  }
   const double slice = m / perHost;
   const double net = std::min(ring(cross, shared, slice), recursiveDoubling(cross, shared, slice));
   if (!overlapped) return local + net;
   const double segments = std::max(1.0, std::ceil(m / (2.0 * 1024 * 1024)));
-  return std::max(local, net) + std::min(local, net) / segments;
+  const double hidden = std::clamp(p.overlap, 0.0, 1.0) * std::min(local, net) * (1 - 1 / segments);
+  return local + net - hidden;
 }
 
 }  // namespace cost

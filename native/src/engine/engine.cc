@@ -194,16 +194,15 @@ void Engine::initMpi() {
   {
     struct ProfileRecord {
       int32_t state;  // 0: none, 1: loaded, 2: error
-      double numbers[8];
+      double numbers[kProfileFields];
       char error[480];
     };
     auto record = std::make_shared<ProfileRecord>();
     std::memset(record.get(), 0, sizeof(ProfileRecord));
-    const CostProfile& p = options_.profile;
     record->state = !options_.profileError.empty() ? 2 : options_.profileLoaded ? 1 : 0;
-    const double numbers[8] = {p.network.alphaUs, p.network.betaUsPerByte, p.local.alphaUs, p.local.betaUsPerByte,
-                               p.shmBarrierUs, p.shmCopyUsPerByte, p.gammaUsPerByte, p.opUs};
-    std::memcpy(record->numbers, numbers, sizeof numbers);
+    CostProfile mine = options_.profile;
+    const auto fields = profileFields(mine);
+    for (size_t i = 0; i < kProfileFields; ++i) record->numbers[i] = *fields[i];
     std::snprintf(record->error, sizeof record->error, "%s", options_.profileError.c_str());
     if (world_.size > 1) {
       MPI_Request request;
@@ -218,13 +217,8 @@ void Engine::initMpi() {
     if (record->state == 2) throw BraidException(ErrorCode::kInvalidArgument, std::string(record->error) + " (rank 0's profile)");
     options_.profileLoaded = record->state == 1;
     CostProfile& q = options_.profile;
-    const double* n = record->numbers;
-    q.network = {n[0], n[1]};
-    q.local = {n[2], n[3]};
-    q.shmBarrierUs = n[4];
-    q.shmCopyUsPerByte = n[5];
-    q.gammaUsPerByte = n[6];
-    q.opUs = n[7];
+    const auto shared = profileFields(q);
+    for (size_t i = 0; i < kProfileFields; ++i) *shared[i] = record->numbers[i];
     q.shmSlotBytes = options_.shmSlotBytes;
   }
 

@@ -1,9 +1,9 @@
 // Cost profiles: what `braid calibrate` measured (latency and bandwidth per link class, the
 // reduction kernels' speed), read by init() so that `auto` chooses by the calibrated model, and by
 // `braid plan`. A profile is JSON:
-//   { "format": "braid-profile", "version": 1, "braid": "0.1.0", "created": "...",
-//     "hosts": [...], "numbers": { networkAlphaUs, networkBetaUsPerByte, localAlphaUs,
-//     localBetaUsPerByte, shmBarrierUs, shmCopyUsPerByte, gammaUsPerByte, opUs }, "measured": {...} }
+//   { "format": "braid-profile", "version": 2, "braid": "0.1.0", "created": "...",
+//     "hosts": [...], "numbers": { networkAlphaUs, ..., calibratedPerHost }, "measured": {...} }
+// (PROFILE_FIELDS lists the numbers; native/src/algorithms/cost_model.h says what each is.)
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
@@ -14,16 +14,25 @@ import { InvalidArgumentError } from './errors.js';
 export type { ProfileNumbers } from '@braid/native';
 
 export const PROFILE_FORMAT = 'braid-profile';
-export const PROFILE_VERSION = 1;
+export const PROFILE_VERSION = 2;
 export const PROFILE_FIELDS: ReadonlyArray<keyof ProfileNumbers> = [
   'networkAlphaUs',
   'networkBetaUsPerByte',
   'localAlphaUs',
   'localBetaUsPerByte',
+  'ringStepAlphaUs',
+  'ringStepBetaUsPerByte',
+  'crossAllAlphaUs',
+  'crossAllBetaUsPerByte',
+  'localAllAlphaUs',
+  'localAllBetaUsPerByte',
   'shmBarrierUs',
   'shmCopyUsPerByte',
   'gammaUsPerByte',
   'opUs',
+  'overlap',
+  'calibratedHosts',
+  'calibratedPerHost',
 ];
 
 /** The Braid version profiles are made by and for. */

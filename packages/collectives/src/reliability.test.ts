@@ -90,8 +90,10 @@ describe('a cost profile (BRAID_PROFILE)', () => {
     // Links with a huge per-message cost and next to no per-byte cost: the model prefers recursive
     // doubling's log2(4) = 2 steps to the ring's 6 at every size, where the measured rules (no
     // profile) take the ring above 64 KiB.
-    const numbers = { networkAlphaUs: 1000, networkBetaUsPerByte: 1e-6, localAlphaUs: 1000, localBetaUsPerByte: 1e-6, shmBarrierUs: 0.3, shmCopyUsPerByte: 1e-4, gammaUsPerByte: 1e-7, opUs: 2 };
-    writeFileSync(path, JSON.stringify({ format: 'braid-profile', version: 1, braid: BRAID_VERSION, created: 'now', hosts: ['h'], numbers }));
+    const numbers = { networkAlphaUs: 1000, networkBetaUsPerByte: 1e-6, localAlphaUs: 1000, localBetaUsPerByte: 1e-6, ringStepAlphaUs: 0, ringStepBetaUsPerByte: 0,
+      crossAllAlphaUs: 0, crossAllBetaUsPerByte: 0, localAllAlphaUs: 0, localAllBetaUsPerByte: 0, shmBarrierUs: 0.3, shmCopyUsPerByte: 1e-4, gammaUsPerByte: 1e-7,
+      opUs: 2, overlap: 1, calibratedHosts: 0, calibratedPerHost: 0 };
+    writeFileSync(path, JSON.stringify({ format: 'braid-profile', version: 2, braid: BRAID_VERSION, created: 'now', hosts: ['h'], numbers }));
     const r = await run(4, 'profiled', { BRAID_PROFILE: path, BRAID_SHM: 'off', BRAID_TIMELINE: trace });
     expect(r.code).toBe(0);
     expect(r.results).toHaveLength(4);

@@ -163,8 +163,12 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
     expect(p.format).toBe('braid-profile');
     expect(p.hosts).toEqual(['h0', 'h1']);
     expect(p.defaulted).toEqual([]);
-    expect(Object.keys(p.measured).sort()).toEqual(['local', 'network', 'reduce', 'sharedMemory']);
-    for (const value of Object.values(p.numbers as Record<string, number>)) expect(value).toBeGreaterThan(0);
+    expect(Object.keys(p.measured).sort()).toEqual(['crossAll', 'local', 'localAll', 'network', 'overlap', 'reduce', 'ringStep', 'sharedMemory']);
+    expect(p.version).toBe(2);
+    expect([p.numbers.calibratedHosts, p.numbers.calibratedPerHost]).toEqual([2, 2]);
+    expect(p.numbers.overlap).toBeGreaterThanOrEqual(0);
+    expect(p.numbers.overlap).toBeLessThanOrEqual(1);
+    for (const [field, value] of Object.entries(p.numbers as Record<string, number>)) if (field !== 'overlap') expect(value, field).toBeGreaterThan(0);
     expect(read(1).status).not.toBe(0); // h1 has no such file
     const plan = hosts.on(0, [process.execPath, cli, 'plan', '--params', '1000000', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit', '--profile', profile, '--json']);
     const planned = spawnSync(plan[0]!, plan.slice(1), { encoding: 'utf8' });

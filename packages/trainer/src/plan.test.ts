@@ -24,11 +24,20 @@ const profileNumbers = {
   shmCopyUsPerByte: 1e-4,
   gammaUsPerByte: 1e-4,
   opUs: 2,
+  ringStepAlphaUs: 0,
+  ringStepBetaUsPerByte: 0,
+  crossAllAlphaUs: 0,
+  crossAllBetaUsPerByte: 0,
+  localAllAlphaUs: 0,
+  localAllBetaUsPerByte: 0,
+  overlap: 1,
+  calibratedHosts: 0,
+  calibratedPerHost: 0,
 };
 
 function writeProfile(overrides: Record<string, unknown> = {}): string {
   const path = join(mkdtempSync(join(tmpdir(), 'braid-profile-')), 'profile.json');
-  writeFileSync(path, JSON.stringify({ format: 'braid-profile', version: 1, braid: BRAID_VERSION, created: 'now', hosts: ['a', 'b'], numbers: profileNumbers, ...overrides }));
+  writeFileSync(path, JSON.stringify({ format: 'braid-profile', version: 2, braid: BRAID_VERSION, created: 'now', hosts: ['a', 'b'], numbers: profileNumbers, ...overrides }));
   return path;
 }
 
@@ -47,6 +56,29 @@ describe('the cost model through the addon', () => {
     const at = (algorithm: 'ring' | 'recursive-doubling', bytes: number) => addon.predict({ algorithm, ...topology, bytes, profile: profileNumbers });
     expect(at('recursive-doubling', 1024)).toBeLessThan(at('ring', 1024));
     expect(at('ring', 64 << 20)).toBeLessThan(at('recursive-doubling', 64 << 20));
+  });
+  it('on the placement calibrated, the every-rank-at-once exchanges; elsewhere the pair and the shared link', () => {
+    const loaded = { ...profileNumbers, ringStepAlphaUs: 50, ringStepBetaUsPerByte: 4e-3, crossAllAlphaUs: 60, crossAllBetaUsPerByte: 5e-3,
+      localAllAlphaUs: 40, localAllBetaUsPerByte: 3e-3, calibratedHosts: 2, calibratedPerHost: 2 };
+    const twoByTwo = { ranks: 4, hosts: 2, perHost: 2, hierarchy: true };
+    const m = 1 << 20;
+    expect(addon.predict({ algorithm: 'ring', ...twoByTwo, bytes: m, profile: loaded })).toBeCloseTo(2 + 6 * (50 + (m / 4) * 4e-3) + (3 / 4) * m * 1e-4, 6);
+    // One step within the host, one across, every rank at once in both.
+    expect(addon.predict({ algorithm: 'recursive-doubling', ...twoByTwo, bytes: m, profile: loaded })).toBeCloseTo(
+      2 + (40 + m * 3e-3 + m * 1e-4) + (60 + m * 5e-3 + m * 1e-4), 6);
+    // Another placement: the pair's numbers, the host's link shared by its 2 ranks.
+    const twoByFour = { ranks: 8, hosts: 2, perHost: 4, hierarchy: true };
+    expect(addon.predict({ algorithm: 'recursive-doubling', ...twoByFour, bytes: m, profile: loaded })).toBeCloseTo(
+      2 + 2 * (1 + m * 1e-4 + m * 1e-4) + (10 + m * 1e-3 * 4 + m * 1e-4), 6);
+  });
+  it('hierarchical: the overlap measured decides how much of the shorter phase the pipeline hides', () => {
+    const at = (overlap: number) => addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, bytes: 16 << 20,
+      profile: { ...profileNumbers, overlap } });
+    const sequential = addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, bytes: 16 << 20, overlapped: false,
+      profile: profileNumbers });
+    expect(at(0)).toBeCloseTo(sequential, 6);
+    expect(at(1)).toBeLessThan(at(0.5));
+    expect(at(0.5)).toBeLessThan(at(0));
   });
   it('hierarchical needs several hosts with several ranks each; shm one host', () => {
     expect(addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 4, perHost: 1, bytes: 1 << 20 })).toBe(Infinity);
@@ -133,7 +165,7 @@ describe('cost profiles', () => {
     writeFileSync(bad, '{ not json');
     expect(plan(bad).stderr).toMatch(/is not JSON/);
     expect(plan(writeProfile({ format: 'something' })).stderr).toMatch(/is not a Braid cost profile/);
-    expect(plan(writeProfile({ braid: '0.0.1' })).stderr).toMatch(new RegExp(`was made by Braid 0\\.0\\.1 \\(profile version 1\\); this is Braid ${BRAID_VERSION.replace(/\./g, '\\.')}`));
+    expect(plan(writeProfile({ braid: '0.0.1' })).stderr).toMatch(new RegExp(`was made by Braid 0\\.0\\.1 \\(profile version 2\\); this is Braid ${BRAID_VERSION.replace(/\./g, '\\.')}`));
     expect(plan(writeProfile({ numbers: { ...profileNumbers, gammaUsPerByte: 'fast' } })).stderr).toMatch(/numbers.gammaUsPerByte must be a non-negative number; got "fast"/);
     for (const p of ['/nonexistent/p.json', bad]) expect(plan(p).status).toBe(2);
   });

@@ -216,5 +216,8 @@ export function planNumbers(args: PlanArgs, defaults: ProfileNumbers): { numbers
   }
   numbers.networkAlphaUs = args.latencyUs;
   numbers.networkBetaUsPerByte = 1e6 / args.rateBytesPerSecond;
+  // The profile's every-rank-at-once exchanges were measured on its own network, not --link's.
+  numbers.calibratedHosts = 0;
+  numbers.calibratedPerHost = 0;
   return { numbers, note };
 }
