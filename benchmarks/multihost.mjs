@@ -18,7 +18,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { BRAID_VERSION } from '@braid/collectives';
+import { BRAID_VERSION, readProfile } from '@braid/collectives';
 import { buildDir, loadAddon } from '@braid/native';
 
 import { renderChart } from './plot.mjs';
@@ -93,7 +93,7 @@ const MPI_C = 'MPI_Allreduce(C)';
 function calibrate(label, perHost) {
   const out = join(resultsDir, `multihost-profile-${label}.json`);
   mpirun(perHost, [join(buildDir, 'braid_calibrate'), '--out', out, '--braid-version', BRAID_VERSION, '--seconds', quick ? '0.5' : '1']);
-  return JSON.parse(readFileSync(out, 'utf8'));
+  return readProfile(out); // numbers with the measured curves the model interpolates
 }
 
 // Each measured row beside the model's prediction with this configuration's profile.

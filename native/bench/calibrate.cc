@@ -215,6 +215,11 @@ int main(int argc, char** argv) {
     const char* name = pattern == Pattern::kRingStep ? "ringStep" : pattern == Pattern::kCrossAll ? "crossAll" : "localAll";
     LinkCost& link = pattern == Pattern::kRingStep ? profile.ringStep : pattern == Pattern::kCrossAll ? profile.crossAll : profile.localAll;
     link = {fit.alphaUs, fit.betaUsPerByte};
+    link.points = static_cast<int>(std::min<size_t>(fit.points.size(), LinkCost::kMaxPoints));
+    for (int i = 0; i < link.points; ++i) {
+      link.bytes[i] = fit.points[i].first;
+      link.us[i] = fit.points[i].second;
+    }
     char head[160];
     std::snprintf(head, sizeof head, "%s\"%s\": {\"ranksAtOnce\": %d, \"exchangeUs\": ", measured.size() > 1 ? ", " : "", name, size);
     measured += head + pointsJson(fit) + "}";
@@ -285,7 +290,16 @@ int main(int argc, char** argv) {
     const int next = ranksOf[(h + 1) % hostCount][l], prev = ranksOf[(h + hostCount - 1) % hostCount][l];
     const size_t segment = 2 << 20;
     std::vector<uint8_t> out(segment, 1), in(segment), source(32 * segment, 2), target(segment);
-    const int steps = 16;
+    // As many segments as fit the time budget (a 2 MiB exchange takes 0.2 s at 100 Mbit/s).
+    double once = 0;
+    {
+      transport->sendrecv(next, out.data(), segment, prev, in.data(), segment);
+      const auto start = Clock::now();
+      transport->sendrecv(next, out.data(), segment, prev, in.data(), segment);
+      once = seconds(start, Clock::now());
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &once, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    const int steps = std::max(2, std::min(16, static_cast<int>(budget / std::max(once, 1e-6))));
     auto network = [&] {
       for (int i = 0; i < steps; ++i) transport->sendrecv(next, out.data(), segment, prev, in.data(), segment);
     };

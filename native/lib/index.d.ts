@@ -47,6 +47,10 @@ export interface ProfileNumbers {
   overlap: number;
   calibratedHosts: number;
   calibratedPerHost: number;
+  /** The loaded links' measured [bytes, microseconds] (from the profile's `measured`), interpolated. */
+  ringStepCurve?: Array<[number, number]>;
+  crossAllCurve?: Array<[number, number]>;
+  localAllCurve?: Array<[number, number]>;
 }
 
 export interface WorldInfo {

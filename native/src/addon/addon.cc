@@ -291,6 +291,24 @@ void readProfileNumbers(const Napi::Object& from, CostProfile& into) {
     Napi::Value v = from.Get(profileFieldNames()[i]);
     if (v.IsNumber()) *fields[i] = v.As<Napi::Number>().DoubleValue();
   }
+  // <link>Curve: [[bytes, us], ...] ascending (profile.ts has checked them).
+  const auto curves = curvedLinks(into);
+  for (size_t c = 0; c < kCurvedLinks; ++c) {
+    Napi::Value v = from.Get(std::string(curvedLinkNames()[c]) + "Curve");
+    if (!v.IsArray()) continue;
+    Napi::Array points = v.As<Napi::Array>();
+    LinkCost& link = *curves[c];
+    link.points = 0;
+    for (uint32_t i = 0; i < points.Length() && link.points < LinkCost::kMaxPoints; ++i) {
+      Napi::Value point = points.Get(i);
+      if (!point.IsArray() || point.As<Napi::Array>().Length() != 2) continue;
+      const Napi::Value m = point.As<Napi::Array>().Get(0u), us = point.As<Napi::Array>().Get(1u);
+      if (!m.IsNumber() || !us.IsNumber()) continue;
+      link.bytes[link.points] = m.As<Napi::Number>().DoubleValue();
+      link.us[link.points] = us.As<Napi::Number>().DoubleValue();
+      ++link.points;
+    }
+  }
 }
 
 Napi::Value Start(const Napi::CallbackInfo& info) {

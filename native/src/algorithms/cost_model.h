@@ -15,6 +15,24 @@ namespace braid {
 struct LinkCost {
   double alphaUs = 0;        // per message (one-way latency plus the software's own turn)
   double betaUsPerByte = 0;  // per byte, both directions of an exchange moving at once
+  // Where calibrated under load: the exchange's measured times, interpolated between sizes and
+  // extended past the largest with the last stretch's slope. Under load the cost per byte is not
+  // one number (on the test bed 1.3 GB/s at 256 KiB, 0.7 at 16 MiB): one alpha and beta fitted
+  // to all sizes were 40% off at 512 KiB-1 MiB.
+  static constexpr int kMaxPoints = 8;
+  int points = 0;
+  double bytes[kMaxPoints] = {};
+  double us[kMaxPoints] = {};
+
+  double timeUs(double m) const {
+    if (points < 2) return alphaUs + m * betaUsPerByte;
+    if (m <= bytes[0]) return us[0];
+    int i = 1;
+    while (i < points - 1 && m > bytes[i]) ++i;
+    double slope = (us[i] - us[i - 1]) / (bytes[i] - bytes[i - 1]);
+    if (m > bytes[points - 1]) slope = std::max(slope, betaUsPerByte);
+    return us[i - 1] + (m - bytes[i - 1]) * slope;
+  }
 };
 
 // Where the ranks are: n = hosts * perHost when the hosts are even; perHost is the largest
@@ -60,6 +78,14 @@ struct CostProfile {
   }
 };
 
+// The links a profile may give measured curves for (the loaded ones), by name.
+constexpr size_t kCurvedLinks = 3;
+inline const char* const* curvedLinkNames() {
+  static const char* const names[kCurvedLinks] = {"ringStep", "crossAll", "localAll"};
+  return names;
+}
+inline std::array<LinkCost*, kCurvedLinks> curvedLinks(CostProfile& p) { return {&p.ringStep, &p.crossAll, &p.localAll}; }
+
 // A profile file's version: 2 added the loaded links, overlap and the calibrated placement.
 constexpr int kProfileVersion = 2;
 
@@ -100,7 +126,7 @@ inline double ring(const Topology& t, const CostProfile& p, double m) {
   const int n = t.ranks;
   if (n <= 1) return 0;
   const LinkCost l = p.measuredOn(t, p.ringStep) ? p.ringStep : flatLink(t, p);
-  return 2.0 * (n - 1) * (l.alphaUs + m / n * l.betaUsPerByte) + (n - 1.0) / n * m * p.gammaUsPerByte;
+  return 2.0 * (n - 1) * l.timeUs(m / n) + (n - 1.0) / n * m * p.gammaUsPerByte;
 }
 
 // allreduce_recursive_doubling.cc: log2(p) exchanges of the whole buffer (two more steps when n
@@ -122,10 +148,9 @@ inline double recursiveDoubling(const Topology& t, const CostProfile& p, double 
   } else if (t.hosts > 1) {
     crossing.betaUsPerByte *= std::max(1, t.perHost);
   }
-  const LinkCost within = t.hosts > 1 && p.measuredOn(t, p.localAll) ? p.localAll : p.local;
-  double us = localSteps * (within.alphaUs + m * within.betaUsPerByte + m * p.gammaUsPerByte) +
-              (steps - localSteps) * (crossing.alphaUs + m * crossing.betaUsPerByte + m * p.gammaUsPerByte);
-  if (pow2 != n) us += 2 * (net.alphaUs + m * net.betaUsPerByte);
+  const LinkCost& within = t.hosts > 1 && p.measuredOn(t, p.localAll) ? p.localAll : p.local;
+  double us = localSteps * (within.timeUs(m) + m * p.gammaUsPerByte) + (steps - localSteps) * (crossing.timeUs(m) + m * p.gammaUsPerByte);
+  if (pow2 != n) us += 2 * net.timeUs(m);
   return us;
 }
 
@@ -135,7 +160,7 @@ inline double tree(const Topology& t, const CostProfile& p, double m) {
   if (n <= 1) return 0;
   const LinkCost l = flatLink(t, p);
   const int depth = ceilLog2(n);
-  return 2.0 * depth * (l.alphaUs + m * l.betaUsPerByte) + depth * m * p.gammaUsPerByte;
+  return 2.0 * depth * l.timeUs(m) + depth * m * p.gammaUsPerByte;
 }
 
 // allreduce_shm.cc: per chunk of half a slot, two barriers; every byte copied in, 1/n of it
@@ -166,7 +191,7 @@ inline double hierarchical(const Topology& t, const CostProfile& p, double m, bo
   if (p.measuredOn(t, p.crossAll)) {
     shared.network = p.crossAll;
   } else {
-    shared.network.betaUsPerByte = p.network.betaUsPerByte * perHost;  // the host's link carries L flows
+    shared.network = {p.network.alphaUs, p.network.betaUsPerByte * perHost};  // the host's link carries L flows
   }
   const double slice = m / perHost;
   const double net = std::min(ring(cross, shared, slice), recursiveDoubling(cross, shared, slice));

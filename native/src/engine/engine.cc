@@ -195,6 +195,9 @@ void Engine::initMpi() {
     struct ProfileRecord {
       int32_t state;  // 0: none, 1: loaded, 2: error
       double numbers[kProfileFields];
+      int32_t curvePoints[kCurvedLinks];
+      double curveBytes[kCurvedLinks][LinkCost::kMaxPoints];
+      double curveUs[kCurvedLinks][LinkCost::kMaxPoints];
       char error[480];
     };
     auto record = std::make_shared<ProfileRecord>();
@@ -203,6 +206,12 @@ void Engine::initMpi() {
     CostProfile mine = options_.profile;
     const auto fields = profileFields(mine);
     for (size_t i = 0; i < kProfileFields; ++i) record->numbers[i] = *fields[i];
+    const auto curves = curvedLinks(mine);
+    for (size_t c = 0; c < kCurvedLinks; ++c) {
+      record->curvePoints[c] = curves[c]->points;
+      std::memcpy(record->curveBytes[c], curves[c]->bytes, sizeof curves[c]->bytes);
+      std::memcpy(record->curveUs[c], curves[c]->us, sizeof curves[c]->us);
+    }
     std::snprintf(record->error, sizeof record->error, "%s", options_.profileError.c_str());
     if (world_.size > 1) {
       MPI_Request request;
@@ -219,6 +228,12 @@ void Engine::initMpi() {
     CostProfile& q = options_.profile;
     const auto shared = profileFields(q);
     for (size_t i = 0; i < kProfileFields; ++i) *shared[i] = record->numbers[i];
+    const auto sharedCurves = curvedLinks(q);
+    for (size_t c = 0; c < kCurvedLinks; ++c) {
+      sharedCurves[c]->points = std::clamp(record->curvePoints[c], 0, LinkCost::kMaxPoints);
+      std::memcpy(sharedCurves[c]->bytes, record->curveBytes[c], sizeof sharedCurves[c]->bytes);
+      std::memcpy(sharedCurves[c]->us, record->curveUs[c], sizeof sharedCurves[c]->us);
+    }
     q.shmSlotBytes = options_.shmSlotBytes;
   }
 

@@ -384,7 +384,8 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
         x.sends[p] = t.isend(p, &x.all[me], sizeof(Descriptor));
       }
     }
-    const auto spinUntil = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+    const auto spinFrom = std::chrono::steady_clock::now();
+    const auto spinUntil = spinFrom + std::chrono::microseconds(50);
     while (x.remaining > 0) {
       for (int p = 0; p < n; ++p) {
         if (!x.got[p] && t.test(x.receives[p])) {
@@ -395,7 +396,11 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       if (x.remaining == 0) break;
       const auto now = std::chrono::steady_clock::now();
       if (now > limits.handOffAt) throw HandOff{1};  // the engine thread waits on (state kept)
-      if (now < spinUntil) continue;
+      if (now < spinUntil) {
+        // As the transport's own wait: where ranks outnumber cores, the peer may need this core.
+        if (now - spinFrom > std::chrono::microseconds(5)) std::this_thread::yield();
+        continue;
+      }
       const bool late = now > limits.deadline;
       const bool stalled = !x.warned && now - x.start > std::chrono::milliseconds(limits.stallWarningMs);
       const bool shutdown = limits.stallShutdownMs > 0 && now - x.start > std::chrono::milliseconds(limits.stallShutdownMs);

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <cstdlib>
 #include <random>
+#include <thread>
 
 #include "common/status.h"
 #include "transport/mpi_transport.h"
@@ -32,6 +33,9 @@ constexpr uint32_t kHelloMagic = 0xB4A1D7C9u;
 constexpr auto kConnectWindow = std::chrono::seconds(20);
 // Non-blocking attempts before a wait sleeps in poll().
 constexpr auto kSpinBeforePoll = std::chrono::microseconds(50);
+// Spinning past this with nothing moving yields the core: 4 ranks on 2 cores (the 2x2 test bed)
+// took 200 us per 4 KiB all-reduce without, 90 with.
+constexpr auto kYieldAfter = std::chrono::microseconds(5);
 constexpr int kSocketBufferBytes = 4 << 20;
 // Each sendmsg writes at most this much (header included), and the progress loop reads what has
 // arrived between writes: both directions of a pair's exchange then flow at once. One large
@@ -558,7 +562,12 @@ void TcpTransport::wait(RequestId id) {
     if (request.parts == 0) break;
     const auto now = std::chrono::steady_clock::now();
     if (moved) lastMoved = now;
-    if (now - lastMoved < kSpinBeforePoll) continue;
+    if (now - lastMoved < kSpinBeforePoll) {
+      // Nothing for a while: let a thread waiting for this core run (where ranks outnumber cores,
+      // that is often the peer this wait is for). Not at every pause in a flowing transfer.
+      if (now - lastMoved > kYieldAfter) std::this_thread::yield();
+      continue;
+    }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - now).count();
     idle(std::chrono::milliseconds(std::max<long long>(1, std::min<long long>(100, left))));
     checkSlowWait(std::chrono::steady_clock::now(), lastMoved,

@@ -35,6 +35,10 @@ export const PROFILE_FIELDS: ReadonlyArray<keyof ProfileNumbers> = [
   'calibratedPerHost',
 ];
 
+/** The links whose measured times (measured.<link>.exchangeUs) the model interpolates. */
+const CURVED_LINKS = ['ringStep', 'crossAll', 'localAll'] as const;
+const MAX_CURVE_POINTS = 8; // LinkCost::kMaxPoints (cost_model.h)
+
 /** The Braid version profiles are made by and for. */
 export const BRAID_VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
@@ -86,6 +90,23 @@ export function readProfile(path: string): Profile {
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
       throw new InvalidArgumentError(`the cost profile ${path}: numbers.${field} must be a non-negative number; got ${JSON.stringify(value)}; ${again}`);
     }
+  }
+  // The loaded links' measured times, which the model interpolates (measured.<link>.exchangeUs).
+  const measured = (p.measured ?? {}) as Record<string, { exchangeUs?: unknown } | undefined>;
+  for (const link of CURVED_LINKS) {
+    const points = measured[link]?.exchangeUs;
+    if (points === undefined) continue;
+    const ok =
+      Array.isArray(points) &&
+      points.length <= MAX_CURVE_POINTS &&
+      points.every((q, i) => Array.isArray(q) && q.length === 2 && q.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0) &&
+        (i === 0 || (q[0] as number) > (points[i - 1] as number[])[0]!));
+    if (!ok) {
+      throw new InvalidArgumentError(
+        `the cost profile ${path}: measured.${link}.exchangeUs must be up to ${MAX_CURVE_POINTS} [bytes, microseconds] pairs of non-negative numbers, bytes ascending; ${again}`,
+      );
+    }
+    numbers[`${link}Curve`] = points as Array<[number, number]>;
   }
   return p as Profile;
 }

@@ -71,6 +71,20 @@ describe('the cost model through the addon', () => {
     expect(addon.predict({ algorithm: 'recursive-doubling', ...twoByFour, bytes: m, profile: loaded })).toBeCloseTo(
       2 + 2 * (1 + m * 1e-4 + m * 1e-4) + (10 + m * 1e-3 * 4 + m * 1e-4), 6);
   });
+  it('a loaded link with measured times is interpolated between them, and extended past the largest by its last slope', () => {
+    const curve: Array<[number, number]> = [[8, 50], [65536, 100], [1 << 20, 1100]];
+    const loaded = { ...profileNumbers, ringStepAlphaUs: 50, ringStepBetaUsPerByte: 1e-3, ringStepCurve: curve, calibratedHosts: 2, calibratedPerHost: 2 };
+    const ringAt = (m: number) => addon.predict({ algorithm: 'ring', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, bytes: m, profile: loaded });
+    const reduce = (m: number) => (3 / 4) * m * 1e-4;
+    // 4 ranks: steps of m/4. 256 KiB: steps of 64 KiB, a measured point.
+    expect(ringAt(256 << 10)).toBeCloseTo(2 + 6 * 100 + reduce(256 << 10), 6);
+    // Halfway between 64 KiB and 1 MiB (in bytes): halfway in time.
+    const mid = (65536 + (1 << 20)) / 2;
+    expect(ringAt(4 * mid)).toBeCloseTo(2 + 6 * 600 + reduce(4 * mid), 6);
+    // Past 1 MiB: the last stretch's slope, 1000 us per 983040 bytes.
+    const slope = 1000 / ((1 << 20) - 65536);
+    expect(ringAt(8 << 20)).toBeCloseTo(2 + 6 * (1100 + ((2 << 20) - (1 << 20)) * slope) + reduce(8 << 20), 6);
+  });
   it('hierarchical: the overlap measured decides how much of the shorter phase the pipeline hides', () => {
     const at = (overlap: number) => addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, bytes: 16 << 20,
       profile: { ...profileNumbers, overlap } });
@@ -167,6 +181,8 @@ describe('cost profiles', () => {
     expect(plan(writeProfile({ format: 'something' })).stderr).toMatch(/is not a Braid cost profile/);
     expect(plan(writeProfile({ braid: '0.0.1' })).stderr).toMatch(new RegExp(`was made by Braid 0\\.0\\.1 \\(profile version 2\\); this is Braid ${BRAID_VERSION.replace(/\./g, '\\.')}`));
     expect(plan(writeProfile({ numbers: { ...profileNumbers, gammaUsPerByte: 'fast' } })).stderr).toMatch(/numbers.gammaUsPerByte must be a non-negative number; got "fast"/);
+    expect(plan(writeProfile({ measured: { crossAll: { exchangeUs: [[65536, 10], [4096, 5]] } } })).stderr).toMatch(
+      /measured\.crossAll\.exchangeUs must be up to 8 \[bytes, microseconds\] pairs of non-negative numbers, bytes ascending/);
     for (const p of ['/nonexistent/p.json', bad]) expect(plan(p).status).toBe(2);
   });
 });
