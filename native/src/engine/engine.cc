@@ -68,6 +68,12 @@ constexpr auto kSpinBeforeSleep = std::chrono::microseconds(100);
 // 256 KiB takes about as long as the two thread hand-offs plus the Promise's trip through the
 // event loop it saves (~20 us on the development VM); larger ones leave the JS thread free.
 constexpr size_t kInlineAsyncMaxBytes = 256 * 1024;
+// Over TCP, an awaited op on an ordinary ArrayBuffer (which the engine thread could only use
+// through copies) is tried on the caller's thread beyond kInlineAsyncMaxBytes as long as ops of
+// its size have lately taken no longer than this: where the network is fast the two copies cost
+// 30-45% of the op (64 MiB between the test bed's hosts: 0.86x MPI_Allreduce with them), where it
+// is slow a few percent, and there the event loop stays free.
+constexpr double kInlineAwaitedTcpMaxUs = 50000;
 // How long such a try waits for the other ranks to arrive before the engine thread takes over:
 // a few hand-offs' worth, so that ranks in step finish inline and a late peer costs the caller
 // little.
@@ -606,7 +612,12 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   // large op would hold the event loop as long as the network takes); when the peers' descriptors
   // have not all arrived within the arrival budget, the engine thread waits on (HandOff).
   if (tcpOnly(comm) && movesOverTcpOnly(op.kind)) {
-    if (!blocking && op.count * dtypeSize(op.dtype) > kInlineAsyncMaxBytes) return false;
+    const size_t bytes = op.count * dtypeSize(op.dtype);
+    if (!blocking && bytes > kInlineAsyncMaxBytes) {
+      const double usPerByte = comm.tcpUsPerByteLately();
+      const bool quickEnough = op.kind == OpKind::kAllreduce && usPerByte > 0 && static_cast<double>(bytes) * usPerByte <= kInlineAwaitedTcpMaxUs;
+      if (!op.inlineAnySize || !quickEnough) return false;
+    }
     return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
   }
   if (!comm.shm) return false;
@@ -688,7 +699,8 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
       if (op->kind == OpKind::kCloseComm) {
         closeComm(comm);
       } else {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs);
+        const auto began = std::chrono::steady_clock::now();
+        const auto deadline = began + std::chrono::milliseconds(options_.timeoutMs);
         NegotiationLimits limits{deadline, options_.stallWarningMs, options_.stallShutdownMs, &comm.hosts, handOffAt,
                                  [this, commId = comm.id] { return queuedOpNames(commId); }};
         // A shared-memory all-reduce agrees on the op in its own first barrier: one flag
@@ -730,6 +742,11 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
         memory.callerCopies = op->callerCopies;
         try {
           execute(comm, *op, fuse ? &limits : nullptr, memory);
+          const size_t bytes = op->count * dtypeSize(op->dtype);
+          if (overTcp && op->kind == OpKind::kAllreduce && bytes > kInlineAsyncMaxBytes) {
+            const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count();
+            comm.tcpUsPerByte[comm.tcpTimed++ % 3] = us / static_cast<double>(bytes);
+          }
         } catch (const BraidException& e) {
           abandonOp(comm, std::move(memory));
           // A data-phase timeout names the peer this rank waited for, which may be a healthy

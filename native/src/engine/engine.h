@@ -89,6 +89,16 @@ struct CommState {
   std::vector<std::string> hosts;  // per rank of this communicator
   std::unique_ptr<Hierarchy> hierarchy;
   std::string hierarchyUnavailable;  // why there is none
+  // The fastest of the last few large all-reduces over TCP, microseconds per byte: how long an
+  // awaited op would hold the calling thread (Engine::inlineEligible). 0: none seen yet.
+  double tcpUsPerByte[3] = {0, 0, 0};
+  uint32_t tcpTimed = 0;
+  double tcpUsPerByteLately() const {
+    double best = 0;
+    for (double v : tcpUsPerByte)
+      if (v > 0 && (best == 0 || v < best)) best = v;
+    return best;
+  }
   uint64_t seq = 0;
   bool closed = false;
   std::string brokenReason;  // set once an op left the communicator unusable

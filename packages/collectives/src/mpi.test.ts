@@ -141,6 +141,23 @@ describe.each([
   });
 });
 
+describe('awaited large ops on ordinary arrays over TCP', () => {
+  it('run on the caller\'s thread once ops their size have been quick, hand over when a peer is late, and stay exact', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-large-'));
+    const path = join(dir, 'trace.json');
+    const run = await mpirun(2, 'large-awaited', { env: { ...TCP, BRAID_TIMELINE: path } });
+    expect(run.code, run.stderr).toBe(0);
+    for (const r of run.results) expect(r.wrong, `rank ${r.rank}`).toEqual([]);
+    expect(new Set(run.results.map((r) => r.digest)).size).toBe(1);
+    const events = JSON.parse(readFileSync(path, 'utf8')) as Array<{ ph: string; args?: any }>;
+    const threads = events.filter((e) => e.ph === 'X' && e.args?.count === 512 * 1024).map((e) => e.args.thread);
+    expect(threads).toHaveLength(8);
+    expect(threads[0]).toBe('engine');  // nothing that size timed yet
+    expect(threads[5]).toBe('handed-off');  // rank 1 came 30 ms late
+    expect(threads.filter((t) => t === 'caller').length).toBeGreaterThanOrEqual(3);
+  });
+});
+
 describe('timeline', () => {
   it('rank 0 writes a Chrome trace with every op and its phases', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'braid-timeline-'));

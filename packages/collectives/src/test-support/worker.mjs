@@ -273,8 +273,33 @@ async function inlineOps(comm) {
   return { wrong, digest: digest(new TextEncoder().encode(digests.join(','))) };
 }
 
+// Awaited all-reduces of 2 MiB on ordinary arrays over TCP: the first goes to the engine thread
+// (with copies); once ops that size have been quick, they run on the caller's thread; a late
+// rank makes the others hand over mid-agreement. Every result exact.
+async function largeAwaited(comm) {
+  const n = comm.size;
+  const r = comm.rank;
+  const wrong = [];
+  const digests = [];
+  const triangle = (n * (n - 1)) / 2;
+  for (let round = 0; round < 8; round++) {
+    const a = new Float32Array(512 * 1024).map((_, i) => r + (i % 7) + round);
+    await comm.barrier();  // arrive together (building the array takes each rank its own time)
+    if (round === 5 && r === n - 1) await new Promise((done) => setTimeout(done, 30));
+    await comm.allReduce(a);
+    for (let i = 0; i < a.length; i++) {
+      if (a[i] !== triangle + n * ((i % 7) + round)) {
+        wrong.push(`round ${round} [${i}] = ${a[i]}`);
+        break;
+      }
+    }
+    digests.push(digest(a));
+  }
+  return { wrong, digest: digest(new TextEncoder().encode(digests.join(','))) };
+}
+
 const comm = await init(scenario.startsWith('timeout') ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
-const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps };
+const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps, 'large-awaited': largeAwaited };
 const result = await scenarios[scenario](comm);
 report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, transport: comm.transport, ms: Date.now() - started, ...result });
 if (!scenario.startsWith('timeout')) await comm.close();
