@@ -57,25 +57,30 @@ double exchangeUs(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_t>
   double once = seconds(start, Clock::now());
   MPI_Bcast(&once, 1, MPI_DOUBLE, 0, comm);
   const int iterations = std::max(3, std::min(20000, static_cast<int>(budget / std::max(once, 1e-7))));
+  // Each round starts together and counts as its slowest rank's: exchanges that share a link
+  // must share it in time too (unsynchronised, one flow could finish its rounds at the link's
+  // full speed while another waited, and both would look unshared).
   std::vector<double> rounds;
   for (int round = 0; round < 5; ++round) {
+    MPI_Barrier(comm);
     start = Clock::now();
     for (int i = 0; i < iterations / 5 + 1; ++i) step();
-    rounds.push_back(seconds(start, Clock::now()) / (iterations / 5 + 1) * 1e6);
+    double us = seconds(start, Clock::now()) / (iterations / 5 + 1) * 1e6;
+    MPI_Allreduce(MPI_IN_PLACE, &us, 1, MPI_DOUBLE, MPI_MAX, comm);
+    rounds.push_back(us);
   }
   std::sort(rounds.begin(), rounds.end());
   return rounds[2];
 }
 
 // alpha: the 8-byte exchange; beta: the slope over 256 KiB - 16 MiB (least squares). Each size's
-// time is the slowest rank's: a step of a collective ends when its last exchange does.
+// time is the slowest rank's (per round): a step of a collective ends when its last exchange does.
 Fit measureLink(Transport& t, int sendPeer, int recvPeer, MPI_Comm comm, double budget) {
   Fit fit;
   const std::vector<size_t> sizes = {8, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20};
   std::vector<uint8_t> out(sizes.back(), 1), in(sizes.back());
   std::vector<double> times;
   for (size_t bytes : sizes) times.push_back(exchangeUs(t, sendPeer, recvPeer, out, in, bytes, budget, comm));
-  MPI_Allreduce(MPI_IN_PLACE, times.data(), static_cast<int>(times.size()), MPI_DOUBLE, MPI_MAX, comm);
   for (size_t i = 0; i < sizes.size(); ++i) fit.points.push_back({static_cast<double>(sizes[i]), times[i]});
   fit.alphaUs = fit.points[0].second;
   double sx = 0, sy = 0, sxx = 0, sxy = 0;
