@@ -116,12 +116,12 @@ void runRingReduceScatter(AlgorithmContext& c) {
 
 const std::vector<AlgorithmRow>& table() {
   static const std::vector<AlgorithmRow> rows = {
-      {OpKind::kAllreduce, Algorithm::kRing, always, runRing},
-      {OpKind::kAllreduce, Algorithm::kTree, always, runTree},
-      {OpKind::kAllreduce, Algorithm::kRecursiveDoubling, always, runRecursiveDoubling},
+      {OpKind::kAllreduce, Algorithm::kRing, always, runRing, true, ModelAlgorithm::kRing},
+      {OpKind::kAllreduce, Algorithm::kTree, always, runTree, true, ModelAlgorithm::kTree},
+      {OpKind::kAllreduce, Algorithm::kRecursiveDoubling, always, runRecursiveDoubling, true, ModelAlgorithm::kRecursiveDoubling},
       {OpKind::kAllreduce, Algorithm::kMpi, always, runMpi},
-      {OpKind::kAllreduce, Algorithm::kShm, needsSharedMemory, runShm},
-      {OpKind::kAllreduce, Algorithm::kHierarchical, needsHierarchy, runHierarchicalAllreduce},
+      {OpKind::kAllreduce, Algorithm::kShm, needsSharedMemory, runShm, true, ModelAlgorithm::kShm},
+      {OpKind::kAllreduce, Algorithm::kHierarchical, needsHierarchy, runHierarchicalAllreduce, true, ModelAlgorithm::kHierarchical},
       {OpKind::kBroadcast, Algorithm::kTree, always, runBinomial},
       {OpKind::kBroadcast, Algorithm::kRing, always, runPipeline},
       {OpKind::kBroadcast, Algorithm::kHierarchical, needsHierarchy, runHierarchicalBroadcast},
@@ -138,6 +138,13 @@ const AlgorithmRow* findAlgorithm(OpKind kind, Algorithm algorithm) {
   for (const AlgorithmRow& row : table())
     if (row.kind == kind && row.algorithm == algorithm) return &row;
   return nullptr;
+}
+
+std::vector<const AlgorithmRow*> rowsOf(OpKind kind) {
+  std::vector<const AlgorithmRow*> rows;
+  for (const AlgorithmRow& row : table())
+    if (row.kind == kind) rows.push_back(&row);
+  return rows;
 }
 
 std::string algorithmsOf(OpKind kind) {

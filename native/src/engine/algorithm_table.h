@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "algorithms/collective.h"
 #include "algorithms/cost_model.h"
@@ -31,10 +32,16 @@ struct AlgorithmRow {
   // Empty when the row can run on `comm`; otherwise why not (for the BACKEND_UNAVAILABLE message).
   std::string (*unavailable)(const CommState& comm);
   void (*run)(AlgorithmContext& context);
+  // Its cost model (cost_model.h), for `auto` with a calibrated profile; modeled = false: `auto`
+  // never picks it by the model (MPI's own all-reduce, which the model does not describe).
+  bool modeled = false;
+  ModelAlgorithm model = ModelAlgorithm::kRing;
 };
 
 // The row for (kind, algorithm); nullptr if there is none.
 const AlgorithmRow* findAlgorithm(OpKind kind, Algorithm algorithm);
+// Every row of `kind`, in the table's order.
+std::vector<const AlgorithmRow*> rowsOf(OpKind kind);
 // The algorithms `kind` has, for messages ("'ring', 'tree' or 'hierarchical'").
 std::string algorithmsOf(OpKind kind);
 

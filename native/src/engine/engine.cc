@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <cstdio>
 #include <new>
 
@@ -74,6 +75,11 @@ constexpr size_t kInlineAsyncMaxBytes = 256 * 1024;
 // 30-45% of the op (64 MiB between the test bed's hosts: 0.86x MPI_Allreduce with them), where it
 // is slow a few percent, and there the event loop stays free.
 constexpr double kInlineAwaitedTcpMaxUs = 50000;
+// Any awaited op over TCP (a SharedArrayBuffer's too) is tried there when ops its size have
+// lately taken under this: the hand-offs and the Promise's trip through the event loop (20-40 us
+// here) are 10-20% of a 512 KiB op between the test bed's hosts, and the event loop waits a
+// millisecond at most.
+constexpr double kInlineAwaitedTcpQuickUs = 1000;
 // How long such a try waits for the other ranks to arrive before the engine thread takes over:
 // a few hand-offs' worth, so that ranks in step finish inline and a late peer costs the caller
 // little.
@@ -600,26 +606,29 @@ static bool movesOverTcpOnly(OpKind kind) {
 // Called with busy_ claimed.
 bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   // Without the agreement step a try could not hand over: it would wait for late peers.
-  if (!blocking && (!options_.negotiate || (op.count * dtypeSize(op.dtype) > kInlineAsyncMaxBytes && !op.inlineAnySize)))
-    return false;
+  if (!blocking && !options_.negotiate) return false;
   auto it = comms_.find(op.commId);
   if (it == comms_.end()) return false;
   const CommState& comm = *it->second;
   if (comm.closed || !comm.brokenReason.empty()) return false;
   // An op on a communicator whose agreement and data go over TCP makes no MPI call: the caller's
   // thread runs it (holding the engine, as for shared memory) and saves the two thread hand-offs.
-  // An awaited one only up to kInlineAsyncMaxBytes, whatever copies it needs (over a network a
-  // large op would hold the event loop as long as the network takes); when the peers' descriptors
-  // have not all arrived within the arrival budget, the engine thread waits on (HandOff).
+  // An awaited one up to kInlineAsyncMaxBytes, and above while ops its size have lately been
+  // quick (kInlineAwaitedTcpQuickUs, or kInlineAwaitedTcpMaxUs where copies would be needed):
+  // over a slow network a large op would hold the event loop as long as the network takes. When
+  // the peers' descriptors have not all arrived within the arrival budget, the engine thread
+  // waits on (HandOff).
   if (tcpOnly(comm) && movesOverTcpOnly(op.kind)) {
     const size_t bytes = op.count * dtypeSize(op.dtype);
     if (!blocking && bytes > kInlineAsyncMaxBytes) {
       const double usPerByte = comm.tcpUsPerByteLately();
-      const bool quickEnough = op.kind == OpKind::kAllreduce && usPerByte > 0 && static_cast<double>(bytes) * usPerByte <= kInlineAwaitedTcpMaxUs;
-      if (!op.inlineAnySize || !quickEnough) return false;
+      const double bound = op.inlineAnySize ? kInlineAwaitedTcpMaxUs : kInlineAwaitedTcpQuickUs;
+      const bool quickEnough = op.kind == OpKind::kAllreduce && usPerByte > 0 && static_cast<double>(bytes) * usPerByte <= bound;
+      if (!quickEnough) return false;
     }
     return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
   }
+  if (!blocking && op.count * dtypeSize(op.dtype) > kInlineAsyncMaxBytes && !op.inlineAnySize) return false;
   if (!comm.shm) return false;
   if (op.kind == OpKind::kBarrier) return options_.negotiate;  // the agreement is the barrier
   if (op.kind != OpKind::kAllreduce) return false;
@@ -914,18 +923,17 @@ Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
   if (comm.shm) return Algorithm::kShm;
   if (options_.profileLoaded) {
-    // The calibrated model decides among what can run here.
+    // The calibrated model decides among the table's rows that can run here.
     const Topology t = topologyOf(comm);
     const bool overlapped = comm.tcp != nullptr;
     Algorithm best = Algorithm::kRing;
-    double bestUs = predictAllreduceUs(ModelAlgorithm::kRing, t, options_.profile, bytes, overlapped);
-    const std::pair<Algorithm, ModelAlgorithm> others[] = {{Algorithm::kRecursiveDoubling, ModelAlgorithm::kRecursiveDoubling},
-                                                           {Algorithm::kHierarchical, ModelAlgorithm::kHierarchical}};
-    for (const auto& [algorithm, model] : others) {
-      const double us = predictAllreduceUs(model, t, options_.profile, bytes, overlapped);
+    double bestUs = std::numeric_limits<double>::infinity();
+    for (const AlgorithmRow* row : rowsOf(OpKind::kAllreduce)) {
+      if (!row->modeled || !row->unavailable(comm).empty()) continue;
+      const double us = predictAllreduceUs(row->model, t, options_.profile, bytes, overlapped);
       if (us < bestUs) {
         bestUs = us;
-        best = algorithm;
+        best = row->algorithm;
       }
     }
     return best;
