@@ -621,9 +621,9 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   if (tcpOnly(comm) && movesOverTcpOnly(op.kind)) {
     const size_t bytes = op.count * dtypeSize(op.dtype);
     if (!blocking && bytes > kInlineAsyncMaxBytes) {
-      const double usPerByte = comm.tcpUsPerByteLately();
+      const double lately = comm.tcpUsLately(bytes);
       const double bound = op.inlineAnySize ? kInlineAwaitedTcpMaxUs : kInlineAwaitedTcpQuickUs;
-      const bool quickEnough = op.kind == OpKind::kAllreduce && usPerByte > 0 && static_cast<double>(bytes) * usPerByte <= bound;
+      const bool quickEnough = op.kind == OpKind::kAllreduce && lately > 0 && lately <= bound;
       if (!quickEnough) return false;
     }
     return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
@@ -753,8 +753,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
           execute(comm, *op, fuse ? &limits : nullptr, memory);
           const size_t bytes = op->count * dtypeSize(op->dtype);
           if (overTcp && op->kind == OpKind::kAllreduce && bytes > kInlineAsyncMaxBytes) {
-            const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count();
-            comm.tcpUsPerByte[comm.tcpTimed++ % 3] = us / static_cast<double>(bytes);
+            comm.recordTcpUs(bytes, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count());
           }
         } catch (const BraidException& e) {
           abandonOp(comm, std::move(memory));

@@ -89,13 +89,29 @@ struct CommState {
   std::vector<std::string> hosts;  // per rank of this communicator
   std::unique_ptr<Hierarchy> hierarchy;
   std::string hierarchyUnavailable;  // why there is none
-  // The fastest of the last few large all-reduces over TCP, microseconds per byte: how long an
-  // awaited op would hold the calling thread (Engine::inlineEligible). 0: none seen yet.
-  double tcpUsPerByte[3] = {0, 0, 0};
-  uint32_t tcpTimed = 0;
-  double tcpUsPerByteLately() const {
+  // How long the last few all-reduces over TCP of each size (within a factor of two) took, the
+  // fastest of 3, in microseconds: how long an awaited op would hold the calling thread
+  // (Engine::inlineEligible). 0: none that size yet.
+  struct TcpTimes {
+    double us[3] = {0, 0, 0};
+    uint32_t count = 0;
+  };
+  TcpTimes tcpTimes[48];
+  static size_t sizeClass(size_t bytes) {
+    size_t c = 0;
+    while (bytes > 1 && c < 47) {
+      bytes >>= 1;
+      ++c;
+    }
+    return c;
+  }
+  void recordTcpUs(size_t bytes, double us) {
+    TcpTimes& t = tcpTimes[sizeClass(bytes)];
+    t.us[t.count++ % 3] = us;
+  }
+  double tcpUsLately(size_t bytes) const {
     double best = 0;
-    for (double v : tcpUsPerByte)
+    for (double v : tcpTimes[sizeClass(bytes)].us)
       if (v > 0 && (best == 0 || v < best)) best = v;
     return best;
   }
