@@ -24,6 +24,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <memory>
+#include <utility>
 #include <string>
 #include <thread>
 #include <vector>
@@ -208,22 +210,24 @@ int main(int argc, char** argv) {
   bool even = true;
   for (const auto& on : ranksOf) even = even && static_cast<int>(on.size()) == perHost;
   enum class Pattern { kRingStep, kCrossAll, kLocalAll };
-  auto loadedFit = [&](Pattern pattern) {
+  // Who each rank sends to and receives from in a pattern.
+  auto peersFor = [&](Pattern pattern) -> std::pair<int, int> {
+    const int h = hostIndex[rank], l = localIndex[rank];
+    if (pattern == Pattern::kCrossAll) return {ranksOf[(h + 1) % hostCount][l], ranksOf[(h + hostCount - 1) % hostCount][l]};
+    if (pattern == Pattern::kLocalAll) return {ranksOf[h][(l + 1) % perHost], ranksOf[h][(l + perHost - 1) % perHost]};
+    return {(rank + 1) % size, (rank + size - 1) % size};
+  };
+  // One set of connections among all ranks for the loaded patterns and the overlap step.
+  std::unique_ptr<TcpTransport> worldTcp;
+  if (even && size > 1) {
     TcpOptions options;
     options.loopback = hostCount == 1;
     if (const char* ifname = std::getenv("BRAID_SOCKET_IFNAME")) options.interfaces = ifname;
-    auto transport = TcpTransport::create(MPI_COMM_WORLD, options, hosts, deadline);
-    const int h = hostIndex[rank], l = localIndex[rank];
-    int next = (rank + 1) % size, prev = (rank + size - 1) % size;
-    if (pattern == Pattern::kCrossAll) {
-      next = ranksOf[(h + 1) % hostCount][l];
-      prev = ranksOf[(h + hostCount - 1) % hostCount][l];
-    } else if (pattern == Pattern::kLocalAll) {
-      next = ranksOf[h][(l + 1) % perHost];
-      prev = ranksOf[h][(l + perHost - 1) % perHost];
-    }
-    const Fit fit = measureLink(*transport, next, prev, MPI_COMM_WORLD, budget);
-    transport.reset();
+    worldTcp = TcpTransport::create(MPI_COMM_WORLD, options, hosts, deadline);
+  }
+  auto loadedFit = [&](Pattern pattern) {
+    const auto [next, prev] = peersFor(pattern);
+    const Fit fit = measureLink(*worldTcp, next, prev, MPI_COMM_WORLD, budget);
     if (rank != 0) return;
     const char* name = pattern == Pattern::kRingStep ? "ringStep" : pattern == Pattern::kCrossAll ? "crossAll" : "localAll";
     LinkCost& link = pattern == Pattern::kRingStep ? profile.ringStep : pattern == Pattern::kCrossAll ? profile.crossAll : profile.localAll;
@@ -296,11 +300,8 @@ int main(int argc, char** argv) {
   // copies memory, against the same two done one after the other. Where the network work and the
   // copies need the same cores (the test bed), running them at once hides little.
   if (even && hostCount > 1 && perHost > 1) {
-    TcpOptions options;
-    if (const char* ifname = std::getenv("BRAID_SOCKET_IFNAME")) options.interfaces = ifname;
-    auto transport = TcpTransport::create(MPI_COMM_WORLD, options, hosts, deadline);
-    const int h = hostIndex[rank], l = localIndex[rank];
-    const int next = ranksOf[(h + 1) % hostCount][l], prev = ranksOf[(h + hostCount - 1) % hostCount][l];
+    TcpTransport* transport = worldTcp.get();
+    const auto [next, prev] = peersFor(Pattern::kCrossAll);
     const size_t segment = 2 << 20;
     std::vector<uint8_t> out(segment, 1), in(segment), source(32 * segment, 2), target(segment);
     // As many segments as fit the time budget (a 2 MiB exchange takes 0.2 s at 100 Mbit/s).
@@ -345,7 +346,6 @@ int main(int argc, char** argv) {
         bothUs = c;
       }
     }
-    transport.reset();
     if (rank == 0) {
       profile.overlap = best;
       char item[200];
@@ -355,6 +355,7 @@ int main(int argc, char** argv) {
     }
     sleepingBarrier();
   }
+  worldTcp.reset();
   // The reduction kernels, on every rank at once (they share the host's memory bandwidth in a
   // collective); the slowest rank's speed.
   {
