@@ -4,8 +4,8 @@
 //   - the peer: plain TCP between two hosts (an 8-byte ping-pong, one stream, two opposite streams),
 //   - 2 hosts x 1 rank, unshaped: every all-reduce algorithm through @braid/collectives beside
 //     MPI_Allreduce (Open MPI, same placement) called from C,
-//   - the steady-state agreement across hosts (the 'negotiating' phase of rank 0's timeline)
-//     beside the one-way latency,
+//   - the steady-state agreement across hosts: what it adds to an op (4-byte allReduceSync on the
+//     caller's thread, with it and without it, BRAID_NEGOTIATION=off) beside the one-way latency,
 //   - 2 hosts x 2 ranks, unshaped and with every host's link shaped to 1 Gbit/s (tc tbf),
 //   - the cost model checked: in each configuration (unshaped, 1 Gbit/s and, without --quick,
 //     100 Mbit/s) `braid calibrate` measures a profile and each algorithm's predicted all-reduce
@@ -102,8 +102,8 @@ function validate(config, run, profile, perHost) {
   const rows = [];
   for (const r of run.results) {
     const algorithm = r.algorithm.replace(/-sync$/, '');
-    if (!['ring', 'recursive-doubling', 'tree', 'hierarchical'].includes(algorithm) || !r.algorithm.endsWith('-sync')) continue;
-    const predictedUs = addon.predict({ algorithm, ranks: 2 * perHost, hosts: 2, perHost, hierarchy: perHost > 1, bytes: r.bytes, profile: profile.numbers });
+    if (!['ring', 'recursive-doubling', 'tree', 'hierarchical', 'direct'].includes(algorithm) || !r.algorithm.endsWith('-sync')) continue;
+    const predictedUs = addon.predict({ algorithm, ranks: 2 * perHost, hosts: 2, perHost, hierarchy: perHost > 1, directCarriesAgreement: true, bytes: r.bytes, profile: profile.numbers });
     rows.push({ configuration: config, algorithm, bytes: r.bytes, measuredUs: r.timeUs, predictedUs, ratio: predictedUs / r.timeUs });
   }
   return rows;
@@ -125,25 +125,37 @@ summary.peer = JSON.parse(readFileSync(peerJson, 'utf8'));
 
 summary.configurations['2x1 unshaped'] = allreduce('2x1', 1, [MPI_C, 'auto-sync', 'auto', 'auto-shared', 'ring', 'recursive-doubling'], 64 * 1024);
 
-// Steady-state agreement: rank 0's timeline of back-to-back 4-byte allReduceSync calls.
+// Steady-state agreement: rank 0's timeline of back-to-back 4-byte allReduceSync calls, the direct
+// all-reduce (one exchange) on the caller's thread, with the agreement (its descriptor rides in
+// front of the data) and without it (BRAID_NEGOTIATION=off: the same exchange, data alone); the
+// runs take turns 3 times and the medians of each side's runs are compared.
 {
   const trace = join(resultsDir, 'multihost-agreement-trace.json');
-  rmSync(trace, { force: true });
-  mpirun(1, [process.execPath, '--input-type=module', '-e', `
-    const { init } = await import('@braid/collectives');
-    const comm = await init();
-    const one = new Float32Array(1);
-    for (let i = 0; i < 6000; i++) comm.allReduceSync(one);
-    await comm.close();`], { BRAID_TIMELINE: trace });
-  const events = JSON.parse(readFileSync(trace, 'utf8'));
-  const negotiating = events.filter((e) => e.name === 'negotiating' && e.ph === 'X').map((e) => e.dur).slice(1000);
-  const ops = events.filter((e) => e.cat === 'op' && e.name.startsWith('allReduce')).map((e) => e.dur).slice(1000);
-  summary.agreement = { negotiatingUs: median(negotiating), opUs: median(ops), oneWayLatencyUs: summary.peer.roundTripUs / 2 };
+  const opTimes = { on: [], off: [] };
+  for (let turn = 0; turn < 3; turn++) {
+    for (const negotiation of ['on', 'off']) {
+      rmSync(trace, { force: true });
+      mpirun(1, [process.execPath, '--input-type=module', '-e', `
+        const { init } = await import('@braid/collectives');
+        const comm = await init();
+        const one = new Float32Array(1);
+        for (let i = 0; i < 6000; i++) comm.allReduceSync(one, { algorithm: 'direct' });
+        await comm.close();`], { BRAID_TIMELINE: trace, BRAID_NEGOTIATION: negotiation });
+      const ops = JSON.parse(readFileSync(trace, 'utf8')).filter((e) => e.cat === 'op' && e.name.startsWith('allReduce') && e.args?.thread === 'caller');
+      opTimes[negotiation].push(median(ops.slice(1000).map((e) => e.dur)));
+    }
+  }
+  const withUs = median(opTimes.on);
+  const withoutUs = median(opTimes.off);
+  summary.agreement = { opUs: withUs, withoutAgreementUs: withoutUs, agreementUs: withUs - withoutUs, runs: opTimes, oneWayLatencyUs: summary.peer.roundTripUs / 2 };
 }
 
 summary.configurations['2x2 unshaped'] = allreduce('2x2', 2, [MPI_C, 'auto-sync', 'auto', 'auto-shared', 'hierarchical', 'ring'], 64 * 1024);
 
 const SYNC = ['ring-sync', 'recursive-doubling-sync'];
+// The direct all-reduce sends the whole buffer to every other rank: for small messages (auto takes
+// it up to 64 KiB at most, and its buffers ride on the agreement up to 1 MiB), validated up to 1 MiB.
+const DIRECT_MAX = 1 << 20;
 summary.validation = [];
 {
   // Each placement measured as it runs: on this 2-core machine 4 ranks share the cores of both "hosts".
@@ -152,8 +164,10 @@ summary.validation = [];
   summary.profiles = { 'unshaped 2x1': alone, 'unshaped 2x2': both };
   const run1 = allreduce('2x1-model', 1, SYNC, 64 * 1024);
   summary.validation.push(...validate('2x1 unshaped', run1, alone, 1));
+  summary.validation.push(...validate('2x1 unshaped', allreduce('2x1-direct', 1, ['direct-sync'], 64 * 1024, DIRECT_MAX), alone, 1));
   const run2 = allreduce('2x2-model', 2, [...SYNC, 'hierarchical-sync'], 64 * 1024);
   summary.validation.push(...validate('2x2 unshaped', run2, both, 2));
+  summary.validation.push(...validate('2x2 unshaped', allreduce('2x2-direct', 2, ['direct-sync'], 64 * 1024, DIRECT_MAX), both, 2));
 }
 
 // --- shaped ---------------------------------------------------------------------------------------
@@ -163,6 +177,7 @@ summary.configurations[`2x2 at ${rate}`] = allreduce('2x2-shaped', 2, [MPI_C, 'a
   const profile = calibrate('shaped', 2);
   summary.profiles[rate] = profile;
   summary.validation.push(...validate(`2x2 at ${rate}`, allreduce('2x2-shaped-model', 2, [...SYNC, 'hierarchical-sync'], 64 * 1024), profile, 2));
+  summary.validation.push(...validate(`2x2 at ${rate}`, allreduce('2x2-shaped-direct', 2, ['direct-sync'], 64 * 1024, DIRECT_MAX), profile, 2));
 }
 if (!quick) {
   const slow = '100mbit';
@@ -170,6 +185,7 @@ if (!quick) {
   const profile = calibrate('100mbit', 2);
   summary.profiles[slow] = profile;
   summary.validation.push(...validate(`2x2 at ${slow}`, allreduce('2x2-100mbit-model', 2, [...SYNC, 'hierarchical-sync'], 64 * 1024, 16 * 2 ** 20), profile, 2));
+  summary.validation.push(...validate(`2x2 at ${slow}`, allreduce('2x2-100mbit-direct', 2, ['direct-sync'], 64 * 1024, DIRECT_MAX), profile, 2));
 }
 spawnSync('bash', [cluster, 'down'], { env: clusterEnv, stdio: 'inherit' });
 
@@ -202,7 +218,7 @@ for (const algorithm of ['auto-shared', 'hierarchical']) {
   }
 }
 const a = summary.agreement;
-line(`agreement across hosts, steady state: ${a.negotiatingUs.toFixed(1)} us per op (median 'negotiating' phase; the whole 4-byte allReduceSync ${a.opUs.toFixed(1)} us), one-way latency ${a.oneWayLatencyUs.toFixed(1)} us`);
+line(`agreement across hosts, steady state: ${a.agreementUs.toFixed(2)} us per op (4-byte direct allReduceSync ${a.opUs.toFixed(2)} us with it, ${a.withoutAgreementUs.toFixed(2)} us without), one-way latency ${a.oneWayLatencyUs.toFixed(1)} us`);
 const within = summary.validation.filter((v) => Math.abs(v.ratio - 1) <= 0.2).length;
 line(`cost model: ${within} of ${summary.validation.length} predictions within 20% of the measured time (64 KiB up; each configuration with its own calibrated profile)`);
 for (const config of [...new Set(summary.validation.map((v) => v.configuration))]) {

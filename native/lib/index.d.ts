@@ -108,12 +108,14 @@ export interface Addon {
   costDefaults(): ProfileNumbers;
   /** The cost model's all-reduce time in microseconds (`braid plan`); no MPI involved. */
   predict(query: {
-    algorithm: 'ring' | 'recursive-doubling' | 'tree' | 'shm' | 'hierarchical';
+    algorithm: 'ring' | 'recursive-doubling' | 'tree' | 'shm' | 'hierarchical' | 'direct';
     ranks: number;
     hosts: number;
     perHost: number;
     sharedMemory?: boolean;
     hierarchy?: boolean;
+    /** Ranks on several hosts over Braid's TCP transport: the direct all-reduce carries the agreement. */
+    directCarriesAgreement?: boolean;
     overlapped?: boolean;
     bytes: number;
     profile?: ProfileNumbers;

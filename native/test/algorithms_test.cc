@@ -137,10 +137,11 @@ int main(int argc, char** argv) {
   using Fn = void (*)(CollectiveArgs&, void*, size_t);
   struct Named { const char* name; Fn fn; };
   std::vector<Named> algorithms = {{"ring", allreduceRing}, {"tree", allreduceTree},
-                                   {"recursive-doubling", allreduceRecursiveDoubling}, {"mpi", allreduceMpi},
+                                   {"recursive-doubling", allreduceRecursiveDoubling}, {"direct", allreduceDirect},
+                                   {"mpi", allreduceMpi},
                                    {"shm", [](CollectiveArgs& a, void* b, size_t c) { allreduceShm(a, *shm, b, c); }}};
   // 'mpi' is MPI's own all-reduce and 'shm' never uses the transport: they run over MPI only.
-  if (overTcp) algorithms.resize(3);
+  if (overTcp) algorithms.resize(4);
 
   for (const Named& algo : algorithms) {
     quietCase(std::string("allreduce ") + algo.name + " over " + transport.name() + " np=" + std::to_string(size) + ": every dtype x op x size exact and identical", [&] {

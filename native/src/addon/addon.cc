@@ -140,7 +140,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
   if (redop < 0 || redop >= kNumRedOps) throwBraid(env, ErrorCode::kInvalidArgument, "unknown reduce op");
   op.redop = static_cast<RedOp>(redop);
   int algorithm = spec[kAlgorithm];
-  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kHierarchical)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
+  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kDirect)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
   op.algorithm = static_cast<Algorithm>(algorithm);
   op.root = spec[kRoot];
   op.color = spec[kColor];
@@ -423,7 +423,8 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
   return promise;
 }
 
-// predict({algorithm, ranks, hosts, perHost, sharedMemory, hierarchy, overlapped, bytes, profile}):
+// predict({algorithm, ranks, hosts, perHost, sharedMemory, hierarchy, directCarriesAgreement, overlapped, bytes,
+// profile}):
 // the cost model's all-reduce time in microseconds (for `braid plan`; no MPI involved).
 Napi::Value Predict(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -439,6 +440,7 @@ Napi::Value Predict(const Napi::CallbackInfo& info) {
   t.perHost = static_cast<int>(number(o, "perHost", 1));
   t.sharedMemory = o.Get("sharedMemory").ToBoolean().Value();
   t.hierarchy = o.Get("hierarchy").ToBoolean().Value();
+  t.directCarriesAgreement = o.Get("directCarriesAgreement").ToBoolean().Value();
   CostProfile c = CostProfile::defaults();
   if (o.Get("profile").IsObject()) readProfileNumbers(o.Get("profile").As<Napi::Object>(), c);
   const std::string name = o.Get("algorithm").IsString() ? o.Get("algorithm").As<Napi::String>().Utf8Value() : "";
@@ -448,6 +450,7 @@ Napi::Value Predict(const Napi::CallbackInfo& info) {
   else if (name == "tree") a = ModelAlgorithm::kTree;
   else if (name == "shm") a = ModelAlgorithm::kShm;
   else if (name == "hierarchical") a = ModelAlgorithm::kHierarchical;
+  else if (name == "direct") a = ModelAlgorithm::kDirect;
   else throwBraid(env, ErrorCode::kInvalidArgument, "predict: unknown algorithm '" + name + "'");
   const double bytes = number(o, "bytes", 0);
   const bool overlapped = !o.Get("overlapped").IsBoolean() || o.Get("overlapped").As<Napi::Boolean>().Value();

@@ -43,6 +43,9 @@ struct Topology {
   int perHost = 1;
   bool sharedMemory = false;  // one host with its shared-memory region
   bool hierarchy = false;     // several hosts, the same number of ranks (>1) on each
+  // The agreement rides on the direct all-reduce's one exchange (ranks on several hosts, over
+  // Braid's TCP transport): that algorithm pays no separate agreement exchange.
+  bool directCarriesAgreement = false;
 };
 
 struct CostProfile {
@@ -107,7 +110,7 @@ inline std::array<double*, kProfileFields> profileFields(CostProfile& p) {
           &p.calibratedHosts, &p.calibratedPerHost};
 }
 
-enum class ModelAlgorithm { kRing, kRecursiveDoubling, kTree, kShm, kHierarchical };
+enum class ModelAlgorithm { kRing, kRecursiveDoubling, kTree, kShm, kHierarchical, kDirect };
 
 namespace cost {
 
@@ -152,6 +155,27 @@ inline double recursiveDoubling(const Topology& t, const CostProfile& p, double 
   double us = localSteps * (within.timeUs(m) + m * p.gammaUsPerByte) + (steps - localSteps) * (crossing.timeUs(m) + m * p.gammaUsPerByte);
   if (pow2 != n) us += 2 * net.timeUs(m);
   return us;
+}
+
+// allreduce_direct.cc: one step in which each rank sends the whole buffer to the n-1 others, the
+// sends at once: across hosts each rank's n-L messages share its host's link with the host's other
+// L-1 ranks (measured so where calibrated: every rank crossing at once), while its L-1 messages
+// within the host move beside them; then n-1 reductions of m.
+inline double direct(const Topology& t, const CostProfile& p, double m) {
+  const int n = t.ranks;
+  if (n <= 1) return 0;
+  const int perHost = t.hosts > 1 ? std::max(1, t.perHost) : n;
+  double within = 0, across = 0;
+  if (perHost > 1) {
+    const LinkCost& l = t.hosts > 1 && p.measuredOn(t, p.localAll) ? p.localAll : p.local;
+    within = l.timeUs((perHost - 1.0) * m);
+  }
+  if (t.hosts > 1) {
+    const double remote = static_cast<double>(n - perHost) * m;
+    across = p.measuredOn(t, p.crossAll) ? p.crossAll.timeUs(remote)
+                                         : p.network.alphaUs + remote * perHost * p.network.betaUsPerByte;
+  }
+  return std::max(within, across) + (n - 1.0) * m * p.gammaUsPerByte;
 }
 
 // allreduce_tree.cc: 2 ceil(log2 n) steps of the whole buffer, ceil(log2 n) reductions.
@@ -216,6 +240,7 @@ inline double predictAllreduceUs(ModelAlgorithm a, const Topology& t, const Cost
     case ModelAlgorithm::kTree: return p.opUs + cost::tree(t, p, m);
     case ModelAlgorithm::kShm: return t.sharedMemory ? p.opUs + cost::shm(t, p, m) : inf;
     case ModelAlgorithm::kHierarchical: return t.hierarchy ? p.opUs + cost::hierarchical(t, p, m, overlapped) : inf;
+    case ModelAlgorithm::kDirect: return (t.directCarriesAgreement ? 0 : p.opUs) + cost::direct(t, p, m);
   }
   return inf;
 }

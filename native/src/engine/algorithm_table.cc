@@ -40,6 +40,15 @@ void runRing(AlgorithmContext& c) { allreduceOver(c, allreduceRing); }
 void runTree(AlgorithmContext& c) { allreduceOver(c, allreduceTree); }
 void runRecursiveDoubling(AlgorithmContext& c) { allreduceOver(c, allreduceRecursiveDoubling); }
 
+void runDirect(AlgorithmContext& c) {
+  if (c.op.dataCarried) {
+    // The agreement brought every rank's buffer already (negotiation.h).
+    reduceInRankOrder(c.args, c.op.data, agreedBuffers(*c.comm.agreement), c.op.count);
+    return;
+  }
+  allreduceOver(c, allreduceDirect);
+}
+
 void runMpi(AlgorithmContext& c) {
   // MPI's own all-reduce, on the MPI transport whatever carries the other algorithms.
   CollectiveArgs onMpi{*c.comm.mpi, c.args.dtype, c.args.op, c.args.scratch, c.args.recorder, c.args.segmentBytes};
@@ -122,6 +131,7 @@ const std::vector<AlgorithmRow>& table() {
       {OpKind::kAllreduce, Algorithm::kMpi, always, runMpi},
       {OpKind::kAllreduce, Algorithm::kShm, needsSharedMemory, runShm, true, ModelAlgorithm::kShm},
       {OpKind::kAllreduce, Algorithm::kHierarchical, needsHierarchy, runHierarchicalAllreduce, true, ModelAlgorithm::kHierarchical},
+      {OpKind::kAllreduce, Algorithm::kDirect, always, runDirect, true, ModelAlgorithm::kDirect},
       {OpKind::kBroadcast, Algorithm::kTree, always, runBinomial},
       {OpKind::kBroadcast, Algorithm::kRing, always, runPipeline},
       {OpKind::kBroadcast, Algorithm::kHierarchical, needsHierarchy, runHierarchicalBroadcast},
@@ -154,6 +164,27 @@ std::string algorithmsOf(OpKind kind) {
   std::string out = "'auto'";
   for (size_t i = 0; i < names.size(); ++i) out += (i + 1 == names.size() ? " or " : ", ") + names[i];
   return out;
+}
+
+// Where the direct all-reduce stops beating the others, by the same alpha-beta terms: direct is one
+// exchange carrying the agreement and (n-1)*m bytes; recursive doubling is the agreement's
+// exchange plus L of m; the ring the agreement plus 2(n-1) of m/n. Direct wins while
+// alpha*L > (n-1-L)*m*beta, and alpha*2(n-1) > ((n-1) - 2(n-1)/n)*m*beta. Capped by the two-rank
+// measurement where doubling took over from the tree.
+size_t directMaxBytes(int n) {
+  const double cap = static_cast<double>(kRecursiveDoublingMaxBytesTwoRanks);
+  if (n <= 2) return kRecursiveDoublingMaxBytesTwoRanks;  // the same exchange as doubling, agreement included
+  int p = 1, steps = 0;
+  while (p * 2 <= n) {
+    p *= 2;
+    ++steps;
+  }
+  if (p != n) steps += 2;
+  double limit = cap;
+  if (n - 1 > steps) limit = std::min(limit, kAlphaOverBetaBytes * steps / (n - 1.0 - steps));
+  const double ringShare = 2.0 * (n - 1) / n;
+  limit = std::min(limit, kAlphaOverBetaBytes * 2.0 * (n - 1) / ((n - 1.0) - ringShare));
+  return static_cast<size_t>(limit);
 }
 
 // Where recursive doubling stops beating the ring for n > 2 ranks, from the two cost models

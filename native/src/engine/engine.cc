@@ -46,6 +46,7 @@ const char* algorithmName(Algorithm a) {
     case Algorithm::kMpi: return "mpi";
     case Algorithm::kShm: return "shm";
     case Algorithm::kHierarchical: return "hierarchical";
+    case Algorithm::kDirect: return "direct";
   }
   return "unknown";
 }
@@ -595,7 +596,7 @@ Engine::InlineOutcome Engine::runInline(OpRecord* op, bool blocking) {
   return outcome;
 }
 
-bool Engine::tcpOnly(const CommState& comm) const { return comm.tcp && !comm.shm && options_.negotiate; }
+bool Engine::tcpOnly(const CommState& comm) const { return comm.tcp && !comm.shm; }
 
 // Ops whose agreement and data go over the TCP transport alone on a tcpOnly communicator.
 static bool movesOverTcpOnly(OpKind kind) {
@@ -722,8 +723,15 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
             negotiateOpShm(*comm.shm, *op, limits);
           } else if (comm.tcp) {
             comm.tcp->setDeadline(deadline);
-            if (!comm.agreement) comm.agreement = newPeerAgreement();
-            negotiateOpPeers(*comm.tcp, *op, limits, *comm.agreement);
+            if (!comm.agreement) {
+              comm.agreement = newPeerAgreement([this, &comm](OpKind kind, Algorithm algorithm, DType dtype, size_t count) {
+                return carriedByAgreement(comm, kind, algorithm, dtype, count);
+              });
+            }
+            const size_t carried = carriedByAgreement(comm, op->kind, op->algorithm, op->dtype, op->count);
+            const AgreementPayload payload{op->data, carried};
+            negotiateOpPeers(*comm.tcp, *op, limits, *comm.agreement, carried > 0 ? &payload : nullptr);
+            op->dataCarried = carried > 0;
           } else {
             negotiateOp(comm.control, comm.rank, comm.size, *op, limits);
           }
@@ -918,12 +926,21 @@ static Topology topologyOf(const CommState& comm) {
   return t;
 }
 
+size_t Engine::carriedByAgreement(const CommState& comm, OpKind kind, Algorithm algorithm, DType dtype, size_t count) const {
+  if (!options_.negotiate || !tcpOnly(comm) || kind != OpKind::kAllreduce || count == 0 || comm.size <= 1) return 0;
+  const size_t bytes = count * dtypeSize(dtype);
+  if (bytes > kDirectCarriedMaxBytes) return 0;  // larger: agreed first, then sent (a MISMATCH would drop it all)
+  const Algorithm a = algorithm == Algorithm::kAuto ? chooseAllreduce(comm, bytes) : algorithm;
+  return a == Algorithm::kDirect ? bytes : 0;
+}
+
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
   if (comm.shm) return Algorithm::kShm;
   if (options_.profileLoaded) {
     // The calibrated model decides among the table's rows that can run here.
-    const Topology t = topologyOf(comm);
+    Topology t = topologyOf(comm);
+    t.directCarriesAgreement = tcpOnly(comm) && options_.negotiate;
     const bool overlapped = comm.tcp != nullptr;
     Algorithm best = Algorithm::kRing;
     double bestUs = std::numeric_limits<double>::infinity();
@@ -937,6 +954,8 @@ Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
     }
     return best;
   }
+  // Over TCP the direct all-reduce carries the agreement: one exchange instead of two or more.
+  if (tcpOnly(comm) && options_.negotiate && bytes <= directMaxBytes(comm.size)) return Algorithm::kDirect;
   if (comm.hierarchy) return Algorithm::kHierarchical;
   if (bytes <= recursiveDoublingMaxBytes(comm.size)) return Algorithm::kRecursiveDoubling;
   return Algorithm::kRing;

@@ -162,7 +162,7 @@ class Engine {
   // False when the op was handed over (HandOff) instead of completed.
   bool run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt = std::chrono::steady_clock::time_point::max());
   bool inlineEligible(const OpRecord& op, bool blocking);
-  // Agreement and data over the TCP transport, none over MPI.
+  // Agreement (if on) and data over the TCP transport, none over MPI.
   bool tcpOnly(const CommState& comm) const;
   void negotiate(CommState& comm, OpRecord& op);
   // `fusedNegotiation`: the op was not negotiated yet; the shared-memory all-reduce does it in
@@ -178,6 +178,10 @@ class Engine {
   CommState& addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline);
   void addHierarchy(CommState& comm, std::chrono::steady_clock::time_point deadline);
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;
+  // What an all-reduce described so sends after its descriptor in the agreement over TCP: its
+  // whole buffer when it runs as the direct all-reduce there (agreement and data in one exchange),
+  // else 0. The same on every rank for the same arguments.
+  size_t carriedByAgreement(const CommState& comm, OpKind kind, Algorithm algorithm, DType dtype, size_t count) const;
   // `auto`'s pick (or the caller's) for broadcast, all-gather and reduce-scatter.
   Algorithm chooseAlgorithm(const CommState& comm, const OpRecord& op) const;
   // After a data-phase TIMEOUT: which ranks no longer answer, agreed by the ranks that do.

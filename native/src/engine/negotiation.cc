@@ -354,17 +354,43 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
 }
 
 struct PeerAgreement {
+  SentAfterRule sentAfter;
   std::vector<Descriptor> all;
   std::vector<RequestId> receives, sends;
-  std::vector<char> got;
+  // Per peer: a buffer receive posted after its descriptor (its own, or one to drop), and whether
+  // it completed; the sends of this rank's buffer.
+  std::vector<RequestId> bufferReceives, bufferSends;
+  std::vector<char> got, gotBuffer;
+  std::vector<uint8_t> buffers;               // n slots of `bytes`, rank order
+  std::vector<std::vector<uint8_t>> dropped;  // what disagreeing peers sent after their descriptors
+  size_t bytes = 0;
+  bool carries = false;
   int remaining = 0;
   std::chrono::steady_clock::time_point start;
   bool warned = false;
 };
 
-std::shared_ptr<PeerAgreement> newPeerAgreement() { return std::make_shared<PeerAgreement>(); }
+std::shared_ptr<PeerAgreement> newPeerAgreement(SentAfterRule sentAfter) {
+  auto state = std::make_shared<PeerAgreement>();
+  state->sentAfter = std::move(sentAfter);
+  return state;
+}
 
-void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimits& limits, PeerAgreement& x) {
+const uint8_t* agreedBuffers(const PeerAgreement& state) { return state.buffers.data(); }
+
+namespace {
+// What the peer whose descriptor is `d` sent after it, by the engine's rule; 0 for a descriptor
+// that names no typed all-reduce.
+size_t sentAfterDescriptor(const PeerAgreement& x, const Descriptor& d) {
+  if (!x.sentAfter || d.kind != static_cast<int64_t>(OpKind::kAllreduce) || d.count <= 0) return 0;
+  if (d.dtype < 0 || d.dtype >= kNumDTypes || d.algorithm < 0 || d.algorithm > static_cast<int64_t>(Algorithm::kDirect)) return 0;
+  return x.sentAfter(OpKind::kAllreduce, static_cast<Algorithm>(d.algorithm), static_cast<DType>(d.dtype),
+                     static_cast<size_t>(d.count));
+}
+}  // namespace
+
+void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimits& limits, PeerAgreement& x,
+                      const AgreementPayload* payload) {
   const int n = t.size(), me = t.rank();
   if (n == 1) return;
   try {
@@ -373,15 +399,31 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       x.all[me] = describe(op);
       x.receives.assign(n, -1);
       x.sends.assign(n, -1);
+      x.bufferReceives.assign(n, -1);
+      x.bufferSends.assign(n, -1);
       x.got.assign(n, 0);
+      x.gotBuffer.assign(n, 1);
       x.got[me] = 1;
+      x.dropped.resize(n);
+      x.carries = payload != nullptr && payload->bytes > 0;
+      x.bytes = x.carries ? payload->bytes : 0;
+      if (x.carries && sentAfterDescriptor(x, x.all[me]) != x.bytes)
+        throw BraidException(ErrorCode::kInternal, "agreement: the buffer carried differs from what the rule says is sent");
+      if (x.carries) {
+        // This rank's own slot is what it sends: memory of the agreement's, which outlives a
+        // hand-off to the engine thread whatever happens to the caller's buffer.
+        x.buffers.resize(x.bytes * n);
+        std::memcpy(x.buffers.data() + x.bytes * me, payload->data, x.bytes);
+      }
       x.remaining = n - 1;
       x.start = std::chrono::steady_clock::now();
       x.warned = false;
-      for (int p = 0; p < n; ++p) {
-        if (p == me) continue;
+      // Peers in the order after this rank: not every rank's first message to rank 0.
+      for (int i = 1; i < n; ++i) {
+        const int p = (me + i) % n;
         x.receives[p] = t.irecv(p, &x.all[p], sizeof(Descriptor));
         x.sends[p] = t.isend(p, &x.all[me], sizeof(Descriptor));
+        if (x.carries) x.bufferSends[p] = t.isend(p, x.buffers.data() + x.bytes * me, x.bytes);
       }
     }
     const auto spinFrom = std::chrono::steady_clock::now();
@@ -390,6 +432,26 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       for (int p = 0; p < n; ++p) {
         if (!x.got[p] && t.test(x.receives[p])) {
           x.got[p] = 1;
+          --x.remaining;
+          // What follows the descriptor: the peer's buffer where it agrees, else whatever it
+          // sent, to drop.
+          uint8_t* into = nullptr;
+          size_t length = 0;
+          if (x.carries && sameOp(x.all[p], x.all[me])) {
+            into = x.buffers.data() + x.bytes * p;
+            length = x.bytes;
+          } else if ((length = sentAfterDescriptor(x, x.all[p])) > 0) {
+            x.dropped[p].resize(length);
+            into = x.dropped[p].data();
+          }
+          if (length > 0) {
+            x.bufferReceives[p] = t.irecv(p, into, length);
+            x.gotBuffer[p] = 0;
+            ++x.remaining;
+          }
+        }
+        if (!x.gotBuffer[p] && t.test(x.bufferReceives[p])) {
+          x.gotBuffer[p] = 1;
           --x.remaining;
         }
       }
@@ -406,7 +468,7 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       const bool shutdown = limits.stallShutdownMs > 0 && now - x.start > std::chrono::milliseconds(limits.stallShutdownMs);
       if (late || stalled || shutdown) {
         std::vector<int> missing, present;
-        for (int p = 0; p < n; ++p) (x.got[p] ? present : missing).push_back(p);
+        for (int p = 0; p < n; ++p) (x.got[p] && x.gotBuffer[p] ? present : missing).push_back(p);
         const std::string what = missingMessage(missing, x.all[me], limits.hosts);
         if (shutdown && !late) stallShutdown(what, limits.stallShutdownMs);
         if (late) {
@@ -424,8 +486,11 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       }
       t.idle(std::chrono::milliseconds(10));
     }
-    for (int p = 0; p < n; ++p)
-      if (p != me) t.wait(x.sends[p]);
+    for (int p = 0; p < n; ++p) {
+      if (p == me) continue;
+      t.wait(x.sends[p]);
+      if (x.carries) t.wait(x.bufferSends[p]);
+    }
   } catch (const HandOff&) {
     throw;
   } catch (...) {

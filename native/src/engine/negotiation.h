@@ -58,8 +58,23 @@ void negotiateOpShm(ShmTransport& shm, const OpRecord& op, const NegotiationLimi
 // `state` holds the exchange (it is the communicator's, reused op after op): when the op was tried
 // on the caller's thread and the other ranks had not all answered by limits.handOffAt, this
 // throws HandOff and the engine thread, called again with op.resumeEpoch set, waits on from there.
+//
+// The exchange may carry data: with `payload`, each rank's buffer follows its descriptor on the
+// same connection (the direct all-reduce: agreement and data in one one-way latency). A rank reads
+// a peer's buffer only once that peer's descriptor matched its own; a peer whose descriptor
+// differs may have sent a buffer too, or none, of its own length: `sentAfter`, the engine's rule
+// for what an op's descriptor sends after it (the same on every rank), says, and those bytes are
+// read off and dropped, so that a MISMATCH leaves every connection in step.
 struct PeerAgreement;
-std::shared_ptr<PeerAgreement> newPeerAgreement();
-void negotiateOpPeers(TcpTransport& transport, const OpRecord& op, const NegotiationLimits& limits, PeerAgreement& state);
+using SentAfterRule = std::function<size_t(OpKind kind, Algorithm algorithm, DType dtype, size_t count)>;
+std::shared_ptr<PeerAgreement> newPeerAgreement(SentAfterRule sentAfter);
+struct AgreementPayload {
+  const void* data = nullptr;  // this rank's buffer: sentAfter(this op) bytes of it
+  size_t bytes = 0;
+};
+void negotiateOpPeers(TcpTransport& transport, const OpRecord& op, const NegotiationLimits& limits, PeerAgreement& state,
+                      const AgreementPayload* payload = nullptr);
+// After negotiateOpPeers with a payload: every rank's buffer, in rank order, back to back.
+const uint8_t* agreedBuffers(const PeerAgreement& state);
 
 }  // namespace braid

@@ -28,7 +28,8 @@ enum class OpKind : int {
   // thread, so the JS benchmark can put the library beside itself in the same run.
   kMpiLoop = 7,
 };
-enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4, kShm = 5, kHierarchical = 6 };
+enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4, kShm = 5, kHierarchical = 6,
+                           kDirect = 7 };
 
 const char* opKindName(OpKind k);
 const char* algorithmName(Algorithm a);
@@ -69,6 +70,7 @@ struct OpRecord {
   uint64_t seq = 0;
   uint64_t resumeEpoch = 0;  // handed over by the caller's thread at this barrier (HandOff)
   bool ranInline = false;    // finished on the caller's thread
+  bool dataCarried = false;  // the agreement carried every rank's buffer (the direct all-reduce over TCP)
   // Set by an op on the caller's thread whose data phase timed out (its message): the engine
   // thread, which may call MPI, finds out which ranks stopped answering and fails the op.
   std::string timedOut;

@@ -79,7 +79,7 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
     expect(job.code, job.stderr).toBe(0);
     expect(job.results).toHaveLength(4);
     for (const r of job.results) {
-      for (const kind of ['length', 'dtype', 'op', 'algorithm', 'root', 'name', 'operation', 'sync']) {
+      for (const kind of ['length', 'dtype', 'op', 'algorithm', 'root', 'name', 'operation', 'sync', 'carried', 'directLength']) {
         expect(r[kind].code, `${kind} on rank ${r.rank}`).toBe('MISMATCH');
         expect(r[kind].message).toMatch(/rank 3 has/);
         expect(r[kind].ms).toBeLessThan(5000);

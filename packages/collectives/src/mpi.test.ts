@@ -75,6 +75,8 @@ describe.each([
       name: new RegExp(`name: ${others} ha(s|ve) 'layer1/kernel', rank ${last} has 'layer2/bias'`),
       operation: new RegExp(`operation: ${others} ha(s|ve) allReduce, rank ${last} has broadcast`),
       sync: new RegExp(`length: ${others} ha(s|ve) 3, rank ${last} has 2`),
+      carried: new RegExp(`length: ${others} ha(s|ve) 4, rank ${last} has 262144`),
+      directLength: new RegExp(`length: ${others} ha(s|ve) 4, rank ${last} has 6`),
     };
     for (const r of run.results) {
       for (const [kind, pattern] of Object.entries(fields)) {

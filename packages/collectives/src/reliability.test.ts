@@ -87,9 +87,9 @@ describe('a cost profile (BRAID_PROFILE)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'braid-profile-'));
     const path = join(dir, 'profile.json');
     const trace = join(dir, 'trace.json');
-    // Links with a huge per-message cost and next to no per-byte cost: the model prefers recursive
-    // doubling's log2(4) = 2 steps to the ring's 6 at every size, where the measured rules (no
-    // profile) take the ring above 64 KiB.
+    // Links with a huge per-message cost and next to no per-byte cost: the model prefers the direct
+    // all-reduce's one step to recursive doubling's log2(4) = 2 and the ring's 6 at every size,
+    // where the measured rules (no profile) take recursive doubling, then the ring above 64 KiB.
     const numbers = { networkAlphaUs: 1000, networkBetaUsPerByte: 1e-6, localAlphaUs: 1000, localBetaUsPerByte: 1e-6, ringStepAlphaUs: 0, ringStepBetaUsPerByte: 0,
       crossAllAlphaUs: 0, crossAllBetaUsPerByte: 0, localAllAlphaUs: 0, localAllBetaUsPerByte: 0, shmBarrierUs: 0.3, shmCopyUsPerByte: 1e-4, gammaUsPerByte: 1e-7,
       opUs: 2, overlap: 1, calibratedHosts: 0, calibratedPerHost: 0 };
@@ -99,11 +99,18 @@ describe('a cost profile (BRAID_PROFILE)', () => {
     expect(r.results).toHaveLength(4);
     for (const result of r.results) expect(result.sums).toEqual([10, 10, 10]);
     const ops = (JSON.parse(readFileSync(trace, 'utf8')) as Array<{ ph: string; args?: { count?: number; algorithm?: string } }>).filter((e) => e.ph === 'X' && e.args?.count);
-    expect(ops.map((o) => `${o.args!.count}:${o.args!.algorithm}`)).toEqual(['4:recursive-doubling', '100000:recursive-doubling', '1048576:recursive-doubling']);
+    expect(ops.map((o) => `${o.args!.count}:${o.args!.algorithm}`)).toEqual(['4:direct', '100000:direct', '1048576:direct']);
     const plain = await run(4, 'profiled', { BRAID_SHM: 'off', BRAID_TIMELINE: trace });
     expect(plain.code).toBe(0);
     const plainOps = (JSON.parse(readFileSync(trace, 'utf8')) as Array<{ ph: string; args?: { count?: number; algorithm?: string } }>).filter((e) => e.ph === 'X' && e.args?.count);
     expect(plainOps.map((o) => `${o.args!.count}:${o.args!.algorithm}`)).toEqual(['4:recursive-doubling', '100000:ring', '1048576:ring']);
+    // Over Braid's TCP transport the small one runs as the direct all-reduce (its buffer rides on
+    // the agreement's exchange; 8 KiB at most at 4 ranks).
+    const tcp = await run(4, 'profiled', { BRAID_SHM: 'off', BRAID_TRANSPORT: 'tcp', BRAID_TIMELINE: trace });
+    expect(tcp.code).toBe(0);
+    for (const result of tcp.results) expect(result.sums).toEqual([10, 10, 10]);
+    const tcpOps = (JSON.parse(readFileSync(trace, 'utf8')) as Array<{ ph: string; args?: { count?: number; algorithm?: string } }>).filter((e) => e.ph === 'X' && e.args?.count);
+    expect(tcpOps.map((o) => `${o.args!.count}:${o.args!.algorithm}`)).toEqual(['4:direct', '100000:ring', '1048576:ring']);
   });
 });
 

@@ -32,7 +32,7 @@ const ARRAY_DTYPE = new Map<Function, DType>([
 ]);
 const SUPPORTED = 'Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array, Int8Array, or a Uint16Array with dtype "float16" or "bfloat16"';
 const FUTURE_ALGORITHMS = new Set(['nccl']);
-const ALL_REDUCE_ALGORITHMS = "'auto', 'shm', 'ring', 'tree', 'recursive-doubling', 'hierarchical' or 'mpi'";
+const ALL_REDUCE_ALGORITHMS = "'auto', 'shm', 'ring', 'tree', 'recursive-doubling', 'direct', 'hierarchical' or 'mpi'";
 
 function describe(value: unknown): string {
   if (value === null) return 'null';

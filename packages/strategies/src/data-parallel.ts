@@ -42,7 +42,7 @@ export type Broadcastable =
   | Record<string, tf.Variable>;
 
 const COMPRESSIONS: readonly Compression[] = ['none', 'fp16', 'bf16'];
-const ALGORITHMS: readonly AllReduceAlgorithm[] = ['auto', 'ring', 'tree', 'recursive-doubling', 'mpi', 'shm'];
+const ALGORITHMS: readonly AllReduceAlgorithm[] = ['auto', 'ring', 'tree', 'recursive-doubling', 'direct', 'mpi', 'shm'];
 
 function positiveInteger(what: string, value: unknown, fallback: number, min = 1): number {
   if (value === undefined) return fallback;

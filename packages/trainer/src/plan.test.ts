@@ -52,6 +52,21 @@ describe('the cost model through the addon', () => {
     const m = 1024;
     expect(addon.predict({ algorithm: 'recursive-doubling', ...topology, bytes: m, profile: profileNumbers })).toBeCloseTo(2 + 2 * (10 + m * 1e-3 + m * 1e-4), 6);
   });
+  it('direct: one step of (n-L)*m across each host link shared by its L ranks, n-1 reductions; no agreement exchange of its own across hosts', () => {
+    const m = 1024;
+    const reduce = 3 * m * 1e-4;
+    // 4 hosts x 1 rank: 3 messages of m leave each host at once.
+    expect(addon.predict({ algorithm: 'direct', ...topology, bytes: m, profile: profileNumbers })).toBeCloseTo(2 + 10 + 3 * m * 1e-3 + reduce, 6);
+    expect(addon.predict({ algorithm: 'direct', ...topology, directCarriesAgreement: true, bytes: m, profile: profileNumbers })).toBeCloseTo(10 + 3 * m * 1e-3 + reduce, 6);
+    // 2 hosts x 2 ranks: 2 remote messages per rank, the host's link shared by 2; the local one beside them.
+    expect(addon.predict({ algorithm: 'direct', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, directCarriesAgreement: true, bytes: m, profile: profileNumbers }))
+      .toBeCloseTo(10 + 2 * m * 2 * 1e-3 + reduce, 6);
+    // The fewest steps: below recursive doubling for small messages, above the ring for large ones.
+    const at = (algorithm: 'ring' | 'recursive-doubling' | 'direct', bytes: number) =>
+      addon.predict({ algorithm, ...topology, directCarriesAgreement: true, bytes, profile: profileNumbers });
+    expect(at('direct', 64)).toBeLessThan(at('recursive-doubling', 64));
+    expect(at('ring', 16 << 20)).toBeLessThan(at('direct', 16 << 20));
+  });
   it('small messages favour recursive doubling, large ones the ring', () => {
     const at = (algorithm: 'ring' | 'recursive-doubling', bytes: number) => addon.predict({ algorithm, ...topology, bytes, profile: profileNumbers });
     expect(at('recursive-doubling', 1024)).toBeLessThan(at('ring', 1024));
@@ -117,6 +132,7 @@ describe('braid plan', () => {
     expect(wireBytesPerRank('ring', 4, 4, 1, 1000)).toBe(1500);
     expect(wireBytesPerRank('recursive-doubling', 4, 4, 1, 1000)).toBe(2000);
     expect(wireBytesPerRank('hierarchical', 8, 2, 4, 4000)).toBe(1000);
+    expect(wireBytesPerRank('direct', 4, 4, 1, 1000)).toBe(3000);
     expect(compressionWire('none', 100)).toEqual({ collective: 'allReduce', bytes: 400 });
     expect(compressionWire('fp16', 100)).toEqual({ collective: 'allReduce', bytes: 200 });
     expect(compressionWire('topk:0.1', 100)).toEqual({ collective: 'allGather', bytes: 80 });
@@ -129,8 +145,8 @@ describe('braid plan', () => {
     expect(numbers.networkAlphaUs).toBe(50);
     const rows = planRows(args, numbers, (q) => addon.predict(q));
     expect(rows.map((r) => `${r.algorithm}/${r.compression}`)).toEqual([
-      'ring/none', 'recursive-doubling/none', 'tree/none', 'hierarchical/none',
-      'ring/fp16', 'recursive-doubling/fp16', 'tree/fp16', 'hierarchical/fp16',
+      'ring/none', 'recursive-doubling/none', 'tree/none', 'direct/none', 'hierarchical/none',
+      'ring/fp16', 'recursive-doubling/fp16', 'tree/fp16', 'direct/fp16', 'hierarchical/fp16',
       'ring (all-gather)/topk:0.01',
     ]);
     for (const r of rows) {
@@ -154,7 +170,7 @@ describe('braid plan', () => {
     expect(json.status, json.stderr).toBe(0);
     const parsed = JSON.parse(json.stdout);
     expect(parsed.numbers.shmBarrierUs).toBe(0.5);
-    expect(parsed.rows.length).toBe(9);
+    expect(parsed.rows.length).toBe(11);
   });
 
   it.each([

@@ -133,9 +133,10 @@ export function planRows(args: PlanArgs, numbers: ProfileNumbers, predict: Predi
   const hosts = args.hosts;
   const perHost = args.ranksPerHost;
   const ranks = hosts * perHost;
-  const topology = { ranks, hosts, perHost, sharedMemory: hosts === 1 && perHost > 1, hierarchy: hosts > 1 && perHost > 1 };
-  type ModelAlgorithm = 'ring' | 'recursive-doubling' | 'tree' | 'shm' | 'hierarchical';
-  const algorithms: ModelAlgorithm[] = ['ring', 'recursive-doubling', 'tree', ...(topology.sharedMemory ? ['shm' as const] : []), ...(topology.hierarchy ? ['hierarchical' as const] : [])];
+  // Across hosts the data goes over Braid's TCP transport, where the direct all-reduce carries the agreement.
+  const topology = { ranks, hosts, perHost, sharedMemory: hosts === 1 && perHost > 1, hierarchy: hosts > 1 && perHost > 1, directCarriesAgreement: hosts > 1 };
+  type ModelAlgorithm = 'ring' | 'recursive-doubling' | 'tree' | 'direct' | 'shm' | 'hierarchical';
+  const algorithms: ModelAlgorithm[] = ['ring', 'recursive-doubling', 'tree', 'direct', ...(topology.sharedMemory ? ['shm' as const] : []), ...(topology.hierarchy ? ['hierarchical' as const] : [])];
   const rows: PlanRow[] = [];
   for (const compression of args.compressions) {
     const wire = compressionWire(compression, args.params);
@@ -179,6 +180,8 @@ export function wireBytesPerRank(algorithm: string, n: number, hosts: number, pe
       return (2 * (n - 1) * m) / n;
     case 'recursive-doubling':
       return log2 * m + (2 ** log2 === n ? 0 : m);
+    case 'direct':
+      return (n - 1) * m; // the whole buffer to every other rank
     case 'tree':
       return 2 * m; // a rank sends its partial up once and the result down to its children (at most log n; on average ~1 each way)
     case 'shm':

@@ -43,7 +43,7 @@ async function matrix(comm) {
   const shmOff = process.env.BRAID_SHM === 'off' || comm.localSize !== comm.size;
   // The hierarchy is there when the ranks span hosts with several (the same number) on each.
   const hierarchical = process.env.BRAID_SHM !== 'off' && comm.localSize > 1 && comm.localSize < comm.size;
-  const algorithms = ['auto', ...(shmOff ? [] : ['shm']), ...(hierarchical ? ['hierarchical'] : []), 'ring', 'tree', 'recursive-doubling', 'mpi'];
+  const algorithms = ['auto', ...(shmOff ? [] : ['shm']), ...(hierarchical ? ['hierarchical'] : []), 'ring', 'tree', 'recursive-doubling', 'direct', 'mpi'];
   const cases = [];
   if (!hierarchical && n > 1) {
     for (const [what, call] of [
@@ -190,6 +190,11 @@ async function mismatch(comm) {
     name: () => comm.allReduce(new Float32Array(4), { name: odd ? 'layer2/bias' : 'layer1/kernel' }),
     operation: () => (odd ? comm.broadcast(new Float32Array(4)) : comm.allReduce(new Float32Array(4))),
     sync: async () => comm.allReduceSync(new Int32Array(odd ? 2 : 3)),
+    // Over TCP a small 'auto' all-reduce sends its buffer with its descriptor (the direct
+    // all-reduce); a large one does not, and a direct one of another length sends other bytes:
+    // the ranks read off what the others sent and stay in step.
+    carried: () => comm.allReduce(new Float32Array(odd ? 1 << 18 : 4)),
+    directLength: () => comm.allReduce(new Float32Array(odd ? 6 : 4), { algorithm: 'direct' }),
   };
   const results = {};
   for (const [kind, fn] of Object.entries(kinds)) {
