@@ -154,7 +154,7 @@ summary.configurations['2x2 unshaped'] = allreduce('2x2', 2, [MPI_C, 'auto-sync'
 
 const SYNC = ['ring-sync', 'recursive-doubling-sync'];
 // The direct all-reduce sends the whole buffer to every other rank: for small messages (auto takes
-// it up to 64 KiB at most, and its buffers ride on the agreement up to 1 MiB), validated up to 1 MiB.
+// it up to 64 KiB at most, where its buffers ride on the agreement), validated up to 1 MiB.
 const DIRECT_MAX = 1 << 20;
 summary.validation = [];
 {

@@ -55,9 +55,9 @@ void allreduceMpi(CollectiveArgs& args, void* buf, size_t count);
 // Every rank's whole buffer to every other, reduced by each in rank order (allreduce_direct.cc).
 void allreduceDirect(CollectiveArgs& args, void* buf, size_t count);
 // buf = slot 0 (op) slot 1 (op) ... slot n-1, folded in that order (n = the transport's size), the
-// slots `count` elements each, back to back; 'avg' divides at the end. The direct all-reduce's
-// reduction, for when the agreement step already carried the buffers.
-void reduceInRankOrder(CollectiveArgs& args, void* buf, const uint8_t* slots, size_t count);
+// slots `count` elements each, back to back (the slots are used as scratch); 'avg' divides at the
+// end. The direct all-reduce's reduction, for when the agreement step already carried the buffers.
+void reduceInRankOrder(CollectiveArgs& args, void* buf, uint8_t* slots, size_t count);
 // Ranks on one host only: through a shared-memory region instead of messages. `firstBarrier`, if
 // given, replaces the first chunk's copy-in and barrier: it is called with the copy-in and must
 // run it and then pass a barrier (the engine's agreement step does both at once).

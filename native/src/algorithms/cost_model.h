@@ -110,6 +110,12 @@ inline std::array<double*, kProfileFields> profileFields(CostProfile& p) {
           &p.calibratedHosts, &p.calibratedPerHost};
 }
 
+// The largest direct all-reduce whose buffers ride on the agreement over TCP; larger ones are
+// agreed first, then sent. A carried buffer is sent from a copy of its own (it must outlive a
+// hand-off of the op to the engine thread), which at 256 KiB-1 MiB cost more than the agreement's
+// exchange saved; and a MISMATCH drops what was sent.
+constexpr size_t kDirectCarriedMaxBytes = 64 * 1024;
+
 enum class ModelAlgorithm { kRing, kRecursiveDoubling, kTree, kShm, kHierarchical, kDirect };
 
 namespace cost {
@@ -240,7 +246,8 @@ inline double predictAllreduceUs(ModelAlgorithm a, const Topology& t, const Cost
     case ModelAlgorithm::kTree: return p.opUs + cost::tree(t, p, m);
     case ModelAlgorithm::kShm: return t.sharedMemory ? p.opUs + cost::shm(t, p, m) : inf;
     case ModelAlgorithm::kHierarchical: return t.hierarchy ? p.opUs + cost::hierarchical(t, p, m, overlapped) : inf;
-    case ModelAlgorithm::kDirect: return (t.directCarriesAgreement ? 0 : p.opUs) + cost::direct(t, p, m);
+    case ModelAlgorithm::kDirect:
+      return (t.directCarriesAgreement && bytes <= kDirectCarriedMaxBytes ? 0 : p.opUs) + cost::direct(t, p, m);
   }
   return inf;
 }

@@ -49,8 +49,7 @@ std::string algorithmsOf(OpKind kind);
 size_t recursiveDoublingMaxBytes(int ranks);
 // Up to where the direct all-reduce, carrying the agreement, beats recursive doubling and the ring.
 size_t directMaxBytes(int ranks);
-// The largest direct all-reduce whose buffers ride on the agreement (larger ones are agreed first).
-constexpr size_t kDirectCarriedMaxBytes = 1 << 20;
+
 constexpr size_t kBroadcastBinomialMaxBytes = 128 * 1024;
 
 }  // namespace braid

@@ -715,6 +715,9 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
                                  [this, commId = comm.id] { return queuedOpNames(commId); }};
         // A shared-memory all-reduce agrees on the op in its own first barrier: one flag
         // round-trip fewer per op. Every rank decides this alike or its descriptor differs.
+        auto describeOp = [op] {
+          return std::string(opKindName(op->kind)) + " #" + std::to_string(op->seq) + (op->name.empty() ? "" : " '" + op->name + "'");
+        };
         const bool fuse = options_.negotiate && comm.shm && op->kind == OpKind::kAllreduce && op->count > 0 &&
                           (op->algorithm == Algorithm::kShm ||
                            (op->algorithm == Algorithm::kAuto && chooseAllreduce(comm, op->count * dtypeSize(op->dtype)) == Algorithm::kShm));
@@ -723,6 +726,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
             negotiateOpShm(*comm.shm, *op, limits);
           } else if (comm.tcp) {
             comm.tcp->setDeadline(deadline);
+            comm.tcp->setStallReport(options_.stallWarningMs, describeOp);  // buffers may ride on the agreement
             if (!comm.agreement) {
               comm.agreement = newPeerAgreement([this, &comm](OpKind kind, Algorithm algorithm, DType dtype, size_t count) {
                 return carriedByAgreement(comm, kind, algorithm, dtype, count);
@@ -738,9 +742,6 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
           op->tNegotiated = stamp();
         }
         if (!options_.negotiate) op->tNegotiated = stamp();
-        auto describeOp = [op] {
-          return std::string(opKindName(op->kind)) + " #" + std::to_string(op->seq) + (op->name.empty() ? "" : " '" + op->name + "'");
-        };
         // Every transport the op may wait on keeps its deadline and names it in a stall report.
         auto arm = [&](auto* transport) {
           if (transport == nullptr) return;
@@ -929,7 +930,7 @@ static Topology topologyOf(const CommState& comm) {
 size_t Engine::carriedByAgreement(const CommState& comm, OpKind kind, Algorithm algorithm, DType dtype, size_t count) const {
   if (!options_.negotiate || !tcpOnly(comm) || kind != OpKind::kAllreduce || count == 0 || comm.size <= 1) return 0;
   const size_t bytes = count * dtypeSize(dtype);
-  if (bytes > kDirectCarriedMaxBytes) return 0;  // larger: agreed first, then sent (a MISMATCH would drop it all)
+  if (bytes > kDirectCarriedMaxBytes) return 0;  // larger: agreed first, then sent (cost_model.h)
   const Algorithm a = algorithm == Algorithm::kAuto ? chooseAllreduce(comm, bytes) : algorithm;
   return a == Algorithm::kDirect ? bytes : 0;
 }

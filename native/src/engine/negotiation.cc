@@ -360,7 +360,7 @@ struct PeerAgreement {
   // Per peer: a buffer receive posted after its descriptor (its own, or one to drop), and whether
   // it completed; the sends of this rank's buffer.
   std::vector<RequestId> bufferReceives, bufferSends;
-  std::vector<char> got, gotBuffer;
+  std::vector<char> got;
   std::vector<uint8_t> buffers;               // n slots of `bytes`, rank order
   std::vector<std::vector<uint8_t>> dropped;  // what disagreeing peers sent after their descriptors
   size_t bytes = 0;
@@ -376,7 +376,7 @@ std::shared_ptr<PeerAgreement> newPeerAgreement(SentAfterRule sentAfter) {
   return state;
 }
 
-const uint8_t* agreedBuffers(const PeerAgreement& state) { return state.buffers.data(); }
+uint8_t* agreedBuffers(PeerAgreement& state) { return state.buffers.data(); }
 
 namespace {
 // What the peer whose descriptor is `d` sent after it, by the engine's rule; 0 for a descriptor
@@ -402,7 +402,6 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       x.bufferReceives.assign(n, -1);
       x.bufferSends.assign(n, -1);
       x.got.assign(n, 0);
-      x.gotBuffer.assign(n, 1);
       x.got[me] = 1;
       x.dropped.resize(n);
       x.carries = payload != nullptr && payload->bytes > 0;
@@ -444,15 +443,7 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
             x.dropped[p].resize(length);
             into = x.dropped[p].data();
           }
-          if (length > 0) {
-            x.bufferReceives[p] = t.irecv(p, into, length);
-            x.gotBuffer[p] = 0;
-            ++x.remaining;
-          }
-        }
-        if (!x.gotBuffer[p] && t.test(x.bufferReceives[p])) {
-          x.gotBuffer[p] = 1;
-          --x.remaining;
+          if (length > 0) x.bufferReceives[p] = t.irecv(p, into, length);
         }
       }
       if (x.remaining == 0) break;
@@ -468,7 +459,7 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       const bool shutdown = limits.stallShutdownMs > 0 && now - x.start > std::chrono::milliseconds(limits.stallShutdownMs);
       if (late || stalled || shutdown) {
         std::vector<int> missing, present;
-        for (int p = 0; p < n; ++p) (x.got[p] && x.gotBuffer[p] ? present : missing).push_back(p);
+        for (int p = 0; p < n; ++p) (x.got[p] ? present : missing).push_back(p);
         const std::string what = missingMessage(missing, x.all[me], limits.hosts);
         if (shutdown && !late) stallShutdown(what, limits.stallShutdownMs);
         if (late) {
@@ -486,8 +477,11 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       }
       t.idle(std::chrono::milliseconds(10));
     }
+    // Every rank is here: the buffers behind the descriptors move at the transport's own pace
+    // (its wait spins while bytes flow; this loop's is for descriptors, which are one write).
     for (int p = 0; p < n; ++p) {
       if (p == me) continue;
+      if (x.bufferReceives[p] >= 0) t.wait(x.bufferReceives[p]);
       t.wait(x.sends[p]);
       if (x.carries) t.wait(x.bufferSends[p]);
     }

@@ -75,6 +75,6 @@ struct AgreementPayload {
 void negotiateOpPeers(TcpTransport& transport, const OpRecord& op, const NegotiationLimits& limits, PeerAgreement& state,
                       const AgreementPayload* payload = nullptr);
 // After negotiateOpPeers with a payload: every rank's buffer, in rank order, back to back.
-const uint8_t* agreedBuffers(const PeerAgreement& state);
+uint8_t* agreedBuffers(PeerAgreement& state);
 
 }  // namespace braid
