@@ -29,8 +29,9 @@ struct LinkCost {
     if (m <= bytes[0]) return us[0];
     int i = 1;
     while (i < points - 1 && m > bytes[i]) ++i;
-    double slope = (us[i] - us[i - 1]) / (bytes[i] - bytes[i - 1]);
-    if (m > bytes[points - 1]) slope = std::max(slope, betaUsPerByte);
+    const double slope = (us[i] - us[i - 1]) / (bytes[i] - bytes[i - 1]);
+    // Past the largest point: from it, at the last stretch's slope or beta, whichever is steeper.
+    if (m > bytes[points - 1]) return us[points - 1] + (m - bytes[points - 1]) * std::max(slope, betaUsPerByte);
     return us[i - 1] + (m - bytes[i - 1]) * slope;
   }
 };
@@ -126,6 +127,9 @@ inline int ceilLog2(int n) {
   return steps;
 }
 
+// Reducing m bytes.
+inline double reduceUs(const CostProfile& p, double m) { return m * p.gammaUsPerByte; }
+
 // The link a flat algorithm's step crosses: the network as soon as the ranks span hosts.
 inline LinkCost flatLink(const Topology& t, const CostProfile& p) { return t.hosts > 1 ? p.network : p.local; }
 
@@ -135,7 +139,7 @@ inline double ring(const Topology& t, const CostProfile& p, double m) {
   const int n = t.ranks;
   if (n <= 1) return 0;
   const LinkCost l = p.measuredOn(t, p.ringStep) ? p.ringStep : flatLink(t, p);
-  return 2.0 * (n - 1) * l.timeUs(m / n) + (n - 1.0) / n * m * p.gammaUsPerByte;
+  return 2.0 * (n - 1) * l.timeUs(m / n) + (n - 1.0) * reduceUs(p, m / n);
 }
 
 // allreduce_recursive_doubling.cc: log2(p) exchanges of the whole buffer (two more steps when n
@@ -158,7 +162,7 @@ inline double recursiveDoubling(const Topology& t, const CostProfile& p, double 
     crossing.betaUsPerByte *= std::max(1, t.perHost);
   }
   const LinkCost& within = t.hosts > 1 && p.measuredOn(t, p.localAll) ? p.localAll : p.local;
-  double us = localSteps * (within.timeUs(m) + m * p.gammaUsPerByte) + (steps - localSteps) * (crossing.timeUs(m) + m * p.gammaUsPerByte);
+  double us = localSteps * (within.timeUs(m) + reduceUs(p, m)) + (steps - localSteps) * (crossing.timeUs(m) + reduceUs(p, m));
   if (pow2 != n) us += 2 * net.timeUs(m);
   return us;
 }
@@ -181,7 +185,7 @@ inline double direct(const Topology& t, const CostProfile& p, double m) {
     across = p.measuredOn(t, p.crossAll) ? p.crossAll.timeUs(remote)
                                          : p.network.alphaUs + remote * perHost * p.network.betaUsPerByte;
   }
-  return std::max(within, across) + (n - 1.0) * m * p.gammaUsPerByte;
+  return std::max(within, across) + (n - 1.0) * reduceUs(p, m);
 }
 
 // allreduce_tree.cc: 2 ceil(log2 n) steps of the whole buffer, ceil(log2 n) reductions.
@@ -190,7 +194,7 @@ inline double tree(const Topology& t, const CostProfile& p, double m) {
   if (n <= 1) return 0;
   const LinkCost l = flatLink(t, p);
   const int depth = ceilLog2(n);
-  return 2.0 * depth * l.timeUs(m) + depth * m * p.gammaUsPerByte;
+  return 2.0 * depth * l.timeUs(m) + depth * reduceUs(p, m);
 }
 
 // allreduce_shm.cc: per chunk of half a slot, two barriers; every byte copied in, 1/n of it

@@ -100,6 +100,14 @@ describe('the cost model through the addon', () => {
     const slope = 1000 / ((1 << 20) - 65536);
     expect(ringAt(8 << 20)).toBeCloseTo(2 + 6 * (1100 + ((2 << 20) - (1 << 20)) * slope) + reduce(8 << 20), 6);
   });
+  it('past its largest point a curve goes on from that point, at the last stretch slope or beta, whichever is steeper', () => {
+    // The last stretch (64 KiB to 1 MiB) is shallower than beta (1e-3 us/B): beta, from 1 MiB on.
+    const curve: Array<[number, number]> = [[8, 50], [65536, 100], [1 << 20, 200]];
+    const loaded = { ...profileNumbers, ringStepAlphaUs: 50, ringStepBetaUsPerByte: 1e-3, ringStepCurve: curve, calibratedHosts: 2, calibratedPerHost: 2 };
+    const ringAt = (m: number) => addon.predict({ algorithm: 'ring', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, bytes: m, profile: loaded });
+    // 4 ranks: 6 steps of m/4; 16 MiB: steps of 4 MiB, 3 MiB past the last point.
+    expect(ringAt(16 << 20)).toBeCloseTo(2 + 6 * (200 + (3 << 20) * 1e-3) + (3 / 4) * (16 << 20) * 1e-4, 6);
+  });
   it('hierarchical: the overlap measured decides how much of the shorter phase the pipeline hides', () => {
     const at = (overlap: number) => addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, bytes: 16 << 20,
       profile: { ...profileNumbers, overlap } });
