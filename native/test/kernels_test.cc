@@ -224,7 +224,10 @@ int main() {
             std::vector<uint8_t> got(a.size());
             k->reduce[static_cast<int>(t)][static_cast<int>(op)](got.data(), a.data(), b.data(), n);
             CHECK_MSG(got == want, std::string(dtypeName(t)) + " " + redOpName(op) + " n=" + std::to_string(n));
-            // In place (out aliases a) gives the same.
+            // In place (out aliases b, or a) gives the same.
+            std::vector<uint8_t> intoB = b;
+            k->reduce[static_cast<int>(t)][static_cast<int>(op)](intoB.data(), a.data(), intoB.data(), n);
+            CHECK_MSG(intoB == want, std::string("in place of b ") + dtypeName(t) + " " + redOpName(op));
             k->reduce[static_cast<int>(t)][static_cast<int>(op)](a.data(), a.data(), b.data(), n);
             CHECK_MSG(a == want, std::string("in place ") + dtypeName(t) + " " + redOpName(op));
           }

@@ -37,12 +37,29 @@ template <> struct Unsigned<int32_t> { using type = uint32_t; };
 template <> struct Unsigned<int64_t> { using type = uint64_t; };
 template <> struct Unsigned<int8_t> { using type = uint8_t; };
 
+// The algorithms reduce in place (out == a or out == b) as often as not: each case gets a loop
+// whose pointers are truly unaliased, so that the vectorizer needs no overlap check (which an
+// in-place call would fail, falling back to scalar code) and no pointer is declared __restrict
+// while it aliases another.
 template <class T, class Op>
 void reduceLoop(void* out, const void* a, const void* b, size_t n) {
-  T* __restrict o = static_cast<T*>(out);
-  const T* x = static_cast<const T*>(a);
-  const T* y = static_cast<const T*>(b);
-  for (size_t i = 0; i < n; ++i) o[i] = Op::apply(x[i], y[i]);
+  if (out == a && out != b) {
+    T* __restrict o = static_cast<T*>(out);
+    const T* __restrict y = static_cast<const T*>(b);
+    for (size_t i = 0; i < n; ++i) o[i] = Op::apply(o[i], y[i]);
+  } else if (out == b && out != a) {
+    T* __restrict o = static_cast<T*>(out);
+    const T* __restrict x = static_cast<const T*>(a);
+    for (size_t i = 0; i < n; ++i) o[i] = Op::apply(x[i], o[i]);
+  } else if (out != a) {
+    T* __restrict o = static_cast<T*>(out);
+    const T* __restrict x = static_cast<const T*>(a);
+    const T* __restrict y = static_cast<const T*>(b);
+    for (size_t i = 0; i < n; ++i) o[i] = Op::apply(x[i], y[i]);
+  } else {
+    T* o = static_cast<T*>(out);  // out == a == b
+    for (size_t i = 0; i < n; ++i) o[i] = Op::apply(o[i], o[i]);
+  }
 }
 
 template <class T, class Op>
