@@ -6,7 +6,8 @@
 // Every pair of ranks gets `streams` connections, made once when the communicator is created.
 // A message is a 16-byte header (length and a per-stream sequence number, checked on arrival)
 // followed by the payload, written and read straight from and into the caller's buffer with one
-// sendmsg/recvmsg each time the socket takes more: no per-piece handshake and no copy. Messages
+// sendmsg/recvmsg each time the socket takes more (the messages queued on a connection go out in
+// one sendmsg, up to a write's worth): no per-piece handshake and no copy. Messages
 // of 512 KiB and more are cut into one stripe per stream. Only the engine thread touches it.
 //
 // Waiting: a few microseconds of non-blocking attempts (a peer on the same switch answers within
