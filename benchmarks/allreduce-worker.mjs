@@ -6,11 +6,9 @@ import { writeFileSync } from 'node:fs';
 import { init } from '@braid/collectives';
 import { encodeOp, loadAddon } from '@braid/native';
 
-const args = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
+import { commandLine, median } from './common.mjs';
+
+const { args, opt } = commandLine();
 const minBytes = Number(opt('--min-bytes', 4));
 const maxBytes = Number(opt('--max-bytes', 256 * 2 ** 20));
 const secondsPerSize = Number(opt('--seconds-per-size', 0.2));
@@ -45,7 +43,6 @@ const n = comm.size;
 const busFactor = n > 1 ? (2 * (n - 1)) / n : 0;
 const now = () => Number(process.hrtime.bigint()) / 1e9;
 const maxOver = (x) => comm.allReduceSync(new Float64Array([x]), { op: 'max', algorithm: 'mpi' })[0];
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function timeLoop(iters, fn) {
   // Line the ranks up with Braid's own barrier: after an MPI op the next op waits for MPI's

@@ -10,12 +10,10 @@ import { fileURLToPath } from 'node:url';
 
 import { buildDir } from '@braid/native';
 
+import { commandLine, median } from './common.mjs';
+
 const here = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
+const { args, opt } = commandLine();
 const np = Number(opt('--np', 2));
 const quick = args.includes('--quick');
 const maxBytes = opt('--max-bytes', quick ? String(16 * 2 ** 20) : String(256 * 2 ** 20));
@@ -50,7 +48,6 @@ for (let i = 0; i < repeat; i++) {
   runs.js.push(JSON.parse(readFileSync(jsJson, 'utf8')));
   runs.jsOff.push(JSON.parse(readFileSync(jsOffJson, 'utf8')));
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 function merge(list) {
   const busFactor = np > 1 ? (2 * (np - 1)) / np : 0;
   const results = list[0].results.map((row, i) => {

@@ -5,6 +5,8 @@ import { writeFileSync } from 'node:fs';
 import { init } from '@braid/collectives';
 import { allReduceCompressed, createCompressor, ErrorFeedback } from '@braid/compression';
 
+import { median } from './common.mjs';
+
 const json = process.argv[2];
 const rounds = Number(process.argv[3] ?? 5);
 const comm = await init();
@@ -34,7 +36,6 @@ for (let round = 0; round < rounds; round++) {
     times[c].push(performance.now() - t0);
   }
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 // Bytes this rank puts on the wire per call: what the collective moves for it.
 const wire = (name, compressor) => {
   if (compressor === null) return (2 * (comm.size - 1) / comm.size) * n * 4;

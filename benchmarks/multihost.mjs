@@ -22,14 +22,11 @@ import { BRAID_VERSION, readProfile } from '@braid/collectives';
 import { buildDir, loadAddon } from '@braid/native';
 
 import { renderChart } from './plot.mjs';
+import { commandLine, median } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
-const args = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
+const { args, opt } = commandLine();
 const quick = args.includes('--quick');
 const maxBytes = Number(opt('--max-bytes', quick ? 16 * 2 ** 20 : 64 * 2 ** 20));
 const rate = opt('--rate', '1gbit');
@@ -108,7 +105,6 @@ function validate(config, run, profile, perHost) {
   }
   return rows;
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const summary = { rate, configurations: {} };
 
 const probe = spawnSync('bash', [cluster, 'status'], { env: clusterEnv, encoding: 'utf8' });

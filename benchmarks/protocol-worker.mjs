@@ -8,11 +8,9 @@ import { writeFileSync } from 'node:fs';
 
 import { init } from '@braid/collectives';
 
-const args = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
+import { commandLine } from './common.mjs';
+
+const { args, opt } = commandLine();
 const protocol = opt('--protocol', 'osu');
 const minBytes = Number(opt('--min-bytes', 4));
 const maxBytes = Number(opt('--max-bytes', 64 * 2 ** 20));

@@ -14,12 +14,10 @@ import { fileURLToPath } from 'node:url';
 
 import { buildDir } from '@braid/native';
 
+import { commandLine } from './common.mjs';
+
 const here = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
+const { args, opt } = commandLine();
 const np = opt('--np', '2');
 const repeat = Number(opt('--repeat', '3'));
 const maxBytes = opt('--max-bytes', String(64 * 2 ** 20));

@@ -9,11 +9,9 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const args = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
+import { commandLine } from './common.mjs';
+
+const { args, opt } = commandLine();
 const ops = Number(opt('--ops', 100_000));
 const np = Number(opt('--np', 3));
 const MiB = 2 ** 20;

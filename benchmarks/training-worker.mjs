@@ -13,6 +13,7 @@ import { epochBatches } from '@braid/trainer';
 import * as tf from '@tensorflow/tfjs';
 
 import { loadMnist } from '../examples/mnist/data.mjs';
+import { median } from './common.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -26,7 +27,6 @@ const { values: args } = parseArgs({
 });
 tf.enableProdMode();
 const comm = await init();
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function mlp() {
   return tf.sequential({

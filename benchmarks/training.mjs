@@ -11,14 +11,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { renderChart } from './plot.mjs';
+import { commandLine, median } from './common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
-const args = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : fallback;
-};
+const { args, opt } = commandLine();
 const quick = args.includes('--quick');
 const repeat = Number(opt('--repeat', quick ? 1 : 5));
 const steps = opt('--steps', quick ? '40' : '150');
@@ -52,7 +49,6 @@ function twoAtOnce() {
   });
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const runs = { 1: [], 2: [] };
 const ceilings = [];
 for (let i = 0; i < repeat; i++) {
