@@ -24,8 +24,15 @@ export interface TrainerState {
   version: number;
   /** Epoch being trained when the checkpoint was taken (0-based). */
   epoch: number;
-  /** Batches of that epoch already done. */
+  /** Batches of that epoch already done (since `position` when the epoch was resumed on another number of ranks). */
   batchInEpoch: number;
+  /**
+   * Rows of the epoch's order trained so far, by all ranks together (sharding.ts); absent in
+   * checkpoints that predate it: batchInEpoch x batchSize x size.
+   */
+  position?: number;
+  /** The batches per rank the epoch's sums cover (default batchInEpoch). */
+  summedBatches?: number;
   /** Optimizer steps done since the start of training. */
   globalStep: number;
   seed: number;

@@ -200,7 +200,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       resumedFrom = rank === 0 ? folder : (options.checkpointDir ?? '');
       if (checkpoint.state.size !== size || checkpoint.state.batchSize !== batchSize || checkpoint.state.seed !== seed) {
         progress.message(
-          `resuming with ${size} ranks x ${batchSize} rows, seed ${seed}; the checkpoint was taken with ${checkpoint.state.size} x ${checkpoint.state.batchSize}, seed ${checkpoint.state.seed}: training continues, but not bit for bit as it would have`,
+          `resuming with ${size} ranks x ${batchSize} rows, seed ${seed}; the checkpoint was taken with ${checkpoint.state.size} x ${checkpoint.state.batchSize}, seed ${checkpoint.state.seed}: the epoch goes on with the rows not trained yet, dealt among these ranks (every row once), but not bit for bit as it would have`,
         );
       }
       progress.message(`resumed from ${folder || 'checkpoint'} at epoch ${state.epoch + 1}, step ${state.globalStep}`);
@@ -222,7 +222,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   const started = performance.now();
   let stepsRun = 0;
 
-  const checkpoint = async (epoch: number, batchInEpoch: number, mySums: Record<string, number>) => {
+  const checkpoint = async (epoch: number, batchInEpoch: number, mySums: Record<string, number>, summedBatches: number, position: number) => {
     if (!options.checkpointDir) return;
     // Every rank's running sums go into the checkpoint (rank 0 writes it).
     let epochSums: Array<Record<string, number>> = [];
@@ -235,6 +235,8 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       version: CHECKPOINT_VERSION,
       epoch,
       batchInEpoch,
+      position,
+      summedBatches,
       globalStep: state.globalStep,
       seed,
       size,
@@ -254,9 +256,18 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
 
   try {
     for (let epoch = state.epoch; epoch < epochs && !stoppedEarly; epoch++) {
-      const batches = epochBatches({ rows, rank, size, batchSize, seed, epoch, shuffle: options.shuffle ?? true, dropRemainder: options.dropRemainder });
-      const firstBatch = epoch === state.epoch ? state.batchInEpoch : 0;
-      const sums: Record<string, number> = epoch === state.epoch ? resumedSums(state.epochSums, rank, size) : {};
+      // A resumed epoch goes on from the rows trained before the checkpoint: as dealt from the
+      // epoch's start when the ranks and batch size are the checkpoint's (the same batches an
+      // uninterrupted run trains), else dealt anew among these ranks from that position, so that
+      // every row of the epoch is trained once across the runs (an elastic restart).
+      const resumed = epoch === state.epoch;
+      const position = state.position ?? state.batchInEpoch * state.batchSize * state.size;
+      const asDealt = !resumed || (state.size === size && state.batchSize === batchSize && position === state.batchInEpoch * batchSize * size);
+      const epochStart = asDealt || position >= rows ? 0 : position;
+      const batches = epochBatches({ rows, rank, size, batchSize, seed, epoch, shuffle: options.shuffle ?? true, dropRemainder: options.dropRemainder, startPosition: epochStart });
+      const firstBatch = resumed && asDealt ? state.batchInEpoch : 0;
+      const sums: Record<string, number> = resumed ? resumedSums(state.epochSums, rank, size) : {};
+      let summedBatches = resumed ? (state.summedBatches ?? state.batchInEpoch) : 0;
       for (const cb of callbacks) await cb.onEpochBegin?.(epoch);
       progress.epochBegin();
       let last: Record<string, number> = {};
@@ -272,14 +283,17 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
         }
         last = Object.fromEntries(names.map((n, i) => [n, out[i]!]));
         for (const n of names) sums[n] = (sums[n] ?? 0) + last[n]!;
+        summedBatches++;
         state.globalStep++;
         stepsRun++;
         progress.step(epoch, b + 1, batches.length, last, firstBatch);
         for (const cb of callbacks) await cb.onBatchEnd?.({ epoch, batch: b, globalStep: state.globalStep }, last);
         // A step checkpoint that falls on an epoch's last batch is taken after the epoch's metrics.
-        if (everySteps > 0 && state.globalStep % everySteps === 0 && b + 1 < batches.length) await checkpoint(epoch, b + 1, sums);
+        if (everySteps > 0 && state.globalStep % everySteps === 0 && b + 1 < batches.length) {
+          await checkpoint(epoch, b + 1, sums, summedBatches, epochStart + (b + 1) * batchSize * size);
+        }
       }
-      const local = Object.fromEntries(names.map((n) => [n, batches.length > 0 ? (sums[n] ?? 0) / batches.length : 0]));
+      const local = Object.fromEntries(names.map((n) => [n, summedBatches > 0 ? (sums[n] ?? 0) / summedBatches : 0]));
       const logs = await strategy.averageMetrics(local);
       if (options.validationData) Object.assign(logs, await validate(model, comm, options.validationData, options.validationBatchSize ?? batchSize));
       const ordered: Record<string, number> = {};
@@ -312,9 +326,11 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       state.epoch = epoch + 1;
       state.batchInEpoch = 0;
       state.epochSums = [];
+      state.position = 0;
+      state.summedBatches = 0;
       const due =
         (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || (everySteps > 0 && state.globalStep % everySteps === 0) || epoch + 1 === epochs || stoppedEarly;
-      if (due) await checkpoint(epoch + 1, 0, {});
+      if (due) await checkpoint(epoch + 1, 0, {}, 0, 0);
     }
     if (stoppedEarly && bestWeights) model.setWeights(bestWeights);
   } finally {

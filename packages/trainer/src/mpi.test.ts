@@ -100,3 +100,25 @@ describe.each([2, 3, 4])('np=%i', (np) => {
     expect(error.message).toMatch(/number of training rows differs between ranks .*whole data set/);
   });
 });
+
+describe('an epoch resumed on another number of ranks (an elastic restart)', () => {
+  it('trains every row of the epoch exactly once across the two runs, and the next epoch whole', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-ckpt-rows-'));
+    // 3 ranks x batches of 5: 20 rows each, 4 steps; killed at step 3, after the step-2 commit
+    // (30 rows of the epoch trained).
+    const crashed = await run(3, ['countRows', dir, '3', '5'], 137);
+    expect(crashed.code).not.toBe(0);
+    // 2 ranks resume from there: the other 30 rows, 15 each, 3 steps; then the second epoch on 2
+    // ranks from its start: 30 rows each, 6 steps.
+    const resumed = await run(2, ['countRows', dir, '0', '5']);
+    expect(resumed.results[0]!.resumedFrom).toBe(join(dir, `ckpt-${String(2).padStart(9, '0')}`));
+    expect(resumed.results[0]!.globalStep).toBe(2 + 3 + 6);
+    const weights = same(resumed.results, 'weights') as number[];
+    // The first epoch trained on 3 ranks adds 1/15 to w_i, on 2 ranks 1/10; the second epoch
+    // 1/10 to every row. A row skipped or trained twice lands elsewhere.
+    const count = (w: number) => (Math.abs(w - (1 / 15 + 1 / 10)) < 1e-6 ? 'three' : Math.abs(w - 2 / 10) < 1e-6 ? 'two' : `other ${w}`);
+    const tally: Record<string, number> = {};
+    for (const w of weights) tally[count(w)] = (tally[count(w)] ?? 0) + 1;
+    expect(tally).toEqual({ three: 30, two: 30 });
+  });
+});

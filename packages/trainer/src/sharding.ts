@@ -38,20 +38,29 @@ export interface ShardOptions {
   shuffle: boolean;
   /** Drop the last, smaller batch (default false: keep it; it has the same size on every rank). */
   dropRemainder?: boolean;
+  /**
+   * Rows of this epoch's order already trained, by all ranks together (default 0). The ranks deal
+   * the order round-robin, so the rows trained after b batches of B rows on S ranks are the
+   * order's first b*B*S: a job resumed on another number of ranks deals the rest from there, and
+   * every row of the epoch is trained once across the two.
+   */
+  startPosition?: number;
 }
 
 /** This rank's batches for one epoch, as row indices. Every rank gets the same count and sizes. */
 export function epochBatches(o: ShardOptions): Int32Array[] {
   if (o.rows === 0) return [];
+  const from = o.startPosition ?? 0;
+  if (!Number.isInteger(from) || from < 0 || from >= o.rows) throw new RangeError(`epochBatches: startPosition must be an integer in [0, ${o.rows}); got ${from}`);
   // Mix the epoch into the seed so every epoch has its own order.
   const order = o.shuffle ? permutation(o.rows, (o.seed * 0x9e3779b1 + o.epoch * 0x85ebca6b) >>> 0) : Int32Array.from({ length: o.rows }, (_, i) => i);
-  const perRank = Math.ceil(o.rows / o.size);
+  const perRank = Math.ceil((o.rows - from) / o.size);
   const mine = new Int32Array(perRank);
-  for (let k = 0; k < perRank; k++) mine[k] = order[(k * o.size + o.rank) % o.rows]!;
+  for (let k = 0; k < perRank; k++) mine[k] = order[(from + k * o.size + o.rank) % o.rows]!;
   const batches: Int32Array[] = [];
   for (let start = 0; start < perRank; start += o.batchSize) {
     const end = Math.min(perRank, start + o.batchSize);
-    if (end - start < o.batchSize && o.dropRemainder && batches.length > 0) break;
+    if (end - start < o.batchSize && o.dropRemainder && (batches.length > 0 || from > 0)) break;
     batches.push(mine.subarray(start, end));
   }
   return batches;

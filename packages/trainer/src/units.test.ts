@@ -44,6 +44,23 @@ describe('sharding', () => {
     expect(Array.from(epochBatches({ rows: 6, rank: 1, size: 2, batchSize: 3, seed: 1, epoch: 0, shuffle: false })[0]!)).toEqual([1, 3, 5]);
   });
 
+  it('an epoch resumed on another number of ranks deals the rows not yet trained: every row once across both', () => {
+    const rows = 120;
+    const common = { rows, seed: 5, epoch: 1, shuffle: true };
+    // 3 ranks x batches of 4: 2 batches trained, then 2 ranks x batches of 6 from there.
+    const before = [0, 1, 2].flatMap((rank) => epochBatches({ ...common, rank, size: 3, batchSize: 4 }).slice(0, 2).flatMap((b) => Array.from(b)));
+    const position = 2 * 4 * 3;
+    const after = [0, 1].flatMap((rank) => epochBatches({ ...common, rank, size: 2, batchSize: 6, startPosition: position }).flatMap((b) => Array.from(b)));
+    expect(before).toHaveLength(position);
+    expect([...before, ...after].sort((a, b) => a - b)).toEqual(Array.from({ length: rows }, (_, i) => i));
+    // From the position an uninterrupted run reached, on the same ranks: the batches it trains next.
+    for (const rank of [0, 1, 2]) {
+      const whole = epochBatches({ ...common, rank, size: 3, batchSize: 4 }).slice(2).map((b) => Array.from(b));
+      expect(epochBatches({ ...common, rank, size: 3, batchSize: 4, startPosition: position }).map((b) => Array.from(b))).toEqual(whole);
+    }
+    expect(() => epochBatches({ ...common, rank: 0, size: 2, batchSize: 6, startPosition: rows })).toThrow(/startPosition must be an integer in \[0, 120\)/);
+  });
+
   it('validation shards are disjoint and cover every row once', () => {
     const all = [0, 1, 2].flatMap((r) => Array.from(validationRows(10, r, 3)));
     expect(all.sort((a, b) => a - b)).toEqual(Array.from({ length: 10 }, (_, i) => i));

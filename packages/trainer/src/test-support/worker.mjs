@@ -39,6 +39,11 @@ function model(optimizer) {
   return m;
 }
 
+// An onBatchEnd that kills this rank at that global step (undefined or '0': never), as a host lost mid-run.
+const killedAt = (step) => (s) => {
+  if (step && step !== '0' && s.globalStep === Number(step)) process.kill(process.pid, 'SIGKILL');
+};
+
 function makeOptimizer(name) {
   if (name === 'adam') return tf.train.adam(0.02);
   if (name === 'momentum') return tf.train.momentum(0.1, 0.9);
@@ -89,11 +94,7 @@ const scenarios = {
       checkpointEvery: { steps: 5 },
       keepCheckpoints: 100,
       progress: 'none',
-      callbacks: {
-        onBatchEnd: (s) => {
-          if (crashAt && s.globalStep === Number(crashAt)) process.kill(process.pid, 'SIGKILL');
-        },
-      },
+      callbacks: { onBatchEnd: killedAt(crashAt) },
     });
     let reloaded;
     if (rank === 0) {
@@ -153,6 +154,30 @@ const scenarios = {
     // The communicator is still usable afterwards: the failure was agreed, not a timeout.
     const after = await comm.allReduce(new Float32Array([1]));
     return { failures, after: after[0] };
+  },
+
+  // Every row's training count in its own weight: row i is the one-hot e_i, the model w.x starts
+  // at 0 and the target is far above, so mean absolute error's gradient adds lr / (batch x ranks)
+  // to w_i each time row i is trained (DataParallel averages over the ranks). Two epochs of 60
+  // rows, a checkpoint every 2 steps; `crashAt` kills every rank at that step (0: never).
+  async countRows() {
+    const [dir, crashAt, batch] = rest;
+    const rows = 60;
+    const dp = new DataParallel(comm);
+    const m = tf.sequential({ layers: [tf.layers.dense({ inputShape: [rows], units: 1, useBias: false, kernelInitializer: 'zeros' })] });
+    m.compile({ optimizer: dp.wrapOptimizer(tf.train.sgd(1)), loss: 'meanAbsoluteError' });
+    const result = await fit(m, { x: tf.eye(rows), y: tf.fill([rows, 1], 1000) }, {
+      epochs: 2,
+      batchSize: Number(batch),
+      strategy: dp,
+      seed: 4,
+      checkpointDir: dir,
+      checkpointEvery: { steps: 2 },
+      keepCheckpoints: 100,
+      progress: 'none',
+      callbacks: { onBatchEnd: killedAt(crashAt) },
+    });
+    return { weights: Array.from(m.getWeights()[0].dataSync()), globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null };
   },
 
   // Ranks that disagree on the data fail together with a message.
