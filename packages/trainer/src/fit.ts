@@ -78,6 +78,13 @@ export interface FitOptions {
   checkpointEvery?: { steps?: number; epochs?: number };
   /** Checkpoints kept (default 2). */
   keepCheckpoints?: number;
+  /**
+   * Write every checkpoint on every host (by each host's first rank) instead of on rank 0's alone:
+   * for hosts that do not share checkpointDir, so that losing a host loses no checkpoint and a
+   * job restarted without it resumes on any of the others. Default false (leave it off where
+   * checkpointDir is one shared folder).
+   */
+  checkpointOnEveryHost?: boolean;
   /** Resume from the newest checkpoint in checkpointDir when there is one (default true). */
   resume?: boolean;
   /** 'auto': a bar on a terminal, one line per epoch in a log (default). Only rank 0 prints. */
@@ -138,7 +145,7 @@ async function agree(comm: Communicator, what: string, value: number, advice: st
 export async function fit(model: TrainableModel, data: Dataset, options: FitOptions = {}): Promise<FitResult> {
   checkOptions('fit', options, [
     'epochs', 'batchSize', 'strategy', 'seed', 'shuffle', 'dropRemainder', 'validationData', 'validationBatchSize', 'callbacks',
-    'earlyStopping', 'checkpointDir', 'checkpointEvery', 'keepCheckpoints', 'resume', 'progress', 'write',
+    'earlyStopping', 'checkpointDir', 'checkpointEvery', 'keepCheckpoints', 'checkpointOnEveryHost', 'resume', 'progress', 'write',
   ]);
   checkOptions('fit: earlyStopping', options.earlyStopping, ['monitor', 'patience', 'minDelta', 'mode', 'restoreBestWeights']);
   checkOptions('fit: checkpointEvery', options.checkpointEvery, ['steps', 'epochs']);
@@ -248,7 +255,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
     // A write error on rank 0 (a full disk, no permission) stops every rank together.
     const checkpointDir = options.checkpointDir;
     await agreeOnSuccess(comm, 'fit: writing a checkpoint', async () => {
-      if (rank !== 0) return;
+      if (options.checkpointOnEveryHost ? comm.localRank !== 0 : rank !== 0) return;
       const folder = await writeCheckpoint(checkpointDir, model, snapshot, keep);
       for (const cb of callbacks) await cb.onCheckpoint?.(folder, snapshot);
     });

@@ -90,11 +90,12 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
 
   // `braid run` of the trainer's worker on the hosts; results land in a shared folder, the
   // checkpoints in /run/braid-host, which each host sees on its own.
-  function trainer(placement: string, np: number, args: string[]): Promise<{ code: number | null; stderr: string; results: any[] }> {
+  // Started from host `from` (Open MPI places the first ranks on the host it starts on).
+  function trainer(placement: string, np: number, args: string[], env: Record<string, string> = {}, from = 0): Promise<{ code: number | null; stderr: string; results: any[] }> {
     const out = mkdtempSync(join(tmpdir(), 'braid-hosts-trainer-'));
-    const cmd = hosts.on(0, [process.execPath, cli, 'run', '-np', String(np), ...hosts.braidRunArgs(placement), trainerWorker, ...args, out]);
+    const cmd = hosts.on(from, [process.execPath, cli, 'run', '-np', String(np), ...hosts.braidRunArgs(placement), trainerWorker, ...args, out]);
     return new Promise((resolve) => {
-      const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
       let stderr = '';
       child.stderr.on('data', (d) => (stderr += d));
       child.on('exit', (code) => {
@@ -123,6 +124,31 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
     for (const r of c.results) expect(r.weights).toBe(a.results[0].weights);
     expect(c.results[0].history).toEqual(a.results[0].history);
   }, 120_000);
+
+  it('checkpoints on every host: with rank 0\'s host gone, a job whose rank 0 runs on the other resumes from that host\'s own copy, bitwise', async () => {
+    const tag = `${process.pid}-${Date.now()}`;
+    const straight = `/run/braid-host/e-${tag}`;
+    const crashed = `/run/braid-host/f-${tag}`;
+    const everyHost = { BRAID_TEST_CHECKPOINT_EVERY_HOST: '1' };
+    const a = await trainer('h0:2,h1:2', 4, ['resume', 'adam', straight]);
+    expect(a.code, a.stderr).toBe(0);
+    const stepsPerEpoch = Math.ceil(Math.ceil(90 / 4) / 4);
+    const b = await trainer('h0:2,h1:2', 4, ['resume', 'adam', crashed, String(stepsPerEpoch + 3)], everyHost);
+    expect(b.code).not.toBe(0);
+    const onHost = (i: number, argv: string[]) => spawnSync(hosts.on(i, argv)[0]!, hosts.on(i, argv).slice(1), { encoding: 'utf8' });
+    expect(onHost(0, ['ls', crashed]).stdout).toMatch(/ckpt-/);
+    expect(onHost(1, ['ls', crashed]).stdout).toBe(onHost(0, ['ls', crashed]).stdout);
+    // h0's disk is lost: rank 0 (and 1) now run on h1, which has its own copy.
+    onHost(0, ['rm', '-rf', crashed]);
+    const c = await trainer('h0:2,h1:2', 4, ['resume', 'adam', crashed], everyHost, 1);
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.results[0].host).toBe('h1');
+    expect(c.results[0].resumedFrom).toMatch(/ckpt-\d{9}$/);
+    for (const r of c.results) expect(r.weights).toBe(a.results[0].weights);
+    expect(c.results[0].history).toEqual(a.results[0].history);
+    // Both hosts hold the final checkpoint again.
+    expect(onHost(0, ['cat', `${crashed}/latest`]).stdout).toBe(onHost(1, ['cat', `${crashed}/latest`]).stdout);
+  }, 180_000);
 
   // braid run checks every host before the job: it can start a process there, and this machine's
   // Node.js is at the same path (every rank runs it by that path).

@@ -1,4 +1,5 @@
 // One rank of a multi-process trainer test: `mpirun -np N node worker.mjs <scenario> <dir>`.
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
@@ -93,6 +94,7 @@ const scenarios = {
       checkpointDir: dir,
       checkpointEvery: { steps: 5 },
       keepCheckpoints: 100,
+      checkpointOnEveryHost: process.env.BRAID_TEST_CHECKPOINT_EVERY_HOST === '1',
       progress: 'none',
       callbacks: { onBatchEnd: killedAt(crashAt) },
     });
@@ -102,7 +104,7 @@ const scenarios = {
       const loaded = await tf.loadLayersModel(checkpointLoader(folder));
       reloaded = { folder, weights: digest(loaded.getWeights()) };
     }
-    return { history: result.history, globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null, weights: digest(m.getWeights()), reloaded };
+    return { history: result.history, globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null, weights: digest(m.getWeights()), reloaded, host: hostname() };
   },
 
   // Early stopping on an averaged metric, and model.stopTraining set on one rank only.
