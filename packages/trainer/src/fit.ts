@@ -34,7 +34,12 @@ export interface StepInfo {
 }
 
 export interface TrainerCallbacks {
-  onTrainBegin?: (info: { resumedFrom?: string; epoch: number; globalStep: number }) => void | Promise<void>;
+  /**
+   * Before the first step. Resumed from a checkpoint taken on another number of ranks,
+   * `resumedSize` is that number (`size` is this run's): the place to rescale the learning rate
+   * for the new global batch (e.g. by size / resumedSize, as Horovod Elastic users do).
+   */
+  onTrainBegin?: (info: { resumedFrom?: string; epoch: number; globalStep: number; size: number; resumedSize?: number }) => void | Promise<void>;
   onEpochBegin?: (epoch: number) => void | Promise<void>;
   /** This rank's own step results (not averaged: averaging every step would cost a collective). */
   onBatchEnd?: (step: StepInfo, logs: Record<string, number>) => void | Promise<void>;
@@ -224,7 +229,8 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   let bestWeights: tf.Tensor[] | undefined;
   let stoppedEarly = false;
 
-  for (const cb of callbacks) await cb.onTrainBegin?.({ resumedFrom, epoch: state.epoch, globalStep: state.globalStep });
+  const resumedSize = resumedFrom && state.size !== size ? state.size : undefined;
+  for (const cb of callbacks) await cb.onTrainBegin?.({ resumedFrom, epoch: state.epoch, globalStep: state.globalStep, size, ...(resumedSize ? { resumedSize } : {}) });
   const commBefore = strategy.stats.communicationMs;
   const started = performance.now();
   let stepsRun = 0;

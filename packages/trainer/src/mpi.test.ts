@@ -113,6 +113,8 @@ describe('an epoch resumed on another number of ranks (an elastic restart)', () 
     const resumed = await run(2, ['countRows', dir, '0', '5']);
     expect(resumed.results[0]!.resumedFrom).toBe(join(dir, `ckpt-${String(2).padStart(9, '0')}`));
     expect(resumed.results[0]!.globalStep).toBe(2 + 3 + 6);
+    // onTrainBegin says the size changed (where a learning rate would be rescaled).
+    expect(resumed.results.map((r) => r.began)).toEqual([{ size: 2, resumedSize: 3 }, { size: 2, resumedSize: 3 }]);
     const weights = same(resumed.results, 'weights') as number[];
     // The first epoch trained on 3 ranks adds 1/15 to w_i, on 2 ranks 1/10; the second epoch
     // 1/10 to every row. A row skipped or trained twice lands elsewhere.

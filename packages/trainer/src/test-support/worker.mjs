@@ -168,6 +168,7 @@ const scenarios = {
     const dp = new DataParallel(comm);
     const m = tf.sequential({ layers: [tf.layers.dense({ inputShape: [rows], units: 1, useBias: false, kernelInitializer: 'zeros' })] });
     m.compile({ optimizer: dp.wrapOptimizer(tf.train.sgd(1)), loss: 'meanAbsoluteError' });
+    let began;
     const result = await fit(m, { x: tf.eye(rows), y: tf.fill([rows, 1], 1000) }, {
       epochs: 2,
       batchSize: Number(batch),
@@ -177,9 +178,9 @@ const scenarios = {
       checkpointEvery: { steps: 2 },
       keepCheckpoints: 100,
       progress: 'none',
-      callbacks: { onBatchEnd: killedAt(crashAt) },
+      callbacks: { onBatchEnd: killedAt(crashAt), onTrainBegin: (info) => (began = info) },
     });
-    return { weights: Array.from(m.getWeights()[0].dataSync()), globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null };
+    return { weights: Array.from(m.getWeights()[0].dataSync()), globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null, began: { size: began.size, resumedSize: began.resumedSize ?? null } };
   },
 
   // Ranks that disagree on the data fail together with a message.
