@@ -598,6 +598,8 @@ Engine::InlineOutcome Engine::runInline(OpRecord* op, bool blocking) {
 
 bool Engine::tcpOnly(const CommState& comm) const { return comm.tcp && !comm.shm; }
 
+bool Engine::directCarriesAgreement(const CommState& comm) const { return tcpOnly(comm) && options_.negotiate; }
+
 // Ops whose agreement and data go over the TCP transport alone on a tcpOnly communicator.
 static bool movesOverTcpOnly(OpKind kind) {
   return kind == OpKind::kAllreduce || kind == OpKind::kBroadcast || kind == OpKind::kAllgather ||
@@ -928,7 +930,7 @@ static Topology topologyOf(const CommState& comm) {
 }
 
 size_t Engine::carriedByAgreement(const CommState& comm, OpKind kind, Algorithm algorithm, DType dtype, size_t count) const {
-  if (!options_.negotiate || !tcpOnly(comm) || kind != OpKind::kAllreduce || count == 0 || comm.size <= 1) return 0;
+  if (!directCarriesAgreement(comm) || kind != OpKind::kAllreduce || count == 0 || comm.size <= 1) return 0;
   const size_t bytes = count * dtypeSize(dtype);
   if (bytes > kDirectCarriedMaxBytes) return 0;  // larger: agreed first, then sent (cost_model.h)
   const Algorithm a = algorithm == Algorithm::kAuto ? chooseAllreduce(comm, bytes) : algorithm;
@@ -941,7 +943,7 @@ Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (options_.profileLoaded) {
     // The calibrated model decides among the table's rows that can run here.
     Topology t = topologyOf(comm);
-    t.directCarriesAgreement = tcpOnly(comm) && options_.negotiate;
+    t.directCarriesAgreement = directCarriesAgreement(comm);
     const bool overlapped = comm.tcp != nullptr;
     Algorithm best = Algorithm::kRing;
     double bestUs = std::numeric_limits<double>::infinity();
@@ -956,7 +958,7 @@ Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
     return best;
   }
   // Over TCP the direct all-reduce carries the agreement: one exchange instead of two or more.
-  if (tcpOnly(comm) && options_.negotiate && bytes <= directMaxBytes(comm.size)) return Algorithm::kDirect;
+  if (directCarriesAgreement(comm) && bytes <= directMaxBytes(comm.size)) return Algorithm::kDirect;
   if (comm.hierarchy) return Algorithm::kHierarchical;
   if (bytes <= recursiveDoublingMaxBytes(comm.size)) return Algorithm::kRecursiveDoubling;
   return Algorithm::kRing;

@@ -164,6 +164,8 @@ class Engine {
   bool inlineEligible(const OpRecord& op, bool blocking);
   // Agreement (if on) and data over the TCP transport, none over MPI.
   bool tcpOnly(const CommState& comm) const;
+  // Ops agreed over TCP, where the direct all-reduce's buffers can ride on the agreement.
+  bool directCarriesAgreement(const CommState& comm) const;
   void negotiate(CommState& comm, OpRecord& op);
   // `fusedNegotiation`: the op was not negotiated yet; the shared-memory all-reduce does it in
   // its first barrier.

@@ -357,14 +357,13 @@ struct PeerAgreement {
   SentAfterRule sentAfter;
   std::vector<Descriptor> all;
   std::vector<RequestId> receives, sends;
-  // Per peer: a buffer receive posted after its descriptor (its own, or one to drop), and whether
-  // it completed; the sends of this rank's buffer.
+  // Per peer: the receive of what follows its descriptor (its buffer, or bytes to drop; -1:
+  // nothing), and the send of this rank's buffer.
   std::vector<RequestId> bufferReceives, bufferSends;
   std::vector<char> got;
   std::vector<uint8_t> buffers;               // n slots of `bytes`, rank order
   std::vector<std::vector<uint8_t>> dropped;  // what disagreeing peers sent after their descriptors
-  size_t bytes = 0;
-  bool carries = false;
+  size_t bytes = 0;  // this op's carried buffer; 0: it carries none
   int remaining = 0;
   std::chrono::steady_clock::time_point start;
   bool warned = false;
@@ -404,11 +403,8 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       x.got.assign(n, 0);
       x.got[me] = 1;
       x.dropped.resize(n);
-      x.carries = payload != nullptr && payload->bytes > 0;
-      x.bytes = x.carries ? payload->bytes : 0;
-      if (x.carries && sentAfterDescriptor(x, x.all[me]) != x.bytes)
-        throw BraidException(ErrorCode::kInternal, "agreement: the buffer carried differs from what the rule says is sent");
-      if (x.carries) {
+      x.bytes = payload != nullptr ? payload->bytes : 0;
+      if (x.bytes > 0) {
         // This rank's own slot is what it sends: memory of the agreement's, which outlives a
         // hand-off to the engine thread whatever happens to the caller's buffer.
         x.buffers.resize(x.bytes * n);
@@ -422,7 +418,7 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
         const int p = (me + i) % n;
         x.receives[p] = t.irecv(p, &x.all[p], sizeof(Descriptor));
         x.sends[p] = t.isend(p, &x.all[me], sizeof(Descriptor));
-        if (x.carries) x.bufferSends[p] = t.isend(p, x.buffers.data() + x.bytes * me, x.bytes);
+        if (x.bytes > 0) x.bufferSends[p] = t.isend(p, x.buffers.data() + x.bytes * me, x.bytes);
       }
     }
     const auto spinFrom = std::chrono::steady_clock::now();
@@ -436,7 +432,7 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
           // sent, to drop.
           uint8_t* into = nullptr;
           size_t length = 0;
-          if (x.carries && sameOp(x.all[p], x.all[me])) {
+          if (x.bytes > 0 && sameOp(x.all[p], x.all[me])) {
             into = x.buffers.data() + x.bytes * p;
             length = x.bytes;
           } else if ((length = sentAfterDescriptor(x, x.all[p])) > 0) {
@@ -483,7 +479,7 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
       if (p == me) continue;
       if (x.bufferReceives[p] >= 0) t.wait(x.bufferReceives[p]);
       t.wait(x.sends[p]);
-      if (x.carries) t.wait(x.bufferSends[p]);
+      if (x.bytes > 0) t.wait(x.bufferSends[p]);
     }
   } catch (const HandOff&) {
     throw;
