@@ -8,6 +8,8 @@ export interface Hosts {
   mcaArgs(): string[];
   pids(i: number): number[];
   link(i: number, up: boolean): void;
+  /** Host i dies: its link goes down, then every process on it is killed. */
+  kill(i: number): void;
   address(i: number): string | undefined;
   destroy(): void;
 }

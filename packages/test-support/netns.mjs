@@ -76,6 +76,20 @@ export function createHosts(count, { slots = 1, rate } = {}) {
     link(i, up) {
       execFileSync('ip', ['-n', `${name}-sw`, 'link', 'set', `${name}s${i}`, up ? 'up' : 'down']);
     },
+    /**
+     * Host i dies as a machine that loses power: its link goes down first (nothing it sends
+     * reaches anyone), then every process on it is killed.
+     */
+    kill(i) {
+      execFileSync('ip', ['-n', `${name}-sw`, 'link', 'set', `${name}s${i}`, 'down']);
+      for (const pid of this.pids(i)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+    },
     /** The host's address. */
     address(i) {
       return readFileSync(join(state, 'hosts'), 'utf8').split('\n').find((l) => l.endsWith(` h${i}`))?.split(' ')[0];

@@ -96,7 +96,8 @@ export async function serializeModel(model: SaveableModel): Promise<Artifacts> {
   return { modelJson, weights: new Uint8Array(concat(captured.weightData ?? new ArrayBuffer(0))) };
 }
 
-function checkpointName(globalStep: number): string {
+/** The folder name of the checkpoint at this global step. */
+export function checkpointName(globalStep: number): string {
   return `ckpt-${String(globalStep).padStart(9, '0')}`;
 }
 

@@ -1,24 +1,14 @@
 #!/usr/bin/env node
 // The `braid` command: run (a job through mpirun), doctor (what is installed), bench (all-reduce).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 
 import { diagnose, formatChecks } from './doctor.js';
 import { formatPlan, parsePlanArgs, PLAN_USAGE, planNumbers, planRows } from './plan.js';
-import {
-  describeFailure,
-  hostsOf,
-  mpirunCommand,
-  parseRunArgs,
-  preflightCommand,
-  preflightProblem,
-  removeStaleShmRegions,
-  type RunPlan,
-  RUN_USAGE,
-  shellLine,
-  UsageError,
-} from './launch.js';
+import { launchElastic } from './elastic-launch.js';
+import { preflight, startJob } from './job.js';
+import { mpirunCommand, parseRunArgs, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
 
 const CALIBRATE_USAGE = `usage: braid calibrate [-np N] [-H host1:slots,host2:slots | --hostfile FILE] [--agent A] [--mpi-args "..."]
                        [--out braid-profile.json] [--seconds 1]
@@ -48,75 +38,32 @@ usage: braid doctor [--json]
 usage: braid bench [allreduce] [-np N] [-- options of braid_allreduce_bench, e.g. --max-bytes 16777216]
        braid bench training [options of benchmarks/training.mjs, e.g. --quick]`;
 
-function launch(plan: RunPlan): Promise<number> {
+async function launch(plan: RunPlan): Promise<number> {
+  if (plan.elastic) return launchElastic(plan);
   const command = mpirunCommand(plan, process.env, { isRoot: process.getuid?.() === 0, isTTY: Boolean(process.stdout.isTTY) });
-  if (plan.dryRun || plan.verbose) process.stdout.write(`${shellLine(command)}\n`);
-  if (plan.dryRun) return Promise.resolve(0);
+  if (plan.dryRun) {
+    process.stdout.write(`${shellLine(command)}\n`);
+    return 0;
+  }
   if (plan.hosts || plan.hostfile) {
     const problem = preflight(plan);
     if (problem) {
       process.stderr.write(`braid run: ${problem}\n`);
-      return Promise.resolve(1);
+      return 1;
     }
   }
-  return new Promise((resolve) => {
-    // mpirun's stderr passes through, and its last part is kept to name the rank that failed.
-    const child = spawn(command.program, command.args, { env: command.env, stdio: ['inherit', 'inherit', 'pipe'] });
-    let tail = '';
-    let watchdog: NodeJS.Timeout | undefined;
-    let endedByWatchdog = false;
-    child.stderr!.on('data', (chunk: Buffer) => {
-      process.stderr.write(chunk);
-      tail = (tail + chunk.toString()).slice(-65536);
-      // A rank failed: mpirun normally ends the job at once. If a host is unreachable, mpirun
-      // can wait minutes for its daemon; past the ranks' own 10 s bound, end it here.
-      if (!watchdog && RANK_FAILED.test(tail)) {
-        watchdog = setTimeout(() => {
-          endedByWatchdog = true;
-          process.stderr.write(`braid run: mpirun did not end ${WATCHDOG_MS / 1000} s after a rank failed (a host may be unreachable); ending the job\n`);
-          child.kill('SIGTERM');
-          setTimeout(() => child.kill('SIGKILL'), 3000).unref();
-        }, WATCHDOG_MS);
-      }
-    });
-    const forward = (signal: NodeJS.Signals) => child.kill(signal);
-    process.on('SIGINT', forward);
-    process.on('SIGTERM', forward);
-    child.on('error', (err) => {
-      const hint = (err as NodeJS.ErrnoException).code === 'ENOENT' ? ': mpirun is not on PATH (Debian/Ubuntu: sudo apt-get install -y openmpi-bin libopenmpi-dev)' : '';
-      process.stderr.write(`braid run: could not start mpirun${hint}\n`);
-      resolve(127);
-    });
-    // 'exit', not 'close': a daemon on an unreachable host may hold mpirun's pipes.
-    child.on('exit', (code, signal) => {
-      clearTimeout(watchdog);
-      removeStaleShmRegions();
-      const failure = describeFailure(tail);
-      let status = code ?? (signal ? 128 + 15 : 1);
-      // A rank that failed fails the job, whatever mpirun's own status says.
-      if ((status === 0 || endedByWatchdog) && failure) status = Number(/exit(?:s|ed) with code (\d+)/.exec(failure)?.[1] ?? 1) || 1;
-      if (status !== 0) process.stderr.write(`braid run: the job failed (exit code ${status})${failure ? `: ${failure}` : ''}\n`);
-      resolve(status);
-    });
-  });
+  const job = startJob(plan);
+  const forward = (signal: NodeJS.Signals) => job.child?.kill(signal);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  const end = await job.done;
+  if (end.notStarted) {
+    process.stderr.write(`braid run: ${end.notStarted}\n`);
+    return end.status;
+  }
+  if (end.status !== 0) process.stderr.write(`braid run: the job failed (exit code ${end.status})${end.failure ? `: ${end.failure}` : ''}\n`);
+  return end.status;
 }
-
-// Every host named can start a process and has this machine's Node.js at the same path.
-function preflight(plan: RunPlan): string | undefined {
-  const hosts = hostsOf(plan);
-  const command = preflightCommand(plan, hosts, process.env, { isRoot: process.getuid?.() === 0 });
-  if (plan.verbose) process.stdout.write(`${shellLine(command)}\n`);
-  // Bounded: an unreachable host must not hold the launch (mpirun's keepalive would, for minutes).
-  const r = spawnSync(command.program, command.args, { env: command.env, encoding: 'utf8', timeout: PREFLIGHT_MS, killSignal: 'SIGKILL' });
-  if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') return 'mpirun is not on PATH (Debian/Ubuntu: sudo apt-get install -y openmpi-bin libopenmpi-dev)';
-  const timedOut = r.error !== undefined || r.signal === 'SIGKILL';
-  const problem = preflightProblem(hosts, timedOut ? null : r.status, r.stdout ?? '', (r.stderr ?? '') + (timedOut ? `\nno answer within ${PREFLIGHT_MS / 1000} s` : ''));
-  return problem;
-}
-
-const PREFLIGHT_MS = 60_000;
-
-
 
 async function plan(argv: string[]): Promise<number> {
   const args = parsePlanArgs(argv);
@@ -148,8 +95,6 @@ async function calibrate(argv: string[]): Promise<number> {
   if (status === 0) process.stderr.write(`braid calibrate: wrote ${target}; use it with BRAID_PROFILE=${target} (rank 0's host reads it) or braid plan --profile ${target}\n`);
   return status;
 }
-const RANK_FAILED = /braid: rank \d+ on host \S+ exits with code [1-9]/;
-const WATCHDOG_MS = 15_000;
 
 async function bench(argv: string[]): Promise<number> {
   if (argv[0] === 'training') {

@@ -126,11 +126,22 @@ export async function runElastic(options: ElasticOptions, deps: ElasticDeps): Pr
     let finished = false;
     void done.then(() => (finished = true));
     let resizeAsked = false;
+    let discoveryFailing = false;
     // While it runs: discovery, and a request to stop at the next commit when it could grow.
     while (!finished) {
       await Promise.race([done, deps.sleep(pollMs)]);
       if (finished || resizeAsked || placement.np >= maxNp) continue;
-      const grown = placeRanks(usable(await deps.discover()), maxNp);
+      // Discovery failing while the job runs does not stop the job; it only cannot grow now.
+      let found: DiscoveredHost[];
+      try {
+        found = await deps.discover();
+      } catch (err) {
+        if (!discoveryFailing) deps.log(`host discovery failed while the job runs (${(err as Error).message}); the job goes on`);
+        discoveryFailing = true;
+        continue;
+      }
+      discoveryFailing = false;
+      const grown = placeRanks(usable(found), maxNp);
       if (grown.np > placement.np) {
         deps.log(`new hosts available (${describeHosts(grown)}): stopping at the next commit to grow`);
         job.requestResize();

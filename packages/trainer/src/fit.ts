@@ -1,10 +1,14 @@
 // The distributed training loop: each rank trains the same model on its shard of every epoch,
 // the strategy averages the gradients, and rank 0 reports progress and writes checkpoints.
+import { join } from 'node:path';
+
 import { agreeOnSuccess, checkOptions, type Communicator, init, InvalidArgumentError } from '@braid/collectives';
 import { DataParallel, DistributedOptimizer } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { CHECKPOINT_VERSION, latestCheckpoint, packCheckpoint, restoreCheckpoint, type TrainerState, unpackCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { CHECKPOINT_VERSION, checkpointName, restoreCheckpoint, type TrainerState, unpackCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { readNewestCheckpoint } from './commits.js';
+import { joinElasticRun, reportStep, resizeAgreed, stopForResize, underElasticLauncher } from './elastic-worker.js';
 import { Progress, type ProgressMode, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
 
@@ -31,6 +35,8 @@ export interface StepInfo {
   epoch: number;
   batch: number;
   globalStep: number;
+  /** The rows of the data set this rank trained in the step (indices along the first axis). */
+  rows: ArrayLike<number>;
 }
 
 export interface TrainerCallbacks {
@@ -81,6 +87,12 @@ export interface FitOptions {
   checkpointDir?: string;
   /** How often to checkpoint (default: every epoch). */
   checkpointEvery?: { steps?: number; epochs?: number };
+  /**
+   * Also checkpoint every this many global steps (a commit): under `braid run --elastic`, a
+   * restart goes on from the last commit, and a request to grow the job waits for the next one,
+   * so this bounds the steps a lost host costs. Default: only checkpointEvery's cadence.
+   */
+  commitEvery?: number;
   /** Checkpoints kept (default 2). */
   keepCheckpoints?: number;
   /**
@@ -150,7 +162,7 @@ async function agree(comm: Communicator, what: string, value: number, advice: st
 export async function fit(model: TrainableModel, data: Dataset, options: FitOptions = {}): Promise<FitResult> {
   checkOptions('fit', options, [
     'epochs', 'batchSize', 'strategy', 'seed', 'shuffle', 'dropRemainder', 'validationData', 'validationBatchSize', 'callbacks',
-    'earlyStopping', 'checkpointDir', 'checkpointEvery', 'keepCheckpoints', 'checkpointOnEveryHost', 'resume', 'progress', 'write',
+    'earlyStopping', 'checkpointDir', 'checkpointEvery', 'commitEvery', 'keepCheckpoints', 'checkpointOnEveryHost', 'resume', 'progress', 'write',
   ]);
   checkOptions('fit: earlyStopping', options.earlyStopping, ['monitor', 'patience', 'minDelta', 'mode', 'restoreBestWeights']);
   checkOptions('fit: checkpointEvery', options.checkpointEvery, ['steps', 'epochs']);
@@ -165,6 +177,14 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   const keep = integer('keepCheckpoints', options.keepCheckpoints, 2, 1);
   const everySteps = integer('checkpointEvery.steps', options.checkpointEvery?.steps, 0, 1);
   const everyEpochs = integer('checkpointEvery.epochs', options.checkpointEvery?.epochs, everySteps > 0 ? 0 : 1, 1);
+  const commitEvery = integer('commitEvery', options.commitEvery, 0, 1);
+  const elastic = underElasticLauncher();
+  if (elastic && !options.checkpointDir) {
+    throw new InvalidArgumentError(
+      'fit: under braid run --elastic, give checkpointDir: a restarted job goes on from the last commit there (a folder every host reads, or checkpointOnEveryHost: true)',
+    );
+  }
+  const stepCheckpointDue = (step: number) => (everySteps > 0 && step % everySteps === 0) || (commitEvery > 0 && step % commitEvery === 0);
   const rows = rowsOf('data.x', data.x);
   if (rowsOf('data.y', data.y) !== rows) throw new InvalidArgumentError(`fit: data.x has ${rows} rows but data.y has ${rowsOf('data.y', data.y)}`);
   const validationRowsTotal = options.validationData ? rowsOf('validationData.x', options.validationData.x) : 0;
@@ -188,17 +208,9 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   let state: TrainerState = { version: CHECKPOINT_VERSION, epoch: 0, batchInEpoch: 0, globalStep: 0, seed, size, batchSize, epochSums: [], history: {} };
   let resumedFrom: string | undefined;
   if (options.checkpointDir && options.resume !== false) {
-    const checkpointDir = options.checkpointDir;
-    let folder = '';
-    // Rank 0 reads; a read error there (or a restore error anywhere) stops every rank at once.
-    let packed = await agreeOnSuccess(comm, 'fit: reading the checkpoint', () => {
-      if (rank !== 0) return new Uint8Array(0);
-      const found = latestCheckpoint(checkpointDir);
-      if (!found) return new Uint8Array(0);
-      folder = found;
-      return packCheckpoint(found);
-    });
-    packed = await strategy.broadcastBytes(packed, 0);
+    // Rank 0 reads (or, with a copy on every host, the rank holding the newest); a read error
+    // there (or a restore error anywhere) stops every rank at once.
+    const { packed, folder } = await readNewestCheckpoint(strategy, options.checkpointDir, options.checkpointOnEveryHost === true, 'fit');
     if (packed.length > 0) {
       const checkpoint = await agreeOnSuccess(comm, 'fit: restoring the checkpoint', async () => {
         const loaded = unpackCheckpoint(packed);
@@ -209,7 +221,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
         return loaded;
       });
       state = { ...checkpoint.state, seed };
-      resumedFrom = rank === 0 ? folder : (options.checkpointDir ?? '');
+      resumedFrom = folder || join(options.checkpointDir, checkpointName(checkpoint.state.globalStep));
       if (checkpoint.state.size !== size || checkpoint.state.batchSize !== batchSize || checkpoint.state.seed !== seed) {
         progress.message(
           `resuming with ${size} ranks x ${batchSize} rows, seed ${seed}; the checkpoint was taken with ${checkpoint.state.size} x ${checkpoint.state.batchSize}, seed ${checkpoint.state.seed}: the epoch goes on with the rows not trained yet, dealt among these ranks (every row once), but not bit for bit as it would have`,
@@ -219,6 +231,10 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
     }
   }
   if (!resumedFrom) await strategy.broadcastVariables(model, 0);
+  if (elastic) {
+    joinElasticRun();
+    reportStep(comm, state.globalStep, 'resumed');
+  }
 
   const names = model.metricsNames;
   const early = options.earlyStopping;
@@ -235,7 +251,8 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   const started = performance.now();
   let stepsRun = 0;
 
-  const checkpoint = async (epoch: number, batchInEpoch: number, mySums: Record<string, number>, summedBatches: number, position: number) => {
+  // `last`: the checkpoint after the last epoch (training is over: no stop to grow there).
+  const checkpoint = async (epoch: number, batchInEpoch: number, mySums: Record<string, number>, summedBatches: number, position: number, last = false) => {
     if (!options.checkpointDir) return;
     // Every rank's running sums go into the checkpoint (rank 0 writes it).
     let epochSums: Array<Record<string, number>> = [];
@@ -265,6 +282,10 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       const folder = await writeCheckpoint(checkpointDir, model, snapshot, keep);
       for (const cb of callbacks) await cb.onCheckpoint?.(folder, snapshot);
     });
+    if (elastic) {
+      reportStep(comm, state.globalStep, 'commit');
+      if (!last && (await resizeAgreed(comm))) stopForResize(comm, state.globalStep);
+    }
   };
 
   try {
@@ -300,9 +321,10 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
         state.globalStep++;
         stepsRun++;
         progress.step(epoch, b + 1, batches.length, last, firstBatch);
-        for (const cb of callbacks) await cb.onBatchEnd?.({ epoch, batch: b, globalStep: state.globalStep }, last);
+        if (elastic) reportStep(comm, state.globalStep);
+        for (const cb of callbacks) await cb.onBatchEnd?.({ epoch, batch: b, globalStep: state.globalStep, rows: batches[b]! }, last);
         // A step checkpoint that falls on an epoch's last batch is taken after the epoch's metrics.
-        if (everySteps > 0 && state.globalStep % everySteps === 0 && b + 1 < batches.length) {
+        if (stepCheckpointDue(state.globalStep) && b + 1 < batches.length) {
           await checkpoint(epoch, b + 1, sums, summedBatches, epochStart + (b + 1) * batchSize * size);
         }
       }
@@ -341,9 +363,9 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       state.epochSums = [];
       state.position = 0;
       state.summedBatches = 0;
-      const due =
-        (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || (everySteps > 0 && state.globalStep % everySteps === 0) || epoch + 1 === epochs || stoppedEarly;
-      if (due) await checkpoint(epoch + 1, 0, {}, 0, 0);
+      const finished = epoch + 1 === epochs || stoppedEarly;
+      const due = (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || stepCheckpointDue(state.globalStep) || finished;
+      if (due) await checkpoint(epoch + 1, 0, {}, 0, 0, finished);
     }
     if (stoppedEarly && bestWeights) model.setWeights(bestWeights);
   } finally {

@@ -11,3 +11,4 @@ export {
 export { checkpointLoader, latestCheckpoint, type TrainerState } from './checkpoint.js';
 export { epochBatches, permutation, seededRandom, validationRows } from './sharding.js';
 export type { ProgressMode } from './progress.js';
+export { ElasticState, type CommittedValue, type ElasticStateOptions, type ResetInfo } from './elastic-state.js';

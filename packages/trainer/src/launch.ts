@@ -21,7 +21,19 @@ export interface RunPlan {
   mpiArgs: string[];
   /** How mpirun starts processes on other hosts (Open MPI's plm_rsh_agent; default ssh). */
   agent?: string;
+  /** --elastic: the hosts come from a discovery script and the job is restarted as they change. */
+  elastic?: ElasticPlan;
   command: string[];
+}
+
+export interface ElasticPlan {
+  discoveryScript: string;
+  minNp: number;
+  maxNp: number;
+  maxRestarts: number;
+  slotsPerHost: number;
+  startTimeoutMs: number;
+  cooldownMs: number;
 }
 
 export const RUN_USAGE = `usage: braid run -np N [-H host1:slots,host2:slots | --hostfile FILE] [--timeline trace.json]
@@ -31,10 +43,33 @@ export const RUN_USAGE = `usage: braid run -np N [-H host1:slots,host2:slots | -
   passed to every rank, --oversubscribe when N exceeds this machine's cores and no hosts are
   given. A .js/.mjs/.cjs script runs under this Node.js; anything else runs as a command.
   --agent names the program that starts processes on other hosts (default ssh), e.g. the test
-  bed's: --agent "$(scripts/cluster.sh agent)".`;
+  bed's: --agent "$(scripts/cluster.sh agent)".
+
+usage: braid run --elastic --host-discovery-script hosts.sh [--min-np N] [--max-np N] [--max-restarts 3]
+                 [--slots-per-host 1] [--start-timeout 600] [--cooldown 60] [run options] script.js [args...]
+  Elastic training (as horovodrun --elastic): the discovery script prints the hosts available now,
+  one "host" or "host:slots" per line; the job starts on them (at least --min-np ranks, default 1,
+  at most --max-np), and when a rank or host fails, the failed host is kept out for --cooldown
+  seconds and the job restarts on the rest from its last commit (fit's checkpoints, ElasticState);
+  when new hosts appear, the job stops at its next commit and restarts larger. It waits up to
+  --start-timeout seconds for --min-np slots and gives up after --max-restarts failures. Every
+  host must read the commits: a shared checkpointDir, or fit's checkpointOnEveryHost.`;
+
+// Elastic options that take a number: [smallest value, integer only].
+const ELASTIC_NUMBERS: Record<string, [number, boolean]> = {
+  '--min-np': [1, true],
+  '--max-np': [1, true],
+  '--max-restarts': [0, true],
+  '--slots-per-host': [1, true],
+  '--start-timeout': [0, false],
+  '--cooldown': [0, false],
+};
 
 export function parseRunArgs(argv: string[]): RunPlan {
   const plan: RunPlan = { np: 0, bindTo: 'none', dryRun: false, verbose: false, mpiArgs: [], command: [] };
+  let elastic = false;
+  const elasticValues: Record<string, number> = {};
+  let discoveryScript: string | undefined;
   let i = 0;
   const value = (flag: string) => {
     const v = argv[++i];
@@ -60,14 +95,45 @@ export function parseRunArgs(argv: string[]): RunPlan {
       plan.bindTo = value(arg);
       if (!/^(none|core|socket|hwthread|numa|l3cache)$/.test(plan.bindTo)) throw new UsageError(`--bind-to takes none, core, socket, hwthread, numa or l3cache; got ${JSON.stringify(plan.bindTo)}`);
     } else if (arg === '--mpi-args') plan.mpiArgs.push(...value(arg).split(/\s+/).filter(Boolean));
-    else if (arg === '--dry-run') plan.dryRun = true;
+    else if (arg === '--elastic') elastic = true;
+    else if (arg === '--host-discovery-script') discoveryScript = resolve(value(arg));
+    else if (Object.hasOwn(ELASTIC_NUMBERS, arg)) {
+      const raw = value(arg);
+      const n = Number(raw);
+      const [min, integerOnly] = ELASTIC_NUMBERS[arg]!;
+      if (!Number.isFinite(n) || n < min || (integerOnly && !Number.isInteger(n))) {
+        throw new UsageError(`${arg} takes ${integerOnly ? 'an integer' : 'a number'} >= ${min}; got ${JSON.stringify(raw)}`);
+      }
+      elasticValues[arg] = n;
+    } else if (arg === '--dry-run') plan.dryRun = true;
     else if (arg === '--verbose' || arg === '-v') plan.verbose = true;
     else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}\n${RUN_USAGE}`);
     else break;
   }
   plan.command = argv.slice(i);
-  if (plan.np === 0) throw new UsageError(`say how many ranks with -np N\n${RUN_USAGE}`);
   if (plan.command.length === 0) throw new UsageError(`name the script to run\n${RUN_USAGE}`);
+  const elasticOnly = Object.keys(elasticValues);
+  if (!elastic && (discoveryScript || elasticOnly.length > 0)) {
+    throw new UsageError(`${discoveryScript ? '--host-discovery-script' : elasticOnly[0]} is an option of elastic runs: add --elastic`);
+  }
+  if (elastic) {
+    if (!discoveryScript) throw new UsageError('--elastic needs --host-discovery-script: a program that prints the hosts available now, one "host:slots" per line');
+    if (plan.hosts || plan.hostfile) throw new UsageError('--elastic takes its hosts from --host-discovery-script; leave out -H and --hostfile');
+    const minNp = elasticValues['--min-np'] ?? (plan.np || 1);
+    const maxNp = elasticValues['--max-np'] ?? Number.MAX_SAFE_INTEGER;
+    if (maxNp < minNp) throw new UsageError(`--max-np (${maxNp}) must be at least --min-np (${minNp})`);
+    plan.elastic = {
+      discoveryScript,
+      minNp,
+      maxNp,
+      maxRestarts: elasticValues['--max-restarts'] ?? 3,
+      slotsPerHost: elasticValues['--slots-per-host'] ?? 1,
+      startTimeoutMs: (elasticValues['--start-timeout'] ?? 600) * 1000,
+      cooldownMs: (elasticValues['--cooldown'] ?? 60) * 1000,
+    };
+    return plan;
+  }
+  if (plan.np === 0) throw new UsageError(`say how many ranks with -np N\n${RUN_USAGE}`);
   if (plan.hosts && plan.hostfile) throw new UsageError('give either -H or --hostfile, not both');
   if (plan.hosts) {
     for (const entry of plan.hosts.split(',')) {
@@ -169,6 +235,12 @@ export function preflightProblem(hosts: string[], status: number | null, stdout:
   const named = silent.filter((h) => new RegExp(`(^|[^\\w.-])${h.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}([^\\w-]|$)`).test(stderr));
   if (named.length > 0) silent = named;
   return `could not start a process on ${silent.length === 1 ? 'host' : 'hosts'} ${(silent.length ? silent : hosts).join(', ')} (unknown or unreachable host, or the launch agent failed)${detail ? `: ${detail}` : ''}`;
+}
+
+/** The hosts a preflightProblem message says are at fault, in its order. */
+export function hostsNamedByPreflight(problem: string): string[] {
+  const m = /^(?:Node\.js is not at .+? on hosts?|could not start a process on hosts?) (\S+(?:, \S+)*?)(?::| \()/.exec(problem);
+  return m ? m[1]!.split(', ') : [];
 }
 
 /** The command as a shell would take it, for --dry-run and --verbose. */
