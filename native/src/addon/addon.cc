@@ -501,9 +501,19 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 
 // shutdown(exitCode?): ends the engine and finalizes MPI (process exit). With an exit code (the
 // 'exit' hook), a finalization that cannot finish in time ends the process with that code, or 1.
+// A non-zero exit code skips MPI_Finalize (Engine::shutdownFailing): a failing rank must not wait
+// for peers that wait for it.
 Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+  const int code = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+  if (code != 0) {
+    if (!Engine::instance().shutdownFailing(std::chrono::milliseconds(2000))) {
+      std::fflush(stderr);
+      std::_Exit(code);
+    }
+    return Napi::Boolean::New(info.Env(), true);
+  }
   const bool finished = Engine::instance().shutdown();
-  if (!finished && info[0].IsNumber()) exitWithoutFinalize(info[0].As<Napi::Number>().Int32Value());
+  if (!finished && info[0].IsNumber()) exitWithoutFinalize(code);
   return Napi::Boolean::New(info.Env(), finished);
 }
 

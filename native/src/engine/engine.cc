@@ -287,7 +287,7 @@ void Engine::finalizeMpi() {
   comms_.clear();
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (!finalized && !skipFinalize_.load()) MPI_Finalize();
 }
 
 CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline) {
@@ -656,8 +656,9 @@ bool Engine::shutdown() {
   // Checked every 100 ms: an op still under way may break the communicator meanwhile.
   auto giveUpAt = std::chrono::steady_clock::time_point::max();
   while (!threadDone_) {
-    if (giveUpAt == std::chrono::steady_clock::time_point::max() && shutdownBound() != std::chrono::milliseconds::max())
-      giveUpAt = std::chrono::steady_clock::now() + shutdownBound();
+    const auto bound = std::min(shutdownBound(), failingBound_);
+    if (giveUpAt == std::chrono::steady_clock::time_point::max() && bound != std::chrono::milliseconds::max())
+      giveUpAt = std::chrono::steady_clock::now() + bound;
     if (std::chrono::steady_clock::now() >= giveUpAt) {
       leftBehind_ = true;
       return false;
@@ -667,6 +668,15 @@ bool Engine::shutdown() {
   lock.unlock();
   thread_.join();
   return true;
+}
+
+bool Engine::shutdownFailing(std::chrono::milliseconds bound) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    skipFinalize_.store(true);
+    failingBound_ = bound;
+  }
+  return shutdown();
 }
 
 // What an op's MPI requests may read or write, owned by the engine: if the op fails with requests

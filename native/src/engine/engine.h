@@ -150,6 +150,10 @@ class Engine {
   // (MPI_Finalize can block for good on an unreachable peer); returns false when the thread had
   // not finished by then (it is left behind, and the caller should end the process).
   bool shutdown();
+  // The process ends with an error: no MPI_Finalize (its peers may be waiting for it in a
+  // collective it will never join, and would hold it there; mpirun ends the job when it exits
+  // non-zero), and at most `bound` for an op under way. False when the thread was left behind.
+  bool shutdownFailing(std::chrono::milliseconds bound);
   // How long shutdown() waits, from the options and whether a communicator broke.
   std::chrono::milliseconds shutdownBound() const;
 
@@ -201,6 +205,8 @@ class Engine {
   std::atomic<bool> abandonQueued_{false};
   // Set once any op left a communicator unusable (TIMEOUT, ABORTED, an internal failure).
   std::atomic<bool> anyBroken_{false};
+  std::atomic<bool> skipFinalize_{false};
+  std::chrono::milliseconds failingBound_ = std::chrono::milliseconds::max();
   std::thread thread_;
   bool threadDone_ = false;   // under mutex_; the thread has finalized MPI and is about to return
   bool leftBehind_ = false;   // a shutdown() gave up waiting for the thread
