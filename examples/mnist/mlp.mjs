@@ -2,6 +2,7 @@
 // `braid run -np N` (or mpirun). Rank 0 shows progress and prints the test accuracy.
 //
 //   braid run -np 2 examples/mnist/mlp.mjs [--epochs 5] [--batch 32] [--checkpoint-dir ckpt] [--json result.json]
+//        [--commit-every steps] [--checkpoint-on-every-host]
 //        [--optimizer momentum|adam] [--compression none|fp16|bf16|topk|randomk|qsgd|int8|sign|powersgd]
 //        [--compression-warmup steps] [--dense-below elements]
 // topk and randomk keep 1% of each weight tensor, qsgd uses 127 levels, powersgd rank 4 on
@@ -26,6 +27,8 @@ const { values: args } = parseArgs({
     'dense-below': { type: 'string', default: '1024' },
     optimizer: { type: 'string', default: 'momentum' },
     'checkpoint-dir': { type: 'string' },
+    'commit-every': { type: 'string' },
+    'checkpoint-on-every-host': { type: 'boolean', default: false },
     json: { type: 'string' },
     seed: { type: 'string', default: '1' },
   },
@@ -71,6 +74,9 @@ const result = await fit(model, train, {
   seed,
   validationData: test,
   checkpointDir: args['checkpoint-dir'],
+  // Under braid run --elastic: a restart goes on from the last commit (steps lost: fewer than this).
+  commitEvery: args['commit-every'] === undefined ? undefined : Number(args['commit-every']),
+  checkpointOnEveryHost: args['checkpoint-on-every-host'],
 });
 
 const accuracy = result.history.val_acc.at(-1);

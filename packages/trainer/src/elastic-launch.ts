@@ -96,7 +96,6 @@ export async function launchElastic(plan: RunPlan): Promise<number> {
             log(`training again on ${placement.np} rank${placement.np === 1 ? '' : 's'} at step ${mark.step}, ${seconds(Date.now() - lastRunEndedAt)} after the last run ended`);
           }
         } else {
-          step = Math.max(step ?? 0, mark.step);
           committed = mark.step;
           if (mark.kind === 'resumed') resumed = mark.step;
           if (mark.kind === 'resize') resized = true;

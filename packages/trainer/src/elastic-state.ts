@@ -44,8 +44,9 @@ interface CommittedState extends TrainerState {
 }
 
 /**
- * `state.values` holds the loop's own position (JSON values); `restore()` once before the loop,
- * `commit()` where the loop may be resumed from (every N steps, every epoch).
+ * `state.values` holds the loop's own position (JSON values; a numeric `step` is what the
+ * launcher's messages name a commit by); `restore()` once before the loop, `commit()` where the
+ * loop may be resumed from (every N steps, every epoch).
  */
 export class ElasticState<V extends Record<string, CommittedValue>> {
   values: V;
@@ -98,7 +99,7 @@ export class ElasticState<V extends Record<string, CommittedValue>> {
     }
     if (this.elastic) {
       joinElasticRun();
-      reportStep(comm, this.commits, 'resumed');
+      reportStep(comm, this.stepLabel(), 'resumed');
     }
     if (restored && restored.size !== comm.size) {
       for (const cb of this.resetCallbacks) await cb({ size: comm.size, previousSize: restored.size, values: structuredClone(restored.values) });
@@ -132,9 +133,15 @@ export class ElasticState<V extends Record<string, CommittedValue>> {
       await writeCheckpoint(this.options.dir, this.model(), state, this.options.keep ?? 2);
     });
     if (this.elastic) {
-      reportStep(comm, this.commits, 'commit');
-      if (await resizeAgreed(comm)) stopForResize(comm, this.commits);
+      reportStep(comm, this.stepLabel(), 'commit');
+      if (await resizeAgreed(comm)) stopForResize(comm, this.stepLabel());
     }
+  }
+
+  // What the launcher's messages call a commit: the loop's own `step` value when it keeps one.
+  private stepLabel(): number {
+    const step = this.values.step;
+    return typeof step === 'number' && Number.isSafeInteger(step) && step >= 0 ? step : this.commits;
   }
 
   // The variables and optimizer as the checkpoint code sees a model.
