@@ -82,6 +82,10 @@ describe('braid run --elastic on this machine', () => {
     r = braid(['--elastic', '--host-discovery-script', unknown, loop, 'x', 'y']);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain(`braid: the host discovery script ${unknown} listed a host this machine cannot resolve: no-such-host.invalid`);
+    const two = script('echo "# the hosts up now"; echo localhost:2');
+    r = braid(['--elastic', '--host-discovery-script', two, '--dry-run', loop, 'x', 'y']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^mpirun -np 2 -H localhost:2 .* -x BRAID_ELASTIC .*elastic-loop\.mjs x y\n$/);
     r = braid(['--elastic', '--host-discovery-script', join(tmpdir(), 'no-such-script.sh'), loop, 'x', 'y']);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/does not exist or is not executable/);

@@ -2,10 +2,10 @@
 // mpirun job on the hosts discovery gave; what the ranks report (elastic-worker.ts's lines on
 // stderr) says where training is, and mpirun's and Braid's failure lines say which host failed.
 import { discoverHosts } from './discovery.js';
-import { ElasticError, type ElasticDeps, type Placement, type RunningJob, type RunOutcome, runElastic } from './elastic.js';
+import { ElasticError, type ElasticDeps, type Placement, placeRanks, type RunningJob, type RunOutcome, runElastic } from './elastic.js';
 import { parseElasticMark, ELASTIC_ENV, RESIZE_SIGNAL } from './elastic-worker.js';
 import { type Job, preflight, startJob, unreachableHosts } from './job.js';
-import { hostsNamedByPreflight, type RunPlan } from './launch.js';
+import { hostsNamedByPreflight, mpirunCommand, type RunPlan, shellLine } from './launch.js';
 
 
 /**
@@ -39,6 +39,15 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 export async function launchElastic(plan: RunPlan): Promise<number> {
   const elastic = plan.elastic!;
   const log = (line: string) => process.stderr.write(`braid run: ${line}\n`);
+  if (plan.dryRun) {
+    // What the first run would be, on the hosts discovery lists now.
+    const placement = placeRanks(await discoverHosts(elastic.discoveryScript, { slotsPerHost: elastic.slotsPerHost }), elastic.maxNp);
+    if (placement.np < elastic.minNp) log(`discovery lists ${placement.np} slot${placement.np === 1 ? '' : 's'} now, fewer than --min-np ${elastic.minNp}: the job would wait for more`);
+    const runPlan: RunPlan = { ...plan, elastic: undefined, np: Math.max(placement.np, 1), hosts: placement.hosts.map((h) => `${h.host}:${h.slots}`).join(',') || undefined };
+    const env = { ...process.env, [ELASTIC_ENV]: '1' };
+    process.stdout.write(`${shellLine(mpirunCommand(runPlan, env, { isRoot: process.getuid?.() === 0, isTTY: Boolean(process.stdout.isTTY) }))}\n`);
+    return 0;
+  }
   const checked = new Set<string>();
   let current: Job | undefined;
   let interrupted: NodeJS.Signals | undefined;
@@ -108,7 +117,7 @@ export async function launchElastic(plan: RunPlan): Promise<number> {
       lastRunEndedAt = Date.now();
       if (interrupted) {
         log(`interrupted (${interrupted}); not restarting`);
-        process.exit(end.status === 0 ? 130 : end.status);
+        process.exit(interrupted === 'SIGINT' ? 130 : 143);
       }
       const at = { step, committedStep: committed ?? resumed };
       if (end.notStarted) return { status: 'failed', message: end.notStarted, ...at };
