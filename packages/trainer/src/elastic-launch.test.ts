@@ -91,6 +91,16 @@ describe('braid run --elastic on this machine', () => {
     expect(r.stderr).toMatch(/does not exist or is not executable/);
   });
 
+  it('a job that fails every time: restarted --max-restarts times, then an error listing every failure, exit 1', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-elastic-fail-'));
+    const job = join(dir, 'fail.mjs');
+    writeFileSync(job, 'process.stderr.write("no data at /data/train\\n"); process.exit(3);\n');
+    const r = braid(['--elastic', '--host-discovery-script', script('echo localhost:2'), '--max-restarts', '1', '--cooldown', '0', job]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.match(/braid run: (starting|restarting) on 1 host \(2 ranks\): localhost:2/g)).toHaveLength(2);
+    expect(r.stderr).toMatch(/braid run: giving up after 2 failures \(--max-restarts 1\): the job failed \(rank \d exited with code 3\); the job failed \(rank \d exited with code 3\)\n/);
+  });
+
   function run(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string; out: string; results: any[] }> {
     const out = mkdtempSync(join(tmpdir(), 'braid-elastic-loop-'));
     const commits = join(out, 'commits');
