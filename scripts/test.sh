@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the native kernel, algorithm and engine tests (mpirun at 1-4 ranks), each
-# package's vitest suite (single-process and mpirun jobs), the sanitizer builds and a short soak.
+# package's vitest suite (single-process and mpirun jobs), the sanitizer builds, a short soak and
+# the packages installed from their tarballs.
 # Run scripts/setup.sh first.
 # Ends with one line adding up what every suite reported.
 set -euo pipefail
@@ -17,5 +18,7 @@ npm test 2>&1 | tee "$log" || status=$?
 # short soak: 20,000 mixed ops at 3 ranks, memory, descriptors, threads and /dev/shm watched.
 bash scripts/test-sanitize.sh 2>&1 | tee -a "$log" || status=$?
 node benchmarks/soak.mjs --np 3 --ops 20000 2>&1 | tee -a "$log" || status=$?
+# The packages as a user installs them (npm pack tarballs into a fresh project, both npm modes).
+node scripts/test-packages.mjs 2>&1 | tee -a "$log" || status=$?
 node scripts/count-tests.mjs "$log"
 exit $status

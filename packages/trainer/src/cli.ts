@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `braid` command: run (a job through mpirun), doctor (what is installed), bench (all-reduce).
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 
 import { diagnose, formatChecks } from './doctor.js';
@@ -20,7 +20,7 @@ const CALIBRATE_USAGE = `usage: braid calibrate [-np N] [-H host1:slots,host2:sl
 
 const USAGE = `usage: braid <command> [options]
 
-commands:
+commands (braid --version prints the version):
   run      start a training script on N ranks through mpirun (like horovodrun)
   doctor   report MPI, the native addon, CUDA, NCCL and TensorFlow.js, and how to fix what is missing
   plan     predict a training step's all-reduce time and scaling efficiency per algorithm and compressor
@@ -137,6 +137,13 @@ async function main(argv: string[]): Promise<number> {
       return plan(rest);
     case 'calibrate':
       return calibrate(rest);
+    case '--version':
+    case '-V':
+    case 'version': {
+      const own = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+      process.stdout.write(`braid ${own.version} (@braid/trainer; Node.js ${process.version})\n`);
+      return 0;
+    }
     case undefined:
     case 'help':
     case '--help':

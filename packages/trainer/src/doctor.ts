@@ -75,11 +75,23 @@ export async function diagnose(cwd = process.cwd()): Promise<Check[]> {
     checks.push({ name: 'MPI library', status: 'ok', detail: `${addonInfo.mpi.library} (MPI ${addonInfo.mpi.standard})` });
     checks.push({ name: '@braid/native', status: 'ok', detail: `built, reduction kernels: ${addonInfo.isa}` });
   } catch (err) {
+    // Either the build tools are missing, or they are there and the build never ran (npm 11
+    // skips an install script it was not told to allow, or it was installed --ignore-scripts).
+    const tools: Array<[string, boolean]> = [
+      ['cmake', which('cmake') !== undefined],
+      ['g++', which('g++') !== undefined || which('c++') !== undefined || which('clang++') !== undefined],
+      ['make', which('make') !== undefined || which('ninja') !== undefined],
+      ['libopenmpi-dev', which('mpicc') !== undefined],
+    ];
+    const lacking = tools.filter(([, found]) => !found).map(([name]) => name);
     checks.push({
       name: '@braid/native',
       status: 'missing',
-      detail: (err as Error).message.split('\n')[0]!,
-      fix: 'install MPI, CMake and a C++ compiler (sudo apt-get install -y libopenmpi-dev openmpi-bin cmake g++ make), then `npm rebuild @braid/native`',
+      detail: lacking.length > 0 ? (err as Error).message.split('\n')[0]! : 'the addon is not built (its install script did not run)',
+      fix:
+        lacking.length > 0
+          ? `install what the build needs (sudo apt-get install -y ${lacking.join(' ')}${mpirun ? '' : ' openmpi-bin'}), then \`npm rebuild @braid/native\``
+          : 'run `npm install-scripts approve @braid/native && npm rebuild @braid/native` (npm 11 runs only the install scripts a project approves)',
     });
   }
 

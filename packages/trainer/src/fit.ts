@@ -228,6 +228,11 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
         );
       }
       progress.message(`resumed from ${folder || 'checkpoint'} at epoch ${state.epoch + 1}, step ${state.globalStep}`);
+      if (state.epoch >= epochs) {
+        progress.message(
+          `nothing to train: the checkpoint in ${options.checkpointDir} is from a finished run (${state.epoch} of ${epochs} epochs done); to train again from the start, remove that folder or pass resume: false`,
+        );
+      }
     }
   }
   if (!resumedFrom) await strategy.broadcastVariables(model, 0);

@@ -70,6 +70,12 @@ describe.each([2, 3, 4])('np=%i', (np) => {
     const groups = new Set(modelJson.weightsManifest[0].weights.map((w: { group?: string }) => w.group ?? 'model'));
     expect(groups).toEqual(new Set(['model', 'optimizer']));
     expect(existsSync(join(folder, 'state.json'))).toBe(true);
+    if (np === 2 && optimizer === 'sgd') {
+      // Run again on the finished checkpoint: nothing is trained, and rank 0 says so and how to start over.
+      const again = await run(np, ['resume', optimizer, straight]);
+      expect(again.results[0]!.globalStep).toBe(a.results[0]!.globalStep);
+      expect(again.results[0]!.messages.join('')).toContain(`nothing to train: the checkpoint in ${straight} is from a finished run (3 of 3 epochs done); to train again from the start, remove that folder or pass resume: false`);
+    }
   });
 
   it('early stopping and model.stopTraining on one rank stop every rank at the same epoch', async () => {

@@ -86,6 +86,7 @@ const scenarios = {
     const [optimizerName, dir, crashAt] = rest;
     const dp = new DataParallel(comm);
     const m = model(dp.wrapOptimizer(makeOptimizer(optimizerName)));
+    const messages = [];
     const result = await fit(m, blobs(90, 5), {
       epochs: 3,
       batchSize: 4,
@@ -95,7 +96,8 @@ const scenarios = {
       checkpointEvery: { steps: 5 },
       keepCheckpoints: 100,
       checkpointOnEveryHost: process.env.BRAID_TEST_CHECKPOINT_EVERY_HOST === '1',
-      progress: 'none',
+      progress: 'lines',
+      write: (text) => void messages.push(text),
       callbacks: { onBatchEnd: killedAt(crashAt) },
     });
     let reloaded;
@@ -104,7 +106,7 @@ const scenarios = {
       const loaded = await tf.loadLayersModel(checkpointLoader(folder));
       reloaded = { folder, weights: digest(loaded.getWeights()) };
     }
-    return { history: result.history, globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null, weights: digest(m.getWeights()), reloaded, host: hostname() };
+    return { history: result.history, globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null, weights: digest(m.getWeights()), reloaded, host: hostname(), messages };
   },
 
   // Early stopping on an averaged metric, and model.stopTraining set on one rank only.
