@@ -39,18 +39,22 @@ const flag = (name, fallback) => (process.env[name] === '1' ? true : process.env
 const cuda = flag('BRAID_CUDA', userInstall ? gpuDriver : true);
 const tests = flag('BRAID_TESTS', userInstall ? false : existsSync(join(here, 'test')));
 const cmakeJs = join(dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
-const args = [cmakeJs, 'compile', '--directory', here, '--out', 'build', `--CDBRAID_CUDA=${cuda ? 'ON' : 'OFF'}`, `--CDBRAID_TESTS=${tests ? 'ON' : 'OFF'}`];
+// Configure, then build: `cmake-js compile` only builds once a build folder exists, so a second
+// build with other options (npm install's, then a clone's npm run build) would keep the first's.
+const options = ['--directory', here, '--out', 'build', `--CDBRAID_CUDA=${cuda ? 'ON' : 'OFF'}`, `--CDBRAID_TESTS=${tests ? 'ON' : 'OFF'}`];
 console.error(
   `@braid/native: building the addon${tests ? ', the native tests' : ''}${cuda ? ', the CUDA kernels (where nvcc is found)' : ''} and the programs of braid bench/calibrate with CMake ` +
     `(${tests || cuda ? 'a minute or two' : 'about 20 s'} on 2 cores; BRAID_TESTS=1 adds the native tests, BRAID_CUDA=1 the CUDA kernels)`,
 );
 const parallel = process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? String(Math.max(1, (await import('node:os')).availableParallelism()));
-const r = spawnSync(process.execPath, args, {
-  cwd: here,
-  stdio: 'inherit',
-  env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: parallel },
-});
-if (r.status !== 0) {
-  console.error('@braid/native: the build failed (see above). It needs CMake >= 3.18, a C++17 compiler and MPI (Debian/Ubuntu: apt-get install -y cmake g++ libopenmpi-dev openmpi-bin).');
-  process.exit(r.status ?? 1);
+for (const step of ['configure', 'build']) {
+  const r = spawnSync(process.execPath, [cmakeJs, step, ...options], {
+    cwd: here,
+    stdio: 'inherit',
+    env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: parallel },
+  });
+  if (r.status !== 0) {
+    console.error('@braid/native: the build failed (see above). It needs CMake >= 3.18, a C++17 compiler and MPI (Debian/Ubuntu: apt-get install -y cmake g++ libopenmpi-dev openmpi-bin).');
+    process.exit(r.status ?? 1);
+  }
 }
