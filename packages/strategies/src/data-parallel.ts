@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import { DistributedOptimizer } from './distributed-optimizer.js';
 import { type CommunicationStats, type Compression, GradientReducer } from './reducer.js';
+import { SecureAggregator, type SecureAggregationOptions } from './secure-aggregation.js';
 
 /**
  * Default bucket size. benchmarks/training.mjs sweeps it (np=2, this repository's 2-vCPU VM,
@@ -33,6 +34,13 @@ export interface DataParallelOptions {
    * warm-up of Lin et al.'s Deep Gradient Compression). Default 0.
    */
   compressionWarmupSteps?: number;
+  /**
+   * Privacy. `secureAggregation: true` (or its options: fixed-point `scale`, `clip`): no rank,
+   * and nobody on the wire or in shared memory, sees another rank's gradients, only their
+   * average (pairwise masks, as Bonawitz et al.; secure-aggregation.ts has the threat model).
+   * Not with compression.
+   */
+  privacy?: { secureAggregation?: boolean | SecureAggregationOptions };
 }
 
 /** Something whose weights can be broadcast: a LayersModel, a list of variables, or a map of them. */
@@ -74,7 +82,8 @@ export class DataParallel {
     if (comm === null || typeof comm !== 'object' || typeof (comm as Communicator).allReduceSync !== 'function') {
       throw new InvalidArgumentError('DataParallel: the first argument must be a Communicator (from `await init()`)');
     }
-    checkOptions('DataParallel', options, ['bucketBytes', 'compression', 'accumulationSteps', 'localSgdSteps', 'algorithm', 'compressionWarmupSteps']);
+    checkOptions('DataParallel', options, ['bucketBytes', 'compression', 'accumulationSteps', 'localSgdSteps', 'algorithm', 'compressionWarmupSteps', 'privacy']);
+    checkOptions('DataParallel: privacy', options.privacy, ['secureAggregation']);
     this.bucketBytes = positiveInteger('bucketBytes', options.bucketBytes, DEFAULT_BUCKET_BYTES, 4);
     this.accumulationSteps = positiveInteger('accumulationSteps', options.accumulationSteps, 1);
     this.localSgdSteps = positiveInteger('localSgdSteps', options.localSgdSteps, 0, 0);
@@ -104,7 +113,14 @@ export class DataParallel {
       throw new InvalidArgumentError('DataParallel: choose either accumulationSteps or localSgdSteps, not both');
     }
     const compressionWarmup = positiveInteger('compressionWarmupSteps', options.compressionWarmupSteps, 0, 0);
-    this.reducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: this.compression, algorithm: this.algorithm, compressionWarmup });
+    const secureOption = options.privacy?.secureAggregation;
+    let secure: SecureAggregator | undefined;
+    if (secureOption !== undefined && secureOption !== false) {
+      if (this.compression !== 'none') throw new InvalidArgumentError('DataParallel: privacy.secureAggregation sends fixed-point masked gradients; it cannot be combined with compression');
+      if (this.localSgdSteps > 0) throw new InvalidArgumentError('DataParallel: privacy.secureAggregation protects gradients; local SGD averages weights instead: choose one');
+      secure = new SecureAggregator(comm, secureOption === true ? {} : secureOption);
+    }
+    this.reducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: this.compression, algorithm: this.algorithm, compressionWarmup, secure });
     this.exactReducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: 'none', algorithm: this.algorithm, compressionWarmup: 0, label: 'weights' });
   }
 

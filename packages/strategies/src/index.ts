@@ -11,3 +11,4 @@ export {
   type WarmupCallbackOptions,
 } from './callbacks.js';
 export { planBuckets, type Bucket } from './buckets.js';
+export { SecureAggregator, type SecureAggregationOptions } from './secure-aggregation.js';

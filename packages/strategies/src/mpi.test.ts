@@ -135,3 +135,31 @@ describe.each([2, 3])('np=%i', (np) => {
     seen.forEach((lr: number, i: number) => expect(lr).toBeCloseTo(expected[i]!, 12));
   });
 });
+
+describe.each([2, 3, 4])('secure aggregation, np=%i', (np) => {
+  it('the masked sum equals the plain all-reduce of the fixed-point values exactly; a rank\'s wire bytes look uniform; values beyond the range fail every rank', async () => {
+    const results = await run(np, 'secure');
+    same(results, (r) => r.digest);
+    for (const r of results) {
+      expect(r.exact).toBe(true);
+      expect(r.plainEqual).toBe(true);
+      expect(r.averageExact).toBe(true);
+      expect(r.againExact).toBe(true);
+      // 255 degrees of freedom: 330.5 is the chi-square's 0.999 quantile. Unmasked, the same
+      // constant vector is four byte values only (a statistic in the millions).
+      expect(r.chi2Masked).toBeLessThan(330.5);
+      expect(r.chi2Unmasked).toBeGreaterThan(1e6);
+      const limit = Math.floor(0x7fffffff / np) / 2 ** 16;
+      expect(r.errors).toEqual([1, 2].map(() => `INVALID_ARGUMENT: secure aggregation: 1 value(s) were beyond the fixed-point range +-${limit} (scale 65536, ${np} ranks); lower the scale, clip the values (clip option), or check for NaN / Infinity`));
+    }
+  });
+
+  it('DataParallel with privacy.secureAggregation trains like the plain one (to fixed-point rounding), every rank bitwise identical', async () => {
+    const secure = await run(np, 'equivalence', { SECURE: '1' });
+    for (const path of ['sync', 'async']) {
+      same(secure, (r) => r[path].digest);
+      // Gradients rounded to 2^-20 each step: the weights stay within 1e-4 of one process on all rows.
+      for (const r of secure) expect(r[path].diff).toBeLessThan(1e-4);
+    }
+  });
+});

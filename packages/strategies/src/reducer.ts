@@ -7,6 +7,7 @@ import { loadAddon } from '@braid/native';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { type Bucket, layoutKey, planBuckets } from './buckets.js';
+import type { SecureAggregator } from './secure-aggregation.js';
 
 /**
  * 'none', 'fp16' or 'bf16' (half precision on the wire, accumulated in float32 at every hop), or
@@ -26,6 +27,8 @@ export interface ReducerOptions {
   compressionWarmup: number;
   /** Names the buckets' all-reduces ('<label>/bucket-<i>'), so stall reports say what waits. */
   label?: string;
+  /** Secure aggregation: every bucket travels pairwise-masked in fixed point (secure-aggregation.ts). */
+  secure?: SecureAggregator;
 }
 
 /** What the reducer has done so far, for benchmarks and progress displays. */
@@ -134,6 +137,11 @@ export class GradientReducer {
         this.stats.communicationMs += performance.now() - started;
         continue;
       }
+      if (this.options.secure) {
+        this.options.secure.allReduceSync(flat, { op: 'avg', name: this.bucketName(b) });
+        this.count(flat, started); // the int32 vector has one element more: the overflow count
+        continue;
+      }
       if (wire) {
         const dtype = this.wireDtype();
         const casts = loadAddon().compress;
@@ -191,7 +199,9 @@ export class GradientReducer {
           this.stats.bytesReduced += compressor.payloadBytes(flat.length);
           continue;
         }
-        if (wire) {
+        if (this.options.secure) {
+          inFlight.push(this.options.secure.allReduce(flat, { op: 'avg', name: this.bucketName(b) }));
+        } else if (wire) {
           const dtype = this.wireDtype();
           const casts = loadAddon().compress;
           casts.castToHalf(flat, wire, dtype === 'bfloat16');

@@ -38,6 +38,11 @@ describe('DataParallel in a world of one', () => {
     const odd = new DataParallel(comm, { compression: (() => 42) as never });
     expect(() => odd.averageTensorsSync([tf.zeros([2])])).toThrow(/returned 42 for a tensor of shape \[2\]; return a compressor/);
     expect(() => new DataParallel(comm, { algorithm: 'fast' as never })).toThrow(/algorithm/);
+    expect(() => new DataParallel(comm, { privacy: { secureAggregation: true }, compression: 'fp16' })).toThrow(/cannot be combined with compression/);
+    expect(() => new DataParallel(comm, { privacy: { secureAggregation: true }, localSgdSteps: 4 })).toThrow(/local SGD averages weights instead/);
+    expect(() => new DataParallel(comm, { privacy: { secureAggregation: { scale: 0 } } })).toThrow(/scale must be a positive number; got 0/);
+    expect(() => new DataParallel(comm, { privacy: { secureAggregation: { clip: -1 } } })).toThrow(/clip must be a positive number; got -1/);
+    expect(() => new DataParallel(comm, { privacy: { dp: true } as never })).toThrow(/privacy/);
     expect(() => new DataParallel(comm, { accumulationSteps: 1.5 })).toThrow(/accumulationSteps/);
     expect(() => new DataParallel(comm, { accumulationSteps: 2, localSgdSteps: 2 })).toThrow(/either/);
     const dp = new DataParallel(comm);

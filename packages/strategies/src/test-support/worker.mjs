@@ -6,7 +6,7 @@ import { createCompressor, ErrorFeedback } from '@braid/compression';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
-import { DataParallel, dataParallelCallbacks } from '../../dist/index.js';
+import { DataParallel, dataParallelCallbacks, SecureAggregator } from '../../dist/index.js';
 
 tf.enableProdMode();
 const [scenario, outDir] = process.argv.slice(2);
@@ -77,7 +77,7 @@ const scenarios = {
     const all = rows(7, B * size * steps, 12, 3);
     const results = {};
     for (const path of ['sync', 'async']) {
-      const dp = new DataParallel(comm, { bucketBytes: 1024 });
+      const dp = new DataParallel(comm, { bucketBytes: 1024, ...(process.env.SECURE ? { privacy: { secureAggregation: true } } : {}) });
       const model = mlp(12, 3);
       await dp.broadcastVariables(model);
       const reference = mlp(12, 3);
@@ -280,6 +280,59 @@ const scenarios = {
       ],
     });
     return { seen };
+  },
+  // Secure aggregation: the masked sum against the plain sum of the same fixed-point values,
+  // what one rank puts on the wire (a chi-square on its bytes), values beyond the range.
+  async secure() {
+    const n = 100_003;
+    const scale = 2 ** 16;
+    const valuesOf = (r) => {
+      const next = seededRandom(1000 + r);
+      return Float32Array.from({ length: n }, () => (next() * 2 - 1) * 3);
+    };
+    const agg = new SecureAggregator(comm, { scale });
+    // The exact expectation, from every rank's values (each rank can make them all here).
+    const fixedSum = new Int32Array(n);
+    for (let r = 0; r < size; r++) valuesOf(r).forEach((v, i) => (fixedSum[i] += Math.floor(v * scale + 0.5)));
+    const mine = valuesOf(rank);
+    const summed = await agg.allReduce(Float32Array.from(mine));
+    const expected = Float32Array.from(fixedSum, (q) => q / scale);
+    const plain = Int32Array.from(mine, (v) => Math.floor(v * scale + 0.5));
+    await comm.allReduce(plain, { op: 'sum' });
+    const averaged = agg.allReduceSync(Float32Array.from(mine), { op: 'avg' });
+    const chi2 = (bytes) => {
+      const counts = new Float64Array(256);
+      for (const b of bytes) counts[b]++;
+      const e = bytes.length / 256;
+      return counts.reduce((acc, c) => acc + ((c - e) * (c - e)) / e, 0);
+    };
+    // The worst case for a mask: every value the same. What goes on the wire, and what would without masks.
+    const constant = new Float32Array(250_000).fill(0.5);
+    const masked = agg.mask(constant);
+    const unmasked = Int32Array.from(constant, (v) => Math.floor(v * scale + 0.5));
+    const errors = [];
+    for (const bad of [1e9, Number.NaN]) {
+      const x = Float32Array.from(mine);
+      if (rank === size - 1) x[7] = bad;
+      try {
+        await agg.allReduce(x);
+        errors.push('no error');
+      } catch (err) {
+        errors.push(`${err.code}: ${err.message}`);
+      }
+    }
+    // After the refused steps the masks still cancel.
+    const again = await agg.allReduce(Float32Array.from(mine));
+    return {
+      exact: summed.every((v, i) => v === expected[i]),
+      plainEqual: plain.every((q, i) => q === fixedSum[i]),
+      averageExact: averaged.every((v, i) => v === Math.fround(fixedSum[i] / (scale * size))),
+      againExact: again.every((v, i) => v === expected[i]),
+      digest: digest([tf.tensor(summed)]),
+      chi2Masked: chi2(new Uint8Array(masked.buffer)),
+      chi2Unmasked: chi2(new Uint8Array(unmasked.buffer)),
+      errors,
+    };
   },
 };
 
