@@ -125,7 +125,7 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
     expect(c.results[0].history).toEqual(a.results[0].history);
   }, 120_000);
 
-  it('checkpoints on every host: with rank 0\'s host gone, a job whose rank 0 runs on the other resumes from that host\'s own copy, bitwise', async () => {
+  it('checkpoints on every host: h0\'s copy lost, the job resumes from h1\'s own copy, bitwise, whether rank 0 runs on h1 or on h0 (the rank holding the newest copy reads it)', async () => {
     const tag = `${process.pid}-${Date.now()}`;
     const straight = `/run/braid-host/e-${tag}`;
     const crashed = `/run/braid-host/f-${tag}`;
@@ -140,12 +140,21 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
     expect(onHost(1, ['ls', crashed]).stdout).toBe(onHost(0, ['ls', crashed]).stdout);
     // h0's disk is lost: rank 0 (and 1) now run on h1, which has its own copy.
     onHost(0, ['rm', '-rf', crashed]);
+    // A copy of the crashed run's checkpoints, for the second variant below.
+    const copy = `${crashed}-copy`;
+    onHost(1, ['cp', '-a', crashed, copy]);
     const c = await trainer('h0:2,h1:2', 4, ['resume', 'adam', crashed], everyHost, 1);
     expect(c.code, c.stderr).toBe(0);
     expect(c.results[0].host).toBe('h1');
     expect(c.results[0].resumedFrom).toMatch(/ckpt-\d{9}$/);
     for (const r of c.results) expect(r.weights).toBe(a.results[0].weights);
     expect(c.results[0].history).toEqual(a.results[0].history);
+    // Rank 0 on h0, which has no copy at all: ranks 2 and 3 on h1 hold the newest, rank 2 reads it.
+    const d = await trainer('h0:2,h1:2', 4, ['resume', 'adam', copy], everyHost, 0);
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.results[0].host).toBe('h0');
+    expect(d.results[0].resumedFrom).toBe(c.results[0].resumedFrom.replace(crashed, copy));
+    for (const r of d.results) expect(r.weights).toBe(a.results[0].weights);
     // Both hosts hold the final checkpoint again.
     expect(onHost(0, ['cat', `${crashed}/latest`]).stdout).toBe(onHost(1, ['cat', `${crashed}/latest`]).stdout);
   }, 180_000);
