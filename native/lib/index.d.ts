@@ -128,6 +128,16 @@ export interface CompressKernels {
   /** The vector ISA the kernels run with: 'avx512', 'avx2' or 'generic'. */
   isa: string;
   castToHalf(input: Float32Array, output: Uint16Array, bfloat16: boolean): void;
+  /** Whether secureMask can run here (x86 with AES-NI). */
+  secureMaskAvailable: boolean;
+  /**
+   * Secure aggregation's masking (SecureAggregator): `out` (values.length + 1 elements) gets the
+   * values in fixed point (floor(v x scale + 0.5), clipped to +-clip first unless clip is 0; beyond
+   * +-limit or NaN: counted, stored as +-limit), the count as its last element, then each peer's
+   * AES-256-CTR keystream (32-byte key each in `keys`; counter block: `call` big-endian, then the
+   * block index big-endian) added (sign +1) or subtracted (-1) mod 2^32. Returns the count.
+   */
+  secureMask(values: Float32Array, out: Int32Array, scale: number, clip: number, limit: number, keys: Uint8Array, signs: Int8Array, call: number): number;
   castFromHalf(input: Uint16Array, output: Float32Array, bfloat16: boolean, accumulate: boolean): void;
   sumSquares(x: Float32Array): number;
   sumAbs(x: Float32Array): number;

@@ -9,6 +9,7 @@
 #include "addon/compress_binding.h"
 #include "common/status.h"
 #include "kernels/compress.h"
+#include "kernels/secure_mask.h"
 
 namespace braid {
 
@@ -251,10 +252,34 @@ Napi::Value PowerReconstruct(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// secureMask(values: Float32Array, out: Int32Array (n + 1), scale, clip (0: none), limit,
+// keys: Uint8Array (32 a peer), signs: Int8Array (+1 / -1 a peer), call): the count beyond range.
+Napi::Value SecureMask(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  need(env, secureMaskAvailable(), "secureMask needs AES-NI (check secureMaskAvailable first)");
+  auto values = arrayArg<const float>(info, 0, napi_float32_array, "values");
+  auto out = arrayArg<int32_t>(info, 1, napi_int32_array, "out");
+  const double scale = info[2].As<Napi::Number>().DoubleValue();
+  const double clip = info[3].As<Napi::Number>().DoubleValue();
+  const double limit = info[4].As<Napi::Number>().DoubleValue();
+  auto keys = arrayArg<const uint8_t>(info, 5, napi_uint8_array, "keys");
+  auto signs = arrayArg<const int8_t>(info, 6, napi_int8_array, "signs");
+  const double call = info[7].As<Napi::Number>().DoubleValue();
+  need(env, out.length == values.length + 1, "out must hold one element more than values");
+  need(env, keys.length == 32 * signs.length, "keys must hold 32 bytes for each sign");
+  need(env, scale > 0 && clip >= 0 && limit >= 1 && limit <= 2147483647.0, "scale, clip or limit out of range");
+  need(env, call >= 0 && call <= 9007199254740991.0, "call out of range");
+  const uint32_t beyond = secureMask(values.data, out.data, values.length, scale, clip, static_cast<int32_t>(limit), keys.data, signs.data,
+                                     signs.length, static_cast<uint64_t>(call));
+  return Napi::Number::New(env, beyond);
+}
+
 void initCompressBinding(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("isa", Napi::String::New(env, compressKernels().isa));
   c.Set("castToHalf", Napi::Function::New(env, CastToHalf));
+  c.Set("secureMaskAvailable", Napi::Boolean::New(env, secureMaskAvailable()));
+  c.Set("secureMask", Napi::Function::New(env, SecureMask));
   c.Set("castFromHalf", Napi::Function::New(env, CastFromHalf));
   c.Set("sumSquares", Napi::Function::New(env, SumSquares));
   c.Set("sumAbs", Napi::Function::New(env, SumAbs));

@@ -137,8 +137,8 @@ describe.each([2, 3])('np=%i', (np) => {
 });
 
 describe.each([2, 3, 4])('secure aggregation, np=%i', (np) => {
-  it('the masked sum equals the plain all-reduce of the fixed-point values exactly; a rank\'s wire bytes look uniform; values beyond the range fail every rank', async () => {
-    const results = await run(np, 'secure');
+  it.each([['', {}], [' (ranks masking natively and in JavaScript side by side)', { MIXED: '1' }]] as const)('the masked sum equals the plain all-reduce of the fixed-point values exactly; a rank\'s wire bytes look uniform; values beyond the range fail every rank%s', async (_, env) => {
+    const results = await run(np, 'secure', env);
     same(results, (r) => r.digest);
     for (const r of results) {
       expect(r.exact).toBe(true);

@@ -1,6 +1,9 @@
 // A world of one (no mpirun): argument checks, bucket planning, and the
 // distributed optimizer inside LayersModel.fit giving exactly what the plain optimizer gives.
+import { createCipheriv, randomBytes } from 'node:crypto';
+
 import { init, InvalidArgumentError } from '@braid/collectives';
+import { loadAddon } from '@braid/native';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -101,5 +104,45 @@ describe('unknown options are refused, naming the key and the nearest known one'
     const dp = new DataParallel(comm);
     expect(() => learningRateWarmup(dp, { learningRate: 1 }, { warmupEpoch: 2 } as never)).toThrow(/did you mean 'warmupEpochs'\?/);
     expect(() => dataParallelCallbacks(dp, [], { roots: 0 } as never)).toThrow(/dataParallelCallbacks: unknown option 'roots'; did you mean 'root'\?/);
+  });
+});
+
+describe('secure aggregation\'s native masking kernel', () => {
+  const compress = loadAddon().compress;
+  it.skipIf(!compress.secureMaskAvailable)('gives exactly node:crypto\'s AES-256-CTR keystream over the fixed-point values (any length, both signs, clipping, values beyond the range)', () => {
+    const expected = (values: Float32Array, scale: number, clip: number, limit: number, keys: Buffer[], signs: number[], call: number) => {
+      const n = values.length;
+      const out = new Int32Array(n + 1);
+      let beyond = 0;
+      values.forEach((raw, i) => {
+        const v = clip > 0 ? Math.min(clip, Math.max(-clip, raw)) : raw;
+        const q = Math.floor(v * scale + 0.5);
+        if (q > limit || q < -limit || Number.isNaN(q)) {
+          beyond++;
+          out[i] = q > 0 ? limit : -limit;
+        } else out[i] = q;
+      });
+      out[n] = beyond;
+      keys.forEach((key, p) => {
+        const iv = Buffer.alloc(16);
+        iv.writeBigUInt64BE(BigInt(call), 0);
+        const stream = createCipheriv('aes-256-ctr', key, iv).update(Buffer.alloc(4 * (n + 1)));
+        const m = new Int32Array(stream.buffer, stream.byteOffset, n + 1);
+        for (let i = 0; i <= n; i++) out[i] = signs[p]! > 0 ? out[i]! + m[i]! : out[i]! - m[i]!;
+      });
+      return { out, beyond };
+    };
+    for (const [n, clip, call] of [[1001, 0, 5], [3, 0.25, 0], [32 * 7 + 2, 0, 2 ** 40 + 3], [0, 0, 1]] as const) {
+      const values = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 1.3) * 4);
+      if (n > 10) [values[1], values[2], values[3], values[4]] = [1e9, Number.NaN, -2.5, 2.5];
+      const keys = [randomBytes(32), randomBytes(32), randomBytes(32)];
+      const signs = [1, -1, 1];
+      const limit = Math.floor(0x7fffffff / 4);
+      const out = new Int32Array(n + 1);
+      const beyond = compress.secureMask(values, out, 2 ** 16, clip, limit, new Uint8Array(Buffer.concat(keys)), Int8Array.from(signs), call);
+      const want = expected(values, 2 ** 16, clip, limit, keys, signs, call);
+      expect(beyond).toBe(want.beyond);
+      expect(Buffer.from(out.buffer).equals(Buffer.from(want.out.buffer))).toBe(true);
+    }
   });
 });

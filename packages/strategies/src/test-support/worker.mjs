@@ -290,7 +290,8 @@ const scenarios = {
       const next = seededRandom(1000 + r);
       return Float32Array.from({ length: n }, () => (next() * 2 - 1) * 3);
     };
-    const agg = new SecureAggregator(comm, { scale });
+    // MIXED: odd ranks mask with the native kernel, even ranks in JavaScript (the masks must still cancel).
+    const agg = new SecureAggregator(comm, { scale, ...(process.env.MIXED ? { kernel: rank % 2 ? 'native' : 'js' } : {}) });
     // The exact expectation, from every rank's values (each rank can make them all here).
     const fixedSum = new Int32Array(n);
     for (let r = 0; r < size; r++) valuesOf(r).forEach((v, i) => (fixedSum[i] += Math.floor(v * scale + 0.5)));

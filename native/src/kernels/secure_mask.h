@@ -1,0 +1,22 @@
+// Secure aggregation's masking in one pass (@braid/strategies' SecureAggregator): values to fixed
+// point, then for every peer the AES-256-CTR keystream of the pair's key added (the lower rank of
+// the pair) or subtracted (the higher), mod 2^32. The keystream is exactly what OpenSSL's
+// aes-256-ctr gives for the counter block (call count, big-endian, in the first 8 bytes; the
+// block index, big-endian, in the last 8), so a rank using this and one using node:crypto agree.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace braid {
+
+// Whether this machine can run the kernel (x86 with AES-NI); otherwise the caller masks in JS.
+bool secureMaskAvailable();
+
+// out[0..n) = floor(values x scale + 0.5) (clipped to [-clip, clip] first when clip > 0), each
+// beyond [-limit, limit] or NaN counted and stored as +-limit; out[n] = the count; then each peer's
+// keystream word k added to out[k] (sign +1) or subtracted (sign -1). Returns the count.
+uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
+                    const int8_t* signs, size_t peers, uint64_t call);
+
+}  // namespace braid
