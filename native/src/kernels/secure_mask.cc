@@ -12,27 +12,21 @@ namespace braid {
 
 namespace {
 
-// AES-256 key expansion with AESKEYGENASSIST (FIPS-197's schedule, two 128-bit halves a round).
-__m128i expandEven(__m128i previous, __m128i assist) {
-  assist = _mm_shuffle_epi32(assist, 0xff);
-  __m128i shifted = _mm_slli_si128(previous, 4);
-  previous = _mm_xor_si128(previous, shifted);
+// AES-256 key expansion with AESKEYGENASSIST (FIPS-197's schedule, two 128-bit halves a round):
+// each new word is the previous round's word xor all the words before it in the half.
+__m128i xorPrefixes(__m128i half) {
+  __m128i shifted = _mm_slli_si128(half, 4);
+  half = _mm_xor_si128(half, shifted);
   shifted = _mm_slli_si128(shifted, 4);
-  previous = _mm_xor_si128(previous, shifted);
+  half = _mm_xor_si128(half, shifted);
   shifted = _mm_slli_si128(shifted, 4);
-  previous = _mm_xor_si128(previous, shifted);
-  return _mm_xor_si128(previous, assist);
+  return _mm_xor_si128(half, shifted);
 }
 
+__m128i expandEven(__m128i previous, __m128i assist) { return _mm_xor_si128(xorPrefixes(previous), _mm_shuffle_epi32(assist, 0xff)); }
+
 __m128i expandOdd(__m128i even, __m128i previous) {
-  const __m128i assist = _mm_shuffle_epi32(_mm_aeskeygenassist_si128(even, 0x00), 0xaa);
-  __m128i shifted = _mm_slli_si128(previous, 4);
-  previous = _mm_xor_si128(previous, shifted);
-  shifted = _mm_slli_si128(shifted, 4);
-  previous = _mm_xor_si128(previous, shifted);
-  shifted = _mm_slli_si128(shifted, 4);
-  previous = _mm_xor_si128(previous, shifted);
-  return _mm_xor_si128(previous, assist);
+  return _mm_xor_si128(xorPrefixes(previous), _mm_shuffle_epi32(_mm_aeskeygenassist_si128(even, 0x00), 0xaa));
 }
 
 void expandKey(const uint8_t* key, __m128i rk[15]) {
