@@ -128,7 +128,7 @@ export interface CompressKernels {
   /** The vector ISA the kernels run with: 'avx512', 'avx2' or 'generic'. */
   isa: string;
   castToHalf(input: Float32Array, output: Uint16Array, bfloat16: boolean): void;
-  /** Whether secureMask can run here (x86 with AES-NI). */
+  /** Whether secureMask and secureUnmask can run here (x86 with AES-NI and AVX2). */
   secureMaskAvailable: boolean;
   /**
    * Secure aggregation's masking (SecureAggregator): `out` (values.length + 1 elements) gets the
@@ -138,6 +138,8 @@ export interface CompressKernels {
    * block index big-endian) added (sign +1) or subtracted (-1) mod 2^32. Returns the count.
    */
   secureMask(values: Float32Array, out: Int32Array, scale: number, clip: number, limit: number, keys: Uint8Array, signs: Int8Array, call: number): number;
+  /** values[i] = sum[i] / divisor, divided in double and rounded to float32 (as JavaScript does). */
+  secureUnmask(sum: Int32Array, values: Float32Array, divisor: number): void;
   castFromHalf(input: Uint16Array, output: Float32Array, bfloat16: boolean, accumulate: boolean): void;
   sumSquares(x: Float32Array): number;
   sumAbs(x: Float32Array): number;

@@ -256,7 +256,7 @@ Napi::Value PowerReconstruct(const Napi::CallbackInfo& info) {
 // keys: Uint8Array (32 a peer), signs: Int8Array (+1 / -1 a peer), call): the count beyond range.
 Napi::Value SecureMask(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  need(env, secureMaskAvailable(), "secureMask needs AES-NI (check secureMaskAvailable first)");
+  need(env, secureMaskAvailable(), "secureMask needs AES-NI and AVX2 (check secureMaskAvailable first)");
   auto values = arrayArg<const float>(info, 0, napi_float32_array, "values");
   auto out = arrayArg<int32_t>(info, 1, napi_int32_array, "out");
   const double scale = info[2].As<Napi::Number>().DoubleValue();
@@ -274,12 +274,26 @@ Napi::Value SecureMask(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, beyond);
 }
 
+// secureUnmask(sum: Int32Array, values: Float32Array, divisor): values[i] = sum[i] / divisor.
+Napi::Value SecureUnmask(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  need(env, secureMaskAvailable(), "secureUnmask needs AES-NI and AVX2 (check secureMaskAvailable first)");
+  auto sum = arrayArg<const int32_t>(info, 0, napi_int32_array, "sum");
+  auto values = arrayArg<float>(info, 1, napi_float32_array, "values");
+  const double divisor = info[2].As<Napi::Number>().DoubleValue();
+  need(env, sum.length >= values.length, "sum must hold at least as many elements as values");
+  need(env, divisor > 0, "divisor must be positive");
+  secureUnmask(sum.data, values.data, values.length, divisor);
+  return env.Undefined();
+}
+
 void initCompressBinding(Napi::Env env, Napi::Object exports) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("isa", Napi::String::New(env, compressKernels().isa));
   c.Set("castToHalf", Napi::Function::New(env, CastToHalf));
   c.Set("secureMaskAvailable", Napi::Boolean::New(env, secureMaskAvailable()));
   c.Set("secureMask", Napi::Function::New(env, SecureMask));
+  c.Set("secureUnmask", Napi::Function::New(env, SecureUnmask));
   c.Set("castFromHalf", Napi::Function::New(env, CastFromHalf));
   c.Set("sumSquares", Napi::Function::New(env, SumSquares));
   c.Set("sumAbs", Napi::Function::New(env, SumAbs));

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #if defined(__x86_64__) && defined(BRAID_HAVE_X86_VARIANTS)
 #include <immintrin.h>
@@ -29,7 +30,7 @@ __m128i expandOdd(__m128i even, __m128i previous) {
   return _mm_xor_si128(xorPrefixes(previous), _mm_shuffle_epi32(_mm_aeskeygenassist_si128(even, 0x00), 0xaa));
 }
 
-void expandKey(const uint8_t* key, __m128i rk[15]) {
+void expandKey(const uint8_t* key, __m128i* rk) {
   rk[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key));
   rk[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key + 16));
 #define BRAID_AES_ROUND(i, rcon)                                              \
@@ -48,7 +49,7 @@ void expandKey(const uint8_t* key, __m128i rk[15]) {
 // Eight counter blocks at once: the AES units are pipelined, one block at a time stalls them.
 constexpr size_t kLanes = 8;
 
-inline void encrypt(__m128i (&x)[kLanes], const __m128i rk[15]) {
+inline void encrypt(__m128i (&x)[kLanes], const __m128i* rk) {
   for (size_t l = 0; l < kLanes; l++) x[l] = _mm_xor_si128(x[l], rk[0]);
   for (int r = 1; r < 14; r++)
     for (size_t l = 0; l < kLanes; l++) x[l] = _mm_aesenc_si128(x[l], rk[r]);
@@ -61,47 +62,89 @@ inline __m128i counterBlock(uint64_t callBigEndian, uint64_t block) {
 
 }  // namespace
 
-bool secureMaskAvailable() { return __builtin_cpu_supports("aes") && __builtin_cpu_supports("sse4.1"); }
+bool secureMaskAvailable() { return __builtin_cpu_supports("aes") && __builtin_cpu_supports("avx2"); }
 
-uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
-                    const int8_t* signs, size_t peers, uint64_t call) {
+namespace {
+
+// Values [from, to) to fixed point, four at a time: floor(double(v) x scale + 0.5), the same
+// double operations as the JavaScript path, so both give the same integers. Returns how many
+// were beyond +-limit or NaN (stored as +-limit, NaN as -limit).
+uint32_t toFixedPoint(const float* values, int32_t* out, size_t from, size_t to, double scale, double clip, int32_t limit) {
   uint32_t beyond = 0;
-  const double high = static_cast<double>(limit);
-  for (size_t i = 0; i < n; i++) {
+  const __m256d vScale = _mm256_set1_pd(scale), half = _mm256_set1_pd(0.5), zero = _mm256_setzero_pd();
+  const __m256d high = _mm256_set1_pd(limit), low = _mm256_set1_pd(-static_cast<double>(limit));
+  const __m256d vClip = _mm256_set1_pd(clip), vNegClip = _mm256_set1_pd(-clip);
+  size_t i = from;
+  for (; i + 4 <= to; i += 4) {
+    __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(values + i));
+    if (clip > 0) {
+      v = _mm256_blendv_pd(v, vClip, _mm256_cmp_pd(v, vClip, _CMP_GT_OQ));
+      v = _mm256_blendv_pd(v, vNegClip, _mm256_cmp_pd(v, vNegClip, _CMP_LT_OQ));
+    }
+    const __m256d q = _mm256_floor_pd(_mm256_add_pd(_mm256_mul_pd(v, vScale), half));
+    const __m256d out_of_range = _mm256_or_pd(_mm256_or_pd(_mm256_cmp_pd(q, high, _CMP_GT_OQ), _mm256_cmp_pd(q, low, _CMP_LT_OQ)), _mm256_cmp_pd(q, q, _CMP_UNORD_Q));
+    const __m256d saturated = _mm256_blendv_pd(low, high, _mm256_cmp_pd(q, zero, _CMP_GT_OQ));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_cvttpd_epi32(_mm256_blendv_pd(q, saturated, out_of_range)));
+    beyond += static_cast<uint32_t>(__builtin_popcount(_mm256_movemask_pd(out_of_range)));
+  }
+  for (; i < to; i++) {
     double v = values[i];
     if (clip > 0) v = v > clip ? clip : v < -clip ? -clip : v;
     const double q = std::floor(v * scale + 0.5);
-    if (q > high || q < -high || q != q) {
+    if (q > limit || q < -static_cast<double>(limit) || q != q) {
       beyond++;
       out[i] = q > 0 ? limit : -limit;
     } else {
       out[i] = static_cast<int32_t>(q);
     }
   }
-  out[n] = static_cast<int32_t>(beyond);
+  return beyond;
+}
+
+}  // namespace
+
+uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
+                    const int8_t* signs, size_t peers, uint64_t call) {
+  struct Schedule {
+    __m128i rk[15];
+  };
+  std::vector<Schedule> schedules(peers);  // C++17 allocates it 16-byte aligned
+  for (size_t p = 0; p < peers; p++) expandKey(keys + 32 * p, schedules[p].rk);
   const size_t words = n + 1;
-  const size_t blocks = (words + 3) / 4;
   const uint64_t callBigEndian = __builtin_bswap64(call);
   uint32_t* target = reinterpret_cast<uint32_t*>(out);
-  for (size_t p = 0; p < peers; p++) {
-    __m128i rk[15];
-    expandKey(keys + 32 * p, rk);
-    const bool add = signs[p] > 0;
-    for (size_t b = 0; b < blocks; b += kLanes) {
+  uint32_t beyond = 0;
+  out[n] = 0;  // the count is added once known: addition mod 2^32 commutes with the masks
+  // One pass over memory: a chunk of 32 words to fixed point, then every peer's keystream on it
+  // while it is in the cache.
+  constexpr size_t kChunk = kLanes * 4;
+  for (size_t first = 0; first < words; first += kChunk) {
+    const size_t count = std::min(kChunk, words - first);
+    beyond += toFixedPoint(values, out, first, std::min(first + count, n), scale, clip, limit);
+    for (size_t p = 0; p < peers; p++) {
       __m128i x[kLanes];
-      for (size_t l = 0; l < kLanes; l++) x[l] = counterBlock(callBigEndian, b + l);
-      encrypt(x, rk);
-      alignas(16) uint32_t stream[kLanes * 4];
+      for (size_t l = 0; l < kLanes; l++) x[l] = counterBlock(callBigEndian, first / 4 + l);
+      encrypt(x, schedules[p].rk);
+      alignas(16) uint32_t stream[kChunk];
       for (size_t l = 0; l < kLanes; l++) _mm_store_si128(reinterpret_cast<__m128i*>(stream + 4 * l), x[l]);
-      const size_t first = b * 4;
-      const size_t count = std::min(kLanes * 4, words - first);
-      if (add)
+      if (signs[p] > 0)
         for (size_t k = 0; k < count; k++) target[first + k] += stream[k];
       else
         for (size_t k = 0; k < count; k++) target[first + k] -= stream[k];
     }
   }
+  target[n] += beyond;
   return beyond;
+}
+
+void secureUnmask(const int32_t* sum, float* values, size_t n, double divisor) {
+  const __m256d d = _mm256_set1_pd(divisor);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m256d v = _mm256_div_pd(_mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sum + i))), d);
+    _mm_storeu_ps(values + i, _mm256_cvtpd_ps(v));
+  }
+  for (; i < n; i++) values[i] = static_cast<float>(sum[i] / divisor);
 }
 
 }  // namespace braid
@@ -111,6 +154,7 @@ uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, d
 namespace braid {
 bool secureMaskAvailable() { return false; }
 uint32_t secureMask(const float*, int32_t*, size_t, double, double, int32_t, const uint8_t*, const int8_t*, size_t, uint64_t) { return 0; }
+void secureUnmask(const int32_t*, float*, size_t, double) {}
 }  // namespace braid
 
 #endif

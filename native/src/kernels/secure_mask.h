@@ -10,7 +10,7 @@
 
 namespace braid {
 
-// Whether this machine can run the kernel (x86 with AES-NI); otherwise the caller masks in JS.
+// Whether this machine can run the kernels (x86 with AES-NI and AVX2); otherwise the caller masks in JS.
 bool secureMaskAvailable();
 
 // out[0..n) = floor(values x scale + 0.5) (clipped to [-clip, clip] first when clip > 0), each
@@ -18,5 +18,8 @@ bool secureMaskAvailable();
 // keystream word k added to out[k] (sign +1) or subtracted (sign -1). Returns the count.
 uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
                     const int8_t* signs, size_t peers, uint64_t call);
+
+// values[i] = float(sum[i] / divisor), the division in double (as the JavaScript path does it).
+void secureUnmask(const int32_t* sum, float* values, size_t n, double divisor);
 
 }  // namespace braid

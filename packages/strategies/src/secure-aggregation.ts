@@ -74,6 +74,11 @@ export class SecureAggregator {
     this.native = options.kernel !== 'js' && compress.secureMaskAvailable ? compress : undefined;
   }
 
+  /** Who masks here: 'native' or 'js'. */
+  get kernel(): 'native' | 'js' {
+    return this.native ? 'native' : 'js';
+  }
+
   /** Each rank's key pair, the public keys all-gathered, a key per pair of ranks (once). */
   private async setUp(): Promise<void> {
     const { rank, size } = this.comm;
@@ -170,7 +175,8 @@ export class SecureAggregator {
       );
     }
     const divide = op === 'avg' ? this.scale * this.comm.size : this.scale;
-    for (let i = 0; i < n; i++) values[i] = sum[i]! / divide;
+    if (this.native) this.native.secureUnmask(sum, values, divide);
+    else for (let i = 0; i < n; i++) values[i] = sum[i]! / divide;
     if (this.spare.length < 8) this.spare.push(sum);
   }
 

@@ -107,7 +107,7 @@ describe('unknown options are refused, naming the key and the nearest known one'
   });
 });
 
-describe('secure aggregation\'s native masking kernel', () => {
+describe('secure aggregation\'s native masking kernels', () => {
   const compress = loadAddon().compress;
   it.skipIf(!compress.secureMaskAvailable)('gives exactly node:crypto\'s AES-256-CTR keystream over the fixed-point values (any length, both signs, clipping, values beyond the range)', () => {
     const expected = (values: Float32Array, scale: number, clip: number, limit: number, keys: Buffer[], signs: number[], call: number) => {
@@ -143,6 +143,18 @@ describe('secure aggregation\'s native masking kernel', () => {
       const want = expected(values, 2 ** 16, clip, limit, keys, signs, call);
       expect(beyond).toBe(want.beyond);
       expect(Buffer.from(out.buffer).equals(Buffer.from(want.out.buffer))).toBe(true);
+    }
+  });
+
+  it.skipIf(!compress.secureMaskAvailable)('unmasks as JavaScript does: float32 of the int32 sum divided in double', () => {
+    const sum = Int32Array.from({ length: 1003 }, (_, i) => (i % 2 ? 1 : -1) * ((i * 2654435761) % 2147483647));
+    sum[0] = -2147483648;
+    sum[1] = 2147483647;
+    for (const divisor of [65536, 65536 * 3, 2 ** 20 * 7, 1]) {
+      const values = new Float32Array(sum.length - 1);
+      compress.secureUnmask(sum, values, divisor);
+      const want = Float32Array.from(sum.subarray(0, values.length), (q) => q / divisor);
+      expect(Buffer.from(values.buffer).equals(Buffer.from(want.buffer))).toBe(true);
     }
   });
 });
