@@ -121,7 +121,9 @@ export class SecureAggregator {
     const { rank, size } = this.comm;
     const n = values.length;
     const reused = this.spare.findIndex((a) => a.length === n + 1);
-    const out = reused >= 0 ? this.spare.splice(reused, 1)[0]! : new Int32Array(n + 1);
+    // Over a SharedArrayBuffer: an awaited all-reduce works on it in place (an ordinary buffer
+    // is copied in and out).
+    const out = reused >= 0 ? this.spare.splice(reused, 1)[0]! : new Int32Array(new SharedArrayBuffer(4 * (n + 1)));
     if (this.native) {
       this.native.secureMask(values, out, this.scale, this.clip ?? 0, this.limit, this.packedKeys, this.signs, this.calls++);
       return out;
