@@ -12,3 +12,4 @@ export {
 } from './callbacks.js';
 export { planBuckets, type Bucket } from './buckets.js';
 export { SecureAggregator, type SecureAggregationOptions } from './secure-aggregation.js';
+export { computeEpsilon, DEFAULT_RDP_ORDERS, noiseMultiplierFor, type PrivacySpent, RdpAccountant, sampledGaussianRdp } from './privacy-accountant.js';

@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { planBuckets } from './buckets.js';
+import { computeEpsilon, noiseMultiplierFor, RdpAccountant, sampledGaussianRdp } from './privacy-accountant.js';
 import { DataParallel } from './data-parallel.js';
 import { DistributedOptimizer } from './distributed-optimizer.js';
 import { linearWarmup, scaleLearningRate } from './schedules.js';
@@ -156,5 +157,39 @@ describe('secure aggregation\'s native masking kernels', () => {
       const want = Float32Array.from(sum.subarray(0, values.length), (q) => q / divisor);
       expect(Buffer.from(values.buffer).equals(Buffer.from(want.buffer))).toBe(true);
     }
+  });
+});
+
+describe('the RDP privacy accountant', () => {
+  // Published values: tensorflow/privacy, tutorials/README.md ("Expected Output" and "Select
+  // Parameters"), MNIST DP-SGD: 60,000 examples, batches of 256, delta = 1e-5, the RDP accountant
+  // at the tutorial's steps (epochs x 60000 // 256).
+  const published = [
+    { noiseMultiplier: 1.12, epochs: 60, epsilon: 2.92 },
+    { noiseMultiplier: 0.6, epochs: 30, epsilon: 9.74 },
+    { noiseMultiplier: 1.2, epochs: 10, epsilon: 1.2 },
+    { noiseMultiplier: 1.12, epochs: 1, epsilon: 1.0 },
+    { noiseMultiplier: 1.12, epochs: 2, epsilon: 1.04 },
+  ];
+  it.each(published)('sigma $noiseMultiplier, $epochs epochs: epsilon within 2% of TF Privacy\'s $epsilon', ({ noiseMultiplier, epochs, epsilon }) => {
+    const steps = Math.floor((epochs * 60000) / 256);
+    const spent = computeEpsilon({ samplingRate: 256 / 60000, noiseMultiplier, steps, delta: 1e-5 });
+    expect(Math.abs(spent.epsilon - epsilon) / epsilon).toBeLessThan(0.02);
+  });
+
+  it('adds up steps as one call does; q = 1 is the plain Gaussian mechanism; noiseMultiplierFor inverts it', () => {
+    const a = new RdpAccountant();
+    for (let i = 0; i < 10; i++) a.step(0.01, 1.0, 100);
+    expect(a.epsilon(1e-5).epsilon).toBeCloseTo(computeEpsilon({ samplingRate: 0.01, noiseMultiplier: 1.0, steps: 1000, delta: 1e-5 }).epsilon, 9);
+    // Gaussian mechanism: RDP(a) = a / (2 sigma^2).
+    expect(sampledGaussianRdp(1, 2, 5)).toBeCloseTo(5 / 8, 12);
+    expect(sampledGaussianRdp(0, 2, 5)).toBe(0);
+    const steps = Math.floor((60 * 60000) / 256);
+    const sigma = noiseMultiplierFor({ targetEpsilon: 2.92, samplingRate: 256 / 60000, steps, delta: 1e-5 });
+    expect(Math.abs(sigma - 1.12) / 1.12).toBeLessThan(0.01);
+    expect(computeEpsilon({ samplingRate: 256 / 60000, noiseMultiplier: sigma, steps, delta: 1e-5 }).epsilon).toBeLessThanOrEqual(2.92);
+    expect(() => a.step(1.5, 1)).toThrow(/sampling rate must be in \[0, 1\]/);
+    expect(() => a.epsilon(0)).toThrow(/delta must be in \(0, 1\)/);
+    expect(() => new RdpAccountant([1.5])).toThrow(/orders must be integers >= 2/);
   });
 });
