@@ -11,7 +11,7 @@
 // own collectives, unauthenticated (an active attacker inside the job is out of scope). Fail-stop:
 // a rank that dies ends the step with an error on every rank; there is no dropout recovery (the
 // survivors' masks would not cancel).
-import { createCipheriv, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, type KeyObject } from 'node:crypto';
+import { createCipheriv, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync } from 'node:crypto';
 
 import { type Communicator, InvalidArgumentError } from '@braid/collectives';
 import { loadAddon } from '@braid/native';
@@ -42,10 +42,10 @@ export class SecureAggregator {
   readonly clip: number | undefined;
   /** Largest |round(v x scale)| one rank may send: size of them still fit in an int32. */
   readonly limit: number;
-  private readonly pairKeys: Buffer[] = [];
-  // The same keys packed for the native kernel, with +1 where this rank is the lower of the pair.
+  // One key per peer, packed in rank order, and +1 where this rank is the lower of the pair.
   private packedKeys = new Uint8Array(0);
   private signs = new Int8Array(0);
+  private keyed = false;
   private readonly native: ReturnType<typeof loadAddon>['compress'] | undefined;
   private calls = 0;
   private zeros = Buffer.alloc(0);
@@ -79,38 +79,28 @@ export class SecureAggregator {
     return this.native ? 'native' : 'js';
   }
 
-  /** Each rank's key pair, the public keys all-gathered, a key per pair of ranks (once). */
-  private async setUp(): Promise<void> {
+  /**
+   * Once: this rank's key pair (its public key to all-gather) and, from all the public keys, one
+   * key per peer (packed, 32 bytes each, in rank order) with +1 where this rank is the lower.
+   */
+  private keyPair(): { mine: Uint8Array; derive: (publicKeys: Uint8Array) => void } {
     const { rank, size } = this.comm;
     const { publicKey, privateKey } = generateKeyPairSync('x25519');
     const mine = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length));
-    const all = (await this.comm.allGather(mine, { name: 'secure aggregation: public keys' })) as Uint8Array;
-    this.derive(rank, size, privateKey, all);
-  }
-
-  private setUpSync(): void {
-    const { rank, size } = this.comm;
-    const { publicKey, privateKey } = generateKeyPairSync('x25519');
-    const mine = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length));
-    this.derive(rank, size, privateKey, this.comm.allGatherSync(mine, { name: 'secure aggregation: public keys' }) as Uint8Array);
-  }
-
-  private derive(rank: number, size: number, privateKey: KeyObject, publicKeys: Uint8Array): void {
-    for (let peer = 0; peer < size; peer++) {
-      if (peer === rank) {
-        this.pairKeys.push(Buffer.alloc(0));
-        continue;
-      }
-      const raw = publicKeys.subarray(peer * KEY_BYTES, (peer + 1) * KEY_BYTES);
-      const theirs = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
-      const secret = diffieHellman({ privateKey, publicKey: theirs });
-      const [low, high] = rank < peer ? [rank, peer] : [peer, rank];
-      this.pairKeys.push(Buffer.from(hkdfSync('sha256', secret, 'braid-secure-aggregation', `pair ${low}-${high}`, 32)));
-    }
-    const peers = [...Array(size).keys()].filter((p) => p !== rank);
-    this.packedKeys = new Uint8Array(32 * peers.length);
-    peers.forEach((p, i) => this.packedKeys.set(this.pairKeys[p]!, 32 * i));
-    this.signs = Int8Array.from(peers, (p) => (rank < p ? 1 : -1));
+    const derive = (publicKeys: Uint8Array) => {
+      const peers = [...Array(size).keys()].filter((p) => p !== rank);
+      this.packedKeys = new Uint8Array(32 * peers.length);
+      peers.forEach((peer, i) => {
+        const raw = publicKeys.subarray(peer * KEY_BYTES, (peer + 1) * KEY_BYTES);
+        const theirs = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+        const secret = diffieHellman({ privateKey, publicKey: theirs });
+        const [low, high] = rank < peer ? [rank, peer] : [peer, rank];
+        this.packedKeys.set(new Uint8Array(hkdfSync('sha256', secret, 'braid-secure-aggregation', `pair ${low}-${high}`, 32)), 32 * i);
+      });
+      this.signs = Int8Array.from(peers, (p) => (rank < p ? 1 : -1));
+      this.keyed = true;
+    };
+    return { mine, derive };
   }
 
   /**
@@ -118,7 +108,6 @@ export class SecureAggregator {
    * its values were beyond the range, as the last element (masked too: only the total comes out).
    */
   mask(values: Float32Array): Int32Array {
-    const { rank, size } = this.comm;
     const n = values.length;
     const reused = this.spare.findIndex((a) => a.length === n + 1);
     // Over a SharedArrayBuffer: an awaited all-reduce works on it in place (an ordinary buffer
@@ -157,14 +146,13 @@ export class SecureAggregator {
     // called in the same order) starts the counter block, the low 64 bits count blocks.
     const iv = Buffer.alloc(16);
     iv.writeBigUInt64BE(BigInt(this.calls++), 0);
-    for (let peer = 0; peer < size; peer++) {
-      if (peer === rank) continue;
-      const stream = createCipheriv('aes-256-ctr', this.pairKeys[peer]!, iv).update(this.zeros.subarray(0, bytes));
+    this.signs.forEach((sign, p) => {
+      const stream = createCipheriv('aes-256-ctr', this.packedKeys.subarray(32 * p, 32 * (p + 1)), iv).update(this.zeros.subarray(0, bytes));
       const m = new Int32Array(stream.buffer, stream.byteOffset, n + 1);
       // Int32Array stores wrap mod 2^32: the lower rank of the pair adds, the higher subtracts.
-      if (rank < peer) for (let i = 0; i <= n; i++) out[i] = out[i]! + m[i]!;
+      if (sign > 0) for (let i = 0; i <= n; i++) out[i] = out[i]! + m[i]!;
       else for (let i = 0; i <= n; i++) out[i] = out[i]! - m[i]!;
-    }
+    });
     return out;
   }
 
@@ -185,7 +173,10 @@ export class SecureAggregator {
   /** The sum (or average) of `values` over all ranks, in place; every rank must call it. */
   async allReduce(values: Float32Array, options: { op?: 'sum' | 'avg'; name?: string } = {}): Promise<Float32Array> {
     if (!(values instanceof Float32Array)) throw new InvalidArgumentError('secure aggregation: values must be a Float32Array');
-    this.ready ??= this.setUp();
+    if (!this.keyed) this.ready ??= (async () => {
+      const { mine, derive } = this.keyPair();
+      derive((await this.comm.allGather(mine, { name: 'secure aggregation: public keys' })) as Uint8Array);
+    })();
     await this.ready;
     const masked = this.mask(values);
     await this.comm.allReduce(masked, { op: 'sum', name: options.name });
@@ -195,7 +186,10 @@ export class SecureAggregator {
 
   allReduceSync(values: Float32Array, options: { op?: 'sum' | 'avg'; name?: string } = {}): Float32Array {
     if (!(values instanceof Float32Array)) throw new InvalidArgumentError('secure aggregation: values must be a Float32Array');
-    if (this.pairKeys.length === 0) this.setUpSync();
+    if (!this.keyed) {
+      const { mine, derive } = this.keyPair();
+      derive(this.comm.allGatherSync(mine, { name: 'secure aggregation: public keys' }) as Uint8Array);
+    }
     const masked = this.mask(values);
     this.comm.allReduceSync(masked, { op: 'sum', name: options.name });
     this.unmask(masked, values, options.op ?? 'sum');

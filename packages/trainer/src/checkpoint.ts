@@ -61,6 +61,13 @@ function concat(data: ArrayBuffer | ArrayBuffer[]): ArrayBuffer {
   return Array.isArray(data) ? tf.io.concatenateArrayBuffers(data) : data;
 }
 
+/** Adds the optimizer's state to saved artifacts, in the manifest group 'optimizer' (as tfjs's includeOptimizer does). */
+export async function appendOptimizerWeights(artifacts: tf.io.ModelArtifacts, optimizer: tf.Optimizer): Promise<void> {
+  const { data, specs } = await tf.io.encodeWeights(await optimizer.getWeights(), 'optimizer');
+  artifacts.weightSpecs = [...(artifacts.weightSpecs ?? []), ...specs];
+  artifacts.weightData = tf.io.concatenateArrayBuffers([concat(artifacts.weightData ?? new ArrayBuffer(0)), concat(data)]);
+}
+
 /** The model (and its optimizer's state) as model.json + weights.bin contents. */
 export async function serializeModel(model: SaveableModel): Promise<Artifacts> {
   let captured: tf.io.ModelArtifacts | undefined;
@@ -76,11 +83,7 @@ export async function serializeModel(model: SaveableModel): Promise<Artifacts> {
     // Models with a custom loss or metric cannot write a training config; keep the optimizer's
     // weights anyway, in the manifest, where the trainer reads them back.
     await model.save(handler);
-    if (model.optimizer && captured) {
-      const { data, specs } = await tf.io.encodeWeights(await model.optimizer.getWeights(), 'optimizer');
-      captured.weightSpecs = [...(captured.weightSpecs ?? []), ...specs];
-      captured.weightData = tf.io.concatenateArrayBuffers([concat(captured.weightData!), concat(data)]);
-    }
+    if (model.optimizer && captured) await appendOptimizerWeights(captured, model.optimizer);
   }
   if (!captured) throw new Error('checkpoint: the model saved nothing');
   const { modelTopology, format, generatedBy, convertedBy, trainingConfig, userDefinedMetadata } = captured;

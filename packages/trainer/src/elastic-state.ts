@@ -7,7 +7,7 @@ import { agreeOnSuccess, InvalidArgumentError } from '@braid/collectives';
 import type { DataParallel } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { restoreCheckpoint, type TrainerState, unpackCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { appendOptimizerWeights, restoreCheckpoint, type TrainerState, unpackCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { readNewestCheckpoint } from './commits.js';
 import { joinElasticRun, reportStep, resizeAgreed, stopForResize, underElasticLauncher } from './elastic-worker.js';
 
@@ -152,15 +152,10 @@ export class ElasticState<V extends Record<string, CommittedValue>> {
       getWeights: () => variables as tf.Tensor[],
       setWeights: (weights: tf.Tensor[]) => variables.forEach((v, i) => v.assign(weights[i]!)),
       save: async (handler: tf.io.IOHandler) => {
-        const own = await tf.io.encodeWeights(variables.map((v, i) => ({ name: `variable_${i}`, tensor: v })));
-        const parts = [own.data];
-        const specs = [...own.specs];
-        if (optimizer) {
-          const state = await tf.io.encodeWeights(await optimizer.getWeights(), 'optimizer');
-          parts.push(state.data);
-          specs.push(...state.specs);
-        }
-        return handler.save!({ format: STATE_KIND, generatedBy: 'braid', weightSpecs: specs, weightData: tf.io.concatenateArrayBuffers(parts) });
+        const { data, specs } = await tf.io.encodeWeights(variables.map((v, i) => ({ name: `variable_${i}`, tensor: v })));
+        const artifacts: tf.io.ModelArtifacts = { format: STATE_KIND, generatedBy: 'braid', weightSpecs: specs, weightData: data };
+        if (optimizer) await appendOptimizerWeights(artifacts, optimizer);
+        return handler.save!(artifacts);
       },
     };
   }
