@@ -711,7 +711,9 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
       // Handed over by the caller's thread after a data-phase TIMEOUT: name who stopped answering.
       comm.brokenReason = op->timedOut;
       anyBroken_.store(true);
-      throw BraidException(ErrorCode::kTimeout, unansweringRanks(comm) + " (this rank timed out on " + op->timedOut + ")");
+      const std::string silent = unansweringRanks(comm);
+      closeConnections(comm);  // kept open while asking (abandonOp on the caller's thread)
+      throw BraidException(ErrorCode::kTimeout, silent + " (this rank timed out on " + op->timedOut + ")");
     }
     if (op->resumeEpoch == 0) op->seq = comm.seq++;
     spansWorld = comm.size == world_.size;
@@ -777,16 +779,21 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
             comm.recordTcpUs(bytes, std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count());
           }
         } catch (const BraidException& e) {
-          abandonOp(comm, std::move(memory));
           // A data-phase timeout names the peer this rank waited for, which may be a healthy
           // rank waiting for another: ask every rank who still answers, and name those who do not.
-          if (e.code() == ErrorCode::kTimeout && comm.size > 1 && op->ranAlgorithm != Algorithm::kShm) {
+          // The TCP connections stay open meanwhile: closed, they would fail a peer that is
+          // about to time out too before it asks (and this rank would name it as silent).
+          const bool diagnose = e.code() == ErrorCode::kTimeout && comm.size > 1 && op->ranAlgorithm != Algorithm::kShm;
+          abandonOp(comm, std::move(memory), diagnose);
+          if (diagnose) {
             // That exchange goes through MPI: an op run on the caller's thread hands it over.
             if (!onEngineThread()) {
               op->timedOut = e.what();
               throw DiagnoseOnEngine{};
             }
-            throw BraidException(ErrorCode::kTimeout, unansweringRanks(comm) + " (this rank timed out on " + e.what() + ")");
+            const std::string silent = unansweringRanks(comm);
+            closeConnections(comm);
+            throw BraidException(ErrorCode::kTimeout, silent + " (this rank timed out on " + e.what() + ")");
           }
           throw;
         } catch (...) {
@@ -840,13 +847,19 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
   return true;
 }
 
-void Engine::abandonOp(CommState& comm, OpMemory&& memory) {
+void Engine::abandonOp(CommState& comm, OpMemory&& memory, bool keepConnections) {
   auto kept = std::make_shared<OpMemory>(std::move(memory));
   size_t held = comm.mpi->abandon(kept);
   if (comm.tcp) held += comm.tcp->abandon(kept);
   if (comm.hierarchy) held += comm.hierarchy->cross->abandon(kept);
   // The scratch is held by requests MPI still has: the next op gets a new one.
   if (held > 0) scratch_ = std::make_shared<std::vector<uint8_t>>();
+  if (!keepConnections) closeConnections(comm);
+}
+
+void Engine::closeConnections(CommState& comm) {
+  if (comm.tcp) comm.tcp->closeConnections();
+  if (comm.hierarchy) comm.hierarchy->cross->closeConnections();
 }
 
 std::string Engine::queuedOpNames(int commId) {

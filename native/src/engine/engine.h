@@ -180,7 +180,10 @@ class Engine {
   void split(CommState& comm, OpRecord& op, std::chrono::steady_clock::time_point deadline);
   void closeComm(CommState& comm);
   // After a failed op: the transports drop or keep (with `memory`) what it left posted.
-  void abandonOp(CommState& comm, OpMemory&& memory);
+  // `keepConnections`: TCP connections stay open (out of use) until closeConnections(comm), so a
+  // rank that timed out asks who answers before its peers see them close.
+  void abandonOp(CommState& comm, OpMemory&& memory, bool keepConnections = false);
+  void closeConnections(CommState& comm);
   CommState& addComm(MPI_Comm base, std::chrono::steady_clock::time_point deadline);
   void addHierarchy(CommState& comm, std::chrono::steady_clock::time_point deadline);
   Algorithm chooseAllreduce(const CommState& comm, size_t bytes) const;

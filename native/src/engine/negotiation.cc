@@ -485,6 +485,7 @@ void negotiateOpPeers(TcpTransport& t, const OpRecord& op, const NegotiationLimi
     throw;
   } catch (...) {
     t.abandon(nullptr);  // nothing posted may outlive a failed agreement
+    t.closeConnections();
     throw;
   }
   std::string mismatch = compare(x.all);

@@ -638,14 +638,21 @@ size_t TcpTransport::abandon(std::shared_ptr<void>) {
   for (auto& s : streams_by_peer_) {
     s.sends.clear();
     s.recvs.clear();
-    if (s.fd >= 0) close(s.fd);
-    s.fd = -1;
   }
   active_.clear();
   freeList_.clear();
   requests_.clear();
+  outOfStep_ = true;
   if (broken_.empty()) broken_ = "an earlier operation failed with data in flight on the TCP connections";
   return 0;
+}
+
+void TcpTransport::closeConnections() {
+  if (!outOfStep_) return;
+  for (auto& s : streams_by_peer_) {
+    if (s.fd >= 0) close(s.fd);
+    s.fd = -1;
+  }
 }
 
 }  // namespace braid

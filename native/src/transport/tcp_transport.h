@@ -62,9 +62,10 @@ class TcpTransport final : public Transport {
   // Sleeps in poll() until a posted transfer can move, or `most` has passed.
   void idle(std::chrono::milliseconds most);
   void nativeAllreduce(void* data, size_t count, DType dtype, RedOp op) override;
-  // Drops every posted request (none is touched again) and closes the connections: a failed op
-  // leaves the streams out of step, and the communicator is unusable from then on anyway.
+  // Drops every posted request (none is touched again) and marks the streams out of step: the
+  // communicator is unusable from then on. closeConnections() then closes them.
   size_t abandon(std::shared_ptr<void> memory) override;
+  void closeConnections() override;
   // This rank's listening address ("10.0.0.1:40123"), for messages and tests.
   const std::string& address() const { return address_; }
   int streams() const { return streams_; }
@@ -108,6 +109,7 @@ class TcpTransport final : public Transport {
   std::vector<Request> requests_;
   std::vector<RequestId> freeList_;
   std::string broken_;  // set once a connection failed: every later call throws ABORTED
+  bool outOfStep_ = false;  // abandon() dropped requests: the streams are unusable, to be closed
   std::vector<pollfd> pollSet_;  // idle()'s, reused
 };
 

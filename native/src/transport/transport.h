@@ -48,6 +48,10 @@ class Transport {
   // touched again. `memory` is what those requests may read or write; a transport that cannot
   // drop a request at once (MPI) keeps it alive with the request. Returns how many it kept.
   virtual size_t abandon(std::shared_ptr<void> memory) = 0;
+  // After abandon(): closes connections left out of step (TCP); a no-op where there are none.
+  // Separate so that a rank that timed out can still ask, over MPI, who answers before its
+  // peers see the connections close (and fail at once, without asking).
+  virtual void closeConnections() {}
 
   // Every wait() after this fails once the deadline passes; set by the engine for each op.
   void setDeadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
