@@ -1,6 +1,7 @@
 import { agreeOnSuccess, type AllReduceAlgorithm, checkOptions, type Communicator, InvalidArgumentError } from '@braid/collectives';
 import * as tf from '@tensorflow/tfjs-core';
 
+import { DifferentialPrivacy, type DifferentialPrivacyOptions } from './differential-privacy.js';
 import { DistributedOptimizer } from './distributed-optimizer.js';
 import { type CommunicationStats, type Compression, GradientReducer } from './reducer.js';
 import { SecureAggregator, type SecureAggregationOptions } from './secure-aggregation.js';
@@ -39,8 +40,33 @@ export interface DataParallelOptions {
    * and nobody on the wire or in shared memory, sees another rank's gradients, only their
    * average (pairwise masks, as Bonawitz et al.; secure-aggregation.ts has the threat model).
    * Not with compression.
+   *
+   * `clipNorm` and `noiseMultiplier` (with `microbatchSize`, `delta`) turn on DP-SGD: `fit` (or
+   * `privateGradients` in a custom loop) clips every microbatch's gradient to clipNorm and the
+   * averaged gradient carries Gaussian noise of std noiseMultiplier x clipNorm over the global
+   * batch (differential-privacy.ts); `fit` reports epsilon each epoch. Both may be combined.
    */
-  privacy?: { secureAggregation?: boolean | SecureAggregationOptions };
+  privacy?: { secureAggregation?: boolean | SecureAggregationOptions } & Partial<DifferentialPrivacyOptions>;
+}
+
+export interface PrivateGradients {
+  /** The noisy average over the global batch, the same on every rank: apply it with the plain optimizer. */
+  grads: tf.NamedTensorMap;
+  /** This rank's mean microbatch loss. */
+  loss: number;
+  /** This rank's microbatches whose gradient norm was above clipNorm. */
+  clipped: number;
+  microbatches: number;
+}
+
+export interface PrivateGradientsOptions {
+  /** Default: every trainable variable tfjs knows. */
+  variables?: tf.Variable[];
+  /**
+   * Rows every rank's batch has in a full step (default: this batch's): the noisy sum is divided
+   * by the global number of microbatches such a step has, also when a last batch is short.
+   */
+  expectedRows?: number;
 }
 
 /** Something whose weights can be broadcast: a LayersModel, a list of variables, or a map of them. */
@@ -74,6 +100,8 @@ export class DataParallel {
   private readonly reducer: GradientReducer;
   // Weights (local SGD's averaging) travel in float32, uncompressed, whatever `compression` is.
   private readonly exactReducer: GradientReducer;
+  /** DP-SGD's clipping, noise and accountant, when `privacy.clipNorm` is given. */
+  readonly differentialPrivacy: DifferentialPrivacy | undefined;
 
   constructor(
     readonly comm: Communicator,
@@ -83,7 +111,7 @@ export class DataParallel {
       throw new InvalidArgumentError('DataParallel: the first argument must be a Communicator (from `await init()`)');
     }
     checkOptions('DataParallel', options, ['bucketBytes', 'compression', 'accumulationSteps', 'localSgdSteps', 'algorithm', 'compressionWarmupSteps', 'privacy']);
-    checkOptions('DataParallel: privacy', options.privacy, ['secureAggregation']);
+    checkOptions('DataParallel: privacy', options.privacy, ['secureAggregation', 'clipNorm', 'noiseMultiplier', 'microbatchSize', 'delta']);
     this.bucketBytes = positiveInteger('bucketBytes', options.bucketBytes, DEFAULT_BUCKET_BYTES, 4);
     this.accumulationSteps = positiveInteger('accumulationSteps', options.accumulationSteps, 1);
     this.localSgdSteps = positiveInteger('localSgdSteps', options.localSgdSteps, 0, 0);
@@ -119,6 +147,15 @@ export class DataParallel {
       if (this.compression !== 'none') throw new InvalidArgumentError('DataParallel: privacy.secureAggregation sends fixed-point masked gradients; it cannot be combined with compression');
       if (this.localSgdSteps > 0) throw new InvalidArgumentError('DataParallel: privacy.secureAggregation protects gradients; local SGD averages weights instead: choose one');
       secure = new SecureAggregator(comm, secureOption === true ? {} : secureOption);
+    }
+    const privacy = options.privacy;
+    if (privacy && (privacy.clipNorm !== undefined || privacy.noiseMultiplier !== undefined || privacy.microbatchSize !== undefined || privacy.delta !== undefined)) {
+      if (this.localSgdSteps > 0) throw new InvalidArgumentError('DataParallel: differential privacy noises gradients; local SGD averages weights instead: choose one');
+      if (this.accumulationSteps > 1) {
+        throw new InvalidArgumentError('DataParallel: differential privacy with accumulationSteps is not supported; raise the batch size instead (the noise is per step)');
+      }
+      const { secureAggregation: _, ...dpOptions } = privacy;
+      this.differentialPrivacy = new DifferentialPrivacy(comm, dpOptions as DifferentialPrivacyOptions);
     }
     this.reducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: this.compression, algorithm: this.algorithm, compressionWarmup, secure });
     this.exactReducer = new GradientReducer(comm, { bucketBytes: this.bucketBytes, compression: 'none', algorithm: this.algorithm, compressionWarmup: 0, label: 'weights' });
@@ -171,6 +208,66 @@ export class DataParallel {
     const names = Object.keys(grads);
     const averaged = await this.reducer.reduce(names.map((n) => grads[n]!));
     return Object.fromEntries(names.map((n, i) => [n, averaged[i]!]));
+  }
+
+  /**
+   * DP-SGD's gradients for a custom loop: `loss(x, y)` is called on every microbatch of this
+   * rank's batch (rows along the first axis), each microbatch's gradient is clipped, the sums
+   * get their noise and are averaged over all ranks. Apply the result with the plain tfjs
+   * optimizer (not a wrapped one: the gradients are averaged already). Needs `privacy.clipNorm`.
+   */
+  async privateGradients(
+    loss: (x: tf.Tensor | tf.Tensor[], y: tf.Tensor | tf.Tensor[]) => tf.Scalar,
+    x: tf.Tensor | tf.Tensor[],
+    y: tf.Tensor | tf.Tensor[],
+    options: PrivateGradientsOptions = {},
+  ): Promise<PrivateGradients> {
+    const { variables, shares, sum } = this.privateShares(loss, x, y, options);
+    const averaged = await this.reducer.reduce(shares).finally(() => tf.dispose(shares));
+    return { grads: Object.fromEntries(variables.map((v, i) => [v.name, averaged[i]!])), loss: sum.loss, clipped: sum.clipped, microbatches: sum.microbatches };
+  }
+
+  /** privateGradients for callers that cannot await. */
+  privateGradientsSync(
+    loss: (x: tf.Tensor | tf.Tensor[], y: tf.Tensor | tf.Tensor[]) => tf.Scalar,
+    x: tf.Tensor | tf.Tensor[],
+    y: tf.Tensor | tf.Tensor[],
+    options: PrivateGradientsOptions = {},
+  ): PrivateGradients {
+    const { variables, shares, sum } = this.privateShares(loss, x, y, options);
+    let averaged: tf.Tensor[];
+    try {
+      averaged = this.reducer.reduceSync(shares);
+    } finally {
+      tf.dispose(shares);
+    }
+    return { grads: Object.fromEntries(variables.map((v, i) => [v.name, averaged[i]!])), loss: sum.loss, clipped: sum.clipped, microbatches: sum.microbatches };
+  }
+
+  private privateShares(
+    loss: (x: tf.Tensor | tf.Tensor[], y: tf.Tensor | tf.Tensor[]) => tf.Scalar,
+    x: tf.Tensor | tf.Tensor[],
+    y: tf.Tensor | tf.Tensor[],
+    options: PrivateGradientsOptions,
+  ) {
+    checkOptions('privateGradients', options, ['variables', 'expectedRows']);
+    const dp = this.differentialPrivacy;
+    if (!dp) throw new InvalidArgumentError('privateGradients: create the DataParallel with privacy: { clipNorm, noiseMultiplier } first');
+    if (typeof loss !== 'function') throw new InvalidArgumentError('privateGradients: loss must be a function (x, y) => tf.Scalar');
+    const rows = rowCount('x', x);
+    if (rowCount('y', y) !== rows) throw new InvalidArgumentError(`privateGradients: x has ${rows} rows but y has ${rowCount('y', y)}`);
+    const variables = options.variables ?? Object.values(tf.engine().registeredVariables).filter((v) => v.trainable);
+    const expectedRows = options.expectedRows ?? rows;
+    if (!Number.isInteger(expectedRows) || expectedRows < 1) throw new InvalidArgumentError(`privateGradients: expectedRows must be an integer >= 1; got ${JSON.stringify(options.expectedRows)}`);
+    const slice = (t: tf.Tensor | tf.Tensor[], begin: number, end: number) =>
+      Array.isArray(t) ? t.map((part) => tf.slice(part, begin, end - begin)) : tf.slice(t, begin, end - begin);
+    const sum = dp.clippedGradientSum((begin, end) => loss(slice(x, begin, end), slice(y, begin, end)), rows, variables);
+    try {
+      const shares = dp.noisyShare(sum.sums, Math.ceil(expectedRows / dp.microbatchSize));
+      return { variables, shares, sum };
+    } finally {
+      tf.dispose(sum.sums);
+    }
   }
 
   /**
@@ -272,6 +369,12 @@ export class DataParallel {
     await this.comm.broadcast(out, { root });
     return out;
   }
+}
+
+function rowCount(what: string, t: tf.Tensor | tf.Tensor[]): number {
+  const first = Array.isArray(t) ? t[0] : t;
+  if (!(first instanceof tf.Tensor) || first.rank === 0) throw new InvalidArgumentError(`privateGradients: ${what} must be a tensor (or a list of tensors) with rows along the first axis`);
+  return first.shape[0]!;
 }
 
 function isVariableMap(value: unknown): value is Record<string, tf.Variable> {

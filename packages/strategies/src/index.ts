@@ -1,4 +1,12 @@
-export { type Broadcastable, DataParallel, type DataParallelOptions, DEFAULT_BUCKET_BYTES } from './data-parallel.js';
+export {
+  type Broadcastable,
+  DataParallel,
+  type DataParallelOptions,
+  DEFAULT_BUCKET_BYTES,
+  type PrivateGradients,
+  type PrivateGradientsOptions,
+} from './data-parallel.js';
+export { type ClippedSum, DifferentialPrivacy, type DifferentialPrivacyOptions } from './differential-privacy.js';
 export { DistributedOptimizer } from './distributed-optimizer.js';
 export type { CommunicationStats, Compression } from './reducer.js';
 export { linearWarmup, scaleLearningRate, type WarmupOptions } from './schedules.js';

@@ -163,3 +163,28 @@ describe.each([2, 3, 4])('secure aggregation, np=%i', (np) => {
     }
   });
 });
+
+describe.each([2, 3])('differential privacy, np=%i', (np) => {
+  it('privateGradients clips every microbatch to clipNorm exactly, and the noise summed over ranks has std noiseMultiplier x clipNorm (plain and secure aggregation); every rank gets the same bits', async () => {
+    const results = await run(np, 'privacy');
+    for (const key of ['clip1', 'clip2', 'noise', 'noiseSecure']) same(results, (r) => r[key].digest);
+    for (const r of results) {
+      for (const key of ['clip1', 'clip2']) {
+        r[key].got.forEach((g: number, k: number) => expect(g).toBeCloseTo(r[key].expected[k], 6));
+      }
+      // Per example: rank r's first row (norm 5(r+1)) and third (10+r) are clipped.
+      expect(r.clip1).toMatchObject({ microbatches: 4, clipped: 2 });
+      expect(r.clip2.microbatches).toBe(2);
+      for (const key of ['noise', 'noiseSecure']) {
+        // 200,000 samples: the variance's standard error is 0.3%, its mean's far below 0.01 std.
+        expect(r[key].variance / r[key].expectedVariance).toBeGreaterThan(0.98);
+        expect(r[key].variance / r[key].expectedVariance).toBeLessThan(1.02);
+        expect(Math.abs(r[key].mean)).toBeLessThan(0.01 * Math.sqrt(r[key].expectedVariance));
+        expect(r[key].steps).toBe(1);
+      }
+      // One step at q = 0.01, sigma 1.5: the accountant's figure (computeEpsilon is tested against TF Privacy).
+      expect(r.noise.epsilon).toBeGreaterThan(0);
+      expect(r.noise.epsilon).toBeLessThan(1);
+    }
+  });
+});

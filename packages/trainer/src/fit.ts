@@ -9,6 +9,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { CHECKPOINT_VERSION, checkpointName, restoreCheckpoint, type TrainerState, unpackCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { readNewestCheckpoint } from './commits.js';
 import { joinElasticRun, reportStep, resizeAgreed, stopForResize, underElasticLauncher } from './elastic-worker.js';
+import { batchAwareLossOf } from './model-parts.js';
+import { checkPrivateTraining, privateTrainStep } from './private-step.js';
 import { Progress, type ProgressMode, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
 
@@ -111,7 +113,10 @@ export interface FitOptions {
 }
 
 export interface FitResult {
-  /** Per-epoch metrics averaged over ranks: loss, metrics, val_* with validation data. */
+  /**
+   * Per-epoch metrics averaged over ranks: loss, metrics, val_* with validation data, and under
+   * DP-SGD (the strategy's privacy.clipNorm) `epsilon`, the privacy spent so far at privacy.delta.
+   */
   history: Record<string, number[]>;
   epochs: number[];
   globalStep: number;
@@ -166,6 +171,10 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   ]);
   checkOptions('fit: earlyStopping', options.earlyStopping, ['monitor', 'patience', 'minDelta', 'mode', 'restoreBestWeights']);
   checkOptions('fit: checkpointEvery', options.checkpointEvery, ['steps', 'epochs']);
+  const progressModes: ProgressMode[] = ['auto', 'bar', 'lines', 'none'];
+  if (options.progress !== undefined && !progressModes.includes(options.progress)) {
+    throw new InvalidArgumentError(`fit: progress must be one of ${progressModes.map((m) => `'${m}'`).join(', ')}; got ${JSON.stringify(options.progress)}`);
+  }
   if (!model || typeof model.trainOnBatch !== 'function') throw new InvalidArgumentError('fit: model must be a compiled tfjs LayersModel');
   if (!model.optimizer) {
     throw new InvalidArgumentError('fit: compile the model first, e.g. model.compile({ optimizer: dp.wrapOptimizer(tf.train.adam(1e-3)), loss, metrics })');
@@ -203,6 +212,12 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   await agree(comm, 'batchSize', batchSize, 'pass the same batchSize on every rank (it is per rank)');
   await agree(comm, 'seed', seed, 'pass the same seed on every rank');
   if (rows === 0) throw new InvalidArgumentError('fit: there are no training rows');
+  // DP-SGD (the strategy's privacy.clipNorm): each step samples a share q of the rows.
+  const privacy = strategy.differentialPrivacy;
+  if (privacy) checkPrivateTraining(model, batchSize, privacy.microbatchSize);
+  const samplingRate = Math.min(1, (batchSize * size) / rows);
+  // A distillation loss runs the teacher on each rank's own rows of every batch.
+  const batchAwareLoss = batchAwareLossOf(model);
 
   // Resume, or start every rank from rank 0's weights.
   let state: TrainerState = { version: CHECKPOINT_VERSION, epoch: 0, batchInEpoch: 0, globalStep: 0, seed, size, batchSize, epochSums: [], history: {} };
@@ -221,6 +236,8 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
         return loaded;
       });
       state = { ...checkpoint.state, seed };
+      // The steps before the checkpoint spent privacy too.
+      if (privacy) privacy.steps = Math.max(privacy.steps, state.globalStep);
       resumedFrom = folder || join(options.checkpointDir, checkpointName(checkpoint.state.globalStep));
       if (checkpoint.state.size !== size || checkpoint.state.batchSize !== batchSize || checkpoint.state.seed !== seed) {
         progress.message(
@@ -316,8 +333,13 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
         const yb = take(data.y, indices);
         let out: number[];
         try {
-          out = asList(await model.trainOnBatch(xb, yb));
+          if (privacy) out = await privateTrainStep(model, strategy, xb, yb, batchSize);
+          else {
+            batchAwareLoss?.prepareBatch(xb);
+            out = asList(await model.trainOnBatch(xb, yb));
+          }
         } finally {
+          if (!privacy) batchAwareLoss?.releaseBatch();
           tf.dispose([indices, ...(Array.isArray(xb) ? xb : [xb]), ...(Array.isArray(yb) ? yb : [yb])]);
         }
         last = Object.fromEntries(names.map((n, i) => [n, out[i]!]));
@@ -336,6 +358,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       const local = Object.fromEntries(names.map((n) => [n, summedBatches > 0 ? (sums[n] ?? 0) / summedBatches : 0]));
       const logs = await strategy.averageMetrics(local);
       if (options.validationData) Object.assign(logs, await validate(model, comm, options.validationData, options.validationBatchSize ?? batchSize));
+      if (privacy) logs.epsilon = privacy.epsilon(samplingRate).epsilon;
       const ordered: Record<string, number> = {};
       for (const n of names) ordered[n] = logs[n]!;
       for (const [k, v] of Object.entries(logs)) if (!(k in ordered)) ordered[k] = v;

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { computeEpsilon } from '@braid/strategies';
 import { mpirunScript } from '@braid/test-support/mpirun';
 import { describe, expect, it } from 'vitest';
 
@@ -128,5 +129,25 @@ describe('an epoch resumed on another number of ranks (an elastic restart)', () 
     const tally: Record<string, number> = {};
     for (const w of weights) tally[count(w)] = (tally[count(w)] ?? 0) + 1;
     expect(tally).toEqual({ three: 30, two: 30 });
+  });
+});
+
+describe.each([2, 3])('differential privacy, np=%i', (np) => {
+  it.each(['0', '1'])('fit with DP-SGD (secure aggregation %s): identical weights on every rank, epsilon per epoch from the accountant, and it still learns', async (secure) => {
+    const job = await mpirunScript(np, worker, ['private'], { env: { SECURE: secure } });
+    expect(job.results.filter((r) => !r.ok).map((r) => `${r.rank}: ${r.stack}`)).toEqual([]);
+    expect(job.code, job.stderr).toBe(0);
+    const results = job.results;
+    same(results, 'weights');
+    same(results, 'history');
+    const stepsPerEpoch = Math.ceil(Math.ceil(96 / np) / 8);
+    expect(results[0]!.steps).toBe(3 * stepsPerEpoch);
+    const q = (8 * np) / 96;
+    const history = results[0]!.history;
+    expect(history.epsilon).toEqual([1, 2, 3].map((e) => computeEpsilon({ samplingRate: q, noiseMultiplier: 0.8, steps: e * stepsPerEpoch, delta: 1e-5 }).epsilon));
+    // Three well-separated blobs: even noisy, clipped steps get most of them right.
+    expect(history.val_acc.at(-1)).toBeGreaterThan(0.6);
+    // Rank 0's epoch lines carry epsilon.
+    expect(job.stdout).toMatch(/epoch 3\/3 .*epsilon/);
   });
 });

@@ -168,5 +168,6 @@ describe('fit options', () => {
     await expect(fit(model, data, { epoch: 2 } as never)).rejects.toThrow(/fit: unknown option 'epoch'; did you mean 'epochs'\?/);
     await expect(fit(model, data, { earlyStopping: { patiance: 2 } } as never)).rejects.toThrow(/fit: earlyStopping: unknown option 'patiance'; did you mean 'patience'\?/);
     await expect(fit(model, data, { checkpointEvery: { step: 2 } } as never)).rejects.toThrow(/did you mean 'steps'\?/);
+    await expect(fit(model, data, { progress: 'off' } as never)).rejects.toThrow("fit: progress must be one of 'auto', 'bar', 'lines', 'none'; got \"off\"");
   });
 });

@@ -283,6 +283,64 @@ const scenarios = {
   },
   // Secure aggregation: the masked sum against the plain sum of the same fixed-point values,
   // what one rank puts on the wire (a chi-square on its bytes), values beyond the range.
+  // DP-SGD through privateGradients: clipping bounds each example (exactly), the noise summed
+  // over ranks has std noiseMultiplier x clipNorm (with and without secure aggregation), and
+  // every rank gets the same bits.
+  async privacy() {
+    const out = {};
+    // Clipping, no noise: loss = sum over the microbatch of x . w, so a microbatch's gradient is
+    // the sum of its rows; rank r's rows differ, some far above the clip norm.
+    const w = tf.variable(tf.zeros([3]), true, `dp-w-${rank}`);
+    const rowsOf = (r) => [[3 * (r + 1), 4 * (r + 1), 0], [0.1, 0.2, 0.2], [0, 0, 10 + r], [-0.3, 0, 0.4]];
+    const linear = (x) => tf.sum(tf.mul(x, w));
+    for (const microbatchSize of [1, 2]) {
+      const dp = new DataParallel(comm, { privacy: { clipNorm: 1, noiseMultiplier: 0, microbatchSize } });
+      const x = tf.tensor2d(rowsOf(rank));
+      const step = dp.privateGradientsSync(linear, x, x, { variables: [w] });
+      const got = Array.from(step.grads[w.name].dataSync());
+      // The expectation in doubles from every rank's rows.
+      const expected = [0, 0, 0];
+      for (let r = 0; r < size; r++) {
+        const rows = rowsOf(r);
+        for (let b = 0; b < rows.length; b += microbatchSize) {
+          const g = [0, 1, 2].map((k) => rows.slice(b, b + microbatchSize).reduce((s, row) => s + row[k], 0));
+          const norm = Math.hypot(...g);
+          const scale = Math.min(1, 1 / norm);
+          g.forEach((v, k) => (expected[k] += (v * scale) / ((rows.length / microbatchSize) * size)));
+        }
+      }
+      out[`clip${microbatchSize}`] = { got, expected, clipped: step.clipped, microbatches: step.microbatches, digest: digest([step.grads[w.name]]) };
+      tf.dispose([x, step.grads[w.name]]);
+    }
+    // Noise: the loss ignores the variable (zero gradients), so what comes back is the noise over
+    // the global number of microbatches: variance (sigma C)^2 / (n m)^2.
+    const n = 200_000;
+    const v = tf.variable(tf.zeros([n]), true, `dp-v-${rank}`);
+    for (const secureAggregation of [false, true]) {
+      const dp = new DataParallel(comm, { privacy: { clipNorm: 0.5, noiseMultiplier: 1.5, secureAggregation } });
+      const x = tf.zeros([2, 1]);
+      const step = await dp.privateGradients((xm) => tf.sum(tf.mul(tf.sum(v), tf.zeros([]))).add(tf.sum(xm)), x, x, { variables: [v], expectedRows: 2 });
+      const values = step.grads[v.name].dataSync();
+      let sum = 0;
+      let squares = 0;
+      for (const value of values) {
+        sum += value;
+        squares += value * value;
+      }
+      const mean = sum / n;
+      out[secureAggregation ? 'noiseSecure' : 'noise'] = {
+        mean,
+        variance: squares / n - mean * mean,
+        expectedVariance: (1.5 * 0.5) ** 2 / (2 * size) ** 2,
+        digest: digest([step.grads[v.name]]),
+        epsilon: dp.differentialPrivacy.epsilon(0.01).epsilon,
+        steps: dp.differentialPrivacy.steps,
+      };
+      tf.dispose([x, step.grads[v.name]]);
+    }
+    return out;
+  },
+
   async secure() {
     const n = 100_003;
     const scale = 2 ** 16;

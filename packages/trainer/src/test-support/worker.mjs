@@ -81,6 +81,15 @@ const scenarios = {
     return { history: result.history, globalStep: result.globalStep, steps: steps.length, weights: digest(m.getWeights()), share: result.communicationShare };
   },
 
+  // DP-SGD through fit, noise on: every rank ends with the same weights (the noise is summed in
+  // the all-reduce, so every rank applies the same noisy average), epsilon grows per epoch.
+  async private() {
+    const dp = new DataParallel(comm, { privacy: { clipNorm: 1, noiseMultiplier: 0.8, microbatchSize: 2, secureAggregation: process.env.SECURE === '1' } });
+    const m = model(dp.wrapOptimizer(tf.train.sgd(0.2)));
+    const result = await fit(m, blobs(96, 4), { epochs: 3, batchSize: 8, strategy: dp, seed: 2, validationData: blobs(60, 5), progress: 'lines' });
+    return { history: result.history, globalStep: result.globalStep, weights: digest(m.getWeights()), steps: dp.differentialPrivacy.steps };
+  },
+
   // Train with step checkpoints; `crash` kills every rank at a given step; a second run resumes.
   async resume() {
     const [optimizerName, dir, crashAt] = rest;
