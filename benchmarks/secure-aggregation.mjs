@@ -3,20 +3,10 @@
 // (fixed point, pairwise AES-CTR masks, int32 all-reduce, unmasking), alternated, medians of the
 // timed calls.
 //   node benchmarks/secure-aggregation.mjs [--np 2] [--sizes 65536,1048576,4194304] [--iters 30] [--kernel native|js]
-import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-import { commandLine, median } from './common.mjs';
+import { commandLine, median, runUnderBraid } from './common.mjs';
 
 const { opt } = commandLine();
-if (!process.env.OMPI_COMM_WORLD_SIZE) {
-  const np = opt('--np', '2');
-  const here = fileURLToPath(import.meta.url);
-  const cli = join(dirname(dirname(here)), 'packages', 'trainer', 'dist', 'cli.js');
-  const r = spawnSync(process.execPath, [cli, 'run', '-np', np, here, ...process.argv.slice(2)], { stdio: 'inherit' });
-  process.exit(r.status ?? 1);
-}
+runUnderBraid(import.meta.url, opt);
 
 const { init } = await import('@braid/collectives');
 const { SecureAggregator } = await import('@braid/strategies');

@@ -12,7 +12,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repo = dirname(dirname(fileURLToPath(import.meta.url)));
-const packages = ['native', 'packages/collectives', 'packages/strategies', 'packages/compression', 'packages/trainer'];
+const packages = ['native', 'packages/collectives', 'packages/strategies', 'packages/compression', 'packages/trainer', 'packages/model-compression'];
 const work = mkdtempSync(join(tmpdir(), 'braid-packages-'));
 const tfjsVersion = JSON.parse(readFileSync(join(repo, 'packages/trainer/package.json'), 'utf8')).devDependencies['@tensorflow/tfjs'];
 let passed = 0;
@@ -64,6 +64,8 @@ for (const dir of packages) {
 // 2. A fresh project, installed as the README says, in both of npm 11's modes.
 const example = /```js\n(\/\/ train\.mjs[\s\S]*?)```/.exec(readFileSync(join(repo, 'packages/trainer/README.md'), 'utf8'))?.[1];
 check('trainer README: has a complete example (train.mjs)', example !== undefined);
+const pruneExample = /```js\n(\/\/ prune\.mjs[\s\S]*?)```/.exec(readFileSync(join(repo, 'packages/model-compression/README.md'), 'utf8'))?.[1];
+check('model-compression README: has a complete example (prune.mjs)', pruneExample !== undefined);
 for (const mode of ['as-it-comes', 'strict']) {
   const project = join(work, mode);
   mkdirSync(project);
@@ -107,7 +109,12 @@ for (const mode of ['as-it-comes', 'strict']) {
   check(`${mode}: the README's example trains on 2 ranks through braid run (accuracy ${accuracy})`, trained.status === 0 && accuracy >= 0.9, trained.out.slice(-2000));
   const rerun = braid('run', '-np', '2', 'train.mjs');
   check(`${mode}: run again, it says the checkpoint is from a finished run and how to start over`, rerun.status === 0 && /nothing to train: the checkpoint in ckpt is from a finished run \(5 of 5 epochs done\); to train again from the start, remove that folder or pass resume: false/.test(rerun.out), rerun.out.slice(-1500));
-  if (mode !== 'strict') continue;
+  if (mode !== 'strict') {
+    writeFileSync(join(project, 'prune.mjs'), pruneExample);
+    const pruned = braid('run', '-np', '2', 'prune.mjs');
+    check(`${mode}: the model-compression README's example prunes on 2 ranks and writes a uint8 model`, pruned.status === 0 && /dense_Dense\d+\/kernel: 80% zeros/.test(pruned.stdout) && existsSync(join(project, 'pruned-uint8', 'model.json')), pruned.out.slice(-2000));
+    continue;
+  }
   const doctor = braid('doctor', '--json');
   const checks = doctor.status === 0 || doctor.status === 1 ? JSON.parse(doctor.stdout) : [];
   const byName = Object.fromEntries(checks.map((c) => [c.name, c]));
@@ -125,6 +132,7 @@ for (const mode of ['as-it-comes', 'strict']) {
 import { DataParallel } from '@braid/strategies';
 import { createCompressor, ErrorFeedback } from '@braid/compression';
 import { fit, ElasticState, type FitOptions } from '@braid/trainer';
+import { distillationLoss, MagnitudePruning, polynomialDecay, quantizeModel } from '@braid/model-compression';
 import * as tf from '@tensorflow/tfjs-core';
 export async function main(): Promise<number> {
   const comm: Communicator = await init();
@@ -133,7 +141,10 @@ export async function main(): Promise<number> {
   const w = tf.variable(tf.zeros([2]));
   const state = new ElasticState(dp, { step: 0 }, { dir: 'commits', variables: [w] });
   state.values.step += 1;
-  void fit; void options; void BraidError;
+  const privateDp = new DataParallel(comm, { privacy: { clipNorm: 1, noiseMultiplier: 1.1, secureAggregation: true } });
+  const spent: number = privateDp.differentialPrivacy!.epsilon(0.01).epsilon;
+  void fit; void options; void BraidError; void spent;
+  void MagnitudePruning; void polynomialDecay({ finalSparsity: 0.9, endStep: 100 }); void quantizeModel; void distillationLoss;
   return comm.size;
 }
 `,
