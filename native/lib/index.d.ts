@@ -79,6 +79,18 @@ export interface OpSpec {
   key?: number;
   /** kind 7 (benchmarks): how many MPI_Allreduce calls to make back to back from C. */
   iterations?: number;
+  /** kinds 8 and 9 (send, recv): the other rank (-1 for recv: any). */
+  peer?: number;
+  /** kinds 8 and 9: the message's tag, 0-32767. */
+  tag?: number;
+}
+
+/** What a recv resolves to. */
+export interface RecvResult {
+  source: number;
+  tag: number;
+  /** Elements received (of the buffer's dtype). */
+  length: number;
 }
 
 /** The numeric fields of `spec` as Addon.submit takes them; the array is reused by the next call. */

@@ -30,10 +30,10 @@ export function loadAddon() {
   return addon;
 }
 
-// One array reused by every call: submit() reads it before returning, and reading nine
-// integers from one typed array costs a fraction of nine property lookups on an object. The
+// One array reused by every call: submit() reads it before returning, and reading eleven
+// integers from one typed array costs a fraction of eleven property lookups on an object. The
 // order is the addon's (src/addon/addon.cc, SpecField).
-const encoded = new Int32Array(9);
+const encoded = new Int32Array(11);
 
 /** The numeric fields of `spec` as submit() takes them (valid until the next call). */
 export function encodeOp(spec) {
@@ -46,5 +46,7 @@ export function encodeOp(spec) {
   encoded[6] = spec.color ?? 0;
   encoded[7] = spec.key ?? 0;
   encoded[8] = spec.iterations ?? 1;
+  encoded[9] = spec.peer ?? 0;
+  encoded[10] = spec.tag ?? 0;
   return encoded;
 }

@@ -35,7 +35,7 @@ using CompletionTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, PendingOp, 
 // The op's numeric fields, in the order @braid/native's encodeOp writes them into an Int32Array:
 // one typed-array read instead of a property lookup per field (those were a sixth of a small
 // synchronous all-reduce).
-enum SpecField { kComm, kKind, kDType, kOp, kAlgorithm, kRoot, kColor, kKey, kIterations, kNumSpecFields };
+enum SpecField { kComm, kKind, kDType, kOp, kAlgorithm, kRoot, kColor, kKey, kIterations, kPeer, kTag, kNumSpecFields };
 
 // Per-environment addon state; touched on the JS thread only (except `alive`).
 struct AddonState {
@@ -131,7 +131,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
   OpRecord& op = pending->record;
   op.commId = spec[kComm];
   int kind = spec[kKind];
-  if (kind < 0 || kind > static_cast<int>(OpKind::kMpiLoop)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown op kind");
+  if (kind < 0 || kind > static_cast<int>(OpKind::kRecv)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown op kind");
   op.kind = static_cast<OpKind>(kind);
   int dtype = spec[kDType];
   if (dtype < 0 || dtype >= kNumDTypes) throwBraid(env, ErrorCode::kInvalidArgument, "unknown dtype");
@@ -146,6 +146,8 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
   op.color = spec[kColor];
   op.key = spec[kKey];
   op.iterations = std::max(1, spec[kIterations]);
+  op.peer = spec[kPeer];
+  op.tag = spec[kTag];
   if (name.IsString()) op.name = name.As<Napi::String>().Utf8Value();
 
   const size_t es = dtypeSize(op.dtype);
@@ -221,7 +223,8 @@ std::string copyBack(Napi::Env env, PendingOp& op) {
   if (!op.copies || op.record.code != ErrorCode::kOk) return "";
   const OpKind kind = op.record.kind;
   const bool inPlace = kind == OpKind::kAllreduce || kind == OpKind::kBroadcast;
-  auto back = [&](Napi::Reference<Napi::Value>& ref, const uint8_t* from, size_t bytes, const char* what) -> std::string {
+  // `bytes` of the buffer (of `total`, its length when the op began) from `from`.
+  auto backPart = [&](Napi::Reference<Napi::Value>& ref, const uint8_t* from, size_t bytes, size_t total, const char* what) -> std::string {
     if (ref.IsEmpty() || bytes == 0) return "";
     napi_typedarray_type type;
     size_t length = 0, byteOffset = 0;
@@ -231,7 +234,7 @@ std::string copyBack(Napi::Env env, PendingOp& op) {
     if (napi_get_typedarray_info(env, value, &type, &length, &data, &backing, &byteOffset) != napi_ok) return std::string(what) + " could not be read";
     bool detached = false;
     napi_is_detached_arraybuffer(env, backing, &detached);
-    if (detached || data == nullptr || value.As<Napi::TypedArray>().ByteLength() != bytes) {
+    if (detached || data == nullptr || value.As<Napi::TypedArray>().ByteLength() != total) {
       return std::string(what) + "'s ArrayBuffer was detached or resized while the operation ran (transfer, "
              "postMessage, structuredClone or resize); the result could not be written back. Keep the buffer "
              "as it is until the Promise settles";
@@ -239,15 +242,30 @@ std::string copyBack(Napi::Env env, PendingOp& op) {
     std::memcpy(data, from, bytes);
     return "";
   };
+  auto back = [&](Napi::Reference<Napi::Value>& ref, const uint8_t* from, size_t bytes, const char* what) {
+    return backPart(ref, from, bytes, bytes, what);
+  };
   if (inPlace) {
     std::string e = back(op.input, op.copies->data.get(), op.copies->dataBytes, "the buffer");
     if (!e.empty()) return e;
+  }
+  if (kind == OpKind::kRecv) {
+    // Only what arrived: the rest of the buffer keeps what the caller had there.
+    if (op.record.matchedBytes == 0) return "";
+    return backPart(op.output, op.copies->out.get(), op.record.matchedBytes, op.copies->outBytes, "the receive buffer");
   }
   return back(op.output, op.copies->out.get(), op.copies->outBytes, "the output buffer");
 }
 
 Napi::Value resultValue(Napi::Env env, const OpRecord& op) {
   if (op.kind == OpKind::kMpiLoop) return Napi::Number::New(env, op.loopUs);
+  if (op.kind == OpKind::kRecv) {
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("source", op.matchedSource);
+    r.Set("tag", op.tag);
+    r.Set("length", static_cast<double>(op.matchedBytes / dtypeSize(op.dtype)));
+    return r;
+  }
   if (op.kind != OpKind::kSplit) return env.Undefined();
   if (op.newCommId < 0) return env.Null();
   Napi::Object r = Napi::Object::New(env);

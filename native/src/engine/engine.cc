@@ -33,6 +33,8 @@ const char* opKindName(OpKind k) {
     case OpKind::kSplit: return "split";
     case OpKind::kCloseComm: return "close";
     case OpKind::kMpiLoop: return "mpiLoop";
+    case OpKind::kSend: return "send";
+    case OpKind::kRecv: return "recv";
   }
   return "unknown";
 }
@@ -310,6 +312,12 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
   };
   dup(&state->control);
   dup(&data);
+  {
+    MPI_Comm p2pData = MPI_COMM_NULL, p2pAnswers = MPI_COMM_NULL;
+    dup(&p2pData);
+    dup(&p2pAnswers);
+    state->p2p = std::make_unique<PointToPoint>(p2pData, p2pAnswers, &state->hosts);
+  }
   MPI_Comm_set_errhandler(state->control, MPI_ERRORS_RETURN);
   state->mpi = std::make_unique<MpiTransport>(data);
   state->rank = state->mpi->rank();
@@ -489,6 +497,13 @@ void Engine::threadMain() {
   for (;;) {
     OpRecord* op = nextOp();
     if (op == nullptr) break;
+    if (op->kind == OpKind::kSend || op->kind == OpKind::kRecv) {
+      startPointToPoint(op);
+      progressPointToPoint();  // a message already there completes at once
+      std::lock_guard<std::mutex> lock(mutex_);
+      busy_ = false;
+      continue;
+    }
     run(op);
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -501,6 +516,11 @@ void Engine::threadMain() {
     // Only after busy_ is clear: the completion wakes the JS thread, which may take this core at
     // once and, finding the engine still busy, queue its next op instead of running it inline.
     op->onComplete(op);
+    if (p2pInFlight_ > 0) progressWhileIdle();  // between queued collectives too
+  }
+  // Exiting (or the world closed) with messages under way: they end here, before MPI does.
+  for (auto& [id, comm] : comms_) {
+    if (comm->p2p) finishPointToPoint(comm->p2p->fail(ErrorCode::kAborted, "the process is exiting; this point-to-point message did not complete"));
   }
   finalizeMpi();
   if (worldClose != nullptr) worldClose->onComplete(worldClose);
@@ -517,13 +537,30 @@ OpRecord* Engine::nextOp() {
   const auto spinUntil = std::chrono::steady_clock::now() + kSpinBeforeSleep;
   while (queued_.load(std::memory_order_acquire) == 0 && !stopping_.load() &&
          std::chrono::steady_clock::now() < spinUntil) {
-    std::this_thread::yield();
+    if (p2pInFlight_ > 0) progressWhileIdle();
+    else std::this_thread::yield();
   }
   std::unique_lock<std::mutex> lock(mutex_);
+  // With messages in flight the engine naps instead of sleeping, testing them after each nap:
+  // from 20 us, doubling while nothing moves, up to 1 ms.
+  auto nap = std::chrono::microseconds(20);
   for (;;) {
     sleeping_ = true;
     // Not while an op runs inline on another thread: it owns the engine's state until it is done.
-    wake_.wait(lock, [this] { return !busy_ && (!queue_.empty() || stopping_.load()); });
+    const auto ready = [this] { return !busy_ && (!queue_.empty() || stopping_.load()); };
+    if (p2pInFlight_ > 0) {
+      if (!wake_.wait_for(lock, nap, ready)) {
+        sleeping_ = false;
+        lock.unlock();
+        const int before = p2pInFlight_;
+        progressWhileIdle();
+        nap = p2pInFlight_ < before ? std::chrono::microseconds(20) : std::min(nap * 2, std::chrono::microseconds(1000));
+        lock.lock();
+        continue;
+      }
+    } else {
+      wake_.wait(lock, ready);
+    }
     sleeping_ = false;
     if (queue_.empty()) {
       exited_ = true;  // from here on submit() refuses ops itself
@@ -543,6 +580,76 @@ OpRecord* Engine::nextOp() {
     op->onComplete(op);
     lock.lock();
   }
+}
+
+void Engine::startPointToPoint(OpRecord* op) {
+  op->tStart = stamp();
+  op->tNegotiated = op->tStart;  // no agreement: a message is not collective
+  try {
+    auto it = comms_.find(op->commId);
+    if (it == comms_.end() || it->second->closed) {
+      throw BraidException(ErrorCode::kAborted, "the communicator is closed; create a new one with init() or split()");
+    }
+    CommState& comm = *it->second;
+    if (!comm.brokenReason.empty()) {
+      throw BraidException(ErrorCode::kAborted, "the communicator is unusable since an earlier failure: " + comm.brokenReason);
+    }
+    const bool anySource = op->kind == OpKind::kRecv && op->peer == -1;
+    if (!anySource && (op->peer < 0 || op->peer >= comm.size)) {
+      throw BraidException(ErrorCode::kInvalidArgument, std::string(opKindName(op->kind)) + ": the peer must be a rank in [0, " +
+                                                            std::to_string(comm.size - 1) + "]; got " + std::to_string(op->peer));
+    }
+    if (op->tag < 0 || op->tag > kMaxPointToPointTag) {
+      throw BraidException(ErrorCode::kInvalidArgument, std::string(opKindName(op->kind)) + ": tag must be in [0, " +
+                                                            std::to_string(kMaxPointToPointTag) + "]; got " + std::to_string(op->tag));
+    }
+    mpiSettled_.store(false, std::memory_order_relaxed);  // its messages go through MPI
+    comm.p2p->start(op, std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.timeoutMs), op->callerCopies);
+    ++p2pInFlight_;
+  } catch (const BraidException& e) {
+    op->code = e.code();
+    op->message = e.what();
+    op->tDone = stamp();
+    op->onComplete(op);
+  }
+}
+
+bool Engine::progressPointToPoint() {
+  if (p2pInFlight_ == 0) return false;
+  std::vector<OpRecord*> finished;
+  for (auto& [id, comm] : comms_) {
+    if (!comm->p2p || comm->p2p->idle()) continue;
+    std::string outOfStep;
+    for (OpRecord* op : comm->p2p->progress(&outOfStep)) finished.push_back(op);
+    // A message left half-way: what this communicator's peers send next cannot be trusted.
+    if (!outOfStep.empty() && comm->brokenReason.empty()) {
+      comm->brokenReason = outOfStep;
+      anyBroken_.store(true);
+    }
+  }
+  const bool any = !finished.empty();
+  finishPointToPoint(std::move(finished));
+  return any;
+}
+
+void Engine::finishPointToPoint(std::vector<OpRecord*> finished) {
+  for (OpRecord* op : finished) {
+    --p2pInFlight_;
+    op->tDone = stamp();
+    if (timeline_) timeline_->record(*op);
+    op->onComplete(op);
+  }
+}
+
+void Engine::progressWhileIdle() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (busy_) return;  // an op runs inline: it owns the communicators' state meanwhile
+    busy_ = true;
+  }
+  progressPointToPoint();
+  std::lock_guard<std::mutex> lock(mutex_);
+  busy_ = false;
 }
 
 bool Engine::submit(OpRecord* op) {
@@ -1118,6 +1225,9 @@ void Engine::executeOn(CommState& comm, OpRecord& op, const NegotiationLimits* f
       op.loopUs = nowMicros() - start;
       return;
     }
+    case OpKind::kSend:
+    case OpKind::kRecv:
+      throw BraidException(ErrorCode::kInternal, "point-to-point ops are started by startPointToPoint, not run as collectives");
   }
 }
 
@@ -1145,6 +1255,10 @@ void Engine::closeComm(CommState& comm) {
     stopping_.store(true);
   }
   comm.closed = true;
+  if (comm.p2p) {
+    finishPointToPoint(comm.p2p->fail(ErrorCode::kAborted, "the communicator was closed while this point-to-point message was under way"));
+    comm.p2p.reset();
+  }
   comm.shm.reset();
   comm.tcp.reset();
   comm.mpi.reset();

@@ -19,6 +19,7 @@
 #include "algorithms/cost_model.h"
 #include "engine/negotiation.h"
 #include "engine/op.h"
+#include "engine/p2p.h"
 #include "engine/timeline.h"
 #include "transport/mpi_transport.h"
 #include "transport/shm_transport.h"
@@ -88,6 +89,7 @@ struct CommState {
   std::string shmUnavailable;               // why there is none
   std::vector<std::string> hosts;  // per rank of this communicator
   std::unique_ptr<Hierarchy> hierarchy;
+  std::unique_ptr<PointToPoint> p2p;  // send / recv in flight on this communicator
   std::string hierarchyUnavailable;  // why there is none
   // How long the last few all-reduces over TCP of each size (within a factor of two) took, the
   // fastest of 3, in microseconds: how long an awaited op would hold the calling thread
@@ -163,6 +165,12 @@ class Engine {
   void initMpi();
   void finalizeMpi();
   OpRecord* nextOp();
+  // Point-to-point ops (engine/p2p.h): started when they reach the queue's head, then moved on
+  // between ops and while the engine waits for the next one.
+  void startPointToPoint(OpRecord* op);
+  bool progressPointToPoint();  // true when one finished
+  void progressWhileIdle();     // the same, claiming the engine (an inline op may hold it)
+  void finishPointToPoint(std::vector<OpRecord*> finished);
   // False when the op was handed over (HandOff) instead of completed.
   bool run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt = std::chrono::steady_clock::time_point::max());
   bool inlineEligible(const OpRecord& op, bool blocking);
@@ -238,6 +246,7 @@ class Engine {
 
   // Engine-thread state.
   std::map<int, std::unique_ptr<CommState>> comms_;
+  int p2pInFlight_ = 0;  // point-to-point ops started and not finished, over all communicators
   int nextCommId_ = 0;
   // Reused between ops; replaced when a failed op's unfinished MPI requests keep the old one.
   std::shared_ptr<std::vector<uint8_t>> scratch_ = std::make_shared<std::vector<uint8_t>>();

@@ -27,6 +27,9 @@ enum class OpKind : int {
   // Benchmarks only: MPI_Allreduce called `iterations` times back to back from C on the engine
   // thread, so the JS benchmark can put the library beside itself in the same run.
   kMpiLoop = 7,
+  // Point-to-point (engine/p2p.h): started in queue order, completed on their own.
+  kSend = 8,
+  kRecv = 9,
 };
 enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4, kShm = 5, kHierarchical = 6,
                            kDirect = 7 };
@@ -60,12 +63,16 @@ struct OpRecord {
   bool inlineAnySize = false;
   int color = 0, key = 0;  // split
   int iterations = 1;      // kMpiLoop
+  int peer = 0;            // kSend: the destination; kRecv: the source (-1: any)
+  int tag = 0;             // kSend / kRecv
 
   // Results.
   ErrorCode code = ErrorCode::kOk;
   std::string message;
   int newCommId = -1, newRank = -1, newSize = 0;  // split
   std::string newTransport;                        // split: "tcp" or "mpi"
+  int matchedSource = -1;                          // recv: who sent the message
+  size_t matchedBytes = 0;                         // recv: its length
   Algorithm ranAlgorithm = Algorithm::kAuto;
   uint64_t seq = 0;
   uint64_t resumeEpoch = 0;  // handed over by the caller's thread at this barrier (HandOff)

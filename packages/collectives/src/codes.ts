@@ -38,4 +38,6 @@ export const OP_KIND = {
   barrier: 4,
   split: 5,
   close: 6,
+  send: 8,
+  recv: 9,
 } as const;

@@ -54,6 +54,35 @@ export interface ReduceScatterOptions {
   name?: string;
 }
 
+/** recv's source for a message from any rank. */
+export const ANY_SOURCE = -1;
+/** The largest message tag (what every MPI library supports). */
+export const MAX_TAG = 32767;
+
+export interface SendOptions {
+  /** Matches the receiver's tag; default 0. 0 to MAX_TAG. */
+  tag?: number;
+  /** Needed for float16 / bfloat16 (in a Uint16Array); otherwise taken from the array type. */
+  dtype?: DType;
+}
+export interface RecvOptions {
+  /** Only a message with this tag is taken; default 0. */
+  tag?: number;
+  dtype?: DType;
+}
+export interface RecvResult {
+  /** The rank that sent the message (useful with ANY_SOURCE). */
+  source: number;
+  tag: number;
+  /** Elements received, at most the buffer's length; the rest of the buffer is left as it was. */
+  length: number;
+}
+export interface SendRecvOptions {
+  sendTag?: number;
+  recvTag?: number;
+  dtype?: DType;
+}
+
 /** The first collective failure of this process (TIMEOUT or ABORTED), for the exit report. */
 export const processFailures: { first?: string } = {};
 
@@ -61,6 +90,14 @@ function remember(err: unknown): unknown {
   const e = err as { code?: string; message?: string };
   if (!processFailures.first && (e?.code === 'TIMEOUT' || e?.code === 'ABORTED')) processFailures.first = `${e.code}: ${e.message}`;
   return err;
+}
+
+function checkTag(method: string, tag: unknown): number {
+  if (tag === undefined) return 0;
+  if (typeof tag !== 'number' || !Number.isInteger(tag) || tag < 0 || tag > MAX_TAG) {
+    throw new InvalidArgumentError(`${method}: tag must be an integer from 0 to ${MAX_TAG}; got ${JSON.stringify(tag)}`);
+  }
+  return tag;
 }
 
 function newLike<T extends CollectiveBuffer>(buf: T, length: number): T {
@@ -198,6 +235,63 @@ export class Communicator {
     }
   }
 
+  /**
+   * Sends `buf` to rank `dest` (not collective: only `dest` takes part). Resolves once `dest`'s
+   * recv has taken the message, so `buf` may be reused then; fails with INVALID_ARGUMENT, on
+   * both ranks, when the receiver's buffer is too short, and with TIMEOUT when no matching recv
+   * takes it within the timeout. Messages from one rank with one tag arrive in the order sent.
+   */
+  async send<T extends CollectiveBuffer>(buf: T, dest: number, options?: SendOptions): Promise<void> {
+    await this.#run(this.#sendSpec('send', buf, dest, options), buf, undefined);
+  }
+
+  /** send for callers that cannot await; blocks until the receiver has taken the message. */
+  sendSync<T extends CollectiveBuffer>(buf: T, dest: number, options?: SendOptions): void {
+    this.#runSync(this.#sendSpec('sendSync', buf, dest, options), buf, undefined);
+  }
+
+  /**
+   * Receives one message with the tag from rank `source` (or ANY_SOURCE) into `buf`: resolves to
+   * its source, tag and length in elements. A message longer than `buf` fails with
+   * INVALID_ARGUMENT here and at the sender (nothing is truncated); a shorter one fills the front.
+   */
+  async recv<T extends CollectiveBuffer>(buf: T, source: number, options?: RecvOptions): Promise<RecvResult> {
+    return (await this.#run(this.#recvSpec('recv', buf, source, options), undefined, buf)) as unknown as RecvResult;
+  }
+
+  /** recv for callers that cannot await. */
+  recvSync<T extends CollectiveBuffer>(buf: T, source: number, options?: RecvOptions): RecvResult {
+    return this.#runSync(this.#recvSpec('recvSync', buf, source, options), undefined, buf) as RecvResult;
+  }
+
+  /** A send to `dest` and a receive from `source` at once (a shift along a ring, an exchange with a partner). */
+  async sendRecv<T extends CollectiveBuffer, U extends CollectiveBuffer>(
+    sendBuf: T,
+    dest: number,
+    recvBuf: U,
+    source: number,
+    options?: SendRecvOptions,
+  ): Promise<RecvResult> {
+    const o: SendRecvOptions = checkOptions('sendRecv', options, ['sendTag', 'recvTag', 'dtype']);
+    const sendSpec = this.#sendSpec('sendRecv', sendBuf, dest, { tag: o.sendTag, dtype: o.dtype });
+    const recvSpec = this.#recvSpec('sendRecv', recvBuf, source, { tag: o.recvTag, dtype: o.dtype });
+    const [, received] = await Promise.all([this.#run(sendSpec, sendBuf, undefined), this.#run(recvSpec, undefined, recvBuf)]);
+    return received as unknown as RecvResult;
+  }
+
+  #sendSpec(method: string, buf: CollectiveBuffer, dest: number, options: SendOptions | undefined): OpSpec {
+    const o = checkOptions(method, options, ['tag', 'dtype']);
+    const dtype = resolveDType(method, buf, o.dtype);
+    return { comm: this.#id, kind: OP_KIND.send, dtype: DTYPE_CODES[dtype], peer: checkRank(method, 'dest', dest, this.size), tag: checkTag(method, o.tag) };
+  }
+
+  #recvSpec(method: string, buf: CollectiveBuffer, source: number, options: RecvOptions | undefined): OpSpec {
+    const o = checkOptions(method, options, ['tag', 'dtype']);
+    const dtype = resolveDType(method, buf, o.dtype);
+    const peer = source === ANY_SOURCE ? ANY_SOURCE : checkRank(method, 'source (or ANY_SOURCE)', source, this.size);
+    return { comm: this.#id, kind: OP_KIND.recv, dtype: DTYPE_CODES[dtype], peer, tag: checkTag(method, o.tag) };
+  }
+
   /** Resolves once every rank has called barrier(). */
   async barrier(options?: { name?: string }): Promise<void> {
     const o = checkOptions('barrier', options, ['name']);
@@ -292,10 +386,10 @@ export class Communicator {
     }
   }
 
-  #runSync(spec: OpSpec, input: CollectiveBuffer | undefined, output: CollectiveBuffer | undefined): void {
+  #runSync(spec: OpSpec, input: CollectiveBuffer | undefined, output: CollectiveBuffer | undefined): unknown {
     this.#checkOpen();
     try {
-      this.#addon.submit(encodeOp(spec), spec.name, input, output, true);
+      return this.#addon.submit(encodeOp(spec), spec.name, input, output, true);
     } catch (err) {
       throw remember(fromNative(err));
     }

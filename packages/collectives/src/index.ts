@@ -7,10 +7,10 @@ import { AbortedError, BackendUnavailableError, fromNative, InvalidArgumentError
 import { readProfile } from './profile.js';
 import { checkOptions } from './validate.js';
 
-export { Communicator } from './communicator.js';
+export { ANY_SOURCE, Communicator, MAX_TAG } from './communicator.js';
 export { BRAID_VERSION, PROFILE_FIELDS, PROFILE_FORMAT, PROFILE_VERSION, readProfile } from './profile.js';
 export type { Profile, ProfileNumbers } from './profile.js';
-export type { AllReduceOptions, BroadcastOptions, GatherOptions, ReduceScatterOptions } from './communicator.js';
+export type { AllReduceOptions, BroadcastOptions, GatherOptions, RecvOptions, RecvResult, ReduceScatterOptions, SendOptions, SendRecvOptions } from './communicator.js';
 export type { AllGatherAlgorithm, AllReduceAlgorithm, BroadcastAlgorithm, DType, ReduceOp } from './codes.js';
 export {
   AbortedError,
