@@ -29,6 +29,16 @@ describe('examples', () => {
     expect(result.stdout.split('\n').filter((l) => l.startsWith('epoch ')).length).toBe(5);
   });
 
+  it('the demo with DP-SGD at epsilon 8 spends at most that, says so, and learns (1,024 rows, 2 epochs)', () => {
+    const result = run([join(here, 'mnist', 'mlp.mjs'), '--dp-epsilon', '8', '--epochs', '2', '--train-rows', '1024']);
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/DP-SGD: clip 1, noise multiplier \d\.\d{3} for epsilon 8 at delta 0\.00001 \(32 steps, q = 0\.0625\)/);
+    const spent = Number(result.stdout.match(/privacy spent: epsilon (\d+\.\d+) at delta 0\.00001/)[1]);
+    expect(spent).toBeLessThanOrEqual(8);
+    expect(spent).toBeGreaterThan(7.9);
+    expect(Number(result.stdout.match(/test accuracy: (0\.\d+)/)[1])).toBeGreaterThan(0.5);
+  });
+
   it('the custom loop trains with minimizeAsync', () => {
     const result = run([join(here, 'custom-loop.mjs'), '--epochs', '1']);
     expect(result.status, result.stderr).toBe(0);

