@@ -102,7 +102,8 @@ describe.skipIf(unavailable !== undefined)(`braid run --elastic on three hosts${
       partial = parts.pop()!;
       for (const text of parts) lines.push({ at: Date.now(), text });
     });
-    const killer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+    // Before the test's own 240 s: a job that hangs ends with its output in the failure.
+    const killer = setTimeout(() => child.kill('SIGKILL'), 200_000);
     const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     return (async () => {
       await during?.({ out, lines });
@@ -124,7 +125,9 @@ describe.skipIf(unavailable !== undefined)(`braid run --elastic on three hosts${
     const found = discovery(['h0', 'h1', 'h2']);
     let killedAt = 0;
     // 89 steps an epoch on 3 ranks: the host goes at step 130 of rank 2, in the second epoch.
-    const run = await elastic(found.script, ['--min-np', '2', '--max-np', '3', '--cooldown', '600'], { EPOCHS: '4', COMMIT_EVERY: '20' }, async ({ out }) => {
+    // The ranks' own timeout bounds the case where mpirun does not notice the lost daemon at once
+    // (then the ranks waiting on h2 fail on their own, and the job still ends).
+    const run = await elastic(found.script, ['--min-np', '2', '--max-np', '3', '--cooldown', '600'], { EPOCHS: '4', COMMIT_EVERY: '20', BRAID_TIMEOUT_MS: '15000' }, async ({ out }) => {
       await untilLines(join(out, 'rows-a1-r2.log'), 130);
       hosts.kill(2);
       killedAt = Date.now();

@@ -58,6 +58,8 @@ describe('braid run --elastic: options and what it reads', () => {
     expect(failedHostOf('mpirun noticed that process rank 1 with PID 0 on node vm3 exited on signal 9 (Killed).')).toBe('vm3');
     // A surviving rank's failure names the peer that stopped answering: that host is the one out.
     expect(failedHostOf('braid: rank 0 on host h0 exits with code 4: TIMEOUT: Rank 2 (host h2) did not answer within 3000 ms')).toBe('h2');
+    // A connection closed by a peer that mpirun killed first while ending the job blames no host.
+    expect(failedHostOf('braid: rank 1 on host h1 exits with code 1: ABORTED: the connection to rank 0 (host h0) was closed by that rank: its process ended or failed')).toBeUndefined();
     // A rank's own error (an exception in the script) blames no host.
     expect(failedHostOf('braid: rank 1 on host h1 exits with code 1: TypeError: x is not a function')).toBeUndefined();
     expect(hostsNamedByPreflight('could not start a process on hosts h1, h2 (unknown or unreachable host, or the launch agent failed): my node h0')).toEqual(['h1', 'h2']);

@@ -18,7 +18,9 @@ export function failedHostOf(stderr: string): string | undefined {
   if (daemon) return daemon[1];
   const signalled = /process rank \d+ with PID \d+ on node (\S+) exited on signal/.exec(stderr);
   if (signalled) return signalled[1];
-  for (const m of stderr.matchAll(/braid: rank \d+ on host (\S+) exits with code \d+: (.*)/g)) {
+  // Only a TIMEOUT names a host that stopped answering. An ABORTED "connection closed by rank
+  // N" may name a healthy rank that mpirun killed first while tearing the job down.
+  for (const m of stderr.matchAll(/braid: rank \d+ on host (\S+) exits with code \d+: TIMEOUT: (.*)/g)) {
     const peers = /\(hosts? ([^)]+)\)/.exec(m[2]!)?.[1]?.split(/,\s*/) ?? [];
     const other = peers.find((h) => h !== m[1]);
     if (other) return other;
