@@ -188,3 +188,40 @@ describe.each([2, 3])('differential privacy, np=%i', (np) => {
     }
   });
 });
+
+describe.each([2, 3])('pipeline parallelism, np=%i', (np) => {
+  it('an MLP and a CNN split into stages train under GPipe and 1F1B to the weights and losses of one process on the same batches; 1F1B keeps at most stages - stage micro-batches; rank 0 assembles the whole model', async () => {
+    const results = await run(np, 'pipeline');
+    for (const r of results) {
+      for (const kind of ['mlp', 'cnn']) {
+        for (const schedule of ['gpipe', '1f1b']) {
+          const k = r[`${kind}-${schedule}`];
+          expect(k.diff, `${kind} ${schedule} stage ${r.rank}`).toBeLessThan(1e-5);
+          expect(k.predictDiff).toBeLessThan(1e-5);
+          expect(k.assembledDiff).toBe(0); // gatherWeights on rank 0: exactly the stages' weights
+          expect(k.lossDiff).toBeLessThan(1e-5);
+          expect(k.layers).toBeGreaterThanOrEqual(1);
+          // GPipe holds every micro-batch; 1F1B at most S - s (4 micro-batches per batch).
+          expect(k.maxStashed).toBe(schedule === 'gpipe' ? 4 : Math.min(4, np - r.rank));
+        }
+      }
+    }
+    // Every rank reports the same losses (broadcast from the last stage).
+    same(results, (r) => r['mlp-1f1b'].losses);
+  });
+});
+
+describe('pipeline and data parallelism together', () => {
+  it('4 ranks as 2 pipelines x 2 stages: stage gradients averaged over replicas give one process\'s weights on both pipelines\' rows; replicas of a stage are bitwise identical', async () => {
+    const results = await run(4, 'pipeline-replicas');
+    for (const r of results) {
+      expect(r.diff).toBeLessThan(1e-5);
+      expect(r.lossDiff).toBeLessThan(1e-5);
+    }
+    for (const stage of [0, 1]) {
+      const replicas = results.filter((r) => r.stage === stage);
+      expect(replicas).toHaveLength(2);
+      expect(replicas[0]!.weights).toBe(replicas[1]!.weights);
+    }
+  });
+});

@@ -6,7 +6,7 @@ import { createCompressor, ErrorFeedback } from '@braid/compression';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
-import { DataParallel, dataParallelCallbacks, SecureAggregator } from '../../dist/index.js';
+import { DataParallel, dataParallelCallbacks, PipelineParallel, SecureAggregator } from '../../dist/index.js';
 
 tf.enableProdMode();
 const [scenario, outDir] = process.argv.slice(2);
@@ -339,6 +339,129 @@ const scenarios = {
       tf.dispose([x, step.grads[v.name]]);
     }
     return out;
+  },
+
+  // Pipeline parallelism: an MLP and a small CNN split over the ranks train, under GPipe and
+  // 1F1B, to the weights one process gets on the same batches (plain SGD), with the same losses.
+  async pipeline() {
+    const out = {};
+    const builders = {
+      mlp: () =>
+        tf.sequential({
+          layers: [
+            tf.layers.dense({ inputShape: [12], units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
+            tf.layers.dense({ units: 16, activation: 'tanh', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
+            tf.layers.dense({ units: 8, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }),
+            tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
+          ],
+        }),
+      cnn: () =>
+        tf.sequential({
+          layers: [
+            tf.layers.conv2d({ inputShape: [6, 6, 1], filters: 4, kernelSize: 3, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 5 }) }),
+            tf.layers.flatten(),
+            tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 6 }) }),
+          ],
+        }),
+    };
+    const crossEntropy = (y, p) => tf.mean(tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))), -1)));
+    for (const kind of ['mlp', 'cnn']) {
+      const data = rows(21, 16 * 5, kind === 'mlp' ? 12 : 36, 3);
+      const x = kind === 'mlp' ? data.x : data.x.reshape([16 * 5, 6, 6, 1]);
+      for (const schedule of ['gpipe', '1f1b']) {
+        const reference = builders[kind]();
+        const plain = tf.train.sgd(0.5);
+        const model = builders[kind]();
+        const pipe = new PipelineParallel(comm, model, { optimizer: tf.train.sgd(0.5), loss: 'categoricalCrossentropy', microBatches: 4, schedule });
+        const losses = [];
+        const referenceLosses = [];
+        for (let step = 0; step < 5; step++) {
+          const xb = x.slice(step * 16, 16);
+          const yb = data.y.slice(step * 16, 16);
+          losses.push(await pipe.trainStep(xb, yb));
+          const cost = plain.minimize(() => crossEntropy(yb, reference.apply(xb)), true);
+          referenceLosses.push(cost.dataSync()[0]);
+          tf.dispose([xb, yb, cost]);
+        }
+        // This stage's layers against the same layers of the one-process model.
+        const [begin, end] = pipe.ranges[pipe.stage];
+        let diff = 0;
+        reference.layers.slice(begin, end).forEach((layer, i) => {
+          layer.getWeights().forEach((w, j) => {
+            const a = w.dataSync();
+            const b = pipe.layers[i].getWeights()[j].dataSync();
+            for (let k = 0; k < a.length; k++) diff = Math.max(diff, Math.abs(a[k] - b[k]));
+          });
+        });
+        const predicted = await pipe.predict(x.slice(0, 10));
+        const expected = reference.predict(x.slice(0, 10));
+        const predictDiff = Math.max(...Array.from(predicted.dataSync(), (v, k) => Math.abs(v - expected.dataSync()[k])));
+        // The whole model assembled on rank 0 predicts as the pipeline does.
+        const gathered = await pipe.gatherWeights();
+        let assembledDiff = 0;
+        if (rank === 0) {
+          const full = builders[kind]();
+          full.setWeights(gathered);
+          const a = full.predict(x.slice(0, 10)).dataSync();
+          assembledDiff = Math.max(...Array.from(predicted.dataSync(), (v, k) => Math.abs(v - a[k])));
+        }
+        out[`${kind}-${schedule}`] = {
+          assembledDiff,
+          diff,
+          predictDiff,
+          losses,
+          lossDiff: Math.max(...losses.map((l, k) => Math.abs(l - referenceLosses[k]))),
+          maxStashed: pipe.stats.maxStashed,
+          layers: end - begin,
+          tensorsAfter: tf.memory().numTensors,
+        };
+      }
+    }
+    return out;
+  },
+
+  // 4 ranks = 2 pipelines x 2 stages: each stage's gradients averaged over its 2 replicas, each
+  // pipeline on its own 16 rows: one process on the 32 rows gets the same weights.
+  async 'pipeline-replicas'() {
+    const replica = Math.floor(rank / 2);
+    const pipelineComm = await comm.split(replica, rank % 2);
+    const stageComm = await comm.split(rank % 2, replica);
+    const build = () =>
+      tf.sequential({
+        layers: [
+          tf.layers.dense({ inputShape: [12], units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
+          tf.layers.dense({ units: 8, activation: 'tanh', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
+          tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }),
+        ],
+      });
+    const crossEntropy = (y, p) => tf.mean(tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))), -1)));
+    const data = rows(23, 32 * 4, 12, 3);
+    const reference = build();
+    const plain = tf.train.sgd(0.5);
+    const pipe = new PipelineParallel(pipelineComm, build(), { optimizer: tf.train.sgd(0.5), loss: 'categoricalCrossentropy', microBatches: 2, replicas: new DataParallel(stageComm) });
+    const lossDiffs = [];
+    for (let step = 0; step < 4; step++) {
+      const xb = data.x.slice(step * 32 + replica * 16, 16);
+      const yb = data.y.slice(step * 32 + replica * 16, 16);
+      const loss = await pipe.trainStep(xb, yb);
+      const all = [data.x.slice(step * 32, 32), data.y.slice(step * 32, 32)];
+      const cost = plain.minimize(() => crossEntropy(all[1], reference.apply(all[0])), true);
+      lossDiffs.push(Math.abs(loss - cost.dataSync()[0]));
+      tf.dispose([xb, yb, ...all, cost]);
+    }
+    const [begin, end] = pipe.ranges[pipe.stage];
+    let diff = 0;
+    reference.layers.slice(begin, end).forEach((layer, i) => {
+      layer.getWeights().forEach((w, j) => {
+        const a = w.dataSync();
+        const b = pipe.layers[i].getWeights()[j].dataSync();
+        for (let k = 0; k < a.length; k++) diff = Math.max(diff, Math.abs(a[k] - b[k]));
+      });
+    });
+    const weights = digest(pipe.layers.flatMap((l) => l.getWeights()));
+    await pipelineComm.close();
+    await stageComm.close();
+    return { stage: pipe.stage, replica, diff, lossDiff: Math.max(...lossDiffs), weights };
   },
 
   async secure() {

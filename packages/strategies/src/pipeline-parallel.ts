@@ -1,0 +1,332 @@
+// Pipeline model parallelism (GPipe, Huang et al. 2019; 1F1B, Narayanan et al., PipeDream 2019):
+// a sequential model's layers are split into stages, one per rank; each batch is split into
+// micro-batches that flow forward through the stages (activations sent to the next rank) and
+// backward (gradients sent to the previous one), and each stage applies its own optimizer step
+// once the batch's micro-batches are through.
+//
+// The backward pass recomputes the stage's forward from the stashed stage input (GPipe's
+// re-materialization): a stage keeps one input tensor per micro-batch in flight, not the whole
+// tape. 'gpipe' runs every forward, then every backward (M inputs stashed); '1f1b' runs S - s - 1
+// forwards, then alternates one forward and one backward, so stage s never holds more than S - s.
+// The gradients are those of the whole batch's mean loss, as one process computes them.
+import { checkOptions, type Communicator, InvalidArgumentError } from '@braid/collectives';
+import * as tf from '@tensorflow/tfjs-core';
+
+import type { DataParallel } from './data-parallel.js';
+
+/** The parts of a tfjs layer a pipeline stage uses. */
+export interface PipelineLayer {
+  name: string;
+  apply(inputs: tf.Tensor, kwargs?: { training?: boolean }): tf.Tensor | tf.Tensor[] | unknown;
+  readonly trainableWeights: Array<{ read(): tf.Variable }>;
+  readonly outputShape: unknown;
+  countParams(): number;
+  getClassName(): string;
+  getWeights(): tf.Tensor[];
+  readonly weights: Array<{ shape: number[] }>;
+  dispose(): unknown;
+}
+
+const RECOMPUTE_UNSAFE = new Set(['Dropout', 'SpatialDropout1D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'BatchNormalization']);
+
+/** A built tfjs Sequential model (its layers in order). */
+export interface PipelineModel {
+  readonly layers: PipelineLayer[];
+}
+
+export type PipelineLoss = 'categoricalCrossentropy' | 'meanSquaredError' | ((yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor);
+
+export interface PipelineOptions {
+  /** This stage's optimizer (each rank makes its own; it updates only its stage's weights). */
+  optimizer: tf.Optimizer;
+  /** The loss, on the last stage's output: a name, or (yTrue, yPred) => per-example losses or their mean. */
+  loss: PipelineLoss;
+  /**
+   * Where stages 1.. begin, as layer indices (S - 1 increasing numbers). Default: the layers
+   * split into comm.size stages with about equal parameter counts.
+   */
+  boundaries?: number[];
+  /** Micro-batches per batch (default: the number of stages). */
+  microBatches?: number;
+  /** Default '1f1b'. */
+  schedule?: 'gpipe' | '1f1b';
+  /**
+   * Pipeline and data parallelism together: a DataParallel over this stage's replicas (the ranks
+   * holding the same stage in the other pipelines, e.g. from comm.split by stage). Each stage's
+   * gradients are averaged across its replicas before its optimizer step; each pipeline trains
+   * on its own rows.
+   */
+  replicas?: DataParallel;
+}
+
+export interface PipelineStats {
+  steps: number;
+  /** The most micro-batch inputs this stage held at once (1F1B: at most stages - stage). */
+  maxStashed: number;
+  /** Milliseconds this stage spent waiting to receive (the pipeline's bubble, and transfers). */
+  waitingMs: number;
+  /** Milliseconds of the steps in all. */
+  stepMs: number;
+}
+
+const EPSILON = 1e-7;
+const BACKWARD_TAG = 16384; // tags: forward micro-batch m is m, backward m is 16384 + m
+
+function lossFunction(loss: PipelineLoss): (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor {
+  if (typeof loss === 'function') return loss;
+  if (loss === 'categoricalCrossentropy') return (y, p) => tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, EPSILON, 1 - EPSILON))), -1));
+  if (loss === 'meanSquaredError') return (y, p) => tf.mean(tf.square(tf.sub(y, p)), -1);
+  throw new InvalidArgumentError(`PipelineParallel: loss must be 'categoricalCrossentropy', 'meanSquaredError' or a function (yTrue, yPred) => losses; got ${JSON.stringify(loss)}`);
+}
+
+/** The layers split into `stages` runs of about equal parameter counts (each at least one layer). */
+export function balancedBoundaries(paramCounts: readonly number[], stages: number): number[] {
+  const total = paramCounts.reduce((a, b) => a + b, 0);
+  const boundaries: number[] = [];
+  let sum = 0;
+  for (let i = 0; i < paramCounts.length && boundaries.length < stages - 1; i++) {
+    sum += paramCounts[i]!;
+    const remainingLayers = paramCounts.length - (i + 1);
+    const remainingStages = stages - 1 - boundaries.length;
+    // Cut after layer i once this stage has its share, or when the rest need a layer each.
+    if (sum >= (total * (boundaries.length + 1)) / stages || remainingLayers === remainingStages) boundaries.push(i + 1);
+  }
+  return boundaries;
+}
+
+export class PipelineParallel {
+  readonly stage: number;
+  readonly stages: number;
+  readonly microBatches: number;
+  readonly schedule: 'gpipe' | '1f1b';
+  /** Where each stage begins and ends (layer indices), for every stage. */
+  readonly ranges: Array<[number, number]>;
+  /** This stage's layers (the other stages' were disposed on this rank). */
+  readonly layers: PipelineLayer[];
+  readonly stats: PipelineStats = { steps: 0, maxStashed: 0, waitingMs: 0, stepMs: 0 };
+  private readonly optimizer: tf.Optimizer;
+  private readonly replicas: DataParallel | undefined;
+  private readonly loss: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
+  private readonly variables: tf.Variable[];
+  private readonly inputShape: number[];
+  private readonly outputShape: number[];
+  private readonly finalShape: number[];
+  // Every layer's weight shapes, in the model's order (for gatherWeights on rank 0).
+  private readonly weightShapes: number[][][];
+
+  constructor(
+    readonly comm: Communicator,
+    model: PipelineModel,
+    options: PipelineOptions,
+  ) {
+    checkOptions('PipelineParallel', options, ['optimizer', 'loss', 'boundaries', 'microBatches', 'schedule', 'replicas']);
+    if (!model || !Array.isArray(model.layers) || model.layers.length === 0) {
+      throw new InvalidArgumentError('PipelineParallel: pass a built tfjs Sequential model (its layers are split into stages)');
+    }
+    if (!options?.optimizer || typeof options.optimizer.applyGradients !== 'function') {
+      throw new InvalidArgumentError('PipelineParallel: options.optimizer must be a tfjs optimizer (each stage applies its own)');
+    }
+    this.optimizer = options.optimizer;
+    this.replicas = options.replicas;
+    if (this.replicas !== undefined && typeof this.replicas.averageTensors !== 'function') {
+      throw new InvalidArgumentError('PipelineParallel: replicas must be a DataParallel over this stage\'s replicas');
+    }
+    this.loss = lossFunction(options.loss);
+    this.stages = comm.size;
+    this.stage = comm.rank;
+    const layers = model.layers;
+    if (layers.length < this.stages) {
+      throw new InvalidArgumentError(`PipelineParallel: ${this.stages} stages need at least ${this.stages} layers; the model has ${layers.length}`);
+    }
+    const boundaries = options.boundaries ?? balancedBoundaries(layers.map((l) => l.countParams()), this.stages);
+    const valid =
+      Array.isArray(boundaries) &&
+      boundaries.length === this.stages - 1 &&
+      boundaries.every((b, i) => Number.isInteger(b) && b > (i === 0 ? 0 : boundaries[i - 1]!) && b < layers.length);
+    if (!valid) {
+      throw new InvalidArgumentError(
+        `PipelineParallel: boundaries must be ${this.stages - 1} increasing layer indices in [1, ${layers.length - 1}] (where stages 1..${this.stages - 1} begin); got ${JSON.stringify(boundaries)}`,
+      );
+    }
+    const starts = [0, ...boundaries];
+    this.ranges = starts.map((start, s) => [start, s + 1 < starts.length ? starts[s + 1]! : layers.length]);
+    const [begin, end] = this.ranges[this.stage]!;
+    this.layers = layers.slice(begin, end);
+    const shapeOf = (layer: PipelineLayer) => {
+      const shape = layer.outputShape;
+      if (!Array.isArray(shape) || Array.isArray(shape[0])) throw new InvalidArgumentError(`PipelineParallel: layer '${layer.name}' has several outputs; stages are cut at single-tensor layers`);
+      return (shape as Array<number | null>).slice(1).map((d) => d ?? -1);
+    };
+    this.inputShape = begin === 0 ? [] : shapeOf(layers[begin - 1]!);
+    this.outputShape = shapeOf(layers[end - 1]!);
+    this.finalShape = shapeOf(layers[layers.length - 1]!);
+    this.weightShapes = layers.map((l) => l.weights.map((w) => [...w.shape]));
+    // The backward pass recomputes each stage's forward: layers whose forward is random or
+    // depends on the micro-batch's statistics would not give the gradients of the forward sent on.
+    const unsupported = layers.find((l) => RECOMPUTE_UNSAFE.has(l.getClassName()));
+    if (unsupported) {
+      throw new InvalidArgumentError(`PipelineParallel: layer '${unsupported.name}' (${unsupported.getClassName()}) is not supported: the backward pass recomputes the forward, which must give the same result`);
+    }
+    // This rank holds only its stage: the other layers' weights are freed.
+    layers.forEach((layer, i) => {
+      if (i < begin || i >= end) layer.dispose();
+    });
+    this.variables = this.layers.flatMap((l) => l.trainableWeights.map((w) => w.read()));
+    const micro = options.microBatches ?? this.stages;
+    if (!Number.isInteger(micro) || micro < 1 || micro >= BACKWARD_TAG) {
+      throw new InvalidArgumentError(`PipelineParallel: microBatches must be an integer from 1 to ${BACKWARD_TAG - 1}; got ${JSON.stringify(options.microBatches)}`);
+    }
+    this.microBatches = micro;
+    this.schedule = options.schedule ?? '1f1b';
+    if (this.schedule !== 'gpipe' && this.schedule !== '1f1b') {
+      throw new InvalidArgumentError(`PipelineParallel: schedule must be 'gpipe' or '1f1b'; got ${JSON.stringify(options.schedule)}`);
+    }
+  }
+
+  get isFirst(): boolean {
+    return this.stage === 0;
+  }
+
+  get isLast(): boolean {
+    return this.stage === this.stages - 1;
+  }
+
+  /**
+   * One training step on a batch (every rank passes the same x and y; the first stage reads x,
+   * the last y). Resolves to the batch's mean loss on every rank.
+   */
+  async trainStep(x: tf.Tensor, y: tf.Tensor): Promise<number> {
+    const started = performance.now();
+    const rows = x.shape[0]!;
+    if (y.shape[0] !== rows) throw new InvalidArgumentError(`PipelineParallel.trainStep: x has ${rows} rows but y has ${y.shape[0]}`);
+    const m = Math.min(this.microBatches, rows);
+    const bounds = Array.from({ length: m + 1 }, (_, i) => Math.round((i * rows) / m));
+    const sizeOf = (k: number) => bounds[k + 1]! - bounds[k]!;
+    const stash = new Map<number, tf.Tensor>();
+    const sends: Array<Promise<void>> = [];
+    const grads: tf.Tensor[] = this.variables.map((v) => tf.zerosLike(v));
+    let lossSum = 0;
+    try {
+      const forward = async (k: number) => {
+        const input = this.isFirst ? tf.slice(x, bounds[k]!, sizeOf(k)) : await this.receive([sizeOf(k), ...this.inputShape], this.stage - 1, k);
+        stash.set(k, input);
+        this.stats.maxStashed = Math.max(this.stats.maxStashed, stash.size);
+        if (this.isLast) return; // the last stage runs its forward inside the backward
+        const output = tf.tidy(() => this.run(input, true));
+        sends.push(this.transmit(output, this.stage + 1, k));
+      };
+      const backward = async (k: number) => {
+        const input = stash.get(k)!;
+        const dy = this.isLast ? undefined : await this.receive([sizeOf(k), ...this.outputShape], this.stage + 1, BACKWARD_TAG + k);
+        const inputVariable = this.isFirst ? undefined : tf.variable(input, true);
+        const yk = this.isLast ? tf.slice(y, bounds[k]!, sizeOf(k)) : undefined;
+        const list = inputVariable ? [...this.variables, inputVariable] : this.variables;
+        const { value, grads: g } = tf.variableGrads(() => {
+          const out = this.run(inputVariable ?? input, true);
+          if (this.isLast) {
+            // This micro-batch's share of the batch's mean loss.
+            const perExample = this.loss(yk!, out);
+            return tf.mul(tf.sum(perExample.rank === 0 ? tf.mul(perExample, sizeOf(k)) : perExample), 1 / rows) as tf.Scalar;
+          }
+          return tf.sum(tf.mul(out, dy!)) as tf.Scalar;
+        }, list);
+        if (this.isLast) lossSum += value.dataSync()[0]!;
+        this.variables.forEach((v, i) => {
+          const next = tf.add(grads[i]!, g[v.name] ?? tf.zerosLike(v));
+          grads[i]!.dispose();
+          grads[i] = next;
+        });
+        if (inputVariable) sends.push(this.transmit(g[inputVariable.name]!, this.stage - 1, BACKWARD_TAG + k));
+        tf.dispose([value, ...Object.values(g), ...(inputVariable ? [inputVariable] : []), ...(yk ? [yk] : []), ...(dy ? [dy] : [])]);
+        stash.delete(k);
+        input.dispose();
+      };
+      if (this.schedule === 'gpipe') {
+        for (let k = 0; k < m; k++) await forward(k);
+        for (let k = m - 1; k >= 0; k--) await backward(k);
+      } else {
+        const warmup = Math.min(this.stages - this.stage - 1, m);
+        for (let k = 0; k < warmup; k++) await forward(k);
+        for (let k = warmup; k < m; k++) {
+          await forward(k);
+          await backward(k - warmup);
+        }
+        for (let k = m - warmup; k < m; k++) await backward(k);
+      }
+      await Promise.all(sends);
+      if (this.replicas) {
+        const averaged = await this.replicas.averageTensors(grads);
+        tf.dispose(grads.splice(0, grads.length, ...averaged));
+      }
+      this.optimizer.applyGradients(Object.fromEntries(this.variables.map((v, i) => [v.name, grads[i]!])));
+    } finally {
+      tf.dispose([...grads, ...stash.values()]);
+    }
+    // Every rank learns the loss (the last stage's; with replicas, their mean).
+    const loss = Float64Array.of(this.isLast ? lossSum : 0);
+    await this.comm.broadcast(loss, { root: this.stages - 1 });
+    if (this.replicas) await this.replicas.comm.allReduce(loss, { op: 'avg' });
+    this.stats.steps++;
+    this.stats.stepMs += performance.now() - started;
+    return loss[0]!;
+  }
+
+  /** The model's output for x on every rank (forward through the stages, broadcast from the last). */
+  async predict(x: tf.Tensor): Promise<tf.Tensor> {
+    const rows = x.shape[0]!;
+    const input = this.isFirst ? x.clone() : await this.receive([rows, ...this.inputShape], this.stage - 1, 0);
+    const output = tf.tidy(() => this.run(input, false));
+    input.dispose();
+    if (!this.isLast) await this.transmit(output, this.stage + 1, 0);
+    const values = new Float32Array(rows * this.finalShape.reduce((a, b) => a * b, 1));
+    if (this.isLast) values.set(output.dataSync() as Float32Array);
+    output.dispose();
+    await this.comm.broadcast(values, { root: this.stages - 1 });
+    return tf.tensor(values, [rows, ...this.finalShape]);
+  }
+
+  /**
+   * The whole model's weights on rank 0, in the model's order (for `model.setWeights` on a full
+   * model built there, or a checkpoint); undefined on the other ranks. Every rank must call it.
+   */
+  async gatherWeights(): Promise<tf.Tensor[] | undefined> {
+    const GATHER_TAG = 32000;
+    if (this.stage !== 0) {
+      for (const w of this.layers.flatMap((l) => l.getWeights())) await this.comm.send(Float32Array.from(w.dataSync() as Float32Array), 0, { tag: GATHER_TAG });
+      return undefined;
+    }
+    const out: tf.Tensor[] = this.layers.flatMap((l) => l.getWeights().map((w) => w.clone()));
+    for (let s = 1; s < this.stages; s++) {
+      const [begin, end] = this.ranges[s]!;
+      for (const shape of this.weightShapes.slice(begin, end).flat()) out.push(await this.receive(shape, s, GATHER_TAG));
+    }
+    return out;
+  }
+
+  private run(input: tf.Tensor, training: boolean): tf.Tensor {
+    let h = input;
+    for (const layer of this.layers) {
+      const out = layer.apply(h, { training });
+      if (!(out instanceof tf.Tensor)) throw new InvalidArgumentError(`PipelineParallel: layer '${layer.name}' did not give one tensor`);
+      h = out;
+    }
+    return h;
+  }
+
+  private async transmit(t: tf.Tensor, to: number, tag: number): Promise<void> {
+    const values = Float32Array.from(t.dataSync() as Float32Array);
+    t.dispose();
+    await this.comm.send(values, to, { tag });
+  }
+
+  private async receive(shape: number[], from: number, tag: number): Promise<tf.Tensor> {
+    const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    const waited = performance.now();
+    const got = await this.comm.recv(values, from, { tag });
+    this.stats.waitingMs += performance.now() - waited;
+    if (got.length !== values.length) {
+      throw new InvalidArgumentError(`PipelineParallel: stage ${this.stage} expected ${values.length} values from stage ${from}, got ${got.length}; every rank must build the same model and pass the same batch`);
+    }
+    return tf.tensor(values, shape);
+  }
+}
