@@ -22,3 +22,4 @@ export { planBuckets, type Bucket } from './buckets.js';
 export { SecureAggregator, type SecureAggregationOptions } from './secure-aggregation.js';
 export { computeEpsilon, DEFAULT_RDP_ORDERS, noiseMultiplierFor, type PrivacySpent, RdpAccountant, sampledGaussianRdp } from './privacy-accountant.js';
 export { balancedBoundaries, type PipelineLayer, type PipelineLoss, type PipelineModel, type PipelineOptions, PipelineParallel, type PipelineStats } from './pipeline-parallel.js';
+export { ParameterServer, type ParameterServerOptions, type ServerStats } from './parameter-server.js';

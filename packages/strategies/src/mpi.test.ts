@@ -225,3 +225,32 @@ describe('pipeline and data parallelism together', () => {
     }
   });
 });
+
+describe('parameter server', () => {
+  it.each([
+    [3, 1],
+    [4, 2],
+  ])('sync, %i ranks with %i server(s): the workers hold bitwise the same weights after every step, and one process\'s weights on all their rows', async (np, servers) => {
+    const results = await run(np, 'ps-sync', { SERVERS: String(servers) });
+    const workers = results.filter((r) => !r.isServer);
+    expect(workers).toHaveLength(np - servers);
+    same(workers, (r) => r.digests);
+    expect(new Set(workers[0]!.digests).size).toBe(5);
+    for (const r of results) expect(r.diff).toBeLessThan(1e-5);
+    for (const r of results.filter((x) => x.isServer)) expect(r.pushes).toBe(5);
+  });
+
+  it('async with a slow worker: staleness 2 holds the fast one within 2 steps of the slow one; unbounded, it runs further ahead; both learn', async () => {
+    const results = await run(3, 'ps-async');
+    const server = results.find((r) => r.rank === 0)!;
+    expect(server.staleness2.stats.pushes).toBe(40);
+    expect(server.staleness2.stats.maxLead).toBeLessThanOrEqual(2);
+    expect(server.staleness2.stats.heldBack).toBeGreaterThan(0);
+    expect(server.unbounded.stats.maxLead).toBeGreaterThan(2);
+    same(results, (r) => r.staleness2.weights); // pullAll: every rank ends with the servers' weights
+    for (const r of results.filter((x) => x.rank > 0)) {
+      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      expect(mean(r.staleness2.last)).toBeLessThan(mean(r.staleness2.first));
+    }
+  });
+});

@@ -6,7 +6,7 @@ import { createCompressor, ErrorFeedback } from '@braid/compression';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
-import { DataParallel, dataParallelCallbacks, PipelineParallel, SecureAggregator } from '../../dist/index.js';
+import { DataParallel, dataParallelCallbacks, ParameterServer, PipelineParallel, SecureAggregator } from '../../dist/index.js';
 
 tf.enableProdMode();
 const [scenario, outDir] = process.argv.slice(2);
@@ -33,6 +33,8 @@ function mlp(features, classes) {
 function lossOf(model, x, y) {
   return () => tf.losses.softmaxCrossEntropy(y, model.apply(x)).mean();
 }
+
+const all = (t, start, count) => t.slice([start, 0], [count, t.shape[1]]);
 
 function maxAbsDiff(a, b) {
   let worst = 0;
@@ -462,6 +464,75 @@ const scenarios = {
     await pipelineComm.close();
     await stageComm.close();
     return { stage: pipe.stage, replica, diff, lossDiff: Math.max(...lossDiffs), weights };
+  },
+
+  // A synchronous parameter server (SERVERS of the ranks serve): the workers' weights after each
+  // step are bitwise identical, and after 5 steps equal one process's on all the workers' rows.
+  async 'ps-sync'() {
+    const servers = Number(process.env.SERVERS ?? 1);
+    const workers = size - servers;
+    const B = 8;
+    const data = rows(31, B * workers * 5, 12, 3);
+    const model = mlp(12, 3);
+    const variables = model.trainableWeights.map((w) => w.read());
+    const ps = new ParameterServer(comm, variables, { servers, optimizer: tf.train.sgd(0.5) });
+    await ps.init();
+    const reference = mlp(12, 3);
+    reference.setWeights(model.getWeights());
+    const digests = [];
+    if (ps.isServer) {
+      await ps.serve();
+    } else {
+      for (let step = 0; step < 5; step++) {
+        const start = (step * workers + ps.index) * B;
+        const [x, y] = [all(data.x, start, B), all(data.y, start, B)];
+        const { value, grads } = tf.variableGrads(lossOf(model, x, y), variables);
+        await ps.push(grads);
+        digests.push(digest(variables));
+        tf.dispose([x, y, value, ...Object.values(grads)]);
+      }
+      await ps.finish();
+    }
+    await ps.pullAll();
+    const plain = tf.train.sgd(0.5);
+    for (let step = 0; step < 5; step++) {
+      const [x, y] = [all(data.x, step * workers * B, workers * B), all(data.y, step * workers * B, workers * B)];
+      plain.minimize(lossOf(reference, x, y));
+      tf.dispose([x, y]);
+    }
+    return { isServer: ps.isServer, digests, diff: maxAbsDiff(model.getWeights(), reference.getWeights()), pushes: ps.stats.pushes };
+  },
+
+  // An asynchronous parameter server with one slow worker: with staleness 2 no answer goes to a
+  // worker more than 2 steps ahead of the slowest; without a bound the fast one runs ahead.
+  async 'ps-async'() {
+    const out = {};
+    for (const staleness of [2, undefined]) {
+      const model = mlp(12, 3);
+      const variables = model.trainableWeights.map((w) => w.read());
+      const ps = new ParameterServer(comm, variables, { servers: 1, optimizer: tf.train.sgd(0.2), mode: 'async', staleness });
+      await ps.init();
+      // Learnable: the class is the largest of the first three features.
+      const x = rows(41, 8 * 20, 12, 3).x;
+      const data = { x, y: tf.oneHot(tf.argMax(x.slice([0, 0], [8 * 20, 3]), 1), 3).toFloat() };
+      const losses = [];
+      if (ps.isServer) {
+        await ps.serve();
+      } else {
+        for (let step = 0; step < 20; step++) {
+          if (ps.index === 1) await new Promise((resolve) => setTimeout(resolve, 40));
+          const [x, y] = [all(data.x, step * 8, 8), all(data.y, step * 8, 8)];
+          const { value, grads } = tf.variableGrads(lossOf(model, x, y), variables);
+          losses.push(value.dataSync()[0]);
+          await ps.push(grads);
+          tf.dispose([x, y, value, ...Object.values(grads)]);
+        }
+        await ps.finish();
+      }
+      await ps.pullAll();
+      out[staleness === undefined ? 'unbounded' : `staleness${staleness}`] = { stats: ps.stats, first: losses.slice(0, 3), last: losses.slice(-3), weights: digest(model.getWeights()) };
+    }
+    return out;
   },
 
   async secure() {
