@@ -542,7 +542,8 @@ OpRecord* Engine::nextOp() {
   }
   std::unique_lock<std::mutex> lock(mutex_);
   // With messages in flight the engine naps instead of sleeping, testing them after each nap:
-  // from 20 us, doubling while nothing moves, up to 1 ms.
+  // from 20 us, doubling while nothing moves, up to 200 us (a message that arrives waits at most
+  // that long to be noticed; a request/answer exchange notices several).
   auto nap = std::chrono::microseconds(20);
   for (;;) {
     sleeping_ = true;
@@ -554,7 +555,7 @@ OpRecord* Engine::nextOp() {
         lock.unlock();
         const int before = p2pInFlight_;
         progressWhileIdle();
-        nap = p2pInFlight_ < before ? std::chrono::microseconds(20) : std::min(nap * 2, std::chrono::microseconds(1000));
+        nap = p2pInFlight_ < before ? std::chrono::microseconds(20) : std::min(nap * 2, std::chrono::microseconds(200));
         lock.lock();
         continue;
       }
