@@ -583,18 +583,23 @@ OpRecord* Engine::nextOp() {
   }
 }
 
+CommState& Engine::usableComm(int commId) {
+  auto it = comms_.find(commId);
+  if (it == comms_.end() || it->second->closed) {
+    throw BraidException(ErrorCode::kAborted, "the communicator is closed; create a new one with init() or split()");
+  }
+  CommState& comm = *it->second;
+  if (!comm.brokenReason.empty()) {
+    throw BraidException(ErrorCode::kAborted, "the communicator is unusable since an earlier failure: " + comm.brokenReason);
+  }
+  return comm;
+}
+
 void Engine::startPointToPoint(OpRecord* op) {
   op->tStart = stamp();
   op->tNegotiated = op->tStart;  // no agreement: a message is not collective
   try {
-    auto it = comms_.find(op->commId);
-    if (it == comms_.end() || it->second->closed) {
-      throw BraidException(ErrorCode::kAborted, "the communicator is closed; create a new one with init() or split()");
-    }
-    CommState& comm = *it->second;
-    if (!comm.brokenReason.empty()) {
-      throw BraidException(ErrorCode::kAborted, "the communicator is unusable since an earlier failure: " + comm.brokenReason);
-    }
+    CommState& comm = usableComm(op->commId);
     const bool anySource = op->kind == OpKind::kRecv && op->peer == -1;
     if (!anySource && (op->peer < 0 || op->peer >= comm.size)) {
       throw BraidException(ErrorCode::kInvalidArgument, std::string(opKindName(op->kind)) + ": the peer must be a rank in [0, " +
@@ -807,14 +812,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
   // What the op moved through (see mpiSettled_); a refused op moved nothing.
   bool throughShmOnly = true, spansWorld = false, overTcp = false;
   try {
-    auto it = comms_.find(op->commId);
-    if (it == comms_.end() || it->second->closed) {
-      throw BraidException(ErrorCode::kAborted, "the communicator is closed; create a new one with init() or split()");
-    }
-    CommState& comm = *it->second;
-    if (!comm.brokenReason.empty()) {
-      throw BraidException(ErrorCode::kAborted, "the communicator is unusable since an earlier failure: " + comm.brokenReason);
-    }
+    CommState& comm = usableComm(op->commId);
     if (!op->timedOut.empty()) {
       // Handed over by the caller's thread after a data-phase TIMEOUT: name who stopped answering.
       comm.brokenReason = op->timedOut;

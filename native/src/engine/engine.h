@@ -168,6 +168,8 @@ class Engine {
   // Point-to-point ops (engine/p2p.h): started when they reach the queue's head, then moved on
   // between ops and while the engine waits for the next one.
   void startPointToPoint(OpRecord* op);
+  // The op's communicator, or ABORTED when it is closed or broken.
+  CommState& usableComm(int commId);
   bool progressPointToPoint();  // true when one finished
   void progressWhileIdle();     // the same, claiming the engine (an inline op may hold it)
   void finishPointToPoint(std::vector<OpRecord*> finished);

@@ -387,14 +387,7 @@ const scenarios = {
         }
         // This stage's layers against the same layers of the one-process model.
         const [begin, end] = pipe.ranges[pipe.stage];
-        let diff = 0;
-        reference.layers.slice(begin, end).forEach((layer, i) => {
-          layer.getWeights().forEach((w, j) => {
-            const a = w.dataSync();
-            const b = pipe.layers[i].getWeights()[j].dataSync();
-            for (let k = 0; k < a.length; k++) diff = Math.max(diff, Math.abs(a[k] - b[k]));
-          });
-        });
+        const diff = maxAbsDiff(reference.layers.slice(begin, end).flatMap((l) => l.getWeights()), pipe.layers.flatMap((l) => l.getWeights()));
         const predicted = await pipe.predict(x.slice(0, 10));
         const expected = reference.predict(x.slice(0, 10));
         const predictDiff = Math.max(...Array.from(predicted.dataSync(), (v, k) => Math.abs(v - expected.dataSync()[k])));
@@ -452,14 +445,7 @@ const scenarios = {
       tf.dispose([xb, yb, ...all, cost]);
     }
     const [begin, end] = pipe.ranges[pipe.stage];
-    let diff = 0;
-    reference.layers.slice(begin, end).forEach((layer, i) => {
-      layer.getWeights().forEach((w, j) => {
-        const a = w.dataSync();
-        const b = pipe.layers[i].getWeights()[j].dataSync();
-        for (let k = 0; k < a.length; k++) diff = Math.max(diff, Math.abs(a[k] - b[k]));
-      });
-    });
+    const diff = maxAbsDiff(reference.layers.slice(begin, end).flatMap((l) => l.getWeights()), pipe.layers.flatMap((l) => l.getWeights()));
     const weights = digest(pipe.layers.flatMap((l) => l.getWeights()));
     await pipelineComm.close();
     await stageComm.close();
