@@ -11,12 +11,26 @@ for (const m of text.matchAll(/: (\d+) passed, (\d+) failed, (\d+) skipped/g)) {
   failed += Number(m[2]);
   skipped += Number(m[3]);
 }
-const failures = new Set();
-for (const line of text.split('\n')) {
+const failures = new Map();
+const lines = text.split('\n');
+const unprefixed = (line) => line.replace(/^[@\w/.-]+:\w+: /, '');
+for (const [index, line] of lines.entries()) {
   // The native tests and the packaging test print "FAIL name ...", vitest's summary
   // " FAIL  file > name", the soak "soak: FAILED ..."; turbo prefixes "pkg:test: ".
-  const failure = line.match(/^(?:[@\w/.-]+:\w+: )?\s*(FAIL\s.*|soak: FAILED.*)$/);
-  if (failure) failures.add(failure[1].trim().slice(0, 400));
+  const failure = unprefixed(line).match(/^\s*(FAIL\s.*|soak: FAILED.*)$/);
+  if (failure) {
+    const name = failure[1].trim().slice(0, 400);
+    // Vitest follows a failure with its error and where it was thrown: keep the first of each.
+    const why = failures.get(name) ?? [];
+    for (const next of lines.slice(index + 1, index + 16).map(unprefixed)) {
+      if (/^\s*(FAIL\s|Test Files|⎯)/.test(next) && why.length > 0) break;
+      const error = next.match(/^\s*(\w*Error\b.*)$/);
+      const where = next.match(/❯ (\S+:\d+:\d+)/);
+      if (error && !why.some((w) => /Error\b/.test(w))) why.push(error[1].slice(0, 300));
+      if (where && !why.some((w) => w.startsWith('at '))) why.push(`at ${where[1]}`);
+    }
+    failures.set(name, why);
+  }
   const m = line.match(/Tests\s+(.*)\(\d+\)/);
   if (!m) continue;
   passed += Number(m[1].match(/(\d+) passed/)?.[1] ?? 0);
@@ -25,6 +39,9 @@ for (const line of text.split('\n')) {
 }
 if (failures.size > 0) {
   console.log('failed:');
-  for (const failure of failures) console.log(`  ${failure}`);
+  for (const [failure, why] of failures) {
+    console.log(`  ${failure}`);
+    for (const w of why) console.log(`      ${w}`);
+  }
 }
 console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);

@@ -145,9 +145,10 @@ describe.each([2, 3, 4])('secure aggregation, np=%i', (np) => {
       expect(r.plainEqual).toBe(true);
       expect(r.averageExact).toBe(true);
       expect(r.againExact).toBe(true);
-      // 255 degrees of freedom: 330.5 is the chi-square's 0.999 quantile. Unmasked, the same
-      // constant vector is four byte values only (a statistic in the millions).
-      expect(r.chi2Masked).toBeLessThan(330.5);
+      // 255 degrees of freedom: a uniform stream exceeds 450 with probability 6e-13 (the masks
+      // are random, so a 0.999 quantile failed one CI run in ~50 over this test's 18 checks).
+      // Unmasked, the same constant vector is four byte values only (a statistic in the millions).
+      expect(r.chi2Masked).toBeLessThan(450);
       expect(r.chi2Unmasked).toBeGreaterThan(1e6);
       const limit = Math.floor(0x7fffffff / np) / 2 ** 16;
       expect(r.errors).toEqual([1, 2].map(() => `INVALID_ARGUMENT: secure aggregation: 1 value(s) were beyond the fixed-point range +-${limit} (scale 65536, ${np} ranks); lower the scale, clip the values (clip option), or check for NaN / Infinity`));
