@@ -8,10 +8,12 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { tfjsNode } from '../packages/test-support/backend.mjs';
 import { createHosts, netnsUnavailable } from '../packages/test-support/netns.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const braid = join(here, '..', 'packages', 'trainer', 'dist', 'cli.js');
+const native = tfjsNode();
 const run = (args) => spawnSync(process.execPath, [braid, 'run', '-np', '2', ...args], { encoding: 'utf8', env: { ...process.env, BRAID_PROGRESS: 'lines' }, timeout: 600_000 });
 
 describe('examples', () => {
@@ -23,6 +25,8 @@ describe('examples', () => {
     expect(line).toMatch(/^test accuracy: 0\.\d{4}$/);
     const summary = JSON.parse(readFileSync(json, 'utf8'));
     expect(summary.size).toBe(2);
+    // Native TensorFlow when tfjs-node is built here (the default, --backend auto), else pure JS.
+    expect(summary.backend).toBe(native.available ? 'tensorflow' : 'cpu');
     expect(summary.accuracy).toBeGreaterThanOrEqual(0.92);
     expect(Number(line.slice(15))).toBeCloseTo(summary.accuracy, 4);
     // One plain line per epoch in a log, from rank 0 only.
@@ -46,10 +50,35 @@ describe('examples', () => {
     expect(accuracy).toBeGreaterThan(0.8);
   });
 
-  it('the CNN runs (a few steps: it is slow on the pure-JS backend)', () => {
-    const result = run([join(here, 'mnist', 'cnn.mjs'), '--epochs', '1', '--train-rows', '128', '--test-rows', '64', '--batch', '32']);
+  it.skipIf(!native.available)(`the demo on the pure-JS backend (--backend cpu) reaches the same accuracy as on tfjs-node${native.available ? '' : ` (skipped: ${native.reason})`}`, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-demo-'));
+    const summaries = ['cpu', 'node'].map((backend) => {
+      const result = run([join(here, 'mnist', 'mlp.mjs'), '--backend', backend, '--epochs', '2', '--json', join(dir, `${backend}.json`)]);
+      expect(result.status, result.stderr).toBe(0);
+      return JSON.parse(readFileSync(join(dir, `${backend}.json`), 'utf8'));
+    });
+    expect(summaries.map((s) => s.backend)).toEqual(['cpu', 'tensorflow']);
+    // Seeded: the same rows in the same order; the backends' kernels round differently, not more.
+    expect(Math.abs(summaries[0].accuracy - summaries[1].accuracy)).toBeLessThan(0.01);
+    expect(summaries[0].accuracy).toBeGreaterThan(0.9);
+  });
+
+  it('the CNN runs on the pure-JS backend (a few steps: its convolution gradients are slow there)', () => {
+    const result = run([join(here, 'mnist', 'cnn.mjs'), '--backend', 'cpu', '--epochs', '1', '--train-rows', '128', '--test-rows', '64', '--batch', '32']);
     expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/backend cpu/);
     expect(result.stdout).toMatch(/test accuracy: 0\.\d{4}/);
+  });
+
+  it.skipIf(!native.available)(`the CNN trains its default 8 epochs of 8,500 digits on tfjs-node to >= 0.965${native.available ? '' : ` (skipped: ${native.reason})`}`, () => {
+    const json = join(mkdtempSync(join(tmpdir(), 'braid-cnn-')), 'result.json');
+    const result = run([join(here, 'mnist', 'cnn.mjs'), '--json', json]);
+    expect(result.status, result.stderr).toBe(0);
+    const summary = JSON.parse(readFileSync(json, 'utf8'));
+    expect(summary.backend).toBe('tensorflow');
+    expect(summary.history.val_acc).toHaveLength(8);
+    // Dropout's masks are unseeded: 0.973, 0.979 and 0.981 in three runs here (the README says >= 0.97).
+    expect(summary.accuracy).toBeGreaterThanOrEqual(0.965);
   });
 });
 

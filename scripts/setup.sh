@@ -2,8 +2,18 @@
 # Installs what Braid needs on a Debian/Ubuntu machine with Node.js >= 20 and builds everything:
 # the system packages (OpenMPI, CMake, a C++ compiler) when missing, the npm dependencies, the
 # native addon and the TypeScript packages. Safe to run again.
+#   --tfjs-node  also builds @tensorflow/tfjs-node (native TensorFlow, 5-24x the pure-JS backend)
+#                from source against the tensorflow-cpu pip wheel's C library (braid setup tfjs-node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+tfjs_node=0
+for arg in "$@"; do
+  case "$arg" in
+    --tfjs-node) tfjs_node=1 ;;
+    *) echo "setup: unknown option $arg (usage: bash scripts/setup.sh [--tfjs-node])" >&2; exit 2 ;;
+  esac
+done
 
 need=()
 command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
@@ -16,6 +26,11 @@ command -v make >/dev/null 2>&1 || need+=(make)
 # The multi-host test bed (scripts/cluster.sh: ip, tc) and the benchmarks' charts (rsvg-convert).
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
 command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
+# tfjs-node's build: pip fetches the TensorFlow wheel, node-gyp runs on python3.
+if [ "$tfjs_node" -eq 1 ]; then
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   sudo=""
@@ -35,3 +50,6 @@ export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
 # npm ci runs @braid/native's install script, which builds the addon (allowScripts approves it).
 npm ci --no-audit --no-fund
 npm run build
+if [ "$tfjs_node" -eq 1 ]; then
+  node packages/trainer/dist/cli.js setup tfjs-node
+fi

@@ -6,6 +6,9 @@
 //        [--optimizer momentum|adam] [--compression none|fp16|bf16|topk|randomk|qsgd|int8|sign|powersgd]
 //        [--compression-warmup steps] [--dense-below elements]
 //        [--dp-epsilon 8 [--dp-clip 1] [--dp-microbatch 1] [--dp-delta 1e-5] [--secure-aggregation]] [--train-rows N]
+//        [--backend auto|node|cpu]
+// --backend node trains on native TensorFlow (tfjs-node, built by `braid setup tfjs-node`), cpu on
+// tfjs's pure-JS backend; auto (the default) takes tfjs-node when it loads.
 // topk and randomk keep 1% of each weight tensor, qsgd uses 127 levels, powersgd rank 4 on
 // each weight matrix; those and int8 and sign run with error feedback.
 // --dp-epsilon trains with DP-SGD: every example's gradient clipped to --dp-clip, Gaussian noise
@@ -16,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { init } from '@braid/collectives';
 import { createCompressor, ErrorFeedback } from '@braid/compression';
 import { DataParallel, noiseMultiplierFor, scaleLearningRate } from '@braid/strategies';
-import { fit } from '@braid/trainer';
+import { fit, selectBackend } from '@braid/trainer';
 import * as tf from '@tensorflow/tfjs';
 
 import { loadMnist, subset } from './data.mjs';
@@ -41,8 +44,12 @@ const { values: args } = parseArgs({
     'secure-aggregation': { type: 'boolean', default: false },
     lr: { type: 'string' },
     'train-rows': { type: 'string' },
+    backend: { type: 'string', default: 'auto' },
   },
 });
+
+// Before any tensor: native TensorFlow with this rank's share of the cores, or pure JS.
+const backend = await selectBackend({ backend: args.backend });
 
 tf.enableProdMode(); // quiet tfjs's "install tfjs-node" banner on every rank
 const comm = await init();
@@ -92,6 +99,8 @@ model.compile({ optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy'
 
 if (comm.rank === 0) {
   console.log(`MNIST MLP: ${comm.size} rank(s), ${train.x.shape[0]} training and ${test.x.shape[0]} test digits, batch ${args.batch} per rank, compression ${args.compression}`);
+  const threads = backend.threads ? `, ${backend.threads.intraOp} thread(s) per rank` : '';
+  console.log(`backend: ${backend.backend} (${backend.package}${threads})${backend.fallback ? `: ${backend.fallback}` : ''}`);
 }
 const result = await fit(model, train, {
   epochs,
@@ -110,6 +119,6 @@ if (comm.rank === 0) {
   console.log(`${result.samplesPerSecond.toFixed(0)} samples/s over ${comm.size} rank(s); ${(100 * result.communicationShare).toFixed(1)}% of the time in all-reduce`);
   if (privacy?.clipNorm) console.log(`privacy spent: epsilon ${result.history.epsilon.at(-1).toFixed(2)} at delta ${privacy.delta}`);
   console.log(`test accuracy: ${accuracy.toFixed(4)}`);
-  if (args.json) writeFileSync(args.json, JSON.stringify({ size: comm.size, compression: args.compression, accuracy, ...result }, null, 1));
+  if (args.json) writeFileSync(args.json, JSON.stringify({ size: comm.size, compression: args.compression, backend: backend.backend, accuracy, ...result }, null, 1));
 }
 await comm.close();

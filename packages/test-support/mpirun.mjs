@@ -4,6 +4,8 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
+import { backendInUse } from './backend.mjs';
+
 export function mpirunScript(np, script, args, options = {}) {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), `braid-${basename(script).replace(/\W+/g, '-')}-`));
   const env = {
@@ -44,7 +46,7 @@ export function report(dir, result) {
 
 export async function runScenario(comm, dir, name, scenarios) {
   const started = Date.now();
-  const base = { rank: comm.rank, size: comm.size, scenario: name };
+  const base = { rank: comm.rank, size: comm.size, scenario: name, backend: backendInUse() };
   try {
     if (typeof scenarios[name] !== 'function') throw new Error(`unknown scenario ${name}`);
     const result = await scenarios[name]();

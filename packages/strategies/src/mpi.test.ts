@@ -2,6 +2,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { testBackends } from '@braid/test-support/backend';
 import { mpirunScript } from '@braid/test-support/mpirun';
 import { describe, expect, it } from 'vitest';
 
@@ -22,15 +23,38 @@ function same<T>(results: Array<Record<string, any>>, pick: (r: Record<string, a
   return first;
 }
 
+function expectFit(results: Array<Record<string, any>>) {
+  const digests = same(results, (r) => r.digests);
+  expect(new Set(digests).size).toBe(3); // the weights did move
+  same(results, (r) => r.optimizerState);
+  same(results, (r) => r.loss); // metrics averaged over ranks
+  // 6 batches an epoch, 3 epochs, 4096-byte buckets of a 20-32-4 MLP's 804 floats: 1 call a step.
+  expect(results[0]!.stats.reductions).toBe(18);
+}
+
+function expectEquivalence(results: Array<Record<string, any>>, tolerance = 1e-6) {
+  for (const path of ['sync', 'async']) {
+    same(results, (r) => r[path].digest);
+    expect(results[0]![path].diff).toBeLessThan(tolerance);
+    expect(results[0]![path].calls).toBeGreaterThan(5); // 1024-byte buckets: several per step
+  }
+}
+
+function expectNoLeaks(results: Array<Record<string, any>>) {
+  let paths = 0;
+  for (const r of results) {
+    for (const [path, counts] of Object.entries(r)) {
+      if (typeof counts !== 'object' || counts === null || !('early' in counts)) continue;
+      expect({ path, late: (counts as any).late }).toEqual({ path, late: (counts as any).early });
+      paths++;
+    }
+  }
+  expect(paths).toBeGreaterThan(0);
+}
+
 describe.each([2, 3, 4])('np=%i', (np) => {
   it('model.fit with the wrapped optimizer: every rank holds identical weights after every epoch', async () => {
-    const results = await run(np, 'fit');
-    const digests = same(results, (r) => r.digests);
-    expect(new Set(digests).size).toBe(3); // the weights did move
-    same(results, (r) => r.optimizerState);
-    same(results, (r) => r.loss); // metrics averaged over ranks
-    // 6 batches an epoch, 3 epochs, 4096-byte buckets of a 20-32-4 MLP's 804 floats: 1 call a step.
-    expect(results[0]!.stats.reductions).toBe(18);
+    expectFit(await run(np, 'fit'));
   });
 });
 
@@ -54,12 +78,7 @@ describe.each([2, 3])('np=%i', (np) => {
   });
 
   it('N ranks x B rows give the weights of one process on N*B rows (plain SGD), sync and async', async () => {
-    const results = await run(np, 'equivalence');
-    for (const path of ['sync', 'async']) {
-      same(results, (r) => r[path].digest);
-      expect(results[0]![path].diff).toBeLessThan(1e-6);
-      expect(results[0]![path].calls).toBeGreaterThan(5); // 1024-byte buckets: several per step
-    }
+    expectEquivalence(await run(np, 'equivalence'));
   });
 
   it('gradient accumulation: weights move only every 2nd step, as one step on the rows of both', async () => {
@@ -109,13 +128,7 @@ describe.each([2, 3])('np=%i', (np) => {
   });
 
   it('no tensor leaks: numTensors at step 2 equals numTensors at step 200 on every path', async () => {
-    const results = await run(np, 'leaks');
-    for (const r of results) {
-      for (const [path, counts] of Object.entries(r)) {
-        if (typeof counts !== 'object' || counts === null || !('early' in counts)) continue;
-        expect({ path, late: (counts as any).late }).toEqual({ path, late: (counts as any).early });
-      }
-    }
+    expectNoLeaks(await run(np, 'leaks'));
   });
 
   it('averageMetrics averages; broadcastVariables(optimizer) copies Adam state from rank 0', async () => {
@@ -253,5 +266,29 @@ describe('parameter server', () => {
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
       expect(mean(r.staleness2.last)).toBeLessThan(mean(r.staleness2.first));
     }
+  });
+});
+
+// The training paths again on native TensorFlow (tfjs-node), where `bash scripts/setup.sh
+// --tfjs-node` built it: its kernels sum in other orders than the pure-JS ones, and the ranks must
+// still agree to the bit.
+const tensorflow = testBackends().find((b) => b.name === 'tensorflow')!;
+describe.skipIf(tensorflow.skip !== undefined).each([2, 3])(`native TensorFlow (tfjs-node)${tensorflow.skip ? `, skipped: ${tensorflow.skip}` : ''}, np=%i`, (np) => {
+  const runOnTensorflow = async (scenario: string) => {
+    const results = await run(np, scenario, tensorflow.env);
+    expect(results.map((r) => r.backend)).toEqual(new Array(np).fill('tensorflow'));
+    return results;
+  };
+
+  it('model.fit with the wrapped optimizer: every rank holds identical weights after every epoch', async () => {
+    expectFit(await runOnTensorflow('fit'));
+  });
+
+  it('N ranks x B rows give the weights of one process on N*B rows (plain SGD), sync and async', async () => {
+    expectEquivalence(await runOnTensorflow('equivalence'));
+  });
+
+  it('no tensor leaks: numTensors at step 2 equals numTensors at step 200 on every path', async () => {
+    expectNoLeaks(await runOnTensorflow('leaks'));
   });
 });

@@ -9,6 +9,7 @@ import { formatPlan, parsePlanArgs, PLAN_USAGE, planNumbers, planRows } from './
 import { launchElastic } from './elastic-launch.js';
 import { preflight, startJob } from './job.js';
 import { mpirunCommand, parseRunArgs, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
+import { parseSetupArgs, SetupError, SETUP_USAGE, setupTfjsNode } from './tfjs-node-setup.js';
 
 const CALIBRATE_USAGE = `usage: braid calibrate [-np N] [-H host1:slots,host2:slots | --hostfile FILE] [--agent A] [--mpi-args "..."]
                        [--out braid-profile.json] [--seconds 1]
@@ -23,6 +24,7 @@ const USAGE = `usage: braid <command> [options]
 commands (braid --version prints the version):
   run      start a training script on N ranks through mpirun (like horovodrun)
   doctor   report MPI, the native addon, CUDA, NCCL and TensorFlow.js, and how to fix what is missing
+  setup    setup tfjs-node: build @tensorflow/tfjs-node from source against a TensorFlow wheel's C library
   plan     predict a training step's all-reduce time and scaling efficiency per algorithm and compressor
   calibrate  measure this cluster's links and kernels into a cost profile (init reads it: BRAID_PROFILE)
   bench    run a benchmark: allreduce (native, every algorithm beside MPI_Allreduce; the default)
@@ -33,6 +35,8 @@ ${RUN_USAGE}
 ${PLAN_USAGE}
 
 ${CALIBRATE_USAGE}
+
+${SETUP_USAGE}
 
 usage: braid doctor [--json]
 usage: braid bench [allreduce] [-np N] [-- options of braid_allreduce_bench, e.g. --max-bytes 16777216]
@@ -131,6 +135,15 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(rest.includes('--json') ? `${JSON.stringify(checks, null, 2)}\n` : `${formatChecks(checks)}\n`);
       return checks.some((c) => c.status === 'missing') ? 1 : 0;
     }
+    case 'setup':
+      try {
+        setupTfjsNode(parseSetupArgs(rest));
+        return 0;
+      } catch (err) {
+        if (!(err instanceof SetupError)) throw err;
+        process.stderr.write(`braid setup: ${err.message}\n`);
+        return 1;
+      }
     case 'bench':
       return bench(rest);
     case 'plan':

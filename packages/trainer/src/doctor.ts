@@ -4,6 +4,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
+import { tfjsNodeStatus } from './tfjs-node-setup.js';
+
 export interface Check {
   name: string;
   status: 'ok' | 'missing' | 'optional';
@@ -125,24 +127,41 @@ export async function diagnose(cwd = process.cwd()): Promise<Check[]> {
   );
 
   const require = createRequire(join(cwd, 'package.json'));
-  const flavours = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs'].map((name) => {
+  const tfjs = (() => {
     try {
-      return `${name} ${require(`${name}/package.json`).version}`;
+      return require('@tensorflow/tfjs/package.json').version as string;
     } catch {
       return undefined;
     }
-  });
-  const found = flavours.filter(Boolean);
-  checks.push(
-    found.length > 0
-      ? { name: 'TensorFlow.js', status: 'ok', detail: found.join(', ') }
-      : {
-          name: 'TensorFlow.js',
-          status: 'optional',
-          detail: `none found from ${cwd} (needed by @braid/strategies and @braid/trainer)`,
-          fix: 'npm install @tensorflow/tfjs (pure JS) or @tensorflow/tfjs-node (native, downloads libtensorflow while installing)',
-        },
-  );
+  })();
+  const natives = tfjsNodeStatus(cwd);
+  const working = natives.find((n) => n.check.ok);
+  if (working && working.check.ok) {
+    const origin = working.build ? `libtensorflow from ${working.build.source} (${working.build.libtensorflow})` : 'libtensorflow from its own install';
+    checks.push({ name: 'TensorFlow.js', status: 'ok', detail: `${working.name} ${working.version}: '${working.check.backend}' backend, TensorFlow ${working.check.tensorflow}, ${origin}${tfjs ? `; @tensorflow/tfjs ${tfjs}` : ''}` });
+  } else if (natives.length > 0) {
+    const broken = natives[0]!;
+    checks.push({
+      name: 'TensorFlow.js',
+      status: tfjs ? 'optional' : 'missing',
+      detail: `${broken.name} ${broken.version} does not load (${broken.check.ok ? '' : broken.check.error})${tfjs ? `; training falls back to @tensorflow/tfjs ${tfjs} (pure JS, 5-24x slower)` : ''}`,
+      fix: `braid setup tfjs-node${broken.name.endsWith('-gpu') ? ' --gpu' : ''} (builds it against the TensorFlow wheel's C library)`,
+    });
+  } else if (tfjs) {
+    checks.push({
+      name: 'TensorFlow.js',
+      status: 'ok',
+      detail: `@tensorflow/tfjs ${tfjs} (pure-JS CPU backend)`,
+      fix: 'for native TensorFlow (5-24x faster): braid setup tfjs-node',
+    });
+  } else {
+    checks.push({
+      name: 'TensorFlow.js',
+      status: 'optional',
+      detail: `none found from ${cwd} (needed by @braid/strategies and @braid/trainer)`,
+      fix: 'npm install @tensorflow/tfjs (pure JS), then optionally braid setup tfjs-node (native TensorFlow, built from the TensorFlow wheel)',
+    });
+  }
 
   if (process.getuid?.() === 0 && process.env.OMPI_ALLOW_RUN_AS_ROOT !== '1') {
     checks.push({

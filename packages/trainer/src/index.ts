@@ -12,3 +12,5 @@ export { checkpointLoader, latestCheckpoint, type TrainerState } from './checkpo
 export { epochBatches, permutation, seededRandom, validationRows } from './sharding.js';
 export type { ProgressMode } from './progress.js';
 export { ElasticState, type CommittedValue, type ElasticStateOptions, type ResetInfo } from './elastic-state.js';
+export { selectBackend, type BackendChoice, type BackendInfo, type BackendOptions } from './tfjs-backend.js';
+export { localRanks, tensorflowThreads, type ThreadOptions } from './tensorflow-threads.js';

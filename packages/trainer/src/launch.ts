@@ -143,7 +143,10 @@ export function parseRunArgs(argv: string[]): RunPlan {
   return plan;
 }
 
-const FORWARDED = /^(BRAID_|NODE_|OMPI_MCA_|UCX_|NCCL_|CUDA_VISIBLE_DEVICES$|PATH$|LD_LIBRARY_PATH$)/;
+const FORWARDED = /^(BRAID_|NODE_|OMPI_MCA_|UCX_|NCCL_|TF_|CUDA_VISIBLE_DEVICES$|PATH$|LD_LIBRARY_PATH$)/;
+
+// Run before a Node.js script on every rank: TensorFlow's threads for the rank's share of its host.
+const PRELOAD_THREADS = new URL('./preload-threads.js', import.meta.url).href;
 
 export interface MpirunCommand {
   program: string;
@@ -180,7 +183,7 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
   for (const name of Object.keys(childEnv).filter((k) => FORWARDED.test(k)).sort()) args.push('-x', name);
   args.push(...plan.mpiArgs);
   const [first, ...rest] = plan.command;
-  if (/\.(m|c)?js$/.test(first!)) args.push(options.node ?? process.execPath, first!, ...rest);
+  if (/\.(m|c)?js$/.test(first!)) args.push(options.node ?? process.execPath, '--import', PRELOAD_THREADS, first!, ...rest);
   else args.push(first!, ...rest);
   return { program: 'mpirun', args, env: childEnv };
 }

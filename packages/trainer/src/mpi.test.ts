@@ -5,13 +5,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { computeEpsilon } from '@braid/strategies';
+import { testBackends } from '@braid/test-support/backend';
 import { mpirunScript } from '@braid/test-support/mpirun';
 import { describe, expect, it } from 'vitest';
 
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
 
-async function run(np: number, args: string[], expectExit = 0) {
-  const job = await mpirunScript(np, worker, args);
+async function run(np: number, args: string[], expectExit = 0, env: Record<string, string> = {}) {
+  const job = await mpirunScript(np, worker, args, { env });
   if (expectExit === 0) {
     expect(job.results.filter((r) => !r.ok).map((r) => `${r.rank}: ${r.stack}`)).toEqual([]);
     expect(job.code, job.stderr).toBe(0);
@@ -25,20 +26,57 @@ function same(results: Array<Record<string, any>>, key: string) {
   return results[0]![key];
 }
 
+function expectFit(np: number, job: Awaited<ReturnType<typeof run>>) {
+  const history = same(job.results, 'history');
+  same(job.results, 'weights');
+  const stepsPerEpoch = Math.ceil(Math.ceil(101 / np) / 8);
+  expect(job.results.map((r) => r.globalStep)).toEqual(new Array(np).fill(4 * stepsPerEpoch));
+  expect(job.results.map((r) => r.steps)).toEqual(new Array(np).fill(4 * stepsPerEpoch));
+  expect(Object.keys(history)).toEqual(['loss', 'acc', 'val_loss', 'val_acc']);
+  expect(history.loss[3]).toBeLessThan(history.loss[0]);
+  expect(history.val_acc[3]).toBeGreaterThan(0.9);
+  const lines = job.stdout.split('\n').filter((l) => l.startsWith('epoch '));
+  expect(lines.map((l) => l.split('  ')[0])).toEqual(['epoch 1/4', 'epoch 2/4', 'epoch 3/4', 'epoch 4/4']);
+  expect(lines[3]).toMatch(new RegExp(`^epoch 4/4  ${stepsPerEpoch} steps  [\\d.]+ s  \\d+ samples/s  loss [\\d.]+  acc [\\d.]+  val_loss [\\d.]+  val_acc [\\d.]+$`));
+}
+
+async function expectResumeBitwise(np: number, optimizer: string, env: Record<string, string> = {}) {
+  const straight = mkdtempSync(join(tmpdir(), 'braid-ckpt-a-'));
+  const crashed = mkdtempSync(join(tmpdir(), 'braid-ckpt-b-'));
+  const a = await run(np, ['resume', optimizer, straight], 0, env);
+  const stepsPerEpoch = Math.ceil(Math.ceil(90 / np) / 4);
+  const crashAt = stepsPerEpoch + 3; // inside the second epoch
+  const b = await run(np, ['resume', optimizer, crashed, String(crashAt)], 137, env);
+  expect(b.code).not.toBe(0);
+  expect(b.results).toHaveLength(0);
+  // Nothing half-written: only complete checkpoints and the pointer.
+  expect(readdirSync(crashed).filter((f) => !/^ckpt-\d{9}$/.test(f) && f !== 'latest')).toEqual([]);
+  const c = await run(np, ['resume', optimizer, crashed], 0, env);
+  const resumedAt = Math.floor((crashAt - 1) / 5) * 5; // the crash comes before that step's checkpoint
+  expect(c.results[0]!.resumedFrom).toBe(join(crashed, `ckpt-${String(resumedAt).padStart(9, '0')}`));
+  expect(same(c.results, 'weights')).toBe(same(a.results, 'weights'));
+  expect(c.results[0]!.history).toEqual(a.results[0]!.history);
+  expect(c.results[0]!.globalStep).toBe(a.results[0]!.globalStep);
+  // The last checkpoint loads with tf.loadLayersModel and holds the final weights.
+  expect(a.results[0]!.reloaded.weights).toBe(a.results[0]!.weights);
+  const folder = a.results[0]!.reloaded.folder;
+  const modelJson = JSON.parse(readFileSync(join(folder, 'model.json'), 'utf8'));
+  expect(modelJson.format).toBe('layers-model');
+  expect(modelJson.weightsManifest[0].paths).toEqual(['weights.bin']);
+  const groups = new Set(modelJson.weightsManifest[0].weights.map((w: { group?: string }) => w.group ?? 'model'));
+  expect(groups).toEqual(new Set(['model', 'optimizer']));
+  expect(existsSync(join(folder, 'state.json'))).toBe(true);
+  if (np === 2 && optimizer === 'sgd') {
+    // Run again on the finished checkpoint: nothing is trained, and rank 0 says so and how to start over.
+    const again = await run(np, ['resume', optimizer, straight], 0, env);
+    expect(again.results[0]!.globalStep).toBe(a.results[0]!.globalStep);
+    expect(again.results[0]!.messages.join('')).toContain(`nothing to train: the checkpoint in ${straight} is from a finished run (3 of 3 epochs done); to train again from the start, remove that folder or pass resume: false`);
+  }
+}
+
 describe.each([2, 3, 4])('np=%i', (np) => {
   it('fit: 101 rows, batch 8: same steps everywhere, identical weights and averaged metrics, one progress line per epoch from rank 0', async () => {
-    const job = await run(np, ['fit']);
-    const history = same(job.results, 'history');
-    same(job.results, 'weights');
-    const stepsPerEpoch = Math.ceil(Math.ceil(101 / np) / 8);
-    expect(job.results.map((r) => r.globalStep)).toEqual(new Array(np).fill(4 * stepsPerEpoch));
-    expect(job.results.map((r) => r.steps)).toEqual(new Array(np).fill(4 * stepsPerEpoch));
-    expect(Object.keys(history)).toEqual(['loss', 'acc', 'val_loss', 'val_acc']);
-    expect(history.loss[3]).toBeLessThan(history.loss[0]);
-    expect(history.val_acc[3]).toBeGreaterThan(0.9);
-    const lines = job.stdout.split('\n').filter((l) => l.startsWith('epoch '));
-    expect(lines.map((l) => l.split('  ')[0])).toEqual(['epoch 1/4', 'epoch 2/4', 'epoch 3/4', 'epoch 4/4']);
-    expect(lines[3]).toMatch(new RegExp(`^epoch 4/4  ${stepsPerEpoch} steps  [\\d.]+ s  \\d+ samples/s  loss [\\d.]+  acc [\\d.]+  val_loss [\\d.]+  val_acc [\\d.]+$`));
+    expectFit(np, await run(np, ['fit']));
   });
 });
 
@@ -46,37 +84,7 @@ describe.each([2, 3, 4])('np=%i', (np) => {
   // At 4 ranks Adam resumes at step 5, where tfjs's own restore of its bias-correction powers
   // (pow instead of the step-by-step product) was off in the last bit (rebuildAdamPowers).
   it.each(['sgd', 'momentum', 'adam'])('a run killed mid-epoch and resumed ends bitwise where an uninterrupted one does (%s)', async (optimizer) => {
-    const straight = mkdtempSync(join(tmpdir(), 'braid-ckpt-a-'));
-    const crashed = mkdtempSync(join(tmpdir(), 'braid-ckpt-b-'));
-    const a = await run(np, ['resume', optimizer, straight]);
-    const stepsPerEpoch = Math.ceil(Math.ceil(90 / np) / 4);
-    const crashAt = stepsPerEpoch + 3; // inside the second epoch
-    const b = await run(np, ['resume', optimizer, crashed, String(crashAt)], 137);
-    expect(b.code).not.toBe(0);
-    expect(b.results).toHaveLength(0);
-    // Nothing half-written: only complete checkpoints and the pointer.
-    expect(readdirSync(crashed).filter((f) => !/^ckpt-\d{9}$/.test(f) && f !== 'latest')).toEqual([]);
-    const c = await run(np, ['resume', optimizer, crashed]);
-    const resumedAt = Math.floor((crashAt - 1) / 5) * 5; // the crash comes before that step's checkpoint
-    expect(c.results[0]!.resumedFrom).toBe(join(crashed, `ckpt-${String(resumedAt).padStart(9, '0')}`));
-    expect(same(c.results, 'weights')).toBe(same(a.results, 'weights'));
-    expect(c.results[0]!.history).toEqual(a.results[0]!.history);
-    expect(c.results[0]!.globalStep).toBe(a.results[0]!.globalStep);
-    // The last checkpoint loads with tf.loadLayersModel and holds the final weights.
-    expect(a.results[0]!.reloaded.weights).toBe(a.results[0]!.weights);
-    const folder = a.results[0]!.reloaded.folder;
-    const modelJson = JSON.parse(readFileSync(join(folder, 'model.json'), 'utf8'));
-    expect(modelJson.format).toBe('layers-model');
-    expect(modelJson.weightsManifest[0].paths).toEqual(['weights.bin']);
-    const groups = new Set(modelJson.weightsManifest[0].weights.map((w: { group?: string }) => w.group ?? 'model'));
-    expect(groups).toEqual(new Set(['model', 'optimizer']));
-    expect(existsSync(join(folder, 'state.json'))).toBe(true);
-    if (np === 2 && optimizer === 'sgd') {
-      // Run again on the finished checkpoint: nothing is trained, and rank 0 says so and how to start over.
-      const again = await run(np, ['resume', optimizer, straight]);
-      expect(again.results[0]!.globalStep).toBe(a.results[0]!.globalStep);
-      expect(again.results[0]!.messages.join('')).toContain(`nothing to train: the checkpoint in ${straight} is from a finished run (3 of 3 epochs done); to train again from the start, remove that folder or pass resume: false`);
-    }
+    await expectResumeBitwise(np, optimizer);
   });
 
   it('early stopping and model.stopTraining on one rank stop every rank at the same epoch', async () => {
@@ -149,5 +157,20 @@ describe.each([2, 3])('differential privacy, np=%i', (np) => {
     expect(history.val_acc.at(-1)).toBeGreaterThan(0.6);
     // Rank 0's epoch lines carry epsilon.
     expect(job.stdout).toMatch(/epoch 3\/3 .*epsilon/);
+  });
+});
+
+// fit and resuming on native TensorFlow (tfjs-node), where `bash scripts/setup.sh --tfjs-node`
+// built it: the same assertions, every rank reporting the 'tensorflow' backend.
+const tensorflow = testBackends().find((b) => b.name === 'tensorflow')!;
+describe.skipIf(tensorflow.skip !== undefined).each([2, 3])(`native TensorFlow (tfjs-node)${tensorflow.skip ? `, skipped: ${tensorflow.skip}` : ''}, np=%i`, (np) => {
+  it('fit: identical weights and averaged metrics on every rank', async () => {
+    const job = await run(np, ['fit'], 0, tensorflow.env);
+    expect(job.results.map((r) => r.backend)).toEqual(new Array(np).fill('tensorflow'));
+    expectFit(np, job);
+  });
+
+  it.each(['sgd', 'adam'])('a run killed mid-epoch and resumed ends bitwise where an uninterrupted one does (%s)', async (optimizer) => {
+    await expectResumeBitwise(np, optimizer, tensorflow.env);
   });
 });

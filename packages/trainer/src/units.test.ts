@@ -71,8 +71,10 @@ describe('braid run', () => {
   it('builds the mpirun command: root, oversubscription, hosts, timeline, environment', () => {
     const plan = parseRunArgs(['-np', '4', '--timeline', '/tmp/t.json', 'train.mjs', '--epochs', '3']);
     const cmd = mpirunCommand(plan, { PATH: '/usr/bin', BRAID_SHM: 'off', HOME: '/root' }, { isRoot: true, isTTY: true, cores: 2, node: '/usr/bin/node' });
+    // A Node.js script runs after the module that gives TensorFlow the rank's share of the cores.
+    const preload = new URL('./preload-threads.js', import.meta.url).href;
     expect(shellLine(cmd)).toBe(
-      'mpirun -np 4 --oversubscribe --bind-to none --map-by slot --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 2 --mca oob_tcp_keepalive_probes 3 -x BRAID_PROGRESS -x BRAID_SHM -x BRAID_TIMELINE -x PATH /usr/bin/node train.mjs --epochs 3',
+      `mpirun -np 4 --oversubscribe --bind-to none --map-by slot --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 2 --mca oob_tcp_keepalive_probes 3 -x BRAID_PROGRESS -x BRAID_SHM -x BRAID_TIMELINE -x PATH /usr/bin/node --import ${preload} train.mjs --epochs 3`,
     );
     expect(cmd.env.OMPI_ALLOW_RUN_AS_ROOT).toBe('1');
     expect(cmd.env.OMPI_ALLOW_RUN_AS_ROOT_CONFIRM).toBe('1');
@@ -85,7 +87,7 @@ describe('braid run', () => {
     expect(hosts.env.BRAID_PROGRESS).toBe('lines');  // braid run's output goes to a log
     expect(mpirunCommand(plan, { BRAID_PROGRESS: 'none' }, { isRoot: false, isTTY: true, cores: 2 }).env.BRAID_PROGRESS).toBe('none');
     const file = mpirunCommand(parseRunArgs(['-np', '2', '--hostfile', 'hosts.txt', '--mpi-args', '--mca btl self,vader', 'a.js']), {}, { isRoot: false, isTTY: false, cores: 2, node: 'node' });
-    expect(file.args).toEqual(['-np', '2', '--hostfile', 'hosts.txt', '--bind-to', 'none', '--map-by', 'slot', '--mca', 'oob_tcp_keepalive_time', '10', '--mca', 'oob_tcp_keepalive_intvl', '2', '--mca', 'oob_tcp_keepalive_probes', '3', '-x', 'BRAID_PROGRESS', '--mca', 'btl', 'self,vader', 'node', 'a.js']);
+    expect(file.args).toEqual(['-np', '2', '--hostfile', 'hosts.txt', '--bind-to', 'none', '--map-by', 'slot', '--mca', 'oob_tcp_keepalive_time', '10', '--mca', 'oob_tcp_keepalive_intvl', '2', '--mca', 'oob_tcp_keepalive_probes', '3', '-x', 'BRAID_PROGRESS', '--mca', 'btl', 'self,vader', 'node', '--import', expect.stringMatching(/^file:.*\/preload-threads.js$/), 'a.js']);
   });
 
   it('says what is wrong with the arguments', () => {

@@ -3,12 +3,14 @@
 
 import { init } from '@braid/collectives';
 import { createCompressor, ErrorFeedback } from '@braid/compression';
+import { useTestBackend } from '@braid/test-support/backend';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
 import { DataParallel, dataParallelCallbacks, ParameterServer, PipelineParallel, SecureAggregator } from '../../dist/index.js';
 
 tf.enableProdMode();
+await useTestBackend(tf); // BRAID_TEST_BACKEND=tensorflow: native TensorFlow (tfjs-node)
 const [scenario, outDir] = process.argv.slice(2);
 const comm = await init();
 const { rank, size } = comm;

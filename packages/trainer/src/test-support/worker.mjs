@@ -4,12 +4,14 @@ import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
 import { DataParallel } from '@braid/strategies';
+import { useTestBackend } from '@braid/test-support/backend';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
 import { checkpointLoader, fit, latestCheckpoint } from '../../dist/index.js';
 
 tf.enableProdMode();
+await useTestBackend(tf); // BRAID_TEST_BACKEND=tensorflow: native TensorFlow (tfjs-node)
 const [scenario, ...rest] = process.argv.slice(2);
 const outDir = rest.pop();
 const comm = await init();
