@@ -4,12 +4,16 @@
 //                   same all-reduce alone (after a barrier, so no waiting for a slower rank).
 //   --mode paired:  np=2; rank 0 alone and both ranks data-parallel, alternating within one job.
 //   --mode buckets: averaging a 16 MiB gradient list (64 tensors of 256 KiB) with each bucket size.
+//   --mode overlap: the gradients of an MLP (--hidden widths) averaged with the blocking path
+//                   (read every bucket, then reduce) and the asynchronous one (bucket i on the wire
+//                   while bucket i+1 is read out of tfjs), beside reading alone and reducing alone:
+//                   the share of the communication the asynchronous path hides.
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { init } from '@braid/collectives';
 import { DataParallel } from '@braid/strategies';
-import { epochBatches } from '@braid/trainer';
+import { epochBatches, selectBackend } from '@braid/trainer';
 import * as tf from '@tensorflow/tfjs';
 
 import { loadMnist } from '../examples/mnist/data.mjs';
@@ -23,8 +27,14 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '32' },
     rounds: { type: 'string', default: '6' },
     json: { type: 'string' },
+    backend: { type: 'string', default: 'cpu' },
+    hidden: { type: 'string', default: '2048,512' },
+    'bucket-bytes': { type: 'string', default: String(1 << 20) },
   },
 });
+// TensorFlow's threads: the share of the cores braid run gives each rank (TF_NUM_* for the
+// independent processes, which training.mjs starts without MPI).
+const backend = await selectBackend({ backend: args.backend });
 tf.enableProdMode();
 const comm = await init();
 
@@ -87,6 +97,8 @@ async function train() {
   }
   return {
     size: comm.size,
+    backend: backend.backend,
+    threads: backend.threads?.intraOp,
     steps,
     batchSize,
     seconds,
@@ -151,7 +163,7 @@ async function paired() {
     }
   }
   for (let round = 0; round < rounds; round++) if (comm.rank === 0) rmSync(`${marker}-${round}`, { force: true });
-  return { size: 2, steps, rounds, batchSize, results };
+  return { size: 2, backend: backend.backend, steps, rounds, batchSize, results };
 }
 
 async function buckets() {
@@ -178,7 +190,65 @@ async function buckets() {
   return { size: comm.size, totalBytes: 16 << 20, rows };
 }
 
-const modes = { train, paired, buckets };
+async function overlap() {
+  const widths = args.hidden.split(',').map(Number);
+  const model = tf.sequential({
+    layers: [
+      ...widths.map((units, i) => tf.layers.dense({ ...(i === 0 ? { inputShape: [784] } : {}), units, activation: 'relu' })),
+      tf.layers.dense({ units: 10, activation: 'softmax' }),
+    ],
+  });
+  const dp = new DataParallel(comm, { bucketBytes: Number(args['bucket-bytes']) });
+  const { train: data } = loadMnist(tf);
+  const batches = batchList(data, Number(args.batch), 40, comm.size, comm.rank);
+  const variables = model.trainableWeights.map((w) => w.read());
+  const gradientsOf = (indices) =>
+    tf.tidy(() => {
+      const x = tf.gather(data.x, tf.tensor1d(indices, 'int32'));
+      const y = tf.gather(data.y, tf.tensor1d(indices, 'int32'));
+      const { grads, value } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y, model.apply(x)).mean(), variables);
+      value.dispose();
+      return variables.map((v) => grads[v.name]);
+    });
+  const floats = variables.reduce((n, v) => n + v.size, 0);
+  const wire = new Float32Array(floats);
+  const times = { read: [], reduce: [], sync: [], async: [] };
+  for (let i = 0; i < batches.length; i++) {
+    // Each measurement gets gradients nobody has read yet (a backend may keep what was read).
+    const timeOf = async (what, run) => {
+      const grads = gradientsOf(batches[i]);
+      await comm.barrier();
+      const t0 = performance.now();
+      const out = await run(grads);
+      const ms = performance.now() - t0;
+      tf.dispose([...grads, ...(out ?? [])]);
+      if (i >= 5) times[what].push(ms);
+    };
+    await timeOf('read', async (grads) => {
+      for (const g of grads) g.dataSync();
+    });
+    await timeOf('reduce', async () => {
+      for (let offset = 0; offset < floats; offset += Number(args['bucket-bytes']) / 4) comm.allReduceSync(wire.subarray(offset, Math.min(floats, offset + Number(args['bucket-bytes']) / 4)), { op: 'avg' });
+    });
+    await timeOf('sync', async (grads) => dp.averageTensorsSync(grads));
+    await timeOf('async', async (grads) => dp.averageTensors(grads));
+  }
+  const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
+  return {
+    size: comm.size,
+    backend: backend.backend,
+    parameters: floats,
+    bucketBytes: Number(args['bucket-bytes']),
+    readMs: m.read,
+    reduceMs: m.reduce,
+    syncMs: m.sync,
+    asyncMs: m.async,
+    // What the asynchronous path saves, as a share of the communication alone.
+    hiddenShare: Math.max(0, Math.min(1, (m.sync - m.async) / m.reduce)),
+  };
+}
+
+const modes = { train, paired, buckets, overlap };
 if (!modes[args.mode]) throw new Error(`--mode must be one of ${Object.keys(modes).join(', ')}`);
 const result = await modes[args.mode]();
 if (comm.rank === 0 && args.json) writeFileSync(args.json, JSON.stringify(result, null, 1));

@@ -2,14 +2,19 @@
 // The training benchmark: samples/s of the MNIST MLP (the demo's model) at np=1 and np=2, the
 // scaling efficiency (side by side in one job, and in separate jobs), the share of a step spent in
 // the gradient all-reduce, the machine's own two-process ceiling, and the bucket-size sweep
-// behind DataParallel's default. np=1 and np=2 runs alternate `--repeat` times (the VM's
-// speed drifts) and the figures are medians. Writes results/training.json and results/training.svg.
-//   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--batch 32] [--quick]
+// behind DataParallel's default, on each backend: tfjs's pure-JS 'cpu' and native TensorFlow
+// (tfjs-node, where `braid setup tfjs-node` built it). np=1 and np=2 runs alternate `--repeat`
+// times (the VM's speed drifts) and the figures are medians. Writes results/training.json and
+// results/training.svg.
+//   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--batch 32] [--backends cpu,node] [--quick]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { availableParallelism } from 'node:os';
+
+import { tfjsNode } from '../packages/test-support/backend.mjs';
 import { renderChart } from './plot.mjs';
 import { commandLine, median } from './common.mjs';
 
@@ -24,6 +29,11 @@ const resultsDir = join(here, 'results');
 mkdirSync(resultsDir, { recursive: true });
 const braid = join(root, 'packages', 'trainer', 'dist', 'cli.js');
 const worker = join(here, 'training-worker.mjs');
+const backends = opt('--backends', tfjsNode().available ? 'cpu,node' : 'cpu').split(',');
+if (!tfjsNode().available && backends.includes('node')) {
+  console.error(`--backends node: ${tfjsNode().reason}`);
+  process.exit(2);
+}
 
 function job(np, extra) {
   const out = join(resultsDir, `training-np${np}.json`);
@@ -37,9 +47,11 @@ function job(np, extra) {
 
 // Two independent single-process trainings at once (no MPI): what this machine gives two
 // processes at all, the ceiling for any np=2 job here.
-function twoAtOnce() {
+function twoAtOnce(backend) {
   const outs = [0, 1].map((i) => join(resultsDir, `training-independent-${i}.json`));
-  const children = outs.map((out) => spawn(process.execPath, [worker, '--steps', steps, '--batch', batch, '--json', out], { stdio: 'inherit' }));
+  // Each with the thread share a rank of an np=2 job gets.
+  const env = { ...process.env, OMPI_COMM_WORLD_LOCAL_SIZE: '2' };
+  const children = outs.map((out) => spawn(process.execPath, [worker, '--backend', backend, '--steps', steps, '--batch', batch, '--json', out], { stdio: 'inherit', env }));
   return Promise.all(children.map((c) => new Promise((resolve) => c.on('close', resolve)))).then((codes) => {
     if (codes.some((c) => c !== 0)) {
       console.error('benchmark failed: an independent run exited with', codes);
@@ -49,48 +61,58 @@ function twoAtOnce() {
   });
 }
 
-const runs = { 1: [], 2: [] };
-const ceilings = [];
-for (let i = 0; i < repeat; i++) {
-  for (const np of [1, 2]) {
-    const r = job(np, ['--steps', steps, '--batch', batch]);
-    runs[np].push(r);
-    console.log(`run ${i + 1}/${repeat} np=${np}: ${r.samplesPerSecond.toFixed(0)} samples/s, step ${r.stepMs.toFixed(1)} ms, in all-reduce ${r.inAllReduceMs.toFixed(2)} ms, all-reduce alone ${r.allReduceAloneMs.toFixed(3)} ms`);
+async function measure(backend) {
+  const runs = { 1: [], 2: [] };
+  const ceilings = [];
+  for (let i = 0; i < repeat; i++) {
+    for (const np of [1, 2]) {
+      const r = job(np, ['--backend', backend, '--steps', steps, '--batch', batch]);
+      runs[np].push(r);
+      console.log(`${backend} run ${i + 1}/${repeat} np=${np}: ${r.samplesPerSecond.toFixed(0)} samples/s, step ${r.stepMs.toFixed(1)} ms, in all-reduce ${r.inAllReduceMs.toFixed(2)} ms, all-reduce alone ${r.allReduceAloneMs.toFixed(3)} ms`);
+    }
+    const both = await twoAtOnce(backend);
+    const ceiling = (both[0].samplesPerSecond + both[1].samplesPerSecond) / (2 * runs[1][i].samplesPerSecond);
+    ceilings.push(ceiling);
+    console.log(`${backend} run ${i + 1}/${repeat} two independent processes: ${both.map((b) => b.samplesPerSecond.toFixed(0)).join(' + ')} samples/s (${(100 * ceiling).toFixed(1)}% of 2x the np=1 run)`);
   }
-  const both = await twoAtOnce();
-  const ceiling = (both[0].samplesPerSecond + both[1].samplesPerSecond) / (2 * runs[1][i].samplesPerSecond);
-  ceilings.push(ceiling);
-  console.log(`run ${i + 1}/${repeat} two independent processes: ${both.map((b) => b.samplesPerSecond.toFixed(0)).join(' + ')} samples/s (${(100 * ceiling).toFixed(1)}% of 2x the np=1 run)`);
+  console.log(`\n${backend}: side by side in one job (rank 0 alone, then both data-parallel, alternating):`);
+  const paired = job(2, ['--mode', 'paired', '--backend', backend, '--steps', steps, '--batch', batch, '--rounds', quick ? '2' : '8']);
+  for (const r of paired.results) {
+    console.log(`  alone ${r.soloSamplesPerSecond.toFixed(0)} samples/s, data-parallel ${r.dataParallelSamplesPerSecond.toFixed(0)} samples/s: ${(100 * r.efficiency).toFixed(1)}%, in all-reduce ${r.inAllReduceMs.toFixed(2)} of ${r.stepMs.toFixed(1)} ms`);
+  }
+  // Efficiency per pair (np=1 and np=2 run back to back), then the median: pairs share the machine's mood.
+  const efficiencies = runs[2].map((r, i) => r.samplesPerSecond / (2 * runs[1][i].samplesPerSecond));
+  const summary = {
+    backend: runs[1][0].backend,
+    threadsPerRank: { np1: runs[1][0].threads, np2: runs[2][0].threads },
+    repeat,
+    steps: Number(steps),
+    samplesPerSecond: { np1: median(runs[1].map((r) => r.samplesPerSecond)), np2: median(runs[2].map((r) => r.samplesPerSecond)) },
+    // Headline: rank 0 alone vs both ranks data-parallel, alternating inside one job.
+    scalingEfficiency: median(paired.results.map((r) => r.efficiency)),
+    pairedEfficiencies: paired.results.map((r) => r.efficiency),
+    // Separate np=1 and np=2 jobs run back to back (more exposed to the machine's drift).
+    separateJobsEfficiency: median(efficiencies),
+    separateJobsEfficiencies: efficiencies,
+    // Two independent processes at once vs one alone: the machine's own ceiling for two ranks.
+    twoProcessCeiling: median(ceilings),
+    twoProcessCeilings: ceilings,
+    stepMs: { np1: median(runs[1].map((r) => r.stepMs)), np2: median(runs[2].map((r) => r.stepMs)) },
+    // Time inside the all-reduce call, waiting for the slower rank included.
+    allReduceShareOfStep: median([...runs[2], ...paired.results].map((r) => r.inAllReduceMs / r.stepMs)),
+    // The same all-reduce alone (after a barrier): what moving the gradients costs.
+    transferShareOfStep: median(runs[2].map((r) => r.allReduceAloneMs / r.stepMs)),
+    gradientBytes: runs[2][0].gradientBytes,
+    runs,
+  };
+  return summary;
 }
-console.log('\nside by side in one job (rank 0 alone, then both data-parallel, alternating):');
-const paired = job(2, ['--mode', 'paired', '--steps', steps, '--batch', batch, '--rounds', quick ? '2' : '8']);
-for (const r of paired.results) {
-  console.log(`  alone ${r.soloSamplesPerSecond.toFixed(0)} samples/s, data-parallel ${r.dataParallelSamplesPerSecond.toFixed(0)} samples/s: ${(100 * r.efficiency).toFixed(1)}%, in all-reduce ${r.inAllReduceMs.toFixed(2)} of ${r.stepMs.toFixed(1)} ms`);
+
+const summary = { model: 'MNIST MLP 784-128-10, Adam, batch ' + batch + ' per rank', cores: availableParallelism(), repeat, steps: Number(steps), backends: {} };
+for (const backend of backends) {
+  const s = await measure(backend);
+  summary.backends[s.backend] = s;
 }
-// Efficiency per pair (np=1 and np=2 run back to back), then the median: pairs share the machine's mood.
-const efficiencies = runs[2].map((r, i) => r.samplesPerSecond / (2 * runs[1][i].samplesPerSecond));
-const summary = {
-  model: 'MNIST MLP 784-128-10, Adam, batch ' + batch + ' per rank',
-  repeat,
-  steps: Number(steps),
-  samplesPerSecond: { np1: median(runs[1].map((r) => r.samplesPerSecond)), np2: median(runs[2].map((r) => r.samplesPerSecond)) },
-  // Headline: rank 0 alone vs both ranks data-parallel, alternating inside one job.
-  scalingEfficiency: median(paired.results.map((r) => r.efficiency)),
-  pairedEfficiencies: paired.results.map((r) => r.efficiency),
-  // Separate np=1 and np=2 jobs run back to back (more exposed to the machine's drift).
-  separateJobsEfficiency: median(efficiencies),
-  separateJobsEfficiencies: efficiencies,
-  // Two independent processes at once vs one alone: the machine's own ceiling for two ranks.
-  twoProcessCeiling: median(ceilings),
-  twoProcessCeilings: ceilings,
-  stepMs: { np1: median(runs[1].map((r) => r.stepMs)), np2: median(runs[2].map((r) => r.stepMs)) },
-  // Time inside the all-reduce call, waiting for the slower rank included.
-  allReduceShareOfStep: median([...runs[2], ...paired.results].map((r) => r.inAllReduceMs / r.stepMs)),
-  // The same all-reduce alone (after a barrier): what moving the gradients costs.
-  transferShareOfStep: median(runs[2].map((r) => r.allReduceAloneMs / r.stepMs)),
-  gradientBytes: runs[2][0].gradientBytes,
-  runs,
-};
 console.log('\nbucket-size sweep (np=2, a 16 MiB gradient list of 64 tensors):');
 const sweep = job(2, ['--mode', 'buckets']);
 for (const row of sweep.rows) {
@@ -98,52 +120,69 @@ for (const row of sweep.rows) {
 }
 summary.bucketSweep = sweep;
 
-console.log(`\nsamples/s: np=1 ${summary.samplesPerSecond.np1.toFixed(0)}, np=2 ${summary.samplesPerSecond.np2.toFixed(0)}`);
-console.log(`scaling efficiency at np=2, side by side in one job: ${(100 * summary.scalingEfficiency).toFixed(1)}% (rounds: ${summary.pairedEfficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
-console.log(`scaling efficiency at np=2, separate jobs: ${(100 * summary.separateJobsEfficiency).toFixed(1)}% (pairs: ${efficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
-console.log(`two independent processes at once reach ${(100 * summary.twoProcessCeiling).toFixed(1)}% of twice one alone (the machine's ceiling for 2 ranks)`);
-console.log(`share of a step in the gradient all-reduce (waiting included): ${(100 * summary.allReduceShareOfStep).toFixed(1)}%`);
-console.log(`share of a step moving the gradients (${(summary.gradientBytes / 1024).toFixed(0)} KiB, all-reduce alone): ${(100 * summary.transferShareOfStep).toFixed(2)}%`);
+for (const [name, b] of Object.entries(summary.backends)) {
+  console.log(`\n${name} backend (${b.threadsPerRank.np1 ?? '-'} TensorFlow thread(s) at np=1, ${b.threadsPerRank.np2 ?? '-'} per rank at np=2):`);
+  console.log(`  samples/s: np=1 ${b.samplesPerSecond.np1.toFixed(0)}, np=2 ${b.samplesPerSecond.np2.toFixed(0)}`);
+  console.log(`  scaling efficiency at np=2, side by side in one job: ${(100 * b.scalingEfficiency).toFixed(1)}% (rounds: ${b.pairedEfficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
+  console.log(`  scaling efficiency at np=2, separate jobs: ${(100 * b.separateJobsEfficiency).toFixed(1)}% (pairs: ${b.separateJobsEfficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
+  console.log(`  two independent processes at once reach ${(100 * b.twoProcessCeiling).toFixed(1)}% of twice one alone (the machine's ceiling for 2 ranks); np=2 reaches ${(100 * b.separateJobsEfficiency / b.twoProcessCeiling).toFixed(1)}% of that ceiling`);
+  console.log(`  share of a step in the gradient all-reduce (waiting included): ${(100 * b.allReduceShareOfStep).toFixed(1)}%`);
+  console.log(`  share of a step moving the gradients (${(b.gradientBytes / 1024).toFixed(0)} KiB, all-reduce alone): ${(100 * b.transferShareOfStep).toFixed(2)}%`);
+}
+const [cpu, native] = [summary.backends.cpu, summary.backends.tensorflow];
+if (cpu && native) {
+  summary.nativeSpeedup = { np1: native.samplesPerSecond.np1 / cpu.samplesPerSecond.np1, np2: native.samplesPerSecond.np2 / cpu.samplesPerSecond.np2 };
+  console.log(`\ntfjs-node against the pure-JS backend: ${summary.nativeSpeedup.np1.toFixed(1)}x at np=1, ${summary.nativeSpeedup.np2.toFixed(1)}x at np=2`);
+}
 writeFileSync(join(resultsDir, 'training.json'), JSON.stringify(summary, null, 1));
 const charts = await renderChart(trainingChart(summary), join(resultsDir, 'training.svg'));
 console.log(`wrote ${join(resultsDir, 'training.json')} and ${charts.map((c) => c.split('/').pop()).join(', ')}`);
 
-// Samples/s at np=1, np=2 and twice np=1, and the np=2 step's split between compute and all-reduce.
-function trainingChart(s) {
-  const comm = s.allReduceShareOfStep;
-  const rates = [
-    { run: 'np=1', samplesPerSecond: s.samplesPerSecond.np1 },
-    { run: 'np=2', samplesPerSecond: s.samplesPerSecond.np2 },
-    { run: 'ideal np=2', samplesPerSecond: s.samplesPerSecond.np1 * 2 },
-  ];
-  const step = [
-    { part: 'compute', share: 1 - comm },
-    { part: 'all-reduce', share: comm },
-  ];
+// Per backend: samples/s at np=1, np=2, two independent processes and twice np=1, and the np=2
+// step's split between compute and all-reduce.
+function trainingChart(summary) {
+  const rates = [];
+  const step = [];
+  for (const [backend, b] of Object.entries(summary.backends)) {
+    const independent = b.twoProcessCeiling * 2 * b.samplesPerSecond.np1;
+    for (const [run, samplesPerSecond] of [['np=1', b.samplesPerSecond.np1], ['np=2', b.samplesPerSecond.np2], ['2 processes, no MPI', independent], ['2 x np=1', 2 * b.samplesPerSecond.np1]]) {
+      rates.push({ backend, run, samplesPerSecond });
+    }
+    step.push({ backend, part: 'compute', share: 1 - b.allReduceShareOfStep }, { backend, part: 'all-reduce', share: b.allReduceShareOfStep });
+  }
+  const runs = ['np=1', 'np=2', '2 processes, no MPI', '2 x np=1'];
+  const efficiencies = Object.entries(summary.backends).map(
+    ([backend, b]) => `${backend}: scaling efficiency at np=2 ${(100 * b.separateJobsEfficiency).toFixed(0)}%, ${(100 * b.separateJobsEfficiency / b.twoProcessCeiling).toFixed(0)}% of the two-process ceiling`,
+  );
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: {
-      text: `Braid data-parallel training: ${s.model}`,
-      subtitle: `median of ${s.repeat} alternating runs; scaling efficiency at np=2: ${(100 * s.scalingEfficiency).toFixed(1)}% side by side, ${(100 * s.separateJobsEfficiency).toFixed(1)}% in separate jobs; two independent processes reach ${(100 * s.twoProcessCeiling).toFixed(1)}% of 2x`,
+      text: `Braid data-parallel training: ${summary.model}`,
+      subtitle: [`medians of ${summary.repeat} alternating runs on ${summary.cores} cores`, ...efficiencies],
     },
     resolve: { scale: { color: 'independent' } },
     hconcat: [
       {
         data: { values: rates },
-        width: 300,
-        height: 240,
-        layer: [
-          { mark: 'bar', encoding: { x: { field: 'run', type: 'nominal', sort: null, title: null }, y: { field: 'samplesPerSecond', type: 'quantitative', title: 'samples/s' }, color: { field: 'run', type: 'nominal', legend: null } } },
-          { mark: { type: 'text', dy: -6 }, encoding: { x: { field: 'run', type: 'nominal', sort: null }, y: { field: 'samplesPerSecond', type: 'quantitative' }, text: { field: 'samplesPerSecond', type: 'quantitative', format: '.0f' } } },
-        ],
+        facet: { column: { field: 'backend', type: 'nominal', title: 'tfjs backend' } },
+        resolve: { scale: { y: 'independent' } },
+        spec: {
+          width: 220,
+          height: 240,
+          layer: [
+            { mark: 'bar', encoding: { x: { field: 'run', type: 'nominal', sort: runs, title: null, axis: { labelAngle: -30 } }, y: { field: 'samplesPerSecond', type: 'quantitative', title: 'samples/s' }, color: { field: 'run', type: 'nominal', sort: runs, legend: null } } },
+            { mark: { type: 'text', dy: -6 }, encoding: { x: { field: 'run', type: 'nominal', sort: runs }, y: { field: 'samplesPerSecond', type: 'quantitative' }, text: { field: 'samplesPerSecond', type: 'quantitative', format: '.0f' } } },
+          ],
+        },
       },
       {
         data: { values: step },
-        width: 80,
+        width: 70,
         height: 240,
         title: 'np=2 step time',
         mark: 'bar',
         encoding: {
+          x: { field: 'backend', type: 'nominal', title: null, axis: { labelAngle: -30 } },
           y: { field: 'share', type: 'quantitative', axis: { format: '%' }, title: 'share of a step' },
           color: { field: 'part', type: 'nominal', scale: { domain: ['compute', 'all-reduce'], range: ['#59a14f', '#e15759'] }, title: null },
         },

@@ -6,7 +6,9 @@
 //        [--optimizer momentum|adam] [--compression none|fp16|bf16|topk|randomk|qsgd|int8|sign|powersgd]
 //        [--compression-warmup steps] [--dense-below elements]
 //        [--dp-epsilon 8 [--dp-clip 1] [--dp-microbatch 1] [--dp-delta 1e-5] [--secure-aggregation]] [--train-rows N]
-//        [--backend auto|node|cpu]
+//        [--backend auto|node|cpu] [--hidden 128]
+// --hidden gives the hidden layers' widths (e.g. 2048,512: 2.7M parameters, for the
+// communication-bound training benchmark).
 // --backend node trains on native TensorFlow (tfjs-node, built by `braid setup tfjs-node`), cpu on
 // tfjs's pure-JS backend; auto (the default) takes tfjs-node when it loads.
 // topk and randomk keep 1% of each weight tensor, qsgd uses 127 levels, powersgd rank 4 on
@@ -45,6 +47,7 @@ const { values: args } = parseArgs({
     lr: { type: 'string' },
     'train-rows': { type: 'string' },
     backend: { type: 'string', default: 'auto' },
+    hidden: { type: 'string', default: '128' },
   },
 });
 
@@ -81,11 +84,13 @@ if (args['secure-aggregation']) privacy = { ...privacy, secureAggregation: true 
 const dp = new DataParallel(comm, { compression, compressionWarmupSteps: Number(args['compression-warmup']), privacy });
 const seed = Number(args.seed);
 
+const hidden = args.hidden.split(',').map(Number);
+if (hidden.some((units) => !Number.isInteger(units) || units < 1)) throw new Error(`--hidden takes layer widths, e.g. 128 or 2048,512; got ${args.hidden}`);
 const model = tf.sequential({
   layers: [
     // Seeded initial weights (rank 0's are broadcast anyway): the same run gives the same accuracy.
-    tf.layers.dense({ inputShape: [784], units: 128, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
-    tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 1 }) }),
+    ...hidden.map((units, i) => tf.layers.dense({ ...(i === 0 ? { inputShape: [784] } : {}), units, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: seed + i }) })),
+    tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: seed + hidden.length }) }),
   ],
 });
 // SGD with momentum 0.9 (what DGC and PowerSGD were designed with: top-k with error feedback
@@ -98,11 +103,22 @@ const optimizer = dp.wrapOptimizer(
 model.compile({ optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
 
 if (comm.rank === 0) {
-  console.log(`MNIST MLP: ${comm.size} rank(s), ${train.x.shape[0]} training and ${test.x.shape[0]} test digits, batch ${args.batch} per rank, compression ${args.compression}`);
+  console.log(`MNIST MLP 784-${hidden.join('-')}-10 (${model.countParams()} parameters): ${comm.size} rank(s), ${train.x.shape[0]} training and ${test.x.shape[0]} test digits, batch ${args.batch} per rank, compression ${args.compression}`);
   const threads = backend.threads ? `, ${backend.threads.intraOp} thread(s) per rank` : '';
   console.log(`backend: ${backend.backend} (${backend.package}${threads})${backend.fallback ? `: ${backend.fallback}` : ''}`);
 }
+// When each epoch ended (seconds since the first step) and what it reached: time to accuracy.
+const timeline = [];
+let started;
 const result = await fit(model, train, {
+  callbacks: {
+    onTrainBegin: () => {
+      started = performance.now();
+    },
+    onEpochEnd: (epoch, logs) => {
+      timeline.push({ epoch: epoch + 1, seconds: (performance.now() - started) / 1000, val_acc: logs.val_acc, loss: logs.loss });
+    },
+  },
   epochs,
   batchSize: batch,
   strategy: dp,
@@ -119,6 +135,9 @@ if (comm.rank === 0) {
   console.log(`${result.samplesPerSecond.toFixed(0)} samples/s over ${comm.size} rank(s); ${(100 * result.communicationShare).toFixed(1)}% of the time in all-reduce`);
   if (privacy?.clipNorm) console.log(`privacy spent: epsilon ${result.history.epsilon.at(-1).toFixed(2)} at delta ${privacy.delta}`);
   console.log(`test accuracy: ${accuracy.toFixed(4)}`);
-  if (args.json) writeFileSync(args.json, JSON.stringify({ size: comm.size, compression: args.compression, backend: backend.backend, accuracy, ...result }, null, 1));
+  if (args.json) {
+    const summary = { size: comm.size, compression: args.compression, backend: backend.backend, parameters: model.countParams(), accuracy, timeline, stats: { ...dp.stats }, ...result };
+    writeFileSync(args.json, JSON.stringify(summary, null, 1));
+  }
 }
 await comm.close();

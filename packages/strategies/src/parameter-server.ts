@@ -131,7 +131,9 @@ export class ParameterServer {
       const lead = steps[worker]! - Math.min(...(training.length > 0 ? training : [steps[worker]!]));
       this.stats.maxLead = Math.max(this.stats.maxLead, lead);
       // A copy per answer: answers to several workers are in flight at once.
-      await this.comm.send(Float32Array.from(this.shard!.dataSync() as Float32Array), this.servers + worker, { tag: PULL });
+      await this.comm
+        .send(Float32Array.from(this.shard!.dataSync() as Float32Array), this.servers + worker, { tag: PULL })
+        .catch((err: unknown) => this.failed(err, `server ${this.index} (rank ${this.comm.rank}) could not answer worker ${worker} (rank ${this.servers + worker})`));
     };
     // Answers held back by the staleness bound go out once the slowest worker catches up.
     const release = async () => {
@@ -150,7 +152,10 @@ export class ParameterServer {
     const pending = new Map<number, Float32Array>(); // sync: this step's pushes by worker
     while (done.size < this.workers) {
       const buf = new Float32Array(length + 1);
-      const got = await this.comm.recv(buf, -1, { tag: PUSH });
+      const got = await this.comm.recv(buf, -1, { tag: PUSH }).catch((err: unknown) => {
+        const waiting = Array.from({ length: this.workers }, (_, w) => w).filter((w) => !done.has(w) && !pending.has(w));
+        return this.failed(err, `server ${this.index} (rank ${this.comm.rank}) waited for pushes from worker(s) ${waiting.join(', ')} (rank(s) ${waiting.map((w) => w + this.servers).join(', ')})`);
+      });
       const worker = got.source - this.servers;
       if (got.length === 1 && buf[0] === DONE) {
         done.add(worker);
@@ -205,17 +210,31 @@ export class ParameterServer {
 
   // Push every server its slice (with the step), then take the servers' weights into `flat`.
   private async exchange(flat: Float32Array, step: number): Promise<void> {
-    const sends: Array<Promise<void>> = [];
-    const receives: Array<Promise<unknown>> = [];
+    const exchanges: Array<Promise<unknown>> = [];
     for (let j = 0; j < this.servers; j++) {
       const [begin, end] = [this.bounds[j]!, this.bounds[j + 1]!];
       const message = new Float32Array(end - begin + 1);
       message.set(flat.subarray(begin, end));
       message[end - begin] = step;
-      sends.push(this.comm.send(message, j, { tag: PUSH }));
-      receives.push(this.comm.recv(flat.subarray(begin, end), j, { tag: PULL }));
+      const about = (what: string) => (err: unknown) => this.failed(err, `worker ${this.index} (rank ${this.comm.rank}) ${what} server ${j} (rank ${j}) at step ${step}`);
+      exchanges.push(this.comm.send(message, j, { tag: PUSH }).catch(about('could not push its gradients to')));
+      exchanges.push(this.comm.recv(flat.subarray(begin, end), j, { tag: PULL }).catch(about('got no weights back from')));
     }
-    await Promise.all([...sends, ...receives]);
+    // Every message settles before the first failure is thrown: their buffers are this call's.
+    const settled = await Promise.allSettled(exchanges);
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failure) throw failure.reason;
+  }
+
+  // A failed message, said from the parameter server's side (the code and class kept): which
+  // worker, which server, which step; the message's own error (TIMEOUT naming the silent rank and
+  // its host, ABORTED) follows.
+  private failed(err: unknown, context: string): never {
+    if (err instanceof Error) {
+      err.message = `ParameterServer: ${context}: ${err.message}`;
+      throw err;
+    }
+    throw new Error(`ParameterServer: ${context}: ${String(err)}`);
   }
 
   private flatten(tensors: tf.Tensor[]): Float32Array {

@@ -74,6 +74,33 @@ describe('braid run -np 3, a rank that goes silent', () => {
   });
 });
 
+describe('braid run -np 3, a parameter server (rank 0) that fails', () => {
+  it('killed: the job ends within 10 s, non-zero, naming rank 0 and its host; nothing left behind', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-ps-kill-'));
+    const run = await braidRun(3, 'ps-kill', dir);
+    const stoppedAt = Number(readFileSync(join(dir, 'server-stopped-at'), 'utf8'));
+    expect(run.code).not.toBe(0);
+    expect(run.endedAt - stoppedAt).toBeLessThan(10_000);
+    expect(run.stderr).toMatch(/braid run: the job failed \(exit code \d+\): rank 0 on host \S+ was killed by signal 9/);
+    for (let r = 0; r < 3; r++) expect(await alive(Number(readFileSync(join(dir, `pid-${r}`), 'utf8'))), `rank ${r}`).toBe(false);
+  });
+
+  it('silent: every worker fails with TIMEOUT naming the server, its rank and the step, within timeoutMs + 5 s', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-ps-silent-'));
+    const run = await braidRun(3, 'ps-silent', dir);
+    const stoppedAt = Number(readFileSync(join(dir, 'server-stopped-at'), 'utf8'));
+    expect(run.code).not.toBe(0);
+    for (const [worker, r] of [[0, 1], [1, 2]] as const) {
+      const error = JSON.parse(readFileSync(join(dir, `error-${r}.json`), 'utf8'));
+      expect(error.code).toBe('TIMEOUT');
+      // Its push is not taken (the server receives nothing more), or its answer never comes.
+      expect(error.message).toMatch(new RegExp(`^ParameterServer: worker ${worker} \\(rank ${r}\\) (could not push its gradients to|got no weights back from) server 0 \\(rank 0\\) at step 11: .*rank 0 \\(host \\S+\\)`));
+      expect(error.at - stoppedAt).toBeLessThan(3000 + 5000);
+    }
+    for (let r = 0; r < 3; r++) expect(await alive(Number(readFileSync(join(dir, `pid-${r}`), 'utf8'))), `rank ${r}`).toBe(false);
+  });
+});
+
 describe('failure reports and clean-up', () => {
   it('describeFailure names the rank and host from mpirun\'s and Braid\'s messages', () => {
     expect(describeFailure('mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed).')).toBe(
