@@ -14,6 +14,7 @@
 //     of the communication the asynchronous path hides.
 // Writes results/training-network.json and results/training-network.svg (+ .png). Root only.
 //   node benchmarks/training-network.mjs [--rates 1gbit,100mbit] [--epochs 6] [--batch 64] [--hidden 2048,512] [--quick]
+//   node benchmarks/training-network.mjs --replot   (the chart again from results/training-network.json)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -40,6 +41,13 @@ mkdirSync(resultsDir, { recursive: true });
 const braid = join(root, 'packages', 'trainer', 'dist', 'cli.js');
 const mlp = join(root, 'examples', 'mnist', 'mlp.mjs');
 const worker = join(here, 'training-worker.mjs');
+
+if (args.includes('--replot')) {
+  const saved = JSON.parse(readFileSync(join(resultsDir, 'training-network.json'), 'utf8'));
+  const charts = await renderChart(accuracyChart(saved), join(resultsDir, 'training-network.svg'));
+  console.log(`wrote ${charts.map((c) => c.split('/').pop()).join(', ')}`);
+  process.exit(0);
+}
 
 const unavailable = netnsUnavailable();
 if (unavailable) {
@@ -130,12 +138,12 @@ function accuracyChart(s) {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: { text: `Time to accuracy across 2 hosts: ${s.model}`, subtitle: `np=2 (one rank per host), ${s.epochs} epochs of 8,500 MNIST digits; test accuracy after each epoch` },
     data: { values: points },
-    facet: { column: { field: 'rate', type: 'nominal', title: null } },
+    facet: { column: { field: 'rate', type: 'nominal', title: null, sort: Object.keys(s.rates).map((rate) => `links at ${rate}`) } },
     resolve: { scale: { x: 'independent' } },
     spec: {
       width: 320,
       height: 240,
-      mark: { type: 'line', point: true },
+      mark: { type: 'line', point: true, clip: true },
       encoding: {
         x: { field: 'seconds', type: 'quantitative', title: 'wall time (s)' },
         y: { field: 'accuracy', type: 'quantitative', title: 'test accuracy', scale: { zero: false } },

@@ -191,6 +191,48 @@ export class PipelineParallel {
     return this.stage === this.stages - 1;
   }
 
+  /** Which pipeline this rank's is among the replicas (0 without replicas): the rows it trains on. */
+  get replicaIndex(): number {
+    return this.replicas?.comm.rank ?? 0;
+  }
+
+  /** How many pipelines train side by side (1 without replicas). */
+  get replicaCount(): number {
+    return this.replicas?.comm.size ?? 1;
+  }
+
+  /** Sums `values` over the pipelines side by side (nothing to do without replicas). */
+  async sumOverReplicas(values: Float64Array): Promise<void> {
+    if (this.replicas) await this.replicas.comm.allReduce(values, { op: 'sum' });
+  }
+
+  /**
+   * The loss (summed over rows) and, for one-hot targets, the rows whose largest output is the
+   * target's, of this pipeline on x and y, in batches of `batchSize` rows. Every rank of the
+   * pipeline calls it with the same x and y and gets the same sums.
+   */
+  async evaluate(x: tf.Tensor, y: tf.Tensor, batchSize = 32): Promise<{ lossSum: number; correct: number; rows: number }> {
+    const rows = x.shape[0]!;
+    if (y.shape[0] !== rows) throw new InvalidArgumentError(`PipelineParallel.evaluate: x has ${rows} rows but y has ${y.shape[0]}`);
+    let lossSum = 0;
+    let correct = 0;
+    for (let begin = 0; begin < rows; begin += batchSize) {
+      const count = Math.min(batchSize, rows - begin);
+      const xb = tf.slice(x, begin, count);
+      const output = await this.predict(xb);
+      xb.dispose();
+      [lossSum, correct] = tf.tidy(() => {
+        const yb = tf.slice(y, begin, count);
+        const perExample = this.loss(yb, output);
+        const sum = perExample.rank === 0 ? tf.mul(perExample, count) : tf.sum(perExample);
+        const hits = yb.rank === 2 && yb.shape[1]! > 1 ? tf.sum(tf.equal(tf.argMax(yb, 1), tf.argMax(output, 1))).dataSync()[0]! : 0;
+        return [lossSum + sum.dataSync()[0]!, correct + hits];
+      });
+      output.dispose();
+    }
+    return { lossSum, correct, rows };
+  }
+
   /**
    * One training step on a batch (every rank passes the same x and y; the first stage reads x,
    * the last y). Resolves to the batch's mean loss on every rank.

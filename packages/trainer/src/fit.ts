@@ -3,13 +3,14 @@
 import { join } from 'node:path';
 
 import { agreeOnSuccess, checkOptions, type Communicator, init, InvalidArgumentError } from '@braid/collectives';
-import { DataParallel, DistributedOptimizer } from '@braid/strategies';
+import { DataParallel, DistributedOptimizer, PipelineParallel } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { CHECKPOINT_VERSION, checkpointName, restoreCheckpoint, type TrainerState, unpackCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { readNewestCheckpoint } from './commits.js';
 import { joinElasticRun, reportStep, resizeAgreed, stopForResize, underElasticLauncher } from './elastic-worker.js';
 import { batchAwareLossOf } from './model-parts.js';
+import { fitPipeline } from './fit-pipeline.js';
 import { checkPrivateTraining, privateTrainStep } from './private-step.js';
 import { Progress, type ProgressMode, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
@@ -74,8 +75,12 @@ export interface FitOptions {
   epochs?: number;
   /** Rows per step on each rank (the global batch is batchSize x ranks). Default 32. */
   batchSize?: number;
-  /** Default: a DataParallel over the world communicator. */
-  strategy?: DataParallel;
+  /**
+   * Default: a DataParallel over the world communicator. A PipelineParallel trains its stages
+   * (each rank its own; the model's other layers were freed when it was made), every pipeline on
+   * its own rows; checkpoints and early stopping are DataParallel's only for now.
+   */
+  strategy?: DataParallel | PipelineParallel;
   /** Seed of the per-epoch shuffle, shared by all ranks (default 0). */
   seed?: number;
   shuffle?: boolean;
@@ -175,6 +180,11 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   if (options.progress !== undefined && !progressModes.includes(options.progress)) {
     throw new InvalidArgumentError(`fit: progress must be one of ${progressModes.map((m) => `'${m}'`).join(', ')}; got ${JSON.stringify(options.progress)}`);
   }
+  if (!data || typeof data !== 'object') throw new InvalidArgumentError('fit: data must be { x, y } with tensors');
+  if (options.strategy instanceof PipelineParallel) {
+    const settings = { epochs: integer('epochs', options.epochs, 1, 1), batchSize: integer('batchSize', options.batchSize, 32, 1), seed: integer('seed', options.seed, 0, 0) };
+    return fitPipeline(data, options, options.strategy, settings);
+  }
   if (!model || typeof model.trainOnBatch !== 'function') throw new InvalidArgumentError('fit: model must be a compiled tfjs LayersModel');
   if (!model.optimizer) {
     throw new InvalidArgumentError('fit: compile the model first, e.g. model.compile({ optimizer: dp.wrapOptimizer(tf.train.adam(1e-3)), loss, metrics })');
@@ -201,7 +211,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
     throw new InvalidArgumentError('fit: validationData.x and validationData.y have different numbers of rows');
   }
   const strategy = options.strategy ?? new DataParallel(await init());
-  if (!(strategy instanceof DataParallel)) throw new InvalidArgumentError('fit: strategy must be a DataParallel');
+  if (!(strategy instanceof DataParallel)) throw new InvalidArgumentError('fit: strategy must be a DataParallel or a PipelineParallel');
   const comm = strategy.comm;
   const { rank, size } = comm;
   if (!(model.optimizer instanceof DistributedOptimizer)) model.optimizer = strategy.wrapOptimizer(model.optimizer);

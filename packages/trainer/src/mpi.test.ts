@@ -174,3 +174,32 @@ describe.skipIf(tensorflow.skip !== undefined).each([2, 3])(`native TensorFlow (
     await expectResumeBitwise(np, optimizer, tensorflow.env);
   });
 });
+
+describe.each([[2, 1], [3, 1], [4, 2]])('fit with a PipelineParallel strategy, np=%i, %i pipeline(s)', (np, replicas) => {
+  it('trains the stages to one process\'s weights on the same batches, with its losses and validation metrics on every rank, one progress line per epoch, nothing leaked', async () => {
+    const job = await mpirunScript(np, worker, ['pipeline-fit'], { env: { REPLICAS: String(replicas) } });
+    expect(job.results.filter((r) => !r.ok).map((r) => `${r.rank}: ${r.stack}`)).toEqual([]);
+    expect(job.code, job.stderr).toBe(0);
+    const stages = np / replicas;
+    // 96 rows, batch 8 per pipeline: 12 / replicas steps an epoch, 3 epochs.
+    same(job.results, 'history');
+    expect(Object.keys(job.results[0]!.history)).toEqual(['loss', 'val_loss', 'val_acc']);
+    for (const r of job.results) {
+      expect(r.globalStep).toBe((3 * 12) / replicas);
+      expect(r.diff, `stage ${r.stage} of pipeline ${r.replica}`).toBeLessThan(1e-5);
+      expect(r.lossDiff).toBeLessThan(1e-5);
+      expect(r.valLossDiff).toBeLessThan(1e-5);
+      expect(r.valAccDiff).toBe(0);
+      expect(r.leaked).toBe(0);
+      // Rank 0 alone prints, one line per epoch.
+      expect(r.epochLines).toHaveLength(r.rank === 0 ? 3 : 0);
+    }
+    // The replicas of a stage hold the same bits.
+    for (let s = 0; s < stages; s++) {
+      const copies = job.results.filter((r) => r.stage === s);
+      expect(new Set(copies.map((r) => r.weights)).size).toBe(1);
+    }
+    expect(job.results[0]!.history.val_acc[2]).toBeGreaterThan(0.8);
+    expect(job.results[0]!.epochLines[2]).toMatch(/^epoch 3\/3  \d+ steps  [\d.]+ s  \d+ samples\/s  loss [\d.]+  val_loss [\d.]+  val_acc [\d.]+$/);
+  });
+});

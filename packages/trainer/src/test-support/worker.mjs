@@ -3,12 +3,12 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
-import { DataParallel } from '@braid/strategies';
+import { DataParallel, PipelineParallel } from '@braid/strategies';
 import { useTestBackend } from '@braid/test-support/backend';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
-import { checkpointLoader, fit, latestCheckpoint } from '../../dist/index.js';
+import { checkpointLoader, epochBatches, fit, latestCheckpoint } from '../../dist/index.js';
 
 tf.enableProdMode();
 await useTestBackend(tf); // BRAID_TEST_BACKEND=tensorflow: native TensorFlow (tfjs-node)
@@ -54,6 +54,85 @@ function makeOptimizer(name) {
 }
 
 const scenarios = {
+  // fit with a PipelineParallel strategy: one pipeline over all the ranks, or (4 ranks,
+  // REPLICAS=2) two pipelines of 2 stages. The stages end where one process does on the same
+  // batches (each step: the rows of every pipeline's batch), and report the same history.
+  async 'pipeline-fit'() {
+    const replicas = Number(process.env.REPLICAS ?? 1);
+    const stages = size / replicas;
+    const replica = Math.floor(rank / stages);
+    const pipelineComm = replicas > 1 ? await comm.split(replica, rank % stages) : comm;
+    const stageComm = replicas > 1 ? await comm.split(rank % stages, replica) : undefined;
+    const build = () =>
+      tf.sequential({
+        layers: [
+          tf.layers.dense({ inputShape: [8], units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
+          tf.layers.dense({ units: 12, activation: 'tanh', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
+          tf.layers.dense({ units: 10, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }),
+          tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
+        ],
+      });
+    const data = blobs(96, 5);
+    const validation = blobs(30, 6);
+    const epochs = 3;
+    const batchSize = 8;
+    const model = build();
+    const pipe = new PipelineParallel(pipelineComm, model, {
+      optimizer: tf.train.sgd(0.2),
+      loss: 'categoricalCrossentropy',
+      microBatches: 2,
+      ...(stageComm ? { replicas: new DataParallel(stageComm) } : {}),
+    });
+    const epochLines = [];
+    const before = tf.memory().numTensors;
+    const result = await fit(model, data, { strategy: pipe, epochs, batchSize, seed: 3, validationData: validation, progress: 'lines', write: (t) => epochLines.push(t) });
+    const leaked = tf.memory().numTensors - before;
+
+    // One process on the same batches: each step, the rows of every pipeline's batch.
+    const reference = build();
+    const plain = tf.train.sgd(0.2);
+    const crossEntropy = (y, p) => tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))), -1));
+    const losses = [];
+    for (let epoch = 0; epoch < epochs; epoch++) {
+      const perReplica = Array.from({ length: replicas }, (_, r) => epochBatches({ rows: 96, rank: r, size: replicas, batchSize, seed: 3, epoch, shuffle: true }));
+      let sum = 0;
+      for (let b = 0; b < perReplica[0].length; b++) {
+        const indices = tf.tensor1d(Int32Array.from(perReplica.flatMap((batches) => Array.from(batches[b]))), 'int32');
+        const [x, y] = [tf.gather(data.x, indices), tf.gather(data.y, indices)];
+        const cost = plain.minimize(() => tf.mean(crossEntropy(y, reference.apply(x))), true);
+        sum += cost.dataSync()[0];
+        tf.dispose([indices, x, y, cost]);
+      }
+      losses.push(sum / perReplica[0].length);
+    }
+    const [begin, end] = pipe.ranges[pipe.stage];
+    let diff = 0;
+    const mine = pipe.layers.flatMap((l) => l.getWeights());
+    reference.layers.slice(begin, end).flatMap((l) => l.getWeights()).forEach((w, i) => {
+      diff = Math.max(diff, tf.tidy(() => tf.max(tf.abs(tf.sub(w, mine[i]))).dataSync()[0]));
+    });
+    const predicted = reference.predict(validation.x);
+    const referenceValLoss = tf.tidy(() => tf.mean(crossEntropy(validation.y, predicted)).dataSync()[0]);
+    const referenceValAcc = tf.tidy(() => tf.mean(tf.equal(tf.argMax(validation.y, 1), tf.argMax(predicted, 1)).toFloat()).dataSync()[0]);
+    predicted.dispose();
+    if (stageComm) await stageComm.close();
+    if (pipelineComm !== comm) await pipelineComm.close();
+    return {
+      stage: pipe.stage,
+      replica,
+      history: result.history,
+      globalStep: result.globalStep,
+      lossDiff: Math.max(...losses.map((l, i) => Math.abs(l - result.history.loss[i]))),
+      valLossDiff: Math.abs(referenceValLoss - result.history.val_loss.at(-1)),
+      valAccDiff: Math.abs(referenceValAcc - result.history.val_acc.at(-1)),
+      diff,
+      weights: digest(mine),
+      leaked,
+      epochLines: epochLines.join('').split('\n').filter((l) => l.startsWith('epoch ')),
+      samplesPerSecond: result.samplesPerSecond,
+    };
+  },
+
   // A few all-reduces, small to large: every rank's sums (the profile test checks auto's choices run exactly).
   async allreduce() {
     const sums = [];

@@ -1,0 +1,116 @@
+// fit() under a PipelineParallel strategy: every rank of a pipeline takes the same batch (the
+// first stage reads x, the last y), pipelines side by side (the strategy's replicas) take their
+// own rows, and each step is the strategy's trainStep. The loss is the pipeline's (the mean over
+// the replicas); validation runs the pipeline's forward on each pipeline's share of the rows.
+import { InvalidArgumentError } from '@braid/collectives';
+import type { PipelineParallel } from '@braid/strategies';
+import * as tf from '@tensorflow/tfjs-core';
+
+import type { Dataset, FitOptions, FitResult } from './fit.js';
+import { Progress, resolveProgressMode } from './progress.js';
+import { epochBatches, validationRows } from './sharding.js';
+
+// What fit offers under DataParallel that a pipeline does not have yet: said, not ignored.
+const UNSUPPORTED: Array<keyof FitOptions> = ['earlyStopping', 'checkpointDir', 'checkpointEvery', 'commitEvery', 'keepCheckpoints', 'checkpointOnEveryHost', 'resume'];
+
+function single(what: string, t: tf.Tensor | tf.Tensor[]): tf.Tensor {
+  if (Array.isArray(t) || !(t instanceof tf.Tensor) || t.rank < 1) {
+    throw new InvalidArgumentError(`fit: with a PipelineParallel strategy, ${what} must be one tensor with rows along the first axis`);
+  }
+  return t;
+}
+
+export async function fitPipeline(
+  data: Dataset,
+  options: FitOptions,
+  pipeline: PipelineParallel,
+  settings: { epochs: number; batchSize: number; seed: number },
+): Promise<FitResult> {
+  for (const name of UNSUPPORTED) {
+    if (options[name] !== undefined) {
+      throw new InvalidArgumentError(`fit: ${name} is not supported with a PipelineParallel strategy yet (it is with DataParallel); leave it out, or save the stages with gatherWeights()`);
+    }
+  }
+  const { epochs, batchSize, seed } = settings;
+  const x = single('data.x', data.x);
+  const y = single('data.y', data.y);
+  const rows = x.shape[0]!;
+  if (y.shape[0] !== rows) throw new InvalidArgumentError(`fit: data.x has ${rows} rows but data.y has ${y.shape[0]}`);
+  if (rows === 0) throw new InvalidArgumentError('fit: there are no training rows');
+  const validation = options.validationData && { x: single('validationData.x', options.validationData.x), y: single('validationData.y', options.validationData.y) };
+  if (validation && validation.x.shape[0] !== validation.y.shape[0]) throw new InvalidArgumentError('fit: validationData.x and validationData.y have different numbers of rows');
+  // Every rank of every pipeline must deal the same rows: the stages' messages carry them.
+  const check = Float64Array.of(rows, -rows, batchSize, -batchSize, seed, -seed);
+  await pipeline.comm.allReduce(check, { op: 'max' });
+  if (check[0] !== -check[1]! || check[2] !== -check[3]! || check[4] !== -check[5]!) {
+    throw new InvalidArgumentError('fit: the stages of a pipeline were given different numbers of rows, batch sizes or seeds; pass the same data and options on every rank');
+  }
+
+  const callbacks = options.callbacks === undefined ? [] : Array.isArray(options.callbacks) ? options.callbacks : [options.callbacks];
+  const { replicaIndex, replicaCount } = pipeline;
+  // One rank prints: the first stage of the first pipeline.
+  const printer = pipeline.stage === 0 && replicaIndex === 0 ? 0 : 1;
+  const progress = new Progress(resolveProgressMode(options.progress ?? 'auto', printer), epochs, batchSize * replicaCount, options.write);
+  const history: Record<string, number[]> = {};
+  const waitingBefore = pipeline.stats.waitingMs;
+  const started = performance.now();
+  let globalStep = 0;
+  for (const cb of callbacks) await cb.onTrainBegin?.({ epoch: 0, globalStep: 0, size: replicaCount });
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    const batches = epochBatches({ rows, rank: replicaIndex, size: replicaCount, batchSize, seed, epoch, shuffle: options.shuffle ?? true, dropRemainder: options.dropRemainder });
+    for (const cb of callbacks) await cb.onEpochBegin?.(epoch);
+    progress.epochBegin();
+    let lossSum = 0;
+    for (let b = 0; b < batches.length; b++) {
+      const indices = tf.tensor1d(batches[b]!, 'int32');
+      const xb = tf.gather(x, indices);
+      const yb = tf.gather(y, indices);
+      let loss: number;
+      try {
+        loss = await pipeline.trainStep(xb, yb);
+      } finally {
+        tf.dispose([indices, xb, yb]);
+      }
+      lossSum += loss;
+      globalStep++;
+      progress.step(epoch, b + 1, batches.length, { loss }, 0);
+      for (const cb of callbacks) await cb.onBatchEnd?.({ epoch, batch: b, globalStep, rows: batches[b]! }, { loss });
+    }
+    const logs: Record<string, number> = { loss: batches.length > 0 ? lossSum / batches.length : 0 };
+    if (validation) Object.assign(logs, await validate(pipeline, validation, options.validationBatchSize ?? batchSize));
+    for (const [k, v] of Object.entries(logs)) (history[k] ??= []).push(v);
+    for (const cb of callbacks) await cb.onEpochEnd?.(epoch, logs);
+    progress.epochEnd(epoch, batches.length, logs, 0);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const result: FitResult = {
+    history,
+    epochs: Array.from({ length: epochs }, (_, i) => i),
+    globalStep,
+    stoppedEarly: false,
+    samplesPerSecond: seconds > 0 ? (globalStep * batchSize * replicaCount) / seconds : 0,
+    // A pipeline's communication: the time its stage waited for activations and gradients.
+    communicationShare: seconds > 0 ? (pipeline.stats.waitingMs - waitingBefore) / 1000 / seconds : 0,
+  };
+  for (const cb of callbacks) await cb.onTrainEnd?.(result);
+  return result;
+}
+
+/** val_loss (and val_acc for one-hot targets) over all the validation rows, the pipelines sharing them. */
+async function validate(pipeline: PipelineParallel, data: { x: tf.Tensor; y: tf.Tensor }, batchSize: number): Promise<Record<string, number>> {
+  const mine = validationRows(data.x.shape[0]!, pipeline.replicaIndex, pipeline.replicaCount);
+  const sums = new Float64Array(3);
+  if (mine.length > 0) {
+    const indices = tf.tensor1d(mine, 'int32');
+    const [x, y] = [tf.gather(data.x, indices), tf.gather(data.y, indices)];
+    try {
+      const { lossSum, correct, rows } = await pipeline.evaluate(x, y, batchSize);
+      sums.set([lossSum, correct, rows]);
+    } finally {
+      tf.dispose([indices, x, y]);
+    }
+  }
+  await pipeline.sumOverReplicas(sums);
+  const oneHot = data.y.rank === 2 && data.y.shape[1]! > 1;
+  return { val_loss: sums[0]! / sums[2]!, ...(oneHot ? { val_acc: sums[1]! / sums[2]! } : {}) };
+}
