@@ -4,8 +4,9 @@
 // the hosts of the namespace test bed (scripts/cluster.sh) with every host's link shaped to each
 // of --rates. Per rate:
 //   - samples/s at np=1 (one host), np=2 (2 hosts x 1 rank) and np=4 (2 hosts x 2), dense
-//     gradients; scaling efficiency; the share of a step in all-reduce; bytes on the wire per step
-//     (the hosts' eth0 transmit counters, every byte of the job included);
+//     gradients, of the MLP and of the seed's CNN (examples/mnist/cnn.mjs); scaling efficiency;
+//     the share of a step in all-reduce; bytes on the wire per step (the hosts' eth0 transmit
+//     counters, every byte of the job included);
 //   - time to accuracy at np=2 for dense, fp16, top-k 1% + error feedback and PowerSGD rank 4 +
 //     error feedback: the wall time at which each first reaches the dense run's final test
 //     accuracy less 1 point, and a plot of accuracy against wall time;
@@ -41,6 +42,7 @@ mkdirSync(resultsDir, { recursive: true });
 const braid = join(root, 'packages', 'trainer', 'dist', 'cli.js');
 const mlp = join(root, 'examples', 'mnist', 'mlp.mjs');
 const worker = join(here, 'training-worker.mjs');
+const cnn = join(root, 'examples', 'mnist', 'cnn.mjs');
 
 if (args.includes('--replot')) {
   const saved = JSON.parse(readFileSync(join(resultsDir, 'training-network.json'), 'utf8'));
@@ -68,8 +70,9 @@ function txBytes(hosts, i) {
 function train(hosts, label, placement, np, extra, script = mlp) {
   const out = join(resultsDir, `training-network-${label}.json`);
   const before = [0, 1].map((i) => txBytes(hosts, i));
+  const modelArgs = script === cnn ? [] : ['--hidden', hidden];
   const cmd = hosts.on(0, [process.execPath, braid, 'run', '-np', String(np), ...hosts.braidRunArgs(placement), script,
-    '--backend', 'node', '--hidden', hidden, '--batch', batch, '--json', out, ...extra]);
+    '--backend', 'node', ...modelArgs, '--batch', batch, '--json', out, ...extra]);
   const started = performance.now();
   const r = spawnSync(cmd[0], cmd.slice(1), { cwd: root, encoding: 'utf8', env: { ...process.env, BRAID_PROGRESS: 'none' }, timeout: 1_800_000 });
   const seconds = (performance.now() - started) / 1000;
@@ -96,6 +99,14 @@ for (const rate of rates) {
       console.log(`np=${np} (${placement}): ${s.samplesPerSecond.toFixed(0)} samples/s, ${(100 * s.communicationShare).toFixed(1)}% of the time in all-reduce, ${(s.wireBytesPerStep / 2 ** 20).toFixed(2)} MiB on the wire per step`);
     }
     for (const np of [2, 4]) r.scaling[`np${np}`].efficiency = r.scaling[`np${np}`].samplesPerSecond / (np * r.scaling.np1.samplesPerSecond);
+    // The seed's CNN (122K parameters, 0.47 MiB of gradients): compute, not the link, dominates.
+    r.cnnScaling = {};
+    for (const [np, placement] of [[1, 'h0:1'], [2, 'h0:1,h1:1'], [4, 'h0:2,h1:2']]) {
+      const s = train(hosts, `${rate}-cnn-np${np}`, placement, np, ['--epochs', '1', '--train-rows', scalingRows, '--test-rows', '256'], cnn);
+      r.cnnScaling[`np${np}`] = { samplesPerSecond: s.samplesPerSecond, communicationShare: s.communicationShare, wireBytesPerStep: s.wireBytesPerStep };
+      console.log(`CNN np=${np} (${placement}): ${s.samplesPerSecond.toFixed(0)} samples/s, ${(100 * s.communicationShare).toFixed(1)}% of the time in all-reduce, ${(s.wireBytesPerStep / 2 ** 20).toFixed(2)} MiB on the wire per step`);
+    }
+    for (const np of [2, 4]) r.cnnScaling[`np${np}`].efficiency = r.cnnScaling[`np${np}`].samplesPerSecond / (np * r.cnnScaling.np1.samplesPerSecond);
     // Time to accuracy at np=2 across the two hosts.
     for (const compression of compressions) {
       const s = train(hosts, `${rate}-${compression}`, 'h0:1,h1:1', 2, ['--epochs', epochs, '--compression', compression]);
