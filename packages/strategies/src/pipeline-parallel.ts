@@ -23,6 +23,7 @@ export interface PipelineLayer {
   countParams(): number;
   getClassName(): string;
   getWeights(): tf.Tensor[];
+  setWeights(weights: tf.Tensor[]): void;
   readonly weights: Array<{ shape: number[] }>;
   dispose(): unknown;
 }
@@ -104,7 +105,8 @@ export class PipelineParallel {
   /** This stage's layers (the other stages' were disposed on this rank). */
   readonly layers: PipelineLayer[];
   readonly stats: PipelineStats = { steps: 0, maxStashed: 0, waitingMs: 0, stepMs: 0 };
-  private readonly optimizer: tf.Optimizer;
+  /** This stage's optimizer (its state is part of the stage's checkpoint). */
+  readonly optimizer: tf.Optimizer;
   private readonly replicas: DataParallel | undefined;
   private readonly loss: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
   private readonly variables: tf.Variable[];
@@ -196,9 +198,36 @@ export class PipelineParallel {
     return this.replicas?.comm.rank ?? 0;
   }
 
+  /** The communicator of this stage's replicas (the same stage in every pipeline), or undefined. */
+  get replicaComm(): Communicator | undefined {
+    return this.replicas?.comm;
+  }
+
   /** How many pipelines train side by side (1 without replicas). */
   get replicaCount(): number {
     return this.replicas?.comm.size ?? 1;
+  }
+
+  /** Copies of this stage's weights, in its layers' order (the caller disposes them). */
+  stageWeights(): tf.Tensor[] {
+    // A layer's getWeights() hands out its variables themselves: copy them.
+    return this.layers.flatMap((l) => l.getWeights().map((w) => w.clone()));
+  }
+
+  /** Puts weights (as stageWeights gives them) into this stage's layers. */
+  setStageWeights(weights: tf.Tensor[]): void {
+    let at = 0;
+    for (const layer of this.layers) {
+      const count = layer.weights.length;
+      const mine = weights.slice(at, at + count);
+      const expected = layer.weights.map((w) => w.shape.join('x'));
+      if (mine.length !== count || mine.some((w, i) => w.shape.join('x') !== expected[i])) {
+        throw new InvalidArgumentError(`PipelineParallel: the weights given do not fit stage ${this.stage}'s layer '${layer.name}' (${expected.map((e) => `[${e}]`).join(' ')})`);
+      }
+      layer.setWeights(mine);
+      at += count;
+    }
+    if (at !== weights.length) throw new InvalidArgumentError(`PipelineParallel: ${weights.length} weights given for stage ${this.stage}, which holds ${at}`);
   }
 
   /** Sums `values` over the pipelines side by side (nothing to do without replicas). */

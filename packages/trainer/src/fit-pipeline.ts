@@ -2,6 +2,7 @@
 // first stage reads x, the last y), pipelines side by side (the strategy's replicas) take their
 // own rows, and each step is the strategy's trainStep. The loss is the pipeline's (the mean over
 // the replicas); validation runs the pipeline's forward on each pipeline's share of the rows.
+// Checkpoints: each stage its own part (stage-checkpoint.ts); a run resumes from the newest.
 import { InvalidArgumentError } from '@braid/collectives';
 import type { PipelineParallel } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
@@ -9,9 +10,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset, FitOptions, FitResult } from './fit.js';
 import { Progress, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
+import { PIPELINE_CHECKPOINT_VERSION, type PipelineState, restorePipelineCheckpoint, writePipelineCheckpoint } from './stage-checkpoint.js';
 
 // What fit offers under DataParallel that a pipeline does not have yet: said, not ignored.
-const UNSUPPORTED: Array<keyof FitOptions> = ['earlyStopping', 'checkpointDir', 'checkpointEvery', 'commitEvery', 'keepCheckpoints', 'checkpointOnEveryHost', 'resume'];
+const UNSUPPORTED: Array<keyof FitOptions> = ['earlyStopping', 'commitEvery', 'checkpointOnEveryHost'];
 
 function single(what: string, t: tf.Tensor | tf.Tensor[]): tf.Tensor {
   if (Array.isArray(t) || !(t instanceof tf.Tensor) || t.rank < 1) {
@@ -24,14 +26,14 @@ export async function fitPipeline(
   data: Dataset,
   options: FitOptions,
   pipeline: PipelineParallel,
-  settings: { epochs: number; batchSize: number; seed: number },
+  settings: { epochs: number; batchSize: number; seed: number; keep: number; everySteps: number; everyEpochs: number },
 ): Promise<FitResult> {
   for (const name of UNSUPPORTED) {
     if (options[name] !== undefined) {
-      throw new InvalidArgumentError(`fit: ${name} is not supported with a PipelineParallel strategy yet (it is with DataParallel); leave it out, or save the stages with gatherWeights()`);
+      throw new InvalidArgumentError(`fit: ${name} is not supported with a PipelineParallel strategy yet (it is with DataParallel); leave it out`);
     }
   }
-  const { epochs, batchSize, seed } = settings;
+  const { epochs, batchSize, seed, keep, everySteps, everyEpochs } = settings;
   const x = single('data.x', data.x);
   const y = single('data.y', data.y);
   const rows = x.shape[0]!;
@@ -51,17 +53,50 @@ export async function fitPipeline(
   // One rank prints: the first stage of the first pipeline.
   const printer = pipeline.stage === 0 && replicaIndex === 0 ? 0 : 1;
   const progress = new Progress(resolveProgressMode(options.progress ?? 'auto', printer), epochs, batchSize * replicaCount, options.write);
-  const history: Record<string, number[]> = {};
+  let state: PipelineState = {
+    version: PIPELINE_CHECKPOINT_VERSION,
+    kind: 'pipeline',
+    stages: pipeline.stages,
+    replicas: replicaCount,
+    epoch: 0,
+    batchInEpoch: 0,
+    lossSum: 0,
+    globalStep: 0,
+    seed,
+    batchSize,
+    history: {},
+  };
+  let resumedFrom: string | undefined;
+  const dir = options.checkpointDir;
+  if (dir && options.resume !== false) {
+    const restored = await restorePipelineCheckpoint(dir, pipeline);
+    if (restored) {
+      if (restored.state.replicas !== replicaCount || restored.state.batchSize !== batchSize || restored.state.seed !== seed) {
+        throw new InvalidArgumentError(
+          `fit: ${restored.folder} was taken with ${restored.state.replicas} pipeline(s), batchSize ${restored.state.batchSize}, seed ${restored.state.seed}; a pipeline resumes with the same (or use another checkpointDir)`,
+        );
+      }
+      state = restored.state;
+      resumedFrom = restored.folder;
+      progress.message(`resumed from ${resumedFrom} at epoch ${state.epoch + 1}, step ${state.globalStep}`);
+    }
+  }
+  const history = state.history;
+  const checkpoint = async () => {
+    if (dir) await writePipelineCheckpoint(dir, pipeline, { ...state, history }, keep);
+  };
   const waitingBefore = pipeline.stats.waitingMs;
   const started = performance.now();
-  let globalStep = 0;
-  for (const cb of callbacks) await cb.onTrainBegin?.({ epoch: 0, globalStep: 0, size: replicaCount });
-  for (let epoch = 0; epoch < epochs; epoch++) {
+  let globalStep = state.globalStep;
+  let stepsRun = 0;
+  for (const cb of callbacks) await cb.onTrainBegin?.({ resumedFrom, epoch: state.epoch, globalStep, size: replicaCount });
+  for (let epoch = state.epoch; epoch < epochs; epoch++) {
     const batches = epochBatches({ rows, rank: replicaIndex, size: replicaCount, batchSize, seed, epoch, shuffle: options.shuffle ?? true, dropRemainder: options.dropRemainder });
+    const firstBatch = epoch === state.epoch ? state.batchInEpoch : 0;
+    let lossSum = epoch === state.epoch ? state.lossSum : 0;
     for (const cb of callbacks) await cb.onEpochBegin?.(epoch);
     progress.epochBegin();
-    let lossSum = 0;
-    for (let b = 0; b < batches.length; b++) {
+    for (let b = firstBatch; b < batches.length; b++) {
       const indices = tf.tensor1d(batches[b]!, 'int32');
       const xb = tf.gather(x, indices);
       const yb = tf.gather(y, indices);
@@ -73,22 +108,35 @@ export async function fitPipeline(
       }
       lossSum += loss;
       globalStep++;
-      progress.step(epoch, b + 1, batches.length, { loss }, 0);
+      stepsRun++;
+      progress.step(epoch, b + 1, batches.length, { loss }, firstBatch);
       for (const cb of callbacks) await cb.onBatchEnd?.({ epoch, batch: b, globalStep, rows: batches[b]! }, { loss });
+      // A step checkpoint on an epoch's last batch is taken after the epoch's metrics.
+      if (everySteps > 0 && globalStep % everySteps === 0 && b + 1 < batches.length) {
+        state = { ...state, epoch, batchInEpoch: b + 1, lossSum, globalStep };
+        await checkpoint();
+      }
     }
     const logs: Record<string, number> = { loss: batches.length > 0 ? lossSum / batches.length : 0 };
     if (validation) Object.assign(logs, await validate(pipeline, validation, options.validationBatchSize ?? batchSize));
     for (const [k, v] of Object.entries(logs)) (history[k] ??= []).push(v);
     for (const cb of callbacks) await cb.onEpochEnd?.(epoch, logs);
-    progress.epochEnd(epoch, batches.length, logs, 0);
+    progress.epochEnd(epoch, batches.length, logs, firstBatch);
+    state = { ...state, epoch: epoch + 1, batchInEpoch: 0, lossSum: 0, globalStep };
+    const finished = epoch + 1 === epochs;
+    if (finished || (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || (everySteps > 0 && globalStep % everySteps === 0)) await checkpoint();
+  }
+  if (resumedFrom && state.epoch >= epochs && stepsRun === 0) {
+    progress.message(`nothing to train: the checkpoint in ${dir} is from a finished run (${state.epoch} of ${epochs} epochs done); to train again from the start, remove that folder or pass resume: false`);
   }
   const seconds = (performance.now() - started) / 1000;
   const result: FitResult = {
     history,
-    epochs: Array.from({ length: epochs }, (_, i) => i),
+    epochs: Array.from({ length: history.loss?.length ?? 0 }, (_, i) => i),
     globalStep,
     stoppedEarly: false,
-    samplesPerSecond: seconds > 0 ? (globalStep * batchSize * replicaCount) / seconds : 0,
+    resumedFrom,
+    samplesPerSecond: seconds > 0 ? (stepsRun * batchSize * replicaCount) / seconds : 0,
     // A pipeline's communication: the time its stage waited for activations and gradients.
     communicationShare: seconds > 0 ? (pipeline.stats.waitingMs - waitingBefore) / 1000 / seconds : 0,
   };

@@ -78,7 +78,8 @@ export interface FitOptions {
   /**
    * Default: a DataParallel over the world communicator. A PipelineParallel trains its stages
    * (each rank its own; the model's other layers were freed when it was made), every pipeline on
-   * its own rows; checkpoints and early stopping are DataParallel's only for now.
+   * its own rows, each stage checkpointing its own part; early stopping and elastic commits are
+   * DataParallel's only for now.
    */
   strategy?: DataParallel | PipelineParallel;
   /** Seed of the per-epoch shuffle, shared by all ranks (default 0). */
@@ -182,7 +183,15 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   }
   if (!data || typeof data !== 'object') throw new InvalidArgumentError('fit: data must be { x, y } with tensors');
   if (options.strategy instanceof PipelineParallel) {
-    const settings = { epochs: integer('epochs', options.epochs, 1, 1), batchSize: integer('batchSize', options.batchSize, 32, 1), seed: integer('seed', options.seed, 0, 0) };
+    const everySteps = integer('checkpointEvery.steps', options.checkpointEvery?.steps, 0, 1);
+    const settings = {
+      epochs: integer('epochs', options.epochs, 1, 1),
+      batchSize: integer('batchSize', options.batchSize, 32, 1),
+      seed: integer('seed', options.seed, 0, 0),
+      keep: integer('keepCheckpoints', options.keepCheckpoints, 2, 1),
+      everySteps,
+      everyEpochs: integer('checkpointEvery.epochs', options.checkpointEvery?.epochs, everySteps > 0 ? 0 : 1, 1),
+    };
     return fitPipeline(data, options, options.strategy, settings);
   }
   if (!model || typeof model.trainOnBatch !== 'function') throw new InvalidArgumentError('fit: model must be a compiled tfjs LayersModel');

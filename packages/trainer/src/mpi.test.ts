@@ -203,3 +203,34 @@ describe.each([[2, 1], [3, 1], [4, 2]])('fit with a PipelineParallel strategy, n
     expect(job.results[0]!.epochLines[2]).toMatch(/^epoch 3\/3  \d+ steps  [\d.]+ s  \d+ samples\/s  loss [\d.]+  val_loss [\d.]+  val_acc [\d.]+$/);
   });
 });
+
+describe.each([[2, 1], [3, 1], [4, 2]])('fit with a PipelineParallel strategy and checkpoints, np=%i, %i pipeline(s)', (np, replicas) => {
+  it.each(['sgd', 'adam'])('each stage writes its part; a run stopped mid-epoch and resumed ends bitwise where an uninterrupted one does (%s)', async (optimizer) => {
+    const pipelineJob = async (dir: string, crashAt = 0) => {
+      const job = await mpirunScript(np, worker, ['pipeline-resume', optimizer, dir], { env: { REPLICAS: String(replicas), CRASH_AT: String(crashAt) } });
+      expect(job.results.filter((r) => !r.ok).map((r) => `${r.rank}: ${r.stack}`)).toEqual([]);
+      expect(job.code, job.stderr).toBe(0);
+      return job.results;
+    };
+    const straight = mkdtempSync(join(tmpdir(), 'braid-pipe-a-'));
+    const stopped = mkdtempSync(join(tmpdir(), 'braid-pipe-b-'));
+    const a = await pipelineJob(straight);
+    // 96 rows, batch 8 per pipeline: 12 / replicas steps an epoch; checkpoints every 4 steps and
+    // at each epoch's end. Stopped inside the second epoch, after a mid-epoch checkpoint.
+    const [crashAt, resumeAt] = replicas === 1 ? [18, 16] : [11, 8];
+    const b = await pipelineJob(stopped, crashAt);
+    for (const r of b) expect(r.error).toMatch(new RegExp(`stopped at step ${crashAt}`));
+    const c = await pipelineJob(stopped);
+    for (const r of c) {
+      expect(r.resumedFrom).toBe(join(stopped, `ckpt-${String(resumeAt).padStart(9, '0')}`));
+      const twin = a.find((x) => x.rank === r.rank)!;
+      expect(r.weights, `stage ${r.stage} of pipeline ${r.replica}`).toBe(twin.weights);
+      expect(r.history).toEqual(twin.history);
+      expect(r.globalStep).toBe(twin.globalStep);
+    }
+    // One folder per checkpoint: every stage's part beside state.json.
+    const folder = join(straight, readFileSync(join(straight, 'latest'), 'utf8').trim());
+    expect(readdirSync(folder).sort()).toEqual([...Array.from({ length: np / replicas }, (_, s) => [`stage-${s}.bin`, `stage-${s}.json`]).flat(), 'state.json'].sort());
+    expect(JSON.parse(readFileSync(join(folder, 'state.json'), 'utf8'))).toMatchObject({ kind: 'pipeline', stages: np / replicas, replicas, epoch: 3, globalStep: (3 * 12) / replicas });
+  });
+});

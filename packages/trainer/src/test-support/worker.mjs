@@ -53,36 +53,60 @@ function makeOptimizer(name) {
   return tf.train.sgd(0.2);
 }
 
+// The pipeline scenarios' model, data and PipelineParallel: one pipeline over all the ranks, or
+// REPLICAS pipelines side by side.
+async function pipelineSetup(optimizer) {
+  const replicas = Number(process.env.REPLICAS ?? 1);
+  const stages = size / replicas;
+  const replica = Math.floor(rank / stages);
+  const pipelineComm = replicas > 1 ? await comm.split(replica, rank % stages) : comm;
+  const stageComm = replicas > 1 ? await comm.split(rank % stages, replica) : undefined;
+  const build = () =>
+    tf.sequential({
+      layers: [
+        tf.layers.dense({ inputShape: [8], units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
+        tf.layers.dense({ units: 12, activation: 'tanh', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
+        tf.layers.dense({ units: 10, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }),
+        tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
+      ],
+    });
+  const model = build();
+  const pipe = new PipelineParallel(pipelineComm, model, {
+    optimizer: optimizer === 'adam' ? tf.train.adam(0.01) : optimizer === 'momentum' ? tf.train.momentum(0.1, 0.9) : tf.train.sgd(0.2),
+    loss: 'categoricalCrossentropy',
+    microBatches: 2,
+    ...(stageComm ? { replicas: new DataParallel(stageComm) } : {}),
+  });
+  return { replicas, replica, pipelineComm, stageComm, build, data: blobs(96, 5), validation: blobs(30, 6), model, pipe };
+}
+
 const scenarios = {
+  // fit under a pipeline with checkpoints (checkpointEvery 4 steps): run straight, or stopped by
+  // an error thrown on every rank at step CRASH_AT, or resumed from the folder.
+  async 'pipeline-resume'() {
+    const [optimizer, dir] = rest;
+    const crashAt = Number(process.env.CRASH_AT ?? 0);
+    const { pipelineComm, stageComm, data, validation, model, pipe } = await pipelineSetup(optimizer);
+    const crash = { onBatchEnd: (step) => { if (step.globalStep === crashAt) throw new Error(`stopped at step ${crashAt}`); } };
+    let result;
+    let error;
+    try {
+      result = await fit(model, data, { strategy: pipe, epochs: 3, batchSize: 8, seed: 3, validationData: validation, progress: 'none', checkpointDir: dir, checkpointEvery: { steps: 4 }, callbacks: crashAt ? [crash] : [] });
+    } catch (err) {
+      error = err.message;
+    }
+    const weights = digest(pipe.stageWeights());
+    if (stageComm) await stageComm.close();
+    if (pipelineComm !== comm) await pipelineComm.close();
+    return { stage: pipe.stage, replica: pipe.replicaIndex, error, weights, history: result?.history, globalStep: result?.globalStep, resumedFrom: result?.resumedFrom };
+  },
   // fit with a PipelineParallel strategy: one pipeline over all the ranks, or (4 ranks,
   // REPLICAS=2) two pipelines of 2 stages. The stages end where one process does on the same
   // batches (each step: the rows of every pipeline's batch), and report the same history.
   async 'pipeline-fit'() {
-    const replicas = Number(process.env.REPLICAS ?? 1);
-    const stages = size / replicas;
-    const replica = Math.floor(rank / stages);
-    const pipelineComm = replicas > 1 ? await comm.split(replica, rank % stages) : comm;
-    const stageComm = replicas > 1 ? await comm.split(rank % stages, replica) : undefined;
-    const build = () =>
-      tf.sequential({
-        layers: [
-          tf.layers.dense({ inputShape: [8], units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
-          tf.layers.dense({ units: 12, activation: 'tanh', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
-          tf.layers.dense({ units: 10, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }),
-          tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
-        ],
-      });
-    const data = blobs(96, 5);
-    const validation = blobs(30, 6);
+    const { replicas, replica, pipelineComm, stageComm, build, data, validation, model, pipe } = await pipelineSetup('sgd');
     const epochs = 3;
     const batchSize = 8;
-    const model = build();
-    const pipe = new PipelineParallel(pipelineComm, model, {
-      optimizer: tf.train.sgd(0.2),
-      loss: 'categoricalCrossentropy',
-      microBatches: 2,
-      ...(stageComm ? { replicas: new DataParallel(stageComm) } : {}),
-    });
     const epochLines = [];
     const before = tf.memory().numTensors;
     const result = await fit(model, data, { strategy: pipe, epochs, batchSize, seed: 3, validationData: validation, progress: 'lines', write: (t) => epochLines.push(t) });
