@@ -1,6 +1,8 @@
 // The AES-NI masking kernel (compiled with -maes -msse4.1 on x86; a stub elsewhere).
 #include "kernels/secure_mask.h"
 
+#include "kernels/secure_mask_avx512.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -9,42 +11,13 @@
 #include <immintrin.h>
 #include <wmmintrin.h>
 
+#include "kernels/aes256_schedule.h"
+
 namespace braid {
 
 namespace {
 
-// AES-256 key expansion with AESKEYGENASSIST (FIPS-197's schedule, two 128-bit halves a round):
-// each new word is the previous round's word xor all the words before it in the half.
-__m128i xorPrefixes(__m128i half) {
-  __m128i shifted = _mm_slli_si128(half, 4);
-  half = _mm_xor_si128(half, shifted);
-  shifted = _mm_slli_si128(shifted, 4);
-  half = _mm_xor_si128(half, shifted);
-  shifted = _mm_slli_si128(shifted, 4);
-  return _mm_xor_si128(half, shifted);
-}
-
-__m128i expandEven(__m128i previous, __m128i assist) { return _mm_xor_si128(xorPrefixes(previous), _mm_shuffle_epi32(assist, 0xff)); }
-
-__m128i expandOdd(__m128i even, __m128i previous) {
-  return _mm_xor_si128(xorPrefixes(previous), _mm_shuffle_epi32(_mm_aeskeygenassist_si128(even, 0x00), 0xaa));
-}
-
-void expandKey(const uint8_t* key, __m128i* rk) {
-  rk[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key));
-  rk[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key + 16));
-#define BRAID_AES_ROUND(i, rcon)                                              \
-  rk[i] = expandEven(rk[i - 2], _mm_aeskeygenassist_si128(rk[i - 1], rcon)); \
-  if (i + 1 < 15) rk[i + 1] = expandOdd(rk[i], rk[i - 1]);
-  BRAID_AES_ROUND(2, 0x01)
-  BRAID_AES_ROUND(4, 0x02)
-  BRAID_AES_ROUND(6, 0x04)
-  BRAID_AES_ROUND(8, 0x08)
-  BRAID_AES_ROUND(10, 0x10)
-  BRAID_AES_ROUND(12, 0x20)
-  rk[14] = expandEven(rk[12], _mm_aeskeygenassist_si128(rk[13], 0x40));
-#undef BRAID_AES_ROUND
-}
+using aes::expandKey256;
 
 // Eight counter blocks at once: the AES units are pipelined, one block at a time stalls them.
 constexpr size_t kLanes = 8;
@@ -105,11 +78,13 @@ uint32_t toFixedPoint(const float* values, int32_t* out, size_t from, size_t to,
 
 uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
                     const int8_t* signs, size_t peers, uint64_t call) {
+  static const bool wide = secureMaskAvx512Available();
+  if (wide) return secureMaskAvx512(values, out, n, scale, clip, limit, keys, signs, peers, call);
   struct Schedule {
     __m128i rk[15];
   };
   std::vector<Schedule> schedules(peers);  // C++17 allocates it 16-byte aligned
-  for (size_t p = 0; p < peers; p++) expandKey(keys + 32 * p, schedules[p].rk);
+  for (size_t p = 0; p < peers; p++) expandKey256(keys + 32 * p, schedules[p].rk);
   const size_t words = n + 1;
   const uint64_t callBigEndian = __builtin_bswap64(call);
   uint32_t* target = reinterpret_cast<uint32_t*>(out);
@@ -138,11 +113,16 @@ uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, d
 }
 
 void secureUnmask(const int32_t* sum, float* values, size_t n, double divisor) {
-  const __m256d d = _mm256_set1_pd(divisor);
+  static const bool wide = secureMaskAvx512Available();
+  if (wide) return secureUnmaskAvx512(sum, values, n, divisor);
   size_t i = 0;
+  int exponent = 0;
+  // A power of two: multiplying by its inverse is exact, the quotient's bits for far less.
+  const bool exactInverse = std::frexp(divisor, &exponent) == 0.5;
+  const __m256d d = _mm256_set1_pd(exactInverse ? 1.0 / divisor : divisor);
   for (; i + 4 <= n; i += 4) {
-    const __m256d v = _mm256_div_pd(_mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sum + i))), d);
-    _mm_storeu_ps(values + i, _mm256_cvtpd_ps(v));
+    const __m256d q = _mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sum + i)));
+    _mm_storeu_ps(values + i, _mm256_cvtpd_ps(exactInverse ? _mm256_mul_pd(q, d) : _mm256_div_pd(q, d)));
   }
   for (; i < n; i++) values[i] = static_cast<float>(sum[i] / divisor);
 }

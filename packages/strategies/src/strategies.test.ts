@@ -147,11 +147,56 @@ describe('secure aggregation\'s native masking kernels', () => {
     }
   });
 
+  it.skipIf(!compress.secureMaskAvailable)('rounds to fixed point exactly as JavaScript does at the edges: half-integers, values just beside them and beside the range, every exponent, subnormals, infinities, NaN', () => {
+    const next = (x: number, up: boolean) => {
+      const bits = new Int32Array(Float32Array.of(x).buffer);
+      bits[0] += (x >= 0) === up ? 1 : -1;
+      return new Float32Array(bits.buffer)[0]!;
+    };
+    // Random bit patterns: floats of every exponent and sign (NaNs and infinities among them).
+    const random = new Uint32Array(randomBytes(4 * 20000).buffer.slice(0));
+    for (const scale of [2 ** 16, 2 ** 4, 1, 2 ** 20]) {
+      for (const limit of [Math.floor(0x7fffffff / 4), Math.floor(0x7fffffff / 3), 1000, 0x7fffffff]) {
+        const edges: number[] = [0, -0, 1e-45, -1e-45, Infinity, -Infinity, Number.NaN, 3e38, -3e38, 2 ** -17 - 2 ** -41, -(2 ** -17 - 2 ** -41)];
+        for (const k of [0, 1, 2, 7, 2 ** 21, 2 ** 22 - 1, 2 ** 22, 2 ** 23 - 1, 2 ** 23, 2 ** 24, limit - 1, limit]) {
+          for (const sign of [1, -1]) {
+            for (const x of [(k + 0.5) / scale, k / scale, (k + 0.25) / scale, (k + 0.75) / scale, (limit + 0.5) / scale, (limit - 0.5) / scale]) {
+              const f = Math.fround(sign * x);
+              edges.push(f, next(f, true), next(f, false));
+            }
+          }
+        }
+        const values = Float32Array.from([...edges, ...new Float32Array(random.buffer)]);
+        const out = new Int32Array(values.length + 1);
+        const keys = [randomBytes(32)];
+        const beyond = compress.secureMask(values, out, scale, 0, limit, new Uint8Array(Buffer.concat(keys)), Int8Array.of(1), 9);
+        let wantBeyond = 0;
+        const want = new Int32Array(values.length + 1);
+        values.forEach((v, i) => {
+          const q = Math.floor(v * scale + 0.5);
+          if (q > limit || q < -limit || Number.isNaN(q)) {
+            wantBeyond++;
+            want[i] = q > 0 ? limit : -limit;
+          } else want[i] = q;
+        });
+        want[values.length] = wantBeyond;
+        const iv = Buffer.alloc(16);
+        iv.writeBigUInt64BE(9n, 0);
+        const stream = createCipheriv('aes-256-ctr', keys[0]!, iv).update(Buffer.alloc(4 * want.length));
+        const m = new Int32Array(stream.buffer, stream.byteOffset, want.length);
+        for (let i = 0; i < want.length; i++) want[i] = want[i]! + m[i]!;
+        expect(beyond, `scale ${scale}, limit ${limit}`).toBe(wantBeyond);
+        const firstDifference = out.findIndex((q, i) => q !== want[i]);
+        expect(firstDifference === -1 ? 'same' : `value ${values[firstDifference]} (index ${firstDifference})`, `scale ${scale}, limit ${limit}`).toBe('same');
+      }
+    }
+  });
+
   it.skipIf(!compress.secureMaskAvailable)('unmasks as JavaScript does: float32 of the int32 sum divided in double', () => {
     const sum = Int32Array.from({ length: 1003 }, (_, i) => (i % 2 ? 1 : -1) * ((i * 2654435761) % 2147483647));
     sum[0] = -2147483648;
     sum[1] = 2147483647;
-    for (const divisor of [65536, 65536 * 3, 2 ** 20 * 7, 1]) {
+    for (const divisor of [65536, 65536 * 2, 65536 * 4, 65536 * 3, 2 ** 20 * 7, 1, 2 ** 40]) {
       const values = new Float32Array(sum.length - 1);
       compress.secureUnmask(sum, values, divisor);
       const want = Float32Array.from(sum.subarray(0, values.length), (q) => q / divisor);

@@ -1,0 +1,189 @@
+// The masking kernel with VAES and AVX-512 (compiled with -mvaes -mavx512f ...; used where the
+// CPU has both): four AES blocks per instruction, eight values per fixed-point step (sixteen in
+// float32 where that is exact), the keystream added straight from the cipher's registers. It
+// gives exactly what secure_mask.cc's AES-NI kernel gives (and OpenSSL's aes-256-ctr): the same
+// counter blocks, the same fixed-point integers (no fused multiply-add: -ffp-contract=off).
+#include "kernels/secure_mask_avx512.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#if defined(__x86_64__) && defined(BRAID_HAVE_X86_VARIANTS)
+#include <immintrin.h>
+
+#include "kernels/aes256_schedule.h"
+
+namespace braid {
+
+namespace {
+
+// AES-256's key schedule (aes256_schedule.h), each round key broadcast to the four 128-bit lanes
+// of a 512-bit register.
+void expandKey(const uint8_t* key, __m512i* rk) {
+  __m128i k[15];
+  aes::expandKey256(key, k);
+  for (int r = 0; r < 15; r++) rk[r] = _mm512_broadcast_i32x4(k[r]);
+}
+
+// Eight registers of four counter blocks: 32 blocks (128 words) a round through the cipher.
+constexpr size_t kRegisters = 8;
+constexpr size_t kWordsPerRegister = 16;
+constexpr size_t kChunk = kRegisters * kWordsPerRegister;
+
+inline void encrypt(__m512i (&x)[kRegisters], const __m512i* rk) {
+  for (size_t l = 0; l < kRegisters; l++) x[l] = _mm512_xor_si512(x[l], rk[0]);
+  for (int r = 1; r < 14; r++)
+    for (size_t l = 0; l < kRegisters; l++) x[l] = _mm512_aesenc_epi128(x[l], rk[r]);
+  for (size_t l = 0; l < kRegisters; l++) x[l] = _mm512_aesenclast_epi128(x[l], rk[14]);
+}
+
+// Blocks b .. b + 3: the call count (big-endian) in each block's first 8 bytes, the block index
+// (big-endian) in its last 8.
+inline __m512i counterBlocks(long long callBigEndian, uint64_t b) {
+  const auto be = [](uint64_t v) { return static_cast<long long>(__builtin_bswap64(v)); };
+  return _mm512_set_epi64(be(b + 3), callBigEndian, be(b + 2), callBigEndian, be(b + 1), callBigEndian, be(b), callBigEndian);
+}
+
+uint32_t toFixedPoint(const float* values, int32_t* out, size_t from, size_t to, double scale, double clip, int32_t limit) {
+  uint32_t beyond = 0;
+  const __m512d vScale = _mm512_set1_pd(scale), half = _mm512_set1_pd(0.5), zero = _mm512_setzero_pd();
+  const __m512d high = _mm512_set1_pd(limit), low = _mm512_set1_pd(-static_cast<double>(limit));
+  const __m512d vClip = _mm512_set1_pd(clip), vNegClip = _mm512_set1_pd(-clip);
+  size_t i = from;
+  for (; i + 8 <= to; i += 8) {
+    __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(values + i));
+    if (clip > 0) {
+      v = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, vClip, _CMP_GT_OQ), v, vClip);
+      v = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(v, vNegClip, _CMP_LT_OQ), v, vNegClip);
+    }
+    const __m512d q = _mm512_roundscale_pd(_mm512_add_pd(_mm512_mul_pd(v, vScale), half), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __mmask8 outOfRange = _mm512_cmp_pd_mask(q, high, _CMP_GT_OQ) | _mm512_cmp_pd_mask(q, low, _CMP_LT_OQ) | _mm512_cmp_pd_mask(q, q, _CMP_UNORD_Q);
+    const __m512d saturated = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(q, zero, _CMP_GT_OQ), low, high);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm512_cvttpd_epi32(_mm512_mask_blend_pd(outOfRange, q, saturated)));
+    beyond += static_cast<uint32_t>(__builtin_popcount(outOfRange));
+  }
+  for (; i < to; i++) {
+    double v = values[i];
+    if (clip > 0) v = v > clip ? clip : v < -clip ? -clip : v;
+    const double q = std::floor(v * scale + 0.5);
+    if (q > limit || q < -static_cast<double>(limit) || q != q) {
+      beyond++;
+      out[i] = q > 0 ? limit : -limit;
+    } else {
+      out[i] = static_cast<int32_t>(q);
+    }
+  }
+  return beyond;
+}
+
+// The same integers, sixteen at a time in float32, where that is exact: a power-of-two scale >= 1
+// and no clipping. Then x = v x scale is exact in float32 (or infinite, or NaN), and floor(x + 0.5)
+// = floor(x) + (x - floor(x) >= 0.5), every step exact in float32 (x + 0.5 itself would round).
+// The range check compares with the largest float32 <= limit, which decides as limit would.
+uint32_t toFixedPointFloat(const float* values, int32_t* out, size_t from, size_t to, float scale, int32_t limit, float limitBelow) {
+  uint32_t beyond = 0;
+  const __m512 vScale = _mm512_set1_ps(scale), half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+  const __m512 high = _mm512_set1_ps(limitBelow), low = _mm512_set1_ps(-limitBelow);
+  const __m512i highInt = _mm512_set1_epi32(limit), lowInt = _mm512_set1_epi32(-limit);
+  size_t i = from;
+  for (; i + 16 <= to; i += 16) {
+    const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(values + i), vScale);
+    const __m512 f = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __mmask16 up = _mm512_cmp_ps_mask(_mm512_sub_ps(x, f), half, _CMP_GE_OQ);
+    const __m512 q = _mm512_mask_add_ps(f, up, f, one);
+    const __mmask16 outOfRange = _mm512_cmp_ps_mask(q, high, _CMP_GT_OQ) | _mm512_cmp_ps_mask(q, low, _CMP_LT_OQ) | _mm512_cmp_ps_mask(q, q, _CMP_UNORD_Q);
+    const __m512i saturated = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(q, zero, _CMP_GT_OQ), lowInt, highInt);
+    // In range, |q| <= limit < 2^31: the conversion is exact.
+    const __m512i converted = _mm512_cvttps_epi32(_mm512_mask_blend_ps(outOfRange, q, zero));
+    _mm512_storeu_si512(out + i, _mm512_mask_blend_epi32(outOfRange, converted, saturated));
+    beyond += static_cast<uint32_t>(__builtin_popcount(outOfRange));
+  }
+  return beyond + toFixedPoint(values, out, i, to, scale, 0, limit);
+}
+
+}  // namespace
+
+bool secureMaskAvx512Available() {
+  return __builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
+uint32_t secureMaskAvx512(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
+                          const int8_t* signs, size_t peers, uint64_t call) {
+  struct Schedule {
+    __m512i rk[15];
+  };
+  std::vector<Schedule> schedules(peers);  // C++17 allocates it 64-byte aligned
+  for (size_t p = 0; p < peers; p++) expandKey(keys + 32 * p, schedules[p].rk);
+  const long long callBigEndian = static_cast<long long>(__builtin_bswap64(call));
+  uint32_t beyond = 0;
+  int exponent = 0;
+  const bool inFloat = clip <= 0 && scale >= 1 && scale <= 0x1p60 && std::frexp(scale, &exponent) == 0.5;
+  float limitBelow = static_cast<float>(limit);
+  if (static_cast<double>(limitBelow) > limit) limitBelow = std::nextafter(limitBelow, 0.0f);
+  const size_t words = n + 1;
+  // One pass over memory: 128 words to fixed point, then every peer's keystream on them while
+  // they are in the cache; the last, short chunk is masked a word at a time.
+  for (size_t first = 0; first < words; first += kChunk) {
+    const size_t count = std::min(kChunk, words - first);
+    const size_t end = std::min(first + count, n);
+    beyond += inFloat ? toFixedPointFloat(values, out, first, end, static_cast<float>(scale), limit, limitBelow)
+                      : toFixedPoint(values, out, first, end, scale, clip, limit);
+    // The count word, once the count is known: it is the last word of the last chunk.
+    if (first + count == words) out[n] = static_cast<int32_t>(beyond);
+    for (size_t p = 0; p < peers; p++) {
+      __m512i x[kRegisters];
+      for (size_t l = 0; l < kRegisters; l++) x[l] = counterBlocks(callBigEndian, first / 4 + 4 * l);
+      encrypt(x, schedules[p].rk);
+      if (count == kChunk) {
+        for (size_t l = 0; l < kRegisters; l++) {
+          int32_t* at = out + first + l * kWordsPerRegister;
+          const __m512i word = _mm512_loadu_si512(at);
+          _mm512_storeu_si512(at, signs[p] > 0 ? _mm512_add_epi32(word, x[l]) : _mm512_sub_epi32(word, x[l]));
+        }
+      } else {
+        alignas(64) uint32_t stream[kChunk];
+        for (size_t l = 0; l < kRegisters; l++) _mm512_store_si512(stream + l * kWordsPerRegister, x[l]);
+        uint32_t* target = reinterpret_cast<uint32_t*>(out);
+        if (signs[p] > 0)
+          for (size_t k = 0; k < count; k++) target[first + k] += stream[k];
+        else
+          for (size_t k = 0; k < count; k++) target[first + k] -= stream[k];
+      }
+    }
+  }
+  return beyond;
+}
+
+void secureUnmaskAvx512(const int32_t* sum, float* values, size_t n, double divisor) {
+  size_t i = 0;
+  int exponent = 0;
+  if (std::frexp(divisor, &exponent) == 0.5) {
+    // A power of two (the scale; the average over 2, 4, 8 ranks): multiplying by its inverse is
+    // exact, so it gives the quotient's bits, at a fraction of a division's cost.
+    const __m512d inverse = _mm512_set1_pd(1.0 / divisor);
+    for (; i + 8 <= n; i += 8) {
+      const __m512d v = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sum + i))), inverse);
+      _mm256_storeu_ps(values + i, _mm512_cvtpd_ps(v));
+    }
+  } else {
+    const __m512d d = _mm512_set1_pd(divisor);
+    for (; i + 8 <= n; i += 8) {
+      const __m512d v = _mm512_div_pd(_mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sum + i))), d);
+      _mm256_storeu_ps(values + i, _mm512_cvtpd_ps(v));
+    }
+  }
+  for (; i < n; i++) values[i] = static_cast<float>(sum[i] / divisor);
+}
+
+}  // namespace braid
+
+#else
+
+namespace braid {
+bool secureMaskAvx512Available() { return false; }
+uint32_t secureMaskAvx512(const float*, int32_t*, size_t, double, double, int32_t, const uint8_t*, const int8_t*, size_t, uint64_t) { return 0; }
+void secureUnmaskAvx512(const int32_t*, float*, size_t, double) {}
+}  // namespace braid
+
+#endif
