@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #if defined(__x86_64__) && defined(BRAID_HAVE_X86_VARIANTS)
@@ -36,6 +38,17 @@ inline __m128i counterBlock(uint64_t callBigEndian, uint64_t block) {
 }  // namespace
 
 bool secureMaskAvailable() { return __builtin_cpu_supports("aes") && __builtin_cpu_supports("avx2"); }
+
+namespace {
+
+// The VAES kernel where the CPU has it, unless BRAID_ISA names another (as for the reductions:
+// tests run both kernels on one machine).
+bool useWide() {
+  const char* forced = std::getenv("BRAID_ISA");
+  return secureMaskAvx512Available() && (forced == nullptr || std::strcmp(forced, "avx512") == 0);
+}
+
+}  // namespace
 
 namespace {
 
@@ -78,7 +91,7 @@ uint32_t toFixedPoint(const float* values, int32_t* out, size_t from, size_t to,
 
 uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
                     const int8_t* signs, size_t peers, uint64_t call) {
-  static const bool wide = secureMaskAvx512Available();
+  static const bool wide = useWide();
   if (wide) return secureMaskAvx512(values, out, n, scale, clip, limit, keys, signs, peers, call);
   struct Schedule {
     __m128i rk[15];
@@ -113,7 +126,7 @@ uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, d
 }
 
 void secureUnmask(const int32_t* sum, float* values, size_t n, double divisor) {
-  static const bool wide = secureMaskAvx512Available();
+  static const bool wide = useWide();
   if (wide) return secureUnmaskAvx512(sum, values, n, divisor);
   size_t i = 0;
   int exponent = 0;

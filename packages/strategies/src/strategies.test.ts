@@ -192,6 +192,39 @@ describe('secure aggregation\'s native masking kernels', () => {
     }
   });
 
+  it.skipIf(!compress.secureMaskAvailable)('the AES-NI and the VAES kernels (BRAID_ISA=avx2 / avx512) mask and unmask to the same bits', async () => {
+    const { spawnSync } = await import('node:child_process');
+    // Edge values and random bit patterns, both scales' paths, clipping; a digest of every output.
+    const script = `
+      import { createHash, randomBytes } from 'node:crypto';
+      import { loadAddon } from '@braid/native';
+      const c = loadAddon().compress;
+      const hash = createHash('sha256');
+      let seed = 7;
+      const random = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+      const bits = Uint32Array.from({ length: 5000 }, () => (random() * 2 ** 32) >>> 0);
+      const values = Float32Array.from([...new Float32Array(bits.buffer), 0.5 / 65536, -0.5 / 65536, 1e9, NaN, Infinity, -Infinity, 2.5, -2.5]);
+      const keys = Uint8Array.from({ length: 64 }, (_, i) => (i * 37) & 255);
+      for (const [scale, clip] of [[65536, 0], [65536 * 1.5, 0], [65536, 0.25], [1, 0]]) {
+        const out = new Int32Array(values.length + 1);
+        const beyond = c.secureMask(values, out, scale, clip, 536870911, keys, Int8Array.of(1, -1), 3);
+        hash.update(new Uint8Array(out.buffer)).update(String(beyond));
+        for (const divisor of [scale, scale * 2, scale * 3]) {
+          const back = new Float32Array(values.length);
+          c.secureUnmask(out, back, divisor);
+          hash.update(new Uint8Array(back.buffer));
+        }
+      }
+      console.log(hash.digest('hex'));`;
+    const digests = ['avx2', 'avx512'].map((isa) => {
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, BRAID_ISA: isa }, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout.trim();
+    });
+    expect(digests[0]).toMatch(/^[0-9a-f]{64}$/);
+    expect(digests[1]).toBe(digests[0]);
+  });
+
   it.skipIf(!compress.secureMaskAvailable)('unmasks as JavaScript does: float32 of the int32 sum divided in double', () => {
     const sum = Int32Array.from({ length: 1003 }, (_, i) => (i % 2 ? 1 : -1) * ((i * 2654435761) % 2147483647));
     sum[0] = -2147483648;
