@@ -85,6 +85,11 @@ export class ParameterServer {
     this.bounds = Array.from({ length: servers + 1 }, (_, j) => Math.round((j * total) / servers));
   }
 
+  /** Whether init() has run. */
+  get initialized(): boolean {
+    return this.ready;
+  }
+
   /** Every rank starts from rank 0's weights; each server takes its shard. Every rank calls it first. */
   async init(): Promise<void> {
     const flat = this.flatten(this.variables);

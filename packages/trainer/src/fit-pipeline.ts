@@ -10,17 +10,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset, FitOptions, FitResult } from './fit.js';
 import { Progress, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
+import { strategyData } from './strategy-data.js';
 import { PIPELINE_CHECKPOINT_VERSION, type PipelineState, restorePipelineCheckpoint, writePipelineCheckpoint } from './stage-checkpoint.js';
 
-// What fit offers under DataParallel that a pipeline does not have yet: said, not ignored.
+// What fit offers under DataParallel that a pipeline does not have yet.
 const UNSUPPORTED: Array<keyof FitOptions> = ['earlyStopping', 'commitEvery', 'checkpointOnEveryHost'];
-
-function single(what: string, t: tf.Tensor | tf.Tensor[]): tf.Tensor {
-  if (Array.isArray(t) || !(t instanceof tf.Tensor) || t.rank < 1) {
-    throw new InvalidArgumentError(`fit: with a PipelineParallel strategy, ${what} must be one tensor with rows along the first axis`);
-  }
-  return t;
-}
 
 export async function fitPipeline(
   data: Dataset,
@@ -28,25 +22,9 @@ export async function fitPipeline(
   pipeline: PipelineParallel,
   settings: { epochs: number; batchSize: number; seed: number; keep: number; everySteps: number; everyEpochs: number },
 ): Promise<FitResult> {
-  for (const name of UNSUPPORTED) {
-    if (options[name] !== undefined) {
-      throw new InvalidArgumentError(`fit: ${name} is not supported with a PipelineParallel strategy yet (it is with DataParallel); leave it out`);
-    }
-  }
   const { epochs, batchSize, seed, keep, everySteps, everyEpochs } = settings;
-  const x = single('data.x', data.x);
-  const y = single('data.y', data.y);
-  const rows = x.shape[0]!;
-  if (y.shape[0] !== rows) throw new InvalidArgumentError(`fit: data.x has ${rows} rows but data.y has ${y.shape[0]}`);
-  if (rows === 0) throw new InvalidArgumentError('fit: there are no training rows');
-  const validation = options.validationData && { x: single('validationData.x', options.validationData.x), y: single('validationData.y', options.validationData.y) };
-  if (validation && validation.x.shape[0] !== validation.y.shape[0]) throw new InvalidArgumentError('fit: validationData.x and validationData.y have different numbers of rows');
   // Every rank of every pipeline must deal the same rows: the stages' messages carry them.
-  const check = Float64Array.of(rows, -rows, batchSize, -batchSize, seed, -seed);
-  await pipeline.comm.allReduce(check, { op: 'max' });
-  if (check[0] !== -check[1]! || check[2] !== -check[3]! || check[4] !== -check[5]!) {
-    throw new InvalidArgumentError('fit: the stages of a pipeline were given different numbers of rows, batch sizes or seeds; pass the same data and options on every rank');
-  }
+  const { x, y, rows, validation } = await strategyData('PipelineParallel', pipeline.comm, data, options, UNSUPPORTED, settings);
 
   const callbacks = options.callbacks === undefined ? [] : Array.isArray(options.callbacks) ? options.callbacks : [options.callbacks];
   const { replicaIndex, replicaCount } = pipeline;

@@ -3,13 +3,14 @@
 import { join } from 'node:path';
 
 import { agreeOnSuccess, checkOptions, type Communicator, init, InvalidArgumentError } from '@braid/collectives';
-import { DataParallel, DistributedOptimizer, PipelineParallel } from '@braid/strategies';
+import { DataParallel, DistributedOptimizer, ParameterServer, PipelineParallel } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
 import { CHECKPOINT_VERSION, checkpointName, restoreCheckpoint, type TrainerState, unpackCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { readNewestCheckpoint } from './commits.js';
 import { joinElasticRun, reportStep, resizeAgreed, stopForResize, underElasticLauncher } from './elastic-worker.js';
 import { batchAwareLossOf } from './model-parts.js';
+import { fitParameterServer } from './fit-parameter-server.js';
 import { fitPipeline } from './fit-pipeline.js';
 import { checkPrivateTraining, privateTrainStep } from './private-step.js';
 import { Progress, type ProgressMode, resolveProgressMode } from './progress.js';
@@ -79,9 +80,10 @@ export interface FitOptions {
    * Default: a DataParallel over the world communicator. A PipelineParallel trains its stages
    * (each rank its own; the model's other layers were freed when it was made), every pipeline on
    * its own rows, each stage checkpointing its own part; early stopping and elastic commits are
-   * DataParallel's only for now.
+   * DataParallel's only for now. A ParameterServer: its servers serve, its workers train on their
+   * share of the rows (no checkpoints yet; every rank holds the servers' weights at the end).
    */
-  strategy?: DataParallel | PipelineParallel;
+  strategy?: DataParallel | PipelineParallel | ParameterServer;
   /** Seed of the per-epoch shuffle, shared by all ranks (default 0). */
   seed?: number;
   shuffle?: boolean;
@@ -194,6 +196,10 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
     };
     return fitPipeline(data, options, options.strategy, settings);
   }
+  if (options.strategy instanceof ParameterServer) {
+    const settings = { epochs: integer('epochs', options.epochs, 1, 1), batchSize: integer('batchSize', options.batchSize, 32, 1), seed: integer('seed', options.seed, 0, 0) };
+    return fitParameterServer(model, data, options, options.strategy, settings);
+  }
   if (!model || typeof model.trainOnBatch !== 'function') throw new InvalidArgumentError('fit: model must be a compiled tfjs LayersModel');
   if (!model.optimizer) {
     throw new InvalidArgumentError('fit: compile the model first, e.g. model.compile({ optimizer: dp.wrapOptimizer(tf.train.adam(1e-3)), loss, metrics })');
@@ -220,7 +226,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
     throw new InvalidArgumentError('fit: validationData.x and validationData.y have different numbers of rows');
   }
   const strategy = options.strategy ?? new DataParallel(await init());
-  if (!(strategy instanceof DataParallel)) throw new InvalidArgumentError('fit: strategy must be a DataParallel or a PipelineParallel');
+  if (!(strategy instanceof DataParallel)) throw new InvalidArgumentError('fit: strategy must be a DataParallel, a PipelineParallel or a ParameterServer');
   const comm = strategy.comm;
   const { rank, size } = comm;
   if (!(model.optimizer instanceof DistributedOptimizer)) model.optimizer = strategy.wrapOptimizer(model.optimizer);

@@ -234,3 +234,32 @@ describe.each([[2, 1], [3, 1], [4, 2]])('fit with a PipelineParallel strategy an
     expect(JSON.parse(readFileSync(join(folder, 'state.json'), 'utf8'))).toMatchObject({ kind: 'pipeline', stages: np / replicas, replicas, epoch: 3, globalStep: (3 * 12) / replicas });
   });
 });
+
+describe.each([[3, 1], [4, 2]])('fit with a ParameterServer strategy, np=%i, %i server(s)', (np, servers) => {
+  it('sync: the workers train their rows to one process\'s weights and losses on the same batches; every rank ends with the servers\' weights and the same history', async () => {
+    const job = await mpirunScript(np, worker, ['ps-fit'], { env: { SERVERS: String(servers), MODE: 'sync' } });
+    expect(job.results.filter((r) => !r.ok).map((r) => `${r.rank}: ${r.stack}`)).toEqual([]);
+    expect(job.code, job.stderr).toBe(0);
+    same(job.results, 'weights');
+    same(job.results, 'history');
+    expect(Object.keys(job.results[0]!.history)).toEqual(['loss', 'acc', 'val_loss', 'val_acc']);
+    for (const r of job.results) {
+      // 96 rows over 2 workers, batch 8: 6 steps an epoch.
+      expect(r.globalStep).toBe(18);
+      expect(r.diff).toBeLessThan(1e-5);
+      expect(r.lossDiff).toBeLessThan(1e-5);
+      // The first worker prints, one line per epoch.
+      expect(r.epochLines).toHaveLength(r.rank === servers ? 3 : 0);
+    }
+    expect(job.results[0]!.history.val_acc[2]).toBeGreaterThan(0.8);
+  });
+
+  it('async: the workers learn at their own pace; every rank ends with the servers\' weights', async () => {
+    const job = await mpirunScript(np, worker, ['ps-fit'], { env: { SERVERS: String(servers), MODE: 'async' } });
+    expect(job.results.filter((r) => !r.ok).map((r) => `${r.rank}: ${r.stack}`)).toEqual([]);
+    expect(job.code, job.stderr).toBe(0);
+    same(job.results, 'weights');
+    same(job.results, 'history');
+    expect(job.results[0]!.history.val_acc[2]).toBeGreaterThan(0.8);
+  });
+});

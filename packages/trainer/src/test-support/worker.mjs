@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
-import { DataParallel, PipelineParallel } from '@braid/strategies';
+import { DataParallel, ParameterServer, PipelineParallel } from '@braid/strategies';
 import { useTestBackend } from '@braid/test-support/backend';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
@@ -81,6 +81,53 @@ async function pipelineSetup(optimizer) {
 }
 
 const scenarios = {
+  // fit with a ParameterServer (SERVERS of the ranks serve; MODE sync or async): workers train on
+  // their rows; every rank ends with the servers' weights and the same history. Sync: one process
+  // on every worker's batch of each step gives the same weights and losses.
+  async 'ps-fit'() {
+    const servers = Number(process.env.SERVERS ?? 1);
+    const mode = process.env.MODE ?? 'sync';
+    const build = () => {
+      const m = tf.sequential({
+        layers: [
+          tf.layers.dense({ inputShape: [8], units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
+          tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
+        ],
+      });
+      m.compile({ optimizer: tf.train.sgd(0.2), loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
+      return m;
+    };
+    const data = blobs(96, 5);
+    const validation = blobs(30, 6);
+    const model = build();
+    const ps = new ParameterServer(comm, model.trainableWeights.map((w) => w.read()), { servers, optimizer: tf.train.sgd(0.2), mode });
+    const lines = [];
+    const result = await fit(model, data, { strategy: ps, epochs: 3, batchSize: 8, seed: 3, validationData: validation, progress: 'lines', write: (t) => lines.push(t) });
+    const workers = size - servers;
+    let diff;
+    let lossDiff;
+    if (mode === 'sync') {
+      const reference = build();
+      const losses = [];
+      for (let epoch = 0; epoch < 3; epoch++) {
+        const perWorker = Array.from({ length: workers }, (_, w) => epochBatches({ rows: 96, rank: w, size: workers, batchSize: 8, seed: 3, epoch, shuffle: true }));
+        let sum = 0;
+        for (let b = 0; b < perWorker[0].length; b++) {
+          const indices = tf.tensor1d(Int32Array.from(perWorker.flatMap((batches) => Array.from(batches[b]))), 'int32');
+          const [x, y] = [tf.gather(data.x, indices), tf.gather(data.y, indices)];
+          const out = await reference.trainOnBatch(x, y);
+          sum += out[0];
+          tf.dispose([indices, x, y]);
+        }
+        losses.push(sum / perWorker[0].length);
+      }
+      const mine = model.getWeights();
+      diff = Math.max(...reference.getWeights().map((w, i) => tf.tidy(() => tf.max(tf.abs(tf.sub(w, mine[i]))).dataSync()[0])));
+      lossDiff = Math.max(...losses.map((l, i) => Math.abs(l - result.history.loss[i])));
+    }
+    return { isServer: ps.isServer, history: result.history, globalStep: result.globalStep, weights: digest(model.getWeights()), diff, lossDiff, epochLines: lines.join('').split('\n').filter((l) => l.startsWith('epoch ')) };
+  },
+
   // fit under a pipeline with checkpoints (checkpointEvery 4 steps): run straight, or stopped by
   // an error thrown on every rank at step CRASH_AT, or resumed from the folder.
   async 'pipeline-resume'() {
