@@ -70,15 +70,17 @@ describe('examples', () => {
     expect(result.stdout).toMatch(/test accuracy: 0\.\d{4}/);
   });
 
-  it.skipIf(!native.available)(`the CNN trains its default 8 epochs of 8,500 digits on tfjs-node to >= 0.965${native.available ? '' : ` (skipped: ${native.reason})`}`, () => {
+  it.skipIf(!native.available)(`the CNN trains its default 8 epochs of 8,500 digits on tfjs-node to >= 0.95${native.available ? '' : ` (skipped: ${native.reason})`}`, () => {
     const json = join(mkdtempSync(join(tmpdir(), 'braid-cnn-')), 'result.json');
     const result = run([join(here, 'mnist', 'cnn.mjs'), '--json', json]);
     expect(result.status, result.stderr).toBe(0);
     const summary = JSON.parse(readFileSync(json, 'utf8'));
     expect(summary.backend).toBe('tensorflow');
     expect(summary.history.val_acc).toHaveLength(8);
-    // Dropout's masks are unseeded: 0.973, 0.979 and 0.981 in three runs here (the README says >= 0.97).
-    expect(summary.accuracy).toBeGreaterThanOrEqual(0.965);
+    // Dropout's masks are unseeded: 0.973, 0.979 and 0.981 in three runs here (the benchmark
+    // figure in the README is >= 0.97); the test leaves room for a run's luck, not for a broken
+    // model (ten classes: chance is 0.1).
+    expect(summary.accuracy).toBeGreaterThanOrEqual(0.95);
   });
 });
 
