@@ -115,6 +115,14 @@ export async function writeCheckpoint(dir: string, model: SaveableModel, state: 
   writeFileSync(join(staging, 'model.json'), JSON.stringify(modelJson));
   writeFileSync(join(staging, 'weights.bin'), weights);
   writeFileSync(join(staging, 'state.json'), JSON.stringify(state, null, 1));
+  return publishCheckpoint(dir, staging, name, keep);
+}
+
+/**
+ * A complete staging folder renamed into place as checkpoint `name`, the `latest` pointer moved
+ * to it (atomically, by rename), and all but the newest `keep` checkpoints removed; returns its folder.
+ */
+export function publishCheckpoint(dir: string, staging: string, name: string, keep: number): string {
   const final = join(dir, name);
   rmSync(final, { recursive: true, force: true });
   renameSync(staging, final);

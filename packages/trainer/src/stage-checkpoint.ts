@@ -3,14 +3,14 @@
 // encoding), into one folder per checkpoint; state.json (where training stands) is written last,
 // by rank 0, and the folder renamed into place (ckpt-<step>, as DataParallel's checkpoints, with
 // the same `latest` pointer). Every stage must see checkpointDir: one host, or a shared folder.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { agreeOnSuccess, type Communicator, InvalidArgumentError } from '@braid/collectives';
 import type { PipelineParallel } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
-import { checkpointName, latestCheckpoint, rebuildAdamPowers } from './checkpoint.js';
+import { checkpointName, latestCheckpoint, publishCheckpoint, rebuildAdamPowers } from './checkpoint.js';
 
 export const PIPELINE_CHECKPOINT_VERSION = 1;
 
@@ -83,21 +83,15 @@ export async function writePipelineCheckpoint(dir: string, pipeline: PipelinePar
     writeFileSync(join(staging, `stage-${pipeline.stage}.json`), json);
     writeFileSync(join(staging, `stage-${pipeline.stage}.bin`), bin);
   });
-  const final = join(dir, name);
   await agreeInPipelines(pipeline, 'fit: finishing a pipeline checkpoint', () => {
     if (!first) return;
     for (let s = 0; s < pipeline.stages; s++) {
       if (!existsSync(join(staging, `stage-${s}.bin`))) throw new Error(`stage ${s}'s part is missing from ${staging}: every stage must see checkpointDir (one host, or a shared folder)`);
     }
     writeFileSync(join(staging, 'state.json'), JSON.stringify(state, null, 1));
-    rmSync(final, { recursive: true, force: true });
-    renameSync(staging, final);
-    writeFileSync(join(dir, '.latest.tmp'), name);
-    renameSync(join(dir, '.latest.tmp'), join(dir, 'latest'));
-    const all = readdirSync(dir).filter((f) => /^ckpt-\d{9}$/.test(f)).sort();
-    for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(join(dir, old), { recursive: true, force: true });
+    publishCheckpoint(dir, staging, name, keep);
   });
-  return final;
+  return join(dir, name);
 }
 
 /**
