@@ -35,7 +35,9 @@ export interface ServerStats {
 
 const PUSH = 1;
 const PULL = 2;
-const DONE = -1; // the step a worker's last push carries: it has finished
+// Control messages are pushes whose step slot (the last value) is negative: steps count from 1.
+const DONE = -1; // the worker has finished
+const PAUSE = -2; // the worker waits for pause(): see serve's onPause
 
 export class ParameterServer {
   readonly servers: number;
@@ -46,7 +48,8 @@ export class ParameterServer {
   /** This rank's index among the servers or among the workers. */
   readonly index: number;
   readonly stats: ServerStats = { pushes: 0, maxLead: 0, heldBack: 0 };
-  private readonly optimizer: tf.Optimizer;
+  /** The servers' optimizer (on a server, its state is the shard's: part of a checkpoint). */
+  readonly optimizer: tf.Optimizer;
   private readonly sizes: number[];
   // Shard j covers [bounds[j], bounds[j + 1]) of the flat weights.
   private readonly bounds: number[];
@@ -120,15 +123,55 @@ export class ParameterServer {
   /** A worker is done training: the servers stop counting it (call it once, after the last push). */
   async finish(): Promise<void> {
     if (this.isServer) throw new InvalidArgumentError('ParameterServer: finish() is for workers');
-    await Promise.all(Array.from({ length: this.servers }, (_, j) => this.comm.send(Float32Array.of(DONE), j, { tag: PUSH })));
+    await this.control(DONE);
   }
 
-  /** A server's loop: applies pushes until every worker has finished. */
-  async serve(): Promise<void> {
+  /**
+   * A worker stops pushing until every server has run serve's onPause: once every training worker
+   * has paused, the servers call onPause, which takes part with the workers in whatever they do
+   * next on every rank (a checkpoint, say). Every worker pauses at the same point of its training.
+   */
+  async pause(): Promise<void> {
+    if (!this.ready) throw new InvalidArgumentError('ParameterServer: call init() on every rank first');
+    if (this.isServer) throw new InvalidArgumentError('ParameterServer: pause() is for workers');
+    await this.control(PAUSE);
+  }
+
+  /** Where this server's shard lies in the flat weights (the variables' values end to end). */
+  get shardRange(): [number, number] {
+    return [this.bounds[this.index]!, this.bounds[this.index + 1]!];
+  }
+
+  /** The model's size in values. */
+  get totalSize(): number {
+    return this.bounds[this.servers]!;
+  }
+
+  /** A copy of this server's shard of the weights. */
+  shardValues(): Float32Array {
+    if (!this.isServer || !this.shard) throw new InvalidArgumentError('ParameterServer: only an initialized server holds a shard');
+    return Float32Array.from(this.shard.dataSync() as Float32Array);
+  }
+
+  /** Puts values into this server's shard (a checkpoint's; the workers see them at their next pull). */
+  setShard(values: Float32Array): void {
+    if (!this.isServer || !this.shard) throw new InvalidArgumentError('ParameterServer: only an initialized server holds a shard');
+    if (values.length !== this.shard.size) throw new InvalidArgumentError(`ParameterServer: server ${this.index}'s shard holds ${this.shard.size} values; got ${values.length}`);
+    const t = tf.tensor1d(values);
+    this.shard.assign(t);
+    t.dispose();
+  }
+
+  /**
+   * A server's loop: applies pushes until every worker has finished. `onPause` runs each time
+   * every training worker has paused (pause()); serving goes on when it resolves.
+   */
+  async serve(options: { onPause?: () => Promise<void> } = {}): Promise<void> {
     if (!this.ready) throw new InvalidArgumentError('ParameterServer: call init() on every rank first');
     if (!this.isServer) throw new InvalidArgumentError(`ParameterServer: rank ${this.comm.rank} is a worker; push() there, serve() on the servers`);
     const length = this.bounds[this.index + 1]! - this.bounds[this.index]!;
     const done = new Set<number>();
+    const paused = new Set<number>();
     const steps = new Array<number>(this.workers).fill(0);
     const heldBack: number[] = [];
     const answer = async (worker: number) => {
@@ -162,13 +205,19 @@ export class ParameterServer {
         return this.failed(err, `server ${this.index} (rank ${this.comm.rank}) waited for pushes from worker(s) ${waiting.join(', ')} (rank(s) ${waiting.map((w) => w + this.servers).join(', ')})`);
       });
       const worker = got.source - this.servers;
-      if (got.length === 1 && buf[0] === DONE) {
-        done.add(worker);
+      if (got.length !== length + 1) throw new InvalidArgumentError(`ParameterServer: worker ${worker} pushed ${got.length - 1} values to server ${this.index}, which holds ${length}; build the same model on every rank`);
+      const step = buf[length]!;
+      if (step === DONE || step === PAUSE) {
+        (step === DONE ? done : paused).add(worker);
+        if (paused.size > 0 && paused.size === this.workers - done.size) {
+          // No push is pending: a worker pauses only after its last step's answer.
+          paused.clear();
+          if (options.onPause) await options.onPause();
+        }
         if (this.mode === 'async') await release();
         continue;
       }
-      if (got.length !== length + 1) throw new InvalidArgumentError(`ParameterServer: worker ${worker} pushed ${got.length - 1} values to server ${this.index}, which holds ${length}; build the same model on every rank`);
-      steps[worker] = buf[length]!;
+      steps[worker] = step;
       if (this.mode === 'sync') {
         pending.set(worker, buf);
         if (pending.size < this.workers - done.size) continue;
@@ -204,6 +253,16 @@ export class ParameterServer {
     if (this.isServer) flat.set(this.shard!.dataSync() as Float32Array, this.bounds[this.index]!);
     for (let j = 0; j < this.servers; j++) await this.comm.broadcast(flat.subarray(this.bounds[j]!, this.bounds[j + 1]!), { root: j });
     this.assign(flat);
+  }
+
+  // A control message (its code in the step slot) to every server.
+  private async control(code: number): Promise<void> {
+    const sends = Array.from({ length: this.servers }, (_, j) => {
+      const message = new Float32Array(this.bounds[j + 1]! - this.bounds[j]! + 1);
+      message[message.length - 1] = code;
+      return this.comm.send(message, j, { tag: PUSH });
+    });
+    await Promise.all(sends);
   }
 
   private apply(gradient: Float32Array): void {

@@ -3,7 +3,9 @@
 // deals them among ranks): each step, the model's compiled loss (regularizers included) on the
 // batch, its gradients pushed, the servers' weights pulled back into the model. Each epoch's
 // metrics and validation are averaged over the workers; at the end every rank (servers too)
-// holds the servers' weights (pullAll) and the same history.
+// holds the servers' weights (pullAll) and the same history. Checkpoints: the workers pause at the
+// same step and each server writes its shard (server-checkpoint.ts); a resumed run's servers take
+// their shards back and the workers go on from the step it was taken at.
 import { type Communicator, InvalidArgumentError } from '@braid/collectives';
 import type { ParameterServer } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
@@ -12,16 +14,26 @@ import type { Dataset, FitOptions, FitResult, TrainableModel } from './fit.js';
 import { compiledParts } from './model-parts.js';
 import { Progress, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
+import { restoreServerCheckpoint, SERVER_CHECKPOINT_VERSION, type ServerCheckpointState, writeServerCheckpoint } from './server-checkpoint.js';
 import { strategyData } from './strategy-data.js';
 
-const UNSUPPORTED: Array<keyof FitOptions> = ['earlyStopping', 'checkpointDir', 'checkpointEvery', 'commitEvery', 'keepCheckpoints', 'checkpointOnEveryHost', 'resume'];
+const UNSUPPORTED: Array<keyof FitOptions> = ['earlyStopping', 'commitEvery', 'checkpointOnEveryHost'];
+
+export interface ServerFitSettings {
+  epochs: number;
+  batchSize: number;
+  seed: number;
+  keep: number;
+  everySteps: number;
+  everyEpochs: number;
+}
 
 export async function fitParameterServer(
   model: TrainableModel,
   data: Dataset,
   options: FitOptions,
   ps: ParameterServer,
-  settings: { epochs: number; batchSize: number; seed: number },
+  settings: ServerFitSettings,
 ): Promise<FitResult> {
   const { parts, compiled } = compiledParts(model);
   if (typeof parts.apply !== 'function' || !Array.isArray(compiled.lossFunctions) || compiled.lossFunctions.length !== 1) {
@@ -31,10 +43,49 @@ export async function fitParameterServer(
   if (variables.length !== ps.variables.length || variables.some((v, i) => v !== ps.variables[i])) {
     throw new InvalidArgumentError("fit: the ParameterServer must be made with this model's trainable variables (model.trainableWeights.map((w) => w.read()))");
   }
-  const { x, y, validation } = await strategyData('ParameterServer', ps.comm, data, options, UNSUPPORTED, settings, "leave it out, and save the model after fit (every rank then holds the servers' weights)");
-  const { batchSize } = settings;
+  const { x, y, validation } = await strategyData('ParameterServer', ps.comm, data, options, UNSUPPORTED, settings);
+  const { batchSize, seed, keep } = settings;
   const comm = ps.comm;
   if (!ps.initialized) await ps.init();
+  const dir = options.checkpointDir;
+  let start: ServerCheckpointState = {
+    version: SERVER_CHECKPOINT_VERSION,
+    kind: 'parameter-server',
+    servers: ps.servers,
+    workers: ps.workers,
+    mode: ps.mode,
+    values: ps.totalSize,
+    epoch: 0,
+    batchInEpoch: 0,
+    globalStep: 0,
+    seed,
+    batchSize,
+    sums: [],
+    history: {},
+  };
+  let resumedFrom: string | undefined;
+  if (dir && options.resume !== false) {
+    const restored = await restoreServerCheckpoint(dir, ps);
+    if (restored) {
+      if (restored.state.batchSize !== batchSize || restored.state.seed !== seed || restored.state.mode !== ps.mode) {
+        throw new InvalidArgumentError(
+          `fit: ${restored.folder} was taken with batchSize ${restored.state.batchSize}, seed ${restored.state.seed}, mode '${restored.state.mode}'; a parameter server resumes with the same (or use another checkpointDir)`,
+        );
+      }
+      start = restored.state;
+      resumedFrom = restored.folder;
+      // The workers take the restored shards.
+      await ps.pullAll();
+    }
+  }
+  const callbacks = options.callbacks === undefined ? [] : Array.isArray(options.callbacks) ? options.callbacks : [options.callbacks];
+  // Every rank (servers too) writes its part and then tells its onCheckpoint callbacks.
+  const checkpoint = dir
+    ? async (state: ServerCheckpointState | undefined) => {
+        const written = await writeServerCheckpoint(dir, ps, state, keep);
+        for (const cb of callbacks) await cb.onCheckpoint?.(written.folder, written.state);
+      }
+    : undefined;
   // The workers' own communicator, for their metrics (the servers are busy serving meanwhile).
   const split = await comm.split(ps.isServer ? 0 : 1, comm.rank);
   if (!split) throw new Error('fit: splitting the workers from the servers gave no communicator');
@@ -45,27 +96,27 @@ export async function fitParameterServer(
     let seconds = 0;
     let pushMs = 0;
     if (ps.isServer) {
-      await ps.serve();
+      await ps.serve({ onPause: checkpoint && (() => checkpoint(undefined)) });
     } else {
-      ({ history, globalStep, seconds, pushMs } = await trainWorker(model, { x, y }, validation, options, ps, workers, settings));
+      ({ history, globalStep, seconds, pushMs } = await trainWorker(model, { x, y }, validation, options, ps, workers, settings, start, resumedFrom, checkpoint));
       await ps.finish();
     }
     // Every rank ends with the servers' weights and the first worker's history (the same on all).
     await ps.pullAll();
     history = await shareHistory(comm, ps.servers, history);
-    const figures = new Float64Array([globalStep, seconds, pushMs]);
+    const figures = new Float64Array([globalStep, seconds, pushMs, globalStep - start.globalStep]);
     await comm.broadcast(figures, { root: ps.servers });
-    const [steps, time, push] = figures;
+    const [steps, time, push, stepsRun] = figures;
     const result: FitResult = {
       history,
       epochs: Array.from({ length: history.loss?.length ?? 0 }, (_, i) => i),
       globalStep: steps!,
       stoppedEarly: false,
-      samplesPerSecond: time! > 0 ? (steps! * batchSize * ps.workers) / time! : 0,
+      resumedFrom,
+      samplesPerSecond: time! > 0 ? (stepsRun! * batchSize * ps.workers) / time! : 0,
       // The first worker's time in push (its gradients out, the weights back).
       communicationShare: time! > 0 ? push! / 1000 / time! : 0,
     };
-    const callbacks = options.callbacks === undefined ? [] : Array.isArray(options.callbacks) ? options.callbacks : [options.callbacks];
     for (const cb of callbacks) await cb.onTrainEnd?.(result);
     return result;
   } finally {
@@ -80,26 +131,41 @@ async function trainWorker(
   options: FitOptions,
   ps: ParameterServer,
   workers: Communicator,
-  settings: { epochs: number; batchSize: number; seed: number },
+  settings: ServerFitSettings,
+  start: ServerCheckpointState,
+  resumedFrom: string | undefined,
+  checkpoint: ((state: ServerCheckpointState | undefined) => Promise<void>) | undefined,
 ): Promise<{ history: Record<string, number[]>; globalStep: number; seconds: number; pushMs: number }> {
-  const { epochs, batchSize, seed } = settings;
+  const { epochs, batchSize, seed, everySteps, everyEpochs } = settings;
   const { parts, compiled } = compiledParts(model);
   const lossFunction = compiled.lossFunctions![0]!;
   const metricFunctions = (compiled.metricsTensors ?? []).map(([metric]) => metric);
   const names = model.metricsNames;
   const callbacks = options.callbacks === undefined ? [] : Array.isArray(options.callbacks) ? options.callbacks : [options.callbacks];
   const progress = new Progress(resolveProgressMode(options.progress ?? 'auto', ps.index), epochs, batchSize * ps.workers, options.write);
-  const history: Record<string, number[]> = {};
-  let globalStep = 0;
+  const history = start.history;
+  let globalStep = start.globalStep;
   let pushMs = 0;
   const started = performance.now();
-  for (const cb of callbacks) await cb.onTrainBegin?.({ epoch: 0, globalStep: 0, size: ps.workers });
-  for (let epoch = 0; epoch < epochs; epoch++) {
+  // Every worker pauses, and every rank writes its part; the first worker carries the state.
+  const takeCheckpoint = async (epoch: number, batchInEpoch: number, sums: Float64Array) => {
+    if (!checkpoint) return;
+    const all = await workers.allGather(Float64Array.from(sums));
+    await ps.pause();
+    const perWorker = Array.from({ length: ps.workers }, (_, w) => [...all.subarray(w * sums.length, (w + 1) * sums.length)]);
+    await checkpoint(ps.index === 0 ? { ...start, epoch, batchInEpoch, globalStep, sums: perWorker, history } : undefined);
+  };
+  if (resumedFrom) progress.message(`resumed from ${resumedFrom} at epoch ${start.epoch + 1}, step ${start.globalStep}`);
+  for (const cb of callbacks) await cb.onTrainBegin?.({ resumedFrom, epoch: start.epoch, globalStep, size: ps.workers });
+  for (let epoch = start.epoch; epoch < epochs; epoch++) {
     const batches = epochBatches({ rows: data.x.shape[0]!, rank: ps.index, size: ps.workers, batchSize, seed, epoch, shuffle: options.shuffle ?? true, dropRemainder: options.dropRemainder });
+    const firstBatch = epoch === start.epoch ? start.batchInEpoch : 0;
     for (const cb of callbacks) await cb.onEpochBegin?.(epoch);
     progress.epochBegin();
     const sums = new Float64Array(names.length);
-    for (let b = 0; b < batches.length; b++) {
+    // Resumed mid-epoch: each worker's sums go on from its own (the same additions as a run not stopped).
+    if (firstBatch > 0) sums.set((start.sums[ps.index] ?? []).slice(0, names.length));
+    for (let b = firstBatch; b < batches.length; b++) {
       const indices = tf.tensor1d(batches[b]!, 'int32');
       const [xb, yb] = [tf.gather(data.x, indices), tf.gather(data.y, indices)];
       let values: number[];
@@ -125,8 +191,10 @@ async function trainWorker(
       values.forEach((v, i) => (sums[i]! += v));
       globalStep++;
       const logs = Object.fromEntries(names.map((n, i) => [n, values[i]!]));
-      progress.step(epoch, b + 1, batches.length, logs, 0);
+      progress.step(epoch, b + 1, batches.length, logs, firstBatch);
       for (const cb of callbacks) await cb.onBatchEnd?.({ epoch, batch: b, globalStep, rows: batches[b]! }, logs);
+      // A step checkpoint on an epoch's last batch is taken after the epoch's metrics.
+      if (everySteps > 0 && globalStep % everySteps === 0 && b + 1 < batches.length) await takeCheckpoint(epoch, b + 1, sums);
     }
     // The epoch's means over the workers' steps (every worker took as many).
     const totals = Float64Array.from([...sums, batches.length]);
@@ -135,7 +203,12 @@ async function trainWorker(
     if (validation) Object.assign(logs, await validate(model, names, validation, ps, workers, options.validationBatchSize ?? batchSize));
     for (const [k, v] of Object.entries(logs)) (history[k] ??= []).push(v);
     for (const cb of callbacks) await cb.onEpochEnd?.(epoch, logs);
-    progress.epochEnd(epoch, batches.length, logs, 0);
+    progress.epochEnd(epoch, batches.length, logs, firstBatch);
+    const finished = epoch + 1 === epochs;
+    if (finished || (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || (everySteps > 0 && globalStep % everySteps === 0)) await takeCheckpoint(epoch + 1, 0, new Float64Array(names.length));
+  }
+  if (resumedFrom && start.epoch >= epochs && globalStep === start.globalStep) {
+    progress.message(`nothing to train: the checkpoint in ${options.checkpointDir} is from a finished run (${start.epoch} of ${epochs} epochs done); to train again from the start, remove that folder or pass resume: false`);
   }
   return { history, globalStep, seconds: (performance.now() - started) / 1000, pushMs };
 }

@@ -61,7 +61,10 @@ export async function fitPipeline(
   }
   const history = state.history;
   const checkpoint = async () => {
-    if (dir) await writePipelineCheckpoint(dir, pipeline, { ...state, history }, keep);
+    if (!dir) return;
+    const snapshot = { ...state, history };
+    const folder = await writePipelineCheckpoint(dir, pipeline, snapshot, keep);
+    for (const cb of callbacks) await cb.onCheckpoint?.(folder, snapshot);
   };
   const waitingBefore = pipeline.stats.waitingMs;
   const started = performance.now();

@@ -14,6 +14,8 @@ import { fitParameterServer } from './fit-parameter-server.js';
 import { fitPipeline } from './fit-pipeline.js';
 import { checkPrivateTraining, privateTrainStep } from './private-step.js';
 import { Progress, type ProgressMode, resolveProgressMode } from './progress.js';
+import type { ServerCheckpointState } from './server-checkpoint.js';
+import type { PipelineState } from './stage-checkpoint.js';
 import { epochBatches, validationRows } from './sharding.js';
 
 /** The parts of a tfjs LayersModel the trainer uses (any tfjs flavour: tfjs, tfjs-node, tfjs-node-gpu). */
@@ -55,7 +57,8 @@ export interface TrainerCallbacks {
   onBatchEnd?: (step: StepInfo, logs: Record<string, number>) => void | Promise<void>;
   /** The epoch's metrics averaged over all ranks (identical on every rank). */
   onEpochEnd?: (epoch: number, logs: Record<string, number>) => void | Promise<void>;
-  onCheckpoint?: (folder: string, state: TrainerState) => void | Promise<void>;
+  /** After each checkpoint, on every rank: its folder, and where training stood (DataParallel's TrainerState, or a pipeline's or a parameter server's state). */
+  onCheckpoint?: (folder: string, state: TrainerState | PipelineState | ServerCheckpointState) => void | Promise<void>;
   onTrainEnd?: (result: FitResult) => void | Promise<void>;
 }
 
@@ -81,7 +84,8 @@ export interface FitOptions {
    * (each rank its own; the model's other layers were freed when it was made), every pipeline on
    * its own rows, each stage checkpointing its own part; early stopping and elastic commits are
    * DataParallel's only for now. A ParameterServer: its servers serve, its workers train on their
-   * share of the rows (no checkpoints yet; every rank holds the servers' weights at the end).
+   * share of the rows, each server checkpointing its shard; every rank holds the servers' weights
+   * at the end.
    */
   strategy?: DataParallel | PipelineParallel | ParameterServer;
   /** Seed of the per-epoch shuffle, shared by all ranks (default 0). */
@@ -184,7 +188,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
     throw new InvalidArgumentError(`fit: progress must be one of ${progressModes.map((m) => `'${m}'`).join(', ')}; got ${JSON.stringify(options.progress)}`);
   }
   if (!data || typeof data !== 'object') throw new InvalidArgumentError('fit: data must be { x, y } with tensors');
-  if (options.strategy instanceof PipelineParallel) {
+  if (options.strategy instanceof PipelineParallel || options.strategy instanceof ParameterServer) {
     const everySteps = integer('checkpointEvery.steps', options.checkpointEvery?.steps, 0, 1);
     const settings = {
       epochs: integer('epochs', options.epochs, 1, 1),
@@ -194,11 +198,8 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       everySteps,
       everyEpochs: integer('checkpointEvery.epochs', options.checkpointEvery?.epochs, everySteps > 0 ? 0 : 1, 1),
     };
+    if (options.strategy instanceof ParameterServer) return fitParameterServer(model, data, options, options.strategy, settings);
     return fitPipeline(data, options, options.strategy, settings);
-  }
-  if (options.strategy instanceof ParameterServer) {
-    const settings = { epochs: integer('epochs', options.epochs, 1, 1), batchSize: integer('batchSize', options.batchSize, 32, 1), seed: integer('seed', options.seed, 0, 0) };
-    return fitParameterServer(model, data, options, options.strategy, settings);
   }
   if (!model || typeof model.trainOnBatch !== 'function') throw new InvalidArgumentError('fit: model must be a compiled tfjs LayersModel');
   if (!model.optimizer) {

@@ -254,6 +254,58 @@ describe.each([[3, 1], [4, 2]])('fit with a ParameterServer strategy, np=%i, %i 
     expect(job.results[0]!.history.val_acc[2]).toBeGreaterThan(0.8);
   });
 
+  it.each(['sgd', 'adam'])('sync with checkpoints: each server writes its shard; a run whose worker is killed mid-epoch resumes and ends bitwise where an uninterrupted one does (%s)', async (optimizer) => {
+    const straight = mkdtempSync(join(tmpdir(), 'braid-ps-ckpt-a-'));
+    const killed = mkdtempSync(join(tmpdir(), 'braid-ps-ckpt-b-'));
+    const a = await run(np, ['ps-resume', optimizer, straight], 0, { SERVERS: String(servers), MODE: 'sync' });
+    same(a.results, 'weights');
+    // 6 steps an epoch: every 4 steps, and at the end.
+    for (const r of a.results) expect(r.checkpoints.map(([, step]: [string, number]) => step)).toEqual([4, 8, 12, 16, 18]);
+    // The last checkpoint's shards, put end to end, are the weights every rank ends with.
+    expect(a.results[0]!.assembled).toBe(a.results[0]!.weights);
+    const folder = join(straight, readFileSync(join(straight, 'latest'), 'utf8').trim());
+    expect(readdirSync(folder).sort()).toEqual([...Array.from({ length: servers }, (_, j) => [`shard-${j}.bin`, `shard-${j}.json`]).flat(), 'state.json'].sort());
+    expect(JSON.parse(readFileSync(join(folder, 'state.json'), 'utf8'))).toMatchObject({ kind: 'parameter-server', servers, workers: np - servers, mode: 'sync', epoch: 3, globalStep: 18 });
+    // Worker 0 killed after step 11: mpirun ends the job; the step-8 checkpoint is the newest.
+    const b = await run(np, ['ps-resume', optimizer, killed], 137, { SERVERS: String(servers), MODE: 'sync', KILL_AT: '11' });
+    expect(b.code).not.toBe(0);
+    expect(readdirSync(killed).filter((f) => !/^ckpt-\d{9}$/.test(f) && f !== 'latest')).toEqual([]);
+    const c = await run(np, ['ps-resume', optimizer, killed], 0, { SERVERS: String(servers), MODE: 'sync' });
+    for (const r of c.results) {
+      expect(r.resumedFrom).toBe(join(killed, 'ckpt-000000008'));
+      expect(r.checkpoints.map(([, step]: [string, number]) => step)).toEqual([12, 16, 18]);
+    }
+    expect(same(c.results, 'weights')).toBe(a.results[0]!.weights);
+    expect(same(c.results, 'history')).toEqual(a.results[0]!.history);
+    expect(c.results[0]!.globalStep).toBe(18);
+    // The first worker says where it resumed.
+    expect(c.results.find((r) => r.rank === servers)!.messages).toContain(`resumed from ${join(killed, 'ckpt-000000008')} at epoch 2, step 8`);
+    if (servers === 1 && optimizer === 'sgd') {
+      // Again on the finished checkpoint: nothing is trained, and the first worker says so.
+      const again = await run(np, ['ps-resume', optimizer, straight], 0, { SERVERS: String(servers), MODE: 'sync' });
+      expect(same(again.results, 'weights')).toBe(a.results[0]!.weights);
+      expect(again.results.find((r) => r.rank === servers)!.messages).toContain('nothing to train');
+      // Resumed with another split of servers and workers: every rank says what to do.
+      const other = await run(np, ['ps-resume', optimizer, straight], 0, { SERVERS: '2', MODE: 'sync' });
+      const error = same(other.results, 'error');
+      expect(error.code).toBe('INVALID_ARGUMENT');
+      expect(error.message).toContain(`ckpt-000000018 was taken with 1 server(s) and ${np - 1} worker(s); this job has 2 and ${np - 2}`);
+    }
+  });
+
+  it('async with checkpoints: a killed run resumes from its newest checkpoint and trains on to the end', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'braid-ps-ckpt-async-'));
+    const b = await run(np, ['ps-resume', 'sgd', dir], 137, { SERVERS: String(servers), MODE: 'async', KILL_AT: '11' });
+    expect(b.code).not.toBe(0);
+    const c = await run(np, ['ps-resume', 'sgd', dir], 0, { SERVERS: String(servers), MODE: 'async' });
+    same(c.results, 'weights');
+    same(c.results, 'history');
+    for (const r of c.results) expect(r.resumedFrom).toBe(join(dir, 'ckpt-000000008'));
+    expect(c.results[0]!.globalStep).toBe(18);
+    expect(c.results[0]!.assembled).toBe(c.results[0]!.weights);
+    expect(c.results[0]!.history.val_acc[2]).toBeGreaterThan(0.8);
+  });
+
   it('async: the workers learn at their own pace; every rank ends with the servers\' weights', async () => {
     const job = await mpirunScript(np, worker, ['ps-fit'], { env: { SERVERS: String(servers), MODE: 'async' } });
     expect(job.results.filter((r) => !r.ok).map((r) => `${r.rank}: ${r.stack}`)).toEqual([]);

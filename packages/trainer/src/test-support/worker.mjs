@@ -8,7 +8,7 @@ import { useTestBackend } from '@braid/test-support/backend';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
 import * as tf from '@tensorflow/tfjs';
 
-import { checkpointLoader, epochBatches, fit, latestCheckpoint } from '../../dist/index.js';
+import { assembleServerCheckpoint, checkpointLoader, epochBatches, fit, latestCheckpoint } from '../../dist/index.js';
 
 tf.enableProdMode();
 await useTestBackend(tf); // BRAID_TEST_BACKEND=tensorflow: native TensorFlow (tfjs-node)
@@ -126,6 +126,39 @@ const scenarios = {
       lossDiff = Math.max(...losses.map((l, i) => Math.abs(l - result.history.loss[i])));
     }
     return { isServer: ps.isServer, history: result.history, globalStep: result.globalStep, weights: digest(model.getWeights()), diff, lossDiff, epochLines: lines.join('').split('\n').filter((l) => l.startsWith('epoch ')) };
+  },
+
+  // fit with a ParameterServer and checkpoints (every 4 steps, and at the end): run straight,
+  // or with worker 0 killed after step KILL_AT (mpirun then ends the job), or resumed from the
+  // folder. SERVERS, MODE as in ps-fit; the servers' optimizer is the first argument's.
+  async 'ps-resume'() {
+    const [optimizer, dir] = rest;
+    const servers = Number(process.env.SERVERS ?? 1);
+    const mode = process.env.MODE ?? 'sync';
+    const m = model(tf.train.sgd(0.2));
+    const ps = new ParameterServer(comm, m.trainableWeights.map((w) => w.read()), { servers, optimizer: makeOptimizer(optimizer), mode });
+    const checkpoints = [];
+    const lines = [];
+    let result;
+    try {
+      result = await fit(m, blobs(96, 5), {
+      strategy: ps,
+      epochs: 3,
+      batchSize: 8,
+      seed: 3,
+      validationData: blobs(30, 6),
+      progress: 'lines',
+      write: (t) => lines.push(t),
+      checkpointDir: dir,
+      checkpointEvery: { steps: 4 },
+      callbacks: { onBatchEnd: rank === servers ? killedAt(process.env.KILL_AT) : () => {}, onCheckpoint: (folder, state) => checkpoints.push([folder, state.globalStep]) },
+      });
+    } catch (err) {
+      return { error: { code: err.code, message: err.message } };
+    }
+    const assembled = rank === 0 ? digest([assembleServerCheckpoint(latestCheckpoint(dir))]) : undefined;
+    const flat = Float32Array.from(m.getWeights().flatMap((w) => Array.from(w.dataSync())));
+    return { isServer: ps.isServer, history: result.history, globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null, weights: digest([flat]), assembled, checkpoints, messages: lines.join('') };
   },
 
   // fit under a pipeline with checkpoints (checkpointEvery 4 steps): run straight, or stopped by
