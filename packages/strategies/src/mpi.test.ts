@@ -204,10 +204,10 @@ describe.each([2, 3])('differential privacy, np=%i', (np) => {
 });
 
 describe.each([2, 3])('pipeline parallelism, np=%i', (np) => {
-  it('an MLP and a CNN split into stages train under GPipe and 1F1B to the weights and losses of one process on the same batches; 1F1B keeps at most stages - stage micro-batches; rank 0 assembles the whole model', async () => {
+  it('an MLP, a CNN and a functional model with skip connections split into stages train under GPipe and 1F1B to the weights and losses of one process on the same batches; 1F1B keeps at most stages - stage micro-batches; rank 0 assembles the whole model', async () => {
     const results = await run(np, 'pipeline');
     for (const r of results) {
-      for (const kind of ['mlp', 'cnn']) {
+      for (const kind of ['mlp', 'cnn', 'residual']) {
         for (const schedule of ['gpipe', '1f1b']) {
           const k = r[`${kind}-${schedule}`];
           expect(k.diff, `${kind} ${schedule} stage ${r.rank}`).toBeLessThan(1e-5);

@@ -1,8 +1,9 @@
 // Pipeline model parallelism (GPipe, Huang et al. 2019; 1F1B, Narayanan et al., PipeDream 2019):
-// a sequential model's layers are split into stages, one per rank; each batch is split into
-// micro-batches that flow forward through the stages (activations sent to the next rank) and
-// backward (gradients sent to the previous one), and each stage applies its own optimizer step
-// once the batch's micro-batches are through.
+// a model's layers (a Sequential's, or a functional model's where one tensor passes each cut) are
+// split into stages, one per rank; each batch is split into micro-batches that flow forward
+// through the stages (activations sent to the next rank) and backward (gradients sent to the
+// previous one), and each stage applies its own optimizer step once the batch's micro-batches are
+// through.
 //
 // The backward pass recomputes the stage's forward from the stashed stage input (GPipe's
 // re-materialization): a stage keeps one input tensor per micro-batch in flight, not the whole
@@ -17,7 +18,7 @@ import type { DataParallel } from './data-parallel.js';
 /** The parts of a tfjs layer a pipeline stage uses. */
 export interface PipelineLayer {
   name: string;
-  apply(inputs: tf.Tensor, kwargs?: { training?: boolean }): tf.Tensor | tf.Tensor[] | unknown;
+  apply(inputs: tf.Tensor | tf.Tensor[], kwargs?: { training?: boolean }): tf.Tensor | tf.Tensor[] | unknown;
   readonly trainableWeights: Array<{ read(): tf.Variable }>;
   readonly outputShape: unknown;
   countParams(): number;
@@ -30,9 +31,34 @@ export interface PipelineLayer {
 
 const RECOMPUTE_UNSAFE = new Set(['Dropout', 'SpatialDropout1D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'BatchNormalization']);
 
-/** A built tfjs Sequential model (its layers in order). */
+/** A built tfjs model: a Sequential, or a functional model with one input and one output. */
 export interface PipelineModel {
   readonly layers: PipelineLayer[];
+  /** A functional model's input and output tensors (tf.model's inputs and outputs). */
+  readonly inputs?: Array<{ id: number; shape: Array<number | null> }>;
+  readonly outputs?: Array<{ id: number; shape: Array<number | null> }>;
+}
+
+interface SymbolicTensorLike {
+  id: number;
+  shape: Array<number | null>;
+}
+
+// One entry of model.layers as a step of the model's graph: the tensors it reads and writes.
+interface GraphStep {
+  layer: PipelineLayer;
+  isInput: boolean;
+  inputs: number[];
+  outputs: number[];
+}
+
+/** A model's layers as a graph over tensor ids (a Sequential's or a plain layer list: a chain). */
+export interface ModelGraph {
+  steps: GraphStep[];
+  inputId: number;
+  outputId: number;
+  /** Each tensor's shape without the batch axis (-1 where unknown). */
+  shapes: Map<number, number[]>;
 }
 
 export type PipelineLoss = 'categoricalCrossentropy' | 'meanSquaredError' | ((yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor);
@@ -80,19 +106,93 @@ function lossFunction(loss: PipelineLoss): (yTrue: tf.Tensor, yPred: tf.Tensor) 
   throw new InvalidArgumentError(`PipelineParallel: loss must be 'categoricalCrossentropy', 'meanSquaredError' or a function (yTrue, yPred) => losses; got ${JSON.stringify(loss)}`);
 }
 
-/** The layers split into `stages` runs of about equal parameter counts (each at least one layer). */
-export function balancedBoundaries(paramCounts: readonly number[], stages: number): number[] {
-  const total = paramCounts.reduce((a, b) => a + b, 0);
+/**
+ * The layers split into `stages` runs whose largest parameter count is as small as it can be,
+ * cut only where `cutPoints` allow (layer indices where a stage may begin; default: between any
+ * two layers). Ties go to the earlier cut.
+ */
+export function balancedBoundaries(paramCounts: readonly number[], stages: number, cutPoints?: readonly number[]): number[] {
+  const candidates = cutPoints ?? Array.from({ length: Math.max(0, paramCounts.length - 1) }, (_, i) => i + 1);
+  if (stages <= 1 || candidates.length < stages - 1) return candidates.slice(0, Math.max(0, stages - 1));
+  const points = [0, ...candidates, paramCounts.length];
+  const prefix = [0];
+  for (const c of paramCounts) prefix.push(prefix.at(-1)! + c);
+  const between = (i: number, j: number) => prefix[points[j]!]! - prefix[points[i]!]!;
+  // best[k][j]: the smallest largest stage over k stages covering layers [0, points[j]); from[k][j]: where the last began.
+  const best = Array.from({ length: stages + 1 }, () => new Array<number>(points.length).fill(Infinity));
+  const from = Array.from({ length: stages + 1 }, () => new Array<number>(points.length).fill(-1));
+  for (let j = 1; j < points.length; j++) best[1]![j] = between(0, j);
+  for (let k = 2; k <= stages; k++) {
+    for (let j = k; j < points.length; j++) {
+      for (let i = k - 1; i < j; i++) {
+        const worst = Math.max(best[k - 1]![i]!, between(i, j));
+        if (worst < best[k]![j]!) {
+          best[k]![j] = worst;
+          from[k]![j] = i;
+        }
+      }
+    }
+  }
   const boundaries: number[] = [];
-  let sum = 0;
-  for (let i = 0; i < paramCounts.length && boundaries.length < stages - 1; i++) {
-    sum += paramCounts[i]!;
-    const remainingLayers = paramCounts.length - (i + 1);
-    const remainingStages = stages - 1 - boundaries.length;
-    // Cut after layer i once this stage has its share, or when the rest need a layer each.
-    if (sum >= (total * (boundaries.length + 1)) / stages || remainingLayers === remainingStages) boundaries.push(i + 1);
+  for (let k = stages, j = points.length - 1; k > 1; k--) {
+    j = from[k]![j]!;
+    boundaries.unshift(points[j]!);
   }
   return boundaries;
+}
+
+function shapeWithoutBatch(shape: unknown, what: string): number[] {
+  if (!Array.isArray(shape) || Array.isArray(shape[0])) throw new InvalidArgumentError(`PipelineParallel: ${what} has several outputs; stages are cut at single-tensor layers`);
+  return (shape as Array<number | null>).slice(1).map((d) => d ?? -1);
+}
+
+/**
+ * The model as a graph: a functional model's layers with the tensors each reads and writes (from
+ * its inbound node), or a Sequential's or a plain list's layers as a chain.
+ */
+export function modelGraph(model: PipelineModel): ModelGraph {
+  const layers = model.layers;
+  type Noded = PipelineLayer & { inboundNodes?: Array<{ inputTensors: SymbolicTensorLike[]; outputTensors: SymbolicTensorLike[] }> };
+  const functional = Array.isArray(model.inputs) && Array.isArray(model.outputs) && layers.some((l) => l.getClassName() === 'InputLayer');
+  if (!functional) {
+    // A chain: layer i reads tensor i and writes tensor i + 1.
+    const shapes = new Map<number, number[]>();
+    layers.forEach((layer, i) => shapes.set(i + 1, shapeWithoutBatch(layer.outputShape, `layer '${layer.name}'`)));
+    return { steps: layers.map((layer, i) => ({ layer, isInput: false, inputs: [i], outputs: [i + 1] })), inputId: 0, outputId: layers.length, shapes };
+  }
+  if (model.inputs!.length !== 1 || model.outputs!.length !== 1) {
+    throw new InvalidArgumentError(`PipelineParallel: the model has ${model.inputs!.length} inputs and ${model.outputs!.length} outputs; a pipeline takes models with one of each`);
+  }
+  const shapes = new Map<number, number[]>();
+  const steps = layers.map((layer: Noded) => {
+    const nodes = layer.inboundNodes ?? [];
+    if (nodes.length !== 1) {
+      throw new InvalidArgumentError(`PipelineParallel: layer '${layer.name}' is applied ${nodes.length} times (a shared layer); a pipeline stage owns each layer once`);
+    }
+    const node = nodes[0]!;
+    const isInput = layer.getClassName() === 'InputLayer';
+    for (const t of node.outputTensors) shapes.set(t.id, shapeWithoutBatch(t.shape, `layer '${layer.name}'`));
+    return { layer, isInput, inputs: isInput ? [] : node.inputTensors.map((t) => t.id), outputs: node.outputTensors.map((t) => t.id) };
+  });
+  return { steps, inputId: model.inputs![0]!.id, outputId: model.outputs![0]!.id, shapes };
+}
+
+/** The tensors made before layer `cut` and read from it on (what a stage beginning there must receive). */
+function crossing(graph: ModelGraph, cut: number): number[] {
+  const made = new Set<number>([graph.inputId, ...graph.steps.slice(0, cut).flatMap((s) => s.outputs)]);
+  const needed = new Set<number>([graph.outputId, ...graph.steps.slice(cut).flatMap((s) => s.inputs)]);
+  return [...made].filter((id) => needed.has(id));
+}
+
+/** Where a stage may begin: the layer indices with real layers before them and one tensor, made by a layer, crossing. */
+export function cutPoints(graph: ModelGraph): number[] {
+  const points: number[] = [];
+  for (let cut = 1; cut < graph.steps.length; cut++) {
+    if (!graph.steps.slice(0, cut).some((s) => !s.isInput) || graph.steps[cut]!.isInput) continue;
+    const across = crossing(graph, cut);
+    if (across.length === 1 && across[0] !== graph.inputId) points.push(cut);
+  }
+  return points;
 }
 
 export class PipelineParallel {
@@ -100,7 +200,7 @@ export class PipelineParallel {
   readonly stages: number;
   readonly microBatches: number;
   readonly schedule: 'gpipe' | '1f1b';
-  /** Where each stage begins and ends (layer indices), for every stage. */
+  /** Where each stage begins and ends (indices into model.layers, a functional model's InputLayer included), for every stage. */
   readonly ranges: Array<[number, number]>;
   /** This stage's layers (the other stages' were disposed on this rank). */
   readonly layers: PipelineLayer[];
@@ -115,6 +215,12 @@ export class PipelineParallel {
   private readonly finalShape: number[];
   // Every layer's weight shapes, in the model's order (for gatherWeights on rank 0).
   private readonly weightShapes: number[][][];
+  // Each stage's layers as a run of the model's layers without its InputLayer ([first, end)).
+  private readonly stageLayerOffsets: Array<[number, number]>;
+  // This stage's part of the model's graph: its layers, the tensor it receives and the one it sends.
+  private readonly steps: GraphStep[];
+  private readonly inputId: number;
+  private readonly outputId: number;
 
   constructor(
     readonly comm: Communicator,
@@ -123,7 +229,7 @@ export class PipelineParallel {
   ) {
     checkOptions('PipelineParallel', options, ['optimizer', 'loss', 'boundaries', 'microBatches', 'schedule', 'replicas']);
     if (!model || !Array.isArray(model.layers) || model.layers.length === 0) {
-      throw new InvalidArgumentError('PipelineParallel: pass a built tfjs Sequential model (its layers are split into stages)');
+      throw new InvalidArgumentError('PipelineParallel: pass a built tfjs model, Sequential or functional (its layers are split into stages)');
     }
     if (!options?.optimizer || typeof options.optimizer.applyGradients !== 'function') {
       throw new InvalidArgumentError('PipelineParallel: options.optimizer must be a tfjs optimizer (each stage applies its own)');
@@ -136,11 +242,15 @@ export class PipelineParallel {
     this.loss = lossFunction(options.loss);
     this.stages = comm.size;
     this.stage = comm.rank;
+    const graph = modelGraph(model);
     const layers = model.layers;
-    if (layers.length < this.stages) {
-      throw new InvalidArgumentError(`PipelineParallel: ${this.stages} stages need at least ${this.stages} layers; the model has ${layers.length}`);
+    const points = cutPoints(graph);
+    if (points.length < this.stages - 1) {
+      throw new InvalidArgumentError(
+        `PipelineParallel: ${this.stages} stages need ${this.stages - 1} places to cut the model where one tensor passes from a stage to the next; it has ${points.length}${points.length > 0 ? ` (before layers ${points.join(', ')})` : ''}`,
+      );
     }
-    const boundaries = options.boundaries ?? balancedBoundaries(layers.map((l) => l.countParams()), this.stages);
+    const boundaries = options.boundaries ?? balancedBoundaries(layers.map((l) => l.countParams()), this.stages, points);
     const valid =
       Array.isArray(boundaries) &&
       boundaries.length === this.stages - 1 &&
@@ -150,19 +260,30 @@ export class PipelineParallel {
         `PipelineParallel: boundaries must be ${this.stages - 1} increasing layer indices in [1, ${layers.length - 1}] (where stages 1..${this.stages - 1} begin); got ${JSON.stringify(boundaries)}`,
       );
     }
+    for (const b of boundaries) {
+      if (points.includes(b)) continue;
+      const across = crossing(graph, b);
+      const named = across.map((id) => {
+        const maker = graph.steps.find((s) => s.outputs.includes(id));
+        return maker && !maker.isInput ? `'${maker.layer.name}'` : "the model's input";
+      });
+      throw new InvalidArgumentError(
+        `PipelineParallel: a stage cannot begin at layer ${b} ('${layers[b]!.name}'): the outputs of ${named.join(', ')} pass that point, and stages are cut where one tensor made by a layer does; cut at one of ${points.join(', ')}`,
+      );
+    }
     const starts = [0, ...boundaries];
     this.ranges = starts.map((start, s) => [start, s + 1 < starts.length ? starts[s + 1]! : layers.length]);
     const [begin, end] = this.ranges[this.stage]!;
-    this.layers = layers.slice(begin, end);
-    const shapeOf = (layer: PipelineLayer) => {
-      const shape = layer.outputShape;
-      if (!Array.isArray(shape) || Array.isArray(shape[0])) throw new InvalidArgumentError(`PipelineParallel: layer '${layer.name}' has several outputs; stages are cut at single-tensor layers`);
-      return (shape as Array<number | null>).slice(1).map((d) => d ?? -1);
-    };
-    this.inputShape = begin === 0 ? [] : shapeOf(layers[begin - 1]!);
-    this.outputShape = shapeOf(layers[end - 1]!);
-    this.finalShape = shapeOf(layers[layers.length - 1]!);
-    this.weightShapes = layers.map((l) => l.weights.map((w) => [...w.shape]));
+    this.steps = graph.steps.slice(begin, end).filter((s) => !s.isInput);
+    this.layers = this.steps.map((s) => s.layer);
+    this.inputId = begin === 0 ? graph.inputId : crossing(graph, begin)[0]!;
+    this.outputId = end === layers.length ? graph.outputId : crossing(graph, end)[0]!;
+    const shapeOf = (id: number) => graph.shapes.get(id) ?? shapeWithoutBatch(model.inputs?.[0]?.shape, "the model's input");
+    this.inputShape = begin === 0 ? [] : shapeOf(this.inputId);
+    this.outputShape = shapeOf(this.outputId);
+    this.finalShape = shapeOf(graph.outputId);
+    this.weightShapes = graph.steps.filter((s) => !s.isInput).map((s) => s.layer.weights.map((w) => [...w.shape]));
+    this.stageLayerOffsets = this.ranges.map(([b, e]) => [graph.steps.slice(0, b).filter((s) => !s.isInput).length, graph.steps.slice(0, e).filter((s) => !s.isInput).length]);
     // The backward pass recomputes each stage's forward: layers whose forward is random or
     // depends on the micro-batch's statistics would not give the gradients of the forward sent on.
     const unsupported = layers.find((l) => RECOMPUTE_UNSAFE.has(l.getClassName()));
@@ -368,20 +489,23 @@ export class PipelineParallel {
     }
     const out: tf.Tensor[] = this.layers.flatMap((l) => l.getWeights().map((w) => w.clone()));
     for (let s = 1; s < this.stages; s++) {
-      const [begin, end] = this.ranges[s]!;
+      const [begin, end] = this.stageLayerOffsets[s]!;
       for (const shape of this.weightShapes.slice(begin, end).flat()) out.push(await this.receive(shape, s, GATHER_TAG));
     }
     return out;
   }
 
+  // This stage's forward: its layers in the model's order, each on the tensors it reads.
   private run(input: tf.Tensor, training: boolean): tf.Tensor {
-    let h = input;
-    for (const layer of this.layers) {
-      const out = layer.apply(h, { training });
-      if (!(out instanceof tf.Tensor)) throw new InvalidArgumentError(`PipelineParallel: layer '${layer.name}' did not give one tensor`);
-      h = out;
+    const values = new Map<number, tf.Tensor>([[this.inputId, input]]);
+    for (const { layer, inputs, outputs } of this.steps) {
+      const args = inputs.map((id) => values.get(id)!);
+      const out = layer.apply(args.length === 1 ? args[0]! : args, { training });
+      const list = Array.isArray(out) ? out : [out];
+      if (list.length !== outputs.length || list.some((t) => !(t instanceof tf.Tensor))) throw new InvalidArgumentError(`PipelineParallel: layer '${layer.name}' did not give ${outputs.length} tensor(s)`);
+      outputs.forEach((id, k) => values.set(id, list[k] as tf.Tensor));
     }
-    return h;
+    return values.get(this.outputId)!;
   }
 
   private async transmit(t: tf.Tensor, to: number, tag: number): Promise<void> {

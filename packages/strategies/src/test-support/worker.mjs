@@ -345,8 +345,9 @@ const scenarios = {
     return out;
   },
 
-  // Pipeline parallelism: an MLP and a small CNN split over the ranks train, under GPipe and
-  // 1F1B, to the weights one process gets on the same batches (plain SGD), with the same losses.
+  // Pipeline parallelism: an MLP, a small CNN and a residual (functional) MLP split over the ranks
+  // train, under GPipe and 1F1B, to the weights one process gets on the same batches (plain SGD),
+  // with the same losses.
   async pipeline() {
     const out = {};
     const builders = {
@@ -367,11 +368,21 @@ const scenarios = {
             tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 6 }) }),
           ],
         }),
+      // A functional model with two residual blocks: stages are cut only where one tensor passes.
+      residual: () => {
+        const dense = (units, activation, seed) => tf.layers.dense({ units, activation, kernelInitializer: tf.initializers.glorotUniform({ seed }) });
+        const input = tf.input({ shape: [12] });
+        const a = dense(16, 'relu', 7).apply(input);
+        const c = tf.layers.add().apply([a, dense(16, 'tanh', 8).apply(a)]);
+        const d = dense(8, 'relu', 9).apply(c);
+        const f = tf.layers.add().apply([d, dense(8, 'tanh', 10).apply(d)]);
+        return tf.model({ inputs: input, outputs: dense(3, 'softmax', 11).apply(f) });
+      },
     };
     const crossEntropy = (y, p) => tf.mean(tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))), -1)));
-    for (const kind of ['mlp', 'cnn']) {
-      const data = rows(21, 16 * 5, kind === 'mlp' ? 12 : 36, 3);
-      const x = kind === 'mlp' ? data.x : data.x.reshape([16 * 5, 6, 6, 1]);
+    for (const kind of ['mlp', 'cnn', 'residual']) {
+      const data = rows(21, 16 * 5, kind === 'cnn' ? 36 : 12, 3);
+      const x = kind === 'cnn' ? data.x.reshape([16 * 5, 6, 6, 1]) : data.x;
       for (const schedule of ['gpipe', '1f1b']) {
         const reference = builders[kind]();
         const plain = tf.train.sgd(0.5);
