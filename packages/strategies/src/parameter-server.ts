@@ -10,7 +10,7 @@
 // holds back the answer to a worker more than s steps ahead of the slowest one still training.
 //
 // Messages go with comm.send / comm.recv (through MPI: shared memory among ranks on one host).
-import { checkOptions, type Communicator, InvalidArgumentError } from '@braid/collectives';
+import { AbortedError, checkOptions, type Communicator, InvalidArgumentError } from '@braid/collectives';
 import * as tf from '@tensorflow/tfjs-core';
 
 export interface ParameterServerOptions {
@@ -38,6 +38,7 @@ const PULL = 2;
 // Control messages are pushes whose step slot (the last value) is negative: steps count from 1.
 const DONE = -1; // the worker has finished
 const PAUSE = -2; // the worker waits for pause(): see serve's onPause
+const ABORT = -3; // the worker failed: the servers stop, telling the other workers
 
 export class ParameterServer {
   readonly servers: number;
@@ -56,6 +57,8 @@ export class ParameterServer {
   private shard: tf.Variable | undefined;
   private steps = 0;
   private ready = false;
+  // A server told this worker to stop: no abort() goes back to it.
+  private stoppedByServer = false;
 
   constructor(
     readonly comm: Communicator,
@@ -135,6 +138,16 @@ export class ParameterServer {
     if (!this.ready) throw new InvalidArgumentError('ParameterServer: call init() on every rank first');
     if (this.isServer) throw new InvalidArgumentError('ParameterServer: pause() is for workers');
     await this.control(PAUSE);
+  }
+
+  /**
+   * A worker that failed tells the servers (best effort): each answers the workers it hears from
+   * next with a stop, so they fail with ABORTED instead of waiting for their deadline, and serve()
+   * rejects with ABORTED naming this worker. Call it where the worker's training threw.
+   */
+  async abort(): Promise<void> {
+    if (this.isServer || !this.ready || this.stoppedByServer) return;
+    await this.control(ABORT).catch(() => undefined);
   }
 
   /** Where this server's shard lies in the flat weights (the variables' values end to end). */
@@ -217,6 +230,7 @@ export class ParameterServer {
         if (this.mode === 'async') await release();
         continue;
       }
+      if (step === ABORT) await this.stopServing(worker, [...pending.keys(), ...heldBack], done);
       steps[worker] = step;
       if (this.mode === 'sync') {
         pending.set(worker, buf);
@@ -245,6 +259,28 @@ export class ParameterServer {
         await release();
       }
     }
+  }
+
+  // A worker failed: every other worker still training gets an empty answer (a stop) to its
+  // waiting or next push, then serve() rejects. Workers that never push again (waiting elsewhere)
+  // are left to their deadlines.
+  private async stopServing(failed: number, waiting: number[], done: Set<number>): Promise<never> {
+    const stopped = new Set<number>([failed, ...done]);
+    const stop = async (w: number) => {
+      stopped.add(w);
+      await this.comm.send(new Float32Array(0), this.servers + w, { tag: PULL }).catch(() => undefined);
+    };
+    for (const w of new Set(waiting)) await stop(w);
+    const length = this.bounds[this.index + 1]! - this.bounds[this.index]!;
+    while (stopped.size < this.workers) {
+      const buf = new Float32Array(length + 1);
+      const got = await this.comm.recv(buf, -1, { tag: PUSH }).catch(() => undefined);
+      if (!got) break;
+      const w = got.source - this.servers;
+      if (buf[length] === DONE || buf[length] === ABORT) stopped.add(w);
+      else await stop(w);
+    }
+    throw new AbortedError(`ParameterServer: worker ${failed} (rank ${this.servers + failed}) failed (its rank's output says why); server ${this.index} (rank ${this.comm.rank}) stopped serving`);
   }
 
   /** The weights as one model sees them, gathered from the servers onto every rank. */
@@ -282,7 +318,17 @@ export class ParameterServer {
       message[end - begin] = step;
       const about = (what: string) => (err: unknown) => this.failed(err, `worker ${this.index} (rank ${this.comm.rank}) ${what} server ${j} (rank ${j}) at step ${step}`);
       exchanges.push(this.comm.send(message, j, { tag: PUSH }).catch(about('could not push its gradients to')));
-      exchanges.push(this.comm.recv(flat.subarray(begin, end), j, { tag: PULL }).catch(about('got no weights back from')));
+      exchanges.push(
+        this.comm.recv(flat.subarray(begin, end), j, { tag: PULL }).then(
+          (got) => {
+            if (got.length === 0 && end > begin) {
+              this.stoppedByServer = true;
+              throw new AbortedError(`ParameterServer: server ${j} (rank ${j}) stopped serving at worker ${this.index}'s step ${step}: another worker failed (its rank's output says why)`);
+            }
+          },
+          about('got no weights back from'),
+        ),
+      );
     }
     // Every message settles before the first failure is thrown: their buffers are this call's.
     const settled = await Promise.allSettled(exchanges);

@@ -11,6 +11,8 @@ import { constants as bufferConstants } from 'node:buffer';
 import { InvalidArgumentError } from '@braid/collectives';
 import * as tf from '@tensorflow/tfjs-core';
 
+import type { EarlyStoppingState } from './early-stopping.js';
+
 export const CHECKPOINT_VERSION = 1;
 
 /** The largest buffer this Node.js can make (4 GiB on Node 20); tests lower it. */
@@ -44,7 +46,7 @@ export interface TrainerState {
    */
   epochSums: Array<Record<string, number>>;
   history: Record<string, number[]>;
-  earlyStopping?: { best: number; wait: number };
+  earlyStopping?: EarlyStoppingState;
 }
 
 interface SaveableModel {

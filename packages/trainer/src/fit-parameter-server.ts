@@ -12,12 +12,13 @@ import * as tf from '@tensorflow/tfjs-core';
 
 import type { Dataset, FitOptions, FitResult, TrainableModel } from './fit.js';
 import { compiledParts } from './model-parts.js';
+import { EarlyStopping } from './early-stopping.js';
 import { Progress, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
 import { restoreServerCheckpoint, SERVER_CHECKPOINT_VERSION, type ServerCheckpointState, writeServerCheckpoint } from './server-checkpoint.js';
 import { strategyData } from './strategy-data.js';
 
-const UNSUPPORTED: Array<keyof FitOptions> = ['earlyStopping', 'commitEvery', 'checkpointOnEveryHost'];
+const UNSUPPORTED: Array<keyof FitOptions> = ['commitEvery', 'checkpointOnEveryHost'];
 
 export interface ServerFitSettings {
   epochs: number;
@@ -47,6 +48,9 @@ export async function fitParameterServer(
   const { batchSize, seed, keep } = settings;
   const comm = ps.comm;
   if (!ps.initialized) await ps.init();
+  // Checked on every rank (servers too) before anyone trains: an error here is everyone's.
+  const metrics = [...model.metricsNames, ...(validation ? model.metricsNames.map((n) => `val_${n}`) : [])];
+  if (options.earlyStopping) new EarlyStopping(options.earlyStopping, validation !== undefined, undefined, metrics).dispose();
   const dir = options.checkpointDir;
   let start: ServerCheckpointState = {
     version: SERVER_CHECKPOINT_VERSION,
@@ -95,23 +99,34 @@ export async function fitParameterServer(
     let globalStep = 0;
     let seconds = 0;
     let pushMs = 0;
+    let stoppedEarly = false;
+    let bestWeights: tf.Tensor[] | undefined;
     if (ps.isServer) {
       await ps.serve({ onPause: checkpoint && (() => checkpoint(undefined)) });
     } else {
-      ({ history, globalStep, seconds, pushMs } = await trainWorker(model, { x, y }, validation, options, ps, workers, settings, start, resumedFrom, checkpoint));
+      try {
+        ({ history, globalStep, seconds, pushMs, stoppedEarly, bestWeights } = await trainWorker(model, { x, y }, validation, options, ps, workers, settings, start, resumedFrom, checkpoint));
+      } catch (err) {
+        // The servers stop at once and tell the other workers, instead of waiting for their deadlines.
+        await ps.abort();
+        throw err;
+      }
       await ps.finish();
     }
     // Every rank ends with the servers' weights and the first worker's history (the same on all).
     await ps.pullAll();
     history = await shareHistory(comm, ps.servers, history);
-    const figures = new Float64Array([globalStep, seconds, pushMs, globalStep - start.globalStep]);
+    const figures = new Float64Array([globalStep, seconds, pushMs, globalStep - start.globalStep, stoppedEarly ? 1 : 0, bestWeights ? 1 : 0]);
     await comm.broadcast(figures, { root: ps.servers });
-    const [steps, time, push, stepsRun] = figures;
+    const [steps, time, push, stepsRun, stopped, kept] = figures;
+    // Stopped early with restoreBestWeights: every rank takes the first worker's weights of the best epoch.
+    if (stopped === 1 && kept === 1) await shareWeights(comm, ps.servers, model, bestWeights);
+    tf.dispose(bestWeights ?? []);
     const result: FitResult = {
       history,
       epochs: Array.from({ length: history.loss?.length ?? 0 }, (_, i) => i),
       globalStep: steps!,
-      stoppedEarly: false,
+      stoppedEarly: stopped === 1,
       resumedFrom,
       samplesPerSecond: time! > 0 ? (stepsRun! * batchSize * ps.workers) / time! : 0,
       // The first worker's time in push (its gradients out, the weights back).
@@ -135,7 +150,7 @@ async function trainWorker(
   start: ServerCheckpointState,
   resumedFrom: string | undefined,
   checkpoint: ((state: ServerCheckpointState | undefined) => Promise<void>) | undefined,
-): Promise<{ history: Record<string, number[]>; globalStep: number; seconds: number; pushMs: number }> {
+): Promise<{ history: Record<string, number[]>; globalStep: number; seconds: number; pushMs: number; stoppedEarly: boolean; bestWeights: tf.Tensor[] | undefined }> {
   const { epochs, batchSize, seed, everySteps, everyEpochs } = settings;
   const { parts, compiled } = compiledParts(model);
   const lossFunction = compiled.lossFunctions![0]!;
@@ -145,6 +160,10 @@ async function trainWorker(
   const progress = new Progress(resolveProgressMode(options.progress ?? 'auto', ps.index), epochs, batchSize * ps.workers, options.write);
   const history = start.history;
   let globalStep = start.globalStep;
+  // The workers' epoch logs are the same on every worker, so they decide alike (and agree all the
+  // same). Best weights: the first worker's at the best epoch's end (async: the ones it last pulled).
+  const early = options.earlyStopping ? new EarlyStopping(options.earlyStopping, validation !== undefined, start.earlyStopping) : undefined;
+  let stoppedEarly = false;
   let pushMs = 0;
   const started = performance.now();
   // Every worker pauses, and every rank writes its part; the first worker carries the state.
@@ -153,7 +172,7 @@ async function trainWorker(
     const all = await workers.allGather(Float64Array.from(sums));
     await ps.pause();
     const perWorker = Array.from({ length: ps.workers }, (_, w) => [...all.subarray(w * sums.length, (w + 1) * sums.length)]);
-    await checkpoint(ps.index === 0 ? { ...start, epoch, batchInEpoch, globalStep, sums: perWorker, history } : undefined);
+    await checkpoint(ps.index === 0 ? { ...start, epoch, batchInEpoch, globalStep, sums: perWorker, history, ...(early ? { earlyStopping: early.state } : {}) } : undefined);
   };
   if (resumedFrom) progress.message(`resumed from ${resumedFrom} at epoch ${start.epoch + 1}, step ${start.globalStep}`);
   for (const cb of callbacks) await cb.onTrainBegin?.({ resumedFrom, epoch: start.epoch, globalStep, size: ps.workers });
@@ -204,13 +223,43 @@ async function trainWorker(
     for (const [k, v] of Object.entries(logs)) (history[k] ??= []).push(v);
     for (const cb of callbacks) await cb.onEpochEnd?.(epoch, logs);
     progress.epochEnd(epoch, batches.length, logs, firstBatch);
-    const finished = epoch + 1 === epochs;
+    // A callback may have set model.stopTraining on one worker only: stop together or not at all.
+    const stop = Float64Array.of((early?.observe(logs, () => model.getWeights().map((w) => w.clone())) ?? false) || model.stopTraining ? 1 : 0);
+    await workers.allReduce(stop, { op: 'max' });
+    stoppedEarly = stop[0] === 1;
+    const finished = epoch + 1 === epochs || stoppedEarly;
     if (finished || (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || (everySteps > 0 && globalStep % everySteps === 0)) await takeCheckpoint(epoch + 1, 0, new Float64Array(names.length));
+    if (stoppedEarly) break;
   }
   if (resumedFrom && start.epoch >= epochs && globalStep === start.globalStep) {
     progress.message(`nothing to train: the checkpoint in ${options.checkpointDir} is from a finished run (${start.epoch} of ${epochs} epochs done); to train again from the start, remove that folder or pass resume: false`);
   }
-  return { history, globalStep, seconds: (performance.now() - started) / 1000, pushMs };
+  // The best weights go to the caller (the first worker's are shared with every rank).
+  const bestWeights = stoppedEarly && ps.index === 0 ? early?.bestWeightsKept?.map((w) => w.clone()) : undefined;
+  early?.dispose();
+  return { history, globalStep, seconds: (performance.now() - started) / 1000, pushMs, stoppedEarly, bestWeights };
+}
+
+/** `root`'s weights (given there) into the model on every rank. */
+async function shareWeights(comm: Communicator, root: number, model: TrainableModel, weights: tf.Tensor[] | undefined): Promise<void> {
+  const current = model.getWeights();
+  const flat = new Float32Array(current.reduce((n, w) => n + w.size, 0));
+  if (comm.rank === root) {
+    let at = 0;
+    for (const w of weights!) {
+      flat.set(w.dataSync() as Float32Array, at);
+      at += w.size;
+    }
+  }
+  await comm.broadcast(flat, { root });
+  let at = 0;
+  const tensors = current.map((w) => {
+    const t = tf.tensor(flat.subarray(at, at + w.size), w.shape, 'float32');
+    at += w.size;
+    return t;
+  });
+  model.setWeights(tensors);
+  tf.dispose(tensors);
 }
 
 /** val_* over the validation rows, each worker evaluating its share with the weights it holds. */

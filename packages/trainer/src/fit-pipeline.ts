@@ -8,13 +8,14 @@ import type { PipelineParallel } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { Dataset, FitOptions, FitResult } from './fit.js';
+import { EarlyStopping } from './early-stopping.js';
 import { Progress, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
 import { strategyData } from './strategy-data.js';
 import { PIPELINE_CHECKPOINT_VERSION, type PipelineState, restorePipelineCheckpoint, writePipelineCheckpoint } from './stage-checkpoint.js';
 
 // What fit offers under DataParallel that a pipeline does not have yet.
-const UNSUPPORTED: Array<keyof FitOptions> = ['earlyStopping', 'commitEvery', 'checkpointOnEveryHost'];
+const UNSUPPORTED: Array<keyof FitOptions> = ['commitEvery', 'checkpointOnEveryHost'];
 
 export async function fitPipeline(
   data: Dataset,
@@ -60,9 +61,14 @@ export async function fitPipeline(
     }
   }
   const history = state.history;
+  // Every rank sees the same history (the losses broadcast, validation summed), so every rank
+  // decides alike; the decision is agreed on all the same. Best weights: each stage its own.
+  const metrics = ['loss', ...(validation ? ['val_loss', ...(validation.y.rank === 2 && validation.y.shape[1]! > 1 ? ['val_acc'] : [])] : [])];
+  const early = options.earlyStopping ? new EarlyStopping(options.earlyStopping, validation !== undefined, state.earlyStopping, metrics) : undefined;
+  let stoppedEarly = false;
   const checkpoint = async () => {
     if (!dir) return;
-    const snapshot = { ...state, history };
+    const snapshot = { ...state, history, ...(early ? { earlyStopping: early.state } : {}) };
     const folder = await writePipelineCheckpoint(dir, pipeline, snapshot, keep);
     for (const cb of callbacks) await cb.onCheckpoint?.(folder, snapshot);
   };
@@ -103,10 +109,19 @@ export async function fitPipeline(
     for (const [k, v] of Object.entries(logs)) (history[k] ??= []).push(v);
     for (const cb of callbacks) await cb.onEpochEnd?.(epoch, logs);
     progress.epochEnd(epoch, batches.length, logs, firstBatch);
+    if (early) {
+      const stop = Float64Array.of(early.observe(logs, () => pipeline.stageWeights()) ? 1 : 0);
+      await pipeline.comm.allReduce(stop, { op: 'max' });
+      await pipeline.sumOverReplicas(stop);
+      stoppedEarly = stop[0]! > 0;
+    }
     state = { ...state, epoch: epoch + 1, batchInEpoch: 0, lossSum: 0, globalStep };
-    const finished = epoch + 1 === epochs;
+    const finished = epoch + 1 === epochs || stoppedEarly;
     if (finished || (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || (everySteps > 0 && globalStep % everySteps === 0)) await checkpoint();
+    if (stoppedEarly) break;
   }
+  if (stoppedEarly && early?.bestWeightsKept) pipeline.setStageWeights(early.bestWeightsKept);
+  early?.dispose();
   if (resumedFrom && state.epoch >= epochs && stepsRun === 0) {
     progress.message(`nothing to train: the checkpoint in ${dir} is from a finished run (${state.epoch} of ${epochs} epochs done); to train again from the start, remove that folder or pass resume: false`);
   }
@@ -115,7 +130,7 @@ export async function fitPipeline(
     history,
     epochs: Array.from({ length: history.loss?.length ?? 0 }, (_, i) => i),
     globalStep,
-    stoppedEarly: false,
+    stoppedEarly,
     resumedFrom,
     samplesPerSecond: seconds > 0 ? (stepsRun * batchSize * replicaCount) / seconds : 0,
     // A pipeline's communication: the time its stage waited for activations and gradients.

@@ -13,6 +13,7 @@ import { batchAwareLossOf } from './model-parts.js';
 import { fitParameterServer } from './fit-parameter-server.js';
 import { fitPipeline } from './fit-pipeline.js';
 import { checkPrivateTraining, privateTrainStep } from './private-step.js';
+import { EarlyStopping } from './early-stopping.js';
 import { Progress, type ProgressMode, resolveProgressMode } from './progress.js';
 import type { ServerCheckpointState } from './server-checkpoint.js';
 import type { PipelineState } from './stage-checkpoint.js';
@@ -285,12 +286,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
   }
 
   const names = model.metricsNames;
-  const early = options.earlyStopping;
-  const monitor = early?.monitor ?? (options.validationData ? 'val_loss' : 'loss');
-  const maximize = early?.mode === 'max' || ((early?.mode ?? 'auto') === 'auto' && /acc|auc|precision|recall/.test(monitor));
-  let best = state.earlyStopping?.best ?? (maximize ? -Infinity : Infinity);
-  let wait = state.earlyStopping?.wait ?? 0;
-  let bestWeights: tf.Tensor[] | undefined;
+  const early = options.earlyStopping ? new EarlyStopping(options.earlyStopping, options.validationData !== undefined, state.earlyStopping) : undefined;
   let stoppedEarly = false;
 
   const resumedSize = resumedFrom && state.size !== size ? state.size : undefined;
@@ -321,7 +317,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       batchSize,
       epochSums,
       history: state.history,
-      earlyStopping: early ? { best, wait } : undefined,
+      earlyStopping: early?.state,
     };
     // A write error on rank 0 (a full disk, no permission) stops every rank together.
     const checkpointDir = options.checkpointDir;
@@ -392,22 +388,7 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       for (const cb of callbacks) await cb.onEpochEnd?.(epoch, ordered);
       progress.epochEnd(epoch, batches.length, ordered, firstBatch);
 
-      if (early) {
-        const value = ordered[monitor];
-        if (value === undefined) throw new InvalidArgumentError(`fit: earlyStopping.monitor '${monitor}' is not among the metrics (${Object.keys(ordered).join(', ')})`);
-        const delta = Math.abs(early.minDelta ?? 0);
-        const improved = maximize ? value > best + delta : value < best - delta;
-        if (improved) {
-          best = value;
-          wait = 0;
-          if (early.restoreBestWeights) {
-            tf.dispose(bestWeights ?? []);
-            bestWeights = model.getWeights().map((w) => w.clone());
-          }
-        } else if (++wait > (early.patience ?? 0)) {
-          stoppedEarly = true;
-        }
-      }
+      if (early?.observe(ordered, () => model.getWeights().map((w) => w.clone()))) stoppedEarly = true;
       // A callback may have set model.stopTraining on one rank only: stop together or not at all.
       const stop = new Float64Array([model.stopTraining || stoppedEarly ? 1 : 0]);
       await comm.allReduce(stop, { op: 'max' });
@@ -421,9 +402,9 @@ export async function fit(model: TrainableModel, data: Dataset, options: FitOpti
       const due = (everyEpochs > 0 && (epoch + 1) % everyEpochs === 0) || stepCheckpointDue(state.globalStep) || finished;
       if (due) await checkpoint(epoch + 1, 0, {}, 0, 0, finished);
     }
-    if (stoppedEarly && bestWeights) model.setWeights(bestWeights);
+    if (stoppedEarly && early?.bestWeightsKept) model.setWeights(early.bestWeightsKept);
   } finally {
-    tf.dispose(bestWeights ?? []);
+    early?.dispose();
   }
   const seconds = (performance.now() - started) / 1000;
   const result: FitResult = {

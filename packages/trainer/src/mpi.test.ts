@@ -235,6 +235,19 @@ describe.each([[2, 1], [3, 1], [4, 2]])('fit with a PipelineParallel strategy an
   });
 });
 
+describe.each([['pipeline', 3], ['ps', 3]])('early stopping under %s, np=%i', (kind, np) => {
+  it('stops every rank at the same epoch and puts back the best epoch\'s weights; a monitor that is not a metric is an error on every rank', async () => {
+    const job = await run(np, ['stop-early'], 0, { KIND: kind });
+    for (const r of job.results) {
+      expect(r.stoppedEarly).toBe(true);
+      expect(r.epochs).toBe(2);
+      expect(r.restored, `rank ${r.rank}`).toBe(r.firstEpoch);
+      expect(r.error.code).toBe('INVALID_ARGUMENT');
+      expect(r.error.message).toMatch(/^fit: earlyStopping.monitor 'val_accuracy' is not among the metrics \(loss/);
+    }
+  });
+});
+
 describe.each([[3, 1], [4, 2]])('fit with a ParameterServer strategy, np=%i, %i server(s)', (np, servers) => {
   it('sync: the workers train their rows to one process\'s weights and losses on the same batches; every rank ends with the servers\' weights and the same history', async () => {
     const job = await mpirunScript(np, worker, ['ps-fit'], { env: { SERVERS: String(servers), MODE: 'sync' } });
@@ -304,6 +317,19 @@ describe.each([[3, 1], [4, 2]])('fit with a ParameterServer strategy, np=%i, %i 
     expect(c.results[0]!.globalStep).toBe(18);
     expect(c.results[0]!.assembled).toBe(c.results[0]!.weights);
     expect(c.results[0]!.history.val_acc[2]).toBeGreaterThan(0.8);
+  });
+
+  // (Async: the other worker may be waiting for the failed one in the epoch's metrics instead of
+  // on a server; that wait ends at the communicator's deadline, so it is not timed here.)
+  it('sync: a worker whose training throws stops the servers and the other workers with ABORTED within seconds', async () => {
+    const job = await run(np, ['ps-worker-fails'], 0, { SERVERS: String(servers), MODE: 'sync', FAIL_WORKER: '1' });
+    for (const r of job.results) {
+      expect(r.error, `rank ${r.rank}`).not.toBeNull();
+      expect(r.ms).toBeLessThan(10_000);
+      if (r.rank === servers + 1) expect(r.error.message).toBe('a bug in worker code');
+      else if (r.rank < servers) expect(r.error).toEqual({ code: 'ABORTED', message: `ParameterServer: worker 1 (rank ${servers + 1}) failed (its rank's output says why); server ${r.rank} (rank ${r.rank}) stopped serving` });
+      else expect(r.error.message).toMatch(new RegExp(`^ParameterServer: server \\d \\(rank \\d\\) stopped serving at worker 0's step \\d+: another worker failed`));
+    }
   });
 
   it('async: the workers learn at their own pace; every rank ends with the servers\' weights', async () => {

@@ -11,6 +11,7 @@ import { agreeOnSuccess, type Communicator, InvalidArgumentError } from '@braid/
 import type { ParameterServer } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
+import type { EarlyStoppingState } from './early-stopping.js';
 import { checkpointName, latestCheckpoint, publishCheckpoint, rebuildAdamPowers } from './checkpoint.js';
 
 export const SERVER_CHECKPOINT_VERSION = 1;
@@ -33,6 +34,7 @@ export interface ServerCheckpointState {
   /** Each worker's sums of the epoch's step metrics so far (index = worker), so a resumed epoch reports the same means. */
   sums: number[][];
   history: Record<string, number[]>;
+  earlyStopping?: EarlyStoppingState;
 }
 
 /** `value` (JSON) from rank `root` to every rank of `comm`. */

@@ -10,6 +10,7 @@ import { agreeOnSuccess, type Communicator, InvalidArgumentError } from '@braid/
 import type { PipelineParallel } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
+import type { EarlyStoppingState } from './early-stopping.js';
 import { checkpointName, latestCheckpoint, publishCheckpoint, rebuildAdamPowers } from './checkpoint.js';
 
 export const PIPELINE_CHECKPOINT_VERSION = 1;
@@ -28,6 +29,7 @@ export interface PipelineState {
   seed: number;
   batchSize: number;
   history: Record<string, number[]>;
+  earlyStopping?: EarlyStoppingState;
 }
 
 /**

@@ -161,6 +161,58 @@ const scenarios = {
     return { isServer: ps.isServer, history: result.history, globalStep: result.globalStep, resumedFrom: result.resumedFrom ?? null, weights: digest([flat]), assembled, checkpoints, messages: lines.join('') };
   },
 
+  // Early stopping under a pipeline or a parameter server (KIND): monitoring the loss as if higher
+  // were better, the first epoch is the best and the second stops the run (patience 0), which
+  // puts back the first epoch's weights; a one-epoch run gives the weights to compare with.
+  async 'stop-early'() {
+    const kind = process.env.KIND;
+    const setup = async () => {
+      if (kind === 'pipeline') {
+        const { pipelineComm, stageComm, data, model, pipe } = await pipelineSetup('sgd');
+        return { strategy: pipe, model, data, weights: () => digest(pipe.stageWeights()), close: async () => { if (stageComm) await stageComm.close(); if (pipelineComm !== comm) await pipelineComm.close(); } };
+      }
+      const m = model(tf.train.sgd(0.2));
+      const ps = new ParameterServer(comm, m.trainableWeights.map((w) => w.read()), { servers: 1, optimizer: tf.train.sgd(0.2), mode: 'sync' });
+      return { strategy: ps, model: m, data: blobs(96, 5), weights: () => digest(m.getWeights()), close: async () => {} };
+    };
+    const one = await setup();
+    await fit(one.model, one.data, { strategy: one.strategy, epochs: 1, batchSize: 8, seed: 3, progress: 'none' });
+    const firstEpoch = one.weights();
+    await one.close();
+    const run = await setup();
+    const stopped = await fit(run.model, run.data, { strategy: run.strategy, epochs: 5, batchSize: 8, seed: 3, progress: 'none', earlyStopping: { monitor: 'loss', mode: 'max', patience: 0, restoreBestWeights: true } });
+    const restored = run.weights();
+    await run.close();
+    const bad = await setup();
+    let error;
+    try {
+      await fit(bad.model, bad.data, { strategy: bad.strategy, epochs: 2, batchSize: 8, seed: 3, progress: 'none', earlyStopping: { monitor: 'val_accuracy' } });
+    } catch (err) {
+      error = { code: err.code, message: err.message };
+    }
+    await bad.close();
+    return { firstEpoch, restored, stoppedEarly: stopped.stoppedEarly, epochs: stopped.history.loss.length, error };
+  },
+
+  // A worker's training throws at step 5 (its callback): the servers stop at once and the other
+  // workers fail with ABORTED too, long before any deadline.
+  async 'ps-worker-fails'() {
+    const servers = Number(process.env.SERVERS ?? 1);
+    const failing = Number(process.env.FAIL_WORKER ?? 0);
+    const m = model(tf.train.sgd(0.2));
+    const ps = new ParameterServer(comm, m.trainableWeights.map((w) => w.read()), { servers, optimizer: tf.train.sgd(0.2), mode: process.env.MODE ?? 'sync' });
+    const started = performance.now();
+    const fail = (step) => {
+      if (rank === servers + failing && step.globalStep === 5) throw new Error('a bug in worker code');
+    };
+    try {
+      await fit(m, blobs(96, 5), { strategy: ps, epochs: 3, batchSize: 8, seed: 3, progress: 'none', callbacks: { onBatchEnd: fail } });
+      return { error: null };
+    } catch (err) {
+      return { error: { code: err.code ?? null, message: err.message }, ms: performance.now() - started };
+    }
+  },
+
   // fit under a pipeline with checkpoints (checkpointEvery 4 steps): run straight, or stopped by
   // an error thrown on every rank at step CRASH_AT, or resumed from the folder.
   async 'pipeline-resume'() {
