@@ -110,7 +110,12 @@ export interface Addon {
   /** `fields` from encodeOp(spec); `name` is spec.name. */
   submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true): SplitResult | number | null | undefined;
   submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false): Promise<SplitResult | null | undefined>;
-  info(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } };
+  info(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string }; nccl: NcclStatus };
+  /**
+   * Looks for NCCL as the process would (or in `candidates`: paths, or a bare soname for the
+   * dynamic loader's search), without keeping the result: for tests and `braid doctor`.
+   */
+  ncclProbe(candidates?: string[]): NcclStatus;
   /**
    * Ends the engine and finalizes MPI; false if that did not finish within the bound. Given an
    * exit code (the process 'exit' hook), a finalization that cannot finish ends the process.

@@ -21,6 +21,7 @@
 #include "common/buffer_pool.h"
 #include "common/status.h"
 #include "engine/engine.h"
+#include "gpu/nccl_loader.h"
 #include "kernels/cuda/cuda_info.h"
 #include <mpi.h>
 #include "kernels/reduce.h"
@@ -485,6 +486,38 @@ Napi::Value CostDefaults(const Napi::CallbackInfo& info) {
   return r;
 }
 
+Napi::Object ncclStatus(Napi::Env env, const NcclLoad& load) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("available", load.library != nullptr);
+  if (load.library != nullptr) {
+    r.Set("version", ncclVersionString(load.library->version));
+    r.Set("versionCode", load.library->version);
+    r.Set("path", load.library->path);
+  } else {
+    r.Set("error", load.error);
+  }
+  Napi::Array searched = Napi::Array::New(env, load.searched.size());
+  for (size_t i = 0; i < load.searched.size(); ++i) searched.Set(static_cast<uint32_t>(i), load.searched[i]);
+  r.Set("searched", searched);
+  return r;
+}
+
+// ncclProbe(candidates?): NCCL looked for afresh (the process's own search, or these paths).
+Napi::Value NcclProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> candidates;
+  if (info.Length() > 0 && info[0].IsArray()) {
+    Napi::Array list = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      if (!list.Get(i).IsString()) throwBraid(env, ErrorCode::kInvalidArgument, "ncclProbe: candidates must be strings");
+      candidates.push_back(list.Get(i).As<Napi::String>().Utf8Value());
+    }
+  } else {
+    candidates = ncclCandidates();
+  }
+  return ncclStatus(env, loadNcclFrom(candidates));
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object r = Napi::Object::New(env);
@@ -503,6 +536,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   mpi.Set("library", std::string(library, strnlen(library, static_cast<size_t>(length))));
   mpi.Set("standard", std::to_string(major) + "." + std::to_string(minor));
   r.Set("mpi", mpi);
+  r.Set("nccl", ncclStatus(env, loadNccl()));
   return r;
 }
 
@@ -554,6 +588,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("start", Napi::Function::New(env, Start));
   exports.Set("submit", Napi::Function::New(env, Submit));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("ncclProbe", Napi::Function::New(env, NcclProbe));
   exports.Set("shutdown", Napi::Function::New(env, Shutdown));
   initCompressBinding(env, exports);
   return exports;

@@ -183,8 +183,11 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
   return world;
 }
 
-/** What this build and machine offer: the reduction kernels in use, CUDA, and the MPI library the addon is linked with. */
-export function buildInfo(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } } {
+/**
+ * What this build and machine offer: the reduction kernels in use, CUDA, the MPI library the addon
+ * is linked with, and NCCL (loaded at run time: where it was found, or why not).
+ */
+export function buildInfo(): ReturnType<ReturnType<typeof loadAddon>['info']> {
   try {
     return loadAddon().info();
   } catch (err) {

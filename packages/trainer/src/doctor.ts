@@ -70,7 +70,7 @@ export async function diagnose(cwd = process.cwd()): Promise<Check[]> {
       : { name: 'mpirun', status: 'missing', detail: 'not on PATH', fix: 'Debian/Ubuntu: sudo apt-get install -y openmpi-bin libopenmpi-dev' },
   );
 
-  let addonInfo: { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string } } | undefined;
+  let addonInfo: { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string }; nccl?: { available: boolean; version?: string; path?: string; error?: string } } | undefined;
   try {
     const native = await import('@braid/native');
     addonInfo = native.loadAddon().info();
@@ -114,16 +114,22 @@ export async function diagnose(cwd = process.cwd()): Promise<Check[]> {
     fix: gpus.length > 0 && !addonInfo?.cuda.compiled ? 'install the CUDA toolkit (nvcc) and run `npm rebuild @braid/native`' : undefined,
   });
 
-  const nccl = findNccl();
+  // The addon's own loader (what collectives would use: version checked, entry points resolved);
+  // without the addon, a look for the file.
+  const ncclStatus = addonInfo?.nccl;
+  const ncclFile = ncclStatus ? undefined : findNccl();
+  const ncclFix = 'install NCCL 2.14 or later (NVIDIA\'s libnccl2 package, or `pip install nvidia-nccl-cu13`), or set BRAID_NCCL_LIB to its libnccl.so.2';
   checks.push(
-    nccl
-      ? { name: 'NCCL', status: 'ok', detail: nccl }
-      : {
-          name: 'NCCL',
-          status: 'optional',
-          detail: 'libnccl.so.2 not found (only needed for GPU collectives)',
-          fix: "install NVIDIA's libnccl2 package, or `pip install nvidia-nccl-cu12` and add its nvidia/nccl/lib folder to LD_LIBRARY_PATH",
-        },
+    ncclStatus?.available
+      ? { name: 'NCCL', status: 'ok', detail: `${ncclStatus.version} (${ncclStatus.path}), loaded at run time` }
+      : ncclFile
+        ? { name: 'NCCL', status: 'ok', detail: ncclFile }
+        : {
+            name: 'NCCL',
+            status: 'optional',
+            detail: `${ncclStatus?.error?.split('. Searched:')[0]?.replace('NCCL is not available: ', '') ?? 'libnccl.so.2 not found'} (only needed for GPU collectives)`,
+            fix: ncclFix,
+          },
   );
 
   const require = createRequire(join(cwd, 'package.json'));
