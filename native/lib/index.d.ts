@@ -105,6 +105,18 @@ export interface SplitResult {
 
 export type NativeBuffer = ArrayBufferView;
 
+/** Where NCCL was found (loaded at run time), or why it was not. */
+export interface NcclStatus {
+  available: boolean;
+  /** "2.30.7" when available. */
+  version?: string;
+  versionCode?: number;
+  path?: string;
+  /** Why no library is usable: what was searched, and why each one found was refused. */
+  error?: string;
+  searched: string[];
+}
+
 export interface Addon {
   start(options: StartOptions): WorldInfo;
   /** `fields` from encodeOp(spec); `name` is spec.name. */

@@ -11,6 +11,7 @@ import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
+const p2pWorker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'p2p-worker.mjs');
 const unavailable = netnsUnavailable();
 
 describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
@@ -26,13 +27,14 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
     np: number,
     scenario: string,
     env: Record<string, string> = {},
+    script = worker,
   ): Promise<{ code: number | null; stderr: string; results: any[] }> {
     const dir = mkdtempSync(join(tmpdir(), 'braid-across-'));
     const exported = Object.entries(env)
       .filter(([k]) => k !== 'MAP_BY')
       .flatMap(([k, v]) => ['-x', `${k}=${v}`]);
     const mapBy = env.MAP_BY ? ['--map-by', env.MAP_BY] : [];
-    const cmd = hosts.on(0, ['mpirun', '-np', String(np), '-H', placement, ...mapBy, '--oversubscribe', ...exported, ...hosts.mcaArgs(), process.execPath, worker, scenario, dir]);
+    const cmd = hosts.on(0, ['mpirun', '-np', String(np), '-H', placement, ...mapBy, '--oversubscribe', ...exported, ...hosts.mcaArgs(), process.execPath, script, scenario, dir]);
     return new Promise((resolve) => {
       const child = spawn(cmd[0]!, cmd.slice(1), { env: { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
@@ -73,6 +75,20 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
       }
     }, 240_000);
   });
+
+  // Messages between ranks on different hosts go over Braid's TCP transport (MPI's with
+  // BRAID_TRANSPORT=mpi); on one host, shared memory.
+  it.each([['tcp'], ['mpi']])('point-to-point across 2 hosts x 2 ranks (%s): ring shifts, order per (source, tag), 16 MiB and empty messages, ANY_SOURCE, 64 in flight: all exact', async (transport) => {
+    const job = await run('h0:2,h1:2', 4, 'messages', transport === 'mpi' ? { BRAID_TRANSPORT: 'mpi' } : {}, p2pWorker);
+    expect(job.code, job.stderr).toBe(0);
+    expect(job.results).toHaveLength(4);
+    for (const r of job.results) {
+      expect(r.crashed).toBeUndefined();
+      expect(r.wrong).toEqual([]);
+      expect(r.sum).toBe(6);
+    }
+    expect(job.results[0]!.sources).toEqual([1, 2, 3]);
+  }, 240_000);
 
   it('MISMATCH across hosts: every rank gets the same message naming ranks and field, within 5 s, and stays in step', async () => {
     const job = await run('h0:2,h1:2', 4, 'mismatch');

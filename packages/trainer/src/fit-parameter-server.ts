@@ -15,7 +15,7 @@ import { compiledParts } from './model-parts.js';
 import { EarlyStopping } from './early-stopping.js';
 import { Progress, resolveProgressMode } from './progress.js';
 import { epochBatches, validationRows } from './sharding.js';
-import { restoreServerCheckpoint, SERVER_CHECKPOINT_VERSION, type ServerCheckpointState, writeServerCheckpoint } from './server-checkpoint.js';
+import { broadcastJson, restoreServerCheckpoint, SERVER_CHECKPOINT_VERSION, type ServerCheckpointState, writeServerCheckpoint } from './server-checkpoint.js';
 import { strategyData } from './strategy-data.js';
 
 const UNSUPPORTED: Array<keyof FitOptions> = ['commitEvery', 'checkpointOnEveryHost'];
@@ -115,7 +115,7 @@ export async function fitParameterServer(
     }
     // Every rank ends with the servers' weights and the first worker's history (the same on all).
     await ps.pullAll();
-    history = await shareHistory(comm, ps.servers, history);
+    history = await broadcastJson(comm, ps.servers, history);
     const figures = new Float64Array([globalStep, seconds, pushMs, globalStep - start.globalStep, stoppedEarly ? 1 : 0, bestWeights ? 1 : 0]);
     await comm.broadcast(figures, { root: ps.servers });
     const [steps, time, push, stepsRun, stopped, kept] = figures;
@@ -281,15 +281,4 @@ async function validate(model: TrainableModel, names: string[], data: { x: tf.Te
   }
   await workers.allReduce(sums, { op: 'sum' });
   return Object.fromEntries(names.map((n, i) => [`val_${n}`, sums[i]! / sums[names.length]!]));
-}
-
-/** The first worker's history on every rank (JSON, broadcast). */
-async function shareHistory(comm: Communicator, root: number, history: Record<string, number[]>): Promise<Record<string, number[]>> {
-  const bytes = new TextEncoder().encode(comm.rank === root ? JSON.stringify(history) : '');
-  const length = Float64Array.of(bytes.length);
-  await comm.broadcast(length, { root });
-  const buffer = new Uint8Array(length[0]!);
-  if (comm.rank === root) buffer.set(bytes);
-  await comm.broadcast(buffer, { root });
-  return JSON.parse(new TextDecoder().decode(buffer)) as Record<string, number[]>;
 }
