@@ -76,9 +76,9 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
     }, 240_000);
   });
 
-  // Messages between ranks on different hosts go over Braid's TCP transport (MPI's with
-  // BRAID_TRANSPORT=mpi); on one host, shared memory.
-  it.each([['tcp'], ['mpi']])('point-to-point across 2 hosts x 2 ranks (%s): ring shifts, order per (source, tag), 16 MiB and empty messages, ANY_SOURCE, 64 in flight: all exact', async (transport) => {
+  // Messages go through MPI (Open MPI's TCP between hosts, its shared memory on one) whatever
+  // carries the collectives they run beside: Braid's TCP transport, or MPI with BRAID_TRANSPORT=mpi.
+  it.each([['tcp'], ['mpi']])('point-to-point across 2 hosts x 2 ranks (collectives over %s): ring shifts, order per (source, tag), 16 MiB and empty messages, ANY_SOURCE, 64 in flight: all exact', async (transport) => {
     const job = await run('h0:2,h1:2', 4, 'messages', transport === 'mpi' ? { BRAID_TRANSPORT: 'mpi' } : {}, p2pWorker);
     expect(job.code, job.stderr).toBe(0);
     expect(job.results).toHaveLength(4);
@@ -88,6 +88,8 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
       expect(r.sum).toBe(6);
     }
     expect(job.results[0]!.sources).toEqual([1, 2, 3]);
+    // Rank 1 (on h0) sends to rank 2, on h1: the refused too-long message names that host.
+    expect(job.results[1]!.tooLong[0].message).toContain('send to rank 2 (host h1)');
   }, 240_000);
 
   it('MISMATCH across hosts: every rank gets the same message naming ranks and field, within 5 s, and stays in step', async () => {
