@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The GPU check (issue 14), prepared here to run in one go on a machine with a GPU, nvcc, cmake,
+# MPI and no network (the `device` tool's machine): builds the native library and its tests with
+# the CUDA kernels, runs the kernel tests (the CUDA kernels against their CPU twins, bit for bit),
+# looks for NCCL as the addon would (the loader's own search, which covers pip's nvidia/nccl/lib
+# under /opt/*/.venv), and prints one summary. Also runs where there is no GPU: it then says so.
+#   bash scripts/gpu-check.sh            (writes its logs to $OUT, or /tmp/braid-gpu-check)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/braid-gpu-check}
+mkdir -p "$out"
+build=native/build-gpu
+if [ "$(id -u)" -eq 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+summary=()
+say() { summary+=("$1"); echo "== $1"; }
+started=$(date +%s)
+
+gpus=$(nvidia-smi -L 2>/dev/null || true)
+if [ -n "$gpus" ]; then say "GPU: $(echo "$gpus" | head -1)"; else say "GPU: none visible (nvidia-smi)"; fi
+nvcc_version=$(nvcc --version 2>/dev/null | grep release || true)
+say "nvcc: ${nvcc_version:-not found}"
+
+# The library, its tests and the NCCL probe (no Node.js needed: the addon itself is not built here).
+if cmake -S native -B "$build" -DCMAKE_BUILD_TYPE=Release -DBRAID_TESTS=ON -DBRAID_TOOLS=OFF >"$out/configure.log" 2>&1 &&
+  cmake --build "$build" -j "$(nproc)" --target braid_kernels_test braid_nccl_probe >"$out/build.log" 2>&1; then
+  cuda=$(grep -o 'braid: CUDA kernels [A-Z]*' "$out/configure.log" | head -1)
+  say "build: ok (${cuda:-CUDA kernels: unknown})"
+else
+  say "build: FAILED (see $out/configure.log and $out/build.log)"
+  tail -20 "$out/build.log" 2>/dev/null
+fi
+
+if [ -x "$build/Release/braid_kernels_test" ]; then
+  "$build/Release/braid_kernels_test" >"$out/kernels.log" 2>&1
+  status=$?
+  passed=$(grep -c '^ok' "$out/kernels.log")
+  failed=$(grep -c '^FAIL' "$out/kernels.log")
+  say "kernel tests: exit $status, $passed ok, $failed failed"
+  grep -i 'cuda' "$out/kernels.log" | sed 's/^/   /'
+  grep '^FAIL' "$out/kernels.log" | sed 's/^/   /'
+fi
+
+if [ -x "$build/Release/braid_nccl_probe" ]; then
+  "$build/Release/braid_nccl_probe" >"$out/nccl.log" 2>&1
+  say "$(grep '^NCCL:' "$out/nccl.log" | cut -c1-300)"
+fi
+
+# PyTorch, the GPU kernels' peer in the benchmarks to come, where the machine has it.
+for python in /opt/torch/.venv/bin/python3 python3; do
+  if command -v "$python" >/dev/null 2>&1 && "$python" -c 'import torch' >/dev/null 2>&1; then
+    say "PyTorch: $("$python" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")' 2>&1 | tail -1)"
+    break
+  fi
+done
+
+echo
+echo "GPU check summary ($(($(date +%s) - started)) s):"
+printf '  %s\n' "${summary[@]}"
