@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check (issue 14), prepared here to run in one go on a machine with a GPU, nvcc, cmake,
 # MPI and no network (the `device` tool's machine): builds the native library and its tests with
-# the CUDA kernels, runs the kernel tests (the CUDA kernels against their CPU twins, bit for bit),
-# looks for NCCL as the addon would (the loader's own search, which covers pip's nvidia/nccl/lib
+# the CUDA kernels, runs the kernel tests (the CUDA kernels against their CPU twins, bit for bit)
+# and the NCCL communicator's (one rank on the GPU: every op and dtype, broadcast), looks for NCCL
+# as the addon would (the loader's own search, which covers pip's nvidia/nccl/lib
 # under /opt/*/.venv), and prints one summary. Also runs where there is no GPU: it then says so.
 #   bash scripts/gpu-check.sh            (writes its logs to $OUT, or /tmp/braid-gpu-check)
 set -uo pipefail
@@ -24,7 +25,7 @@ say "nvcc: ${nvcc_version:-not found}"
 
 # The library, its tests and the NCCL probe (no Node.js needed: the addon itself is not built here).
 if cmake -S native -B "$build" -DCMAKE_BUILD_TYPE=Release -DBRAID_TESTS=ON -DBRAID_TOOLS=OFF >"$out/configure.log" 2>&1 &&
-  cmake --build "$build" -j "$(nproc)" --target braid_kernels_test braid_nccl_probe >"$out/build.log" 2>&1; then
+  cmake --build "$build" -j "$(nproc)" --target braid_kernels_test braid_nccl_probe braid_nccl_test >"$out/build.log" 2>&1; then
   cuda=$(grep -o 'braid: CUDA kernels [A-Z]*' "$out/configure.log" | head -1)
   say "build: ok (${cuda:-CUDA kernels: unknown})"
 else
@@ -45,6 +46,14 @@ fi
 if [ -x "$build/Release/braid_nccl_probe" ]; then
   "$build/Release/braid_nccl_probe" >"$out/nccl.log" 2>&1
   say "$(grep '^NCCL:' "$out/nccl.log" | cut -c1-300)"
+fi
+
+# The NCCL communicator on the GPU: unique id, non-blocking join, every op and dtype, broadcast.
+if [ -x "$build/Release/braid_nccl_test" ]; then
+  timeout 300 "$build/Release/braid_nccl_test" >"$out/nccl-test.log" 2>&1
+  status=$?
+  say "NCCL tests: exit $status, $(tail -1 "$out/nccl-test.log")"
+  grep -E '^(FAIL|skip)|us per call' "$out/nccl-test.log" | cut -c1-300 | sed 's/^/   /'
 fi
 
 # PyTorch, the GPU kernels' peer in the benchmarks to come, where the machine has it.

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the native test programs: the kernel tests in one process, the algorithm tests under
+// Runs the native test programs: the kernel and NCCL tests in one process, the algorithm tests under
 // mpirun at 1, 2, 3 and 4 ranks (oversubscribed: CI machines have 2 cores), the engine test at
 // 1-3. BRAID_NATIVE_DIR runs another build's programs (the sanitizer builds).
 import { spawnSync } from 'node:child_process';
@@ -19,6 +19,9 @@ function run(cmd, args) {
   }
 }
 run(join(buildDir, 'braid_kernels_test'), []);
+// NCCL's communicator: a unique id and joining without a GPU where NCCL is found, the collectives
+// on a GPU; skipped, saying why, where either is missing.
+run(join(buildDir, 'braid_nccl_test'), []);
 for (const np of [1, 2, 3, 4]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_algorithms_test')]);
 // The same algorithms over Braid's TCP transport (loopback here; between hosts in the engine).
 for (const np of [2, 3, 4]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_algorithms_test'), 'tcp']);

@@ -40,6 +40,26 @@ struct UniqueId {
 using Comm = struct OpaqueComm*;
 using Stream = struct OpaqueStream*;  // a cudaStream_t
 
+// The communicator configuration as NCCL 2.14 laid it out. NCCL reads `size` and `version` to
+// know which fields a caller's struct has, so this prefix works with every later release.
+struct Config {
+  size_t size;
+  unsigned int magic;
+  unsigned int version;
+  int blocking;
+  int cgaClusterSize;
+  int minCTAs;
+  int maxCTAs;
+  const char* netName;
+};
+constexpr unsigned int kConfigMagic = 0xcafebeef;
+constexpr int kConfigUndefined = -2147483647 - 1;  // INT_MIN: "NCCL's default"
+
+// A Config with NCCL's defaults, non-blocking (calls return kInProgress; completion is polled).
+inline Config nonBlockingConfig() {
+  return Config{sizeof(Config), kConfigMagic, 21400, 0, kConfigUndefined, kConfigUndefined, kConfigUndefined, nullptr};
+}
+
 // The oldest NCCL Braid accepts: 2.14.0, in NCCL's version code (major * 10000 + minor * 100 + patch).
 constexpr int kMinimumVersion = 21400;
 
@@ -47,6 +67,7 @@ using GetVersionFn = Result (*)(int* version);
 using GetErrorStringFn = const char* (*)(Result result);
 using GetUniqueIdFn = Result (*)(UniqueId* id);
 using CommInitRankFn = Result (*)(Comm* comm, int nranks, UniqueId id, int rank);
+using CommInitRankConfigFn = Result (*)(Comm* comm, int nranks, UniqueId id, int rank, Config* config);
 using CommFn = Result (*)(Comm comm);
 using CommGetAsyncErrorFn = Result (*)(Comm comm, Result* asyncError);
 using AllReduceFn = Result (*)(const void* send, void* recv, size_t count, DataType type, RedOp op, Comm comm, Stream stream);

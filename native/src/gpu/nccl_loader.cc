@@ -41,6 +41,7 @@ std::string resolve(void* handle, NcclLibrary& lib) {
       {"ncclGetErrorString", reinterpret_cast<void**>(&lib.getErrorString)},
       {"ncclGetUniqueId", reinterpret_cast<void**>(&lib.getUniqueId)},
       {"ncclCommInitRank", reinterpret_cast<void**>(&lib.commInitRank)},
+      {"ncclCommInitRankConfig", reinterpret_cast<void**>(&lib.commInitRankConfig)},
       {"ncclCommAbort", reinterpret_cast<void**>(&lib.commAbort)},
       {"ncclCommDestroy", reinterpret_cast<void**>(&lib.commDestroy)},
       {"ncclCommGetAsyncError", reinterpret_cast<void**>(&lib.commGetAsyncError)},

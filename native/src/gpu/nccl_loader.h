@@ -19,6 +19,7 @@ struct NcclLibrary {
   nccl::GetErrorStringFn getErrorString = nullptr;
   nccl::GetUniqueIdFn getUniqueId = nullptr;
   nccl::CommInitRankFn commInitRank = nullptr;
+  nccl::CommInitRankConfigFn commInitRankConfig = nullptr;
   nccl::CommFn commAbort = nullptr;
   nccl::CommFn commDestroy = nullptr;
   nccl::CommGetAsyncErrorFn commGetAsyncError = nullptr;

@@ -14,6 +14,7 @@ const ENTRY_POINTS = [
   'ncclGetErrorString',
   'ncclGetUniqueId',
   'ncclCommInitRank',
+  'ncclCommInitRankConfig',
   'ncclCommAbort',
   'ncclCommDestroy',
   'ncclCommGetAsyncError',
