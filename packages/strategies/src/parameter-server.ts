@@ -35,10 +35,16 @@ export interface ServerStats {
 
 const PUSH = 1;
 const PULL = 2;
-// Control messages are pushes whose step slot (the last value) is negative: steps count from 1.
+// Control messages are one negative value (a push carries its step, counted from 1, last).
 const DONE = -1; // the worker has finished
 const PAUSE = -2; // the worker waits for pause(): see serve's onPause
 const ABORT = -3; // the worker failed: the servers stop, telling the other workers
+const ABORT_WAIT_MS = 2000;
+
+/** A received message's control code, or undefined for a push. */
+function controlCode(buf: Float32Array, length: number): number | undefined {
+  return length === 1 && buf[0]! < 0 ? buf[0]! : undefined;
+}
 
 export class ParameterServer {
   readonly servers: number;
@@ -147,7 +153,12 @@ export class ParameterServer {
    */
   async abort(): Promise<void> {
     if (this.isServer || !this.ready || this.stoppedByServer) return;
-    await this.control(ABORT).catch(() => undefined);
+    // A send completes when the server takes it: one that has stopped listening would hold the
+    // caller's own error back until the deadline, so the wait is bounded.
+    const sent = this.control(ABORT).catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([sent, new Promise<void>((resolve) => (timer = setTimeout(resolve, ABORT_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /** Where this server's shard lies in the flat weights (the variables' values end to end). */
@@ -218,10 +229,12 @@ export class ParameterServer {
         return this.failed(err, `server ${this.index} (rank ${this.comm.rank}) waited for pushes from worker(s) ${waiting.join(', ')} (rank(s) ${waiting.map((w) => w + this.servers).join(', ')})`);
       });
       const worker = got.source - this.servers;
-      if (got.length !== length + 1) throw new InvalidArgumentError(`ParameterServer: worker ${worker} pushed ${got.length - 1} values to server ${this.index}, which holds ${length}; build the same model on every rank`);
-      const step = buf[length]!;
-      if (step === DONE || step === PAUSE) {
-        (step === DONE ? done : paused).add(worker);
+      const control = controlCode(buf, got.length);
+      if (control === undefined && got.length !== length + 1) {
+        throw new InvalidArgumentError(`ParameterServer: worker ${worker} pushed ${got.length - 1} values to server ${this.index}, which holds ${length}; build the same model on every rank`);
+      }
+      if (control === DONE || control === PAUSE) {
+        (control === DONE ? done : paused).add(worker);
         if (paused.size > 0 && paused.size === this.workers - done.size) {
           // No push is pending: a worker pauses only after its last step's answer.
           paused.clear();
@@ -230,7 +243,9 @@ export class ParameterServer {
         if (this.mode === 'async') await release();
         continue;
       }
-      if (step === ABORT) await this.stopServing(worker, [...pending.keys(), ...heldBack], done);
+      if (control === ABORT) await this.stopServing(worker, [...pending.keys(), ...heldBack], done);
+      if (control !== undefined) throw new InvalidArgumentError(`ParameterServer: worker ${worker} sent server ${this.index} an unknown control message (${control})`);
+      const step = buf[length]!;
       steps[worker] = step;
       if (this.mode === 'sync') {
         pending.set(worker, buf);
@@ -277,7 +292,8 @@ export class ParameterServer {
       const got = await this.comm.recv(buf, -1, { tag: PUSH }).catch(() => undefined);
       if (!got) break;
       const w = got.source - this.servers;
-      if (buf[length] === DONE || buf[length] === ABORT) stopped.add(w);
+      const control = controlCode(buf, got.length);
+      if (control === DONE || control === ABORT) stopped.add(w);
       else await stop(w);
     }
     throw new AbortedError(`ParameterServer: worker ${failed} (rank ${this.servers + failed}) failed (its rank's output says why); server ${this.index} (rank ${this.comm.rank}) stopped serving`);
@@ -291,14 +307,9 @@ export class ParameterServer {
     this.assign(flat);
   }
 
-  // A control message (its code in the step slot) to every server.
+  // A control message to every server.
   private async control(code: number): Promise<void> {
-    const sends = Array.from({ length: this.servers }, (_, j) => {
-      const message = new Float32Array(this.bounds[j + 1]! - this.bounds[j]! + 1);
-      message[message.length - 1] = code;
-      return this.comm.send(message, j, { tag: PUSH });
-    });
-    await Promise.all(sends);
+    await Promise.all(Array.from({ length: this.servers }, (_, j) => this.comm.send(Float32Array.of(code), j, { tag: PUSH })));
   }
 
   private apply(gradient: Float32Array): void {
