@@ -84,7 +84,7 @@ uint32_t toFixedPoint(const float* values, int32_t* out, size_t from, size_t to,
 uint32_t toFixedPointFloat(const float* values, int32_t* out, size_t from, size_t to, float scale, int32_t limit, float limitBelow) {
   uint32_t beyond = 0;
   const __m512 vScale = _mm512_set1_ps(scale), half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-  const __m512 high = _mm512_set1_ps(limitBelow), low = _mm512_set1_ps(-limitBelow);
+  const __m512 high = _mm512_set1_ps(limitBelow);
   const __m512i highInt = _mm512_set1_epi32(limit), lowInt = _mm512_set1_epi32(-limit);
   size_t i = from;
   for (; i + 16 <= to; i += 16) {
@@ -92,9 +92,14 @@ uint32_t toFixedPointFloat(const float* values, int32_t* out, size_t from, size_
     const __m512 f = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     const __mmask16 up = _mm512_cmp_ps_mask(_mm512_sub_ps(x, f), half, _CMP_GE_OQ);
     const __m512 q = _mm512_mask_add_ps(f, up, f, one);
-    const __mmask16 outOfRange = _mm512_cmp_ps_mask(q, high, _CMP_GT_OQ) | _mm512_cmp_ps_mask(q, low, _CMP_LT_OQ) | _mm512_cmp_ps_mask(q, q, _CMP_UNORD_Q);
+    // One compare for both ends and NaN (the range is symmetric): |q| > limit, or unordered.
+    const __mmask16 outOfRange = _mm512_cmp_ps_mask(_mm512_abs_ps(q), high, _CMP_NLE_UQ);
+    if (__builtin_expect(outOfRange == 0, 1)) {
+      // In range, |q| <= limit < 2^31: the conversion is exact.
+      _mm512_storeu_si512(out + i, _mm512_cvttps_epi32(q));
+      continue;
+    }
     const __m512i saturated = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(q, zero, _CMP_GT_OQ), lowInt, highInt);
-    // In range, |q| <= limit < 2^31: the conversion is exact.
     const __m512i converted = _mm512_cvttps_epi32(_mm512_mask_blend_ps(outOfRange, q, zero));
     _mm512_storeu_si512(out + i, _mm512_mask_blend_epi32(outOfRange, converted, saturated));
     beyond += static_cast<uint32_t>(__builtin_popcount(outOfRange));
