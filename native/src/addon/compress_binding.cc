@@ -253,7 +253,7 @@ Napi::Value PowerReconstruct(const Napi::CallbackInfo& info) {
 }  // namespace
 
 // secureMask(values: Float32Array, out: Int32Array (n + 1), scale, clip (0: none), limit,
-// keys: Uint8Array (32 a peer), signs: Int8Array (+1 / -1 a peer), call): the count beyond range.
+// keys: Uint8Array (16 a peer: AES-128), signs: Int8Array (+1 / -1 a peer), call): the count beyond range.
 Napi::Value SecureMask(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   need(env, secureMaskAvailable(), "secureMask needs AES-NI and AVX2 (check secureMaskAvailable first)");
@@ -266,7 +266,7 @@ Napi::Value SecureMask(const Napi::CallbackInfo& info) {
   auto signs = arrayArg<const int8_t>(info, 6, napi_int8_array, "signs");
   const double call = info[7].As<Napi::Number>().DoubleValue();
   need(env, out.length == values.length + 1, "out must hold one element more than values");
-  need(env, keys.length == 32 * signs.length, "keys must hold 32 bytes for each sign");
+  need(env, keys.length == 16 * signs.length, "keys must hold 16 bytes (an AES-128 key) for each sign");
   need(env, scale > 0 && clip >= 0 && limit >= 1 && limit <= 2147483647.0, "scale, clip or limit out of range");
   need(env, call >= 0 && call <= 9007199254740991.0, "call out of range");
   const uint32_t beyond = secureMask(values.data, out.data, values.length, scale, clip, static_cast<int32_t>(limit), keys.data, signs.data,

@@ -13,22 +13,22 @@
 #include <immintrin.h>
 #include <wmmintrin.h>
 
-#include "kernels/aes256_schedule.h"
+#include "kernels/aes_schedule.h"
 
 namespace braid {
 
 namespace {
 
-using aes::expandKey256;
+using aes::expandKey128;
 
 // Eight counter blocks at once: the AES units are pipelined, one block at a time stalls them.
 constexpr size_t kLanes = 8;
 
 inline void encrypt(__m128i (&x)[kLanes], const __m128i* rk) {
   for (size_t l = 0; l < kLanes; l++) x[l] = _mm_xor_si128(x[l], rk[0]);
-  for (int r = 1; r < 14; r++)
+  for (int r = 1; r < aes::kRounds; r++)
     for (size_t l = 0; l < kLanes; l++) x[l] = _mm_aesenc_si128(x[l], rk[r]);
-  for (size_t l = 0; l < kLanes; l++) x[l] = _mm_aesenclast_si128(x[l], rk[14]);
+  for (size_t l = 0; l < kLanes; l++) x[l] = _mm_aesenclast_si128(x[l], rk[aes::kRounds]);
 }
 
 inline __m128i counterBlock(uint64_t callBigEndian, uint64_t block) {
@@ -94,10 +94,10 @@ uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, d
   static const bool wide = useWide();
   if (wide) return secureMaskAvx512(values, out, n, scale, clip, limit, keys, signs, peers, call);
   struct Schedule {
-    __m128i rk[15];
+    __m128i rk[aes::kRounds + 1];
   };
   std::vector<Schedule> schedules(peers);  // C++17 allocates it 16-byte aligned
-  for (size_t p = 0; p < peers; p++) expandKey256(keys + 32 * p, schedules[p].rk);
+  for (size_t p = 0; p < peers; p++) expandKey128(keys + 16 * p, schedules[p].rk);
   const size_t words = n + 1;
   const uint64_t callBigEndian = __builtin_bswap64(call);
   uint32_t* target = reinterpret_cast<uint32_t*>(out);

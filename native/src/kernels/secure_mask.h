@@ -1,7 +1,7 @@
 // Secure aggregation's masking in one pass (@braid/strategies' SecureAggregator): values to fixed
-// point, then for every peer the AES-256-CTR keystream of the pair's key added (the lower rank of
+// point, then for every peer the AES-128-CTR keystream of the pair's key added (the lower rank of
 // the pair) or subtracted (the higher), mod 2^32. The keystream is exactly what OpenSSL's
-// aes-256-ctr gives for the counter block (call count, big-endian, in the first 8 bytes; the
+// aes-128-ctr gives for the counter block (call count, big-endian, in the first 8 bytes; the
 // block index, big-endian, in the last 8), so a rank using this and one using node:crypto agree.
 #pragma once
 

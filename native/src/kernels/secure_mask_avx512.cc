@@ -1,7 +1,7 @@
 // The masking kernel with VAES and AVX-512 (compiled with -mvaes -mavx512f ...; used where the
 // CPU has both): four AES blocks per instruction, eight values per fixed-point step (sixteen in
 // float32 where that is exact), the keystream added straight from the cipher's registers. It
-// gives exactly what secure_mask.cc's AES-NI kernel gives (and OpenSSL's aes-256-ctr): the same
+// gives exactly what secure_mask.cc's AES-NI kernel gives (and OpenSSL's aes-128-ctr): the same
 // counter blocks, the same fixed-point integers (no fused multiply-add: -ffp-contract=off).
 #include "kernels/secure_mask_avx512.h"
 
@@ -12,18 +12,18 @@
 #if defined(__x86_64__) && defined(BRAID_HAVE_X86_VARIANTS)
 #include <immintrin.h>
 
-#include "kernels/aes256_schedule.h"
+#include "kernels/aes_schedule.h"
 
 namespace braid {
 
 namespace {
 
-// AES-256's key schedule (aes256_schedule.h), each round key broadcast to the four 128-bit lanes
+// AES-128's key schedule (aes_schedule.h), each round key broadcast to the four 128-bit lanes
 // of a 512-bit register.
 void expandKey(const uint8_t* key, __m512i* rk) {
-  __m128i k[15];
-  aes::expandKey256(key, k);
-  for (int r = 0; r < 15; r++) rk[r] = _mm512_broadcast_i32x4(k[r]);
+  __m128i k[aes::kRounds + 1];
+  aes::expandKey128(key, k);
+  for (int r = 0; r <= aes::kRounds; r++) rk[r] = _mm512_broadcast_i32x4(k[r]);
 }
 
 // Eight registers of four counter blocks: 32 blocks (128 words) a round through the cipher.
@@ -33,9 +33,9 @@ constexpr size_t kChunk = kRegisters * kWordsPerRegister;
 
 inline void encrypt(__m512i (&x)[kRegisters], const __m512i* rk) {
   for (size_t l = 0; l < kRegisters; l++) x[l] = _mm512_xor_si512(x[l], rk[0]);
-  for (int r = 1; r < 14; r++)
+  for (int r = 1; r < aes::kRounds; r++)
     for (size_t l = 0; l < kRegisters; l++) x[l] = _mm512_aesenc_epi128(x[l], rk[r]);
-  for (size_t l = 0; l < kRegisters; l++) x[l] = _mm512_aesenclast_epi128(x[l], rk[14]);
+  for (size_t l = 0; l < kRegisters; l++) x[l] = _mm512_aesenclast_epi128(x[l], rk[aes::kRounds]);
 }
 
 // Blocks b .. b + 3: the call count (big-endian) in each block's first 8 bytes, the block index
@@ -116,10 +116,10 @@ bool secureMaskAvx512Available() {
 uint32_t secureMaskAvx512(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
                           const int8_t* signs, size_t peers, uint64_t call) {
   struct Schedule {
-    __m512i rk[15];
+    __m512i rk[aes::kRounds + 1];
   };
   std::vector<Schedule> schedules(peers);  // C++17 allocates it 64-byte aligned
-  for (size_t p = 0; p < peers; p++) expandKey(keys + 32 * p, schedules[p].rk);
+  for (size_t p = 0; p < peers; p++) expandKey(keys + 16 * p, schedules[p].rk);
   const long long callBigEndian = static_cast<long long>(__builtin_bswap64(call));
   uint32_t beyond = 0;
   int exponent = 0;

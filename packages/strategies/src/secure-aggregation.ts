@@ -1,6 +1,6 @@
 // Secure aggregation (issue 16), after Bonawitz et al.: no rank, and nobody reading the wire or
 // shared memory, sees another rank's values; only their sum comes out. Every pair of ranks agrees
-// on a secret once (X25519), and each step expands it with AES-256-CTR into a mask; each rank
+// on a secret once (X25519), and each step expands it with AES-128-CTR into a mask; each rank
 // turns its values into fixed point (int32), adds the masks of the pairs where it is the lower
 // rank and subtracts those where it is the higher, in the integers mod 2^32. The masks cancel in
 // the sum, so a plain int32 all-reduce (which wraps mod 2^32, as two's complement does) yields
@@ -27,7 +27,7 @@ export interface SecureAggregationOptions {
   clip?: number;
   /**
    * Who masks: 'native' (the addon's AES-NI kernel, one pass; the default where the CPU has
-   * AES-NI) or 'js' (node:crypto's AES-256-CTR and JavaScript loops). Both give the same bits.
+   * AES-NI) or 'js' (node:crypto's AES-128-CTR and JavaScript loops). Both give the same bits.
    */
   kernel?: 'native' | 'js';
 }
@@ -35,6 +35,8 @@ export interface SecureAggregationOptions {
 // The PKCS#8 / SPKI wrappers of a raw X25519 key (RFC 8410): the raw 32 bytes follow them.
 const SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 const KEY_BYTES = 32;
+// AES-128 masks: X25519 gives about 128 bits of security, so a longer key would add rounds, not strength.
+const MASK_KEY_BYTES = 16;
 
 /** The pairwise-masked sum of Float32Arrays across the communicator's ranks. */
 export class SecureAggregator {
@@ -81,7 +83,7 @@ export class SecureAggregator {
 
   /**
    * Once: this rank's key pair (its public key to all-gather) and, from all the public keys, one
-   * key per peer (packed, 32 bytes each, in rank order) with +1 where this rank is the lower.
+   * key per peer (packed, 16 bytes each, in rank order) with +1 where this rank is the lower.
    */
   private keyPair(): { mine: Uint8Array; derive: (publicKeys: Uint8Array) => void } {
     const { rank, size } = this.comm;
@@ -89,13 +91,13 @@ export class SecureAggregator {
     const mine = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length));
     const derive = (publicKeys: Uint8Array) => {
       const peers = [...Array(size).keys()].filter((p) => p !== rank);
-      this.packedKeys = new Uint8Array(32 * peers.length);
+      this.packedKeys = new Uint8Array(MASK_KEY_BYTES * peers.length);
       peers.forEach((peer, i) => {
         const raw = publicKeys.subarray(peer * KEY_BYTES, (peer + 1) * KEY_BYTES);
         const theirs = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
         const secret = diffieHellman({ privateKey, publicKey: theirs });
         const [low, high] = rank < peer ? [rank, peer] : [peer, rank];
-        this.packedKeys.set(new Uint8Array(hkdfSync('sha256', secret, 'braid-secure-aggregation', `pair ${low}-${high}`, 32)), 32 * i);
+        this.packedKeys.set(new Uint8Array(hkdfSync('sha256', secret, 'braid-secure-aggregation', `pair ${low}-${high}`, MASK_KEY_BYTES)), MASK_KEY_BYTES * i);
       });
       this.signs = Int8Array.from(peers, (p) => (rank < p ? 1 : -1));
       this.keyed = true;
@@ -147,7 +149,7 @@ export class SecureAggregator {
     const iv = Buffer.alloc(16);
     iv.writeBigUInt64BE(BigInt(this.calls++), 0);
     this.signs.forEach((sign, p) => {
-      const stream = createCipheriv('aes-256-ctr', this.packedKeys.subarray(32 * p, 32 * (p + 1)), iv).update(this.zeros.subarray(0, bytes));
+      const stream = createCipheriv('aes-128-ctr', this.packedKeys.subarray(MASK_KEY_BYTES * p, MASK_KEY_BYTES * (p + 1)), iv).update(this.zeros.subarray(0, bytes));
       const m = new Int32Array(stream.buffer, stream.byteOffset, n + 1);
       // Int32Array stores wrap mod 2^32: the lower rank of the pair adds, the higher subtracts.
       if (sign > 0) for (let i = 0; i <= n; i++) out[i] = out[i]! + m[i]!;

@@ -110,7 +110,7 @@ describe('unknown options are refused, naming the key and the nearest known one'
 
 describe('secure aggregation\'s native masking kernels', () => {
   const compress = loadAddon().compress;
-  it.skipIf(!compress.secureMaskAvailable)('gives exactly node:crypto\'s AES-256-CTR keystream over the fixed-point values (any length, both signs, clipping, values beyond the range)', () => {
+  it.skipIf(!compress.secureMaskAvailable)('gives exactly node:crypto\'s AES-128-CTR keystream over the fixed-point values (any length, both signs, clipping, values beyond the range)', () => {
     const expected = (values: Float32Array, scale: number, clip: number, limit: number, keys: Buffer[], signs: number[], call: number) => {
       const n = values.length;
       const out = new Int32Array(n + 1);
@@ -127,7 +127,7 @@ describe('secure aggregation\'s native masking kernels', () => {
       keys.forEach((key, p) => {
         const iv = Buffer.alloc(16);
         iv.writeBigUInt64BE(BigInt(call), 0);
-        const stream = createCipheriv('aes-256-ctr', key, iv).update(Buffer.alloc(4 * (n + 1)));
+        const stream = createCipheriv('aes-128-ctr', key, iv).update(Buffer.alloc(4 * (n + 1)));
         const m = new Int32Array(stream.buffer, stream.byteOffset, n + 1);
         for (let i = 0; i <= n; i++) out[i] = signs[p]! > 0 ? out[i]! + m[i]! : out[i]! - m[i]!;
       });
@@ -136,7 +136,7 @@ describe('secure aggregation\'s native masking kernels', () => {
     for (const [n, clip, call] of [[1001, 0, 5], [3, 0.25, 0], [32 * 7 + 2, 0, 2 ** 40 + 3], [0, 0, 1]] as const) {
       const values = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 1.3) * 4);
       if (n > 10) [values[1], values[2], values[3], values[4]] = [1e9, Number.NaN, -2.5, 2.5];
-      const keys = [randomBytes(32), randomBytes(32), randomBytes(32)];
+      const keys = [randomBytes(16), randomBytes(16), randomBytes(16)];
       const signs = [1, -1, 1];
       const limit = Math.floor(0x7fffffff / 4);
       const out = new Int32Array(n + 1);
@@ -168,7 +168,7 @@ describe('secure aggregation\'s native masking kernels', () => {
         }
         const values = Float32Array.from([...edges, ...new Float32Array(random.buffer)]);
         const out = new Int32Array(values.length + 1);
-        const keys = [randomBytes(32)];
+        const keys = [randomBytes(16)];
         const beyond = compress.secureMask(values, out, scale, 0, limit, new Uint8Array(Buffer.concat(keys)), Int8Array.of(1), 9);
         let wantBeyond = 0;
         const want = new Int32Array(values.length + 1);
@@ -182,7 +182,7 @@ describe('secure aggregation\'s native masking kernels', () => {
         want[values.length] = wantBeyond;
         const iv = Buffer.alloc(16);
         iv.writeBigUInt64BE(9n, 0);
-        const stream = createCipheriv('aes-256-ctr', keys[0]!, iv).update(Buffer.alloc(4 * want.length));
+        const stream = createCipheriv('aes-128-ctr', keys[0]!, iv).update(Buffer.alloc(4 * want.length));
         const m = new Int32Array(stream.buffer, stream.byteOffset, want.length);
         for (let i = 0; i < want.length; i++) want[i] = want[i]! + m[i]!;
         expect(beyond, `scale ${scale}, limit ${limit}`).toBe(wantBeyond);
@@ -204,7 +204,7 @@ describe('secure aggregation\'s native masking kernels', () => {
       const random = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
       const bits = Uint32Array.from({ length: 5000 }, () => (random() * 2 ** 32) >>> 0);
       const values = Float32Array.from([...new Float32Array(bits.buffer), 0.5 / 65536, -0.5 / 65536, 1e9, NaN, Infinity, -Infinity, 2.5, -2.5]);
-      const keys = Uint8Array.from({ length: 64 }, (_, i) => (i * 37) & 255);
+      const keys = Uint8Array.from({ length: 32 }, (_, i) => (i * 37) & 255);
       for (const [scale, clip] of [[65536, 0], [65536 * 1.5, 0], [65536, 0.25], [1, 0]]) {
         const out = new Int32Array(values.length + 1);
         const beyond = c.secureMask(values, out, scale, clip, 536870911, keys, Int8Array.of(1, -1), 3);
