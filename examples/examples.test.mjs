@@ -33,6 +33,22 @@ describe('examples', () => {
     expect(result.stdout.split('\n').filter((l) => l.startsWith('epoch ')).length).toBe(5);
   });
 
+  it('the demo through an async parameter server (1 server, 2 workers) reaches test accuracy >= 0.92', () => {
+    const json = join(mkdtempSync(join(tmpdir(), 'braid-demo-ps-')), 'result.json');
+    const result = spawnSync(process.execPath, [braid, 'run', '-np', '3', join(here, 'mnist', 'mlp.mjs'), '--parameter-server', 'async', '--json', json], {
+      encoding: 'utf8',
+      env: { ...process.env, BRAID_PROGRESS: 'lines' },
+      timeout: 600_000,
+    });
+    expect(result.status, result.stderr).toBe(0);
+    expect(result.stdout).toContain('parameter server (async, 1 server(s), 2 worker(s))');
+    const summary = JSON.parse(readFileSync(json, 'utf8'));
+    expect(summary.parameterServer).toBe('async');
+    expect(summary.accuracy).toBeGreaterThanOrEqual(0.92);
+    // The first worker prints one line per epoch.
+    expect(result.stdout.split('\n').filter((l) => l.startsWith('epoch ')).length).toBe(5);
+  });
+
   it('the demo with DP-SGD at epsilon 8 spends at most that, says so, and learns (1,024 rows, 2 epochs)', () => {
     const result = run([join(here, 'mnist', 'mlp.mjs'), '--dp-epsilon', '8', '--epochs', '2', '--train-rows', '1024']);
     expect(result.status, result.stderr).toBe(0);

@@ -6,13 +6,17 @@
 //        [--optimizer momentum|adam] [--compression none|fp16|bf16|topk|randomk|qsgd|int8|sign|powersgd]
 //        [--compression-warmup steps] [--dense-below elements]
 //        [--dp-epsilon 8 [--dp-clip 1] [--dp-microbatch 1] [--dp-delta 1e-5] [--secure-aggregation]] [--train-rows N]
-//        [--backend auto|node|cpu] [--hidden 128]
+//        [--backend auto|node|cpu] [--hidden 128] [--parameter-server sync|async [--servers 1] [--staleness s]]
 // --hidden gives the hidden layers' widths (e.g. 2048,512: 2.7M parameters, for the
 // communication-bound training benchmark).
 // --backend node trains on native TensorFlow (tfjs-node, built by `braid setup tfjs-node`), cpu on
 // tfjs's pure-JS backend; auto (the default) takes tfjs-node when it loads.
 // topk and randomk keep 1% of each weight tensor, qsgd uses 127 levels, powersgd rank 4 on
 // each weight matrix; those and int8 and sign run with error feedback.
+// --parameter-server trains through a parameter server instead of DataParallel: the first
+// --servers ranks hold the weights in shards and apply the optimizer, the others are workers
+// (sync: the servers average every worker's step; async: each push is applied as it comes,
+// --staleness bounding how far a worker may run ahead of the slowest).
 // --dp-epsilon trains with DP-SGD: every example's gradient clipped to --dp-clip, Gaussian noise
 // whose multiplier the accountant picks so that the whole run spends that epsilon at --dp-delta.
 import { writeFileSync } from 'node:fs';
@@ -20,7 +24,7 @@ import { parseArgs } from 'node:util';
 
 import { init } from '@braid/collectives';
 import { createCompressor, ErrorFeedback } from '@braid/compression';
-import { DataParallel, noiseMultiplierFor, scaleLearningRate } from '@braid/strategies';
+import { DataParallel, noiseMultiplierFor, ParameterServer, scaleLearningRate } from '@braid/strategies';
 import { fit, selectBackend } from '@braid/trainer';
 import * as tf from '@tensorflow/tfjs';
 
@@ -48,8 +52,14 @@ const { values: args } = parseArgs({
     'train-rows': { type: 'string' },
     backend: { type: 'string', default: 'auto' },
     hidden: { type: 'string', default: '128' },
+    'parameter-server': { type: 'string' },
+    servers: { type: 'string', default: '1' },
+    staleness: { type: 'string' },
   },
 });
+if (args['parameter-server'] !== undefined && !['sync', 'async'].includes(args['parameter-server'])) {
+  throw new Error(`--parameter-server takes sync or async; got ${args['parameter-server']}`);
+}
 
 // Before any tensor: native TensorFlow with this rank's share of the cores, or pure JS.
 const backend = await selectBackend({ backend: args.backend });
@@ -97,13 +107,28 @@ const model = tf.sequential({
 // under Adam lost 2.1 points here, under momentum 0.3), or --optimizer adam. Linear scaling
 // rule: the global batch is size x batch, so the rate is size x the base rate.
 const baseRate = args.lr === undefined ? (args.optimizer === 'momentum' ? 0.02 : 1e-3) : Number(args.lr);
-const optimizer = dp.wrapOptimizer(
-  args.optimizer === 'momentum' ? tf.train.momentum(scaleLearningRate(baseRate, comm.size), 0.9) : tf.train.adam(scaleLearningRate(baseRate, comm.size)),
-);
-model.compile({ optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
+const makeOptimizer = (rate) => (args.optimizer === 'momentum' ? tf.train.momentum(rate, 0.9) : tf.train.adam(rate));
+let strategy = dp;
+if (args['parameter-server']) {
+  // The servers apply the optimizer: sync to the workers' mean (the linear scaling rule over the
+  // workers), async to each worker's push as it comes (the base rate).
+  const servers = Number(args.servers);
+  const workers = comm.size - servers;
+  const rate = args['parameter-server'] === 'sync' ? scaleLearningRate(baseRate, workers) : baseRate;
+  model.compile({ optimizer: tf.train.sgd(0), loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
+  strategy = new ParameterServer(comm, model.trainableWeights.map((w) => w.read()), {
+    servers,
+    optimizer: makeOptimizer(rate),
+    mode: args['parameter-server'],
+    ...(args.staleness === undefined ? {} : { staleness: Number(args.staleness) }),
+  });
+} else {
+  model.compile({ optimizer: dp.wrapOptimizer(makeOptimizer(scaleLearningRate(baseRate, comm.size))), loss: 'categoricalCrossentropy', metrics: ['accuracy'] });
+}
 
 if (comm.rank === 0) {
-  console.log(`MNIST MLP 784-${hidden.join('-')}-10 (${model.countParams()} parameters): ${comm.size} rank(s), ${train.x.shape[0]} training and ${test.x.shape[0]} test digits, batch ${args.batch} per rank, compression ${args.compression}`);
+  const how = strategy === dp ? `compression ${args.compression}` : `parameter server (${args['parameter-server']}, ${strategy.servers} server(s), ${strategy.workers} worker(s))`;
+  console.log(`MNIST MLP 784-${hidden.join('-')}-10 (${model.countParams()} parameters): ${comm.size} rank(s), ${train.x.shape[0]} training and ${test.x.shape[0]} test digits, batch ${args.batch} per rank, ${how}`);
   const threads = backend.threads ? `, ${backend.threads.intraOp} thread(s) per rank` : '';
   console.log(`backend: ${backend.backend} (${backend.package}${threads})${backend.fallback ? `: ${backend.fallback}` : ''}`);
 }
@@ -121,7 +146,7 @@ const result = await fit(model, train, {
   },
   epochs,
   batchSize: batch,
-  strategy: dp,
+  strategy,
   seed,
   validationData: test,
   checkpointDir: args['checkpoint-dir'],
@@ -132,11 +157,12 @@ const result = await fit(model, train, {
 
 const accuracy = result.history.val_acc.at(-1);
 if (comm.rank === 0) {
-  console.log(`${result.samplesPerSecond.toFixed(0)} samples/s over ${comm.size} rank(s); ${(100 * result.communicationShare).toFixed(1)}% of the time in all-reduce`);
+  const communication = strategy === dp ? 'all-reduce' : 'push and pull';
+  console.log(`${result.samplesPerSecond.toFixed(0)} samples/s over ${comm.size} rank(s); ${(100 * result.communicationShare).toFixed(1)}% of the time in ${communication}`);
   if (privacy?.clipNorm) console.log(`privacy spent: epsilon ${result.history.epsilon.at(-1).toFixed(2)} at delta ${privacy.delta}`);
   console.log(`test accuracy: ${accuracy.toFixed(4)}`);
   if (args.json) {
-    const summary = { size: comm.size, compression: args.compression, backend: backend.backend, parameters: model.countParams(), accuracy, timeline, stats: { ...dp.stats }, ...result };
+    const summary = { size: comm.size, compression: args.compression, parameterServer: args['parameter-server'] ?? null, backend: backend.backend, parameters: model.countParams(), accuracy, timeline, stats: { ...dp.stats }, ...result };
     writeFileSync(args.json, JSON.stringify(summary, null, 1));
   }
 }

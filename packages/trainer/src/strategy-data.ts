@@ -24,7 +24,8 @@ export async function strategyData(
   advice = 'leave it out',
 ): Promise<StrategyData> {
   for (const name of unsupported) {
-    if (options[name] !== undefined) throw new InvalidArgumentError(`fit: ${name} is not supported with a ${strategy} strategy yet (it is with DataParallel); ${advice}`);
+    // Left out, or a switch left off (false), is what these strategies do anyway.
+    if (options[name] !== undefined && options[name] !== false) throw new InvalidArgumentError(`fit: ${name} is not supported with a ${strategy} strategy yet (it is with DataParallel); ${advice}`);
   }
   const single = (what: string, t: tf.Tensor | tf.Tensor[]): tf.Tensor => {
     if (Array.isArray(t) || !(t instanceof tf.Tensor) || t.rank < 1) {
