@@ -6,7 +6,9 @@
 // (tfjs-node, where `braid setup tfjs-node` built it). np=1 and np=2 runs alternate `--repeat`
 // times (the VM's speed drifts) and the figures are medians. Writes results/training.json and
 // results/training.svg.
-//   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--batch 32] [--backends cpu,node] [--quick]
+// --bind-to core pins each rank to a core (braid run's --bind-to) and each of the two independent
+// processes to a core of its own (taskset), so that the ceiling is measured as the job runs.
+//   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--batch 32] [--backends cpu,node] [--bind-to none|core] [--quick]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -25,6 +27,11 @@ const quick = args.includes('--quick');
 const repeat = Number(opt('--repeat', quick ? 1 : 5));
 const steps = opt('--steps', quick ? '40' : '150');
 const batch = opt('--batch', '32');
+const bindTo = opt('--bind-to', 'none');
+if (!['none', 'core'].includes(bindTo)) {
+  console.error(`--bind-to takes none or core; got ${bindTo}`);
+  process.exit(2);
+}
 const resultsDir = join(here, 'results');
 mkdirSync(resultsDir, { recursive: true });
 const braid = join(root, 'packages', 'trainer', 'dist', 'cli.js');
@@ -37,7 +44,7 @@ if (!tfjsNode().available && backends.includes('node')) {
 
 function job(np, extra) {
   const out = join(resultsDir, `training-np${np}.json`);
-  const r = spawnSync(process.execPath, [braid, 'run', '-np', String(np), worker, ...extra, '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const r = spawnSync(process.execPath, [braid, 'run', '-np', String(np), '--bind-to', bindTo, worker, ...extra, '--json', out], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) {
     console.error(`benchmark failed: braid run -np ${np} exited with ${r.status ?? r.signal}`);
     process.exit(1);
@@ -51,7 +58,14 @@ function twoAtOnce(backend) {
   const outs = [0, 1].map((i) => join(resultsDir, `training-independent-${i}.json`));
   // Each with the thread share a rank of an np=2 job gets.
   const env = { ...process.env, OMPI_COMM_WORLD_LOCAL_SIZE: '2' };
-  const children = outs.map((out) => spawn(process.execPath, [worker, '--backend', backend, '--steps', steps, '--batch', batch, '--json', out], { stdio: 'inherit', env }));
+  const command = (i, out) => {
+    const run = [process.execPath, worker, '--backend', backend, '--steps', steps, '--batch', batch, '--json', out];
+    return bindTo === 'core' ? ['taskset', '-c', String(i % availableParallelism()), ...run] : run;
+  };
+  const children = outs.map((out, i) => {
+    const [cmd, ...rest] = command(i, out);
+    return spawn(cmd, rest, { stdio: 'inherit', env });
+  });
   return Promise.all(children.map((c) => new Promise((resolve) => c.on('close', resolve)))).then((codes) => {
     if (codes.some((c) => c !== 0)) {
       console.error('benchmark failed: an independent run exited with', codes);
@@ -108,7 +122,7 @@ async function measure(backend) {
   return summary;
 }
 
-const summary = { model: 'MNIST MLP 784-128-10, Adam, batch ' + batch + ' per rank', cores: availableParallelism(), repeat, steps: Number(steps), backends: {} };
+const summary = { model: 'MNIST MLP 784-128-10, Adam, batch ' + batch + ' per rank', cores: availableParallelism(), repeat, steps: Number(steps), bindTo, backends: {} };
 for (const backend of backends) {
   const s = await measure(backend);
   summary.backends[s.backend] = s;
