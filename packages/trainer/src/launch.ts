@@ -15,6 +15,8 @@ export interface RunPlan {
   timeline?: string;
   /** mpirun's --bind-to (default none, as horovodrun). */
   bindTo: string;
+  /** --oversubscribe asked for (braid run adds it itself when N exceeds this machine's cores and no hosts are given). */
+  oversubscribe?: boolean;
   dryRun: boolean;
   verbose: boolean;
   /** Extra arguments passed to mpirun as they are (after --mpi-args). */
@@ -37,11 +39,11 @@ export interface ElasticPlan {
 }
 
 export const RUN_USAGE = `usage: braid run -np N [-H host1:slots,host2:slots | --hostfile FILE] [--timeline trace.json]
-                 [--bind-to none|core|socket] [--agent rsh-agent] [--mpi-args "..."] [--dry-run] [--verbose] script.js [args...]
+                 [--bind-to none|core|socket] [--oversubscribe] [--agent rsh-agent] [--mpi-args "..."] [--dry-run] [--verbose] script.js [args...]
   Starts N copies of the script through mpirun, one rank each, with what Braid needs:
   permission to run as root, the job's environment (BRAID_*, NODE_*, PATH, LD_LIBRARY_PATH)
   passed to every rank, --oversubscribe when N exceeds this machine's cores and no hosts are
-  given. A .js/.mjs/.cjs script runs under this Node.js; anything else runs as a command.
+  given (or when asked for, e.g. for more ranks than a host's slots). A .js/.mjs/.cjs script runs under this Node.js; anything else runs as a command.
   --agent names the program that starts processes on other hosts (default ssh), e.g. the test
   bed's: --agent "$(scripts/cluster.sh agent)".
 
@@ -105,7 +107,8 @@ export function parseRunArgs(argv: string[]): RunPlan {
         throw new UsageError(`${arg} takes ${integerOnly ? 'an integer' : 'a number'} >= ${min}; got ${JSON.stringify(raw)}`);
       }
       elasticValues[arg] = n;
-    } else if (arg === '--dry-run') plan.dryRun = true;
+    } else if (arg === '--oversubscribe') plan.oversubscribe = true;
+    else if (arg === '--dry-run') plan.dryRun = true;
     else if (arg === '--verbose' || arg === '-v') plan.verbose = true;
     else if (arg.startsWith('-')) throw new UsageError(`unknown option ${arg}\n${RUN_USAGE}`);
     else break;
@@ -171,7 +174,7 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
   if (plan.hosts) args.push('-H', plan.hosts);
   if (plan.hostfile) args.push('--hostfile', plan.hostfile);
   const cores = options.cores ?? availableParallelism();
-  if (!plan.hosts && !plan.hostfile && plan.np > cores) args.push('--oversubscribe');
+  if (plan.oversubscribe || (!plan.hosts && !plan.hostfile && plan.np > cores)) args.push('--oversubscribe');
   // By default as horovodrun: no binding (the engine thread is not forced onto the training
   // thread's core), ranks placed slot by slot.
   args.push('--bind-to', plan.bindTo, '--map-by', 'slot');

@@ -81,6 +81,10 @@ describe('braid run', () => {
     expect(cmd.env.BRAID_TIMELINE).toBe('/tmp/t.json');
     expect(cmd.env.BRAID_PROGRESS).toBe('bar');
 
+    // Asked for, --oversubscribe goes to mpirun once, with hosts too.
+    const asked = mpirunCommand(parseRunArgs(['-np', '6', '-H', 'a:2,b:2', '--oversubscribe', 'x.mjs']), {}, { isRoot: false, isTTY: false, cores: 2, node: '/usr/bin/node' });
+    expect(asked.args.filter((a) => a === '--oversubscribe')).toHaveLength(1);
+    expect(mpirunCommand(parseRunArgs(['-np', '4', '--oversubscribe', 'x.mjs']), {}, { isRoot: false, isTTY: false, cores: 2, node: '/usr/bin/node' }).args.filter((a) => a === '--oversubscribe')).toHaveLength(1);
     const hosts = mpirunCommand(parseRunArgs(['-np', '8', '-H', 'a:4,b:4', 'python3', 'x.py']), {}, { isRoot: false, isTTY: false, cores: 2 });
     expect(hosts.args).toEqual(['-np', '8', '-H', 'a:4,b:4', '--bind-to', 'none', '--map-by', 'slot', '--mca', 'oob_tcp_keepalive_time', '10', '--mca', 'oob_tcp_keepalive_intvl', '2', '--mca', 'oob_tcp_keepalive_probes', '3', '-x', 'BRAID_PROGRESS', 'python3', 'x.py']);
     expect(hosts.env.OMPI_ALLOW_RUN_AS_ROOT).toBeUndefined();
