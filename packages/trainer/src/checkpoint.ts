@@ -63,6 +63,21 @@ function concat(data: ArrayBuffer | ArrayBuffer[]): ArrayBuffer {
   return Array.isArray(data) ? tf.io.concatenateArrayBuffers(data) : data;
 }
 
+/** Named tensors, then an optimizer's state (manifest group 'optimizer'), in tfjs's weight encoding: one part of a sharded checkpoint. */
+export async function encodeWithOptimizer(named: Array<{ name: string; tensor: tf.Tensor }>, optimizer: tf.Optimizer): Promise<{ specs: tf.io.WeightsManifestEntry[]; bin: Uint8Array }> {
+  const model = await tf.io.encodeWeights(named, 'model');
+  const state = await tf.io.encodeWeights(await optimizer.getWeights(), 'optimizer');
+  return { specs: [...model.specs, ...state.specs], bin: new Uint8Array(tf.io.concatenateArrayBuffers([model.data, state.data])) };
+}
+
+/** Puts the 'optimizer' group of decoded weights back into `optimizer` (nothing when the part has none). */
+export async function restoreOptimizerGroup(optimizer: tf.Optimizer, specs: tf.io.WeightsManifestEntry[], named: tf.NamedTensorMap): Promise<void> {
+  const group = specs.filter((s) => s.group === 'optimizer');
+  if (group.length === 0) return;
+  await optimizer.setWeights(group.map((s) => ({ name: s.name, tensor: named[s.name]! })));
+  rebuildAdamPowers(optimizer);
+}
+
 /** Adds the optimizer's state to saved artifacts, in the manifest group 'optimizer' (as tfjs's includeOptimizer does). */
 export async function appendOptimizerWeights(artifacts: tf.io.ModelArtifacts, optimizer: tf.Optimizer): Promise<void> {
   const { data, specs } = await tf.io.encodeWeights(await optimizer.getWeights(), 'optimizer');

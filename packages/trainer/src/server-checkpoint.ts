@@ -12,7 +12,7 @@ import type { ParameterServer } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { EarlyStoppingState } from './early-stopping.js';
-import { checkpointName, latestCheckpoint, publishCheckpoint, rebuildAdamPowers } from './checkpoint.js';
+import { checkpointName, encodeWithOptimizer, latestCheckpoint, publishCheckpoint, restoreOptimizerGroup } from './checkpoint.js';
 
 export const SERVER_CHECKPOINT_VERSION = 1;
 
@@ -71,12 +71,11 @@ export async function writeServerCheckpoint(
   await agreeOnSuccess(comm, 'fit: writing a server shard', async () => {
     if (!ps.isServer) return;
     const shard = tf.tensor1d(ps.shardValues());
-    const weights = await tf.io.encodeWeights([{ name: `shard${ps.index}`, tensor: shard }], 'model');
-    const optimizer = await tf.io.encodeWeights(await ps.optimizer.getWeights(), 'optimizer');
+    const { specs, bin } = await encodeWithOptimizer([{ name: `shard${ps.index}`, tensor: shard }], ps.optimizer);
     shard.dispose();
     const [begin, end] = ps.shardRange;
-    writeFileSync(join(staging, `shard-${ps.index}.json`), JSON.stringify({ server: ps.index, begin, end, weights: [...weights.specs, ...optimizer.specs] }));
-    writeFileSync(join(staging, `shard-${ps.index}.bin`), new Uint8Array(tf.io.concatenateArrayBuffers([weights.data, optimizer.data])));
+    writeFileSync(join(staging, `shard-${ps.index}.json`), JSON.stringify({ server: ps.index, begin, end, weights: specs }));
+    writeFileSync(join(staging, `shard-${ps.index}.bin`), bin);
   });
   await agreeOnSuccess(comm, 'fit: finishing a parameter-server checkpoint', () => {
     if (comm.rank !== 0) return;
@@ -122,11 +121,7 @@ export async function restoreServerCheckpoint(dir: string, ps: ParameterServer):
       const [begin, end] = ps.shardRange;
       if (manifest.begin !== begin || manifest.end !== end) throw new InvalidArgumentError(`fit: ${folder}'s shard ${ps.index} covers values ${manifest.begin}..${manifest.end}; this server's covers ${begin}..${end}`);
       ps.setShard(named[`shard${ps.index}`]!.dataSync() as Float32Array);
-      const optimizerSpecs = manifest.weights.filter((s) => s.group === 'optimizer');
-      if (optimizerSpecs.length > 0) {
-        await ps.optimizer.setWeights(optimizerSpecs.map((s) => ({ name: s.name, tensor: named[s.name]! })));
-        rebuildAdamPowers(ps.optimizer);
-      }
+      await restoreOptimizerGroup(ps.optimizer, manifest.weights, named);
     } finally {
       tf.dispose(Object.values(named));
     }

@@ -11,7 +11,7 @@ import type { PipelineParallel } from '@braid/strategies';
 import * as tf from '@tensorflow/tfjs-core';
 
 import type { EarlyStoppingState } from './early-stopping.js';
-import { checkpointName, latestCheckpoint, publishCheckpoint, rebuildAdamPowers } from './checkpoint.js';
+import { checkpointName, encodeWithOptimizer, latestCheckpoint, publishCheckpoint, restoreOptimizerGroup } from './checkpoint.js';
 
 export const PIPELINE_CHECKPOINT_VERSION = 1;
 
@@ -60,11 +60,9 @@ export async function agreeInPipelines<T>(pipeline: PipelineParallel, what: stri
 async function encodeStage(pipeline: PipelineParallel): Promise<{ json: string; bin: Uint8Array }> {
   const weights = pipeline.stageWeights();
   const named = weights.map((tensor, i) => ({ name: `stage${pipeline.stage}/weight${i}`, tensor }));
-  const model = await tf.io.encodeWeights(named, 'model');
-  const optimizer = await tf.io.encodeWeights(await pipeline.optimizer.getWeights(), 'optimizer');
+  const { specs, bin } = await encodeWithOptimizer(named, pipeline.optimizer);
   tf.dispose(weights);
-  const data = tf.io.concatenateArrayBuffers([model.data, optimizer.data]);
-  return { json: JSON.stringify({ stage: pipeline.stage, weights: [...model.specs, ...optimizer.specs] }), bin: new Uint8Array(data) };
+  return { json: JSON.stringify({ stage: pipeline.stage, weights: specs }), bin };
 }
 
 /** Writes this pipeline's checkpoint at `state.globalStep` (replica 0's stages write; rank 0 finishes it). */
@@ -117,11 +115,7 @@ export async function restorePipelineCheckpoint(dir: string, pipeline: PipelineP
     const named = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength), manifest.weights);
     try {
       pipeline.setStageWeights(manifest.weights.filter((s) => s.group !== 'optimizer').map((s) => named[s.name]!));
-      const optimizerSpecs = manifest.weights.filter((s) => s.group === 'optimizer');
-      if (optimizerSpecs.length > 0) {
-        await pipeline.optimizer.setWeights(optimizerSpecs.map((s) => ({ name: s.name, tensor: named[s.name]! })));
-        rebuildAdamPowers(pipeline.optimizer);
-      }
+      await restoreOptimizerGroup(pipeline.optimizer, manifest.weights, named);
     } finally {
       tf.dispose(Object.values(named));
     }
