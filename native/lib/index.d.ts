@@ -62,6 +62,8 @@ export interface WorldInfo {
   mpiLibrary: string;
   negotiate: boolean;
   sharedMemory: boolean;
+  /** Whether the world communicator has a shared-memory region (shared memory on, all ranks on one host). */
+  commSharedMemory: boolean;
   /** What the world's point-to-point data goes over. */
   transport: 'tcp' | 'mpi';
 }
@@ -101,6 +103,27 @@ export interface SplitResult {
   rank: number;
   size: number;
   transport: 'tcp' | 'mpi';
+  /** Whether the new communicator has a shared-memory region. */
+  sharedMemory: boolean;
+}
+
+/**
+ * Secure aggregation's masking fused into a shared-memory all-reduce (submit's last argument):
+ * the input is the masked int32 vector (n + 1 words), the output the n float32 values, masked
+ * chunk by chunk on the way in and unmasked into the output on the way out.
+ */
+export interface SecureMaskParams {
+  scale: number;
+  /** 0: no clipping. */
+  clip: number;
+  limit: number;
+  /** 16 bytes a peer, in rank order. */
+  keys: Uint8Array;
+  /** +1 where this rank is the lower of the pair, -1 where the higher. */
+  signs: Int8Array;
+  call: number;
+  /** What the int32 sum is divided by: the scale, or scale x size for an average. */
+  divisor: number;
 }
 
 export type NativeBuffer = ArrayBufferView;
@@ -120,8 +143,8 @@ export interface NcclStatus {
 export interface Addon {
   start(options: StartOptions): WorldInfo;
   /** `fields` from encodeOp(spec); `name` is spec.name. */
-  submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true): SplitResult | number | null | undefined;
-  submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false): Promise<SplitResult | null | undefined>;
+  submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: true, mask?: SecureMaskParams): SplitResult | number | null | undefined;
+  submit(fields: Int32Array, name: string | undefined, input: NativeBuffer | undefined, output: NativeBuffer | undefined, sync: false, mask?: SecureMaskParams): Promise<SplitResult | null | undefined>;
   info(): { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string }; nccl: NcclStatus };
   /**
    * Looks for NCCL as the process would (or in `candidates`: paths, or a bare soname for the
@@ -167,6 +190,12 @@ export interface CompressKernels {
    * block index big-endian) added (sign +1) or subtracted (-1) mod 2^32. Returns the count.
    */
   secureMask(values: Float32Array, out: Int32Array, scale: number, clip: number, limit: number, keys: Uint8Array, signs: Int8Array, call: number): number;
+  /**
+   * Words [from, to) of what secureMask writes, into `out` (to - from elements): the masked
+   * all-reduce's chunks. `beyondBefore`: values beyond the range in words before `from` (the count
+   * word, written when the range reaches it, holds them all). Returns the count among these.
+   */
+  secureMaskRange(values: Float32Array, out: Int32Array, scale: number, clip: number, limit: number, keys: Uint8Array, signs: Int8Array, call: number, from: number, to: number, beyondBefore: number): number;
   /** values[i] = sum[i] / divisor, divided in double and rounded to float32 (as JavaScript does). */
   secureUnmask(sum: Int32Array, values: Float32Array, divisor: number): void;
   castFromHalf(input: Uint16Array, output: Float32Array, bfloat16: boolean, accumulate: boolean): void;

@@ -3,6 +3,8 @@
 // is the right kind of array and large enough, so a bad call is an error, never a wild write.
 #include <napi.h>
 
+#include <cmath>
+
 #include <cstdint>
 #include <string>
 
@@ -250,27 +252,58 @@ Napi::Value PowerReconstruct(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// secureMask's and secureMaskRange's first eight arguments: values, out, scale, clip (0: none),
+// limit, keys (16 bytes a peer: AES-128), signs (+1 / -1 a peer), call.
+struct MaskArgs {
+  Span<const float> values;
+  Span<int32_t> out;
+  double scale, clip, limit, call;
+  Span<const uint8_t> keys;
+  Span<const int8_t> signs;
+};
+
+MaskArgs maskArgs(const Napi::CallbackInfo& info, const char* name) {
+  Napi::Env env = info.Env();
+  const std::string unavailable = std::string(name) + " needs AES-NI and AVX2 (check secureMaskAvailable first)";
+  need(env, secureMaskAvailable(), unavailable.c_str());
+  MaskArgs a{arrayArg<const float>(info, 0, napi_float32_array, "values"), arrayArg<int32_t>(info, 1, napi_int32_array, "out"),
+             info[2].As<Napi::Number>().DoubleValue(), info[3].As<Napi::Number>().DoubleValue(), info[4].As<Napi::Number>().DoubleValue(),
+             info[7].As<Napi::Number>().DoubleValue(), arrayArg<const uint8_t>(info, 5, napi_uint8_array, "keys"),
+             arrayArg<const int8_t>(info, 6, napi_int8_array, "signs")};
+  need(env, a.keys.length == 16 * a.signs.length, "keys must hold 16 bytes (an AES-128 key) for each sign");
+  need(env, a.scale > 0 && a.clip >= 0 && a.limit >= 1 && a.limit <= 2147483647.0, "scale, clip or limit out of range");
+  need(env, a.call >= 0 && a.call <= 9007199254740991.0, "call out of range");
+  return a;
+}
+
 }  // namespace
 
-// secureMask(values: Float32Array, out: Int32Array (n + 1), scale, clip (0: none), limit,
-// keys: Uint8Array (16 a peer: AES-128), signs: Int8Array (+1 / -1 a peer), call): the count beyond range.
+// secureMask(values: Float32Array, out: Int32Array (n + 1), scale, clip, limit, keys, signs,
+// call): the count beyond range.
 Napi::Value SecureMask(const Napi::CallbackInfo& info) {
+  const MaskArgs a = maskArgs(info, "secureMask");
+  need(info.Env(), a.out.length == a.values.length + 1, "out must hold one element more than values");
+  const uint32_t beyond = secureMask(a.values.data, a.out.data, a.values.length, a.scale, a.clip, static_cast<int32_t>(a.limit), a.keys.data,
+                                     a.signs.data, a.signs.length, static_cast<uint64_t>(a.call));
+  return Napi::Number::New(info.Env(), beyond);
+}
+
+// secureMaskRange(values, out (to - from words), scale, clip, limit, keys, signs, call, from, to,
+// beyondBefore): words [from, to) of what secureMask writes for `values` (what the masked
+// all-reduce makes chunk by chunk); the count beyond range among them.
+Napi::Value SecureMaskRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  need(env, secureMaskAvailable(), "secureMask needs AES-NI and AVX2 (check secureMaskAvailable first)");
-  auto values = arrayArg<const float>(info, 0, napi_float32_array, "values");
-  auto out = arrayArg<int32_t>(info, 1, napi_int32_array, "out");
-  const double scale = info[2].As<Napi::Number>().DoubleValue();
-  const double clip = info[3].As<Napi::Number>().DoubleValue();
-  const double limit = info[4].As<Napi::Number>().DoubleValue();
-  auto keys = arrayArg<const uint8_t>(info, 5, napi_uint8_array, "keys");
-  auto signs = arrayArg<const int8_t>(info, 6, napi_int8_array, "signs");
-  const double call = info[7].As<Napi::Number>().DoubleValue();
-  need(env, out.length == values.length + 1, "out must hold one element more than values");
-  need(env, keys.length == 16 * signs.length, "keys must hold 16 bytes (an AES-128 key) for each sign");
-  need(env, scale > 0 && clip >= 0 && limit >= 1 && limit <= 2147483647.0, "scale, clip or limit out of range");
-  need(env, call >= 0 && call <= 9007199254740991.0, "call out of range");
-  const uint32_t beyond = secureMask(values.data, out.data, values.length, scale, clip, static_cast<int32_t>(limit), keys.data, signs.data,
-                                     signs.length, static_cast<uint64_t>(call));
+  const MaskArgs a = maskArgs(info, "secureMaskRange");
+  const double from = info[8].As<Napi::Number>().DoubleValue();
+  const double to = info[9].As<Napi::Number>().DoubleValue();
+  const double beyondBefore = info[10].As<Napi::Number>().DoubleValue();
+  need(env, from >= 0 && from <= to && to <= static_cast<double>(a.values.length) + 1 && from == std::floor(from) && to == std::floor(to),
+       "from and to must be whole numbers with 0 <= from <= to <= values.length + 1");
+  need(env, a.out.length == static_cast<size_t>(to - from), "out must hold to - from elements");
+  need(env, beyondBefore >= 0 && beyondBefore <= 4294967295.0, "beyondBefore out of range");
+  const uint32_t beyond = secureMaskRange(a.values.data, a.out.data, a.values.length, static_cast<size_t>(from), static_cast<size_t>(to), a.scale,
+                                          a.clip, static_cast<int32_t>(a.limit), a.keys.data, a.signs.data, a.signs.length,
+                                          static_cast<uint64_t>(a.call), static_cast<uint32_t>(beyondBefore));
   return Napi::Number::New(env, beyond);
 }
 
@@ -294,6 +327,7 @@ void initCompressBinding(Napi::Env env, Napi::Object exports) {
   c.Set("secureMaskAvailable", Napi::Boolean::New(env, secureMaskAvailable()));
   c.Set("secureMask", Napi::Function::New(env, SecureMask));
   c.Set("secureUnmask", Napi::Function::New(env, SecureUnmask));
+  c.Set("secureMaskRange", Napi::Function::New(env, SecureMaskRange));
   c.Set("castFromHalf", Napi::Function::New(env, CastFromHalf));
   c.Set("sumSquares", Napi::Function::New(env, SumSquares));
   c.Set("sumAbs", Napi::Function::New(env, SumAbs));

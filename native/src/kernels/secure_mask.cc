@@ -89,40 +89,47 @@ uint32_t toFixedPoint(const float* values, int32_t* out, size_t from, size_t to,
 
 }  // namespace
 
-uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
-                    const int8_t* signs, size_t peers, uint64_t call) {
+uint32_t secureMaskRange(const float* values, int32_t* out, size_t n, size_t from, size_t to, double scale, double clip, int32_t limit,
+                         const uint8_t* keys, const int8_t* signs, size_t peers, uint64_t call, uint32_t beyondBefore) {
   static const bool wide = useWide();
-  if (wide) return secureMaskAvx512(values, out, n, scale, clip, limit, keys, signs, peers, call);
+  if (wide) return secureMaskRangeAvx512(values, out, n, from, to, scale, clip, limit, keys, signs, peers, call, beyondBefore);
   struct Schedule {
     __m128i rk[aes::kRounds + 1];
   };
   std::vector<Schedule> schedules(peers);  // C++17 allocates it 16-byte aligned
   for (size_t p = 0; p < peers; p++) expandKey128(keys + 16 * p, schedules[p].rk);
-  const size_t words = n + 1;
   const uint64_t callBigEndian = __builtin_bswap64(call);
-  uint32_t* target = reinterpret_cast<uint32_t*>(out);
+  uint32_t* target = reinterpret_cast<uint32_t*>(out);  // word `from` is target[0]
   uint32_t beyond = 0;
-  out[n] = 0;  // the count is added once known: addition mod 2^32 commutes with the masks
   // One pass over memory: a chunk of 32 words to fixed point, then every peer's keystream on it
-  // while it is in the cache.
+  // while it is in the cache (a chunk not starting on a cipher block uses the rest of its block).
   constexpr size_t kChunk = kLanes * 4;
-  for (size_t first = 0; first < words; first += kChunk) {
-    const size_t count = std::min(kChunk, words - first);
-    beyond += toFixedPoint(values, out, first, std::min(first + count, n), scale, clip, limit);
+  for (size_t first = from; first < to;) {
+    const size_t skew = first % 4;
+    const size_t count = std::min(kChunk - skew, to - first);
+    const size_t end = std::min(first + count, n);
+    if (end > first) beyond += toFixedPoint(values + first, out + (first - from), 0, end - first, scale, clip, limit);
+    if (first + count == n + 1) out[n - from] = static_cast<int32_t>(beyondBefore + beyond);
     for (size_t p = 0; p < peers; p++) {
       __m128i x[kLanes];
       for (size_t l = 0; l < kLanes; l++) x[l] = counterBlock(callBigEndian, first / 4 + l);
       encrypt(x, schedules[p].rk);
       alignas(16) uint32_t stream[kChunk];
       for (size_t l = 0; l < kLanes; l++) _mm_store_si128(reinterpret_cast<__m128i*>(stream + 4 * l), x[l]);
+      const uint32_t* key = stream + skew;
       if (signs[p] > 0)
-        for (size_t k = 0; k < count; k++) target[first + k] += stream[k];
+        for (size_t k = 0; k < count; k++) target[first - from + k] += key[k];
       else
-        for (size_t k = 0; k < count; k++) target[first + k] -= stream[k];
+        for (size_t k = 0; k < count; k++) target[first - from + k] -= key[k];
     }
+    first += count;
   }
-  target[n] += beyond;
   return beyond;
+}
+
+uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
+                    const int8_t* signs, size_t peers, uint64_t call) {
+  return secureMaskRange(values, out, n, 0, n + 1, scale, clip, limit, keys, signs, peers, call, 0);
 }
 
 void secureUnmask(const int32_t* sum, float* values, size_t n, double divisor) {
@@ -146,6 +153,10 @@ void secureUnmask(const int32_t* sum, float* values, size_t n, double divisor) {
 
 namespace braid {
 bool secureMaskAvailable() { return false; }
+uint32_t secureMaskRange(const float*, int32_t*, size_t, size_t, size_t, double, double, int32_t, const uint8_t*, const int8_t*, size_t,
+                         uint64_t, uint32_t) {
+  return 0;
+}
 uint32_t secureMask(const float*, int32_t*, size_t, double, double, int32_t, const uint8_t*, const int8_t*, size_t, uint64_t) { return 0; }
 void secureUnmask(const int32_t*, float*, size_t, double) {}
 }  // namespace braid

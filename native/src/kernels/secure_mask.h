@@ -19,6 +19,14 @@ bool secureMaskAvailable();
 uint32_t secureMask(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
                     const int8_t* signs, size_t peers, uint64_t call);
 
+// Words [from, to) of what secureMask writes (0 <= from <= to <= n + 1), into out[0 .. to - from),
+// so that the masking can go chunk by chunk inside an all-reduce (secure_mask_transform.h);
+// chunks in any split give the same words as one call. `beyondBefore`: values beyond the range in words [0, from), counted by
+// earlier calls, so that the count word (written when the range reaches word n) holds them all.
+// Returns how many of the range's values were beyond.
+uint32_t secureMaskRange(const float* values, int32_t* out, size_t n, size_t from, size_t to, double scale, double clip, int32_t limit,
+                         const uint8_t* keys, const int8_t* signs, size_t peers, uint64_t call, uint32_t beyondBefore);
+
 // values[i] = float(sum[i] / divisor), the division in double (as the JavaScript path does it).
 void secureUnmask(const int32_t* sum, float* values, size_t n, double divisor);
 

@@ -38,11 +38,19 @@ inline void encrypt(__m512i (&x)[kRegisters], const __m512i* rk) {
   for (size_t l = 0; l < kRegisters; l++) x[l] = _mm512_aesenclast_epi128(x[l], rk[aes::kRounds]);
 }
 
-// Blocks b .. b + 3: the call count (big-endian) in each block's first 8 bytes, the block index
-// (big-endian) in its last 8.
-inline __m512i counterBlocks(long long callBigEndian, uint64_t b) {
-  const auto be = [](uint64_t v) { return static_cast<long long>(__builtin_bswap64(v)); };
-  return _mm512_set_epi64(be(b + 3), callBigEndian, be(b + 2), callBigEndian, be(b + 1), callBigEndian, be(b), callBigEndian);
+// Counter blocks b .. b + 4 x kRegisters - 1, four to a register: the call count (big-endian) in
+// each block's first 8 bytes, the block index (big-endian) in its last 8. The index is kept
+// little-endian so that one add steps it, and a byte shuffle turns it big-endian (a bswap and an
+// insert per block cost as much as a fifth of the cipher).
+inline void counterRegisters(__m512i (&x)[kRegisters], __m512i callPart, uint64_t b) {
+  const __m512i laneOffsets = _mm512_set_epi64(3, 0, 2, 0, 1, 0, 0, 0);
+  const __m512i step = _mm512_set_epi64(4, 0, 4, 0, 4, 0, 4, 0);
+  const __m512i toBigEndian = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 15, 14, 13, 12, 11, 10, 9, 8));
+  __m512i c = _mm512_or_si512(callPart, _mm512_add_epi64(laneOffsets, _mm512_maskz_set1_epi64(0xAA, static_cast<long long>(b))));
+  for (size_t l = 0; l < kRegisters; l++) {
+    x[l] = _mm512_shuffle_epi8(c, toBigEndian);
+    c = _mm512_add_epi64(c, step);
+  }
 }
 
 uint32_t toFixedPoint(const float* values, int32_t* out, size_t from, size_t to, double scale, double clip, int32_t limit) {
@@ -110,52 +118,60 @@ uint32_t toFixedPointFloat(const float* values, int32_t* out, size_t from, size_
 }  // namespace
 
 bool secureMaskAvx512Available() {
-  return __builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return __builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
 }
 
-uint32_t secureMaskAvx512(const float* values, int32_t* out, size_t n, double scale, double clip, int32_t limit, const uint8_t* keys,
-                          const int8_t* signs, size_t peers, uint64_t call) {
+uint32_t secureMaskRangeAvx512(const float* values, int32_t* out, size_t n, size_t from, size_t to, double scale, double clip,
+                               int32_t limit, const uint8_t* keys, const int8_t* signs, size_t peers, uint64_t call,
+                               uint32_t beyondBefore) {
   struct Schedule {
     __m512i rk[aes::kRounds + 1];
   };
   std::vector<Schedule> schedules(peers);  // C++17 allocates it 64-byte aligned
   for (size_t p = 0; p < peers; p++) expandKey(keys + 16 * p, schedules[p].rk);
   const long long callBigEndian = static_cast<long long>(__builtin_bswap64(call));
+  const __m512i callPart = _mm512_maskz_set1_epi64(0x55, callBigEndian);
   uint32_t beyond = 0;
   int exponent = 0;
   const bool inFloat = clip <= 0 && scale >= 1 && scale <= 0x1p60 && std::frexp(scale, &exponent) == 0.5;
   float limitBelow = static_cast<float>(limit);
   if (static_cast<double>(limitBelow) > limit) limitBelow = std::nextafter(limitBelow, 0.0f);
-  const size_t words = n + 1;
   // One pass over memory: 128 words to fixed point, then every peer's keystream on them while
-  // they are in the cache; the last, short chunk is masked a word at a time.
-  for (size_t first = 0; first < words; first += kChunk) {
-    const size_t count = std::min(kChunk, words - first);
+  // they are in the cache. A chunk that does not start on a cipher block (a range's first) or
+  // is short (its last) takes the keystream through a buffer.
+  for (size_t first = from; first < to;) {
+    const size_t skew = first % 4;  // words of the first block before `first`
+    const size_t count = std::min(kChunk - skew, to - first);
     const size_t end = std::min(first + count, n);
-    beyond += inFloat ? toFixedPointFloat(values, out, first, end, static_cast<float>(scale), limit, limitBelow)
-                      : toFixedPoint(values, out, first, end, scale, clip, limit);
+    if (end > first) {
+      beyond += inFloat ? toFixedPointFloat(values + first, out + (first - from), 0, end - first, static_cast<float>(scale), limit, limitBelow)
+                        : toFixedPoint(values + first, out + (first - from), 0, end - first, scale, clip, limit);
+    }
     // The count word, once the count is known: it is the last word of the last chunk.
-    if (first + count == words) out[n] = static_cast<int32_t>(beyond);
+    if (first + count == n + 1) out[n - from] = static_cast<int32_t>(beyondBefore + beyond);
     for (size_t p = 0; p < peers; p++) {
       __m512i x[kRegisters];
-      for (size_t l = 0; l < kRegisters; l++) x[l] = counterBlocks(callBigEndian, first / 4 + 4 * l);
+      counterRegisters(x, callPart, first / 4);
       encrypt(x, schedules[p].rk);
       if (count == kChunk) {
         for (size_t l = 0; l < kRegisters; l++) {
-          int32_t* at = out + first + l * kWordsPerRegister;
+          int32_t* at = out + (first - from) + l * kWordsPerRegister;
           const __m512i word = _mm512_loadu_si512(at);
           _mm512_storeu_si512(at, signs[p] > 0 ? _mm512_add_epi32(word, x[l]) : _mm512_sub_epi32(word, x[l]));
         }
       } else {
         alignas(64) uint32_t stream[kChunk];
         for (size_t l = 0; l < kRegisters; l++) _mm512_store_si512(stream + l * kWordsPerRegister, x[l]);
-        uint32_t* target = reinterpret_cast<uint32_t*>(out);
+        uint32_t* target = reinterpret_cast<uint32_t*>(out) + (first - from);
+        const uint32_t* key = stream + skew;
         if (signs[p] > 0)
-          for (size_t k = 0; k < count; k++) target[first + k] += stream[k];
+          for (size_t k = 0; k < count; k++) target[k] += key[k];
         else
-          for (size_t k = 0; k < count; k++) target[first + k] -= stream[k];
+          for (size_t k = 0; k < count; k++) target[k] -= key[k];
       }
     }
+    first += count;
   }
   return beyond;
 }
@@ -163,14 +179,13 @@ uint32_t secureMaskAvx512(const float* values, int32_t* out, size_t n, double sc
 void secureUnmaskAvx512(const int32_t* sum, float* values, size_t n, double divisor) {
   size_t i = 0;
   int exponent = 0;
-  if (std::frexp(divisor, &exponent) == 0.5) {
-    // A power of two (the scale; the average over 2, 4, 8 ranks): multiplying by its inverse is
-    // exact, so it gives the quotient's bits, at a fraction of a division's cost.
-    const __m512d inverse = _mm512_set1_pd(1.0 / divisor);
-    for (; i + 8 <= n; i += 8) {
-      const __m512d v = _mm512_mul_pd(_mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sum + i))), inverse);
-      _mm256_storeu_ps(values + i, _mm512_cvtpd_ps(v));
-    }
+  if (std::frexp(divisor, &exponent) == 0.5 && exponent >= -94 && exponent <= 126) {
+    // A power of two 2^k (the scale; the average over 2, 4, 8 ranks) with -95 <= k <= 125: float32
+    // holds 2^-k, and a nonzero int32 times it stays a normal float32, so rounding the sum to
+    // float32 and then scaling gives the same bits as scaling exactly and then rounding (rounding
+    // commutes with powers of two), sixteen at a time.
+    const __m512 inverse = _mm512_set1_ps(static_cast<float>(1.0 / divisor));
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(values + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(sum + i)), inverse));
   } else {
     const __m512d d = _mm512_set1_pd(divisor);
     for (; i + 8 <= n; i += 8) {

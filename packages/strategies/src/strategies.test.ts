@@ -46,6 +46,8 @@ describe('DataParallel in a world of one', () => {
     expect(() => new DataParallel(comm, { privacy: { secureAggregation: true }, localSgdSteps: 4 })).toThrow(/local SGD averages weights instead/);
     expect(() => new DataParallel(comm, { privacy: { secureAggregation: { scale: 0 } } })).toThrow(/scale must be a positive number; got 0/);
     expect(() => new DataParallel(comm, { privacy: { secureAggregation: { clip: -1 } } })).toThrow(/clip must be a positive number; got -1/);
+    expect(() => new DataParallel(comm, { privacy: { secureAggregation: { fuse: 'yes' as unknown as boolean } } })).toThrow(/fuse must be true or false; got "yes"/);
+    expect(() => new DataParallel(comm, { privacy: { secureAggregation: { scael: 2 } as never } })).toThrow(/scael/);
     expect(() => new DataParallel(comm, { privacy: { dp: true } as never })).toThrow(/privacy/);
     expect(() => new DataParallel(comm, { accumulationSteps: 1.5 })).toThrow(/accumulationSteps/);
     expect(() => new DataParallel(comm, { accumulationSteps: 2, localSgdSteps: 2 })).toThrow(/either/);
@@ -225,11 +227,55 @@ describe('secure aggregation\'s native masking kernels', () => {
     expect(digests[1]).toBe(digests[0]);
   });
 
+  it.skipIf(!compress.secureMaskAvailable)('masks in chunks (any split, chunks not starting on a cipher block, the count word in the last) to the words of one call, on both kernels', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const script = `
+      import { loadAddon } from '@braid/native';
+      const c = loadAddon().compress;
+      let seed = 11;
+      const random = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+      const keys = Uint8Array.from({ length: 48 }, (_, i) => (i * 53 + 1) & 255);
+      const signs = Int8Array.of(1, -1, 1);
+      let cases = 0;
+      for (const n of [0, 1, 3, 127, 128, 129, 1000, 4099]) {
+        const values = Float32Array.from({ length: n }, () => (random() * 2 - 1) * 5);
+        if (n > 10) values[7] = 1e12; // beyond the range: counted in the chunk that holds it
+        if (n > 3000) values[3001] = NaN;
+        for (const [scale, clip] of [[65536, 0], [65536 * 1.5, 0], [65536, 2]]) {
+          const whole = new Int32Array(n + 1);
+          const total = c.secureMask(values, whole, scale, clip, 536870911, keys, signs, 5);
+          for (let trial = 0; trial < 6; trial++) {
+            const cuts = [0, n + 1];
+            for (let k = 0; k < trial * 3; k++) cuts.push(Math.floor(random() * (n + 2)));
+            cuts.sort((a, b) => a - b);
+            const joined = new Int32Array(n + 1);
+            let beyond = 0;
+            for (let k = 0; k + 1 < cuts.length; k++) {
+              const part = new Int32Array(cuts[k + 1] - cuts[k]);
+              beyond += c.secureMaskRange(values, part, scale, clip, 536870911, keys, signs, 5, cuts[k], cuts[k + 1], beyond);
+              joined.set(part, cuts[k]);
+            }
+            if (beyond !== total) throw new Error('count ' + beyond + ' != ' + total + ' at n=' + n);
+            const at = joined.findIndex((w, i) => w !== whole[i]);
+            if (at !== -1) throw new Error('word ' + at + ' differs at n=' + n + ', cuts ' + cuts.join(','));
+            cases++;
+          }
+        }
+      }
+      console.log(cases);`;
+    for (const isa of ['avx2', 'avx512']) {
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, BRAID_ISA: isa }, encoding: 'utf8' });
+      expect(r.stderr, isa).toBe('');
+      expect(r.stdout.trim(), isa).toBe(String(8 * 3 * 6));
+    }
+  });
+
   it.skipIf(!compress.secureMaskAvailable)('unmasks as JavaScript does: float32 of the int32 sum divided in double', () => {
     const sum = Int32Array.from({ length: 1003 }, (_, i) => (i % 2 ? 1 : -1) * ((i * 2654435761) % 2147483647));
     sum[0] = -2147483648;
     sum[1] = 2147483647;
-    for (const divisor of [65536, 65536 * 2, 65536 * 4, 65536 * 3, 2 ** 20 * 7, 1, 2 ** 40]) {
+    // Powers of two take a float32 path where that is exact (2^-95 .. 2^125); the ends and just beyond them too.
+    for (const divisor of [65536, 65536 * 2, 65536 * 4, 65536 * 3, 2 ** 20 * 7, 1, 2 ** 40, 2 ** 125, 2 ** 126, 2 ** -95, 2 ** -96, 2 ** -3]) {
       const values = new Float32Array(sum.length - 1);
       compress.secureUnmask(sum, values, divisor);
       const want = Float32Array.from(sum.subarray(0, values.length), (q) => q / divisor);
