@@ -25,6 +25,8 @@
 #include "kernels/cuda/cuda_info.h"
 #include <mpi.h>
 #include "kernels/reduce.h"
+#include "kernels/secure_mask.h"
+#include "kernels/secure_mask_transform.h"
 
 namespace braid {
 namespace {
@@ -204,7 +206,9 @@ void makeCopies(OpRecord& record, PendingOp& op) {
   if (op.copies || (op.inputShared && op.outputShared)) return;
   auto copies = std::make_shared<Copies>();
   const size_t es = dtypeSize(record.dtype);
-  if (record.data != nullptr) {
+  // A transform's op buffer over a SharedArrayBuffer needs no copy: the op runs over shared
+  // memory only, where no MPI request can outlive it.
+  if (record.data != nullptr && !(record.transform && op.inputShared)) {
     copies->dataBytes = record.count * es;
     copies->data = BufferPool::shared().take(copies->dataBytes);
     std::memcpy(copies->data.get(), record.data, copies->dataBytes);
@@ -213,6 +217,8 @@ void makeCopies(OpRecord& record, PendingOp& op) {
   if (record.out != nullptr) {
     copies->outBytes = record.outCount * es;
     copies->out = BufferPool::shared().take(copies->outBytes);
+    // A transform reads its second buffer as well as writing it.
+    if (record.transform) std::memcpy(copies->out.get(), record.out, copies->outBytes);
     record.out = copies->out.get();
   }
   op.copies = copies;
@@ -246,7 +252,7 @@ std::string copyBack(Napi::Env env, PendingOp& op) {
   auto back = [&](Napi::Reference<Napi::Value>& ref, const uint8_t* from, size_t bytes, const char* what) {
     return backPart(ref, from, bytes, bytes, what);
   };
-  if (inPlace) {
+  if (inPlace && op.copies->data) {
     std::string e = back(op.input, op.copies->data.get(), op.copies->dataBytes, "the buffer");
     if (!e.empty()) return e;
   }
@@ -274,6 +280,7 @@ Napi::Value resultValue(Napi::Env env, const OpRecord& op) {
   r.Set("rank", op.newRank);
   r.Set("size", op.newSize);
   r.Set("transport", op.newTransport);
+  r.Set("sharedMemory", op.newSharedMemory);
   return r;
 }
 
@@ -372,15 +379,52 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   r.Set("negotiate", Engine::instance().options().negotiate);
   r.Set("sharedMemory", Engine::instance().options().sharedMemory);
   r.Set("transport", world.transport);
+  r.Set("commSharedMemory", world.sharedMemory);
   return r;
 }
 
-// submit(fields, name, input, output, sync): a Promise, or (sync) the result itself.
+// Secure aggregation's masking around a shared-memory all-reduce (kernels/secure_mask_transform.h):
+// input the int32 masked vector (n + 1), output the n float32 values. `m`: { scale, clip, limit,
+// keys (16 bytes a peer), signs (Int8Array, a peer each), call, divisor }; @braid/strategies
+// has checked the values.
+void attachSecureMask(Napi::Env env, OpRecord& op, Napi::Object m) {
+  auto refuse = [&](const char* why) { throwBraid(env, ErrorCode::kInvalidArgument, std::string("masked all-reduce: ") + why); };
+  if (op.kind != OpKind::kAllreduce || op.dtype != DType::kInt32 || op.redop != RedOp::kSum || op.algorithm != Algorithm::kShm)
+    refuse("needs an int32 sum over the 'shm' algorithm");
+  if (op.out == nullptr || op.outCount + 1 != op.count) refuse("needs n + 1 words and n float32 values");
+  auto number = [&](const char* key) {
+    Napi::Value v = m.Get(key);
+    if (!v.IsNumber()) refuse("a parameter is not a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  auto bytesOf = [&](const char* key) {
+    Napi::Value v = m.Get(key);
+    const BufferView view = viewOf(env, v, key);
+    const uint8_t* p = static_cast<const uint8_t*>(view.data);
+    return std::vector<uint8_t>(p, p + view.bytes);
+  };
+  SecureMaskTransform::Params p;
+  p.scale = number("scale");
+  p.clip = number("clip");
+  p.divisor = number("divisor");
+  p.limit = static_cast<int32_t>(number("limit"));
+  p.call = static_cast<uint64_t>(number("call"));
+  p.keys = bytesOf("keys");
+  const std::vector<uint8_t> signs = bytesOf("signs");
+  p.signs.assign(signs.begin(), signs.end());
+  p.values = op.outCount;
+  if (p.keys.size() != 16 * p.signs.size()) refuse("needs 16 key bytes for every sign");
+  if (!secureMaskAvailable()) refuse("needs AES-NI and AVX2");
+  op.transform = std::make_shared<SecureMaskTransform>(std::move(p));
+}
+
+// submit(fields, name, input, output, sync, mask?): a Promise, or (sync) the result itself.
 Napi::Value Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!Engine::instance().started()) throwBraid(env, ErrorCode::kAborted, "Braid is not initialised; call init() first");
   const bool sync = info[4].ToBoolean().Value();
   std::unique_ptr<PendingOp> op = buildOp(env, specFields(env, info[0]), info[1], info[2], info[3]);
+  if (info.Length() > 5 && info[5].IsObject()) attachSecureMask(env, op->record, info[5].As<Napi::Object>());
   claimBuffers(env, *op);
   PendingOp* raw = op.get();
 

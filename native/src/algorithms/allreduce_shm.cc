@@ -40,17 +40,18 @@ StoreChoice& storeChoice() {
 }  // namespace
 
 void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count, const FirstBarrier& firstBarrier,
-                  bool resumed) {
+                  bool resumed, ChunkTransform* transform, void* second) {
   const int n = shm.size(), r = shm.rank();
-  if (count == 0 || n == 1) return;
+  if (count == 0 || n == 1) return;  // a world of one: runShm applies a transform itself
   const size_t es = dtypeSize(args.dtype);
   // Each half of a slot holds one chunk.
   const size_t chunkElems = std::max<size_t>(1, shm.slotBytes() / 2 / es);
   uint8_t* data = static_cast<uint8_t*>(buf);
   const size_t bytes = count * es;
   const bool streaming = storeChoice().streaming(bytes);
-  // Only ops large enough for the choice are timed: small ones stay free of clock reads.
-  const bool timed = bytes >= StoreChoice::kMinBytes;
+  // Only ops large enough for the choice are timed: small ones stay free of clock reads. Not
+  // those with a transform either: its compute would be taken for the stores' cost.
+  const bool timed = bytes >= StoreChoice::kMinBytes && transform == nullptr;
   std::chrono::steady_clock::time_point moving{};  // after the first barrier: the peers are in
   auto toSlot = [streaming](void* dst, const void* src, size_t n) {
     if (streaming) {
@@ -63,7 +64,9 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
     const size_t len = std::min(chunkElems, count - start);
     const int half = start == 0 && resumed ? shm.half() : shm.nextHalf();
     const size_t halfOffset = static_cast<size_t>(half) * (shm.slotBytes() / 2);
-    uint8_t* mine = data + start * es;
+    // With a transform, this rank's share is made in (and reduced into) the transform's buffer,
+    // which stays in the cache; the op's buffer gets what the transform puts there.
+    uint8_t* mine = transform != nullptr ? transform->chunkBuffer(chunkElems * es) : data + start * es;
     // This rank's share of the chunk: elements [lo, hi). Ranks 0 and 1, whose parts the first
     // reduction reads, read their own part in place and leave it out of the slot; a later rank's
     // part would be overwritten by that first reduction before its turn, so it goes in too.
@@ -71,6 +74,14 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
     const bool ownInPlace = r < 2;
     auto copyIn = [&] {
       uint8_t* slot = shm.slot(r) + halfOffset;
+      if (transform != nullptr) {
+        // Made where it goes, in order: the others' shares straight into the slot (no copy), our
+        // own where the reduction reads it.
+        if (!ownInPlace) return transform->in(slot, second, start, start + len);
+        transform->in(slot, second, start, start + lo);
+        transform->in(mine + lo * es, second, start + lo, start + hi);
+        return transform->in(slot + hi * es, second, start + hi, start + len);
+      }
       if (!ownInPlace) return toSlot(slot, mine, len * es);
       toSlot(slot, mine, lo * es);
       toSlot(slot + hi * es, mine + hi * es, (len - hi) * es);
@@ -103,9 +114,14 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
     shm.barrier();
 
     for (int s = 0; s < n; ++s) {
-      if (s == r) continue;
       const size_t slo = len * s / n, shi = len * (s + 1) / n;
-      if (shi > slo) std::memcpy(mine + slo * es, shm.slot(s) + halfOffset + slo * es, (shi - slo) * es);
+      const uint8_t* reduced = s == r ? mine + slo * es : shm.slot(s) + halfOffset + slo * es;
+      // A transform takes each share from where it lies; otherwise the others' are copied in.
+      if (transform != nullptr) {
+        transform->out(reduced, buf, second, start + slo, start + shi);
+      } else if (s != r && shi > slo) {
+        std::memcpy(mine + slo * es, reduced, (shi - slo) * es);
+      }
     }
   }
   if (timed) storeChoice().record(bytes, streaming, std::chrono::duration<double>(std::chrono::steady_clock::now() - moving).count());

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/chunk_transform.h"
 #include "kernels/dtype.h"
 #include "transport/transport.h"
 
@@ -63,9 +64,12 @@ void reduceInRankOrder(CollectiveArgs& args, void* buf, uint8_t* slots, size_t c
 // run it and then pass a barrier (the engine's agreement step does both at once).
 // `resumed`: the first chunk was copied in and its barrier entered already, by an attempt on the
 // caller's thread that handed the op over (HandOff); it goes on from that barrier.
+// `transform`, if given, makes each chunk (in its own buffer) from `second` just before the
+// chunk's copy-in and turns it into `second` (and `buf`) once reduced (common/chunk_transform.h).
 using FirstBarrier = std::function<void(const std::function<void()>& copyIn)>;
 void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t count,
-                  const FirstBarrier& firstBarrier = nullptr, bool resumed = false);
+                  const FirstBarrier& firstBarrier = nullptr, bool resumed = false, ChunkTransform* transform = nullptr,
+                  void* second = nullptr);
 
 // Thrown by a first barrier that stopped waiting on the caller's thread (Engine::runInline): this
 // rank has arrived at barrier `epoch`, and the engine thread carries the op on from there.

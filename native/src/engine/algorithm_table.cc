@@ -56,7 +56,14 @@ void runMpi(AlgorithmContext& c) {
 }
 
 void runShm(AlgorithmContext& c) {
-  if (c.comm.size == 1) return;
+  if (c.comm.size == 1) {
+    if (c.op.transform && c.op.count > 0) {
+      uint8_t* chunk = c.op.transform->chunkBuffer(c.op.count * dtypeSize(c.op.dtype));
+      c.op.transform->in(chunk, c.op.out, 0, c.op.count);
+      c.op.transform->out(chunk, c.op.data, c.op.out, 0, c.op.count);
+    }
+    return;
+  }
   ShmTransport& shm = *c.comm.shm;
   FirstBarrier first;
   if (c.fusedNegotiation != nullptr) {
@@ -65,7 +72,7 @@ void runShm(AlgorithmContext& c) {
       c.negotiated();
     };
   }
-  allreduceShm(c.args, shm, c.op.data, c.op.count, first, c.op.resumeEpoch != 0);
+  allreduceShm(c.args, shm, c.op.data, c.op.count, first, c.op.resumeEpoch != 0, c.op.transform.get(), c.op.out);
 }
 
 void runHierarchicalAllreduce(AlgorithmContext& c) {

@@ -198,6 +198,7 @@ void Engine::initMpi() {
   world_.rank = worldComm.rank;
   world_.size = worldComm.size;
   world_.transport = worldComm.network().name();
+  world_.sharedMemory = worldComm.shm != nullptr;
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_.rank, MPI_INFO_NULL, &local);
   MPI_Comm_rank(local, &world_.localRank);
@@ -1116,6 +1117,10 @@ static void checkShapes(const CommState& comm, const OpRecord& op) {
     refuse("reduceScatter: the input length must divide by the communicator size");
   if (op.kind == OpKind::kBroadcast && (op.root < 0 || op.root >= comm.size))
     refuse("broadcast: root is not a rank of this communicator");
+  // Its data may leave this rank only through the transform, chunk by chunk: the shared-memory
+  // algorithm, or none (a world of one).
+  if (op.transform && (op.kind != OpKind::kAllreduce || op.algorithm != Algorithm::kShm || (comm.size > 1 && !comm.shm)))
+    refuse("a masked all-reduce runs over shared memory only (all ranks on one host)");
 }
 
 // Ops whose data moves through MPI point-to-point messages (or MPI's own collectives): a request
@@ -1243,6 +1248,7 @@ void Engine::split(CommState& comm, OpRecord& op, std::chrono::steady_clock::tim
   op.newRank = made.rank;
   op.newSize = made.size;
   op.newTransport = made.network().name();
+  op.newSharedMemory = made.shm != nullptr;
 }
 
 void Engine::closeComm(CommState& comm) {

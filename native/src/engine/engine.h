@@ -57,6 +57,7 @@ struct WorldInfo {
   std::string mpiLibrary;
   std::vector<std::string> hosts;  // per world rank, for messages
   std::string transport;           // what the world's point-to-point data goes over: "tcp" or "mpi"
+  bool sharedMemory = false;       // the world has a shared-memory region (all ranks on one host)
 };
 
 // A communicator's ranks as hosts x local ranks, for the hierarchical algorithms: present when

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/chunk_transform.h"
 #include "common/status.h"
 #include "kernels/dtype.h"
 
@@ -61,6 +62,9 @@ struct OpRecord {
   // thread at any size (the peers ready within the arrival budget, it runs there in place, as a
   // synchronous call does; else it is handed over, with copies).
   bool inlineAnySize = false;
+  // All-reduce only: applied around the exchange, chunk by chunk (secure aggregation's masking);
+  // `out` / `outCount` is then its second buffer. Runs over shared memory only (the addon checks).
+  std::shared_ptr<ChunkTransform> transform;
   int color = 0, key = 0;  // split
   int iterations = 1;      // kMpiLoop
   int peer = 0;            // kSend: the destination; kRecv: the source (-1: any)
@@ -71,6 +75,7 @@ struct OpRecord {
   std::string message;
   int newCommId = -1, newRank = -1, newSize = 0;  // split
   std::string newTransport;                        // split: "tcp" or "mpi"
+  bool newSharedMemory = false;                    // split: the new communicator has a shared-memory region
   int matchedSource = -1;                          // recv: who sent the message
   size_t matchedBytes = 0;                         // recv: its length
   Algorithm ranAlgorithm = Algorithm::kAuto;

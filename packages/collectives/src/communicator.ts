@@ -1,4 +1,4 @@
-import { encodeOp, type Addon, type OpSpec, type SplitResult } from '@braid/native';
+import { encodeOp, type Addon, type OpSpec, type SecureMaskParams, type SplitResult } from '@braid/native';
 
 import {
   ALGORITHM_CODES,
@@ -123,6 +123,11 @@ export class Communicator {
    * ranks span hosts) or 'mpi'. Shared memory serves ranks on one host besides ('shm').
    */
   readonly transport: 'tcp' | 'mpi';
+  /**
+   * Whether the ranks share a memory region for their data (shared memory on, all ranks on one
+   * host): the 'shm' all-reduce runs only then.
+   */
+  readonly sharedMemory: boolean;
   readonly #addon: Addon;
   readonly #id: number;
   readonly #onClose?: () => void;
@@ -135,7 +140,7 @@ export class Communicator {
   constructor(
     addon: Addon,
     id: number,
-    shape: { rank: number; size: number; localRank: number; localSize: number; transport?: 'tcp' | 'mpi' },
+    shape: { rank: number; size: number; localRank: number; localSize: number; transport?: 'tcp' | 'mpi'; sharedMemory?: boolean },
     onClose?: () => void,
     lifetime: { worldClosed: boolean } = { worldClosed: false },
   ) {
@@ -147,6 +152,7 @@ export class Communicator {
     this.localRank = shape.localRank;
     this.localSize = shape.localSize;
     this.transport = shape.transport ?? 'mpi';
+    this.sharedMemory = shape.sharedMemory ?? false;
     this.#onClose = onClose;
   }
 
@@ -169,6 +175,34 @@ export class Communicator {
     const spec = this.#allReduceSpec('allReduceSync', buf, options);
     this.#runSync(spec, buf, undefined);
     return buf;
+  }
+
+  /**
+   * @internal Secure aggregation's fused op (@braid/strategies' SecureAggregator): sums `masked`
+   * (n + 1 int32 words) over shared memory, masking each chunk from `values` (n float32) on the
+   * way in and unmasking the sum into `values` on the way out. Only where `sharedMemory` is true
+   * or the communicator has one rank; the caller has checked its arguments.
+   */
+  maskedAllReduce(masked: Int32Array, values: Float32Array, mask: SecureMaskParams, sync: boolean, name?: string): Promise<unknown> | unknown {
+    const spec: OpSpec = {
+      comm: this.#id,
+      kind: OP_KIND.allReduce,
+      dtype: DTYPE_CODES.int32,
+      op: REDUCE_OP_CODES.sum,
+      algorithm: ALGORITHM_CODES.shm,
+      name: checkName('allReduce', name),
+    };
+    this.#checkOpen();
+    if (sync) {
+      try {
+        return this.#addon.submit(encodeOp(spec), spec.name, masked, values, true, mask);
+      } catch (err) {
+        throw remember(fromNative(err));
+      }
+    }
+    return this.#addon.submit(encodeOp(spec), spec.name, masked, values, false, mask).catch((err: unknown) => {
+      throw remember(fromNative(err));
+    });
   }
 
   /** Copies root's `buf` into every rank's `buf`; resolves to `buf`. */
@@ -313,7 +347,7 @@ export class Communicator {
     return new Communicator(
       this.#addon,
       result.comm,
-      { rank: result.rank, size: result.size, localRank: this.localRank, localSize: this.localSize, transport: result.transport },
+      { rank: result.rank, size: result.size, localRank: this.localRank, localSize: this.localSize, transport: result.transport, sharedMemory: result.sharedMemory },
       undefined,
       this.#lifetime,
     );

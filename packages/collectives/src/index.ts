@@ -177,7 +177,7 @@ export async function init(options: InitOptions = {}): Promise<Communicator> {
     }
     addon.shutdown(status);
   });
-  world = new Communicator(addon, 0, info, () => {
+  world = new Communicator(addon, 0, { ...info, sharedMemory: info.commSharedMemory }, () => {
     ended = true;
   });
   return world;

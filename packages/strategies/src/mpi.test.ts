@@ -150,11 +150,16 @@ describe.each([2, 3])('np=%i', (np) => {
 });
 
 describe.each([2, 3, 4])('secure aggregation, np=%i', (np) => {
-  it.each([['', {}], [' (ranks masking natively and in JavaScript side by side)', { MIXED: '1' }]] as const)('the masked sum equals the plain all-reduce of the fixed-point values exactly; a rank\'s wire bytes look uniform; values beyond the range fail every rank%s', async (_, env) => {
+  it.each([['', {}], [' (ranks masking natively and in JavaScript side by side)', { MIXED: '1' }]] as const)('the masked sum (fused into the shared-memory all-reduce and not, a rank late) equals the plain all-reduce of the fixed-point values exactly; a rank\'s wire bytes look uniform; values beyond the range fail every rank%s', async (_, env) => {
     const results = await run(np, 'secure', env);
     same(results, (r) => r.digest);
-    for (const r of results) {
+    results.forEach((r, rank) => {
+      // Native masking runs fused into the shared-memory all-reduce (JavaScript masking cannot).
+      expect(r.fused).toBe('MIXED' in env ? rank % 2 === 1 : true);
       expect(r.exact).toBe(true);
+      expect(r.unfusedExact).toBe(true);
+      expect(r.lateExact).toBe(true);
+      expect(r.smallExact).toBe(true);
       expect(r.plainEqual).toBe(true);
       expect(r.averageExact).toBe(true);
       expect(r.againExact).toBe(true);
@@ -165,7 +170,7 @@ describe.each([2, 3, 4])('secure aggregation, np=%i', (np) => {
       expect(r.chi2Unmasked).toBeGreaterThan(1e6);
       const limit = Math.floor(0x7fffffff / np) / 2 ** 16;
       expect(r.errors).toEqual([1, 2].map(() => `INVALID_ARGUMENT: secure aggregation: 1 value(s) were beyond the fixed-point range +-${limit} (scale 65536, ${np} ranks); lower the scale, clip the values (clip option), or check for NaN / Infinity`));
-    }
+    });
   });
 
   it('DataParallel with privacy.secureAggregation trains like the plain one (to fixed-point rounding), every rank bitwise identical', async () => {

@@ -13,7 +13,7 @@
 // survivors' masks would not cancel).
 import { createCipheriv, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync } from 'node:crypto';
 
-import { type Communicator, InvalidArgumentError } from '@braid/collectives';
+import { checkOptions, type Communicator, InvalidArgumentError } from '@braid/collectives';
 import { loadAddon } from '@braid/native';
 
 export interface SecureAggregationOptions {
@@ -30,6 +30,14 @@ export interface SecureAggregationOptions {
    * AES-NI) or 'js' (node:crypto's AES-128-CTR and JavaScript loops). Both give the same bits.
    */
   kernel?: 'native' | 'js';
+  /**
+   * Mask inside the shared-memory all-reduce, chunk by chunk, while each chunk is in the cache
+   * (default: true where the ranks share memory and the kernel is native; elsewhere it is off).
+   * false masks the whole vector, all-reduces it, then unmasks it: the same bits, two more passes
+   * over memory. With it, `values` are undefined after a failed call (they are being summed in
+   * place); without it they are left as they were.
+   */
+  fuse?: boolean;
 }
 
 // The PKCS#8 / SPKI wrappers of a raw X25519 key (RFC 8410): the raw 32 bytes follow them.
@@ -55,11 +63,13 @@ export class SecureAggregator {
   // array each step costs page faults worth as much as the masking.
   private readonly spare: Int32Array[] = [];
   private ready: Promise<void> | undefined;
+  private readonly fuse: boolean;
 
   constructor(
     private readonly comm: Communicator,
     options: SecureAggregationOptions = {},
   ) {
+    checkOptions('secure aggregation', options, ['scale', 'clip', 'kernel', 'fuse']);
     const scale = options.scale ?? 2 ** 20;
     if (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0) throw new InvalidArgumentError(`secure aggregation: scale must be a positive number; got ${JSON.stringify(options.scale)}`);
     if (options.clip !== undefined && (typeof options.clip !== 'number' || !(options.clip > 0) || !Number.isFinite(options.clip))) {
@@ -74,6 +84,19 @@ export class SecureAggregator {
     const compress = loadAddon().compress;
     if (options.kernel === 'native' && !compress.secureMaskAvailable) throw new InvalidArgumentError("secure aggregation: kernel 'native' needs a CPU with AES-NI");
     this.native = options.kernel !== 'js' && compress.secureMaskAvailable ? compress : undefined;
+    if (options.fuse !== undefined && typeof options.fuse !== 'boolean') throw new InvalidArgumentError(`secure aggregation: fuse must be true or false; got ${JSON.stringify(options.fuse)}`);
+    this.fuse = options.fuse !== false && this.native !== undefined && (comm.sharedMemory || comm.size === 1);
+  }
+
+  // Unfused, over the shared-memory all-reduce where the fused op would run: ranks masking in
+  // JavaScript (never fused) and ranks masking natively (fused) then make the same exchange.
+  private get algorithm(): 'shm' | 'auto' {
+    return this.comm.sharedMemory && this.comm.size > 1 ? 'shm' : 'auto';
+  }
+
+  /** Whether masking runs inside the shared-memory all-reduce (the `fuse` option, where it can). */
+  get fused(): boolean {
+    return this.fuse;
   }
 
   /** Who masks here: 'native' or 'js'. */
@@ -111,10 +134,7 @@ export class SecureAggregator {
    */
   mask(values: Float32Array): Int32Array {
     const n = values.length;
-    const reused = this.spare.findIndex((a) => a.length === n + 1);
-    // Over a SharedArrayBuffer: an awaited all-reduce works on it in place (an ordinary buffer
-    // is copied in and out).
-    const out = reused >= 0 ? this.spare.splice(reused, 1)[0]! : new Int32Array(new SharedArrayBuffer(4 * (n + 1)));
+    const out = this.maskedVector(n);
     if (this.native) {
       this.native.secureMask(values, out, this.scale, this.clip ?? 0, this.limit, this.packedKeys, this.signs, this.calls++);
       return out;
@@ -158,18 +178,30 @@ export class SecureAggregator {
     return out;
   }
 
-  private unmask(sum: Int32Array, values: Float32Array, op: 'sum' | 'avg'): void {
-    const n = values.length;
+  // A vector for n values and the count word: one handed back by an earlier call if there is one.
+  // Over a SharedArrayBuffer: an awaited all-reduce works on it in place (an ordinary buffer is
+  // copied in and out).
+  private maskedVector(n: number): Int32Array {
+    const reused = this.spare.findIndex((a) => a.length === n + 1);
+    return reused >= 0 ? this.spare.splice(reused, 1)[0]! : new Int32Array(new SharedArrayBuffer(4 * (n + 1)));
+  }
+
+  private checkCount(sum: Int32Array, n: number): void {
     if (sum[n] !== 0) {
       throw new InvalidArgumentError(
         `secure aggregation: ${sum[n] >>> 0} value(s) were beyond the fixed-point range +-${this.limit / this.scale} (scale ${this.scale}, ${this.comm.size} ranks); ` +
           'lower the scale, clip the values (clip option), or check for NaN / Infinity',
       );
     }
+  }
+
+  private unmask(sum: Int32Array, values: Float32Array, op: 'sum' | 'avg'): void {
+    const n = values.length;
+    this.checkCount(sum, n);
     const divide = op === 'avg' ? this.scale * this.comm.size : this.scale;
     if (this.native) this.native.secureUnmask(sum, values, divide);
     else for (let i = 0; i < n; i++) values[i] = sum[i]! / divide;
-    if (this.spare.length < 8) this.spare.push(sum);
+    this.handBack(sum);
   }
 
   /** The sum (or average) of `values` over all ranks, in place; every rank must call it. */
@@ -180,10 +212,37 @@ export class SecureAggregator {
       derive((await this.comm.allGather(mine, { name: 'secure aggregation: public keys' })) as Uint8Array);
     })();
     await this.ready;
+    if (this.fuse && values.length > 0) {
+      const masked = this.maskedVector(values.length);
+      try {
+        await this.comm.maskedAllReduce(masked, values, this.maskParams(options.op ?? 'sum'), false, options.name);
+        this.checkCount(masked, values.length);
+      } finally {
+        this.handBack(masked);
+      }
+      return values;
+    }
     const masked = this.mask(values);
-    await this.comm.allReduce(masked, { op: 'sum', name: options.name });
+    await this.comm.allReduce(masked, { op: 'sum', name: options.name, algorithm: this.algorithm });
     this.unmask(masked, values, options.op ?? 'sum');
     return values;
+  }
+
+  // What the fused op masks and unmasks with; the call's count goes up as mask()'s does.
+  private maskParams(op: 'sum' | 'avg') {
+    return {
+      scale: this.scale,
+      clip: this.clip ?? 0,
+      limit: this.limit,
+      keys: this.packedKeys,
+      signs: this.signs,
+      call: this.calls++,
+      divisor: op === 'avg' ? this.scale * this.comm.size : this.scale,
+    };
+  }
+
+  private handBack(masked: Int32Array): void {
+    if (this.spare.length < 8) this.spare.push(masked);
   }
 
   allReduceSync(values: Float32Array, options: { op?: 'sum' | 'avg'; name?: string } = {}): Float32Array {
@@ -192,8 +251,18 @@ export class SecureAggregator {
       const { mine, derive } = this.keyPair();
       derive(this.comm.allGatherSync(mine, { name: 'secure aggregation: public keys' }) as Uint8Array);
     }
+    if (this.fuse && values.length > 0) {
+      const masked = this.maskedVector(values.length);
+      try {
+        this.comm.maskedAllReduce(masked, values, this.maskParams(options.op ?? 'sum'), true, options.name);
+        this.checkCount(masked, values.length);
+      } finally {
+        this.handBack(masked);
+      }
+      return values;
+    }
     const masked = this.mask(values);
-    this.comm.allReduceSync(masked, { op: 'sum', name: options.name });
+    this.comm.allReduceSync(masked, { op: 'sum', name: options.name, algorithm: this.algorithm });
     this.unmask(masked, values, options.op ?? 'sum');
     return values;
   }

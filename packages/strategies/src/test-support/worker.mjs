@@ -535,23 +535,37 @@ const scenarios = {
   },
 
   async secure() {
-    const n = 100_003;
+    // Three of the shared-memory all-reduce's chunks (131,072 words each), the last one short.
+    const n = 300_007;
     const scale = 2 ** 16;
     const valuesOf = (r) => {
       const next = seededRandom(1000 + r);
       return Float32Array.from({ length: n }, () => (next() * 2 - 1) * 3);
     };
-    // MIXED: odd ranks mask with the native kernel, even ranks in JavaScript (the masks must still cancel).
+    // MIXED: odd ranks mask with the native kernel (fused into the all-reduce), even ranks in
+    // JavaScript (not fused): the masks must still cancel, and the two kinds of op still meet.
     const agg = new SecureAggregator(comm, { scale, ...(process.env.MIXED ? { kernel: rank % 2 ? 'native' : 'js' } : {}) });
+    const unfused = new SecureAggregator(comm, { scale, fuse: false });
     // The exact expectation, from every rank's values (each rank can make them all here).
     const fixedSum = new Int32Array(n);
     for (let r = 0; r < size; r++) valuesOf(r).forEach((v, i) => (fixedSum[i] += Math.floor(v * scale + 0.5)));
     const mine = valuesOf(rank);
     const summed = await agg.allReduce(Float32Array.from(mine));
+    const summedUnfused = await unfused.allReduce(Float32Array.from(mine));
     const expected = Float32Array.from(fixedSum, (q) => q / scale);
     const plain = Int32Array.from(mine, (v) => Math.floor(v * scale + 0.5));
     await comm.allReduce(plain, { op: 'sum' });
     const averaged = agg.allReduceSync(Float32Array.from(mine), { op: 'avg' });
+    // A late rank: the others' awaited op waits past its arrival budget and goes on on the engine
+    // thread, with copies of the values (an ordinary ArrayBuffer).
+    if (rank === size - 1) await new Promise((resolve) => setTimeout(resolve, 200));
+    const late = await agg.allReduce(Float32Array.from(mine));
+    // Fewer words than ranks: some ranks' shares of the one chunk are empty.
+    let smallExact = true;
+    for (const length of [1, 2, 3, 5]) {
+      const got = await agg.allReduce(Float32Array.from(mine.subarray(0, length)));
+      smallExact &&= got.every((v, i) => v === expected[i]);
+    }
     const chi2 = (bytes) => {
       const counts = new Float64Array(256);
       for (const b of bytes) counts[b]++;
@@ -576,7 +590,11 @@ const scenarios = {
     // After the refused steps the masks still cancel.
     const again = await agg.allReduce(Float32Array.from(mine));
     return {
+      fused: agg.fused,
       exact: summed.every((v, i) => v === expected[i]),
+      unfusedExact: summedUnfused.every((v, i) => v === expected[i]),
+      lateExact: late.every((v, i) => v === expected[i]),
+      smallExact,
       plainEqual: plain.every((q, i) => q === fixedSum[i]),
       averageExact: averaged.every((v, i) => v === Math.fround(fixedSum[i] / (scale * size))),
       againExact: again.every((v, i) => v === expected[i]),
