@@ -126,7 +126,22 @@ export interface SecureMaskParams {
   divisor: number;
 }
 
-export type NativeBuffer = ArrayBufferView;
+export type NativeBuffer = ArrayBufferView | DeviceMemory;
+
+/** A DeviceBuffer's memory: opaque, made by deviceAlloc. */
+export interface DeviceMemory {
+  readonly __braidDeviceMemory: never;
+}
+
+/** This process's device, as deviceOpen found it. */
+export interface DeviceInfo {
+  kind: 'cuda' | 'host' | 'none';
+  index: number;
+  /** GPUs visible to the process. */
+  count: number;
+  /** Why there is no device (kind 'none'). */
+  error?: string;
+}
 
 /** Where NCCL was found (loaded at run time), or why it was not. */
 export interface NcclStatus {
@@ -151,6 +166,16 @@ export interface Addon {
    * dynamic loader's search), without keeping the result: for tests and `braid doctor`.
    */
   ncclProbe(candidates?: string[]): NcclStatus;
+  /**
+   * Opens this process's device once (later calls return the same): GPU `requested` (>= 0) or
+   * the local rank's; BRAID_DEVICE=host stands host memory in for it.
+   */
+  deviceOpen(localRank: number, requested: number): DeviceInfo;
+  deviceAlloc(bytes: number): DeviceMemory;
+  /** Frees it now; refused while an op uses it; a no-op the second time. */
+  deviceFree(memory: DeviceMemory): void;
+  /** Upload (toDevice) or download `array`'s bytes at `byteOffset` of the memory; synchronous. */
+  deviceCopy(memory: DeviceMemory, array: ArrayBufferView, byteOffset: number, toDevice: boolean): void;
   /**
    * Ends the engine and finalizes MPI; false if that did not finish within the bound. Given an
    * exit code (the process 'exit' hook), a finalization that cannot finish ends the process.

@@ -21,6 +21,7 @@
 #include "common/buffer_pool.h"
 #include "common/status.h"
 #include "engine/engine.h"
+#include "gpu/device.h"
 #include "gpu/nccl_loader.h"
 #include "kernels/cuda/cuda_info.h"
 #include <mpi.h>
@@ -110,6 +111,34 @@ BufferView viewOf(Napi::Env env, Napi::Value value, const char* what) {
   return view;
 }
 
+// A DeviceBuffer's memory (gpu/device.h), behind a JS External: freed by free(), or when the
+// External is collected if it never was.
+struct DeviceMemory {
+  void* pointer = nullptr;
+  size_t bytes = 0;
+};
+
+DeviceMemory* deviceMemoryOf(Napi::Env env, Napi::Value value, const char* what) {
+  if (!value.IsExternal()) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + " is not a DeviceBuffer's memory");
+  DeviceMemory* m = value.As<Napi::External<DeviceMemory>>().Data();
+  if (m->pointer == nullptr) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + ": the DeviceBuffer was freed");
+  return m;
+}
+
+// A typed array's bytes, or a DeviceBuffer's (`onDevice` set), for buildOp.
+BufferView bufferOf(Napi::Env env, Napi::Value value, const char* what, bool& onDevice) {
+  if (value.IsExternal()) {
+    DeviceMemory* m = deviceMemoryOf(env, value, what);
+    onDevice = true;
+    BufferView view;
+    view.data = m->pointer;
+    view.bytes = m->bytes;
+    view.shared = true;  // native memory: nothing can detach it
+    return view;
+  }
+  return viewOf(env, value, what);
+}
+
 // For init's options, read once.
 int intField(Napi::Object spec, const char* key, int fallback) {
   Napi::Value v = spec.Get(key);
@@ -143,7 +172,7 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
   if (redop < 0 || redop >= kNumRedOps) throwBraid(env, ErrorCode::kInvalidArgument, "unknown reduce op");
   op.redop = static_cast<RedOp>(redop);
   int algorithm = spec[kAlgorithm];
-  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kDirect)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
+  if (algorithm < 0 || algorithm > static_cast<int>(Algorithm::kNccl)) throwBraid(env, ErrorCode::kInvalidArgument, "unknown algorithm");
   op.algorithm = static_cast<Algorithm>(algorithm);
   op.root = spec[kRoot];
   op.color = spec[kColor];
@@ -154,8 +183,9 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
   if (name.IsString()) op.name = name.As<Napi::String>().Utf8Value();
 
   const size_t es = dtypeSize(op.dtype);
+  bool inputOnDevice = false, outputOnDevice = false;
   if (!input.IsUndefined() && !input.IsNull()) {
-    BufferView in = viewOf(env, input, "the buffer");
+    BufferView in = bufferOf(env, input, "the buffer", inputOnDevice);
     if (in.bytes % es != 0) throwBraid(env, ErrorCode::kInvalidArgument, "buffer length does not fit the dtype");
     op.data = in.data;
     op.count = in.bytes / es;
@@ -164,13 +194,25 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
     pending->ranges.emplace_back(reinterpret_cast<uintptr_t>(in.data), reinterpret_cast<uintptr_t>(in.data) + in.bytes);
   }
   if (!output.IsUndefined() && !output.IsNull()) {
-    BufferView out = viewOf(env, output, "the output buffer");
+    BufferView out = bufferOf(env, output, "the output buffer", outputOnDevice);
     if (out.bytes % es != 0) throwBraid(env, ErrorCode::kInvalidArgument, "output length does not fit the dtype");
     op.out = out.data;
     op.outCount = out.bytes / es;
     pending->outputShared = out.shared;
     pending->output = Napi::Persistent(output);
     pending->ranges.emplace_back(reinterpret_cast<uintptr_t>(out.data), reinterpret_cast<uintptr_t>(out.data) + out.bytes);
+  }
+  // On the GPU only NCCL may touch the buffers; DeviceBuffers over host memory (BRAID_DEVICE=host)
+  // go by the host algorithms. @braid/collectives passes the algorithm that fits.
+  const bool hasInput = !input.IsUndefined() && !input.IsNull(), hasOutput = !output.IsUndefined() && !output.IsNull();
+  const bool anyOnDevice = inputOnDevice || outputOnDevice;
+  if (anyOnDevice && ((hasInput && !inputOnDevice) || (hasOutput && !outputOnDevice)))
+    throwBraid(env, ErrorCode::kInvalidArgument, "an op's buffers must all be DeviceBuffers, or none");
+  const DeviceState* device = openedDevice();
+  const bool onGpu = anyOnDevice && device != nullptr && device->kind == DeviceKind::kCuda;
+  if (onGpu != (op.algorithm == Algorithm::kNccl)) {
+    throwBraid(env, ErrorCode::kInvalidArgument,
+               onGpu ? "DeviceBuffers on the GPU go by algorithm 'nccl'" : "algorithm 'nccl' takes DeviceBuffers on the GPU only");
   }
   return pending;
 }
@@ -547,6 +589,82 @@ Napi::Object ncclStatus(Napi::Env env, const NcclLoad& load) {
 }
 
 // ncclProbe(candidates?): NCCL looked for afresh (the process's own search, or these paths).
+// deviceOpen(localRank, requested): this process's device, opened once (gpu/device.h):
+// { kind: 'cuda' | 'host' | 'none', index, count, error? }.
+Napi::Value DeviceOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int localRank = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+  const int requested = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : -1;
+  const DeviceState& d = openDevice(localRank, requested);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("kind", d.kind == DeviceKind::kCuda ? "cuda" : d.kind == DeviceKind::kHost ? "host" : "none");
+  r.Set("index", d.index);
+  r.Set("count", d.count);
+  if (!d.error.empty()) r.Set("error", d.error);
+  return r;
+}
+
+// Refuses to touch device memory an op in flight is using.
+void checkNotBusy(Napi::Env env, const DeviceMemory& m, const char* what) {
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(m.pointer), hi = lo + m.bytes;
+  for (const auto& b : gState->busy) {
+    if (lo < b.second && b.first < hi) {
+      throwBraid(env, ErrorCode::kInvalidArgument,
+                 std::string(what) + ": the DeviceBuffer is in use by a collective that has not completed; await it first");
+    }
+  }
+}
+
+// deviceAlloc(bytes): the memory of a new DeviceBuffer (an External).
+Napi::Value DeviceAlloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double bytes = info[0].As<Napi::Number>().DoubleValue();
+  if (!(bytes >= 0) || bytes > 9007199254740991.0) throwBraid(env, ErrorCode::kInvalidArgument, "deviceAlloc: bad size");
+  std::string error;
+  void* p = deviceAlloc(static_cast<size_t>(bytes), error);
+  if (p == nullptr) {
+    const DeviceState* d = openedDevice();
+    throwBraid(env, d != nullptr && d->kind != DeviceKind::kNone ? ErrorCode::kInvalidArgument : ErrorCode::kBackendUnavailable,
+               "could not allocate " + std::to_string(static_cast<size_t>(bytes)) + " bytes on the device: " + error);
+  }
+  auto* m = new DeviceMemory{p, static_cast<size_t>(bytes)};
+  return Napi::External<DeviceMemory>::New(env, m, [](Napi::Env, DeviceMemory* dm) {
+    deviceFree(dm->pointer);
+    delete dm;
+  });
+}
+
+// deviceFree(memory): frees it now (a no-op the second time).
+Napi::Value DeviceFree(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsExternal()) throwBraid(env, ErrorCode::kInvalidArgument, "deviceFree takes a DeviceBuffer's memory");
+  DeviceMemory* m = info[0].As<Napi::External<DeviceMemory>>().Data();
+  if (m->pointer == nullptr) return env.Undefined();
+  checkNotBusy(env, *m, "free");
+  deviceFree(m->pointer);
+  m->pointer = nullptr;
+  return env.Undefined();
+}
+
+// deviceCopy(memory, typedArray, byteOffset, toDevice): upload (toDevice) or download the typed
+// array's bytes at byteOffset of the device memory; synchronous.
+Napi::Value DeviceCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool toDevice = info[3].ToBoolean().Value();
+  DeviceMemory* m = deviceMemoryOf(env, info[0], toDevice ? "upload" : "download");
+  const BufferView host = viewOf(env, info[1], toDevice ? "the array to upload" : "the array to download into");
+  const double offset = info[2].As<Napi::Number>().DoubleValue();
+  if (!(offset >= 0) || offset + static_cast<double>(host.bytes) > static_cast<double>(m->bytes)) {
+    throwBraid(env, ErrorCode::kInvalidArgument, "the copy runs past the DeviceBuffer's end");
+  }
+  checkNotBusy(env, *m, toDevice ? "upload" : "download");
+  std::string error;
+  uint8_t* at = static_cast<uint8_t*>(m->pointer) + static_cast<size_t>(offset);
+  const bool ok = deviceCopy(at, host.data, host.bytes, toDevice, error);
+  if (!ok) throwBraid(env, ErrorCode::kInternal, std::string(toDevice ? "upload" : "download") + " failed: " + error);
+  return env.Undefined();
+}
+
 Napi::Value NcclProbe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<std::string> candidates;
@@ -633,6 +751,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("submit", Napi::Function::New(env, Submit));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("ncclProbe", Napi::Function::New(env, NcclProbe));
+  exports.Set("deviceOpen", Napi::Function::New(env, DeviceOpen));
+  exports.Set("deviceAlloc", Napi::Function::New(env, DeviceAlloc));
+  exports.Set("deviceFree", Napi::Function::New(env, DeviceFree));
+  exports.Set("deviceCopy", Napi::Function::New(env, DeviceCopy));
   exports.Set("shutdown", Napi::Function::New(env, Shutdown));
   initCompressBinding(env, exports);
   return exports;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/nccl_ops.h"
 #include "kernels/reduce.h"
 
 namespace braid {
@@ -145,6 +146,12 @@ const std::vector<AlgorithmRow>& table() {
       {OpKind::kAllgather, Algorithm::kRing, always, runRingAllgather},
       {OpKind::kAllgather, Algorithm::kHierarchical, needsHierarchy, runHierarchicalAllgather},
       {OpKind::kReduceScatter, Algorithm::kRing, always, runRingReduceScatter},
+      // DeviceBuffers: every rank checks NCCL and its GPU, and all agree, when the first op makes
+      // the NCCL communicator (nccl_ops.cc), so the row itself is always there.
+      {OpKind::kAllreduce, Algorithm::kNccl, always, runNcclAllreduce},
+      {OpKind::kBroadcast, Algorithm::kNccl, always, runNcclBroadcast},
+      {OpKind::kAllgather, Algorithm::kNccl, always, runNcclAllgather},
+      {OpKind::kReduceScatter, Algorithm::kNccl, always, runNcclReduceScatter},
   };
   return rows;
 }

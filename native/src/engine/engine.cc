@@ -49,6 +49,7 @@ const char* algorithmName(Algorithm a) {
     case Algorithm::kShm: return "shm";
     case Algorithm::kHierarchical: return "hierarchical";
     case Algorithm::kDirect: return "direct";
+    case Algorithm::kNccl: return "nccl";
   }
   return "unknown";
 }
@@ -722,6 +723,8 @@ static bool movesOverTcpOnly(OpKind kind) {
 
 // Called with busy_ claimed.
 bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
+  // NCCL's ops run on the engine thread: the first makes the communicator over MPI.
+  if (op.algorithm == Algorithm::kNccl) return false;
   // Without the agreement step a try could not hand over: it would wait for late peers.
   if (!blocking && !options_.negotiate) return false;
   auto it = comms_.find(op.commId);
@@ -1126,7 +1129,7 @@ static void checkShapes(const CommState& comm, const OpRecord& op) {
 // Ops whose data moves through MPI point-to-point messages (or MPI's own collectives): a request
 // MPI cannot drop may outlive a failed op. The TCP transport drops its own at once.
 static bool movesThroughMpi(const CommState& comm, const OpRecord& op, Algorithm allreduceAlgorithm) {
-  if (comm.size <= 1) return false;
+  if (comm.size <= 1 || op.algorithm == Algorithm::kNccl) return false;  // NCCL's buffers are on the GPU
   if (op.kind == OpKind::kAllreduce && allreduceAlgorithm == Algorithm::kMpi) return op.count > 0;
   if (comm.tcp) return false;
   switch (op.kind) {
@@ -1161,7 +1164,7 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
     }
   }
   // The reduce-scatter ring works in place: on a copy of the input, which the caller keeps as it was.
-  if (!stage && !op.callerCopies && op.kind == OpKind::kReduceScatter && op.count > 0 && comm.size > 1) {
+  if (!stage && !op.callerCopies && op.kind == OpKind::kReduceScatter && op.count > 0 && comm.size > 1 && op.algorithm != Algorithm::kNccl) {
     memory.data = BufferPool::shared().take(op.count * es);
     std::memcpy(memory.data.get(), op.data, op.count * es);
     op.data = memory.data.get();
@@ -1176,7 +1179,7 @@ void Engine::execute(CommState& comm, OpRecord& op, const NegotiationLimits* fus
     }
   } restore{op, userData, userOut};
   if (comm.id == 0 && comm.rank == options_.faultRank && static_cast<long long>(op.seq) == options_.faultSeq &&
-      comm.size > 1 && op.kind != OpKind::kBarrier) {
+      comm.size > 1 && op.kind != OpKind::kBarrier && op.algorithm != Algorithm::kNccl) {
     // Injected (tests): what an allocation failing mid-collective looks like. The peers have
     // posted this op's first messages, so this rank sends its first too before failing.
     if (op.count > 0) comm.network().isend((comm.rank + 1) % comm.size, op.data, dtypeSize(op.dtype));

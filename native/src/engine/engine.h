@@ -21,6 +21,7 @@
 #include "engine/op.h"
 #include "engine/p2p.h"
 #include "engine/timeline.h"
+#include "gpu/nccl_comm.h"
 #include "transport/mpi_transport.h"
 #include "transport/shm_transport.h"
 #include "transport/tcp_transport.h"
@@ -121,6 +122,8 @@ struct CommState {
   uint64_t seq = 0;
   bool closed = false;
   std::string brokenReason;  // set once an op left the communicator unusable
+  // NCCL over this communicator's ranks, made by the first op on DeviceBuffers (nccl_ops.cc).
+  std::unique_ptr<NcclCommunicator> nccl;
 };
 
 class Engine {

@@ -32,8 +32,9 @@ enum class OpKind : int {
   kSend = 8,
   kRecv = 9,
 };
+// kNccl: the op's buffers are on the GPU (DeviceBuffers) and NCCL moves them (engine/nccl_ops.h).
 enum class Algorithm : int { kAuto = 0, kRing = 1, kTree = 2, kRecursiveDoubling = 3, kMpi = 4, kShm = 5, kHierarchical = 6,
-                           kDirect = 7 };
+                           kDirect = 7, kNccl = 8 };
 
 const char* opKindName(OpKind k);
 const char* algorithmName(Algorithm a);

@@ -119,6 +119,17 @@ bool NcclCommunicator::broadcast(void* data, size_t count, nccl::DataType type, 
   return run("ncclBroadcast", [&] { return nccl_.broadcast(data, data, count, type, root, comm_, static_cast<nccl::Stream>(stream_)); }, deadline, error, timedOut);
 }
 
+bool NcclCommunicator::allGather(const void* data, void* out, size_t count, nccl::DataType type, Deadline deadline, std::string& error,
+                                 bool& timedOut) {
+  return run("ncclAllGather", [&] { return nccl_.allGather(data, out, count, type, comm_, static_cast<nccl::Stream>(stream_)); }, deadline, error, timedOut);
+}
+
+bool NcclCommunicator::reduceScatter(const void* data, void* out, size_t outCount, nccl::DataType type, nccl::RedOp op, Deadline deadline,
+                                     std::string& error, bool& timedOut) {
+  return run("ncclReduceScatter", [&] { return nccl_.reduceScatter(data, out, outCount, type, op, comm_, static_cast<nccl::Stream>(stream_)); },
+             deadline, error, timedOut);
+}
+
 bool NcclCommunicator::run(const char* what, const std::function<nccl::Result()>& launch, Deadline deadline, std::string& error, bool& timedOut) {
   timedOut = false;
   if (aborted_) {

@@ -38,6 +38,11 @@ class NcclCommunicator {
   // is aborted and unusable).
   bool allReduce(void* data, size_t count, nccl::DataType type, nccl::RedOp op, Deadline deadline, std::string& error, bool& timedOut);
   bool broadcast(void* data, size_t count, nccl::DataType type, int root, Deadline deadline, std::string& error, bool& timedOut);
+  // `count` elements from each rank into `out` (ranks x count), in rank order.
+  bool allGather(const void* data, void* out, size_t count, nccl::DataType type, Deadline deadline, std::string& error, bool& timedOut);
+  // The reduction of `data` (ranks x outCount) over the ranks; this rank's block into `out`.
+  bool reduceScatter(const void* data, void* out, size_t outCount, nccl::DataType type, nccl::RedOp op, Deadline deadline, std::string& error,
+                     bool& timedOut);
   bool usable() const { return !aborted_; }
 
  private:

@@ -47,6 +47,16 @@ bool NcclCommunicator::broadcast(void*, size_t, nccl::DataType, int, Deadline, s
   error = kNoCuda;
   return false;
 }
+bool NcclCommunicator::allGather(const void*, void*, size_t, nccl::DataType, Deadline, std::string& error, bool& timedOut) {
+  timedOut = false;
+  error = kNoCuda;
+  return false;
+}
+bool NcclCommunicator::reduceScatter(const void*, void*, size_t, nccl::DataType, nccl::RedOp, Deadline, std::string& error, bool& timedOut) {
+  timedOut = false;
+  error = kNoCuda;
+  return false;
+}
 bool NcclCommunicator::run(const char*, const std::function<nccl::Result()>&, Deadline, std::string& error, bool& timedOut) {
   timedOut = false;
   error = kNoCuda;
