@@ -56,6 +56,53 @@ if [ -x "$build/Release/braid_nccl_test" ]; then
   grep -E '^(FAIL|skip)|us per call' "$out/nccl-test.log" | cut -c1-300 | sed 's/^/   /'
 fi
 
+# The Node.js side, where a node binary is here or carried (scripts/gpu-carry.sh): the addon built
+# with CUDA, then DeviceBuffers through NCCL (every collective, op and dtype against the exact
+# answers; misuse refused), and more ranks than GPUs refused by name.
+node_bin=$(command -v node || true)
+if [ -z "$node_bin" ] && [ -f .carry/node.xz ]; then
+  mkdir -p .carry/bin && xz -dc .carry/node.xz >.carry/bin/node && chmod +x .carry/bin/node
+  export PATH="$PWD/.carry/bin:$PATH"
+  node_bin=$PWD/.carry/bin/node
+fi
+napi_include=""
+for dir in .carry/include /usr/include/node; do
+  if [ -f "$dir/node_api.h" ]; then napi_include=$(cd "$dir" && pwd); break; fi
+done
+if [ -z "$node_bin" ] || [ -z "$napi_include" ] || [ ! -d packages/collectives/dist ]; then
+  say "DeviceBuffers: not run (needs node, the Node-API headers and packages/collectives/dist: see scripts/gpu-carry.sh)"
+elif cmake -S native -B "$build" -DCMAKE_JS_VERSION=gpu-check -DCMAKE_JS_INC="$napi_include" \
+    -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/$build/Release" >>"$out/configure.log" 2>&1 &&
+  cmake --build "$build" -j "$(nproc)" --target braid_native >>"$out/build.log" 2>&1; then
+  export BRAID_NATIVE_DIR=$PWD/$build/Release
+  rm -rf "$out/device" && mkdir -p "$out/device"
+  timeout 300 mpirun -np 1 node packages/collectives/src/test-support/device-worker.mjs device "$out/device" >"$out/device.log" 2>&1
+  status=$?
+  if [ ! -f "$out/device/rank-0.json" ]; then
+    say "DeviceBuffers, np=1: exit $status, $(grep -m1 -E '^[A-Za-z]*Error' "$out/device.log" | cut -c1-240)"
+  else
+  say "DeviceBuffers, np=1: exit $status, $(node -e '
+    const r = JSON.parse(require("fs").readFileSync(process.argv[1] + "/rank-0.json", "utf8"));
+    const wrong = r.cases.filter((c) => c.wrong !== 0);
+    const refused = Object.entries(r.refusals).filter(([k, v]) => k !== "afterInFlight" && !v.startsWith("INVALID_ARGUMENT"));
+    console.log(`device ${r.kind} ${r.index}, ${r.cases.length} cases, ${wrong.length} wrong${wrong.length ? " (" + wrong.slice(0, 3).map((c) => c.what).join("; ") + ")" : ""}, refusals ${refused.length ? "WRONG: " + refused.map(([k]) => k).join(", ") : "ok"}, after in-flight ${r.refusals.afterInFlight}`);
+  ' "$out/device" 2>&1 | tail -1)"
+  fi
+  # Two ranks, one GPU: the second is refused by name (NCCL takes one rank a GPU).
+  gpus_seen=$(nvidia-smi -L 2>/dev/null | wc -l)
+  if [ "$gpus_seen" -eq 1 ]; then
+    timeout 120 mpirun -np 2 node --input-type=module -e "
+      import { init } from '@braid/collectives';
+      const comm = await init();
+      const d = comm.device;
+      console.log('rank ' + comm.rank + ': ' + d.kind + (d.reason ? ' (' + d.reason + ')' : ''));
+      await comm.close();" >"$out/two-ranks.log" 2>&1
+    say "two ranks on one GPU: $(grep -o 'rank 1: .*' "$out/two-ranks.log" | cut -c1-220)"
+  fi
+else
+  say "DeviceBuffers: the addon did not build with CUDA (see $out/build.log)"
+fi
+
 # PyTorch, the GPU kernels' peer in the benchmarks to come, where the machine has it.
 for python in /opt/torch/.venv/bin/python3 python3; do
   if command -v "$python" >/dev/null 2>&1 && "$python" -c 'import torch' >/dev/null 2>&1; then

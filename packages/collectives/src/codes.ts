@@ -2,7 +2,7 @@
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8' | 'int8' | 'float16' | 'bfloat16';
 export type ReduceOp = 'sum' | 'prod' | 'min' | 'max' | 'avg';
-export type AllReduceAlgorithm = 'auto' | 'shm' | 'ring' | 'tree' | 'recursive-doubling' | 'mpi' | 'hierarchical' | 'direct';
+export type AllReduceAlgorithm = 'auto' | 'shm' | 'ring' | 'tree' | 'recursive-doubling' | 'mpi' | 'hierarchical' | 'direct' | 'nccl';
 export type BroadcastAlgorithm = 'auto' | 'tree' | 'ring' | 'hierarchical';
 export type AllGatherAlgorithm = 'auto' | 'ring' | 'hierarchical';
 
@@ -28,6 +28,8 @@ export const ALGORITHM_CODES: Record<AllReduceAlgorithm, number> = {
   shm: 5,
   hierarchical: 6,
   direct: 7,
+  // DeviceBuffers on a GPU, for every collective (native engine/nccl_ops.h).
+  nccl: 8,
 };
 
 export const OP_KIND = {

@@ -1,4 +1,4 @@
-import { encodeOp, type Addon, type OpSpec, type SecureMaskParams, type SplitResult } from '@braid/native';
+import { encodeOp, type Addon, type NativeBuffer, type OpSpec, type SecureMaskParams, type SplitResult } from '@braid/native';
 
 import {
   ALGORITHM_CODES,
@@ -11,6 +11,7 @@ import {
   REDUCE_OP_CODES,
   type ReduceOp,
 } from './codes.js';
+import { type Device, DeviceBuffer, openDevice, requestedDevice } from './device.js';
 import { AbortedError, fromNative, InvalidArgumentError } from './errors.js';
 import {
   checkInt32,
@@ -21,6 +22,8 @@ import {
   resolveAllGatherAlgorithm,
   resolveAllReduceAlgorithm,
   resolveBroadcastAlgorithm,
+  resolveDeviceAlgorithm,
+  resolveDeviceDType,
   resolveDType,
   resolveReduceOp,
 } from './validate.js';
@@ -105,6 +108,11 @@ function newLike<T extends CollectiveBuffer>(buf: T, length: number): T {
   return new ctor(length);
 }
 
+// What the addon takes for a buffer: the array itself, or a DeviceBuffer's memory.
+function toNative(method: string, buf: CollectiveBuffer | DeviceBuffer): NativeBuffer {
+  return buf instanceof DeviceBuffer ? buf.memoryFor(method) : buf;
+}
+
 /**
  * A group of ranks that run collectives together: the world from init(), or a part of it from
  * split(). Every rank of a communicator must make the same calls in the same order.
@@ -161,9 +169,18 @@ export class Communicator {
     return this.#closed || this.#lifetime.worldClosed;
   }
 
+  /**
+   * This process's device (the GPU of this rank's local rank, or init's `device`; host memory
+   * with BRAID_DEVICE=host): alloc(dtype, length) gives DeviceBuffers, which every collective
+   * takes and runs with NCCL. The same for every communicator of the process.
+   */
+  get device(): Device {
+    return openDevice(this.#addon, this.localRank, requestedDevice());
+  }
+
   /** Reduces `buf` across all ranks, in place; resolves to `buf`. */
-  async allReduce<T extends CollectiveBuffer>(buf: T, options?: AllReduceOptions): Promise<T> {
-    await this.#run(this.#allReduceSpec('allReduce', buf, options), buf, undefined);
+  async allReduce<T extends CollectiveBuffer | DeviceBuffer>(buf: T, options?: AllReduceOptions): Promise<T> {
+    await this.#run(this.#allReduceSpec('allReduce', buf, options), toNative('allReduce', buf), undefined);
     return buf;
   }
 
@@ -171,9 +188,9 @@ export class Communicator {
    * allReduce for callers that cannot await (an optimizer step inside tfjs' model.fit): blocks
    * the JS thread until the reduction is done and returns `buf`.
    */
-  allReduceSync<T extends CollectiveBuffer>(buf: T, options?: AllReduceOptions): T {
+  allReduceSync<T extends CollectiveBuffer | DeviceBuffer>(buf: T, options?: AllReduceOptions): T {
     const spec = this.#allReduceSpec('allReduceSync', buf, options);
-    this.#runSync(spec, buf, undefined);
+    this.#runSync(spec, toNative('allReduceSync', buf), undefined);
     return buf;
   }
 
@@ -206,36 +223,61 @@ export class Communicator {
   }
 
   /** Copies root's `buf` into every rank's `buf`; resolves to `buf`. */
-  async broadcast<T extends CollectiveBuffer>(buf: T, options?: BroadcastOptions): Promise<T> {
-    await this.#run(this.#broadcastSpec('broadcast', buf, options), buf, undefined);
+  async broadcast<T extends CollectiveBuffer | DeviceBuffer>(buf: T, options?: BroadcastOptions): Promise<T> {
+    await this.#run(this.#broadcastSpec('broadcast', buf, options), toNative('broadcast', buf), undefined);
     return buf;
   }
 
   /** broadcast that blocks the JS thread until done. */
-  broadcastSync<T extends CollectiveBuffer>(buf: T, options?: BroadcastOptions): T {
-    this.#runSync(this.#broadcastSpec('broadcastSync', buf, options), buf, undefined);
+  broadcastSync<T extends CollectiveBuffer | DeviceBuffer>(buf: T, options?: BroadcastOptions): T {
+    this.#runSync(this.#broadcastSpec('broadcastSync', buf, options), toNative('broadcastSync', buf), undefined);
     return buf;
   }
 
-  /** Resolves to a new array of size x buf.length: every rank's `buf`, in rank order. */
-  async allGather<T extends CollectiveBuffer>(buf: T, options?: GatherOptions): Promise<T> {
+  /**
+   * Resolves to a new array of size x buf.length: every rank's `buf`, in rank order (a new
+   * DeviceBuffer for a DeviceBuffer).
+   */
+  async allGather<T extends CollectiveBuffer | DeviceBuffer>(buf: T, options?: GatherOptions): Promise<T> {
     const { spec, out } = this.#allGatherSpec('allGather', buf, options);
-    await this.#run(spec, buf, out);
+    await this.#withOutput(out, () => this.#run(spec, toNative('allGather', buf), toNative('allGather', out)));
     return out;
   }
 
   /** allGather for callers that cannot await (a compressed gradient inside LayersModel.fit). */
-  allGatherSync<T extends CollectiveBuffer>(buf: T, options?: GatherOptions): T {
+  allGatherSync<T extends CollectiveBuffer | DeviceBuffer>(buf: T, options?: GatherOptions): T {
     const { spec, out } = this.#allGatherSpec('allGatherSync', buf, options);
-    this.#runSync(spec, buf, out);
+    try {
+      this.#runSync(spec, toNative('allGatherSync', buf), toNative('allGatherSync', out));
+    } catch (err) {
+      if (out instanceof DeviceBuffer) out.free();
+      throw err;
+    }
     return out;
   }
 
-  #allGatherSpec<T extends CollectiveBuffer>(method: string, buf: T, options: GatherOptions | undefined): { spec: OpSpec; out: T } {
+  // Frees a DeviceBuffer made for an op's result when the op fails (nobody else holds it).
+  async #withOutput(out: CollectiveBuffer | DeviceBuffer, run: () => Promise<unknown>): Promise<void> {
+    try {
+      await run();
+    } catch (err) {
+      if (out instanceof DeviceBuffer) out.free();
+      throw err;
+    }
+  }
+
+  #allGatherSpec<T extends CollectiveBuffer | DeviceBuffer>(method: string, buf: T, options: GatherOptions | undefined): { spec: OpSpec; out: T } {
     const o = checkOptions(method, options, ['algorithm', 'dtype', 'name']);
+    if (buf instanceof DeviceBuffer) {
+      const dtype = resolveDeviceDType(method, buf.dtype, o.dtype);
+      const algorithm = resolveDeviceAlgorithm(method, buf.kind, o.algorithm);
+      buf.memoryFor(method);
+      const out = this.device.alloc(dtype, buf.length * this.size) as T;
+      return { spec: { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], algorithm, name: checkName(method, o.name) }, out };
+    }
     const dtype = resolveDType(method, buf, o.dtype);
     const algorithm = resolveAllGatherAlgorithm(method, o.algorithm);
-    const out = newLike(buf, buf.length * this.size);
+    const out = newLike(buf, buf.length * this.size) as T;
     return {
       spec: { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], algorithm: ALGORITHM_CODES[algorithm], name: checkName(method, o.name) },
       out,
@@ -246,27 +288,28 @@ export class Communicator {
    * Reduces `buf` across ranks and resolves to this rank's block of the result: a new array of
    * buf.length / size elements (block `rank`). `buf` is left as it was.
    */
-  async reduceScatter<T extends CollectiveBuffer>(buf: T, options?: ReduceScatterOptions): Promise<T> {
-    {
-      const o = checkOptions('reduceScatter', options, ['op', 'dtype', 'name']);
-      const dtype = resolveDType('reduceScatter', buf, o.dtype);
-      const op = resolveReduceOp('reduceScatter', o.op, dtype);
-      if (buf.length % this.size !== 0) {
-        throw new InvalidArgumentError(
-          `reduceScatter: the buffer's length (${buf.length}) must divide by the communicator size (${this.size}); pad it to ${Math.ceil(buf.length / this.size) * this.size}`,
-        );
-      }
-      const out = newLike(buf, buf.length / this.size);
-      const spec: OpSpec = {
-        comm: this.#id,
-        kind: OP_KIND.reduceScatter,
-        dtype: DTYPE_CODES[dtype],
-        op: REDUCE_OP_CODES[op],
-        name: checkName('reduceScatter', o.name),
-      };
-      await this.#run(spec, buf, out);
-      return out;
+  async reduceScatter<T extends CollectiveBuffer | DeviceBuffer>(buf: T, options?: ReduceScatterOptions): Promise<T> {
+    const o = checkOptions('reduceScatter', options, ['op', 'dtype', 'name']);
+    const onDevice = buf instanceof DeviceBuffer;
+    const dtype = onDevice ? resolveDeviceDType('reduceScatter', buf.dtype, o.dtype) : resolveDType('reduceScatter', buf, o.dtype);
+    const op = resolveReduceOp('reduceScatter', o.op, dtype);
+    if (buf.length % this.size !== 0) {
+      throw new InvalidArgumentError(
+        `reduceScatter: the buffer's length (${buf.length}) must divide by the communicator size (${this.size}); pad it to ${Math.ceil(buf.length / this.size) * this.size}`,
+      );
     }
+    if (onDevice) buf.memoryFor('reduceScatter');
+    const out = (onDevice ? this.device.alloc(dtype, buf.length / this.size) : newLike(buf, buf.length / this.size)) as T;
+    const spec: OpSpec = {
+      comm: this.#id,
+      kind: OP_KIND.reduceScatter,
+      dtype: DTYPE_CODES[dtype],
+      op: REDUCE_OP_CODES[op],
+      ...(onDevice ? { algorithm: resolveDeviceAlgorithm('reduceScatter', buf.kind, undefined) } : {}),
+      name: checkName('reduceScatter', o.name),
+    };
+    await this.#withOutput(out, () => this.#run(spec, toNative('reduceScatter', buf), toNative('reduceScatter', out)));
+    return out;
   }
 
   /**
@@ -369,34 +412,35 @@ export class Communicator {
     }
   }
 
-  #allReduceSpec(method: string, buf: CollectiveBuffer, options: AllReduceOptions | undefined): OpSpec {
+  #allReduceSpec(method: string, buf: CollectiveBuffer | DeviceBuffer, options: AllReduceOptions | undefined): OpSpec {
     const o = checkOptions(method, options, ['op', 'algorithm', 'dtype', 'name']);
-    const dtype = resolveDType(method, buf, o.dtype);
+    const onDevice = buf instanceof DeviceBuffer;
+    const dtype = onDevice ? resolveDeviceDType(method, buf.dtype, o.dtype) : resolveDType(method, buf, o.dtype);
     const op = resolveReduceOp(method, o.op, dtype);
-    const algorithm = resolveAllReduceAlgorithm(method, o.algorithm);
+    const algorithm = onDevice ? resolveDeviceAlgorithm(method, buf.kind, o.algorithm) : ALGORITHM_CODES[resolveAllReduceAlgorithm(method, o.algorithm)];
     return {
       comm: this.#id,
       kind: OP_KIND.allReduce,
       dtype: DTYPE_CODES[dtype],
       op: REDUCE_OP_CODES[op],
-      algorithm: ALGORITHM_CODES[algorithm],
+      algorithm,
       name: checkName(method, o.name),
     };
   }
 
-  #broadcastSpec(method: string, buf: CollectiveBuffer, options: BroadcastOptions | undefined): OpSpec {
+  #broadcastSpec(method: string, buf: CollectiveBuffer | DeviceBuffer, options: BroadcastOptions | undefined): OpSpec {
     const o = checkOptions(method, options, ['root', 'algorithm', 'dtype', 'name']);
-    const dtype = resolveDType(method, buf, o.dtype);
+    const onDevice = buf instanceof DeviceBuffer;
+    const dtype = onDevice ? resolveDeviceDType(method, buf.dtype, o.dtype) : resolveDType(method, buf, o.dtype);
     const root = checkRank(method, 'root', o.root ?? 0, this.size);
-    const algorithm = resolveBroadcastAlgorithm(method, o.algorithm);
-    return {
-      comm: this.#id,
-      kind: OP_KIND.broadcast,
-      dtype: DTYPE_CODES[dtype],
-      root,
-      algorithm: algorithm === 'tree' ? ALGORITHM_CODES.tree : ALGORITHM_CODES[algorithm],
-      name: checkName(method, o.name),
-    };
+    let algorithm: number;
+    if (onDevice) {
+      algorithm = resolveDeviceAlgorithm(method, buf.kind, o.algorithm);
+    } else {
+      const a = resolveBroadcastAlgorithm(method, o.algorithm);
+      algorithm = a === 'tree' ? ALGORITHM_CODES.tree : ALGORITHM_CODES[a];
+    }
+    return { comm: this.#id, kind: OP_KIND.broadcast, dtype: DTYPE_CODES[dtype], root, algorithm, name: checkName(method, o.name) };
   }
 
   #checkOpen(closing = false): void {
@@ -411,7 +455,7 @@ export class Communicator {
 
   // Errors are made here, after the await, so that V8's async stack trace runs through the
   // public method to the caller's line at no cost per call (a captured stack cost ~3 us).
-  async #run(spec: OpSpec, input: CollectiveBuffer | undefined, output: CollectiveBuffer | undefined, closing = false) {
+  async #run(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined, closing = false) {
     this.#checkOpen(closing);
     try {
       return await this.#addon.submit(encodeOp(spec), spec.name, input, output, false);
@@ -420,7 +464,7 @@ export class Communicator {
     }
   }
 
-  #runSync(spec: OpSpec, input: CollectiveBuffer | undefined, output: CollectiveBuffer | undefined): unknown {
+  #runSync(spec: OpSpec, input: NativeBuffer | undefined, output: NativeBuffer | undefined): unknown {
     this.#checkOpen();
     try {
       return this.#addon.submit(encodeOp(spec), spec.name, input, output, true);

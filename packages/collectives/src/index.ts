@@ -3,11 +3,13 @@ import { loadAddon, type StartOptions } from '@braid/native';
 import { hostname } from 'node:os';
 
 import { Communicator, processFailures } from './communicator.js';
+import { requestDevice } from './device.js';
 import { AbortedError, BackendUnavailableError, fromNative, InvalidArgumentError } from './errors.js';
 import { readProfile } from './profile.js';
 import { checkOptions } from './validate.js';
 
 export { ANY_SOURCE, Communicator, MAX_TAG } from './communicator.js';
+export { Device, DeviceBuffer, type DeviceArray } from './device.js';
 export { BRAID_VERSION, PROFILE_FIELDS, PROFILE_FORMAT, PROFILE_VERSION, readProfile } from './profile.js';
 export type { Profile, ProfileNumbers } from './profile.js';
 export type { AllReduceOptions, BroadcastOptions, GatherOptions, RecvOptions, RecvResult, ReduceScatterOptions, SendOptions, SendRecvOptions } from './communicator.js';
@@ -68,6 +70,11 @@ export interface InitOptions {
    * cannot read fails init on every rank.
    */
   profile?: string;
+  /**
+   * The GPU this rank's DeviceBuffers live on (comm.device), by index among the visible ones;
+   * default: the rank's local rank, one rank a GPU.
+   */
+  device?: number;
 }
 
 let world: Communicator | undefined;
@@ -97,8 +104,12 @@ function positive(name: string, value: unknown): number | undefined {
  * one. Calling it again resolves to the same communicator.
  */
 export async function init(options: InitOptions = {}): Promise<Communicator> {
-  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'stallShutdownMs', 'timeline', 'negotiate', 'sharedMemory', 'transport', 'profile']);
+  checkOptions('init', options, ['timeoutMs', 'stallWarningMs', 'stallShutdownMs', 'timeline', 'negotiate', 'sharedMemory', 'transport', 'profile', 'device']);
+  if (options.device !== undefined && (typeof options.device !== 'number' || !Number.isInteger(options.device) || options.device < 0)) {
+    throw new InvalidArgumentError(`init: device must be a GPU index, 0 or more; got ${JSON.stringify(options.device)}`);
+  }
   if (world && !world.closed) return world;
+  requestDevice(options.device);
   if (ended) {
     throw new AbortedError('the world communicator was closed and MPI cannot be started twice in one process');
   }

@@ -31,7 +31,6 @@ const ARRAY_DTYPE = new Map<Function, DType>([
   [Int8Array, 'int8'],
 ]);
 const SUPPORTED = 'Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array, Int8Array, or a Uint16Array with dtype "float16" or "bfloat16"';
-const FUTURE_ALGORITHMS = new Set(['nccl']);
 const ALL_REDUCE_ALGORITHMS = "'auto', 'shm', 'ring', 'tree', 'recursive-doubling', 'direct', 'hierarchical' or 'mpi'";
 
 function describe(value: unknown): string {
@@ -85,15 +84,34 @@ export function resolveReduceOp(method: string, op: unknown, dtype: DType): Redu
 
 export function resolveAllReduceAlgorithm(method: string, algorithm: unknown): AllReduceAlgorithm {
   const value = algorithm ?? 'auto';
-  if (typeof value === 'string' && value in ALGORITHM_CODES) return value as AllReduceAlgorithm;
-  if (typeof value === 'string' && FUTURE_ALGORITHMS.has(value)) {
+  if (value === 'nccl') {
     throw new BackendUnavailableError(
-      `${method}: algorithm '${value}' needs a transport this build does not have yet; use ${ALL_REDUCE_ALGORITHMS}`,
+      `${method}: algorithm 'nccl' runs on DeviceBuffers (comm.device.alloc); NCCL on host arrays (staged through pinned memory) is not built yet: use ${ALL_REDUCE_ALGORITHMS} here`,
     );
   }
+  if (typeof value === 'string' && value in ALGORITHM_CODES) return value as AllReduceAlgorithm;
   throw new InvalidArgumentError(
     `${method}: unknown algorithm ${JSON.stringify(value)}; use ${ALL_REDUCE_ALGORITHMS}`,
   );
+}
+
+/**
+ * The algorithm code for an op on DeviceBuffers: NCCL on a GPU, the host algorithms' 'auto'
+ * where host memory stands in for one (BRAID_DEVICE=host).
+ */
+export function resolveDeviceAlgorithm(method: string, kind: 'cuda' | 'host', algorithm: unknown): number {
+  if (algorithm !== undefined && algorithm !== 'auto' && algorithm !== 'nccl') {
+    throw new InvalidArgumentError(`${method}: a DeviceBuffer goes by NCCL: algorithm 'auto' or 'nccl'; got ${JSON.stringify(algorithm)}`);
+  }
+  return kind === 'cuda' ? ALGORITHM_CODES.nccl : ALGORITHM_CODES.auto;
+}
+
+/** A DeviceBuffer's dtype, checked against a `dtype` option if one is given. */
+export function resolveDeviceDType(method: string, dtype: DType, given: unknown): DType {
+  if (given !== undefined && given !== dtype) {
+    throw new InvalidArgumentError(`${method}: dtype ${JSON.stringify(given)} does not fit a ${dtype} DeviceBuffer; drop the dtype option`);
+  }
+  return dtype;
 }
 
 export function resolveBroadcastAlgorithm(method: string, algorithm: unknown): BroadcastAlgorithm {

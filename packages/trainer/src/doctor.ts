@@ -71,9 +71,12 @@ export async function diagnose(cwd = process.cwd()): Promise<Check[]> {
   );
 
   let addonInfo: { isa: string; cuda: { compiled: boolean; devices: number }; mpi: { library: string; standard: string }; nccl?: { available: boolean; version?: string; path?: string; error?: string } } | undefined;
+  let device: { kind: 'cuda' | 'host' | 'none'; index: number; count: number; error?: string } | undefined;
   try {
     const native = await import('@braid/native');
     addonInfo = native.loadAddon().info();
+    // What comm.device would open for local rank 0 (the first GPU, or BRAID_DEVICE=host).
+    device = native.loadAddon().deviceOpen(0, -1);
     checks.push({ name: 'MPI library', status: 'ok', detail: `${addonInfo.mpi.library} (MPI ${addonInfo.mpi.standard})` });
     checks.push({ name: '@braid/native', status: 'ok', detail: `built, reduction kernels: ${addonInfo.isa}` });
   } catch (err) {
@@ -131,6 +134,15 @@ export async function diagnose(cwd = process.cwd()): Promise<Check[]> {
             fix: ncclFix,
           },
   );
+  if (device) {
+    const where =
+      device.kind === 'cuda'
+        ? `GPU ${device.index} of ${device.count} for local rank 0 (one rank a GPU); collectives on them run by NCCL${ncclStatus?.available ? '' : ', which is missing'}; the compression kernels run on the CPU`
+        : device.kind === 'host'
+          ? 'host memory standing in for a GPU (BRAID_DEVICE=host): collectives on them run by the host algorithms'
+          : `none: ${device.error}`;
+    checks.push({ name: 'DeviceBuffers', status: device.kind === 'cuda' && ncclStatus?.available ? 'ok' : 'optional', detail: where });
+  }
 
   const require = createRequire(join(cwd, 'package.json'));
   const tfjs = (() => {
