@@ -210,9 +210,11 @@ std::unique_ptr<PendingOp> buildOp(Napi::Env env, const int32_t* spec, Napi::Val
     throwBraid(env, ErrorCode::kInvalidArgument, "an op's buffers must all be DeviceBuffers, or none");
   const DeviceState* device = openedDevice();
   const bool onGpu = anyOnDevice && device != nullptr && device->kind == DeviceKind::kCuda;
-  if (onGpu != (op.algorithm == Algorithm::kNccl)) {
-    throwBraid(env, ErrorCode::kInvalidArgument,
-               onGpu ? "DeviceBuffers on the GPU go by algorithm 'nccl'" : "algorithm 'nccl' takes DeviceBuffers on the GPU only");
+  op.onDevice = anyOnDevice;
+  if (onGpu && op.algorithm != Algorithm::kNccl) throwBraid(env, ErrorCode::kInvalidArgument, "DeviceBuffers on the GPU go by algorithm 'nccl'");
+  if (op.algorithm == Algorithm::kNccl && !onGpu && (anyOnDevice || op.kind != OpKind::kAllreduce)) {
+    // Host arrays go through NCCL staged (all-reduce only); host-memory DeviceBuffers never do.
+    throwBraid(env, ErrorCode::kInvalidArgument, "algorithm 'nccl' takes DeviceBuffers on the GPU, or host arrays in an all-reduce");
   }
   return pending;
 }

@@ -50,7 +50,9 @@ NcclCommunicator& ncclFor(CommState& comm, Deadline deadline) {
   const DeviceState* device = openedDevice();
   const NcclLoad& load = loadNccl();
   if (device == nullptr || device->kind != DeviceKind::kCuda) {
-    why = device == nullptr ? "the GPU is not open (allocate a DeviceBuffer first)" : device->error;
+    why = device == nullptr                       ? "the GPU is not open (comm.device opens it)"
+          : device->kind == DeviceKind::kHost ? "it needs a GPU, and this process's device is host memory (BRAID_DEVICE=host)"
+                                              : device->error;
   } else if (load.library == nullptr) {
     why = load.error;
   } else {
@@ -60,8 +62,7 @@ NcclCommunicator& ncclFor(CommState& comm, Deadline deadline) {
   MPI_Allreduce(MPI_IN_PLACE, &firstFailing, 1, MPI_INT, MPI_MIN, comm.control);
   if (firstFailing < comm.size) {
     throw BraidException(ErrorCode::kBackendUnavailable,
-                         firstFailing == comm.rank ? "NCCL: " + why
-                                                   : "NCCL: rank " + std::to_string(firstFailing) + " cannot use it (its error says why)");
+                         !why.empty() ? "NCCL: " + why : "NCCL: rank " + std::to_string(firstFailing) + " cannot use it (its error says why)");
   }
   nccl::UniqueId id{};
   std::string idError;
@@ -92,6 +93,8 @@ void onNccl(AlgorithmContext& c, Call call) {
 void runNcclAllreduce(AlgorithmContext& c) {
   if (c.op.count == 0) return;
   onNccl(c, [&](NcclCommunicator& n, Deadline d, std::string& e, bool& t) {
+    // Host arrays: staged through pinned memory, chunk by chunk.
+    if (!c.op.onDevice) return n.allReduceStaged(c.op.data, c.op.count, dtypeSize(c.op.dtype), ncclType(c.op.dtype), ncclOp(c.op.redop), d, e, t);
     return n.allReduce(c.op.data, c.op.count, ncclType(c.op.dtype), ncclOp(c.op.redop), d, e, t);
   });
 }

@@ -4,7 +4,11 @@
 // op waits for NCCL against the op's deadline and aborts the NCCL communicator when it passes.
 //
 // Cost: NCCL's own (ring or tree over NVLink, PCIe or the network); Braid adds the wait's polling
-// (1 us at first, doubling to 1 ms) and nothing else: the buffers never leave the GPU.
+// (1 us at first, doubling to 1 ms) and nothing else: the buffers never leave the GPU. An
+// all-reduce of host arrays with 'nccl' is staged (NcclCommunicator::allReduceStaged): per 4 MiB
+// chunk a memcpy into pinned memory, H2D, NCCL, D2H and a memcpy back, three chunks in flight on
+// three streams, so its bound is max(H2D + D2H copy time, NCCL time) plus the first and last
+// chunk's latency.
 #pragma once
 #include "engine/algorithm_table.h"
 

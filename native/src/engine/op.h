@@ -66,6 +66,9 @@ struct OpRecord {
   // All-reduce only: applied around the exchange, chunk by chunk (secure aggregation's masking);
   // `out` / `outCount` is then its second buffer. Runs over shared memory only (the addon checks).
   std::shared_ptr<ChunkTransform> transform;
+  // The buffers are DeviceBuffers (device memory); with Algorithm::kNccl and host buffers, NCCL
+  // runs on copies staged through pinned memory (all-reduce only).
+  bool onDevice = false;
   int color = 0, key = 0;  // split
   int iterations = 1;      // kMpiLoop
   int peer = 0;            // kSend: the destination; kRecv: the source (-1: any)

@@ -2,6 +2,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <thread>
 
 namespace braid {
@@ -80,6 +83,11 @@ void NcclCommunicator::abort() {
 }
 
 bool NcclCommunicator::wait(const char* what, Deadline deadline, std::string& error, bool& timedOut) {
+  return waitEvent(what, nullptr, deadline, error, timedOut);
+}
+
+// `event` null: the communicator's stream.
+bool NcclCommunicator::waitEvent(const char* what, void* event, Deadline deadline, std::string& error, bool& timedOut) {
   timedOut = false;
   auto pause = std::chrono::microseconds(1);
   for (;;) {
@@ -91,7 +99,7 @@ bool NcclCommunicator::wait(const char* what, Deadline deadline, std::string& er
       return false;
     }
     if (state == nccl::kSuccess) {
-      const cudaError_t q = cudaStreamQuery(static_cast<cudaStream_t>(stream_));
+      const cudaError_t q = event != nullptr ? cudaEventQuery(static_cast<cudaEvent_t>(event)) : cudaStreamQuery(static_cast<cudaStream_t>(stream_));
       if (q == cudaSuccess) return true;
       if (q != cudaErrorNotReady) {
         cudaOk(q, what, error);
@@ -128,6 +136,101 @@ bool NcclCommunicator::reduceScatter(const void* data, void* out, size_t outCoun
                                      std::string& error, bool& timedOut) {
   return run("ncclReduceScatter", [&] { return nccl_.reduceScatter(data, out, outCount, type, op, comm_, static_cast<nccl::Stream>(stream_)); },
              deadline, error, timedOut);
+}
+
+namespace {
+
+// The staged all-reduce's buffers: pinned host and device memory for each chunk in flight, two
+// copy streams (in and out, so that copying chunk k + 1 in overlaps chunk k's reduction and chunk
+// k - 1's return) and the events that order them; freed on scope exit.
+struct Staging {
+  static constexpr int kSlots = 3;
+  void* pinned[kSlots] = {};
+  void* device[kSlots] = {};
+  cudaEvent_t copiedIn[kSlots] = {}, reduced[kSlots] = {}, copiedOut[kSlots] = {};
+  cudaStream_t in = nullptr, out = nullptr;
+  bool make(size_t bytes, std::string& error) {
+    if (!cudaOk(cudaStreamCreateWithFlags(&in, cudaStreamNonBlocking), "cudaStreamCreate", error) ||
+        !cudaOk(cudaStreamCreateWithFlags(&out, cudaStreamNonBlocking), "cudaStreamCreate", error))
+      return false;
+    for (int s = 0; s < kSlots; ++s) {
+      if (!cudaOk(cudaHostAlloc(&pinned[s], bytes, cudaHostAllocDefault), "cudaHostAlloc", error) ||
+          !cudaOk(cudaMalloc(&device[s], bytes), "cudaMalloc", error) ||
+          !cudaOk(cudaEventCreateWithFlags(&copiedIn[s], cudaEventDisableTiming), "cudaEventCreate", error) ||
+          !cudaOk(cudaEventCreateWithFlags(&reduced[s], cudaEventDisableTiming), "cudaEventCreate", error) ||
+          !cudaOk(cudaEventCreateWithFlags(&copiedOut[s], cudaEventDisableTiming), "cudaEventCreate", error))
+        return false;
+    }
+    return true;
+  }
+  ~Staging() {
+    if (in != nullptr) cudaStreamSynchronize(in);
+    if (out != nullptr) cudaStreamSynchronize(out);
+    for (int s = 0; s < kSlots; ++s) {
+      if (pinned[s] != nullptr) cudaFreeHost(pinned[s]);
+      if (device[s] != nullptr) cudaFree(device[s]);
+      for (cudaEvent_t e : {copiedIn[s], reduced[s], copiedOut[s]})
+        if (e != nullptr) cudaEventDestroy(e);
+    }
+    if (in != nullptr) cudaStreamDestroy(in);
+    if (out != nullptr) cudaStreamDestroy(out);
+  }
+};
+
+// 4 MiB chunks: large enough for NCCL's bandwidth, small enough that three stay cheap to pin.
+constexpr size_t kStagedChunkBytes = 4u << 20;
+
+}  // namespace
+
+bool NcclCommunicator::allReduceStaged(void* host, size_t count, size_t elementBytes, nccl::DataType type, nccl::RedOp op, Deadline deadline,
+                                       std::string& error, bool& timedOut) {
+  timedOut = false;
+  if (aborted_) {
+    error = "ncclAllReduce (staged): the communicator was aborted by an earlier failure";
+    return false;
+  }
+  if (count == 0) return true;
+  const size_t chunk = std::max<size_t>(1, kStagedChunkBytes / elementBytes);
+  const size_t chunks = (count + chunk - 1) / chunk;
+  Staging st;
+  if (!st.make(std::min(count, chunk) * elementBytes, error)) return false;
+  uint8_t* data = static_cast<uint8_t*>(host);
+  auto span = [&](size_t k) { return std::min(chunk, count - k * chunk); };
+  // Chunk k's result, back in the caller's memory once its copy out is done.
+  auto finish = [&](size_t k) {
+    const int s = static_cast<int>(k % Staging::kSlots);
+    if (!waitEvent("ncclAllReduce (staged): copying back", st.copiedOut[s], deadline, error, timedOut)) return false;
+    std::memcpy(data + k * chunk * elementBytes, st.pinned[s], span(k) * elementBytes);
+    return true;
+  };
+  for (size_t k = 0; k < chunks; ++k) {
+    const int s = static_cast<int>(k % Staging::kSlots);
+    if (k >= Staging::kSlots && !finish(k - Staging::kSlots)) return false;
+    const size_t bytes = span(k) * elementBytes;
+    std::memcpy(st.pinned[s], data + k * chunk * elementBytes, bytes);
+    if (!cudaOk(cudaMemcpyAsync(st.device[s], st.pinned[s], bytes, cudaMemcpyHostToDevice, st.in), "cudaMemcpyAsync (to the GPU)", error) ||
+        !cudaOk(cudaEventRecord(st.copiedIn[s], st.in), "cudaEventRecord", error) ||
+        !cudaOk(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream_), st.copiedIn[s], 0), "cudaStreamWaitEvent", error)) {
+      abort();
+      return false;
+    }
+    const nccl::Result r = nccl_.allReduce(st.device[s], st.device[s], span(k), type, op, comm_, static_cast<nccl::Stream>(stream_));
+    if (r != nccl::kSuccess && r != nccl::kInProgress) {
+      error = "ncclAllReduce (staged): " + ncclText(nccl_, r);
+      abort();
+      return false;
+    }
+    if (!cudaOk(cudaEventRecord(st.reduced[s], static_cast<cudaStream_t>(stream_)), "cudaEventRecord", error) ||
+        !cudaOk(cudaStreamWaitEvent(st.out, st.reduced[s], 0), "cudaStreamWaitEvent", error) ||
+        !cudaOk(cudaMemcpyAsync(st.pinned[s], st.device[s], bytes, cudaMemcpyDeviceToHost, st.out), "cudaMemcpyAsync (from the GPU)", error) ||
+        !cudaOk(cudaEventRecord(st.copiedOut[s], st.out), "cudaEventRecord", error)) {
+      abort();
+      return false;
+    }
+  }
+  for (size_t k = chunks > Staging::kSlots ? chunks - Staging::kSlots : 0; k < chunks; ++k)
+    if (!finish(k)) return false;
+  return true;
 }
 
 bool NcclCommunicator::run(const char* what, const std::function<nccl::Result()>& launch, Deadline deadline, std::string& error, bool& timedOut) {

@@ -43,6 +43,10 @@ class NcclCommunicator {
   // The reduction of `data` (ranks x outCount) over the ranks; this rank's block into `out`.
   bool reduceScatter(const void* data, void* out, size_t outCount, nccl::DataType type, nccl::RedOp op, Deadline deadline, std::string& error,
                      bool& timedOut);
+  // An all-reduce of host memory: chunks copied into pinned buffers, to the GPU, reduced, back and
+  // out, three chunks in flight (one being copied in, one in NCCL, one coming back).
+  bool allReduceStaged(void* host, size_t count, size_t elementBytes, nccl::DataType type, nccl::RedOp op, Deadline deadline, std::string& error,
+                       bool& timedOut);
   bool usable() const { return !aborted_; }
 
  private:
@@ -52,6 +56,8 @@ class NcclCommunicator {
   // Polls the communicator's state, then the stream, until both are done or `deadline` passes.
   bool wait(const char* what, Deadline deadline, std::string& error, bool& timedOut);
   void abort();
+  // Polls the communicator's state and `event` (a cudaEvent_t) until the event is done or `deadline` passes.
+  bool waitEvent(const char* what, void* event, Deadline deadline, std::string& error, bool& timedOut);
 
   const NcclLibrary& nccl_;
   nccl::Comm comm_;

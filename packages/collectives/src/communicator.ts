@@ -417,7 +417,16 @@ export class Communicator {
     const onDevice = buf instanceof DeviceBuffer;
     const dtype = onDevice ? resolveDeviceDType(method, buf.dtype, o.dtype) : resolveDType(method, buf, o.dtype);
     const op = resolveReduceOp(method, o.op, dtype);
-    const algorithm = onDevice ? resolveDeviceAlgorithm(method, buf.kind, o.algorithm) : ALGORITHM_CODES[resolveAllReduceAlgorithm(method, o.algorithm)];
+    let algorithm: number;
+    if (onDevice) {
+      algorithm = resolveDeviceAlgorithm(method, buf.kind, o.algorithm);
+    } else {
+      const a = resolveAllReduceAlgorithm(method, o.algorithm);
+      // NCCL on host arrays, staged through pinned memory: on the GPU comm.device opens (every
+      // rank submits it; where one cannot run it, NCCL's set-up fails every rank alike).
+      if (a === 'nccl') void this.device;
+      algorithm = ALGORITHM_CODES[a];
+    }
     return {
       comm: this.#id,
       kind: OP_KIND.allReduce,

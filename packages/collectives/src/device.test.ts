@@ -19,6 +19,12 @@ function checkRun(run: Awaited<ReturnType<typeof mpirunScript>>, np: number, kin
   expect(first.cases.length).toBe((4 * 5 + 4 * 4) * 5 + 8 * 3);
   for (const r of run.results) {
     expect(r.kind).toBe(kind);
+    // Host arrays with algorithm 'nccl': staged through pinned memory on a GPU; refused alike on every rank without one.
+    expect(r.staged).toEqual(
+      kind === 'cuda'
+        ? { result: 'OK', wrong: 0, after: true }
+        : { result: "BACKEND_UNAVAILABLE: NCCL: it needs a GPU, and this process's device is host memory (BRAID_DEVICE=host)", wrong: -1, after: true },
+    );
     expect(r.index).toBe(r.localRank);
     expect(r.cases.filter((c: { wrong: number }) => c.wrong !== 0), `rank ${r.rank}`).toEqual([]);
     expect(r.refusals).toEqual({
@@ -48,7 +54,7 @@ describe('DeviceBuffers over host memory (BRAID_DEVICE=host)', () => {
 });
 
 describe('without a GPU or BRAID_DEVICE', () => {
-  it('comm.device says why there is none, and alloc fails with BACKEND_UNAVAILABLE naming it; algorithm nccl on host arrays says what to use', async () => {
+  it('comm.device says why there is none, and alloc fails with BACKEND_UNAVAILABLE naming it, as does algorithm nccl on host arrays', async () => {
     const comm = await init();
     const device = comm.device;
     if (device.kind === 'cuda') return; // a GPU machine: the GPU test below covers it
@@ -57,7 +63,9 @@ describe('without a GPU or BRAID_DEVICE', () => {
     const cuda = buildInfo().cuda;
     expect(device.reason).toMatch(cuda.compiled ? /no CUDA GPU is visible to this process.*BRAID_DEVICE=host/ : /has no CUDA \(nvcc was not found/);
     expect(() => device.alloc('float32', 4)).toThrow(expect.objectContaining({ code: 'BACKEND_UNAVAILABLE', message: `alloc: no device: ${device.reason}` }));
-    expect(() => comm.allReduceSync(new Float32Array(2), { algorithm: 'nccl' })).toThrow(/algorithm 'nccl' runs on DeviceBuffers \(comm.device.alloc\)/);
+    // Host arrays through NCCL (staged): NCCL's set-up says why not, and the communicator stays usable.
+    expect(() => comm.allReduceSync(new Float32Array(2), { algorithm: 'nccl' })).toThrow(expect.objectContaining({ code: 'BACKEND_UNAVAILABLE', message: `NCCL: ${device.reason}` }));
+    expect(Array.from(comm.allReduceSync(Float32Array.of(5)))).toEqual([5]);
     expect(comm.device).toBe(device); // opened once
   });
 

@@ -10,7 +10,7 @@ import {
   REDUCE_OP_CODES,
   type ReduceOp,
 } from './codes.js';
-import { BackendUnavailableError, InvalidArgumentError } from './errors.js';
+import { InvalidArgumentError } from './errors.js';
 
 /** The arrays Braid accepts. float16 and bfloat16 travel in a Uint16Array with `dtype` given. */
 export type CollectiveBuffer =
@@ -31,7 +31,7 @@ const ARRAY_DTYPE = new Map<Function, DType>([
   [Int8Array, 'int8'],
 ]);
 const SUPPORTED = 'Float32Array, Float64Array, Int32Array, BigInt64Array, Uint8Array, Int8Array, or a Uint16Array with dtype "float16" or "bfloat16"';
-const ALL_REDUCE_ALGORITHMS = "'auto', 'shm', 'ring', 'tree', 'recursive-doubling', 'direct', 'hierarchical' or 'mpi'";
+const ALL_REDUCE_ALGORITHMS = "'auto', 'shm', 'ring', 'tree', 'recursive-doubling', 'direct', 'hierarchical', 'mpi' or 'nccl'";
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
@@ -84,11 +84,6 @@ export function resolveReduceOp(method: string, op: unknown, dtype: DType): Redu
 
 export function resolveAllReduceAlgorithm(method: string, algorithm: unknown): AllReduceAlgorithm {
   const value = algorithm ?? 'auto';
-  if (value === 'nccl') {
-    throw new BackendUnavailableError(
-      `${method}: algorithm 'nccl' runs on DeviceBuffers (comm.device.alloc); NCCL on host arrays (staged through pinned memory) is not built yet: use ${ALL_REDUCE_ALGORITHMS} here`,
-    );
-  }
   if (typeof value === 'string' && value in ALGORITHM_CODES) return value as AllReduceAlgorithm;
   throw new InvalidArgumentError(
     `${method}: unknown algorithm ${JSON.stringify(value)}; use ${ALL_REDUCE_ALGORITHMS}`,

@@ -61,6 +61,17 @@ for (const dtype of DTYPES) {
   scattered.free();
 }
 
+// Host arrays through NCCL, staged through pinned memory (all-reduce): on a GPU the exact sum, in
+// several 4 MiB chunks and a short last one; without one, BACKEND_UNAVAILABLE on every rank and
+// the communicator still usable.
+const stagedLength = (9 << 20) / 4 + 3;
+const staged = fill('float32', 'sum', comm.rank, stagedLength);
+const stagedResult = await codeOf(() => comm.allReduce(staged, { algorithm: 'nccl' }));
+const stagedWrong = stagedResult === 'OK' ? countWrong(staged, expected('float32', 'sum', n, stagedLength)) : -1;
+const after = Float32Array.of(comm.rank);
+await comm.allReduce(after);
+const stagedCase = { result: stagedResult, wrong: stagedWrong, after: after[0] === (n * (n - 1)) / 2 };
+
 // Refusals: all checked before anything is sent, so the ranks stay in step.
 const refusals = {};
 const f = device.alloc('float32', 8);
@@ -86,6 +97,6 @@ big.free();
 
 writeFileSync(
   join(outDir, `rank-${comm.rank}.json`),
-  JSON.stringify({ rank: comm.rank, localRank: comm.localRank, kind: device.kind, index: device.index, cases, refusals }),
+  JSON.stringify({ rank: comm.rank, localRank: comm.localRank, kind: device.kind, index: device.index, cases, refusals, staged: stagedCase }),
 );
 await comm.close();
