@@ -12,6 +12,9 @@ namespace braid {
 
 namespace {
 
+// Every error names the algorithm, so that the caller knows which option it is about.
+constexpr const char* kWhat = "algorithm 'nccl': ";
+
 nccl::DataType ncclType(DType t) {
   switch (t) {
     case DType::kFloat32: return nccl::kFloat32;
@@ -42,7 +45,7 @@ nccl::RedOp ncclOp(RedOp op) {
 NcclCommunicator& ncclFor(CommState& comm, Deadline deadline) {
   if (comm.nccl) {
     if (!comm.nccl->usable()) {
-      throw BraidException(ErrorCode::kAborted, "NCCL on this communicator was aborted after an earlier failure; create a new communicator");
+      throw BraidException(ErrorCode::kAborted, std::string(kWhat) + "NCCL on this communicator was aborted after an earlier failure; create a new communicator");
     }
     return *comm.nccl;
   }
@@ -61,20 +64,21 @@ NcclCommunicator& ncclFor(CommState& comm, Deadline deadline) {
   int firstFailing = why.empty() ? comm.size : comm.rank;
   MPI_Allreduce(MPI_IN_PLACE, &firstFailing, 1, MPI_INT, MPI_MIN, comm.control);
   if (firstFailing < comm.size) {
-    throw BraidException(ErrorCode::kBackendUnavailable,
-                         !why.empty() ? "NCCL: " + why : "NCCL: rank " + std::to_string(firstFailing) + " cannot use it (its error says why)");
+    throw BraidException(ErrorCode::kBackendUnavailable, std::string(kWhat) + (!why.empty() ? why
+                                                                                          : "rank " + std::to_string(firstFailing) +
+                                                                                                " cannot run NCCL (its error says why)"));
   }
   nccl::UniqueId id{};
   std::string idError;
   int haveId = comm.rank == 0 ? NcclCommunicator::uniqueId(*load.library, id, idError) : 1;
   MPI_Bcast(&haveId, 1, MPI_INT, 0, comm.control);
   if (!haveId) {
-    throw BraidException(ErrorCode::kBackendUnavailable, "NCCL: " + (comm.rank == 0 ? idError : std::string("rank 0 could not make a unique id")));
+    throw BraidException(ErrorCode::kBackendUnavailable, kWhat + (comm.rank == 0 ? idError : std::string("rank 0 could not make NCCL's unique id")));
   }
   MPI_Bcast(id.internal, sizeof(id.internal), MPI_BYTE, 0, comm.control);
   bool timedOut = false;
   comm.nccl = NcclCommunicator::join(*load.library, device->index, comm.size, comm.rank, id, deadline, why, timedOut);
-  if (!comm.nccl) throw BraidException(timedOut ? ErrorCode::kTimeout : ErrorCode::kBackendUnavailable, "NCCL: " + why);
+  if (!comm.nccl) throw BraidException(timedOut ? ErrorCode::kTimeout : ErrorCode::kBackendUnavailable, kWhat + why);
   return *comm.nccl;
 }
 

@@ -23,7 +23,7 @@ function checkRun(run: Awaited<ReturnType<typeof mpirunScript>>, np: number, kin
     expect(r.staged).toEqual(
       kind === 'cuda'
         ? { result: 'OK', wrong: 0, after: true }
-        : { result: "BACKEND_UNAVAILABLE: NCCL: it needs a GPU, and this process's device is host memory (BRAID_DEVICE=host)", wrong: -1, after: true },
+        : { result: "BACKEND_UNAVAILABLE: algorithm 'nccl': it needs a GPU, and this process's device is host memory (BRAID_DEVICE=host)", wrong: -1, after: true },
     );
     expect(r.index).toBe(r.localRank);
     expect(r.cases.filter((c: { wrong: number }) => c.wrong !== 0), `rank ${r.rank}`).toEqual([]);
@@ -64,7 +64,7 @@ describe('without a GPU or BRAID_DEVICE', () => {
     expect(device.reason).toMatch(cuda.compiled ? /no CUDA GPU is visible to this process.*BRAID_DEVICE=host/ : /has no CUDA \(nvcc was not found/);
     expect(() => device.alloc('float32', 4)).toThrow(expect.objectContaining({ code: 'BACKEND_UNAVAILABLE', message: `alloc: no device: ${device.reason}` }));
     // Host arrays through NCCL (staged): NCCL's set-up says why not, and the communicator stays usable.
-    expect(() => comm.allReduceSync(new Float32Array(2), { algorithm: 'nccl' })).toThrow(expect.objectContaining({ code: 'BACKEND_UNAVAILABLE', message: `NCCL: ${device.reason}` }));
+    expect(() => comm.allReduceSync(new Float32Array(2), { algorithm: 'nccl' })).toThrow(expect.objectContaining({ code: 'BACKEND_UNAVAILABLE', message: `algorithm 'nccl': ${device.reason}` }));
     expect(Array.from(comm.allReduceSync(Float32Array.of(5)))).toEqual([5]);
     expect(comm.device).toBe(device); // opened once
   });

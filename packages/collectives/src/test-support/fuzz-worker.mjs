@@ -57,7 +57,7 @@ function makeOptions() {
 
 // What a message must mention: the argument (or the communicator's state) it is about.
 const NAMES_ARGUMENT = /buffer|option|root|dtype|\bop\b|algorithm|name|color|key|communicator|closed|length|TypedArray|output|array|in use|detached|resiz/i;
-// BACKEND_UNAVAILABLE: an algorithm this build lacks ('nccl'), named in the message.
+// BACKEND_UNAVAILABLE: an algorithm this machine lacks ('nccl' without a GPU), named in the message.
 const outcomes = { ok: 0, INVALID_ARGUMENT: 0, ABORTED: 0, BACKEND_UNAVAILABLE: 0 };
 const bad = [];
 function record(what, err) {
