@@ -2,10 +2,12 @@
 // (compress_scalar.h's rules; half.h's conversions, compiled for the device too; IEEE operations with
 // explicit rounding; dot products summed in the CPU's 16-lane order; the build passes
 // -fmad=false so nothing is contracted into FMA), so the GPU test can ask for the same bits.
-// Entry points take host pointers and copy through device buffers (see compress_cuda.h).
+// Entry points on device memory (namespace gpu, for DeviceBuffers), and on host memory through
+// device buffers around them (see compress_cuda.h).
 #include <cuda_runtime.h>
 #include <thrust/device_vector.h>
 #include <thrust/execution_policy.h>
+#include <thrust/system/cuda/execution_policy.h>
 #include <thrust/scan.h>
 
 #include <cstdint>
@@ -168,95 +170,76 @@ struct Device {
 };
 
 bool launched() { return cudaGetLastError() == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess; }
+cudaStream_t on(void* stream) { return static_cast<cudaStream_t>(stream); }
+bool launchOk() { return cudaGetLastError() == cudaSuccess; }
 
 }  // namespace
 
-bool cudaEncodeHalf(const float* in, uint16_t* out, size_t n, bool bfloat16) {
-  if (cudaDeviceCount() == 0) return false;
-  Device<float> d(n, in);
-  Device<uint16_t> o(n);
-  if (!d.ok || !o.ok) return false;
-  encodeHalfKernel<<<gridFor(n), 256>>>(d.ptr, o.ptr, n, bfloat16);
-  return launched() && o.copyTo(out);
+// --- on device memory -----------------------------------------------------------------------------
+namespace gpu {
+
+bool encodeHalf(const float* in, uint16_t* out, size_t n, bool bfloat16, void* stream) {
+  if (n == 0) return true;
+  encodeHalfKernel<<<gridFor(n), 256, 0, on(stream)>>>(in, out, n, bfloat16);
+  return launchOk();
 }
 
-bool cudaDecodeHalf(const uint16_t* in, float* out, size_t n, bool bfloat16) {
-  if (cudaDeviceCount() == 0) return false;
-  Device<uint16_t> d(n, in);
-  Device<float> o(n);
-  if (!d.ok || !o.ok) return false;
-  decodeHalfKernel<<<gridFor(n), 256>>>(d.ptr, o.ptr, n, bfloat16);
-  return launched() && o.copyTo(out);
+bool decodeHalf(const uint16_t* in, float* out, size_t n, bool bfloat16, void* stream) {
+  if (n == 0) return true;
+  decodeHalfKernel<<<gridFor(n), 256, 0, on(stream)>>>(in, out, n, bfloat16);
+  return launchOk();
 }
 
-bool cudaEncodeInt8(const float* x, size_t n, size_t block, float* scales, int8_t* codes) {
-  if (cudaDeviceCount() == 0 || block == 0) return false;
+bool encodeInt8(const float* x, size_t n, size_t block, float* scales, int8_t* codes, void* stream) {
+  if (block == 0) return false;
+  if (n == 0) return true;
   const size_t blocks = (n + block - 1) / block;
-  Device<float> d(n, x), s(blocks);
-  Device<int8_t> c(n);
-  if (!d.ok || !s.ok || !c.ok) return false;
-  encodeInt8Kernel<<<gridFor(blocks), 256>>>(d.ptr, n, block, s.ptr, c.ptr);
-  return launched() && s.copyTo(scales) && c.copyTo(codes);
+  encodeInt8Kernel<<<gridFor(blocks), 256, 0, on(stream)>>>(x, n, block, scales, codes);
+  return launchOk();
 }
 
-bool cudaDecodeInt8(const int8_t* codes, const float* scales, size_t n, size_t block, float* out) {
-  if (cudaDeviceCount() == 0 || block == 0) return false;
-  Device<int8_t> c(n, codes);
-  Device<float> s((n + block - 1) / block, scales), o(n);
-  if (!c.ok || !s.ok || !o.ok) return false;
-  decodeInt8Kernel<<<gridFor(n), 256>>>(c.ptr, s.ptr, n, block, o.ptr);
-  return launched() && o.copyTo(out);
+bool decodeInt8(const int8_t* codes, const float* scales, size_t n, size_t block, float* out, void* stream) {
+  if (block == 0) return false;
+  if (n == 0) return true;
+  decodeInt8Kernel<<<gridFor(n), 256, 0, on(stream)>>>(codes, scales, n, block, out);
+  return launchOk();
 }
 
-bool cudaEncodeSign(const float* x, size_t n, uint8_t* bits) {
-  if (cudaDeviceCount() == 0) return false;
-  Device<float> d(n, x);
-  Device<uint8_t> b((n + 7) / 8);
-  if (!d.ok || !b.ok) return false;
-  encodeSignKernel<<<gridFor((n + 7) / 8), 256>>>(d.ptr, n, b.ptr);
-  return launched() && b.copyTo(bits);
+bool encodeSign(const float* x, size_t n, uint8_t* bits, void* stream) {
+  if (n == 0) return true;
+  encodeSignKernel<<<gridFor((n + 7) / 8), 256, 0, on(stream)>>>(x, n, bits);
+  return launchOk();
 }
 
-bool cudaDecodeSign(const uint8_t* bits, size_t n, float scale, float* out) {
-  if (cudaDeviceCount() == 0) return false;
-  Device<uint8_t> b((n + 7) / 8, bits);
-  Device<float> o(n);
-  if (!b.ok || !o.ok) return false;
-  decodeSignKernel<<<gridFor(n), 256>>>(b.ptr, n, scale, o.ptr);
-  return launched() && o.copyTo(out);
+bool decodeSign(const uint8_t* bits, size_t n, float scale, float* out, void* stream) {
+  if (n == 0) return true;
+  decodeSignKernel<<<gridFor(n), 256, 0, on(stream)>>>(bits, n, scale, out);
+  return launchOk();
 }
 
-bool cudaEncodeQsgd(const float* x, size_t n, float norm, int32_t levels, uint32_t seedA, uint32_t seedB, int16_t* codes) {
-  if (cudaDeviceCount() == 0) return false;
-  Device<float> d(n, x);
-  Device<int16_t> c(n);
-  if (!d.ok || !c.ok) return false;
-  const float scale = norm > 0 ? static_cast<float>(levels) / norm : 0.0f;  // host division: IEEE, as on the CPU
-  encodeQsgdKernel<<<gridFor(n), 256>>>(d.ptr, n, scale, levels, seedA, seedB, c.ptr);
-  return launched() && c.copyTo(codes);
+bool encodeQsgd(const float* x, size_t n, float scale, int32_t levels, uint32_t seedA, uint32_t seedB, int16_t* codes, void* stream) {
+  if (n == 0) return true;
+  encodeQsgdKernel<<<gridFor(n), 256, 0, on(stream)>>>(x, n, scale, levels, seedA, seedB, codes);
+  return launchOk();
 }
 
-bool cudaDecodeQsgd(const int16_t* codes, size_t n, float norm, int32_t levels, float* out) {
-  if (cudaDeviceCount() == 0) return false;
-  Device<int16_t> c(n, codes);
-  Device<float> o(n);
-  if (!c.ok || !o.ok) return false;
-  const float unit = levels > 0 ? norm / static_cast<float>(levels) : 0.0f;
-  decodeQsgdKernel<<<gridFor(n), 256>>>(c.ptr, n, unit, o.ptr);
-  return launched() && o.copyTo(out);
+bool decodeQsgd(const int16_t* codes, size_t n, float unit, float* out, void* stream) {
+  if (n == 0) return true;
+  decodeQsgdKernel<<<gridFor(n), 256, 0, on(stream)>>>(codes, n, unit, out);
+  return launchOk();
 }
 
-bool cudaTopk(const float* x, size_t n, size_t k, uint32_t* indices, float* values) {
-  if (cudaDeviceCount() == 0) return false;
-  if (k > n) k = n;
+bool topk(const float* x, size_t n, size_t k, uint32_t* indices, float* values, void* stream) {
+  if (k > n) return false;
   if (k == 0) return true;
-  Device<float> d(n, x);
+  const cudaStream_t s = on(stream);
   Device<unsigned long long> count(1);
-  if (!d.ok || !count.ok) return false;
+  if (!count.ok) return false;
   auto atLeast = [&](uint32_t key, unsigned long long* out) {
-    cudaMemset(count.ptr, 0, sizeof(unsigned long long));
-    countAtLeastKernel<<<gridFor(n), 256>>>(d.ptr, n, key, count.ptr);
-    return launched() && count.copyTo(out);
+    if (cudaMemsetAsync(count.ptr, 0, sizeof(unsigned long long), s) != cudaSuccess) return false;
+    countAtLeastKernel<<<gridFor(n), 256, 0, s>>>(x, n, key, count.ptr);
+    return launchOk() && cudaMemcpyAsync(out, count.ptr, sizeof(unsigned long long), cudaMemcpyDeviceToHost, s) == cudaSuccess &&
+           cudaStreamSynchronize(s) == cudaSuccess;
   };
   // The k-th largest key: the largest K with at least k keys >= K (bisection over 32 bits).
   uint64_t lo = 0, hi = 1ull << 32;  // count(>= lo) >= k always holds; count(>= hi) = 0
@@ -269,25 +252,120 @@ bool cudaTopk(const float* x, size_t n, size_t k, uint32_t* indices, float* valu
   }
   const uint32_t kth = static_cast<uint32_t>(lo);
   unsigned long long above = 0;
-  if (kth == 0xffffffffu) above = 0;
-  else if (!atLeast(kth + 1, &above)) return false;
+  if (kth != 0xffffffffu && !atLeast(kth + 1, &above)) return false;
   try {
     thrust::device_vector<uint32_t> greater(n), equal(n), equalRank(n), take(n), position(n);
-    topkFlagsKernel<<<gridFor(n), 256>>>(d.ptr, n, kth, thrust::raw_pointer_cast(greater.data()), thrust::raw_pointer_cast(equal.data()));
-    if (!launched()) return false;
-    thrust::exclusive_scan(thrust::device, equal.begin(), equal.end(), equalRank.begin());
-    topkTakeKernel<<<gridFor(n), 256>>>(thrust::raw_pointer_cast(greater.data()), thrust::raw_pointer_cast(equal.data()), thrust::raw_pointer_cast(equalRank.data()),
-                                        k - static_cast<size_t>(above), n, thrust::raw_pointer_cast(take.data()));
-    if (!launched()) return false;
-    thrust::exclusive_scan(thrust::device, take.begin(), take.end(), position.begin());
-    Device<uint32_t> outIdx(k);
-    Device<float> outVal(k);
-    if (!outIdx.ok || !outVal.ok) return false;
-    topkScatterKernel<<<gridFor(n), 256>>>(d.ptr, thrust::raw_pointer_cast(take.data()), thrust::raw_pointer_cast(position.data()), n, outIdx.ptr, outVal.ptr);
-    return launched() && outIdx.copyTo(indices) && outVal.copyTo(values);
+    topkFlagsKernel<<<gridFor(n), 256, 0, s>>>(x, n, kth, thrust::raw_pointer_cast(greater.data()), thrust::raw_pointer_cast(equal.data()));
+    if (!launchOk()) return false;
+    thrust::exclusive_scan(thrust::cuda::par.on(s), equal.begin(), equal.end(), equalRank.begin());
+    topkTakeKernel<<<gridFor(n), 256, 0, s>>>(thrust::raw_pointer_cast(greater.data()), thrust::raw_pointer_cast(equal.data()),
+                                              thrust::raw_pointer_cast(equalRank.data()), k - static_cast<size_t>(above), n,
+                                              thrust::raw_pointer_cast(take.data()));
+    if (!launchOk()) return false;
+    thrust::exclusive_scan(thrust::cuda::par.on(s), take.begin(), take.end(), position.begin());
+    topkScatterKernel<<<gridFor(n), 256, 0, s>>>(x, thrust::raw_pointer_cast(take.data()), thrust::raw_pointer_cast(position.data()), n, indices, values);
+    // The vectors are freed on return: their work must be done first.
+    return launchOk() && cudaStreamSynchronize(s) == cudaSuccess;
   } catch (...) {
     return false;  // thrust reports allocation and launch failures as exceptions
   }
+}
+
+bool gather(const float* x, const uint32_t* indices, size_t k, float* values, void* stream) {
+  if (k == 0) return true;
+  gatherKernel<<<gridFor(k), 256, 0, on(stream)>>>(x, indices, k, values);
+  return launchOk();
+}
+
+bool errorFeedback(const float* corrected, const float* sent, float* residual, size_t n, void* stream) {
+  if (n == 0) return true;
+  subtractKernel<<<gridFor(n), 256, 0, on(stream)>>>(corrected, sent, residual, n);
+  return launchOk();
+}
+
+bool powerP(const float* m, size_t rows, size_t cols, const float* qt, size_t r, float* pt, void* stream) {
+  if (rows * r == 0) return true;
+  powerPKernel<<<gridFor(rows * r), 256, 0, on(stream)>>>(m, rows, cols, qt, r, pt);
+  return launchOk();
+}
+
+bool powerQ(const float* m, size_t rows, size_t cols, const float* pt, size_t r, float* qt, void* stream) {
+  if (cols * r == 0) return true;
+  powerQKernel<<<gridFor(cols * r), 256, 0, on(stream)>>>(m, rows, cols, pt, r, qt);
+  return launchOk();
+}
+
+}  // namespace gpu
+
+// --- on host memory: copies through device buffers around the device entry points -----------------
+
+bool cudaEncodeHalf(const float* in, uint16_t* out, size_t n, bool bfloat16) {
+  if (cudaDeviceCount() == 0) return false;
+  Device<float> d(n, in);
+  Device<uint16_t> o(n);
+  return d.ok && o.ok && gpu::encodeHalf(d.ptr, o.ptr, n, bfloat16, nullptr) && launched() && o.copyTo(out);
+}
+
+bool cudaDecodeHalf(const uint16_t* in, float* out, size_t n, bool bfloat16) {
+  if (cudaDeviceCount() == 0) return false;
+  Device<uint16_t> d(n, in);
+  Device<float> o(n);
+  return d.ok && o.ok && gpu::decodeHalf(d.ptr, o.ptr, n, bfloat16, nullptr) && launched() && o.copyTo(out);
+}
+
+bool cudaEncodeInt8(const float* x, size_t n, size_t block, float* scales, int8_t* codes) {
+  if (cudaDeviceCount() == 0 || block == 0) return false;
+  Device<float> d(n, x), s((n + block - 1) / block);
+  Device<int8_t> c(n);
+  return d.ok && s.ok && c.ok && gpu::encodeInt8(d.ptr, n, block, s.ptr, c.ptr, nullptr) && launched() && s.copyTo(scales) && c.copyTo(codes);
+}
+
+bool cudaDecodeInt8(const int8_t* codes, const float* scales, size_t n, size_t block, float* out) {
+  if (cudaDeviceCount() == 0 || block == 0) return false;
+  Device<int8_t> c(n, codes);
+  Device<float> s((n + block - 1) / block, scales), o(n);
+  return c.ok && s.ok && o.ok && gpu::decodeInt8(c.ptr, s.ptr, n, block, o.ptr, nullptr) && launched() && o.copyTo(out);
+}
+
+bool cudaEncodeSign(const float* x, size_t n, uint8_t* bits) {
+  if (cudaDeviceCount() == 0) return false;
+  Device<float> d(n, x);
+  Device<uint8_t> b((n + 7) / 8);
+  return d.ok && b.ok && gpu::encodeSign(d.ptr, n, b.ptr, nullptr) && launched() && b.copyTo(bits);
+}
+
+bool cudaDecodeSign(const uint8_t* bits, size_t n, float scale, float* out) {
+  if (cudaDeviceCount() == 0) return false;
+  Device<uint8_t> b((n + 7) / 8, bits);
+  Device<float> o(n);
+  return b.ok && o.ok && gpu::decodeSign(b.ptr, n, scale, o.ptr, nullptr) && launched() && o.copyTo(out);
+}
+
+bool cudaEncodeQsgd(const float* x, size_t n, float norm, int32_t levels, uint32_t seedA, uint32_t seedB, int16_t* codes) {
+  if (cudaDeviceCount() == 0) return false;
+  Device<float> d(n, x);
+  Device<int16_t> c(n);
+  const float scale = norm > 0 ? static_cast<float>(levels) / norm : 0.0f;  // host division: IEEE, as on the CPU
+  return d.ok && c.ok && gpu::encodeQsgd(d.ptr, n, scale, levels, seedA, seedB, c.ptr, nullptr) && launched() && c.copyTo(codes);
+}
+
+bool cudaDecodeQsgd(const int16_t* codes, size_t n, float norm, int32_t levels, float* out) {
+  if (cudaDeviceCount() == 0) return false;
+  Device<int16_t> c(n, codes);
+  Device<float> o(n);
+  const float unit = levels > 0 ? norm / static_cast<float>(levels) : 0.0f;
+  return c.ok && o.ok && gpu::decodeQsgd(c.ptr, n, unit, o.ptr, nullptr) && launched() && o.copyTo(out);
+}
+
+bool cudaTopk(const float* x, size_t n, size_t k, uint32_t* indices, float* values) {
+  if (cudaDeviceCount() == 0) return false;
+  if (k > n) k = n;
+  if (k == 0) return true;
+  Device<float> d(n, x);
+  Device<uint32_t> outIdx(k);
+  Device<float> outVal(k);
+  return d.ok && outIdx.ok && outVal.ok && gpu::topk(d.ptr, n, k, outIdx.ptr, outVal.ptr, nullptr) && launched() && outIdx.copyTo(indices) &&
+         outVal.copyTo(values);
 }
 
 bool cudaGather(const float* x, size_t n, const uint32_t* indices, size_t k, float* values) {
@@ -296,33 +374,25 @@ bool cudaGather(const float* x, size_t n, const uint32_t* indices, size_t k, flo
     if (indices[i] >= n) return false;
   Device<float> d(n, x), v(k);
   Device<uint32_t> idx(k, indices);
-  if (!d.ok || !v.ok || !idx.ok) return false;
-  gatherKernel<<<gridFor(k), 256>>>(d.ptr, idx.ptr, k, v.ptr);
-  return launched() && v.copyTo(values);
+  return d.ok && v.ok && idx.ok && gpu::gather(d.ptr, idx.ptr, k, v.ptr, nullptr) && launched() && v.copyTo(values);
 }
 
 bool cudaErrorFeedback(const float* corrected, const float* sent, float* residual, size_t n) {
   if (cudaDeviceCount() == 0) return false;
   Device<float> a(n, corrected), b(n, sent), o(n);
-  if (!a.ok || !b.ok || !o.ok) return false;
-  subtractKernel<<<gridFor(n), 256>>>(a.ptr, b.ptr, o.ptr, n);
-  return launched() && o.copyTo(residual);
+  return a.ok && b.ok && o.ok && gpu::errorFeedback(a.ptr, b.ptr, o.ptr, n, nullptr) && launched() && o.copyTo(residual);
 }
 
 bool cudaPowerP(const float* m, size_t rows, size_t cols, const float* qt, size_t r, float* pt) {
   if (cudaDeviceCount() == 0) return false;
   Device<float> dm(rows * cols, m), dq(r * cols, qt), dp(r * rows);
-  if (!dm.ok || !dq.ok || !dp.ok) return false;
-  powerPKernel<<<gridFor(rows * r), 256>>>(dm.ptr, rows, cols, dq.ptr, r, dp.ptr);
-  return launched() && dp.copyTo(pt);
+  return dm.ok && dq.ok && dp.ok && gpu::powerP(dm.ptr, rows, cols, dq.ptr, r, dp.ptr, nullptr) && launched() && dp.copyTo(pt);
 }
 
 bool cudaPowerQ(const float* m, size_t rows, size_t cols, const float* pt, size_t r, float* qt) {
   if (cudaDeviceCount() == 0) return false;
   Device<float> dm(rows * cols, m), dp(r * rows, pt), dq(r * cols);
-  if (!dm.ok || !dp.ok || !dq.ok) return false;
-  powerQKernel<<<gridFor(cols * r), 256>>>(dm.ptr, rows, cols, dp.ptr, r, dq.ptr);
-  return launched() && dq.copyTo(qt);
+  return dm.ok && dp.ok && dq.ok && gpu::powerQ(dm.ptr, rows, cols, dp.ptr, r, dq.ptr, nullptr) && launched() && dq.copyTo(qt);
 }
 
 }  // namespace braid

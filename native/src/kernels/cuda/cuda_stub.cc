@@ -23,4 +23,19 @@ bool cudaGather(const float*, size_t, const uint32_t*, size_t, float*) { return 
 bool cudaErrorFeedback(const float*, const float*, float*, size_t) { return false; }
 bool cudaPowerP(const float*, size_t, size_t, const float*, size_t, float*) { return false; }
 bool cudaPowerQ(const float*, size_t, size_t, const float*, size_t, float*) { return false; }
+namespace gpu {
+bool encodeHalf(const float*, uint16_t*, size_t, bool, void*) { return false; }
+bool decodeHalf(const uint16_t*, float*, size_t, bool, void*) { return false; }
+bool encodeInt8(const float*, size_t, size_t, float*, int8_t*, void*) { return false; }
+bool decodeInt8(const int8_t*, const float*, size_t, size_t, float*, void*) { return false; }
+bool encodeSign(const float*, size_t, uint8_t*, void*) { return false; }
+bool decodeSign(const uint8_t*, size_t, float, float*, void*) { return false; }
+bool encodeQsgd(const float*, size_t, float, int32_t, uint32_t, uint32_t, int16_t*, void*) { return false; }
+bool decodeQsgd(const int16_t*, size_t, float, float*, void*) { return false; }
+bool topk(const float*, size_t, size_t, uint32_t*, float*, void*) { return false; }
+bool gather(const float*, const uint32_t*, size_t, float*, void*) { return false; }
+bool errorFeedback(const float*, const float*, float*, size_t, void*) { return false; }
+bool powerP(const float*, size_t, size_t, const float*, size_t, float*, void*) { return false; }
+bool powerQ(const float*, size_t, size_t, const float*, size_t, float*, void*) { return false; }
+}  // namespace gpu
 }  // namespace braid
