@@ -26,6 +26,7 @@ say "nvcc: ${nvcc_version:-not found}"
 # The library, its tests and the NCCL probe (no Node.js needed: the addon itself is not built here).
 if cmake -S native -B "$build" -DCMAKE_BUILD_TYPE=Release -DBRAID_TESTS=ON -DBRAID_TOOLS=OFF >"$out/configure.log" 2>&1 &&
   cmake --build "$build" -j "$(nproc)" --target braid_kernels_test braid_nccl_probe braid_nccl_test >"$out/build.log" 2>&1; then
+  cmake --build "$build" -j "$(nproc)" --target braid_gpu_kernels_bench >>"$out/build.log" 2>&1 || true
   cuda=$(grep -o 'braid: CUDA kernels [A-Z]*' "$out/configure.log" | head -1)
   say "build: ok (${cuda:-CUDA kernels: unknown})"
 else
@@ -103,13 +104,39 @@ else
   say "DeviceBuffers: the addon did not build with CUDA (see $out/build.log)"
 fi
 
-# PyTorch, the GPU kernels' peer in the benchmarks to come, where the machine has it.
+# PyTorch, the GPU kernels' peer, where the machine has it.
+torch_python=""
 for python in /opt/torch/.venv/bin/python3 python3; do
   if command -v "$python" >/dev/null 2>&1 && "$python" -c 'import torch' >/dev/null 2>&1; then
     say "PyTorch: $("$python" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")' 2>&1 | tail -1)"
+    torch_python=$python
     break
   fi
 done
+
+# The benchmarks (issue 14's targets): casts against a device copy, top-k 1% against torch.topk,
+# the staged host all-reduce against the copy bound. Each prints one JSON line.
+if [ -x "$build/Release/braid_gpu_kernels_bench" ]; then
+  timeout 240 "$build/Release/braid_gpu_kernels_bench" >"$out/kernels-bench.json" 2>"$out/kernels-bench.log"
+  say "GPU kernels: $(head -c 600 "$out/kernels-bench.json")"
+fi
+if [ -n "$torch_python" ]; then
+  timeout 240 "$torch_python" benchmarks/gpu_peers.py >"$out/torch-peers.json" 2>"$out/torch-peers.log"
+  say "PyTorch peers: $(head -c 600 "$out/torch-peers.json")"
+fi
+if [ -s "$out/kernels-bench.json" ] && [ -s "$out/torch-peers.json" ] && command -v node >/dev/null 2>&1; then
+  say "ratios: $(node -e '
+    const fs = require("fs");
+    const b = JSON.parse(fs.readFileSync(process.argv[1], "utf8")), t = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+    if (!b.gpu || !t.gpu) { console.log("no GPU"); process.exit(0); }
+    const topk = b.topk.map((r) => { const p = t.topk.find((q) => q.floats === r.floats); return `top-k ${r.floats}: ${p ? (r.elementsPerS / p.elementsPerS).toFixed(2) : "?"}x torch.topk`; });
+    console.log([`fp16 cast ${b.fp16VsCopy.toFixed(2)}x and bf16 ${b.bf16VsCopy.toFixed(2)}x a device copy (target >= 0.9; torch fp16 ${(t.fp16GBps / t.copyGBps).toFixed(2)}x by the same measure)`, ...topk].join("; "));
+  ' "$out/kernels-bench.json" "$out/torch-peers.json" 2>&1 | tail -1)"
+fi
+if [ -n "${BRAID_NATIVE_DIR:-}" ]; then
+  timeout 120 node benchmarks/gpu-staged.mjs >"$out/staged.json" 2>"$out/staged.log"
+  say "staged host all-reduce: $(head -c 400 "$out/staged.json") (target: ratio >= 0.8)"
+fi
 
 echo
 echo "GPU check summary ($(($(date +%s) - started)) s):"
