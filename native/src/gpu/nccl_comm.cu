@@ -192,8 +192,16 @@ bool NcclCommunicator::allReduceStaged(void* host, size_t count, size_t elementB
   if (count == 0) return true;
   const size_t chunk = std::max<size_t>(1, kStagedChunkBytes / elementBytes);
   const size_t chunks = (count + chunk - 1) / chunk;
-  Staging st;
-  if (!st.make(std::min(count, chunk) * elementBytes, error)) return false;
+  const size_t slotBytes = std::min(count, chunk) * elementBytes;
+  if (!staging_ || stagingBytes_ < slotBytes) {
+    staging_.reset();
+    auto made = std::make_shared<Staging>();
+    // Sized for a whole chunk, so that later calls of any size reuse it.
+    if (!made->make(chunk * elementBytes, error)) return false;
+    staging_ = made;
+    stagingBytes_ = chunk * elementBytes;
+  }
+  Staging& st = *static_cast<Staging*>(staging_.get());
   uint8_t* data = static_cast<uint8_t*>(host);
   auto span = [&](size_t k) { return std::min(chunk, count - k * chunk); };
   // Chunk k's result, back in the caller's memory once its copy out is done.

@@ -63,6 +63,10 @@ class NcclCommunicator {
   nccl::Comm comm_;
   void* stream_;  // cudaStream_t
   bool aborted_ = false;
+  // allReduceStaged's pinned and device buffers, streams and events, kept between calls (pinning
+  // memory costs milliseconds); a type of the .cu file's, so held as void.
+  std::shared_ptr<void> staging_;
+  size_t stagingBytes_ = 0;
 };
 
 }  // namespace braid
