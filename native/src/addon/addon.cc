@@ -118,8 +118,16 @@ struct DeviceMemory {
   size_t bytes = 0;
 };
 
+// Marks Externals made by deviceAlloc, so that no other External is taken for device memory.
+const napi_type_tag kDeviceMemoryTag = {0x6272616964646576ULL, 0x6d656d6f72793031ULL};
+
+bool isDeviceMemory(Napi::Env env, Napi::Value value) {
+  bool tagged = false;
+  return value.IsExternal() && napi_check_object_type_tag(env, value, &kDeviceMemoryTag, &tagged) == napi_ok && tagged;
+}
+
 DeviceMemory* deviceMemoryOf(Napi::Env env, Napi::Value value, const char* what) {
-  if (!value.IsExternal()) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + " is not a DeviceBuffer's memory");
+  if (!isDeviceMemory(env, value)) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + " is not a DeviceBuffer's memory");
   DeviceMemory* m = value.As<Napi::External<DeviceMemory>>().Data();
   if (m->pointer == nullptr) throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + ": the DeviceBuffer was freed");
   return m;
@@ -127,7 +135,7 @@ DeviceMemory* deviceMemoryOf(Napi::Env env, Napi::Value value, const char* what)
 
 // A typed array's bytes, or a DeviceBuffer's (`onDevice` set), for buildOp.
 BufferView bufferOf(Napi::Env env, Napi::Value value, const char* what, bool& onDevice) {
-  if (value.IsExternal()) {
+  if (value.IsExternal()) {  // deviceMemoryOf refuses an External deviceAlloc did not make
     DeviceMemory* m = deviceMemoryOf(env, value, what);
     onDevice = true;
     BufferView view;
@@ -630,16 +638,18 @@ Napi::Value DeviceAlloc(const Napi::CallbackInfo& info) {
                "could not allocate " + std::to_string(static_cast<size_t>(bytes)) + " bytes on the device: " + error);
   }
   auto* m = new DeviceMemory{p, static_cast<size_t>(bytes)};
-  return Napi::External<DeviceMemory>::New(env, m, [](Napi::Env, DeviceMemory* dm) {
+  Napi::External<DeviceMemory> handle = Napi::External<DeviceMemory>::New(env, m, [](Napi::Env, DeviceMemory* dm) {
     deviceFree(dm->pointer);
     delete dm;
   });
+  napi_type_tag_object(env, handle, &kDeviceMemoryTag);
+  return handle;
 }
 
 // deviceFree(memory): frees it now (a no-op the second time).
 Napi::Value DeviceFree(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsExternal()) throwBraid(env, ErrorCode::kInvalidArgument, "deviceFree takes a DeviceBuffer's memory");
+  if (!isDeviceMemory(env, info[0])) throwBraid(env, ErrorCode::kInvalidArgument, "deviceFree takes a DeviceBuffer's memory");
   DeviceMemory* m = info[0].As<Napi::External<DeviceMemory>>().Data();
   if (m->pointer == nullptr) return env.Undefined();
   checkNotBusy(env, *m, "free");

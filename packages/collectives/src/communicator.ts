@@ -217,9 +217,14 @@ export class Communicator {
         throw remember(fromNative(err));
       }
     }
-    return this.#addon.submit(encodeOp(spec), spec.name, masked, values, false, mask).catch((err: unknown) => {
-      throw remember(fromNative(err));
-    });
+    // A refusal thrown at once (a buffer in use, say) rejects like a failure later: both as BraidErrors.
+    return (async () => {
+      try {
+        return await this.#addon.submit(encodeOp(spec), spec.name, masked, values, false, mask);
+      } catch (err) {
+        throw remember(fromNative(err));
+      }
+    })();
   }
 
   /** Copies root's `buf` into every rank's `buf`; resolves to `buf`. */
