@@ -276,7 +276,7 @@ export class Communicator {
     if (buf instanceof DeviceBuffer) {
       const dtype = resolveDeviceDType(method, buf.dtype, o.dtype);
       const algorithm = resolveDeviceAlgorithm(method, buf.kind, o.algorithm);
-      buf.memoryFor(method);
+      buf.memoryFor(method); // a freed buffer is refused before its output is allocated
       const out = this.device.alloc(dtype, buf.length * this.size) as T;
       return { spec: { comm: this.#id, kind: OP_KIND.allGather, dtype: DTYPE_CODES[dtype], algorithm, name: checkName(method, o.name) }, out };
     }
@@ -303,7 +303,7 @@ export class Communicator {
         `reduceScatter: the buffer's length (${buf.length}) must divide by the communicator size (${this.size}); pad it to ${Math.ceil(buf.length / this.size) * this.size}`,
       );
     }
-    if (onDevice) buf.memoryFor('reduceScatter');
+    if (onDevice) buf.memoryFor('reduceScatter'); // refused before the output is allocated
     const out = (onDevice ? this.device.alloc(dtype, buf.length / this.size) : newLike(buf, buf.length / this.size)) as T;
     const spec: OpSpec = {
       comm: this.#id,

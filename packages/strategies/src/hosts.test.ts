@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { expectReplicasAgree } from './test-support/replicas.js';
+
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
 const unavailable = netnsUnavailable();
 
@@ -50,15 +52,7 @@ describe.skipIf(unavailable !== undefined)(`2 hosts x 2 ranks${unavailable ? ` (
   // by node, the activations and gradients between stages cross hosts.
   it.each([['slot'], ['node']])('2 pipelines x 2 stages placed by %s: one process\'s weights on both pipelines\' rows; replicas bitwise identical', async (mapBy) => {
     const results = await run('h0:2,h1:2', 4, 'pipeline-replicas', {}, mapBy);
-    for (const r of results) {
-      expect(r.diff).toBeLessThan(1e-5);
-      expect(r.lossDiff).toBeLessThan(1e-5);
-    }
-    for (const stage of [0, 1]) {
-      const replicas = results.filter((r) => r.stage === stage);
-      expect(replicas).toHaveLength(2);
-      expect(replicas[0].weights).toBe(replicas[1].weights);
-    }
+    expectReplicasAgree(results);
   }, 120_000);
 
   it('a parameter server on h0 with workers on both hosts (sync): the workers hold bitwise the same weights after every step, one process\'s weights on all their rows', async () => {
