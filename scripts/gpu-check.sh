@@ -89,6 +89,25 @@ elif cmake -S native -B "$build" -DCMAKE_JS_VERSION=gpu-check -DCMAKE_JS_INC="$n
     console.log(`device ${r.kind} ${r.index}, ${r.cases.length} cases, ${wrong.length} wrong${wrong.length ? " (" + wrong.slice(0, 3).map((c) => c.what).join("; ") + ")" : ""}, refusals ${refused.length ? "WRONG: " + refused.map(([k]) => k).join(", ") : "ok"}, after in-flight ${r.refusals.afterInFlight}`);
   ' "$out/device" 2>&1 | tail -1)"
   fi
+  # allReduceCompressed on DeviceBuffers: the CUDA kernels make and sum the payloads, NCCL gathers
+  # them; every step against the Float32Array path (packages/compression/src/device.test.ts).
+  if [ -d packages/compression/dist ]; then
+    rm -rf "$out/compressed" && mkdir -p "$out/compressed"
+    timeout 300 mpirun -np 1 node packages/compression/src/test-support/device-worker.mjs "$out/compressed" >"$out/compressed.log" 2>&1
+    status=$?
+    if [ ! -f "$out/compressed/rank-0.json" ]; then
+      say "compressed all-reduce on DeviceBuffers, np=1: exit $status, $(grep -m1 -E '^[A-Za-z]*Error' "$out/compressed.log" | cut -c1-240)"
+    else
+      say "compressed all-reduce on DeviceBuffers, np=1: exit $status, $(node -e '
+        const r = JSON.parse(require("fs").readFileSync(process.argv[1] + "/rank-0.json", "utf8"));
+        const wrong = r.cases.filter((c) => c.wrong !== 0);
+        const bytes = Object.entries(r.payloads).map(([k, p]) => `${k} ${p.sameBytes ? "same bytes" : p.decodes}`).join(", ");
+        console.log(`device ${r.kind}, ${r.cases.length} cases, ${wrong.length} wrong${wrong.length ? " (" + wrong.slice(0, 4).map((c) => c.label).join("; ") + ")" : ""}; payloads: ${bytes}; corrupt: ${r.corrupt.flipped.slice(0, 40)}`);
+      ' "$out/compressed" 2>&1 | tail -1)"
+    fi
+  else
+    say "compressed all-reduce on DeviceBuffers: not run (carry packages/compression/dist: see scripts/gpu-carry.sh)"
+  fi
   # Two ranks, one GPU: the second is refused by name (NCCL takes one rank a GPU).
   gpus_seen=$(nvidia-smi -L 2>/dev/null | wc -l)
   if [ "$gpus_seen" -eq 1 ]; then

@@ -177,6 +177,22 @@ export interface Addon {
   /** Upload (toDevice) or download `array`'s bytes at `byteOffset` of the memory; synchronous. */
   deviceCopy(memory: DeviceMemory, array: ArrayBufferView, byteOffset: number, toDevice: boolean): void;
   /**
+   * allReduceCompressed on DeviceBuffers (@braid/compression): writes x's payload (header: its
+   * first 28 bytes) into `payload`; with a residual, error feedback (x += residual first).
+   */
+  deviceEncode(header: Uint8Array, x: DeviceMemory, n: number, residual: DeviceMemory | null, payload: DeviceMemory, payloadBytes: number): void;
+  /** Checks the `ranks` gathered payloads against `header` and writes their sum, times factor, into out. */
+  deviceDecodeSum(header: Uint8Array, gathered: DeviceMemory, ranks: number, payloadBytes: number, out: DeviceMemory, n: number, factor: number): void;
+  /** x -> half words (with error feedback through `residual`), or back with fromWire. */
+  deviceCastHalf(x: DeviceMemory, n: number, wire: DeviceMemory, bfloat16: boolean, fromWire: boolean, residual: DeviceMemory | null): void;
+  /** PowerSGD's products on the device: 'p' (m, qt -> pt), 'q' (m, pt -> qt), 'reconstruct' (pt, qt -> the first n of out). */
+  devicePower(step: 'p' | 'q' | 'reconstruct', a: DeviceMemory, rows: number, cols: number, r: number, b: DeviceMemory, out: DeviceMemory, n?: number): void;
+  /** float32 element-wise steps and byte copies on device memory. */
+  deviceElementwise(op: 'add' | 'subtract', a: DeviceMemory, b: DeviceMemory, out: DeviceMemory, n: number): void;
+  deviceElementwise(op: 'scale', out: DeviceMemory, n: number, factor: number): void;
+  deviceElementwise(op: 'copy', to: DeviceMemory, from: DeviceMemory, bytes: number): void;
+  deviceElementwise(op: 'zero', memory: DeviceMemory, bytes: number): void;
+  /**
    * Ends the engine and finalizes MPI; false if that did not finish within the bound. Given an
    * exit code (the process 'exit' hook), a finalization that cannot finish ends the process.
    */

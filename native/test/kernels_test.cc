@@ -12,6 +12,7 @@
 #include "kernels/copy.h"
 #include "kernels/cuda/compress_cuda.h"
 #include "kernels/cuda/cuda_info.h"
+#include "gpu/nccl_comm.h"
 #include "kernels/half.h"
 #include "kernels/reduce.h"
 
@@ -365,10 +366,154 @@ int main() {
       compress::powerQ(finite.data(), rows, cols, cp.data(), r, cq2.data());
       CHECK(std::memcmp(gq2.data(), cq2.data(), gq2.size() * 4) == 0);
     });
+    runCase("CUDA kernels of the compressed all-reduce on DeviceBuffers match the CPU", [] {
+      // On device memory, as gpu/device_compress.cc calls them: decoders adding into a sum,
+      // QSGD's 1-byte codes, the checked scatter, the payload checksum, the scale, PowerSGD's
+      // reconstruction; the sums behind a norm are the GPU's own tree (the same bits each call).
+      std::string error;
+      auto on = [&](const void* host, size_t bytes) {
+        void* d = gpuAlloc(bytes, error);
+        CHECK(d != nullptr && gpuUpload(d, host, bytes, error));
+        return d;
+      };
+      auto back = [&](void* host, const void* d, size_t bytes) { CHECK(gpuDownload(host, d, bytes, error)); };
+      std::mt19937 rng(21);
+      const size_t n = 100003;
+      std::vector<float> x(n), sum(n);
+      for (size_t i = 0; i < n; ++i) x[i] = static_cast<float>(static_cast<int>(rng() % 20001) - 10000) / 997.0f;
+      for (size_t i = 0; i < n; ++i) sum[i] = static_cast<float>(static_cast<int>(rng() % 2001) - 1000) / 31.0f;
+      const CompressKernels& K = compressKernels();
+      float* dx = static_cast<float*>(on(x.data(), n * 4));
+      std::vector<float> cpu(n), gpu(n);
+      auto sumOnDevice = [&]() { return static_cast<float*>(on(sum.data(), n * 4)); };
+      auto same = [&](float* d) {
+        back(gpu.data(), d, n * 4);
+        gpuFree(d);
+        return std::memcmp(gpu.data(), cpu.data(), n * 4) == 0;
+      };
+      {  // half words added into a sum
+        std::vector<uint16_t> h(n);
+        K.toHalf(x.data(), h.data(), n);
+        void* dh = on(h.data(), n * 2);
+        float* d = sumOnDevice();
+        CHECK(gpu::decodeHalfInto(static_cast<uint16_t*>(dh), d, n, false, true, nullptr));
+        cpu = sum;
+        K.fromHalf(h.data(), cpu.data(), n, true);
+        CHECK(same(d));
+        gpuFree(dh);
+      }
+      {  // int8 codes and scales added into a sum
+        std::vector<float> scales(n / 128 + 1);
+        std::vector<int8_t> codes(n);
+        K.int8Encode(x.data(), n, 128, scales.data(), codes.data());
+        void* dc = on(codes.data(), n);
+        void* ds = on(scales.data(), scales.size() * 4);
+        float* d = sumOnDevice();
+        CHECK(gpu::decodeInt8Into(static_cast<int8_t*>(dc), static_cast<float*>(ds), n, 128, d, true, nullptr));
+        cpu = sum;
+        K.int8Decode(codes.data(), scales.data(), n, 128, cpu.data(), true);
+        CHECK(same(d));
+        gpuFree(dc);
+        gpuFree(ds);
+      }
+      {  // sign bits added into a sum
+        std::vector<uint8_t> bits(n / 8 + 1);
+        K.signEncode(x.data(), n, bits.data());
+        void* db = on(bits.data(), bits.size());
+        float* d = sumOnDevice();
+        CHECK(gpu::decodeSignInto(static_cast<uint8_t*>(db), n, 0.375f, d, true, nullptr));
+        cpu = sum;
+        K.signDecode(bits.data(), n, 0.375f, cpu.data(), true);
+        CHECK(same(d));
+        gpuFree(db);
+      }
+      {  // QSGD with 1-byte codes, there and back into a sum
+        const float norm = static_cast<float>(std::sqrt(K.sumSquares(x.data(), n)));
+        std::vector<int8_t> codes(n), gcodes(n);
+        K.qsgdEncode8(x.data(), n, norm, 100, 5, 6, codes.data());
+        void* dc = gpuAlloc(n, error);
+        CHECK(gpu::encodeQsgdCodes(dx, n, 100.0f / norm, 100, 5, 6, dc, 1, nullptr) && gpu::synchronize(nullptr));
+        back(gcodes.data(), dc, n);
+        CHECK(gcodes == codes);
+        float* d = sumOnDevice();
+        CHECK(gpu::decodeQsgdInto(dc, 1, n, norm / 100.0f, d, true, nullptr));
+        cpu = sum;
+        K.qsgdDecode8(codes.data(), n, norm, 100, cpu.data(), true);
+        CHECK(same(d));
+        gpuFree(dc);
+      }
+      {  // the checked scatter: ascending indices added; a repeated one flagged
+        const size_t k = n / 100;
+        std::vector<uint32_t> indices(k);
+        std::vector<float> values(k);
+        compress::topk(x.data(), n, k, indices.data(), values.data());
+        void* di = on(indices.data(), k * 4);
+        void* dv = on(values.data(), k * 4);
+        uint32_t flag = 0;
+        uint32_t* bad = static_cast<uint32_t*>(on(&flag, 4));
+        float* d = sumOnDevice();
+        CHECK(gpu::scatterInto(static_cast<uint32_t*>(di), static_cast<float*>(dv), k, d, n, true, bad, nullptr));
+        back(&flag, bad, 4);
+        CHECK(flag == 0);
+        cpu = sum;
+        CHECK(compress::scatter(indices.data(), values.data(), k, cpu.data(), n, true));
+        CHECK(same(d));
+        indices[k / 2] = indices[k / 2 - 1];
+        CHECK(gpuUpload(di, indices.data(), k * 4, error));
+        d = sumOnDevice();
+        CHECK(gpu::scatterInto(static_cast<uint32_t*>(di), static_cast<float*>(dv), k, d, n, true, bad, nullptr));
+        back(&flag, bad, 4);
+        CHECK(flag == 1);
+        gpuFree(d);
+        for (void* p : {di, dv, static_cast<void*>(bad)}) gpuFree(p);
+      }
+      {  // the payload checksum over three runs of bytes, 16-byte blocks and a tail
+        const size_t bytes = 40001, stride = 40004;
+        std::vector<uint8_t> runs(3 * stride);
+        for (auto& b : runs) b = static_cast<uint8_t>(rng());
+        void* dr = on(runs.data(), runs.size());
+        uint32_t sums[3];
+        CHECK(gpu::checksums(static_cast<uint8_t*>(dr), stride, 3, bytes, sums, nullptr));
+        for (size_t r = 0; r < 3; ++r) CHECK(sums[r] == K.checksum(runs.data() + r * stride, bytes));
+        gpuFree(dr);
+      }
+      {  // the average's scale: JavaScript's rounding of x * (1 / 3)
+        float* d = static_cast<float*>(on(x.data(), n * 4));
+        CHECK(gpu::scale(d, n, 1.0 / 3.0, nullptr));
+        for (size_t i = 0; i < n; ++i) cpu[i] = static_cast<float>(static_cast<double>(x[i]) * (1.0 / 3.0));
+        CHECK(same(d));
+      }
+      {  // PowerSGD's reconstruction, P Q^T
+        const size_t rows = 300, cols = 333, r = 3;
+        std::vector<float> pt(r * rows), qt(r * cols);
+        for (float& v : pt) v = static_cast<float>(rng() % 1000) / 500.0f - 1.0f;
+        for (float& v : qt) v = static_cast<float>(rng() % 1000) / 500.0f - 1.0f;
+        void* dp = on(pt.data(), pt.size() * 4);
+        void* dq = on(qt.data(), qt.size() * 4);
+        float* d = static_cast<float*>(gpuAlloc(n * 4, error));
+        CHECK(gpu::powerReconstruct(static_cast<float*>(dp), static_cast<float*>(dq), r, rows, cols, d, false, nullptr));
+        std::fill(cpu.begin(), cpu.end(), 0.0f);
+        compress::powerReconstruct(pt.data(), qt.data(), r, rows, cols, cpu.data(), false);
+        back(gpu.data(), d, rows * cols * 4);
+        CHECK(std::memcmp(gpu.data(), cpu.data(), rows * cols * 4) == 0);
+        for (void* p : {dp, dq, static_cast<void*>(d)}) gpuFree(p);
+      }
+      {  // the norm's sum: the same bits on every call, within rounding of the CPU's
+        double a = 0, b = 0;
+        CHECK(gpu::sumSquares(dx, n, &a, nullptr) && gpu::sumSquares(dx, n, &b, nullptr));
+        CHECK(a == b);
+        CHECK(std::fabs(a - K.sumSquares(x.data(), n)) <= 1e-12 * a);
+        CHECK(gpu::sumAbs(dx, n, &a, nullptr));
+        CHECK(std::fabs(a - K.sumAbs(x.data(), n)) <= 1e-12 * a);
+      }
+      gpuFree(dx);
+    });
   } else {
     const char* why = cudaCompiled() ? "CUDA is compiled in but this machine has no GPU; the CPU kernels above are its reference"
                                      : "built without nvcc; the CPU kernels above cover the same sum";
     braid_test::skip("CUDA float32 sum", why);
+    braid_test::skip("CUDA kernels of the compressed all-reduce on DeviceBuffers",
+                     "needs a GPU; @braid/compression's device.test.ts runs the same steps with the CPU kernels (BRAID_DEVICE=host)");
     braid_test::skip("CUDA compression kernels vs CPU",
                      cudaCompiled() ? "CUDA is compiled in but this machine has no GPU; @braid/compression's tests cover the CPU kernels (every ISA)"
                                     : "built without nvcc; @braid/compression's tests cover the CPU kernels (every ISA)");

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "common/status.h"
 #include "engine/engine.h"
 #include "gpu/device.h"
+#include "gpu/device_compress.h"
 #include "gpu/nccl_loader.h"
 #include "kernels/cuda/cuda_info.h"
 #include <mpi.h>
@@ -677,6 +679,133 @@ Napi::Value DeviceCopy(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// --- allReduceCompressed on DeviceBuffers (gpu/device_compress.h); @braid/compression checks
+// the arguments' meaning, these their bounds. ---
+
+// A DeviceBuffer's memory that no op holds, of at least `bytes`; null for JS null (when `optional`).
+void* memoryArg(const Napi::CallbackInfo& info, size_t i, const char* what, double bytes, bool optional = false) {
+  Napi::Env env = info.Env();
+  if (optional && (info[i].IsNull() || info[i].IsUndefined())) return nullptr;
+  DeviceMemory* m = deviceMemoryOf(env, info[i], what);
+  checkNotBusy(env, *m, what);
+  if (!(bytes >= 0) || bytes > static_cast<double>(m->bytes)) {
+    throwBraid(env, ErrorCode::kInvalidArgument, std::string(what) + ": " + std::to_string(static_cast<size_t>(bytes)) +
+                                                     " bytes needed, the DeviceBuffer has " + std::to_string(m->bytes));
+  }
+  return m->pointer;
+}
+
+size_t countArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  const double v = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+  if (!(v >= 0) || v > 4294967295.0 || v != std::floor(v)) throwBraid(info.Env(), ErrorCode::kInvalidArgument, std::string(what) + " must be a count");
+  return static_cast<size_t>(v);
+}
+
+const uint8_t* headerArg(const Napi::CallbackInfo& info, size_t i) {
+  const BufferView h = viewOf(info.Env(), info[i], "the payload header");
+  if (h.bytes < 28) throwBraid(info.Env(), ErrorCode::kInvalidArgument, "the payload header must hold 28 bytes");
+  return static_cast<const uint8_t*>(h.data);
+}
+
+void check(Napi::Env env, bool ok, const devicecompress::Failure& failure) {
+  if (!ok) throwBraid(env, failure.code == ErrorCode::kOk ? ErrorCode::kInternal : failure.code, failure.message);
+}
+
+// deviceEncode(header, x, n, residual | null, payload, payloadBytes)
+Napi::Value DeviceEncode(const Napi::CallbackInfo& info) {
+  const uint8_t* header = headerArg(info, 0);
+  const size_t n = countArg(info, 2, "n");
+  float* x = static_cast<float*>(memoryArg(info, 1, "x", 4.0 * n));
+  float* residual = static_cast<float*>(memoryArg(info, 3, "the residual", 4.0 * n, true));
+  const size_t payloadBytes = countArg(info, 5, "payloadBytes");
+  uint8_t* payload = static_cast<uint8_t*>(memoryArg(info, 4, "the payload", static_cast<double>(payloadBytes)));
+  devicecompress::Failure failure;
+  check(info.Env(), devicecompress::encode(header, x, n, residual, payload, payloadBytes, failure), failure);
+  return info.Env().Undefined();
+}
+
+// deviceDecodeSum(header, gathered, ranks, payloadBytes, out, n, factor)
+Napi::Value DeviceDecodeSum(const Napi::CallbackInfo& info) {
+  const uint8_t* header = headerArg(info, 0);
+  const size_t ranks = countArg(info, 2, "ranks"), payloadBytes = countArg(info, 3, "payloadBytes"), n = countArg(info, 5, "n");
+  const uint8_t* gathered = static_cast<const uint8_t*>(memoryArg(info, 1, "the gathered payloads", static_cast<double>(ranks) * payloadBytes));
+  float* out = static_cast<float*>(memoryArg(info, 4, "x", 4.0 * n));
+  const double factor = info[6].As<Napi::Number>().DoubleValue();
+  devicecompress::Failure failure;
+  check(info.Env(), devicecompress::decodeSum(header, gathered, ranks, payloadBytes, out, n, factor, failure), failure);
+  return info.Env().Undefined();
+}
+
+// deviceCastHalf(x, n, wire, bfloat16, fromWire, residual | null)
+Napi::Value DeviceCastHalf(const Napi::CallbackInfo& info) {
+  const size_t n = countArg(info, 1, "n");
+  float* x = static_cast<float*>(memoryArg(info, 0, "x", 4.0 * n));
+  uint16_t* wire = static_cast<uint16_t*>(memoryArg(info, 2, "the half-precision buffer", 2.0 * n));
+  float* residual = static_cast<float*>(memoryArg(info, 5, "the residual", 4.0 * n, true));
+  devicecompress::Failure failure;
+  check(info.Env(), devicecompress::castHalf(x, n, wire, info[3].ToBoolean(), info[4].ToBoolean(), residual, failure), failure);
+  return info.Env().Undefined();
+}
+
+// devicePower('p' | 'q' | 'reconstruct', m | pt, rows, cols, r, qt | pt | qt, out, n): PowerSGD's
+// products: P = M Q (m, qt -> pt), Q = M^T P (m, pt -> qt), out = P Q^T (pt, qt -> first n of out).
+Napi::Value DevicePower(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string step = info[0].ToString().Utf8Value();
+  const size_t rows = countArg(info, 2, "rows"), cols = countArg(info, 3, "cols"), r = countArg(info, 4, "r");
+  devicecompress::Failure failure;
+  bool ok = false;
+  if (step == "p" || step == "q") {
+    const float* m = static_cast<const float*>(memoryArg(info, 1, "the matrix", 4.0 * rows * cols));
+    const float* factor = static_cast<const float*>(memoryArg(info, 5, "the factor in", 4.0 * r * (step == "p" ? cols : rows)));
+    float* out = static_cast<float*>(memoryArg(info, 6, "the factor out", 4.0 * r * (step == "p" ? rows : cols)));
+    ok = step == "p" ? devicecompress::powerP(m, rows, cols, factor, r, out, failure) : devicecompress::powerQ(m, rows, cols, factor, r, out, failure);
+  } else if (step == "reconstruct") {
+    const size_t n = countArg(info, 7, "n");
+    if (n > rows * cols) throwBraid(env, ErrorCode::kInvalidArgument, "reconstruct: n exceeds rows x cols");
+    const float* pt = static_cast<const float*>(memoryArg(info, 1, "P", 4.0 * r * rows));
+    const float* qt = static_cast<const float*>(memoryArg(info, 5, "Q", 4.0 * r * cols));
+    float* out = static_cast<float*>(memoryArg(info, 6, "x", 4.0 * n));
+    ok = devicecompress::powerReconstruct(pt, qt, r, rows, cols, out, n, failure);
+  } else {
+    throwBraid(env, ErrorCode::kInvalidArgument, "devicePower: step must be 'p', 'q' or 'reconstruct'");
+  }
+  check(env, ok, failure);
+  return env.Undefined();
+}
+
+// deviceElementwise('add' | 'subtract', a, b, out, n) | ('scale', out, n, factor) |
+// ('copy', to, from, bytes) | ('zero', p, bytes): float32 element-wise steps, and byte copies.
+Napi::Value DeviceElementwise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string op = info[0].ToString().Utf8Value();
+  devicecompress::Failure failure;
+  std::string error;
+  if (!deviceBindThread(error)) throwBraid(env, ErrorCode::kBackendUnavailable, "the device could not be used: " + error);
+  bool ok = false;
+  if (op == "add" || op == "subtract") {
+    const size_t n = countArg(info, 4, "n");
+    const float* a = static_cast<const float*>(memoryArg(info, 1, "a", 4.0 * n));
+    const float* b = static_cast<const float*>(memoryArg(info, 2, "b", 4.0 * n));
+    float* out = static_cast<float*>(memoryArg(info, 3, "out", 4.0 * n));
+    ok = op == "add" ? devicecompress::add(a, b, out, n, failure) : devicecompress::subtract(a, b, out, n, failure);
+  } else if (op == "scale") {
+    const size_t n = countArg(info, 2, "n");
+    ok = devicecompress::scale(static_cast<float*>(memoryArg(info, 1, "out", 4.0 * n)), n, info[3].As<Napi::Number>().DoubleValue(), failure);
+  } else if (op == "copy") {
+    const size_t bytes = countArg(info, 3, "bytes");
+    ok = devicecompress::copy(memoryArg(info, 1, "to", static_cast<double>(bytes)), memoryArg(info, 2, "from", static_cast<double>(bytes)), bytes, failure);
+  } else if (op == "zero") {
+    const size_t bytes = countArg(info, 2, "bytes");
+    ok = devicecompress::zero(memoryArg(info, 1, "the buffer", static_cast<double>(bytes)), bytes, failure);
+  } else {
+    throwBraid(env, ErrorCode::kInvalidArgument, "deviceElementwise: unknown step '" + op + "'");
+  }
+  // Done before returning: the next use may be a collective on NCCL's own stream.
+  check(env, ok && devicecompress::synchronize(failure), failure);
+  return env.Undefined();
+}
+
 Napi::Value NcclProbe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<std::string> candidates;
@@ -767,6 +896,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("deviceAlloc", Napi::Function::New(env, DeviceAlloc));
   exports.Set("deviceFree", Napi::Function::New(env, DeviceFree));
   exports.Set("deviceCopy", Napi::Function::New(env, DeviceCopy));
+  exports.Set("deviceEncode", Napi::Function::New(env, DeviceEncode));
+  exports.Set("deviceDecodeSum", Napi::Function::New(env, DeviceDecodeSum));
+  exports.Set("deviceCastHalf", Napi::Function::New(env, DeviceCastHalf));
+  exports.Set("devicePower", Napi::Function::New(env, DevicePower));
+  exports.Set("deviceElementwise", Napi::Function::New(env, DeviceElementwise));
   exports.Set("shutdown", Napi::Function::New(env, Shutdown));
   initCompressBinding(env, exports);
   return exports;

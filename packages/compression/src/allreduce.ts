@@ -5,18 +5,20 @@
 // The steps are written once, as a generator that yields the collectives it needs; one driver
 // awaits them (allReduceCompressed), the other blocks on them (allReduceCompressedSync, for
 // LayersModel.fit's synchronous optimizer step).
-import { type AllReduceAlgorithm, checkOptions, type Communicator, InvalidArgumentError } from '@braid/collectives';
+import { type AllReduceAlgorithm, checkOptions, type Communicator, type DeviceBuffer, InvalidArgumentError } from '@braid/collectives';
 
 import { type Compressor, PowerSgdCompressor, reconstruct } from './compressors.js';
+import { checkDeviceInput, deviceSteps, isDeviceBuffer } from './device-allreduce.js';
 import { ErrorFeedback } from './error-feedback.js';
 import { kernels } from './payload.js';
 
 export interface CompressedAllReduceOptions {
   op?: 'sum' | 'avg';
   /**
-   * The all-reduce algorithm for fp16 / bf16 (default 'ring': the value is rounded to half
-   * precision at each hop, accumulated in float32). 'auto' lets ranks on one host use shared
-   * memory, which is faster there.
+   * The all-reduce algorithm for fp16 / bf16 on Float32Arrays (default 'ring': the value is
+   * rounded to half precision at each hop, accumulated in float32). 'auto' lets ranks on one host
+   * use shared memory, which is faster there. DeviceBuffers go by their device's algorithm (NCCL
+   * on a GPU, which adds half words in its own order); passing one for them is refused.
    */
   algorithm?: AllReduceAlgorithm;
 }
@@ -31,11 +33,15 @@ function scale(x: Float32Array, factor: number): void {
 
 function check(comm: Communicator, x: unknown, compressor: unknown, options: CompressedAllReduceOptions, method: string): 'sum' | 'avg' {
   if (!comm || typeof (comm as Communicator).allGather !== 'function') throw new InvalidArgumentError(`${method}: the first argument must be a Communicator`);
-  if (!(x instanceof Float32Array)) throw new InvalidArgumentError(`${method}: x must be a Float32Array`);
+  if (isDeviceBuffer(x)) checkDeviceInput(method, x);
+  else if (!(x instanceof Float32Array)) throw new InvalidArgumentError(`${method}: x must be a Float32Array or a float32 DeviceBuffer`);
   if (!compressor || typeof (compressor as Compressor).compress !== 'function') {
     throw new InvalidArgumentError(`${method}: pass a compressor from createCompressor() (or an ErrorFeedback)`);
   }
   checkOptions(method, options, ['op', 'algorithm']);
+  if (isDeviceBuffer(x) && options.algorithm !== undefined) {
+    throw new InvalidArgumentError(`${method}: 'algorithm' is for Float32Arrays; a DeviceBuffer goes by its device's (NCCL on a GPU)`);
+  }
   const op = options.op ?? 'sum';
   if (op !== 'sum' && op !== 'avg') throw new InvalidArgumentError(`${method}: op must be 'sum' or 'avg'; got ${JSON.stringify(op)}`);
   return op;
@@ -96,34 +102,67 @@ function* steps(size: number, x: Float32Array, compressor: Compressor, op: 'sum'
   return x;
 }
 
-/** Reduces `x` across all ranks in place through `compressor`; resolves to `x`. */
-export async function allReduceCompressed(comm: Communicator, x: Float32Array, compressor: Compressor, options: CompressedAllReduceOptions = {}): Promise<Float32Array> {
+/**
+ * Reduces `x` across all ranks in place through `compressor`; resolves to `x`. `x` may be a
+ * float32 DeviceBuffer: then every step runs on its device (device-allreduce.ts).
+ */
+export async function allReduceCompressed<T extends Float32Array | DeviceBuffer>(comm: Communicator, x: T, compressor: Compressor, options: CompressedAllReduceOptions = {}): Promise<T> {
   const op = check(comm, x, compressor, options, 'allReduceCompressed');
-  const plan = steps(comm.size, x, compressor, op, options.algorithm ?? 'ring');
+  if (isDeviceBuffer(x)) {
+    const plan = deviceSteps(comm, x, compressor, op);
+    return (await drive(plan, async (c) => (c.kind === 'allGather' ? comm.allGather(c.buf) : (await comm.allReduce(c.buf, { op: c.op }), undefined)))) as T;
+  }
+  const plan = steps(comm.size, x as Float32Array, compressor, op, options.algorithm ?? 'ring');
+  return (await drive(plan, async (c) => {
+    if (c.kind === 'allGather') return (await comm.allGather(c.buf)) as Uint8Array;
+    await comm.allReduce(c.buf, c.dtype ? { op: c.op, dtype: c.dtype, algorithm: c.algorithm } : { op: c.op });
+    return undefined;
+  })) as T;
+}
+
+/** allReduceCompressed for callers that cannot await; blocks until done. */
+export function allReduceCompressedSync<T extends Float32Array | DeviceBuffer>(comm: Communicator, x: T, compressor: Compressor, options: CompressedAllReduceOptions = {}): T {
+  const op = check(comm, x, compressor, options, 'allReduceCompressedSync');
+  if (isDeviceBuffer(x)) {
+    const plan = deviceSteps(comm, x, compressor, op);
+    return driveSync(plan, (c) => (c.kind === 'allGather' ? comm.allGatherSync(c.buf) : (comm.allReduceSync(c.buf, { op: c.op }), undefined))) as T;
+  }
+  const plan = steps(comm.size, x as Float32Array, compressor, op, options.algorithm ?? 'ring');
+  return driveSync(plan, (c) => {
+    if (c.kind === 'allGather') return comm.allGatherSync(c.buf) as Uint8Array;
+    comm.allReduceSync(c.buf, c.dtype ? { op: c.op, dtype: c.dtype, algorithm: c.algorithm } : { op: c.op });
+    return undefined;
+  }) as T;
+}
+
+// The drivers: each collective a plan yields is run and its result handed back; when one fails,
+// the plan is closed (its finally blocks free what it allocated) and the error goes on.
+async function drive<C, R, In>(plan: Generator<C, R, In | undefined>, run: (c: C) => Promise<In | undefined>): Promise<R> {
   let step = plan.next();
   while (!step.done) {
-    const c = step.value;
-    if (c.kind === 'allGather') step = plan.next((await comm.allGather(c.buf)) as Uint8Array);
-    else {
-      await comm.allReduce(c.buf, c.dtype ? { op: c.op, dtype: c.dtype, algorithm: c.algorithm } : { op: c.op });
-      step = plan.next(undefined);
+    let result: In | undefined;
+    try {
+      result = await run(step.value);
+    } catch (err) {
+      plan.return(undefined as R);
+      throw err;
     }
+    step = plan.next(result);
   }
   return step.value;
 }
 
-/** allReduceCompressed for callers that cannot await; blocks until done. */
-export function allReduceCompressedSync(comm: Communicator, x: Float32Array, compressor: Compressor, options: CompressedAllReduceOptions = {}): Float32Array {
-  const op = check(comm, x, compressor, options, 'allReduceCompressedSync');
-  const plan = steps(comm.size, x, compressor, op, options.algorithm ?? 'ring');
+function driveSync<C, R, In>(plan: Generator<C, R, In | undefined>, run: (c: C) => In | undefined): R {
   let step = plan.next();
   while (!step.done) {
-    const c = step.value;
-    if (c.kind === 'allGather') step = plan.next(comm.allGatherSync(c.buf) as Uint8Array);
-    else {
-      comm.allReduceSync(c.buf, c.dtype ? { op: c.op, dtype: c.dtype, algorithm: c.algorithm } : { op: c.op });
-      step = plan.next(undefined);
+    let result: In | undefined;
+    try {
+      result = run(step.value);
+    } catch (err) {
+      plan.return(undefined as R);
+      throw err;
     }
+    step = plan.next(result);
   }
   return step.value;
 }

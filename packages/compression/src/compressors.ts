@@ -98,17 +98,30 @@ abstract class Base implements Compressor {
   constructor(protected readonly seed: number) {}
   abstract payloadBytes(length: number): number;
   protected abstract bodyBytes(h: Header): number;
-  protected abstract encode(x: Float32Array, seeds: [number, number]): { header: Omit<Header, 'kind' | 'length'>; fill: (s: Sections) => void; context?: Partial<CompressContext> };
+  /** The header's parameters for an input of `length` elements (the seeds: this call's). */
+  protected abstract params(length: number, seeds: [number, number]): Omit<Header, 'kind' | 'length'>;
+  protected abstract encode(x: Float32Array, header: Header): { fill: (s: Sections) => void; context?: Partial<CompressContext> };
   protected abstract decode(h: Header, s: Sections, out: Float32Array, accumulate: boolean): void;
 
   compress(x: Float32Array): Compressed {
     checkInput(this.name, x);
-    const seeds = callSeeds(this.seed, this.calls++);
-    const { header, fill, context } = this.encode(x, seeds);
-    const full: Header = { kind: this.name, length: x.length, ...header };
+    const full = this.nextHeader(x.length);
+    const { fill, context } = this.encode(x, full);
     const payload = newPayload(full, this.bodyBytes(full));
     fill(new Sections(payload));
     return { payload: seal(payload), context: { length: x.length, ...context } };
+  }
+
+  /**
+   * @internal The header of this call's payload for `length` elements, as compress() writes it
+   * (its first 28 bytes; the checksum is left zero): for the payloads made on a device.
+   */
+  deviceHeader(length: number): Uint8Array {
+    return newPayload(this.nextHeader(length), 0).subarray(0, HEADER_BYTES);
+  }
+
+  private nextHeader(length: number): Header {
+    return { kind: this.name, length, ...this.params(length, callSeeds(this.seed, this.calls++)) };
   }
 
   decompress(payload: Uint8Array, into?: Float32Array, accumulate = false): Float32Array {
@@ -119,6 +132,11 @@ abstract class Base implements Compressor {
   }
 }
 
+/** @internal This call's payload header for `length` elements (its first 28 bytes), or undefined for a compressor not made by createCompressor. */
+export function deviceHeaderOf(compressor: Compressor, length: number): Uint8Array | undefined {
+  return compressor instanceof Base ? compressor.deviceHeader(length) : undefined;
+}
+
 class NoneCompressor extends Base {
   readonly name = 'none';
   payloadBytes(n: number) {
@@ -127,8 +145,11 @@ class NoneCompressor extends Base {
   protected bodyBytes(h: Header) {
     return 4 * h.length;
   }
+  protected params() {
+    return { param0: 0, param1: 0, seedA: 0, seedB: 0 };
+  }
   protected encode(x: Float32Array) {
-    return { header: { param0: 0, param1: 0, seedA: 0, seedB: 0 }, fill: (s: Sections) => s.f32(x.length).set(x) };
+    return { fill: (s: Sections) => s.f32(x.length).set(x) };
   }
   protected decode(h: Header, s: Sections, out: Float32Array, accumulate: boolean) {
     const values = s.f32(h.length);
@@ -150,8 +171,11 @@ class HalfCompressor extends Base {
   protected bodyBytes(h: Header) {
     return 2 * h.length;
   }
+  protected params() {
+    return { param0: 0, param1: 0, seedA: 0, seedB: 0 };
+  }
   protected encode(x: Float32Array) {
-    return { header: { param0: 0, param1: 0, seedA: 0, seedB: 0 }, fill: (s: Sections) => kernels().castToHalf(x, s.u16(x.length), this.name === 'bf16') };
+    return { fill: (s: Sections) => kernels().castToHalf(x, s.u16(x.length), this.name === 'bf16') };
   }
   protected decode(h: Header, s: Sections, out: Float32Array, accumulate: boolean) {
     kernels().castFromHalf(s.u16(h.length), out, this.name === 'bf16', accumulate);
@@ -177,10 +201,12 @@ class TopKCompressor extends Base {
     if (h.param0 > h.length) throw new Error(`k ${h.param0} > length ${h.length}`);
     return 8 * h.param0;
   }
-  protected encode(x: Float32Array) {
-    const k = kOf(this.ratio, x.length);
+  protected params(length: number) {
+    return { param0: kOf(this.ratio, length), param1: 0, seedA: 0, seedB: 0 };
+  }
+  protected encode(x: Float32Array, h: Header) {
+    const k = h.param0;
     return {
-      header: { param0: k, param1: 0, seedA: 0, seedB: 0 },
       fill: (s: Sections) => {
         const values = s.f32(k);
         kernels().topk(x, k, s.u32(k), values);
@@ -213,13 +239,15 @@ class RandomKCompressor extends Base {
     return 4 * h.param0;
   }
   // Only the values travel: the indices follow from the seeds in the header.
-  protected encode(x: Float32Array, [seedA, seedB]: [number, number]) {
-    const k = kOf(this.ratio, x.length);
+  protected params(length: number, [seedA, seedB]: [number, number]) {
+    return { param0: kOf(this.ratio, length), param1: 0, seedA, seedB };
+  }
+  protected encode(x: Float32Array, h: Header) {
+    const k = h.param0;
     return {
-      header: { param0: k, param1: 0, seedA, seedB },
       fill: (s: Sections) => {
         const indices = new Uint32Array(k);
-        kernels().randomk(x.length, k, seedA, seedB, indices);
+        kernels().randomk(x.length, k, h.seedA, h.seedB, indices);
         kernels().gather(x, indices, s.f32(k));
       },
     };
@@ -250,14 +278,15 @@ class QsgdCompressor extends Base {
     if (h.param0 < 1 || h.param0 > 32767 || h.param1 !== this.codeBytes(h.param0)) throw new Error(`levels ${h.param0}, code size ${h.param1}`);
     return 4 + h.param1 * h.length;
   }
-  protected encode(x: Float32Array, [seedA, seedB]: [number, number]) {
+  protected params(_length: number, [seedA, seedB]: [number, number]) {
+    return { param0: this.levels, param1: this.codeBytes(this.levels), seedA, seedB };
+  }
+  protected encode(x: Float32Array, h: Header) {
     const norm = Math.fround(Math.sqrt(kernels().sumSquares(x)));
-    const bytes = this.codeBytes(this.levels);
     return {
-      header: { param0: this.levels, param1: bytes, seedA, seedB },
       fill: (s: Sections) => {
         s.f32(1)[0] = norm;
-        kernels().qsgdEncode(x, norm, this.levels, seedA, seedB, bytes === 1 ? s.i8(x.length) : s.i16(x.length));
+        kernels().qsgdEncode(x, norm, this.levels, h.seedA, h.seedB, h.param1 === 1 ? s.i8(x.length) : s.i16(x.length));
       },
     };
   }
@@ -283,9 +312,11 @@ class Int8Compressor extends Base {
     if (h.param0 < 1) throw new Error('block size 0');
     return 4 * Math.ceil(h.length / h.param0) + h.length;
   }
+  protected params() {
+    return { param0: this.blockSize, param1: 0, seedA: 0, seedB: 0 };
+  }
   protected encode(x: Float32Array) {
     return {
-      header: { param0: this.blockSize, param1: 0, seedA: 0, seedB: 0 },
       fill: (s: Sections) => {
         const scales = s.f32(Math.ceil(x.length / this.blockSize));
         kernels().int8Encode(x, this.blockSize, scales, s.i8(x.length));
@@ -306,11 +337,13 @@ class SignCompressor extends Base {
   protected bodyBytes(h: Header) {
     return 4 + Math.ceil(h.length / 8);
   }
+  protected params() {
+    return { param0: 0, param1: 0, seedA: 0, seedB: 0 };
+  }
   // signSGD with a scale: each value becomes +-mean(|x|), which keeps the L1 norm.
   protected encode(x: Float32Array) {
     const scale = x.length > 0 ? Math.fround(kernels().sumAbs(x) / x.length) : 0;
     return {
-      header: { param0: 0, param1: 0, seedA: 0, seedB: 0 },
       fill: (s: Sections) => {
         s.f32(1)[0] = scale;
         kernels().signEncode(x, s.u8(Math.ceil(x.length / 8)));
@@ -405,10 +438,13 @@ export class PowerSgdCompressor extends Base {
     return m;
   }
 
+  protected params(length: number) {
+    const { rows, r } = this.dims(length);
+    return { param0: r, param1: rows, seedA: 0, seedB: 0 };
+  }
   protected encode(x: Float32Array) {
     const { rows, cols, r } = this.dims(x.length);
     return {
-      header: { param0: r, param1: rows, seedA: 0, seedB: 0 },
       context: { shape: [rows, cols] as [number, number] },
       fill: (s: Sections) => {
         if (x.length === 0) return;

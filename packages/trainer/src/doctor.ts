@@ -137,9 +137,9 @@ export async function diagnose(cwd = process.cwd()): Promise<Check[]> {
   if (device) {
     const where =
       device.kind === 'cuda'
-        ? `GPU ${device.index} of ${device.count} for local rank 0 (one rank a GPU); collectives on them run by NCCL${ncclStatus?.available ? '' : ', which is missing'}; the compression kernels run on the CPU`
+        ? `GPU ${device.index} of ${device.count} for local rank 0 (one rank a GPU); collectives on them run by NCCL${ncclStatus?.available ? '' : ', which is missing'}; allReduceCompressed on them runs the CUDA compression kernels on that GPU (Float32Arrays: the CPU's, ${addonInfo?.isa ?? 'unknown ISA'})`
         : device.kind === 'host'
-          ? 'host memory standing in for a GPU (BRAID_DEVICE=host): collectives on them run by the host algorithms'
+          ? `host memory standing in for a GPU (BRAID_DEVICE=host): collectives on them run by the host algorithms, allReduceCompressed by the CPU kernels (${addonInfo?.isa ?? 'unknown ISA'})`
           : `none: ${device.error}`;
     checks.push({ name: 'DeviceBuffers', status: device.kind === 'cuda' && ncclStatus?.available ? 'ok' : 'optional', detail: where });
   }

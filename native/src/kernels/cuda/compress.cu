@@ -150,6 +150,116 @@ __global__ void powerQKernel(const float* m, size_t rows, size_t cols, const flo
   }
 }
 
+// --- for allReduceCompressed on DeviceBuffers -------------------------------------------------------
+
+__device__ __forceinline__ float into(float old, float value, bool accumulate) { return accumulate ? __fadd_rn(old, value) : value; }
+
+__global__ void decodeHalfIntoKernel(const uint16_t* in, float* out, size_t n, bool bf16, bool accumulate) {
+  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = into(out[i], bf16 ? bf16ToF32(in[i]) : f16ToF32(in[i]), accumulate);
+}
+
+__global__ void decodeInt8IntoKernel(const int8_t* codes, const float* scales, size_t n, size_t block, float* out, bool accumulate) {
+  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = into(out[i], __fmul_rn(static_cast<float>(codes[i]), scales[i / block]), accumulate);
+}
+
+__global__ void decodeSignIntoKernel(const uint8_t* bits, size_t n, float scale, float* out, bool accumulate) {
+  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = into(out[i], ((bits[i >> 3] >> (i & 7)) & 1) ? -scale : scale, accumulate);
+}
+
+template <class Code>
+__global__ void encodeQsgdCodesKernel(const float* x, size_t n, float scale, int32_t levels, uint32_t seedA, uint32_t seedB, Code* codes) {
+  for (size_t i = globalIndex(); i < n; i += globalStride()) {
+    codes[i] = rules::qsgdCode<Code>(x[i], scale, rules::uniformAt(seedA, seedB, static_cast<uint32_t>(i)), levels);
+  }
+}
+
+template <class Code>
+__global__ void decodeQsgdIntoKernel(const Code* codes, size_t n, float unit, float* out, bool accumulate) {
+  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = into(out[i], __fmul_rn(static_cast<float>(codes[i]), unit), accumulate);
+}
+
+// Indices ascend strictly, so no two threads write one element.
+__global__ void scatterIntoKernel(const uint32_t* indices, const float* values, size_t k, float* out, size_t n, bool accumulate, uint32_t* bad) {
+  for (size_t i = globalIndex(); i < k; i += globalStride()) {
+    const uint32_t at = indices[i];
+    if (at >= n || (i > 0 && indices[i - 1] >= at)) {
+      atomicOr(bad, 1u);
+      continue;
+    }
+    out[at] = into(out[at], values[i], accumulate);
+  }
+}
+
+__global__ void addKernel(const float* a, const float* b, float* out, size_t n) {
+  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = __fadd_rn(a[i], b[i]);
+}
+
+__global__ void scaleKernel(float* out, size_t n, double factor) {
+  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = __double2float_rn(__dmul_rn(static_cast<double>(out[i]), factor));
+}
+
+__global__ void powerReconstructKernel(const float* pt, const float* qt, size_t r, size_t rows, size_t cols, float* out, bool accumulate) {
+  for (size_t t = globalIndex(); t < rows * cols; t += globalStride()) {
+    const size_t i = t / cols, j = t % cols;
+    float acc = accumulate ? out[t] : 0.0f;
+    for (size_t c = 0; c < r; ++c) acc = __fadd_rn(acc, __fmul_rn(pt[c * rows + i], qt[c * cols + j]));
+    out[t] = acc;
+  }
+}
+
+// A fixed grid and a fixed tree: each thread sums its stride in order, each block halves in
+// shared memory, one block sums the blocks' partials. The same bits on every call.
+constexpr unsigned kSumBlocks = 256, kSumThreads = 256;
+
+template <bool kSquares>
+__global__ void partialSumsKernel(const float* x, size_t n, double* partials) {
+  __shared__ double lane[kSumThreads];
+  double acc = 0;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * kSumThreads + threadIdx.x; i < n; i += static_cast<size_t>(kSumBlocks) * kSumThreads) {
+    const double v = static_cast<double>(x[i]);
+    acc = __dadd_rn(acc, kSquares ? __dmul_rn(v, v) : fabs(v));
+  }
+  lane[threadIdx.x] = acc;
+  __syncthreads();
+  for (unsigned half = kSumThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) lane[threadIdx.x] = __dadd_rn(lane[threadIdx.x], lane[threadIdx.x + half]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partials[blockIdx.x] = lane[0];
+}
+
+__global__ void sumPartialsKernel(double* partials) {
+  __shared__ double lane[kSumBlocks];
+  lane[threadIdx.x] = partials[threadIdx.x];
+  __syncthreads();
+  for (unsigned half = kSumBlocks / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) lane[threadIdx.x] = __dadd_rn(lane[threadIdx.x], lane[threadIdx.x + half]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partials[0] = lane[0];
+}
+
+// compress_impl.h's checksum, one block of four threads (its four lanes) a byte run.
+__global__ void checksumKernel(const uint8_t* base, size_t stride, size_t n, uint32_t* out) {
+  __shared__ uint32_t lanes[4];
+  const uint8_t* bytes = base + static_cast<size_t>(blockIdx.x) * stride;
+  const uint32_t start[4] = {0x811c9dc5u, 0x01000193u, 0x9e3779b9u, 0x85ebca6bu};
+  const unsigned l = threadIdx.x;
+  uint32_t h = start[l];
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(bytes);
+  const size_t blocks16 = n / 16;
+  for (size_t w = 0; w < blocks16; ++w) {
+    h = (h ^ words[w * 4 + l]) * 0x01000193u;
+    h ^= h >> 15;
+  }
+  lanes[l] = h;
+  __syncthreads();
+  if (l != 0) return;
+  uint32_t result = rules::mix32(lanes[0] ^ rules::mix32(lanes[1] ^ rules::mix32(lanes[2] ^ rules::mix32(lanes[3]))));
+  for (size_t i = blocks16 * 16; i < n; ++i) result = rules::mix32(result ^ bytes[i]);
+  out[blockIdx.x] = rules::mix32(result ^ static_cast<uint32_t>(n));
+}
+
 // Device copies of host arrays, freed on scope exit.
 template <class T>
 struct Device {
@@ -294,6 +404,100 @@ bool powerQ(const float* m, size_t rows, size_t cols, const float* pt, size_t r,
   powerQKernel<<<gridFor(cols * r), 256, 0, on(stream)>>>(m, rows, cols, pt, r, qt);
   return launchOk();
 }
+
+bool decodeHalfInto(const uint16_t* in, float* out, size_t n, bool bfloat16, bool accumulate, void* stream) {
+  if (n == 0) return true;
+  decodeHalfIntoKernel<<<gridFor(n), 256, 0, on(stream)>>>(in, out, n, bfloat16, accumulate);
+  return launchOk();
+}
+
+bool decodeInt8Into(const int8_t* codes, const float* scales, size_t n, size_t block, float* out, bool accumulate, void* stream) {
+  if (block == 0) return false;
+  if (n == 0) return true;
+  decodeInt8IntoKernel<<<gridFor(n), 256, 0, on(stream)>>>(codes, scales, n, block, out, accumulate);
+  return launchOk();
+}
+
+bool decodeSignInto(const uint8_t* bits, size_t n, float scale, float* out, bool accumulate, void* stream) {
+  if (n == 0) return true;
+  decodeSignIntoKernel<<<gridFor(n), 256, 0, on(stream)>>>(bits, n, scale, out, accumulate);
+  return launchOk();
+}
+
+bool encodeQsgdCodes(const float* x, size_t n, float scale, int32_t levels, uint32_t seedA, uint32_t seedB, void* codes, int codeBytes, void* stream) {
+  if (n == 0) return true;
+  if (codeBytes == 1) {
+    encodeQsgdCodesKernel<int8_t><<<gridFor(n), 256, 0, on(stream)>>>(x, n, scale, levels, seedA, seedB, static_cast<int8_t*>(codes));
+  } else {
+    encodeQsgdCodesKernel<int16_t><<<gridFor(n), 256, 0, on(stream)>>>(x, n, scale, levels, seedA, seedB, static_cast<int16_t*>(codes));
+  }
+  return launchOk();
+}
+
+bool decodeQsgdInto(const void* codes, int codeBytes, size_t n, float unit, float* out, bool accumulate, void* stream) {
+  if (n == 0) return true;
+  if (codeBytes == 1) {
+    decodeQsgdIntoKernel<int8_t><<<gridFor(n), 256, 0, on(stream)>>>(static_cast<const int8_t*>(codes), n, unit, out, accumulate);
+  } else {
+    decodeQsgdIntoKernel<int16_t><<<gridFor(n), 256, 0, on(stream)>>>(static_cast<const int16_t*>(codes), n, unit, out, accumulate);
+  }
+  return launchOk();
+}
+
+bool scatterInto(const uint32_t* indices, const float* values, size_t k, float* out, size_t n, bool accumulate, uint32_t* bad, void* stream) {
+  if (k == 0) return true;
+  scatterIntoKernel<<<gridFor(k), 256, 0, on(stream)>>>(indices, values, k, out, n, accumulate, bad);
+  return launchOk();
+}
+
+bool add(const float* a, const float* b, float* out, size_t n, void* stream) {
+  if (n == 0) return true;
+  addKernel<<<gridFor(n), 256, 0, on(stream)>>>(a, b, out, n);
+  return launchOk();
+}
+
+bool scale(float* out, size_t n, double factor, void* stream) {
+  if (n == 0) return true;
+  scaleKernel<<<gridFor(n), 256, 0, on(stream)>>>(out, n, factor);
+  return launchOk();
+}
+
+bool powerReconstruct(const float* pt, const float* qt, size_t r, size_t rows, size_t cols, float* out, bool accumulate, void* stream) {
+  if (rows * cols == 0) return true;
+  powerReconstructKernel<<<gridFor(rows * cols), 256, 0, on(stream)>>>(pt, qt, r, rows, cols, out, accumulate);
+  return launchOk();
+}
+
+namespace {
+template <bool kSquares>
+bool deviceSum(const float* x, size_t n, double* result, void* stream) {
+  Device<double> partials(kSumBlocks);
+  if (!partials.ok) return false;
+  partialSumsKernel<kSquares><<<kSumBlocks, kSumThreads, 0, on(stream)>>>(x, n, partials.ptr);
+  sumPartialsKernel<<<1, kSumBlocks, 0, on(stream)>>>(partials.ptr);
+  return launchOk() && cudaMemcpyAsync(result, partials.ptr, sizeof(double), cudaMemcpyDeviceToHost, on(stream)) == cudaSuccess &&
+         cudaStreamSynchronize(on(stream)) == cudaSuccess;
+}
+}  // namespace
+
+bool sumSquares(const float* x, size_t n, double* result, void* stream) { return deviceSum<true>(x, n, result, stream); }
+bool sumAbs(const float* x, size_t n, double* result, void* stream) { return deviceSum<false>(x, n, result, stream); }
+
+bool checksums(const uint8_t* base, size_t stride, size_t count, size_t n, uint32_t* out, void* stream) {
+  if (count == 0) return true;
+  if (stride % 4 != 0 || reinterpret_cast<uintptr_t>(base) % 4 != 0) return false;
+  Device<uint32_t> sums(count);
+  if (!sums.ok) return false;
+  checksumKernel<<<static_cast<unsigned>(count), 4, 0, on(stream)>>>(base, stride, n, sums.ptr);
+  return launchOk() && cudaMemcpyAsync(out, sums.ptr, count * sizeof(uint32_t), cudaMemcpyDeviceToHost, on(stream)) == cudaSuccess &&
+         cudaStreamSynchronize(on(stream)) == cudaSuccess;
+}
+
+bool zero(void* p, size_t bytes, void* stream) { return bytes == 0 || cudaMemsetAsync(p, 0, bytes, on(stream)) == cudaSuccess; }
+bool copy(void* to, const void* from, size_t bytes, void* stream) {
+  return bytes == 0 || cudaMemcpyAsync(to, from, bytes, cudaMemcpyDeviceToDevice, on(stream)) == cudaSuccess;
+}
+bool synchronize(void* stream) { return cudaStreamSynchronize(on(stream)) == cudaSuccess; }
 
 }  // namespace gpu
 

@@ -44,5 +44,31 @@ bool gather(const float* x, const uint32_t* indices, size_t k, float* values, vo
 bool errorFeedback(const float* corrected, const float* sent, float* residual, size_t n, void* stream);
 bool powerP(const float* m, size_t rows, size_t cols, const float* qt, size_t r, float* pt, void* stream);
 bool powerQ(const float* m, size_t rows, size_t cols, const float* pt, size_t r, float* qt, void* stream);
+
+// For allReduceCompressed on DeviceBuffers (gpu/device_compress.cc). Decoders add into `out`
+// with `accumulate` (out + value, as the CPU's do); QSGD takes 1- or 2-byte codes (`codeBytes`).
+bool decodeHalfInto(const uint16_t* in, float* out, size_t n, bool bfloat16, bool accumulate, void* stream);
+bool decodeInt8Into(const int8_t* codes, const float* scales, size_t n, size_t block, float* out, bool accumulate, void* stream);
+bool decodeSignInto(const uint8_t* bits, size_t n, float scale, float* out, bool accumulate, void* stream);
+bool encodeQsgdCodes(const float* x, size_t n, float scale, int32_t levels, uint32_t seedA, uint32_t seedB, void* codes, int codeBytes, void* stream);
+bool decodeQsgdInto(const void* codes, int codeBytes, size_t n, float unit, float* out, bool accumulate, void* stream);
+// out[indices[i]] (+)= values[i]; sets *bad (device memory, zeroed by the caller) when an index
+// is >= n or the indices do not ascend (the CPU's scatter refuses those).
+bool scatterInto(const uint32_t* indices, const float* values, size_t k, float* out, size_t n, bool accumulate, uint32_t* bad, void* stream);
+bool add(const float* a, const float* b, float* out, size_t n, void* stream);
+// out[i] = float(double(out[i]) * factor): JavaScript's rounding of x[i] * factor into a Float32Array.
+bool scale(float* out, size_t n, double factor, void* stream);
+// out (+)= P Q^T, the CPU's powerReconstruct order (r terms added in turn to each element).
+bool powerReconstruct(const float* pt, const float* qt, size_t r, size_t rows, size_t cols, float* out, bool accumulate, void* stream);
+// Sums of x^2 and |x| in double, in a fixed tree (the same bits every call on every GPU; not the
+// CPU's eight-lane order, so a norm may differ from the CPU's in its last bits). Synchronizes.
+bool sumSquares(const float* x, size_t n, double* result, void* stream);
+bool sumAbs(const float* x, size_t n, double* result, void* stream);
+// The payload checksum's body part (compress_impl.h's checksum) of `count` byte runs of `n` bytes
+// each, `stride` apart (4-byte aligned), into out[count] on the host. Synchronizes.
+bool checksums(const uint8_t* base, size_t stride, size_t count, size_t n, uint32_t* out, void* stream);
+bool zero(void* p, size_t bytes, void* stream);
+bool copy(void* to, const void* from, size_t bytes, void* stream);
+bool synchronize(void* stream);
 }  // namespace gpu
 }  // namespace braid

@@ -37,5 +37,20 @@ bool gather(const float*, const uint32_t*, size_t, float*, void*) { return false
 bool errorFeedback(const float*, const float*, float*, size_t, void*) { return false; }
 bool powerP(const float*, size_t, size_t, const float*, size_t, float*, void*) { return false; }
 bool powerQ(const float*, size_t, size_t, const float*, size_t, float*, void*) { return false; }
+bool decodeHalfInto(const uint16_t*, float*, size_t, bool, bool, void*) { return false; }
+bool decodeInt8Into(const int8_t*, const float*, size_t, size_t, float*, bool, void*) { return false; }
+bool decodeSignInto(const uint8_t*, size_t, float, float*, bool, void*) { return false; }
+bool encodeQsgdCodes(const float*, size_t, float, int32_t, uint32_t, uint32_t, void*, int, void*) { return false; }
+bool decodeQsgdInto(const void*, int, size_t, float, float*, bool, void*) { return false; }
+bool scatterInto(const uint32_t*, const float*, size_t, float*, size_t, bool, uint32_t*, void*) { return false; }
+bool add(const float*, const float*, float*, size_t, void*) { return false; }
+bool scale(float*, size_t, double, void*) { return false; }
+bool powerReconstruct(const float*, const float*, size_t, size_t, size_t, float*, bool, void*) { return false; }
+bool sumSquares(const float*, size_t, double*, void*) { return false; }
+bool sumAbs(const float*, size_t, double*, void*) { return false; }
+bool checksums(const uint8_t*, size_t, size_t, size_t, uint32_t*, void*) { return false; }
+bool zero(void*, size_t, void*) { return false; }
+bool copy(void*, const void*, size_t, void*) { return false; }
+bool synchronize(void*) { return false; }
 }  // namespace gpu
 }  // namespace braid
