@@ -26,7 +26,7 @@ say "nvcc: ${nvcc_version:-not found}"
 # The library, its tests and the NCCL probe (no Node.js needed: the addon itself is not built here).
 if cmake -S native -B "$build" -DCMAKE_BUILD_TYPE=Release -DBRAID_TESTS=ON -DBRAID_TOOLS=OFF >"$out/configure.log" 2>&1 &&
   cmake --build "$build" -j "$(nproc)" --target braid_kernels_test braid_nccl_probe braid_nccl_test >"$out/build.log" 2>&1; then
-  cmake --build "$build" -j "$(nproc)" --target braid_gpu_kernels_bench >>"$out/build.log" 2>&1 || true
+  cmake --build "$build" -j "$(nproc)" --target braid_gpu_kernels_bench braid_calibrate >>"$out/build.log" 2>&1 || true
   cuda=$(grep -o 'braid: CUDA kernels [A-Z]*' "$out/configure.log" | head -1)
   say "build: ok (${cuda:-CUDA kernels: unknown})"
 else
@@ -155,6 +155,11 @@ fi
 if [ -n "${BRAID_NATIVE_DIR:-}" ]; then
   timeout 120 node benchmarks/gpu-staged.mjs >"$out/staged.json" 2>"$out/staged.log"
   say "staged host all-reduce: $(head -c 400 "$out/staged.json") (target: ratio >= 0.8)"
+fi
+# braid calibrate's staged NCCL measurement (what `auto` would go by for host arrays), one rank.
+if [ -x "$build/Release/braid_calibrate" ]; then
+  timeout 120 mpirun -np 1 "$build/Release/braid_calibrate" --out "$out/profile.json" --braid-version gpu-check --seconds 0.5 >/dev/null 2>"$out/calibrate.log"
+  say "calibrate, staged NCCL all-reduce (np=1): $(node -e 'console.log(JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).measured.ncclStaged))' "$out/profile.json" 2>&1 | head -c 400)"
 fi
 
 echo

@@ -14,7 +14,10 @@
 //   once; rank 0's host reports;
 // - overlap: how much of a network exchange and memory copies running at once hides (what the
 //   pipelined hierarchical all-reduce counts on);
-// - gamma: every rank reduces float32 arrays (sum) with the kernels in use; the slowest.
+// - gamma: every rank reduces float32 arrays (sum) with the kernels in use; the slowest;
+// - the staged NCCL all-reduce of host arrays, where every rank has a GPU (its local rank's) and
+//   NCCL: whole-op times at 256 KiB - 64 MiB, each the slowest rank's (`auto` picks NCCL for host
+//   arrays only by these, on this placement); elsewhere the profile says why it was skipped.
 // A link class with no pair to measure keeps the default, and the profile says so.
 #include <mpi.h>
 
@@ -24,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <string>
@@ -31,6 +35,9 @@
 #include <vector>
 
 #include "algorithms/cost_model.h"
+#include "gpu/device.h"
+#include "gpu/nccl_comm.h"
+#include "gpu/nccl_loader.h"
 #include "kernels/reduce.h"
 #include "transport/shm_transport.h"
 #include "transport/tcp_transport.h"
@@ -47,21 +54,17 @@ struct Fit {
   std::vector<std::pair<double, double>> points;  // bytes, microseconds per exchange
 };
 
-// Exchanges of `bytes`: each rank of `comm` sends to sendPeer and receives from recvPeer at once
-// (a pair: each other; all ranks: a ring step). Every rank times its own; the iteration count
-// comes from rank 0's estimate, so all loop alike.
-double exchangeUs(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_t>& out, std::vector<uint8_t>& in, size_t bytes,
-                  double budget, MPI_Comm comm) {
-  auto step = [&] { t.sendrecv(sendPeer, out.data(), bytes, recvPeer, in.data(), bytes); };
+// One step's time: warmed up, then five rounds that start together, each counted as its slowest
+// rank's (steps that share a link must share it in time too: unsynchronised, one flow could
+// finish its rounds at the link's full speed while another waited, and both would look
+// unshared); the median round. The iteration count comes from rank 0's estimate, so all loop alike.
+double slowestRankUs(const std::function<void()>& step, double budget, MPI_Comm comm, int maxIterations) {
   for (int i = 0; i < 3; ++i) step();
   auto start = Clock::now();
   step();
   double once = seconds(start, Clock::now());
   MPI_Bcast(&once, 1, MPI_DOUBLE, 0, comm);
-  const int iterations = std::max(3, std::min(20000, static_cast<int>(budget / std::max(once, 1e-7))));
-  // Each round starts together and counts as its slowest rank's: exchanges that share a link
-  // must share it in time too (unsynchronised, one flow could finish its rounds at the link's
-  // full speed while another waited, and both would look unshared).
+  const int iterations = std::max(3, std::min(maxIterations, static_cast<int>(budget / std::max(once, 1e-7))));
   std::vector<double> rounds;
   for (int round = 0; round < 5; ++round) {
     MPI_Barrier(comm);
@@ -73,6 +76,13 @@ double exchangeUs(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_t>
   }
   std::sort(rounds.begin(), rounds.end());
   return rounds[2];
+}
+
+// Exchanges of `bytes`: each rank of `comm` sends to sendPeer and receives from recvPeer at once
+// (a pair: each other; all ranks: a ring step).
+double exchangeUs(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_t>& out, std::vector<uint8_t>& in, size_t bytes,
+                  double budget, MPI_Comm comm) {
+  return slowestRankUs([&] { t.sendrecv(sendPeer, out.data(), bytes, recvPeer, in.data(), bytes); }, budget, comm, 20000);
 }
 
 // alpha: the 8-byte exchange; beta: the slope over 256 KiB - 16 MiB (least squares). Each size's
@@ -131,6 +141,89 @@ void sleepingBarrier() {
 }
 
 }  // namespace
+
+std::string jsonString(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// The staged NCCL all-reduce (NcclCommunicator::allReduceStaged) of host float32 arrays: each
+// size's whole-op time, the slowest rank's, median of five rounds. Returns the profile's
+// measured entry; fills `curve` where it ran, else says why not.
+std::string measureNcclStaged(int rank, int size, double budget, LinkCost& curve) {
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+  int localRank = 0;
+  MPI_Comm_rank(node, &localRank);
+  MPI_Comm_free(&node);
+  std::string why;
+  const DeviceState& device = openDevice(localRank, -1);
+  const NcclLoad& load = loadNccl();
+  if (device.kind != DeviceKind::kCuda) {
+    why = device.kind == DeviceKind::kHost ? "BRAID_DEVICE=host stands in for the GPU" : device.error;
+  } else if (load.library == nullptr) {
+    why = load.error;
+  } else {
+    deviceBindThread(why);
+  }
+  // Rank 0 learns the first failing rank's reason.
+  int firstFailing = why.empty() ? size : rank;
+  MPI_Allreduce(MPI_IN_PLACE, &firstFailing, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  auto skipped = [&](int who, std::string reason) {
+    if (who != 0 && who < size) {
+      int length = static_cast<int>(reason.size());
+      if (rank == who) {
+        MPI_Send(&length, 1, MPI_INT, 0, 7, MPI_COMM_WORLD);
+        MPI_Send(reason.data(), length, MPI_CHAR, 0, 7, MPI_COMM_WORLD);
+      } else if (rank == 0) {
+        MPI_Recv(&length, 1, MPI_INT, who, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        reason.assign(static_cast<size_t>(length), ' ');
+        MPI_Recv(reason.data(), length, MPI_CHAR, who, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      }
+    }
+    return "{\"skipped\": " + jsonString("rank " + std::to_string(who) + ": " + reason) + "}";
+  };
+  if (firstFailing < size) return skipped(firstFailing, why);
+  nccl::UniqueId id{};
+  int haveId = rank == 0 ? NcclCommunicator::uniqueId(*load.library, id, why) : 1;
+  MPI_Bcast(&haveId, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (!haveId) return skipped(0, "no NCCL unique id: " + why);
+  MPI_Bcast(id.internal, sizeof(id.internal), MPI_BYTE, 0, MPI_COMM_WORLD);
+  bool timedOut = false;
+  std::unique_ptr<NcclCommunicator> nccl = NcclCommunicator::join(*load.library, device.index, size, rank, id, Clock::now() + std::chrono::seconds(60), why, timedOut);
+  int joined = nccl != nullptr ? size : rank;
+  MPI_Allreduce(MPI_IN_PLACE, &joined, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (joined < size) return skipped(joined, "NCCL's communicator: " + (nccl ? std::string("another rank failed") : why));
+  const size_t sizes[] = {256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
+  std::vector<float> data((64 << 20) / 4, 0.0f);  // zeros stay zeros: any number of sums
+  std::string points;
+  int ok = 1;
+  for (size_t bytes : sizes) {
+    auto once = [&] {
+      std::string error;
+      bool late = false;
+      if (ok && !nccl->allReduceStaged(data.data(), bytes / 4, 4, nccl::kFloat32, nccl::kSum, Clock::now() + std::chrono::seconds(60), error, late)) {
+        ok = 0;
+        why = error;
+      }
+    };
+    const double us = slowestRankUs(once, budget, MPI_COMM_WORLD, 200);
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!ok) return skipped(0, "a staged all-reduce failed: " + (why.empty() ? std::string("on another rank") : why));
+    curve.bytes[curve.points] = static_cast<double>(bytes);
+    curve.us[curve.points] = us;
+    ++curve.points;
+    char item[80];
+    std::snprintf(item, sizeof item, "%s[%zu, %.3f]", points.empty() ? "" : ", ", bytes, us);
+    points += item;
+  }
+  return "{\"ranksAtOnce\": " + std::to_string(size) + ", \"gpu\": " + std::to_string(device.index) + ", \"allReduceUs\": [" + points + "]}";
+}
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
@@ -376,11 +469,13 @@ int main(int argc, char** argv) {
     MPI_Allreduce(MPI_IN_PLACE, &gamma, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     profile.gammaUsPerByte = gamma;
   }
+  const std::string ncclStaged = measureNcclStaged(rank, size, budget, profile.ncclStaged);
   if (rank == 0) {
     char item[160];
     std::snprintf(item, sizeof item, "%s\"reduce\": {\"dtype\": \"float32\", \"op\": \"sum\", \"GBps\": %.3f}", measured.size() > 1 ? ", " : "",
                   1e-3 / profile.gammaUsPerByte);
     measured += item;
+    measured += ", \"ncclStaged\": " + ncclStaged;
     measured += "}";
     // The fixed cost of an op: the agreement's exchange (across hosts: every rank at once, as in
     // the ring step's pattern where measured) or barrier (one host).

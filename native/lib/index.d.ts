@@ -51,6 +51,8 @@ export interface ProfileNumbers {
   ringStepCurve?: Array<[number, number]>;
   crossAllCurve?: Array<[number, number]>;
   localAllCurve?: Array<[number, number]>;
+  /** The staged NCCL all-reduce of host arrays, whole-op times (where calibrate found GPUs and NCCL). */
+  ncclStagedCurve?: Array<[number, number]>;
 }
 
 export interface WorldInfo {
@@ -201,7 +203,7 @@ export interface Addon {
   costDefaults(): ProfileNumbers;
   /** The cost model's all-reduce time in microseconds (`braid plan`); no MPI involved. */
   predict(query: {
-    algorithm: 'ring' | 'recursive-doubling' | 'tree' | 'shm' | 'hierarchical' | 'direct';
+    algorithm: 'ring' | 'recursive-doubling' | 'tree' | 'shm' | 'hierarchical' | 'direct' | 'nccl';
     ranks: number;
     hosts: number;
     perHost: number;
@@ -209,6 +211,8 @@ export interface Addon {
     hierarchy?: boolean;
     /** Ranks on several hosts over Braid's TCP transport: the direct all-reduce carries the agreement. */
     directCarriesAgreement?: boolean;
+    /** Every rank has its GPU and NCCL ('nccl': the staged all-reduce of host arrays, measured times only). */
+    ncclReady?: boolean;
     overlapped?: boolean;
     bytes: number;
     profile?: ProfileNumbers;

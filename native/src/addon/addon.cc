@@ -558,6 +558,7 @@ Napi::Value Predict(const Napi::CallbackInfo& info) {
   t.sharedMemory = o.Get("sharedMemory").ToBoolean().Value();
   t.hierarchy = o.Get("hierarchy").ToBoolean().Value();
   t.directCarriesAgreement = o.Get("directCarriesAgreement").ToBoolean().Value();
+  t.ncclReady = o.Get("ncclReady").ToBoolean().Value();
   CostProfile c = CostProfile::defaults();
   if (o.Get("profile").IsObject()) readProfileNumbers(o.Get("profile").As<Napi::Object>(), c);
   const std::string name = o.Get("algorithm").IsString() ? o.Get("algorithm").As<Napi::String>().Utf8Value() : "";
@@ -568,6 +569,7 @@ Napi::Value Predict(const Napi::CallbackInfo& info) {
   else if (name == "shm") a = ModelAlgorithm::kShm;
   else if (name == "hierarchical") a = ModelAlgorithm::kHierarchical;
   else if (name == "direct") a = ModelAlgorithm::kDirect;
+  else if (name == "nccl") a = ModelAlgorithm::kNcclStaged;
   else throwBraid(env, ErrorCode::kInvalidArgument, "predict: unknown algorithm '" + name + "'");
   const double bytes = number(o, "bytes", 0);
   const bool overlapped = !o.Get("overlapped").IsBoolean() || o.Get("overlapped").As<Napi::Boolean>().Value();

@@ -47,6 +47,9 @@ struct Topology {
   // The agreement rides on the direct all-reduce's one exchange (ranks on several hosts, over
   // Braid's TCP transport): that algorithm pays no separate agreement exchange.
   bool directCarriesAgreement = false;
+  // Every rank has its GPU and NCCL, and the communicator's NCCL is made (an earlier op on
+  // DeviceBuffers or with algorithm 'nccl' made it): the staged NCCL all-reduce can run.
+  bool ncclReady = false;
 };
 
 struct CostProfile {
@@ -60,6 +63,11 @@ struct CostProfile {
   LinkCost ringStep;  // each rank to the next in rank order, ranks host by host: a ring's step
   LinkCost crossAll;  // each rank to the rank of its local index on the next host
   LinkCost localAll;  // each rank to the next on its own host
+  // Not a link: the staged NCCL all-reduce of host arrays (NcclCommunicator::allReduceStaged:
+  // copies to the GPU, NCCL, copies back, pipelined), whole-op times that `braid calibrate`
+  // measures where every rank has a GPU and NCCL. No points: never measured, and `auto` never
+  // picks it for host arrays.
+  LinkCost ncclStaged;
   double shmBarrierUs = 0.6;         // one shared-memory barrier
   double shmCopyUsPerByte = 1.0 / 6000;  // copying into or out of the shared region (6 GB/s)
   double gammaUsPerByte = 1.0 / 8000;    // reducing float32 (8 GB/s)
@@ -83,12 +91,12 @@ struct CostProfile {
 };
 
 // The links a profile may give measured curves for (the loaded ones), by name.
-constexpr size_t kCurvedLinks = 3;
+constexpr size_t kCurvedLinks = 4;
 inline const char* const* curvedLinkNames() {
-  static const char* const names[kCurvedLinks] = {"ringStep", "crossAll", "localAll"};
+  static const char* const names[kCurvedLinks] = {"ringStep", "crossAll", "localAll", "ncclStaged"};
   return names;
 }
-inline std::array<LinkCost*, kCurvedLinks> curvedLinks(CostProfile& p) { return {&p.ringStep, &p.crossAll, &p.localAll}; }
+inline std::array<LinkCost*, kCurvedLinks> curvedLinks(CostProfile& p) { return {&p.ringStep, &p.crossAll, &p.localAll, &p.ncclStaged}; }
 
 // A profile file's version: 2 added the loaded links, overlap and the calibrated placement.
 constexpr int kProfileVersion = 2;
@@ -117,7 +125,7 @@ inline std::array<double*, kProfileFields> profileFields(CostProfile& p) {
 // exchange saved; and a MISMATCH drops what was sent.
 constexpr size_t kDirectCarriedMaxBytes = 64 * 1024;
 
-enum class ModelAlgorithm { kRing, kRecursiveDoubling, kTree, kShm, kHierarchical, kDirect };
+enum class ModelAlgorithm { kRing, kRecursiveDoubling, kTree, kShm, kHierarchical, kDirect, kNcclStaged };
 
 namespace cost {
 
@@ -252,6 +260,12 @@ inline double predictAllreduceUs(ModelAlgorithm a, const Topology& t, const Cost
     case ModelAlgorithm::kHierarchical: return t.hierarchy ? p.opUs + cost::hierarchical(t, p, m, overlapped) : inf;
     case ModelAlgorithm::kDirect:
       return (t.directCarriesAgreement && bytes <= kDirectCarriedMaxBytes ? 0 : p.opUs) + cost::direct(t, p, m);
+    case ModelAlgorithm::kNcclStaged:
+      // Measured only, on the placement calibrated: nothing here says what PCIe, the GPUs and
+      // NCCL's network do elsewhere.
+      return t.ncclReady && p.ncclStaged.points >= 2 && p.calibratedHosts == t.hosts && p.calibratedPerHost == t.perHost
+                 ? p.opUs + p.ncclStaged.timeUs(m)
+                 : inf;
   }
   return inf;
 }

@@ -148,7 +148,9 @@ const std::vector<AlgorithmRow>& table() {
       {OpKind::kReduceScatter, Algorithm::kRing, always, runRingReduceScatter},
       // DeviceBuffers: every rank checks NCCL and its GPU, and all agree, when the first op makes
       // the NCCL communicator (nccl_ops.cc), so the row itself is always there.
-      {OpKind::kAllreduce, Algorithm::kNccl, always, runNcclAllreduce},
+      // `auto` picks it for host arrays only by a calibrated profile's measured times, once
+      // the communicator's NCCL exists (cost_model.h's kNcclStaged).
+      {OpKind::kAllreduce, Algorithm::kNccl, always, runNcclAllreduce, true, ModelAlgorithm::kNcclStaged},
       {OpKind::kBroadcast, Algorithm::kNccl, always, runNcclBroadcast},
       {OpKind::kAllgather, Algorithm::kNccl, always, runNcclAllgather},
       {OpKind::kReduceScatter, Algorithm::kNccl, always, runNcclReduceScatter},

@@ -731,6 +731,9 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   if (it == comms_.end()) return false;
   const CommState& comm = *it->second;
   if (comm.closed || !comm.brokenReason.empty()) return false;
+  if (op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kAuto && comm.ncclMade.load() &&
+      chooseAllreduce(comm, op.count * dtypeSize(op.dtype)) == Algorithm::kNccl)
+    return false;  // `auto` sends it through NCCL, which runs on the engine thread
   // An op on a communicator whose agreement and data go over TCP makes no MPI call: the caller's
   // thread runs it (holding the engine, as for shared memory) and saves the two thread hand-offs.
   // An awaited one up to kInlineAsyncMaxBytes, and above while ops its size have lately been
@@ -1072,11 +1075,14 @@ size_t Engine::carriedByAgreement(const CommState& comm, OpKind kind, Algorithm 
 
 Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   if (comm.size <= 1) return Algorithm::kRing;
-  if (comm.shm) return Algorithm::kShm;
-  if (options_.profileLoaded) {
-    // The calibrated model decides among the table's rows that can run here.
+  // The calibrated model decides among the table's rows that can run here. The staged NCCL
+  // all-reduce is one of them only once this communicator's NCCL exists (never made for host
+  // arrays alone: a CPU job never starts CUDA) and where calibrate measured it; it may then beat
+  // even shared memory.
+  auto byModel = [&] {
     Topology t = topologyOf(comm);
     t.directCarriesAgreement = directCarriesAgreement(comm);
+    t.ncclReady = comm.ncclMade.load();
     const bool overlapped = comm.tcp != nullptr;
     Algorithm best = Algorithm::kRing;
     double bestUs = std::numeric_limits<double>::infinity();
@@ -1089,7 +1095,10 @@ Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
       }
     }
     return best;
-  }
+  };
+  if (options_.profileLoaded && comm.ncclMade.load() && byModel() == Algorithm::kNccl) return Algorithm::kNccl;
+  if (comm.shm) return Algorithm::kShm;
+  if (options_.profileLoaded) return byModel();
   // Over TCP the direct all-reduce carries the agreement: one exchange instead of two or more.
   if (directCarriesAgreement(comm) && bytes <= directMaxBytes(comm.size)) return Algorithm::kDirect;
   if (comm.hierarchy) return Algorithm::kHierarchical;

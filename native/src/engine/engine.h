@@ -124,6 +124,9 @@ struct CommState {
   std::string brokenReason;  // set once an op left the communicator unusable
   // NCCL over this communicator's ranks, made by the first op on DeviceBuffers (nccl_ops.cc).
   std::unique_ptr<NcclCommunicator> nccl;
+  // Set with `nccl` (on every rank: its making is collective); read by `auto` from the caller's
+  // thread too, so that a calibrated profile may send host arrays through NCCL once it exists.
+  std::atomic<bool> ncclMade{false};
 };
 
 class Engine {

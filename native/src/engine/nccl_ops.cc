@@ -79,6 +79,7 @@ NcclCommunicator& ncclFor(CommState& comm, Deadline deadline) {
   bool timedOut = false;
   comm.nccl = NcclCommunicator::join(*load.library, device->index, comm.size, comm.rank, id, deadline, why, timedOut);
   if (!comm.nccl) throw BraidException(timedOut ? ErrorCode::kTimeout : ErrorCode::kBackendUnavailable, kWhat + why);
+  comm.ncclMade.store(true);
   return *comm.nccl;
 }
 

@@ -35,8 +35,17 @@ export const PROFILE_FIELDS: ReadonlyArray<keyof ProfileNumbers> = [
   'calibratedPerHost',
 ];
 
-/** The links whose measured times (measured.<link>.exchangeUs) the model interpolates. */
-const CURVED_LINKS = ['ringStep', 'crossAll', 'localAll'] as const;
+/**
+ * The measured times the model interpolates: the links' exchanges (measured.<link>.exchangeUs),
+ * and the staged NCCL all-reduce's whole op (measured.ncclStaged.allReduceUs, where calibrate
+ * found a GPU and NCCL on every rank).
+ */
+const CURVES = [
+  ['ringStep', 'exchangeUs'],
+  ['crossAll', 'exchangeUs'],
+  ['localAll', 'exchangeUs'],
+  ['ncclStaged', 'allReduceUs'],
+] as const;
 const MAX_CURVE_POINTS = 8; // LinkCost::kMaxPoints (cost_model.h)
 
 /** The Braid version profiles are made by and for. */
@@ -91,10 +100,10 @@ export function readProfile(path: string): Profile {
       throw new InvalidArgumentError(`the cost profile ${path}: numbers.${field} must be a non-negative number; got ${JSON.stringify(value)}; ${again}`);
     }
   }
-  // The loaded links' measured times, which the model interpolates (measured.<link>.exchangeUs).
-  const measured = (p.measured ?? {}) as Record<string, { exchangeUs?: unknown } | undefined>;
-  for (const link of CURVED_LINKS) {
-    const points = measured[link]?.exchangeUs;
+  // The measured times, which the model interpolates.
+  const measured = (p.measured ?? {}) as Record<string, Record<string, unknown> | undefined>;
+  for (const [link, key] of CURVES) {
+    const points = measured[link]?.[key];
     if (points === undefined) continue;
     const ok =
       Array.isArray(points) &&
@@ -103,7 +112,7 @@ export function readProfile(path: string): Profile {
         (i === 0 || (q[0] as number) > (points[i - 1] as number[])[0]!));
     if (!ok) {
       throw new InvalidArgumentError(
-        `the cost profile ${path}: measured.${link}.exchangeUs must be up to ${MAX_CURVE_POINTS} [bytes, microseconds] pairs of non-negative numbers, bytes ascending; ${again}`,
+        `the cost profile ${path}: measured.${link}.${key} must be up to ${MAX_CURVE_POINTS} [bytes, microseconds] pairs of non-negative numbers, bytes ascending; ${again}`,
       );
     }
     numbers[`${link}Curve`] = points as Array<[number, number]>;

@@ -100,6 +100,17 @@ describe('a cost profile (BRAID_PROFILE)', () => {
     for (const result of r.results) expect(result.sums).toEqual([10, 10, 10]);
     const ops = (JSON.parse(readFileSync(trace, 'utf8')) as Array<{ ph: string; args?: { count?: number; algorithm?: string } }>).filter((e) => e.ph === 'X' && e.args?.count);
     expect(ops.map((o) => `${o.args!.count}:${o.args!.algorithm}`)).toEqual(['4:direct', '100000:direct', '1048576:direct']);
+    // A staged NCCL all-reduce measured as all but free on this very placement: still never
+    // chosen for host arrays while the communicator has no NCCL (no op on DeviceBuffers made one;
+    // a CPU job never starts CUDA for it).
+    const measured = { ncclStaged: { ranksAtOnce: 4, allReduceUs: [[262144, 0.01], [67108864, 0.02]] } };
+    writeFileSync(path, JSON.stringify({ format: 'braid-profile', version: 2, braid: BRAID_VERSION, created: 'now', hosts: ['h'],
+      numbers: { ...numbers, calibratedHosts: 1, calibratedPerHost: 4 }, measured }));
+    const withNccl = await run(4, 'profiled', { BRAID_PROFILE: path, BRAID_SHM: 'off', BRAID_TIMELINE: trace });
+    expect(withNccl.code).toBe(0);
+    for (const result of withNccl.results) expect(result.sums).toEqual([10, 10, 10]);
+    const withNcclOps = (JSON.parse(readFileSync(trace, 'utf8')) as Array<{ ph: string; args?: { count?: number; algorithm?: string } }>).filter((e) => e.ph === 'X' && e.args?.count);
+    expect(withNcclOps.map((o) => `${o.args!.count}:${o.args!.algorithm}`)).toEqual(['4:direct', '100000:direct', '1048576:direct']);
     const plain = await run(4, 'profiled', { BRAID_SHM: 'off', BRAID_TIMELINE: trace });
     expect(plain.code).toBe(0);
     const plainOps = (JSON.parse(readFileSync(trace, 'utf8')) as Array<{ ph: string; args?: { count?: number; algorithm?: string } }>).filter((e) => e.ph === 'X' && e.args?.count);

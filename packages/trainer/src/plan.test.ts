@@ -117,6 +117,16 @@ describe('the cost model through the addon', () => {
     expect(at(1)).toBeLessThan(at(0.5));
     expect(at(0.5)).toBeLessThan(at(0));
   });
+  it('the staged NCCL all-reduce: measured times only, on the placement calibrated, with NCCL on every rank', () => {
+    const curve: Array<[number, number]> = [[262144, 100], [4 << 20, 500]];
+    const loaded = { ...profileNumbers, ncclStagedCurve: curve, calibratedHosts: 2, calibratedPerHost: 2 };
+    const twoByTwo = { ranks: 4, hosts: 2, perHost: 2, hierarchy: true };
+    const mid = (262144 + (4 << 20)) / 2;
+    expect(addon.predict({ algorithm: 'nccl', ...twoByTwo, ncclReady: true, bytes: mid, profile: loaded })).toBeCloseTo(2 + 300, 6);
+    expect(addon.predict({ algorithm: 'nccl', ...twoByTwo, bytes: mid, profile: loaded })).toBe(Infinity); // no NCCL on the ranks
+    expect(addon.predict({ algorithm: 'nccl', ranks: 8, hosts: 2, perHost: 4, hierarchy: true, ncclReady: true, bytes: mid, profile: loaded })).toBe(Infinity);
+    expect(addon.predict({ algorithm: 'nccl', ...twoByTwo, ncclReady: true, bytes: mid, profile: profileNumbers })).toBe(Infinity); // never measured
+  });
   it('hierarchical needs several hosts with several ranks each; shm one host', () => {
     expect(addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 4, perHost: 1, bytes: 1 << 20 })).toBe(Infinity);
     expect(addon.predict({ algorithm: 'hierarchical', ranks: 8, hosts: 2, perHost: 4, hierarchy: true, bytes: 1 << 20 })).toBeLessThan(Infinity);
@@ -207,6 +217,8 @@ describe('cost profiles', () => {
     expect(plan(writeProfile({ numbers: { ...profileNumbers, gammaUsPerByte: 'fast' } })).stderr).toMatch(/numbers.gammaUsPerByte must be a non-negative number; got "fast"/);
     expect(plan(writeProfile({ measured: { crossAll: { exchangeUs: [[65536, 10], [4096, 5]] } } })).stderr).toMatch(
       /measured\.crossAll\.exchangeUs must be up to 8 \[bytes, microseconds\] pairs of non-negative numbers, bytes ascending/);
+    expect(plan(writeProfile({ measured: { ncclStaged: { allReduceUs: [[65536, -1]] } } })).stderr).toMatch(
+      /measured\.ncclStaged\.allReduceUs must be up to 8 \[bytes, microseconds\] pairs of non-negative numbers, bytes ascending/);
     for (const p of ['/nonexistent/p.json', bad]) expect(plan(p).status).toBe(2);
   });
 });
