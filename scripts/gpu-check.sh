@@ -155,6 +155,10 @@ fi
 if [ -n "${BRAID_NATIVE_DIR:-}" ]; then
   timeout 120 node benchmarks/gpu-staged.mjs >"$out/staged.json" 2>"$out/staged.log"
   say "staged host all-reduce: $(head -c 400 "$out/staged.json") (target: ratio >= 0.8)"
+  if [ -d packages/compression/dist ]; then
+    timeout 180 node benchmarks/gpu-compressed.mjs >"$out/compressed-bench.json" 2>"$out/compressed-bench.log"
+    say "compressed all-reduce, DeviceBuffer vs Float32Array (16M floats, one rank): $(head -c 500 "$out/compressed-bench.json")"
+  fi
 fi
 # braid calibrate's staged NCCL measurement (what `auto` would go by for host arrays), one rank.
 if [ -x "$build/Release/braid_calibrate" ]; then
