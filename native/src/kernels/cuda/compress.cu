@@ -248,6 +248,8 @@ __global__ void checksumKernel(const uint8_t* base, size_t stride, size_t n, uin
   uint32_t h = start[l];
   const uint32_t* words = reinterpret_cast<const uint32_t*>(bytes);
   const size_t blocks16 = n / 16;
+  // The chain through h is sequential; unrolled, the loads ahead of it are in flight together.
+#pragma unroll 8
   for (size_t w = 0; w < blocks16; ++w) {
     h = (h ^ words[w * 4 + l]) * 0x01000193u;
     h ^= h >> 15;
