@@ -1,7 +1,8 @@
 // The NCCL communicator (gpu/nccl_comm.h) on a real GPU, one rank (NCCL takes one rank per GPU, and
 // the GPU check's machine has one): created from a unique id with the non-blocking config and
 // polled to completion, then all-reduce (every op, the dtypes Braid maps) and broadcast on device
-// memory, each giving back exactly what went in, as one rank's collectives must. Skipped, saying
+// memory, each giving back exactly what went in, as one rank's collectives must; a communicator
+// whose second rank never comes is given up at its deadline (aborted, no hang). Skipped, saying
 // why, where there is no NCCL or no GPU (scripts/gpu-check.sh runs it where there are).
 #include <chrono>
 #include <cstdint>
@@ -121,6 +122,19 @@ int main() {
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / reps;
     std::printf("64 MiB all-reduce, one rank: %.1f us per call (polled completion included)\n", us);
     gpuFree(d);
+  });
+  braid_test::runCase("a communicator whose other rank never joins times out at its deadline and is aborted, no hang", [&] {
+    nccl::UniqueId id{};
+    std::string error;
+    bool timedOut = false;
+    CHECK_MSG(NcclCommunicator::uniqueId(nccl, id, error), error);
+    const auto started = std::chrono::steady_clock::now();
+    auto alone = NcclCommunicator::join(nccl, 0, 2, 0, id, started + std::chrono::seconds(3), error, timedOut);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    CHECK(alone == nullptr);
+    CHECK_MSG(timedOut, error);
+    CHECK(seconds >= 2.9 && seconds < 20);
+    std::printf("     (after %.1f s: %s)\n", seconds, error.c_str());
   });
   comm.reset();
   return braid_test::finish("nccl");

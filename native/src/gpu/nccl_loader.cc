@@ -89,6 +89,16 @@ std::vector<std::string> ncclCandidates() {
       }
     }
   }
+  // What `bash scripts/setup.sh --nccl` unpacked from the wheel, last: a library the user
+  // installed comes first.
+  const char* cache = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const std::string cacheDir = cache != nullptr && *cache != '\0' ? cache : home != nullptr && *home != '\0' ? std::string(home) + "/.cache" : "";
+  if (!cacheDir.empty()) {
+    for (const std::string& path : globbed(cacheDir + "/braid/nccl/*/nvidia/nccl/lib/" + kSoname)) {
+      if (seen.insert(path).second) out.push_back(path);
+    }
+  }
   return out;
 }
 

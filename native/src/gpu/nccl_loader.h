@@ -1,7 +1,8 @@
 // NCCL, found and loaded at run time (dlopen), so that one addon binary serves machines with and
 // without it. Where to look, in order: BRAID_NCCL_LIB alone when it is set; else libnccl.so.2 by
 // the dynamic loader's own search (LD_LIBRARY_PATH, the system's library cache); else the usual
-// CUDA locations and pip's nvidia/nccl/lib under the Python environments it can see. A library
+// CUDA locations, pip's nvidia/nccl/lib under the Python environments it can see, and last what
+// `scripts/setup.sh --nccl` unpacked into ~/.cache/braid/nccl. A library
 // that lacks an entry point Braid calls, or is older than 2.14, is not used; what was searched,
 // and why each library found was refused, goes into the error.
 #pragma once

@@ -91,7 +91,24 @@ describe('the NCCL loader', () => {
     }
   });
 
-  it.skipIf(!real.available)(`loads this machine's own NCCL (${real.available ? real.path : 'none here: no libnccl.so.2 on the search path; pip install nvidia-nccl-cu13 to run this'})`, () => {
+  it("looks last in Braid's cache, where scripts/setup.sh --nccl unpacks the wheel's library", () => {
+    const cache = join(dir, 'cache');
+    const unpacked = join(cache, 'braid', 'nccl', 'nvidia_nccl_cu13-2.30.7-py3-none-manylinux_2_18_x86_64', 'nvidia', 'nccl', 'lib');
+    mkdirSync(unpacked, { recursive: true });
+    copyFileSync(good, join(unpacked, 'libnccl.so.2'));
+    const probe = spawnSync(process.execPath, ['--input-type=module', '-e', "import('@braid/native').then((m) => console.log(JSON.stringify(m.loadAddon().info().nccl)))"], {
+      cwd: join(import.meta.dirname, '..'),
+      env: { ...process.env, BRAID_NCCL_LIB: '', XDG_CACHE_HOME: cache, VIRTUAL_ENV: '', CONDA_PREFIX: '' },
+      encoding: 'utf8',
+    });
+    const found = JSON.parse(probe.stdout);
+    // A library the user installed (a system or pip NCCL on this machine) comes first.
+    if (found.available && !found.searched.includes(join(unpacked, 'libnccl.so.2'))) return;
+    expect(found.searched.at(-1)).toBe(join(unpacked, 'libnccl.so.2'));
+    expect(found).toMatchObject({ available: true, version: '2.30.7', path: join(unpacked, 'libnccl.so.2') });
+  });
+
+  it.skipIf(!real.available)(`loads this machine's own NCCL (${real.available ? real.path : 'none here: no libnccl.so.2 on the search path; bash scripts/setup.sh --nccl (or pip install nvidia-nccl-cu13) to run this'})`, () => {
     expect(real.versionCode).toBeGreaterThanOrEqual(21400);
     expect(real.version).toMatch(/^2\.\d+\.\d+$/);
   });
