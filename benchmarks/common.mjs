@@ -15,6 +15,18 @@ export function commandLine(argv = process.argv.slice(2)) {
 /** The middle value (the upper one of the two middle values for an even count). */
 export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** The median of `runs` timed calls of the async `fn` (milliseconds), after one warm-up call. */
+export async function medianMs(fn, runs = 10) {
+  await fn();
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
 /**
  * For a script that is its own MPI job: started plainly, it runs itself under `braid run -np
  * <--np, default 2>` and exits with the job's status; started by mpirun, it returns.

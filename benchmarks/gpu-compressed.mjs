@@ -8,6 +8,8 @@
 import { init } from '@braid/collectives';
 import { allReduceCompressed, createCompressor } from '@braid/compression';
 
+import { medianMs } from './common.mjs';
+
 const floatsArg = process.argv.indexOf('--floats');
 const n = floatsArg > 0 ? Number(process.argv[floatsArg + 1]) : 16 << 20;
 const comm = await init();
@@ -22,28 +24,17 @@ const values = Float32Array.from({ length: n }, () => {
   s = (Math.imul(s, 1103515245) + 12345) >>> 0;
   return (s >>> 8) / 16777216 - 0.5;
 });
-const median = (a) => a.sort((x, y) => x - y)[a.length >> 1];
-const timed = async (fn) => {
-  await fn();
-  const t = [];
-  for (let i = 0; i < 10; i++) {
-    const t0 = performance.now();
-    await fn();
-    t.push(performance.now() - t0);
-  }
-  return median(t);
-};
 const buffer = device.alloc('float32', n);
 const host = new Float32Array(n);
 const rows = [];
 for (const [name, options] of [['topk', { ratio: 0.01 }], ['int8', {}], ['qsgd', { levels: 127 }], ['fp16', {}]]) {
   const onDevice = createCompressor(name, options);
   const onHost = createCompressor(name, options);
-  const deviceMs = await timed(async () => {
+  const deviceMs = await medianMs(async () => {
     buffer.upload(values);
     await allReduceCompressed(comm, buffer, onDevice, { op: 'avg' });
   });
-  const hostMs = await timed(async () => {
+  const hostMs = await medianMs(async () => {
     buffer.upload(values);
     buffer.download(host);
     await allReduceCompressed(comm, host, onHost, { op: 'avg' });

@@ -6,6 +6,8 @@
 //   node benchmarks/gpu-staged.mjs [--mib 64]
 import { init } from '@braid/collectives';
 
+import { medianMs } from './common.mjs';
+
 const mibArg = process.argv.indexOf('--mib');
 const mib = mibArg > 0 ? Number(process.argv[mibArg + 1]) : 64;
 const comm = await init();
@@ -18,23 +20,12 @@ if (device.kind !== 'cuda') {
 const n = (mib << 20) / 4;
 const host = new Float32Array(n).fill(1);
 const d = device.alloc('float32', n);
-const median = (a) => a.sort((x, y) => x - y)[a.length >> 1];
-const timed = async (fn) => {
-  await fn();
-  const t = [];
-  for (let i = 0; i < 10; i++) {
-    const t0 = performance.now();
-    await fn();
-    t.push(performance.now() - t0);
-  }
-  return median(t);
-};
-const stagedMs = await timed(() => comm.allReduce(host, { algorithm: 'nccl' }));
-const copyMs = await timed(async () => {
+const stagedMs = await medianMs(() => comm.allReduce(host, { algorithm: 'nccl' }));
+const copyMs = await medianMs(async () => {
   d.upload(host);
   d.download(host);
 });
-const deviceMs = await timed(() => comm.allReduce(d));
+const deviceMs = await medianMs(() => comm.allReduce(d));
 d.free();
 console.log(JSON.stringify({ mib, stagedMs, copyBoundMs: copyMs, ratio: copyMs / stagedMs, deviceAllReduceMs: deviceMs, exact: host.every((v) => v === 1) }));
 await comm.close();

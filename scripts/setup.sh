@@ -63,8 +63,9 @@ fi
 # NCCL from its pip wheel: only the library (and its license) is kept, unpacked once.
 if [ "$nccl" -eq 1 ]; then
   nccl_cache="${XDG_CACHE_HOME:-$HOME/.cache}/braid/nccl"
-  if compgen -G "$nccl_cache/*/nvidia/nccl/lib/libnccl.so.2" >/dev/null; then
-    echo "setup: NCCL already in $(dirname "$(dirname "$(dirname "$(compgen -G "$nccl_cache/*/nvidia/nccl/lib/libnccl.so.2" | head -1)")")")"
+  unpacked=$(compgen -G "$nccl_cache/*/nvidia/nccl/lib/libnccl.so.2" | head -1 || true)
+  if [ -n "$unpacked" ]; then
+    echo "setup: NCCL already unpacked: $unpacked"
   else
     download=$(mktemp -d)
     if python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$download" nvidia-nccl-cu13 >"$download/pip.log" 2>&1 &&

@@ -1078,11 +1078,12 @@ Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
   // The calibrated model decides among the table's rows that can run here. The staged NCCL
   // all-reduce is one of them only once this communicator's NCCL exists (never made for host
   // arrays alone: a CPU job never starts CUDA) and where calibrate measured it; it may then beat
-  // even shared memory.
-  auto byModel = [&] {
+  // even shared memory, which otherwise `auto` takes on one host without asking the model.
+  const bool ncclMade = comm.ncclMade.load();
+  if (options_.profileLoaded && (!comm.shm || ncclMade)) {
     Topology t = topologyOf(comm);
     t.directCarriesAgreement = directCarriesAgreement(comm);
-    t.ncclReady = comm.ncclMade.load();
+    t.ncclReady = ncclMade;
     const bool overlapped = comm.tcp != nullptr;
     Algorithm best = Algorithm::kRing;
     double bestUs = std::numeric_limits<double>::infinity();
@@ -1094,11 +1095,9 @@ Algorithm Engine::chooseAllreduce(const CommState& comm, size_t bytes) const {
         best = row->algorithm;
       }
     }
-    return best;
-  };
-  if (options_.profileLoaded && comm.ncclMade.load() && byModel() == Algorithm::kNccl) return Algorithm::kNccl;
+    if (!comm.shm || best == Algorithm::kNccl) return best;
+  }
   if (comm.shm) return Algorithm::kShm;
-  if (options_.profileLoaded) return byModel();
   // Over TCP the direct all-reduce carries the agreement: one exchange instead of two or more.
   if (directCarriesAgreement(comm) && bytes <= directMaxBytes(comm.size)) return Algorithm::kDirect;
   if (comm.hierarchy) return Algorithm::kHierarchical;

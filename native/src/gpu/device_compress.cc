@@ -232,8 +232,8 @@ bool fill(const Layout& l, const float* x, uint8_t* payload, Failure& failure) {
     }
     case kQsgd: {
       double squares = 0;
-      if (gpu ? !gpuOk(gpu::sumSquares(x, n, &squares, nullptr), failure, "sum of squares") : false) return false;
       if (!gpu) squares = K().sumSquares(x, n);
+      else if (!gpuOk(gpu::sumSquares(x, n, &squares, nullptr), failure, "sum of squares")) return false;
       const float norm = static_cast<float>(std::sqrt(squares));  // Math.fround(Math.sqrt(...)), as payload.ts
       if (!toDevice(payload + kHeaderBytes, &norm, 4, failure)) return false;
       const int32_t levels = static_cast<int32_t>(l.param0);
@@ -255,8 +255,8 @@ bool fill(const Layout& l, const float* x, uint8_t* payload, Failure& failure) {
     }
     case kSign: {
       double absolute = 0;
-      if (gpu ? !gpuOk(gpu::sumAbs(x, n, &absolute, nullptr), failure, "sum of |x|") : false) return false;
       if (!gpu) absolute = K().sumAbs(x, n);
+      else if (!gpuOk(gpu::sumAbs(x, n, &absolute, nullptr), failure, "sum of |x|")) return false;
       const float scale = n > 0 ? static_cast<float>(absolute / static_cast<double>(n)) : 0.0f;
       if (!toDevice(payload + kHeaderBytes, &scale, 4, failure)) return false;
       uint8_t* bits = payload + l.second;

@@ -34,10 +34,6 @@ __global__ void encodeHalfKernel(const float* in, uint16_t* out, size_t n, bool 
   }
 }
 
-__global__ void decodeHalfKernel(const uint16_t* in, float* out, size_t n, bool bf16) {
-  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = bf16 ? bf16ToF32(in[i]) : f16ToF32(in[i]);
-}
-
 // One thread per int8 block: the block's max (order does not matter for max), then its codes.
 __global__ void encodeInt8Kernel(const float* x, size_t n, size_t block, float* scales, int8_t* codes) {
   const size_t blocks = (n + block - 1) / block;
@@ -56,10 +52,6 @@ __global__ void encodeInt8Kernel(const float* x, size_t n, size_t block, float* 
   }
 }
 
-__global__ void decodeInt8Kernel(const int8_t* codes, const float* scales, size_t n, size_t block, float* out) {
-  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = __fmul_rn(static_cast<float>(codes[i]), scales[i / block]);
-}
-
 __global__ void encodeSignKernel(const float* x, size_t n, uint8_t* bits) {
   const size_t bytes = (n + 7) / 8;
   for (size_t b = globalIndex(); b < bytes; b += globalStride()) {
@@ -67,20 +59,6 @@ __global__ void encodeSignKernel(const float* x, size_t n, uint8_t* bits) {
     for (int j = 0; j < 8 && b * 8 + j < n; ++j) v |= (__float_as_uint(x[b * 8 + j]) >> 31) << j;
     bits[b] = static_cast<uint8_t>(v);
   }
-}
-
-__global__ void decodeSignKernel(const uint8_t* bits, size_t n, float scale, float* out) {
-  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = ((bits[i >> 3] >> (i & 7)) & 1) ? -scale : scale;
-}
-
-__global__ void encodeQsgdKernel(const float* x, size_t n, float scale, int32_t levels, uint32_t seedA, uint32_t seedB, int16_t* codes) {
-  for (size_t i = globalIndex(); i < n; i += globalStride()) {
-    codes[i] = rules::qsgdCode<int16_t>(x[i], scale, rules::uniformAt(seedA, seedB, static_cast<uint32_t>(i)), levels);
-  }
-}
-
-__global__ void decodeQsgdKernel(const int16_t* codes, size_t n, float unit, float* out) {
-  for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = __fmul_rn(static_cast<float>(codes[i]), unit);
 }
 
 // Top-k keys: NaN lowest (0), then |x| in bit order (non-negative floats order like their bits).
@@ -297,9 +275,7 @@ bool encodeHalf(const float* in, uint16_t* out, size_t n, bool bfloat16, void* s
 }
 
 bool decodeHalf(const uint16_t* in, float* out, size_t n, bool bfloat16, void* stream) {
-  if (n == 0) return true;
-  decodeHalfKernel<<<gridFor(n), 256, 0, on(stream)>>>(in, out, n, bfloat16);
-  return launchOk();
+  return decodeHalfInto(in, out, n, bfloat16, false, stream);
 }
 
 bool encodeInt8(const float* x, size_t n, size_t block, float* scales, int8_t* codes, void* stream) {
@@ -311,10 +287,7 @@ bool encodeInt8(const float* x, size_t n, size_t block, float* scales, int8_t* c
 }
 
 bool decodeInt8(const int8_t* codes, const float* scales, size_t n, size_t block, float* out, void* stream) {
-  if (block == 0) return false;
-  if (n == 0) return true;
-  decodeInt8Kernel<<<gridFor(n), 256, 0, on(stream)>>>(codes, scales, n, block, out);
-  return launchOk();
+  return decodeInt8Into(codes, scales, n, block, out, false, stream);
 }
 
 bool encodeSign(const float* x, size_t n, uint8_t* bits, void* stream) {
@@ -324,21 +297,15 @@ bool encodeSign(const float* x, size_t n, uint8_t* bits, void* stream) {
 }
 
 bool decodeSign(const uint8_t* bits, size_t n, float scale, float* out, void* stream) {
-  if (n == 0) return true;
-  decodeSignKernel<<<gridFor(n), 256, 0, on(stream)>>>(bits, n, scale, out);
-  return launchOk();
+  return decodeSignInto(bits, n, scale, out, false, stream);
 }
 
 bool encodeQsgd(const float* x, size_t n, float scale, int32_t levels, uint32_t seedA, uint32_t seedB, int16_t* codes, void* stream) {
-  if (n == 0) return true;
-  encodeQsgdKernel<<<gridFor(n), 256, 0, on(stream)>>>(x, n, scale, levels, seedA, seedB, codes);
-  return launchOk();
+  return encodeQsgdCodes(x, n, scale, levels, seedA, seedB, codes, 2, stream);
 }
 
 bool decodeQsgd(const int16_t* codes, size_t n, float unit, float* out, void* stream) {
-  if (n == 0) return true;
-  decodeQsgdKernel<<<gridFor(n), 256, 0, on(stream)>>>(codes, n, unit, out);
-  return launchOk();
+  return decodeQsgdInto(codes, 2, n, unit, out, false, stream);
 }
 
 bool topk(const float* x, size_t n, size_t k, uint32_t* indices, float* values, void* stream) {
