@@ -25,7 +25,7 @@ say "nvcc: ${nvcc_version:-not found}"
 
 # The library, its tests and the NCCL probe (no Node.js needed: the addon itself is not built here).
 if cmake -S native -B "$build" -DCMAKE_BUILD_TYPE=Release -DBRAID_TESTS=ON -DBRAID_TOOLS=OFF >"$out/configure.log" 2>&1 &&
-  cmake --build "$build" -j "$(nproc)" --target braid_kernels_test braid_nccl_probe braid_nccl_test >"$out/build.log" 2>&1; then
+  cmake --build "$build" -j "$(nproc)" --target braid_kernels_test braid_device_compress_test braid_nccl_probe braid_nccl_test >"$out/build.log" 2>&1; then
   cmake --build "$build" -j "$(nproc)" --target braid_gpu_kernels_bench braid_calibrate >>"$out/build.log" 2>&1 || true
   cuda=$(grep -o 'braid: CUDA kernels [A-Z]*' "$out/configure.log" | head -1)
   say "build: ok (${cuda:-CUDA kernels: unknown})"
@@ -42,6 +42,14 @@ if [ -x "$build/Release/braid_kernels_test" ]; then
   say "kernel tests: exit $status, $passed ok, $failed failed"
   grep -i 'cuda' "$out/kernels.log" | sed 's/^/   /'
   grep '^FAIL' "$out/kernels.log" | sed 's/^/   /'
+fi
+
+# allReduceCompressed's device steps with the CUDA kernels (CI runs them on the CUDA emulation).
+if [ -x "$build/Release/braid_device_compress_test" ]; then
+  timeout 120 "$build/Release/braid_device_compress_test" >"$out/device-compress.log" 2>&1
+  status=$?
+  say "device compression steps: exit $status, $(grep '^device:' "$out/device-compress.log"), $(tail -1 "$out/device-compress.log")"
+  grep '^FAIL' "$out/device-compress.log" | cut -c1-300 | sed 's/^/   /'
 fi
 
 if [ -x "$build/Release/braid_nccl_probe" ]; then

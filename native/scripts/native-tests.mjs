@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Runs the native test programs: the kernel and NCCL tests in one process, the algorithm tests under
+// Runs the native test programs: the kernel, device-compression and NCCL tests in one process (the
+// first two also against the CUDA emulation), the algorithm tests under
 // mpirun at 1, 2, 3 and 4 ranks (oversubscribed: CI machines have 2 cores), the engine test at
 // 1-3. BRAID_NATIVE_DIR runs another build's programs (the sanitizer builds).
 import { spawnSync } from 'node:child_process';
@@ -19,6 +20,13 @@ function run(cmd, args) {
   }
 }
 run(join(buildDir, 'braid_kernels_test'), []);
+// The CUDA sources compiled for the CPU (test/cuda_emulation): the emulation's own checks, then the
+// kernel test's GPU cases on it.
+run(join(buildDir, 'braid_cuda_emulation_test'), []);
+run(join(buildDir, 'braid_kernels_test_emulated'), []);
+// allReduceCompressed's device steps: on a GPU or the host stand-in, and on the emulated CUDA.
+run(join(buildDir, 'braid_device_compress_test'), []);
+run(join(buildDir, 'braid_device_compress_test_emulated'), []);
 // NCCL's communicator: a unique id and joining without a GPU where NCCL is found, the collectives
 // on a GPU; skipped, saying why, where either is missing.
 run(join(buildDir, 'braid_nccl_test'), []);

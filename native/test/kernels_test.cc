@@ -1,6 +1,8 @@
 // Kernel tests: the float16 / bfloat16 conversions against the hardware (F16C) and against their
 // definition, every reduction variant against a plain reference and against each other, and
-// the CUDA sum against the CPU when a GPU is present.
+// the CUDA kernels against their CPU twins when a GPU is present. braid_kernels_test_emulated is
+// this program linked with the CUDA sources compiled for the CPU (test/cuda_emulation), so the
+// CUDA cases run on every machine.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -294,6 +296,9 @@ int main() {
     CHECK(d[0] == 0.25 && d[1] == 0.5);
   });
 
+#if defined(BRAID_CUDA_EMULATION)
+  std::printf("CUDA: emulated on the CPU (test/cuda_emulation: kernels on threads, device memory trapped outside device work)\n");
+#endif
   if (cudaDeviceCount() > 0) {
     runCase("CUDA float32 sum matches the CPU bit for bit", [] {
       std::mt19937 rng(4);
@@ -509,15 +514,16 @@ int main() {
       gpuFree(dx);
     });
   } else {
-    const char* why = cudaCompiled() ? "CUDA is compiled in but this machine has no GPU; the CPU kernels above are its reference"
-                                     : "built without nvcc; the CPU kernels above cover the same sum";
+    const std::string why = std::string(cudaCompiled() ? "CUDA is compiled in but this machine has no GPU" : "built without nvcc") +
+                            "; braid_kernels_test_emulated runs this case's CUDA source on the CPU";
     braid_test::skip("CUDA float32 sum", why);
-    braid_test::skip("CUDA kernels of the compressed all-reduce on DeviceBuffers",
-                     "needs a GPU; @braid/compression's device.test.ts runs the same steps with the CPU kernels (BRAID_DEVICE=host)");
-    braid_test::skip("CUDA compression kernels vs CPU",
-                     cudaCompiled() ? "CUDA is compiled in but this machine has no GPU; @braid/compression's tests cover the CPU kernels (every ISA)"
-                                    : "built without nvcc; @braid/compression's tests cover the CPU kernels (every ISA)");
+    braid_test::skip("CUDA kernels of the compressed all-reduce on DeviceBuffers", why);
+    braid_test::skip("CUDA compression kernels vs CPU", why);
   }
   std::printf("active kernels: %s\n", activeKernels().isa);
+#if defined(BRAID_CUDA_EMULATION)
+  return braid_test::finish("kernels (CUDA emulated)");
+#else
   return braid_test::finish("kernels");
+#endif
 }

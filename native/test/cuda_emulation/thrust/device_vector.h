@@ -1,0 +1,3 @@
+// Thrust over the CUDA emulation: see thrust_emulation.h.
+#pragma once
+#include "../thrust_emulation.h"
