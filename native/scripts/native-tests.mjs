@@ -30,6 +30,9 @@ run(join(buildDir, 'braid_device_compress_test_emulated'), []);
 // NCCL's communicator: a unique id and joining without a GPU where NCCL is found, the collectives
 // on a GPU; skipped, saying why, where either is missing.
 run(join(buildDir, 'braid_nccl_test'), []);
+// The same communicator on the CUDA and NCCL emulation: every collective, the staged all-reduce
+// over its chunks, a peer that never joins.
+run(join(buildDir, 'braid_nccl_test_emulated'), []);
 for (const np of [1, 2, 3, 4]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_algorithms_test')]);
 // The same algorithms over Braid's TCP transport (loopback here; between hosts in the engine).
 for (const np of [2, 3, 4]) run('mpirun', ['-np', String(np), '--oversubscribe', join(buildDir, 'braid_algorithms_test'), 'tcp']);

@@ -3,7 +3,11 @@
 // polled to completion, then all-reduce (every op, the dtypes Braid maps) and broadcast on device
 // memory, each giving back exactly what went in, as one rank's collectives must; a communicator
 // whose second rank never comes is given up at its deadline (aborted, no hang). Skipped, saying
-// why, where there is no NCCL or no GPU (scripts/gpu-check.sh runs it where there are).
+// why, where there is no NCCL or no GPU (scripts/gpu-check.sh runs it where there are), and
+// the staged all-reduce of host memory over its chunks. braid_nccl_test_emulated runs the same
+// cases on the CUDA and NCCL emulation (test/cuda_emulation), where a second, mirrored rank
+// (contributing the same values) makes the staged sum twice its input, so a chunk that never
+// comes back shows.
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -16,13 +20,24 @@
 #include "gpu/nccl_loader.h"
 #include "kernels/cuda/cuda_info.h"
 
+#if defined(BRAID_CUDA_EMULATION)
+#include "nccl_emulation.h"
+#endif
+
 using namespace braid;
 
 int main() {
+#if defined(BRAID_CUDA_EMULATION)
+  NcclLoad load;
+  load.library = &braid_cuda_emulation::emulatedNccl();
+  const char* suite = "nccl (CUDA and NCCL emulated)";
+#else
   const NcclLoad& load = loadNccl();
+  const char* suite = "nccl";
+#endif
   if (load.library == nullptr) {
     braid_test::skip("NCCL communicator on the GPU", load.error);
-    return braid_test::finish("nccl");
+    return braid_test::finish(suite);
   }
   std::printf("NCCL %s at %s\n", ncclVersionString(load.library->version).c_str(), load.library->path.c_str());
   const NcclLibrary& nccl = *load.library;
@@ -47,7 +62,7 @@ int main() {
       std::printf("     (%s)\n", error.c_str());
     });
     braid_test::skip("NCCL collectives on the GPU", cudaCompiled() ? "no GPU visible" : "built without nvcc");
-    return braid_test::finish("nccl");
+    return braid_test::finish(suite);
   }
   const auto deadline = [] { return std::chrono::steady_clock::now() + std::chrono::seconds(60); };
   std::unique_ptr<NcclCommunicator> comm;
@@ -59,7 +74,7 @@ int main() {
     comm = NcclCommunicator::join(nccl, 0, 1, 0, id, deadline(), error, timedOut);
     CHECK_MSG(comm != nullptr, error);
   });
-  if (!comm) return braid_test::finish("nccl");
+  if (!comm) return braid_test::finish(suite);
 
   struct Type {
     const char* name;
@@ -120,7 +135,11 @@ int main() {
     const int reps = 20;
     for (int i = 0; i < reps; ++i) CHECK_MSG(comm->allReduce(d, count, nccl::kFloat32, nccl::kSum, deadline(), error, timedOut), error);
     const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / reps;
+#if defined(BRAID_CUDA_EMULATION)
+    std::printf("64 MiB all-reduce, one rank, emulated: %.1f us per call (a CPU memmove: not a GPU figure)\n", us);
+#else
     std::printf("64 MiB all-reduce, one rank: %.1f us per call (polled completion included)\n", us);
+#endif
     gpuFree(d);
   });
   braid_test::runCase("a communicator whose other rank never joins times out at its deadline and is aborted, no hang", [&] {
@@ -136,6 +155,59 @@ int main() {
     CHECK(seconds >= 2.9 && seconds < 20);
     std::printf("     (after %.1f s: %s)\n", seconds, error.c_str());
   });
+  braid_test::runCase("the staged all-reduce of host memory: three whole 4 MiB chunks and a short fourth, in place", [&] {
+    // On a GPU: this one-rank communicator (the sum is the input). Emulated: a second, mirrored
+    // rank, so the sum is twice the input and every chunk must make the round trip.
+    std::unique_ptr<NcclCommunicator> staged;
+    float factor = 1.0f;
+    std::string error;
+    bool timedOut = false;
+#if defined(BRAID_CUDA_EMULATION)
+    staged = NcclCommunicator::join(nccl, 0, 2, 0, braid_cuda_emulation::mirroredId(), deadline(), error, timedOut);
+    CHECK_MSG(staged != nullptr, error);
+    if (!staged) return;
+    factor = 2.0f;
+#endif
+    NcclCommunicator& c = staged ? *staged : *comm;
+    const size_t count = 3 * (1u << 20) + 12345;  // 4 MiB chunks of float32
+    std::vector<float> host(count), want(count);
+    for (size_t i = 0; i < count; ++i) host[i] = static_cast<float>(static_cast<int>(rng() % 20001) - 10000) / 64.0f;
+    for (size_t i = 0; i < count; ++i) want[i] = host[i] * factor;
+    CHECK_MSG(c.allReduceStaged(host.data(), count, 4, nccl::kFloat32, nccl::kSum, deadline(), error, timedOut), error);
+    CHECK(std::memcmp(host.data(), want.data(), count * 4) == 0);
+    // Again, smaller than one chunk, on the staging buffers the first call left.
+    std::vector<float> small(want.begin(), want.begin() + 1000), twice(small);
+    for (float& v : twice) v *= factor;
+    CHECK_MSG(c.allReduceStaged(small.data(), small.size(), 4, nccl::kFloat32, nccl::kSum, deadline(), error, timedOut), error);
+    CHECK(small == twice);
+  });
+#if defined(BRAID_CUDA_EMULATION)
+  braid_test::runCase("all-gather and reduce-scatter on device memory with a mirrored second rank", [&] {
+    std::string error;
+    bool timedOut = false;
+    auto two = NcclCommunicator::join(nccl, 0, 2, 0, braid_cuda_emulation::mirroredId(), deadline(), error, timedOut);
+    CHECK_MSG(two != nullptr, error);
+    if (!two) return;
+    const size_t count = 4099;
+    std::vector<float> host(2 * count), back(2 * count);
+    for (float& v : host) v = static_cast<float>(rng() % 1000) / 8.0f;
+    void* d = gpuAlloc(host.size() * 4, error);
+    void* out = gpuAlloc(host.size() * 4, error);
+    CHECK(d != nullptr && out != nullptr && gpuUpload(d, host.data(), host.size() * 4, error));
+    CHECK_MSG(two->allGather(d, out, count, nccl::kFloat32, deadline(), error, timedOut), error);
+    CHECK(gpuDownload(back.data(), out, back.size() * 4, error));
+    CHECK(std::memcmp(back.data(), host.data(), count * 4) == 0 && std::memcmp(back.data() + count, host.data(), count * 4) == 0);
+    CHECK_MSG(two->reduceScatter(d, out, count, nccl::kFloat32, nccl::kSum, deadline(), error, timedOut), error);
+    CHECK(gpuDownload(back.data(), out, count * 4, error));
+    for (size_t i = 0; i < count; ++i) CHECK(back[i] == host[i] * 2.0f);
+    // A host pointer is refused by NCCL (invalid argument) and the communicator aborted.
+    CHECK(!two->allReduce(host.data(), count, nccl::kFloat32, nccl::kSum, deadline(), error, timedOut));
+    CHECK_MSG(error.find("ncclAllReduce: invalid argument") == 0, error);
+    CHECK(!two->usable());
+    gpuFree(d);
+    gpuFree(out);
+  });
+#endif
   comm.reset();
-  return braid_test::finish("nccl");
+  return braid_test::finish(suite);
 }
