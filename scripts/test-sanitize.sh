@@ -9,16 +9,10 @@
 # Any report fails the run (halt_on_error). Leak checking is off: V8 and Open MPI keep memory
 # until exit by design.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [ "$(id -u)" -eq 0 ]; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-export OMPI_MCA_rmaps_base_oversubscribe=1
-cmake_js="$(node -p "require('path').join(require('path').dirname(require.resolve('cmake-js/package.json', { paths: ['native'] })), 'bin', 'cmake-js')")"
-jobs="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+source "$(dirname "$0")/native-variant.sh"
 
 echo "== building with -fsanitize=address,undefined (native/build-asan)"
-(cd native && CMAKE_BUILD_PARALLEL_LEVEL=$jobs node "$cmake_js" compile --out build-asan --CDBRAID_SANITIZE=address,undefined --CDBRAID_CUDA=OFF >/dev/null)
+native_variant build-asan --CDBRAID_SANITIZE=address,undefined --CDBRAID_CUDA=OFF
 asan_dir="$PWD/native/build-asan/Release"
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87"
@@ -32,7 +26,7 @@ libubsan="$(g++ -print-file-name=libubsan.so)"
 (cd packages/collectives && BRAID_NATIVE_DIR="$asan_dir" LD_PRELOAD="$libasan $libubsan" npx vitest run src/reliability.test.ts src/fuzz.test.ts)
 
 echo "== engine test under TSan (native/build-tsan)"
-(cd native && CMAKE_BUILD_PARALLEL_LEVEL=$jobs node "$cmake_js" compile --out build-tsan --CDBRAID_SANITIZE=thread --CDBRAID_CUDA=OFF >/dev/null)
+native_variant build-tsan --CDBRAID_SANITIZE=thread --CDBRAID_CUDA=OFF
 export TSAN_OPTIONS="halt_on_error=1:exitcode=88:suppressions=$PWD/native/test/tsan.supp"
 for np in 2 3; do
   echo "\$ mpirun -np $np braid_engine_test (TSan)"

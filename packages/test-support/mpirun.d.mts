@@ -42,3 +42,6 @@ export function digest(values: Iterable<ArrayBufferView | { dataSync(): ArrayBuf
 
 /** A seeded uniform generator in [0, 1) (mulberry32). */
 export function seededRandom(seed: number): () => number;
+
+/** This process's environment less what an MPI init here (a world of one) added to it. */
+export function inheritedEnv(): Record<string, string>;

@@ -6,10 +6,19 @@ import { basename, join } from 'node:path';
 
 import { backendInUse } from './backend.mjs';
 
+// What an MPI init in this process (a test's own world of one) leaves in its environment: passed
+// on, it makes the mpirun started here believe it runs inside that singleton's job, and it exits
+// at once.
+const SINGLETON_ENV = /^(PMIX_|OMPI_APP_CTX_|OMPI_MCA_(ess|pmix|orte_launch|orte_ess_num_procs|orte_precondition_transports)$|ORTE_SCHIZO_DETECTION$)/;
+
+export function inheritedEnv() {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !SINGLETON_ENV.test(k)));
+}
+
 export function mpirunScript(np, script, args, options = {}) {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), `braid-${basename(script).replace(/\W+/g, '-')}-`));
   const env = {
-    ...process.env,
+    ...inheritedEnv(),
     OMPI_ALLOW_RUN_AS_ROOT: '1',
     OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1',
     OMPI_MCA_rmaps_base_oversubscribe: '1',

@@ -1,6 +1,6 @@
 // CUDA on the CPU, for testing Braid's CUDA sources where there is no GPU (CI here). The .cu files
 // are compiled as C++ against this header (launches rewritten by launches.cmake); each kernel runs
-// with CUDA's thread model: a block's threads as OS threads meeting at __syncthreads, or one after
+// with CUDA's thread model: a block's threads as fibers meeting at __syncthreads, or one after
 // another for kernels that never call it. What a CPU run would otherwise hide, this makes fail:
 //   - device memory is mapped inaccessible except while device work runs, with a guard page after
 //     each allocation: host code reading device memory, or a kernel running past an allocation's
@@ -8,7 +8,8 @@
 //     data, a byte past the end is reported where it is read);
 //   - device work is queued and runs only at a synchronization point (cudaStreamSynchronize,
 //     cudaDeviceSynchronize, a query, a synchronous copy, cudaFree), so a host read that forgets to
-//     synchronize sees stale memory;
+//     synchronize sees stale memory; work that waits on other processes (nccl_emulation.h's
+//     collectives) keeps a query answering cudaErrorNotReady until they come;
 //   - a kernel argument, cudaMemcpy or cudaMemset range that is not where its direction says (a host
 //     pointer handed to a kernel, a copy past an allocation) is reported by name and becomes a sticky
 //     cudaErrorIllegalAddress, as a real launch would end.
@@ -21,11 +22,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <barrier>
 #include <cmath>
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -43,6 +45,7 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
 #define BRAID_EMULATION_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
 #define BRAID_EMULATION_POISON_OFF(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
 #else
@@ -103,13 +106,13 @@ struct Allocation {
 
 struct Work {
   std::string what;
-  std::function<void()> run;
+  std::function<bool()> run;  // true when done; false: waiting for something outside (a peer)
 };
 
 struct State {
   std::recursive_mutex mutex;
   std::map<uintptr_t, Allocation> allocations;
-  std::vector<Work> queue;
+  std::deque<Work> queue;
   cudaError_t sticky = cudaSuccess;  // an illegal address ends the "context", as on a GPU
   cudaError_t last = cudaSuccess;
   bool deviceAccess = false;
@@ -212,22 +215,39 @@ inline void watchFaults() {
   (void)installed;
 }
 
-// Runs the queued device work, in issue order.
-inline void flush() {
+// Runs the queued device work in issue order; with `wait`, until all of it is done (as a
+// synchronization waits), else as far as it can go now. True when nothing is left.
+inline bool drain(bool wait) {
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mutex);
-  if (s.queue.empty()) return;
-  std::vector<Work> work;
-  work.swap(s.queue);
-  setDeviceAccess(true);
-  for (Work& w : work) {
-    if (s.sticky != cudaSuccess) break;  // a failed context runs nothing more
-    w.run();
+  while (!s.queue.empty()) {
+    setDeviceAccess(true);
+    const bool done = s.sticky != cudaSuccess || s.queue.front().run();  // a failed context runs nothing more
+    if (done) {
+      s.queue.pop_front();
+      continue;
+    }
+    if (!wait) break;
+    setDeviceAccess(false);
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   setDeviceAccess(false);
+  return s.queue.empty();
 }
 
+inline void flush() { drain(true); }
+
 inline void enqueue(std::string what, std::function<void()> run) {
+  State& s = state();
+  std::lock_guard<std::recursive_mutex> lock(s.mutex);
+  s.queue.push_back(Work{std::move(what), [run = std::move(run)] {
+                           run();
+                           return true;
+                         }});
+}
+
+// Work that may have to wait for something outside the process (an emulated NCCL peer).
+inline void enqueueWaiting(std::string what, std::function<bool()> run) {
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mutex);
   s.queue.push_back(Work{std::move(what), std::move(run)});
@@ -245,14 +265,94 @@ inline void deviceNow(const std::function<void()>& run) {
 
 // --- kernels ------------------------------------------------------------------------------------
 
-inline thread_local std::unique_ptr<std::barrier<>>* blockBarrier = nullptr;  // null: threads run one by one
+// A block whose kernel calls __syncthreads runs as fibers on one thread: each fiber runs until its
+// next __syncthreads (or its end), round after round, so no thread passes a barrier before every
+// live thread of its block has reached it. A switch saves the callee-saved registers and swaps
+// stacks (glibc's swapcontext also makes a system call for the signal mask each time: a 256-thread
+// tree sum switches millions of times).
+#if !defined(__x86_64__)
+#error "the CUDA emulation's fibers switch stacks with x86-64 code"
+#endif
+extern "C" void braid_emulation_switch(void** save, void* load);
+asm(R"(
+  .text
+  .weak braid_emulation_switch
+  .type braid_emulation_switch, @function
+braid_emulation_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size braid_emulation_switch, .-braid_emulation_switch
+)");
+
+struct Fibers {
+  static constexpr size_t kStackBytes = 256 * 1024;
+  void* scheduler = nullptr;           // its saved stack pointer while a fiber runs
+  std::vector<void*> saved;            // each fiber's, while it waits
+  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<char> finished;
+  std::vector<void*> fakeStacks;  // ASan's, per fiber
+  size_t current = 0;
+  std::function<void()> body;
+  const void* schedulerBottom = nullptr;
+  size_t schedulerSize = 0;
+};
+inline thread_local Fibers* fibers = nullptr;
 inline thread_local bool calledSyncthreads = false;
 
-struct NewBarrier {
-  std::unique_ptr<std::barrier<>>* barrier;
-  std::ptrdiff_t threads;
-  void operator()() noexcept { *barrier = std::make_unique<std::barrier<>>(threads); }
-};
+[[noreturn]] inline void fiberEntry() {
+  Fibers* f = fibers;
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(nullptr, &f->schedulerBottom, &f->schedulerSize);
+#endif
+  f->body();
+  f->finished[f->current] = 1;
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_start_switch_fiber(nullptr, f->schedulerBottom, f->schedulerSize);  // this fiber ends
+#endif
+  void* unused = nullptr;
+  braid_emulation_switch(&unused, f->scheduler);
+  __builtin_unreachable();
+}
+
+// A fiber's first stack: six zeroed registers for the switch to pop, then fiberEntry as the
+// address it returns to (placed so that fiberEntry starts with the stack aligned as after a call).
+inline void* fiberStack(char* stack, size_t bytes) {
+  // The previous block's fiber ended inside fiberEntry, whose frame ASan still has poisoned there.
+  BRAID_EMULATION_POISON_OFF(stack + bytes - 16384, 16384);
+  uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t{15};
+  top -= 16;
+  void** slots = reinterpret_cast<void**>(top);
+  slots[0] = reinterpret_cast<void*>(&fiberEntry);
+  slots[1] = nullptr;
+  for (int r = 1; r <= 6; ++r) *(slots - r) = nullptr;
+  return slots - 6;
+}
+
+// From a fiber back to the scheduler, until the next round resumes it.
+inline void fiberYield() {
+  Fibers* f = fibers;
+  const size_t self = f->current;
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_start_switch_fiber(&f->fakeStacks[self], f->schedulerBottom, f->schedulerSize);
+#endif
+  braid_emulation_switch(&f->saved[self], f->scheduler);
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(f->fakeStacks[self], &f->schedulerBottom, &f->schedulerSize);
+#endif
+}
 
 template <class Kernel, class Args>
 void runKernel(const std::string& name, Kernel kernel, dim3 grid, dim3 block, const Args& args) {
@@ -264,41 +364,66 @@ void runKernel(const std::string& name, Kernel kernel, dim3 grid, dim3 block, co
     blockIdx = uint3(static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y), static_cast<unsigned>(b / grid.x / grid.y));
     threadIdx = uint3(static_cast<unsigned>(t % block.x), static_cast<unsigned>(t / block.x % block.y), static_cast<unsigned>(t / block.x / block.y));
   };
-  // Blocks [first, last) with a thread each, meeting at __syncthreads; true if any thread met there.
+  // Blocks [first, last) as fibers; true if any thread met a __syncthreads.
   auto cooperative = [&](size_t first, size_t last) {
-    std::unique_ptr<std::barrier<>> sync = std::make_unique<std::barrier<>>(static_cast<std::ptrdiff_t>(threads));
-    std::barrier<NewBarrier> blockEnd(static_cast<std::ptrdiff_t>(threads), NewBarrier{&sync, static_cast<std::ptrdiff_t>(threads)});
-    std::vector<char> met(threads, 0);
-    std::vector<std::thread> pool;
-    pool.reserve(threads);
-    for (size_t t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        blockBarrier = &sync;
-        calledSyncthreads = false;
-        for (size_t b = first; b < last; ++b) {
+    if (first >= last) return false;
+    Fibers f;
+    f.saved.resize(threads);
+    f.finished.resize(threads);
+    f.fakeStacks.resize(threads);
+    for (size_t t = 0; t < threads; ++t) f.stacks.emplace_back(new char[Fibers::kStackBytes]);
+    f.body = [&] { std::apply(kernel, args); };
+    Fibers* outer = fibers;
+    fibers = &f;
+    calledSyncthreads = false;
+    for (size_t b = first; b < last; ++b) {
+      for (size_t t = 0; t < threads; ++t) {
+        f.saved[t] = fiberStack(f.stacks[t].get(), Fibers::kStackBytes);
+        f.finished[t] = 0;
+      }
+      for (bool live = true; live;) {
+        live = false;
+        for (size_t t = 0; t < threads; ++t) {
+          if (f.finished[t]) continue;
+          f.current = t;
           place(b, t);
-          std::apply(kernel, args);
-          sync->arrive_and_drop();  // a thread that has returned no longer holds the others back
-          blockEnd.arrive_and_wait();
+#if defined(__SANITIZE_ADDRESS__)
+          void* fake = nullptr;
+          __sanitizer_start_switch_fiber(&fake, f.stacks[t].get(), Fibers::kStackBytes);
+#endif
+          braid_emulation_switch(&f.scheduler, f.saved[t]);
+#if defined(__SANITIZE_ADDRESS__)
+          __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+          live = live || !f.finished[t];
         }
-        met[t] = calledSyncthreads;
-        blockBarrier = nullptr;
-      });
+      }
     }
-    for (std::thread& th : pool) th.join();
-    return std::find(met.begin(), met.end(), 1) != met.end();
+    fibers = outer;
+    const bool met = calledSyncthreads;
+    calledSyncthreads = false;
+    return met;
   };
-  // Block 0 tells whether the kernel synchronizes its threads; if not, the rest run one by one.
-  if (cooperative(0, 1)) {
-    cooperative(1, blocks);
+  // The first launch's block 0 tells whether a kernel synchronizes its threads (remembered); if
+  // not, its threads run one after another, plain calls.
+  static std::map<const void*, bool> synchronizes;
+  const void* key = reinterpret_cast<const void*>(kernel);
+  auto known = synchronizes.find(key);
+  size_t first = 0;
+  if (known == synchronizes.end()) {
+    known = synchronizes.emplace(key, cooperative(0, 1)).first;
+    first = 1;
+  }
+  if (known->second) {
+    cooperative(first, blocks);
     return;
   }
-  for (size_t b = 1; b < blocks; ++b) {
+  for (size_t b = first; b < blocks; ++b) {
     for (size_t t = 0; t < threads; ++t) {
       place(b, t);
       std::apply(kernel, args);
       if (calledSyncthreads) {
-        std::fprintf(stderr, "cuda emulation: kernel %s called __syncthreads in block %zu but not in block 0\n", name.c_str(), b);
+        std::fprintf(stderr, "cuda emulation: kernel %s called __syncthreads in block %zu, but not in its first launch's block 0\n", name.c_str(), b);
         std::abort();
       }
     }
@@ -358,7 +483,7 @@ Launch<Params...> launch(const char* name, void (*kernel)(Params...), dim3 grid,
 inline void __syncthreads() {
   namespace e = braid_cuda_emulation;
   e::calledSyncthreads = true;
-  if (e::blockBarrier != nullptr) (*e::blockBarrier)->arrive_and_wait();
+  if (e::fibers != nullptr) e::fiberYield();
 }
 
 // --- device functions: IEEE operations with the rounding their names say (the build passes
@@ -416,14 +541,24 @@ inline cudaError_t cudaGetLastError() {
   return e;
 }
 
+namespace braid_cuda_emulation {
+// One device, or BRAID_CUDA_EMULATION_DEVICES (so that several ranks on a host each get one).
+inline int deviceCount() {
+  const char* v = std::getenv("BRAID_CUDA_EMULATION_DEVICES");
+  const int n = v != nullptr ? std::atoi(v) : 1;
+  return n > 0 ? n : 1;
+}
+}  // namespace braid_cuda_emulation
+
 inline cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  *count = braid_cuda_emulation::deviceCount();
   return cudaSuccess;
 }
 
 inline cudaError_t cudaSetDevice(int device) {
   namespace e = braid_cuda_emulation;
-  if (device != 0) return e::fail(cudaErrorInvalidDevice, "cudaSetDevice(" + std::to_string(device) + "): the emulation has one device");
+  if (device < 0 || device >= e::deviceCount())
+    return e::fail(cudaErrorInvalidDevice, "cudaSetDevice(" + std::to_string(device) + "): the emulation has " + std::to_string(e::deviceCount()) + " device(s)");
   e::state().device = device;
   return e::result(cudaSuccess);
 }
@@ -578,8 +713,11 @@ inline cudaError_t cudaDeviceSynchronize() {
   return braid_cuda_emulation::result(cudaSuccess);
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaDeviceSynchronize(); }
-inline cudaError_t cudaStreamQuery(cudaStream_t) { return cudaDeviceSynchronize(); }
-inline cudaError_t cudaEventQuery(cudaEvent_t) { return cudaDeviceSynchronize(); }
+// Not ready while any earlier work waits (one queue: a conservative answer for any stream or event).
+inline cudaError_t cudaStreamQuery(cudaStream_t) {
+  return braid_cuda_emulation::drain(false) ? braid_cuda_emulation::result(cudaSuccess) : cudaErrorNotReady;
+}
+inline cudaError_t cudaEventQuery(cudaEvent_t) { return cudaStreamQuery(nullptr); }
 inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaDeviceSynchronize(); }
 
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {

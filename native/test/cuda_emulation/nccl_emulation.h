@@ -1,156 +1,274 @@
-// NCCL over the CUDA emulation (cuda_runtime.h here), for testing gpu/nccl_comm's use of NCCL
-// where there is no GPU: the entry points Braid calls (nccl_api.h), with NCCL's non-blocking
-// behaviour (init returns ncclInProgress; the async error says when the communicator is ready),
-// collectives queued on the caller's stream like any device work, and device pointers checked.
-// There is one process, so a communicator has one real rank; the others are either
-//   - mirrors (an id from mirroredId): every other rank contributes the same values, so that an
-//     all-reduce's result differs from its input (sum of 2 ranks = 2x) and a lost copy shows; or
-//   - absent (an id from ncclGetUniqueId with nranks > 1): the communicator never becomes ready,
-//     as when a peer never joins, so the caller's deadline and abort are exercised.
+// NCCL over the CUDA emulation (cuda_runtime.h here), for testing Braid's use of NCCL where there
+// is no GPU: the entry points Braid calls (nccl_api.h) with NCCL's non-blocking behaviour (init
+// returns ncclInProgress; the async error says when every rank has joined), collectives queued on
+// the caller's stream like any device work, their buffers checked, and ncclCommAbort dropping
+// what is in flight. Ranks are processes on one machine meeting in POSIX shared memory (one
+// segment per communicator to join, one per collective, named by the unique id): each copies its
+// contribution in, and once all have, every rank reduces the same slots in rank order with Braid's
+// CPU kernels (so all get the same bits; avg divides once, as Braid's host algorithms do). A peer
+// that never joins or never calls leaves the others not ready, so their deadlines and aborts are
+// what end it. mirroredId() instead makes a communicator whose other ranks are mirrors of this one
+// (each contributes the same values): one process can then see a sum of two ranks (2x its input).
 #pragma once
 #include <cuda_runtime.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <memory>
+#include <set>
 #include <string>
 
 #include "gpu/nccl_api.h"
 #include "gpu/nccl_loader.h"
+#include "kernels/reduce.h"
 
 namespace braid_cuda_emulation {
 
+namespace nccl = braid::nccl;
+
 struct EmulatedComm {
-  int ranks = 1;
+  std::string name;  // from the unique id
+  int ranks = 1, rank = 0;
+  bool mirrored = false;
   bool ready = false;
-  bool aborted = false;
+  std::atomic<bool> aborted{false};
+  uint64_t calls = 0;
+  std::set<std::string> segments;  // shared memory this rank may still have to remove
 };
 
-inline bool isMirrored(const braid::nccl::UniqueId& id) { return std::memcmp(id.internal, "mirrored", 8) == 0; }
+// A segment's header: how many ranks have copied their part in, and how many are done with it.
+struct SegmentHeader {
+  std::atomic<uint32_t> arrived;
+  std::atomic<uint32_t> departed;
+};
+constexpr size_t kSegmentHeader = 64;
 
-inline braid::nccl::UniqueId mirroredId() {
-  braid::nccl::UniqueId id{};
+struct Segment {
+  void* base = nullptr;
+  size_t bytes = 0;
+  SegmentHeader* header() const { return static_cast<SegmentHeader*>(base); }
+  uint8_t* slot(size_t index, size_t slotBytes) const { return static_cast<uint8_t*>(base) + kSegmentHeader + index * slotBytes; }
+};
+
+// Opens (creating it if this rank is first) and maps a segment of `bytes` after the header.
+inline bool openSegment(const std::string& name, size_t bytes, Segment& segment) {
+  const int fd = shm_open(name.c_str(), O_CREAT | O_RDWR, 0600);
+  if (fd < 0) return false;
+  segment.bytes = kSegmentHeader + bytes;
+  const bool sized = ftruncate(fd, static_cast<off_t>(segment.bytes)) == 0;  // the same size from every rank: no data lost
+  segment.base = sized ? mmap(nullptr, segment.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+  close(fd);
+  if (segment.base == MAP_FAILED) segment.base = nullptr;
+  return segment.base != nullptr;
+}
+
+inline bool isMirrored(const nccl::UniqueId& id) { return std::memcmp(id.internal, "mirrored", 8) == 0; }
+
+inline nccl::UniqueId mirroredId() {
+  nccl::UniqueId id{};
   std::memcpy(id.internal, "mirrored", 8);
   return id;
 }
 
-inline size_t ncclSize(braid::nccl::DataType t) {
-  using namespace braid::nccl;
+inline size_t ncclSize(nccl::DataType t) {
   switch (t) {
-    case kInt8: case kUint8: return 1;
-    case kFloat16: case kBfloat16: return 2;
-    case kInt32: case kUint32: case kFloat32: return 4;
+    case nccl::kInt8: case nccl::kUint8: return 1;
+    case nccl::kFloat16: case nccl::kBfloat16: return 2;
+    case nccl::kInt32: case nccl::kUint32: case nccl::kFloat32: return 4;
     default: return 8;
   }
 }
 
-// Checks like NCCL's: the buffers must be device memory on this device.
-inline braid::nccl::Result ncclBuffers(const char* what, const void* send, size_t sendBytes, const void* recv, size_t recvBytes) {
-  if ((sendBytes > 0 && !isDevice(send, sendBytes)) || (recvBytes > 0 && !isDevice(recv, recvBytes))) {
-    std::fprintf(stderr, "nccl emulation: %s: a buffer is not device memory of its size\n", what);
-    return braid::nccl::kInvalidArgument;
+// Braid's element types and operations for NCCL's (unsigned 32/64-bit ones Braid never sends).
+inline bool braidTypes(nccl::DataType t, nccl::RedOp op, braid::DType& dtype, braid::RedOp& redop) {
+  switch (t) {
+    case nccl::kInt8: dtype = braid::DType::kInt8; break;
+    case nccl::kUint8: dtype = braid::DType::kUint8; break;
+    case nccl::kInt32: dtype = braid::DType::kInt32; break;
+    case nccl::kInt64: dtype = braid::DType::kInt64; break;
+    case nccl::kFloat16: dtype = braid::DType::kFloat16; break;
+    case nccl::kBfloat16: dtype = braid::DType::kBFloat16; break;
+    case nccl::kFloat32: dtype = braid::DType::kFloat32; break;
+    case nccl::kFloat64: dtype = braid::DType::kFloat64; break;
+    default: return false;
   }
-  return braid::nccl::kSuccess;
+  switch (op) {
+    case nccl::kSum: redop = braid::RedOp::kSum; break;
+    case nccl::kProd: redop = braid::RedOp::kProd; break;
+    case nccl::kMax: redop = braid::RedOp::kMax; break;
+    case nccl::kMin: redop = braid::RedOp::kMin; break;
+    case nccl::kAvg: redop = braid::RedOp::kAvg; break;
+    default: return false;
+  }
+  return true;
 }
 
-// out = the reduction over `ranks` ranks that each hold x (callers refuse all but float32 with more
-// than one rank: ncclInvalidUsage).
-inline void mirroredReduce(float* out, const float* x, size_t count, braid::nccl::RedOp op, int ranks) {
-  using namespace braid::nccl;
-  for (size_t i = 0; i < count; ++i) {
-    float acc = x[i];
-    for (int r = 1; r < ranks; ++r) acc = op == kSum || op == kAvg ? acc + x[i] : op == kProd ? acc * x[i] : acc;
-    out[i] = op == kAvg ? acc / static_cast<float>(ranks) : acc;
-  }
+// out = the reduction of `count` elements from each of `ranks` inputs, in rank order.
+inline void reduceSlots(braid::DType dtype, braid::RedOp op, void* out, const std::function<const void*(int)>& input, int ranks, size_t count) {
+  const size_t bytes = count * braid::dtypeSize(dtype);
+  std::memmove(out, input(0), bytes);
+  for (int r = 1; r < ranks; ++r) braid::reduceInto(dtype, op, out, out, input(r), count);
+  if (op == braid::RedOp::kAvg) braid::finishAverage(dtype, out, count, ranks);
 }
 
-inline braid::nccl::Result ncclGetVersionEmulated(int* version) {
+inline nccl::Result ncclGetVersionEmulated(int* version) {
   *version = 23007;
-  return braid::nccl::kSuccess;
+  return nccl::kSuccess;
 }
-inline const char* ncclGetErrorStringEmulated(braid::nccl::Result r) {
+inline const char* ncclGetErrorStringEmulated(nccl::Result r) {
   switch (r) {
-    case braid::nccl::kSuccess: return "no error";
-    case braid::nccl::kInvalidArgument: return "invalid argument (run with NCCL_DEBUG=WARN for details)";
-    case braid::nccl::kInvalidUsage: return "invalid usage (run with NCCL_DEBUG=WARN for details)";
-    case braid::nccl::kInProgress: return "NCCL operation in progress";
+    case nccl::kSuccess: return "no error";
+    case nccl::kInvalidArgument: return "invalid argument (run with NCCL_DEBUG=WARN for details)";
+    case nccl::kInvalidUsage: return "invalid usage (run with NCCL_DEBUG=WARN for details)";
+    case nccl::kInProgress: return "NCCL operation in progress";
+    case nccl::kSystemError: return "unhandled system error";
     default: return "unhandled error";
   }
 }
-inline braid::nccl::Result ncclGetUniqueIdEmulated(braid::nccl::UniqueId* id) {
-  static unsigned counter = 0;
+inline nccl::Result ncclGetUniqueIdEmulated(nccl::UniqueId* id) {
+  static std::atomic<unsigned> counter{0};
   std::memset(id->internal, 0, sizeof id->internal);
-  std::snprintf(id->internal, sizeof id->internal, "emulated %u", ++counter);
-  return braid::nccl::kSuccess;
+  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+  std::snprintf(id->internal, sizeof id->internal, "%d-%u-%llx", static_cast<int>(getpid()), ++counter, static_cast<unsigned long long>(now));
+  return nccl::kSuccess;
 }
-inline braid::nccl::Result ncclCommInitRankConfigEmulated(braid::nccl::Comm* comm, int nranks, braid::nccl::UniqueId id, int rank, braid::nccl::Config*) {
-  if (nranks < 1 || rank < 0 || rank >= nranks) return braid::nccl::kInvalidArgument;
+
+inline void releaseSegment(EmulatedComm& c, const std::string& name, Segment& segment) {
+  if (segment.base != nullptr && segment.header()->departed.fetch_add(1) + 1 == static_cast<uint32_t>(c.ranks)) {
+    shm_unlink(name.c_str());
+    c.segments.erase(name);
+  }
+  if (segment.base != nullptr) munmap(segment.base, segment.bytes);
+  segment.base = nullptr;
+}
+
+inline nccl::Result ncclCommInitRankConfigEmulated(nccl::Comm* comm, int nranks, nccl::UniqueId id, int rank, nccl::Config*) {
+  if (nranks < 1 || rank < 0 || rank >= nranks) return nccl::kInvalidArgument;
   auto* c = new EmulatedComm;
   c->ranks = nranks;
-  c->ready = nranks == 1 || isMirrored(id);
-  *comm = reinterpret_cast<braid::nccl::Comm>(c);
-  return braid::nccl::kInProgress;  // non-blocking: the async error says when it is ready
+  c->rank = rank;
+  c->mirrored = isMirrored(id);
+  char name[64];
+  std::snprintf(name, sizeof name, "/braid-nccl-emulated-%.40s", id.internal);
+  for (char* p = name + 1; *p != 0; ++p)
+    if (*p == '/') *p = '_';
+  c->name = name;
+  c->ready = nranks == 1 || c->mirrored;
+  if (!c->ready) {
+    // Joining: count this rank in; the communicator is ready once every rank has.
+    const std::string join = c->name + "-join";
+    c->segments.insert(join);
+    Segment segment;
+    if (!openSegment(join, 0, segment)) {
+      delete c;
+      return nccl::kSystemError;
+    }
+    segment.header()->arrived.fetch_add(1);
+    munmap(segment.base, segment.bytes);
+  }
+  *comm = reinterpret_cast<nccl::Comm>(c);
+  return nccl::kInProgress;  // non-blocking: the async error says when it is ready
 }
-inline braid::nccl::Result ncclCommInitRankEmulated(braid::nccl::Comm* comm, int nranks, braid::nccl::UniqueId id, int rank) {
+inline nccl::Result ncclCommInitRankEmulated(nccl::Comm* comm, int nranks, nccl::UniqueId id, int rank) {
   return ncclCommInitRankConfigEmulated(comm, nranks, id, rank, nullptr);
 }
-inline braid::nccl::Result ncclCommAbortEmulated(braid::nccl::Comm comm) {
-  flush();
-  delete reinterpret_cast<EmulatedComm*>(comm);
-  return braid::nccl::kSuccess;
+inline nccl::Result ncclCommGetAsyncErrorEmulated(nccl::Comm comm, nccl::Result* state) {
+  auto* c = reinterpret_cast<EmulatedComm*>(comm);
+  if (!c->ready) {
+    const std::string join = c->name + "-join";
+    Segment segment;
+    if (openSegment(join, 0, segment)) {
+      c->ready = segment.header()->arrived.load() >= static_cast<uint32_t>(c->ranks);
+      if (c->ready) releaseSegment(*c, join, segment);
+      else munmap(segment.base, segment.bytes);
+    }
+  }
+  *state = c->ready ? nccl::kSuccess : nccl::kInProgress;
+  return nccl::kSuccess;
 }
-inline braid::nccl::Result ncclCommGetAsyncErrorEmulated(braid::nccl::Comm comm, braid::nccl::Result* state) {
-  const auto* c = reinterpret_cast<const EmulatedComm*>(comm);
-  *state = c->ready ? braid::nccl::kSuccess : braid::nccl::kInProgress;
-  return braid::nccl::kSuccess;
+// Whatever is in flight ends (the queue drops it); this rank's shared memory names go.
+inline nccl::Result ncclCommAbortEmulated(nccl::Comm comm) {
+  auto* c = reinterpret_cast<EmulatedComm*>(comm);
+  c->aborted = true;
+  drain(false);
+  for (const std::string& name : c->segments) shm_unlink(name.c_str());
+  c->segments.clear();
+  return nccl::kSuccess;  // the struct stays: queued work may still point at it
 }
 
-// A collective queued on `stream` once its buffers are checked.
-inline braid::nccl::Result ncclQueue(const char* what, braid::nccl::Comm comm, const void* send, size_t sendBytes, void* recv, size_t recvBytes,
-                                     std::function<void()> run) {
-  const auto* c = reinterpret_cast<const EmulatedComm*>(comm);
-  if (!c->ready) return braid::nccl::kInvalidUsage;
-  const braid::nccl::Result checked = ncclBuffers(what, send, sendBytes, recv, recvBytes);
-  if (checked != braid::nccl::kSuccess) return checked;
-  enqueue(what, std::move(run));
-  return braid::nccl::kSuccess;
+// A collective: this rank's `send` (sendBytes) goes into its slot of the call's segment; once every
+// rank's is there, `finish(slot)` writes the result from the slots.
+inline nccl::Result ncclCollective(const char* what, nccl::Comm comm, const void* send, size_t sendBytes, const void* recv, size_t recvBytes,
+                                   std::function<void(const std::function<const void*(int)>&)> finish) {
+  auto* c = reinterpret_cast<EmulatedComm*>(comm);
+  if (!c->ready || c->aborted) return nccl::kInvalidUsage;
+  if ((sendBytes > 0 && !isDevice(send, sendBytes)) || (recvBytes > 0 && !isDevice(recv, recvBytes))) {
+    std::fprintf(stderr, "nccl emulation: %s: a buffer is not device memory of its size\n", what);
+    return nccl::kInvalidArgument;
+  }
+  if (c->mirrored) {
+    enqueue(what, [=] { finish([&](int) { return send; }); });
+    return nccl::kSuccess;
+  }
+  const std::string name = c->name + "-" + std::to_string(++c->calls);
+  c->segments.insert(name);
+  auto segment = std::make_shared<Segment>();
+  auto copied = std::make_shared<bool>(false);
+  enqueueWaiting(what, [=] {
+    if (c->aborted) return true;  // NCCL's abort ends the kernels in flight
+    if (!*copied) {
+      if (!openSegment(name, sendBytes * c->ranks, *segment)) return false;
+      std::memcpy(segment->slot(c->rank, sendBytes), send, sendBytes);
+      segment->header()->arrived.fetch_add(1);
+      *copied = true;
+    }
+    if (segment->header()->arrived.load() < static_cast<uint32_t>(c->ranks)) return false;
+    finish([&](int r) { return static_cast<const void*>(segment->slot(r, sendBytes)); });
+    releaseSegment(*c, name, *segment);
+    return true;
+  });
+  return nccl::kSuccess;
 }
 
-inline braid::nccl::Result ncclAllReduceEmulated(const void* send, void* recv, size_t count, braid::nccl::DataType type, braid::nccl::RedOp op,
-                                                 braid::nccl::Comm comm, braid::nccl::Stream) {
-  const int ranks = reinterpret_cast<const EmulatedComm*>(comm)->ranks;
+inline nccl::Result ncclAllReduceEmulated(const void* send, void* recv, size_t count, nccl::DataType type, nccl::RedOp op, nccl::Comm comm, nccl::Stream) {
+  braid::DType dtype;
+  braid::RedOp redop;
+  if (!braidTypes(type, op, dtype, redop)) return nccl::kInvalidArgument;
+  const int ranks = reinterpret_cast<EmulatedComm*>(comm)->ranks;
   const size_t bytes = count * ncclSize(type);
-  if (ranks > 1 && type != braid::nccl::kFloat32) return braid::nccl::kInvalidUsage;
-  return ncclQueue("ncclAllReduce", comm, send, bytes, recv, bytes, [=] {
-    if (ranks == 1) std::memmove(recv, send, bytes);  // one rank: every op gives back its input
-    else mirroredReduce(static_cast<float*>(recv), static_cast<const float*>(send), count, op, ranks);
+  return ncclCollective("ncclAllReduce", comm, send, bytes, recv, bytes, [=](const auto& slot) { reduceSlots(dtype, redop, recv, slot, ranks, count); });
+}
+inline nccl::Result ncclBroadcastEmulated(const void* send, void* recv, size_t count, nccl::DataType type, int root, nccl::Comm comm, nccl::Stream) {
+  const auto* c = reinterpret_cast<EmulatedComm*>(comm);
+  if (root < 0 || root >= c->ranks) return nccl::kInvalidArgument;
+  const size_t bytes = count * ncclSize(type);
+  // NCCL reads `send` on the root only; the others' slots are left unread.
+  const bool root_ = c->rank == root;
+  return ncclCollective("ncclBroadcast", comm, root_ ? send : recv, bytes, recv, bytes, [=](const auto& slot) { std::memmove(recv, slot(root), bytes); });
+}
+inline nccl::Result ncclAllGatherEmulated(const void* send, void* recv, size_t count, nccl::DataType type, nccl::Comm comm, nccl::Stream) {
+  const int ranks = reinterpret_cast<EmulatedComm*>(comm)->ranks;
+  const size_t bytes = count * ncclSize(type);
+  return ncclCollective("ncclAllGather", comm, send, bytes, recv, bytes * ranks, [=](const auto& slot) {
+    for (int r = 0; r < ranks; ++r) std::memmove(static_cast<char*>(recv) + r * bytes, slot(r), bytes);
   });
 }
-inline braid::nccl::Result ncclBroadcastEmulated(const void* send, void* recv, size_t count, braid::nccl::DataType type, int root,
-                                                 braid::nccl::Comm comm, braid::nccl::Stream) {
+inline nccl::Result ncclReduceScatterEmulated(const void* send, void* recv, size_t count, nccl::DataType type, nccl::RedOp op, nccl::Comm comm,
+                                              nccl::Stream) {
+  braid::DType dtype;
+  braid::RedOp redop;
+  if (!braidTypes(type, op, dtype, redop)) return nccl::kInvalidArgument;
+  const auto* c = reinterpret_cast<EmulatedComm*>(comm);
+  const int ranks = c->ranks, rank = c->rank;
   const size_t bytes = count * ncclSize(type);
-  if (root < 0 || root >= reinterpret_cast<const EmulatedComm*>(comm)->ranks) return braid::nccl::kInvalidArgument;
-  return ncclQueue("ncclBroadcast", comm, send, bytes, recv, bytes, [=] {
-    std::memmove(recv, send, bytes);  // every rank holds what the root holds
+  return ncclCollective("ncclReduceScatter", comm, send, bytes * ranks, recv, bytes, [=](const auto& slot) {
+    reduceSlots(dtype, redop, recv, [&](int r) { return static_cast<const void*>(static_cast<const uint8_t*>(slot(r)) + rank * bytes); }, ranks, count);
   });
 }
-inline braid::nccl::Result ncclAllGatherEmulated(const void* send, void* recv, size_t count, braid::nccl::DataType type, braid::nccl::Comm comm,
-                                                 braid::nccl::Stream) {
-  const int ranks = reinterpret_cast<const EmulatedComm*>(comm)->ranks;
-  const size_t bytes = count * ncclSize(type);
-  return ncclQueue("ncclAllGather", comm, send, bytes, recv, bytes * ranks, [=] {
-    for (int r = 0; r < ranks; ++r) std::memmove(static_cast<char*>(recv) + r * bytes, send, bytes);
-  });
-}
-inline braid::nccl::Result ncclReduceScatterEmulated(const void* send, void* recv, size_t count, braid::nccl::DataType type, braid::nccl::RedOp op,
-                                                     braid::nccl::Comm comm, braid::nccl::Stream) {
-  const int ranks = reinterpret_cast<const EmulatedComm*>(comm)->ranks;
-  const size_t bytes = count * ncclSize(type);
-  if (ranks > 1 && type != braid::nccl::kFloat32) return braid::nccl::kInvalidUsage;
-  return ncclQueue("ncclReduceScatter", comm, send, bytes * ranks, recv, bytes, [=] {
-    if (ranks == 1) std::memmove(recv, send, bytes);
-    else mirroredReduce(static_cast<float*>(recv), static_cast<const float*>(send), count, op, ranks);  // rank 0's block
-  });
-}
-inline braid::nccl::Result ncclGroupEmulated() { return braid::nccl::kSuccess; }
+inline nccl::Result ncclGroupEmulated() { return nccl::kSuccess; }
 
 inline const braid::NcclLibrary& emulatedNccl() {
   static const braid::NcclLibrary library = [] {

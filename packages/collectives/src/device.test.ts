@@ -74,13 +74,18 @@ describe('without a GPU or BRAID_DEVICE', () => {
   });
 });
 
-const gpu = buildInfo().cuda.devices > 0 && buildInfo().nccl.available;
-describe('on a GPU with NCCL', () => {
-  // Skipped without a GPU and NCCL: the BRAID_DEVICE=host runs above cover the same API and
-  // engine paths; the NCCL calls themselves run only here (and in scripts/gpu-check.sh).
-  it.skipIf(!gpu)('np=1 (needs a CUDA GPU and NCCL): every collective on DeviceBuffers is exact through NCCL; misuse is refused by name', async () => {
-    checkRun(await mpirunScript(1, worker, ['device'], {}), 1, 'cuda');
-  });
+const gpus = buildInfo().nccl.available ? buildInfo().cuda.devices : 0;
+describe('on GPUs with NCCL', () => {
+  // Skipped without GPUs and NCCL (one rank a GPU): the BRAID_DEVICE=host runs above cover the
+  // same API and engine paths. The NCCL calls run here on a GPU machine, in scripts/gpu-check.sh,
+  // and in scripts/test-emulated.sh (this file with the addon built over the CUDA and NCCL
+  // emulation, four emulated GPUs).
+  for (const np of [1, 2, 3, 4]) {
+    const needs = gpus < np ? ` (skipped: needs ${np} CUDA GPU${np > 1 ? 's' : ''} and NCCL; ${gpus} here)` : '';
+    it.skipIf(gpus < np)(`np=${np}: every collective on DeviceBuffers is exact through NCCL; misuse is refused by name${needs}`, async () => {
+      checkRun(await mpirunScript(np, worker, ['device'], {}), np, 'cuda');
+    });
+  }
 });
 
 // The plain `node` run of a device script is a world of one.

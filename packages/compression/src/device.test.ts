@@ -1,7 +1,7 @@
 // allReduceCompressed on DeviceBuffers: here with BRAID_DEVICE=host (host memory standing in for
 // the GPU: the same steps, with the CPU kernels and the host algorithms), where every result must
-// be the Float32Array path's bits; the same worker runs on a GPU through NCCL where there is one
-// (the skipped test below, and scripts/gpu-check.sh).
+// be the Float32Array path's bits; the same worker runs through NCCL on GPUs where there are
+// (the tests below, scripts/gpu-check.sh) and on the CUDA and NCCL emulation (scripts/test-emulated.sh).
 import { buildInfo } from '@braid/collectives';
 import { mpirunScript } from '@braid/test-support/mpirun';
 import { describe, expect, it } from 'vitest';
@@ -56,11 +56,16 @@ describe('allReduceCompressed on DeviceBuffers over host memory (BRAID_DEVICE=ho
   );
 });
 
-const gpu = buildInfo().cuda.devices > 0 && buildInfo().nccl.available;
-describe('on a GPU with NCCL', () => {
-  // Skipped without a GPU and NCCL: the BRAID_DEVICE=host runs above cover the same steps with the
-  // CPU kernels; the CUDA kernels and NCCL run only here (and in scripts/gpu-check.sh).
-  it.skipIf(!gpu)('np=1 (needs a CUDA GPU and NCCL): compressed all-reduce on the device matches the Float32Array path', async () => {
-    checkRun(await mpirunScript(1, worker, [], {}), 1, 'cuda');
-  });
+const gpus = buildInfo().nccl.available ? buildInfo().cuda.devices : 0;
+describe('on GPUs with NCCL', () => {
+  // Skipped without GPUs and NCCL (one rank a GPU): the BRAID_DEVICE=host runs above cover the same
+  // steps with the CPU kernels. The CUDA kernels and NCCL run here on a GPU machine, in
+  // scripts/gpu-check.sh, and in scripts/test-emulated.sh (this file with the addon built over the
+  // CUDA and NCCL emulation, four emulated GPUs).
+  for (const np of [1, 2, 3, 4]) {
+    const needs = gpus < np ? ` (skipped: needs ${np} CUDA GPU${np > 1 ? 's' : ''} and NCCL; ${gpus} here)` : '';
+    it.skipIf(gpus < np)(`np=${np}: compressed all-reduce on the device matches the Float32Array path${needs}`, async () => {
+      checkRun(await mpirunScript(np, worker, [], {}), np, 'cuda');
+    });
+  }
 });
