@@ -14,8 +14,9 @@
 //     pointer handed to a kernel, a copy past an allocation) is reported by name and becomes a sticky
 //     cudaErrorIllegalAddress, as a real launch would end.
 // Not modelled: warps (no shuffles or warp-synchronous code may rely on lockstep), races between
-// blocks (blocks run one after another), and ordering between streams (work runs in issue order,
-// a legal schedule for any correctly synchronized program).
+// blocks (blocks run one after another), ordering between streams (work runs in issue order,
+// a legal schedule for any correctly synchronized program), and a second host thread touching
+// device memory while the first runs device work (the trap is off for that while).
 #pragma once
 #include <signal.h>
 #include <sys/mman.h>

@@ -9,6 +9,7 @@
 // that never joins or never calls leaves the others not ready, so their deadlines and aborts are
 // what end it. mirroredId() instead makes a communicator whose other ranks are mirrors of this one
 // (each contributes the same values): one process can then see a sum of two ranks (2x its input).
+// BRAID_NCCL_EMULATION_STALL_RANK makes one rank's collectives hang, as a stuck GPU would.
 #pragma once
 #include <cuda_runtime.h>
 #include <fcntl.h>
@@ -215,6 +216,13 @@ inline nccl::Result ncclCollective(const char* what, nccl::Comm comm, const void
   }
   const std::string name = c->name + "-" + std::to_string(++c->calls);
   c->segments.insert(name);
+  // BRAID_NCCL_EMULATION_STALL_RANK=r: rank r's collectives never contribute (a GPU that hangs),
+  // so every rank's stays not ready until its deadline; for the tests of what Braid does then.
+  const char* stall = std::getenv("BRAID_NCCL_EMULATION_STALL_RANK");
+  if (stall != nullptr && std::atoi(stall) == c->rank) {
+    enqueueWaiting(what, [c] { return c->aborted.load(); });
+    return nccl::kSuccess;
+  }
   auto segment = std::make_shared<Segment>();
   auto copied = std::make_shared<bool>(false);
   enqueueWaiting(what, [=] {

@@ -86,6 +86,24 @@ describe('on GPUs with NCCL', () => {
       checkRun(await mpirunScript(np, worker, ['device'], {}), np, 'cuda');
     });
   }
+
+  // A GPU that never finishes its part: only the NCCL emulation can make one on demand
+  // (BRAID_NCCL_EMULATION_STALL_RANK), so this runs in scripts/test-emulated.sh.
+  const emulated = process.env.BRAID_CUDA_EMULATION_DEVICES !== undefined && gpus >= 3;
+  it.skipIf(!emulated)(
+    `np=3, rank 1's NCCL never finishes: every rank fails with TIMEOUT at its deadline (NCCL aborted), and the communicator is ABORTED afterwards${emulated ? '' : ' (skipped: needs the NCCL emulation, scripts/test-emulated.sh)'}`,
+    async () => {
+      const run = await mpirunScript(3, worker, ['stall'], { env: { BRAID_NCCL_EMULATION_STALL_RANK: '1' } });
+      expect(run.results, run.stderr).toHaveLength(3);
+      for (const r of run.results) {
+        expect(r.first).toMatch(/^TIMEOUT: .*this rank timed out on ncclAllReduce: the deadline passed before NCCL finished; the communicator was aborted/);
+        expect(r.seconds).toBeGreaterThanOrEqual(1.9); // timeoutMs: 2000
+        expect(r.seconds).toBeLessThan(10);
+        expect(r.next).toMatch(/^ABORTED: the communicator is unusable since an earlier failure/);
+        expect(r.host).toMatch(/^ABORTED: the communicator is unusable since an earlier failure/);
+      }
+    },
+  );
 });
 
 // The plain `node` run of a device script is a world of one.

@@ -1,4 +1,4 @@
-// One rank of the DeviceBuffer tests: `mpirun -np N node device-worker.mjs device <out-dir>`,
+// One rank of the DeviceBuffer tests: `mpirun -np N node device-worker.mjs device|stall <out-dir>`,
 // with BRAID_DEVICE=host (host memory standing in for the GPU, the host algorithms) or on a GPU
 // (NCCL). Every collective on DeviceBuffers against the exact answers of values.mjs, the refusals,
 // and a digest of every result so the test can check that every rank got the same bits.
@@ -20,6 +20,24 @@ const codeOf = async (fn) => {
     return `${err.code}: ${err.message}`;
   }
 };
+
+// `stall`: one rank's NCCL never completes (BRAID_NCCL_EMULATION_STALL_RANK on the NCCL emulation);
+// what every rank's DeviceBuffer op, the next one and a host op then do.
+if (process.argv[2] === 'stall') {
+  const comm = await init({ timeoutMs: 2000 });
+  const d = comm.device.alloc('float32', 1000).upload(new Float32Array(1000).fill(1));
+  const started = Date.now();
+  const first = await codeOf(() => comm.allReduce(d));
+  const seconds = (Date.now() - started) / 1000;
+  const next = await codeOf(() => comm.allReduce(d));
+  const host = await codeOf(async () => {
+    const got = comm.allReduceSync(Float32Array.of(comm.rank + 1));
+    if (got[0] !== (comm.size * (comm.size + 1)) / 2) throw new Error(`host all-reduce gave ${got[0]}`);
+  });
+  writeFileSync(join(outDir, `rank-${comm.rank}.json`), JSON.stringify({ rank: comm.rank, first, seconds, next, host }));
+  await comm.close();
+  process.exit(0);
+}
 
 const comm = await init();
 const n = comm.size;
