@@ -7,6 +7,10 @@
 # The native emulated programs run with the other native tests (native/scripts/native-tests.mjs).
 # Run scripts/setup.sh first.
 set -euo pipefail
+if [ "$(uname -m)" != x86_64 ]; then
+  echo "skip: the CUDA emulation is built on x86-64 only"
+  exit 0
+fi
 source "$(dirname "$0")/native-variant.sh"
 
 echo "== building the addon over the CUDA and NCCL emulation (native/build-emulated)"
