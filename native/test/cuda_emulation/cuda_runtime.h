@@ -77,11 +77,9 @@ enum cudaError_t {
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevice = 101,
-  cudaErrorInvalidResourceHandle = 400,
   cudaErrorNotReady = 600,
   cudaErrorIllegalAddress = 700,
 };
-using cudaError = cudaError_t;
 enum cudaMemcpyKind { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4 };
 struct braid_emulated_stream {
   unsigned flags;
@@ -91,8 +89,8 @@ struct braid_emulated_event {
 };
 using cudaStream_t = braid_emulated_stream*;
 using cudaEvent_t = braid_emulated_event*;
-constexpr unsigned cudaStreamDefault = 0, cudaStreamNonBlocking = 1;
-constexpr unsigned cudaEventDefault = 0, cudaEventDisableTiming = 2;
+constexpr unsigned cudaStreamNonBlocking = 1;
+constexpr unsigned cudaEventDisableTiming = 2;
 constexpr unsigned cudaHostAllocDefault = 0;
 
 namespace braid_cuda_emulation {
@@ -105,10 +103,8 @@ struct Allocation {
   bool device = false;      // else pinned host memory
 };
 
-struct Work {
-  std::string what;
-  std::function<bool()> run;  // true when done; false: waiting for something outside (a peer)
-};
+// Queued device work: true when done; false while it waits for something outside (a peer).
+using Work = std::function<bool()>;
 
 struct State {
   std::recursive_mutex mutex;
@@ -117,7 +113,6 @@ struct State {
   cudaError_t sticky = cudaSuccess;  // an illegal address ends the "context", as on a GPU
   cudaError_t last = cudaSuccess;
   bool deviceAccess = false;
-  int device = 0;
 };
 
 inline State& state() {
@@ -169,10 +164,10 @@ inline std::string where(const void* p, size_t bytes) {
   return text;
 }
 
-// True when [p, p + bytes) lies in one device allocation (or, with `pinnedToo`, pinned memory).
-inline bool isDevice(const void* p, size_t bytes, bool pinnedToo = false) {
+// True when [p, p + bytes) lies in one device allocation.
+inline bool isDevice(const void* p, size_t bytes) {
   const Allocation* a = holding(p, bytes);
-  return a != nullptr && (a->device || pinnedToo);
+  return a != nullptr && a->device;
 }
 
 inline void setDeviceAccess(bool on) {
@@ -223,7 +218,7 @@ inline bool drain(bool wait) {
   std::lock_guard<std::recursive_mutex> lock(s.mutex);
   while (!s.queue.empty()) {
     setDeviceAccess(true);
-    const bool done = s.sticky != cudaSuccess || s.queue.front().run();  // a failed context runs nothing more
+    const bool done = s.sticky != cudaSuccess || s.queue.front()();  // a failed context runs nothing more
     if (done) {
       s.queue.pop_front();
       continue;
@@ -238,20 +233,20 @@ inline bool drain(bool wait) {
 
 inline void flush() { drain(true); }
 
-inline void enqueue(std::string what, std::function<void()> run) {
+inline void enqueue(std::function<void()> run) {
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mutex);
-  s.queue.push_back(Work{std::move(what), [run = std::move(run)] {
-                           run();
-                           return true;
-                         }});
+  s.queue.push_back([run = std::move(run)] {
+    run();
+    return true;
+  });
 }
 
 // Work that may have to wait for something outside the process (an emulated NCCL peer).
-inline void enqueueWaiting(std::string what, std::function<bool()> run) {
+inline void enqueueWaiting(Work run) {
   State& s = state();
   std::lock_guard<std::recursive_mutex> lock(s.mutex);
-  s.queue.push_back(Work{std::move(what), std::move(run)});
+  s.queue.push_back(std::move(run));
 }
 
 // Device work touching memory outside the device, run now (host code may read it next).
@@ -468,7 +463,7 @@ struct Launch {
       (checkArgument(name, i++, v, ok), ...);
     }, values);
     if (!ok) return;
-    enqueue("kernel " + name, [name = name, kernel = kernel, grid = grid, block = block, values] { runKernel(name, kernel, grid, block, values); });
+    enqueue([name = name, kernel = kernel, grid = grid, block = block, values] { runKernel(name, kernel, grid, block, values); });
   }
 };
 
@@ -515,7 +510,6 @@ inline int __float2int_rn(float f) {
   return static_cast<int>(r);
 }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 inline unsigned atomicOr(unsigned* p, unsigned v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }
 
 // --- the runtime API ------------------------------------------------------------------------------
@@ -527,7 +521,6 @@ inline const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
   }
@@ -560,7 +553,6 @@ inline cudaError_t cudaSetDevice(int device) {
   namespace e = braid_cuda_emulation;
   if (device < 0 || device >= e::deviceCount())
     return e::fail(cudaErrorInvalidDevice, "cudaSetDevice(" + std::to_string(device) + "): the emulation has " + std::to_string(e::deviceCount()) + " device(s)");
-  e::state().device = device;
   return e::result(cudaSuccess);
 }
 
@@ -678,9 +670,9 @@ inline cudaError_t copy(const char* api, void* to, const void* from, size_t byte
     deviceNow([&] { std::memcpy(to, from, bytes); });
   } else if (kind == cudaMemcpyHostToDevice && !pinnedHost) {
     auto staged = std::make_shared<std::vector<uint8_t>>(static_cast<const uint8_t*>(from), static_cast<const uint8_t*>(from) + bytes);
-    enqueue(api, [=] { std::memcpy(to, staged->data(), bytes); });
+    enqueue([=] { std::memcpy(to, staged->data(), bytes); });
   } else {
-    enqueue(api, [=] { std::memcpy(to, from, bytes); });
+    enqueue([=] { std::memcpy(to, from, bytes); });
   }
   return result(cudaSuccess);
 }
@@ -700,13 +692,8 @@ inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_
   if (s.sticky != cudaSuccess) return s.sticky;  // a lost context fails every call
   if (bytes == 0) return e::result(cudaSuccess);
   if (!e::isDevice(p, bytes)) return e::result(e::fail(cudaErrorIllegalAddress, "cudaMemsetAsync: " + e::where(p, bytes) + " is not inside one device allocation"));
-  e::enqueue("cudaMemsetAsync", [=] { std::memset(p, value, bytes); });
+  e::enqueue([=] { std::memset(p, value, bytes); });
   return e::result(cudaSuccess);
-}
-inline cudaError_t cudaMemset(void* p, int value, size_t bytes) {
-  const cudaError_t r = cudaMemsetAsync(p, value, bytes);
-  braid_cuda_emulation::flush();
-  return r;
 }
 
 inline cudaError_t cudaDeviceSynchronize() {
@@ -719,13 +706,11 @@ inline cudaError_t cudaStreamQuery(cudaStream_t) {
   return braid_cuda_emulation::drain(false) ? braid_cuda_emulation::result(cudaSuccess) : cudaErrorNotReady;
 }
 inline cudaError_t cudaEventQuery(cudaEvent_t) { return cudaStreamQuery(nullptr); }
-inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaDeviceSynchronize(); }
 
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   *stream = new braid_emulated_stream{flags};
   return braid_cuda_emulation::result(cudaSuccess);
 }
-inline cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 inline cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   braid_cuda_emulation::flush();
   delete stream;
@@ -735,7 +720,6 @@ inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) 
   *event = new braid_emulated_event{flags};
   return braid_cuda_emulation::result(cudaSuccess);
 }
-inline cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
 inline cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete event;
   return braid_cuda_emulation::result(cudaSuccess);
@@ -743,7 +727,3 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t event) {
 // Work runs in issue order, so recording an event and waiting for one order nothing further.
 inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t = nullptr) { return braid_cuda_emulation::result(cudaSuccess); }
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned = 0) { return braid_cuda_emulation::result(cudaSuccess); }
-inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
-  *ms = 0;
-  return braid_cuda_emulation::result(cudaSuccess);
-}

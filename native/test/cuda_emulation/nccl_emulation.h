@@ -74,37 +74,31 @@ inline nccl::UniqueId mirroredId() {
   return id;
 }
 
-inline size_t ncclSize(nccl::DataType t) {
+// Braid's element type for NCCL's (false for the unsigned 32/64-bit ones Braid never sends).
+inline bool braidType(nccl::DataType t, braid::DType& dtype) {
   switch (t) {
-    case nccl::kInt8: case nccl::kUint8: return 1;
-    case nccl::kFloat16: case nccl::kBfloat16: return 2;
-    case nccl::kInt32: case nccl::kUint32: case nccl::kFloat32: return 4;
-    default: return 8;
+    case nccl::kInt8: dtype = braid::DType::kInt8; return true;
+    case nccl::kUint8: dtype = braid::DType::kUint8; return true;
+    case nccl::kInt32: dtype = braid::DType::kInt32; return true;
+    case nccl::kInt64: dtype = braid::DType::kInt64; return true;
+    case nccl::kFloat16: dtype = braid::DType::kFloat16; return true;
+    case nccl::kBfloat16: dtype = braid::DType::kBFloat16; return true;
+    case nccl::kFloat32: dtype = braid::DType::kFloat32; return true;
+    case nccl::kFloat64: dtype = braid::DType::kFloat64; return true;
+    default: return false;
   }
 }
 
-// Braid's element types and operations for NCCL's (unsigned 32/64-bit ones Braid never sends).
-inline bool braidTypes(nccl::DataType t, nccl::RedOp op, braid::DType& dtype, braid::RedOp& redop) {
-  switch (t) {
-    case nccl::kInt8: dtype = braid::DType::kInt8; break;
-    case nccl::kUint8: dtype = braid::DType::kUint8; break;
-    case nccl::kInt32: dtype = braid::DType::kInt32; break;
-    case nccl::kInt64: dtype = braid::DType::kInt64; break;
-    case nccl::kFloat16: dtype = braid::DType::kFloat16; break;
-    case nccl::kBfloat16: dtype = braid::DType::kBFloat16; break;
-    case nccl::kFloat32: dtype = braid::DType::kFloat32; break;
-    case nccl::kFloat64: dtype = braid::DType::kFloat64; break;
-    default: return false;
-  }
+// Braid's operation for NCCL's.
+inline bool braidOp(nccl::RedOp op, braid::RedOp& redop) {
   switch (op) {
-    case nccl::kSum: redop = braid::RedOp::kSum; break;
-    case nccl::kProd: redop = braid::RedOp::kProd; break;
-    case nccl::kMax: redop = braid::RedOp::kMax; break;
-    case nccl::kMin: redop = braid::RedOp::kMin; break;
-    case nccl::kAvg: redop = braid::RedOp::kAvg; break;
+    case nccl::kSum: redop = braid::RedOp::kSum; return true;
+    case nccl::kProd: redop = braid::RedOp::kProd; return true;
+    case nccl::kMax: redop = braid::RedOp::kMax; return true;
+    case nccl::kMin: redop = braid::RedOp::kMin; return true;
+    case nccl::kAvg: redop = braid::RedOp::kAvg; return true;
     default: return false;
   }
-  return true;
 }
 
 // out = the reduction of `count` elements from each of `ranks` inputs, in rank order.
@@ -211,7 +205,7 @@ inline nccl::Result ncclCollective(const char* what, nccl::Comm comm, const void
     return nccl::kInvalidArgument;
   }
   if (c->mirrored) {
-    enqueue(what, [=] { finish([&](int) { return send; }); });
+    enqueue([=] { finish([&](int) { return send; }); });
     return nccl::kSuccess;
   }
   const std::string name = c->name + "-" + std::to_string(++c->calls);
@@ -220,12 +214,12 @@ inline nccl::Result ncclCollective(const char* what, nccl::Comm comm, const void
   // so every rank's stays not ready until its deadline; for the tests of what Braid does then.
   const char* stall = std::getenv("BRAID_NCCL_EMULATION_STALL_RANK");
   if (stall != nullptr && std::atoi(stall) == c->rank) {
-    enqueueWaiting(what, [c] { return c->aborted.load(); });
+    enqueueWaiting([c] { return c->aborted.load(); });
     return nccl::kSuccess;
   }
   auto segment = std::make_shared<Segment>();
   auto copied = std::make_shared<bool>(false);
-  enqueueWaiting(what, [=] {
+  enqueueWaiting([=] {
     if (c->aborted) return true;  // NCCL's abort ends the kernels in flight
     if (!*copied) {
       if (!openSegment(name, sendBytes * c->ranks, *segment)) return false;
@@ -244,22 +238,25 @@ inline nccl::Result ncclCollective(const char* what, nccl::Comm comm, const void
 inline nccl::Result ncclAllReduceEmulated(const void* send, void* recv, size_t count, nccl::DataType type, nccl::RedOp op, nccl::Comm comm, nccl::Stream) {
   braid::DType dtype;
   braid::RedOp redop;
-  if (!braidTypes(type, op, dtype, redop)) return nccl::kInvalidArgument;
+  if (!braidType(type, dtype) || !braidOp(op, redop)) return nccl::kInvalidArgument;
   const int ranks = reinterpret_cast<EmulatedComm*>(comm)->ranks;
-  const size_t bytes = count * ncclSize(type);
+  const size_t bytes = count * braid::dtypeSize(dtype);
   return ncclCollective("ncclAllReduce", comm, send, bytes, recv, bytes, [=](const auto& slot) { reduceSlots(dtype, redop, recv, slot, ranks, count); });
 }
 inline nccl::Result ncclBroadcastEmulated(const void* send, void* recv, size_t count, nccl::DataType type, int root, nccl::Comm comm, nccl::Stream) {
   const auto* c = reinterpret_cast<EmulatedComm*>(comm);
-  if (root < 0 || root >= c->ranks) return nccl::kInvalidArgument;
-  const size_t bytes = count * ncclSize(type);
+  braid::DType dtype;
+  if (root < 0 || root >= c->ranks || !braidType(type, dtype)) return nccl::kInvalidArgument;
+  const size_t bytes = count * braid::dtypeSize(dtype);
   // NCCL reads `send` on the root only; the others' slots are left unread.
   const bool root_ = c->rank == root;
   return ncclCollective("ncclBroadcast", comm, root_ ? send : recv, bytes, recv, bytes, [=](const auto& slot) { std::memmove(recv, slot(root), bytes); });
 }
 inline nccl::Result ncclAllGatherEmulated(const void* send, void* recv, size_t count, nccl::DataType type, nccl::Comm comm, nccl::Stream) {
+  braid::DType dtype;
+  if (!braidType(type, dtype)) return nccl::kInvalidArgument;
   const int ranks = reinterpret_cast<EmulatedComm*>(comm)->ranks;
-  const size_t bytes = count * ncclSize(type);
+  const size_t bytes = count * braid::dtypeSize(dtype);
   return ncclCollective("ncclAllGather", comm, send, bytes, recv, bytes * ranks, [=](const auto& slot) {
     for (int r = 0; r < ranks; ++r) std::memmove(static_cast<char*>(recv) + r * bytes, slot(r), bytes);
   });
@@ -268,10 +265,10 @@ inline nccl::Result ncclReduceScatterEmulated(const void* send, void* recv, size
                                               nccl::Stream) {
   braid::DType dtype;
   braid::RedOp redop;
-  if (!braidTypes(type, op, dtype, redop)) return nccl::kInvalidArgument;
+  if (!braidType(type, dtype) || !braidOp(op, redop)) return nccl::kInvalidArgument;
   const auto* c = reinterpret_cast<EmulatedComm*>(comm);
   const int ranks = c->ranks, rank = c->rank;
-  const size_t bytes = count * ncclSize(type);
+  const size_t bytes = count * braid::dtypeSize(dtype);
   return ncclCollective("ncclReduceScatter", comm, send, bytes * ranks, recv, bytes, [=](const auto& slot) {
     reduceSlots(dtype, redop, recv, [&](int r) { return static_cast<const void*>(static_cast<const uint8_t*>(slot(r)) + rank * bytes); }, ranks, count);
   });

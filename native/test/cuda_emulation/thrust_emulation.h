@@ -67,7 +67,7 @@ U* exclusive_scan(const cuda::Policy& policy, T* first, T* last, U* out) {
     e::fail(cudaErrorIllegalAddress, "thrust::exclusive_scan: its ranges are not device memory");
     throw std::bad_alloc();
   }
-  e::enqueue("thrust::exclusive_scan", [=] { std::exclusive_scan(first, last, out, T(0)); });
+  e::enqueue([=] { std::exclusive_scan(first, last, out, T(0)); });
   if (cudaStreamSynchronize(policy.stream) != cudaSuccess) throw std::bad_alloc();
   return out + n;
 }
