@@ -824,7 +824,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
       // Handed over by the caller's thread after a data-phase TIMEOUT: name who stopped answering.
       comm.brokenReason = op->timedOut;
       anyBroken_.store(true);
-      const std::string silent = unansweringRanks(comm);
+      const std::string silent = unansweringRanks(comm, op->ranAlgorithm == Algorithm::kNccl);
       closeConnections(comm);  // kept open while asking (abandonOp on the caller's thread)
       throw BraidException(ErrorCode::kTimeout, silent + " (this rank timed out on " + op->timedOut + ")");
     }
@@ -904,7 +904,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
               op->timedOut = e.what();
               throw DiagnoseOnEngine{};
             }
-            const std::string silent = unansweringRanks(comm);
+            const std::string silent = unansweringRanks(comm, op->ranAlgorithm == Algorithm::kNccl);
             closeConnections(comm);
             throw BraidException(ErrorCode::kTimeout, silent + " (this rank timed out on " + e.what() + ")");
           }
@@ -993,7 +993,7 @@ std::string Engine::queuedOpNames(int commId) {
   return "; queued behind it here: " + names + (more ? " and " + std::to_string(more) + " more" : "");
 }
 
-std::string Engine::unansweringRanks(CommState& comm) {
+std::string Engine::unansweringRanks(CommState& comm, bool onGpu) {
   // Every rank that timed out sends a heartbeat to every other and listens for theirs for a
   // while: the ranks that timed out in the same op hear each other, a stopped or unreachable rank
   // is not heard. Each rank judges alone, but ranks that see the same failure name the same ranks.
@@ -1029,6 +1029,10 @@ std::string Engine::unansweringRanks(CommState& comm) {
     if (!got) silent.push_back(r);
   }
   orphanRequests(beats->requests, beats);
+  if (silent.empty() && onGpu) {
+    return "Every other rank still answers: the GPU work did not finish in time (a kernel or NCCL is stuck on some rank's GPU, "
+           "or NCCL's own network between the hosts is down; if it was only slow, raise timeoutMs in init())";
+  }
   if (silent.empty()) return "Every other rank still answers: the data was only slow (raise timeoutMs in init()) or a link drops packets";
   std::string list;
   std::vector<std::string> hosts;

@@ -210,8 +210,9 @@ class Engine {
   size_t carriedByAgreement(const CommState& comm, OpKind kind, Algorithm algorithm, DType dtype, size_t count) const;
   // `auto`'s pick (or the caller's) for broadcast, all-gather and reduce-scatter.
   Algorithm chooseAlgorithm(const CommState& comm, const OpRecord& op) const;
-  // After a data-phase TIMEOUT: which ranks no longer answer, agreed by the ranks that do.
-  std::string unansweringRanks(CommState& comm);
+  // After a data-phase TIMEOUT: which ranks no longer answer, agreed by the ranks that do; when all
+  // do, what else holds the op up (`onGpu`: it ran on NCCL, so a GPU rather than a link).
+  std::string unansweringRanks(CommState& comm, bool onGpu);
   // The names of the ops queued on `commId` (for stall reports).
   std::string queuedOpNames(int commId);
   // Phase times are read only by the timeline; without one, no clock read per phase.
