@@ -287,6 +287,48 @@ int main() {
     CHECK(sameBits(out.back<float>(), full));
   });
 
+  runCase("scratch: a released block comes back for its exact size only, and repeated steps allocate no device memory (no cudaFree per call)", [] {
+    std::string error;
+    void* a = deviceScratch(1000, error);
+    CHECK(a != nullptr);
+    releaseScratch(a, 1000);
+    const size_t start = deviceAllocations();
+    void* again = deviceScratch(1000, error);
+    CHECK(again == a);
+    CHECK(deviceAllocations() == start);
+    void* other = deviceScratch(1004, error);
+    CHECK(other != nullptr && other != a);
+    CHECK(deviceAllocations() == start + 1);
+    releaseScratch(again, 1000);
+    releaseScratch(other, 1004);
+
+    // A padded PowerSGD reconstruction (scratch for the whole matrix) and a top-k sum (on a GPU,
+    // scratch for its bounds flag), each twice: the second call allocates nothing, same bits.
+    std::mt19937 rng(8);
+    const size_t rows = 31, cols = 33, r = 2, used = rows * cols - 7;
+    const std::vector<float> pt = randomValues(rng, r * rows), qt = randomValues(rng, r * cols);
+    const Settings& s = kSettings[0];
+    const size_t bytes = 32 + padded(bodyBytes(s, n));
+    const std::vector<float> x = randomValues(rng, n);
+    const std::vector<uint8_t> header = headerOf(s, n, 5, 6);
+    OnDevice dp(pt.data(), 4 * pt.size()), dq(qt.data(), 4 * qt.size()), out(nullptr, 4 * used), dx(x.data(), 4 * n), payload(nullptr, bytes),
+        sum(nullptr, 4 * n);
+    dc::Failure failure;
+    std::vector<std::vector<float>> results;
+    size_t afterFirst = 0;
+    for (int call = 0; call < 2; ++call) {
+      CHECK(dc::powerReconstruct(dp.as<float>(), dq.as<float>(), r, rows, cols, out.as<float>(), used, failure));
+      CHECK(dc::encode(header.data(), dx.as<float>(), n, nullptr, payload.as<uint8_t>(), bytes, failure));
+      CHECK(dc::decodeSum(header.data(), payload.as<uint8_t>(), 1, bytes, sum.as<float>(), n, 1.0, failure));
+      std::vector<float> got = out.back<float>(), summed = sum.back<float>();
+      got.insert(got.end(), summed.begin(), summed.end());
+      results.push_back(std::move(got));
+      if (call == 0) afterFirst = deviceAllocations();
+    }
+    CHECK(deviceAllocations() == afterFirst);
+    CHECK(sameBits(results[0], results[1]));
+  });
+
   runCase("refusals: a payload buffer of the wrong size, a header for another length", [] {
     const Settings& s = kSettings[0];
     const std::vector<float> x(n, 1.0f);

@@ -1,8 +1,10 @@
 #include "gpu/device.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <unordered_map>
 
 #include "gpu/nccl_comm.h"
 #include "kernels/cuda/cuda_info.h"
@@ -13,6 +15,18 @@ namespace {
 
 std::mutex gDeviceMutex;
 DeviceState* gDevice = nullptr;  // set once, never freed (the engine thread reads it)
+std::atomic<size_t> gAllocations{0};
+
+// Released scratch by exact size; never freed (the process's device lives as long as it does).
+struct ScratchCache {
+  std::mutex mutex;
+  std::unordered_multimap<size_t, void*> blocks;
+  size_t bytes = 0;
+};
+ScratchCache& scratchCache() {
+  static ScratchCache* cache = new ScratchCache();  // not destroyed at exit: the engine thread may still release
+  return *cache;
+}
 
 bool hostStandIn() {
   const char* v = std::getenv("BRAID_DEVICE");
@@ -76,6 +90,7 @@ void* deviceAlloc(size_t bytes, std::string& error) {
     error = d == nullptr ? "the device is not open" : d->error;
     return nullptr;
   }
+  ++gAllocations;
   if (d->kind == DeviceKind::kHost) {
     // 256-byte aligned, as cudaMalloc's are.
     void* p = std::aligned_alloc(256, ((bytes > 0 ? bytes : 1) + 255) / 256 * 256);
@@ -83,6 +98,37 @@ void* deviceAlloc(size_t bytes, std::string& error) {
     return p;
   }
   return gpuAlloc(bytes, error);
+}
+
+size_t deviceAllocations() { return gAllocations.load(); }
+
+void* deviceScratch(size_t bytes, std::string& error) {
+  ScratchCache& cache = scratchCache();
+  {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    auto it = cache.blocks.find(bytes);
+    if (it != cache.blocks.end()) {
+      void* p = it->second;
+      cache.blocks.erase(it);
+      cache.bytes -= bytes;
+      return p;
+    }
+  }
+  return deviceAlloc(bytes, error);
+}
+
+void releaseScratch(void* pointer, size_t bytes) {
+  if (pointer == nullptr) return;
+  ScratchCache& cache = scratchCache();
+  {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    if (cache.bytes + bytes <= kScratchCacheBytes) {
+      cache.blocks.emplace(bytes, pointer);
+      cache.bytes += bytes;
+      return;
+    }
+  }
+  deviceFree(pointer);
 }
 
 void deviceFree(void* pointer) {

@@ -31,16 +31,17 @@ bool gpuOk(bool ok, Failure& failure, const char* step) {
   return ok || fail(failure, ErrorCode::kInternal, std::string("the GPU step '") + step + "' failed (a CUDA launch or copy error)");
 }
 
-// Device memory for the duration of a call (host memory on the stand-in).
+// Device memory for the duration of a call (host memory on the stand-in), from the scratch cache
+// (device.h: no cudaFree, which would wait for the whole GPU, per call).
 class Scratch {
  public:
-  Scratch(size_t bytes, Failure& failure) {
+  Scratch(size_t bytes, Failure& failure) : bytes_(bytes) {
     if (bytes == 0) return;  // nothing asked: ok, and never dereferenced
     std::string error;
-    pointer_ = deviceAlloc(bytes, error);
+    pointer_ = deviceScratch(bytes, error);
     ok_ = pointer_ != nullptr || fail(failure, ErrorCode::kInternal, "could not allocate " + std::to_string(bytes) + " bytes of scratch on the device: " + error);
   }
-  ~Scratch() { deviceFree(pointer_); }
+  ~Scratch() { releaseScratch(pointer_, bytes_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   bool ok() const { return ok_; }
@@ -51,6 +52,7 @@ class Scratch {
 
  private:
   void* pointer_ = nullptr;
+  size_t bytes_ = 0;
   bool ok_ = true;
 };
 
