@@ -95,15 +95,19 @@ int main(int argc, char** argv) {
     float* values = nullptr;
     uint32_t* indices = nullptr;
     const size_t k = m / 100;
-    if (cudaMalloc(&v, m * 4) != cudaSuccess || cudaMalloc(&values, k * 4) != cudaSuccess || cudaMalloc(&indices, k * 4) != cudaSuccess) break;
+    void* workspace = nullptr;  // kept across calls, as the device steps' scratch cache keeps it
+    if (cudaMalloc(&v, m * 4) != cudaSuccess || cudaMalloc(&values, k * 4) != cudaSuccess || cudaMalloc(&indices, k * 4) != cudaSuccess ||
+        cudaMalloc(&workspace, gpu::topkWorkspaceBytes(m)) != cudaSuccess)
+      break;
     fillKernel<<<1024, 256>>>(v, m);
-    const double ms = medianMs([&] { return gpu::topk(v, m, k, indices, values, nullptr); });
+    const double ms = medianMs([&] { return gpu::topk(v, m, k, indices, values, nullptr, workspace); });
     std::snprintf(buf, sizeof buf, "%s{\"floats\":%zu,\"k\":%zu,\"ms\":%.3f,\"elementsPerS\":%.3e}", first ? "" : ",", m, k, ms, ms > 0 ? m / (ms * 1e-3) : -1.0);
     out += buf;
     first = false;
     cudaFree(v);
     cudaFree(values);
     cudaFree(indices);
+    cudaFree(workspace);
   }
   out += "]}";
   std::printf("%s\n", out.c_str());

@@ -19,6 +19,9 @@
 #include "gpu/device_compress.h"
 #include "kernels/compress.h"
 #include "kernels/cuda/cuda_info.h"
+#if defined(BRAID_CUDA_EMULATION)
+#include <cuda_runtime.h>
+#endif
 
 using namespace braid;
 using braid_test::runCase;
@@ -27,6 +30,16 @@ namespace dc = braid::devicecompress;
 namespace {
 
 const CompressKernels& K() { return compressKernels(); }
+
+// Every cudaMalloc, also those that bypass deviceAlloc (Thrust's, a kernel wrapper's own), on the
+// emulation; 0 elsewhere.
+size_t cudaMallocs() {
+#if defined(BRAID_CUDA_EMULATION)
+  return braid_cuda_emulation::mallocCount();
+#else
+  return 0;
+#endif
+}
 
 // Device memory holding a copy of host bytes, freed on scope exit.
 struct OnDevice {
@@ -302,8 +315,9 @@ int main() {
     releaseScratch(again, 1000);
     releaseScratch(other, 1004);
 
-    // A padded PowerSGD reconstruction (scratch for the whole matrix) and a top-k sum (on a GPU,
-    // scratch for its bounds flag), each twice: the second call allocates nothing, same bits.
+    // A padded PowerSGD reconstruction (scratch for the whole matrix) and a top-k encode and sum
+    // (on a GPU, scratch for the selection's workspace and the bounds flag), each twice: the second
+    // time nothing is allocated (on the emulation, no cudaMalloc at all), and the bits are the same.
     std::mt19937 rng(8);
     const size_t rows = 31, cols = 33, r = 2, used = rows * cols - 7;
     const std::vector<float> pt = randomValues(rng, r * rows), qt = randomValues(rng, r * cols);
@@ -315,7 +329,7 @@ int main() {
         sum(nullptr, 4 * n);
     dc::Failure failure;
     std::vector<std::vector<float>> results;
-    size_t afterFirst = 0;
+    size_t afterFirst = 0, mallocsAfterFirst = 0;
     for (int call = 0; call < 2; ++call) {
       CHECK(dc::powerReconstruct(dp.as<float>(), dq.as<float>(), r, rows, cols, out.as<float>(), used, failure));
       CHECK(dc::encode(header.data(), dx.as<float>(), n, nullptr, payload.as<uint8_t>(), bytes, failure));
@@ -323,9 +337,13 @@ int main() {
       std::vector<float> got = out.back<float>(), summed = sum.back<float>();
       got.insert(got.end(), summed.begin(), summed.end());
       results.push_back(std::move(got));
-      if (call == 0) afterFirst = deviceAllocations();
+      if (call == 0) {
+        afterFirst = deviceAllocations();
+        mallocsAfterFirst = cudaMallocs();
+      }
     }
     CHECK(deviceAllocations() == afterFirst);
+    CHECK(cudaMallocs() == mallocsAfterFirst);
     CHECK(sameBits(results[0], results[1]));
   });
 

@@ -218,7 +218,10 @@ bool fill(const Layout& l, const float* x, uint8_t* payload, Failure& failure) {
       float* values = reinterpret_cast<float*>(payload + kHeaderBytes);
       uint32_t* indices = reinterpret_cast<uint32_t*>(payload + l.second);
       if (l.param0 == 0) return true;
-      if (gpu) return gpuOk(gpu::topk(x, n, l.param0, indices, values, nullptr), failure, "top-k");
+      if (gpu) {
+        Scratch workspace(gpu::topkWorkspaceBytes(n), failure);
+        return workspace.ok() && gpuOk(gpu::topk(x, n, l.param0, indices, values, nullptr, workspace.as<void>()), failure, "top-k");
+      }
       compress::topk(x, n, l.param0, indices, values);
       return true;
     }

@@ -113,11 +113,18 @@ struct State {
   cudaError_t sticky = cudaSuccess;  // an illegal address ends the "context", as on a GPU
   cudaError_t last = cudaSuccess;
   bool deviceAccess = false;
+  size_t mallocs = 0;  // cudaMalloc calls that made memory (tests: what a step allocates)
 };
 
 inline State& state() {
   static State s;
   return s;
+}
+
+// How many device allocations cudaMalloc has made: a test can tell that a repeated step allocates nothing.
+inline size_t mallocCount() {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  return state().mallocs;
 }
 
 inline size_t pageSize() {
@@ -579,6 +586,7 @@ inline cudaError_t cudaMalloc(void** p, size_t bytes) {
   if (s.deviceAccess) mprotect(mapping, dataPages, PROT_READ | PROT_WRITE);
   BRAID_EMULATION_POISON(reinterpret_cast<void*>(a.begin + bytes), rounded - bytes);
   s.allocations[a.begin] = a;
+  ++s.mallocs;
   *p = reinterpret_cast<void*>(a.begin);
   return e::result(cudaSuccess);
 }

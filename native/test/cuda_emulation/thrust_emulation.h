@@ -1,9 +1,15 @@
 // The few Thrust pieces Braid's CUDA sources use, over the CUDA emulation (cuda_runtime.h here):
 // device_vector (zero-filled device memory), raw_pointer_cast, and exclusive_scan on a stream,
-// which returns when the scan is done, as thrust::cuda::par's algorithms do.
+// which returns when the scan is done, as thrust::cuda::par's algorithms do. par(allocator) takes
+// the scan's temporary storage from the caller's allocator, as Thrust's does; the emulated scan
+// asks it for about what CUB's would (a few bytes per tile) and uses it, so storage that is not
+// device memory, or too small, is reported.
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <cstring>
+#include <functional>
 #include <new>
 #include <numeric>
 
@@ -53,9 +59,22 @@ class device_vector {
 namespace cuda {
 struct Policy {
   cudaStream_t stream = nullptr;
-  Policy on(cudaStream_t s) const { return Policy{s}; }
+  std::function<char*(std::ptrdiff_t)> allocate;  // empty: the scan's storage is its own
+  std::function<void(char*, size_t)> deallocate;
+  Policy on(cudaStream_t s) const {
+    Policy p = *this;
+    p.stream = s;
+    return p;
+  }
+  template <class Allocator>
+  Policy operator()(Allocator& allocator) const {
+    Policy p = *this;
+    p.allocate = [&allocator](std::ptrdiff_t bytes) { return allocator.allocate(bytes); };
+    p.deallocate = [&allocator](char* at, size_t bytes) { allocator.deallocate(at, bytes); };
+    return p;
+  }
 };
-inline constexpr Policy par{};
+inline const Policy par{};
 }  // namespace cuda
 
 template <class T, class U>
@@ -67,8 +86,22 @@ U* exclusive_scan(const cuda::Policy& policy, T* first, T* last, U* out) {
     e::fail(cudaErrorIllegalAddress, "thrust::exclusive_scan: its ranges are not device memory");
     throw std::bad_alloc();
   }
-  e::enqueue([=] { std::exclusive_scan(first, last, out, T(0)); });
-  if (cudaStreamSynchronize(policy.stream) != cudaSuccess) throw std::bad_alloc();
+  char* temp = nullptr;
+  const size_t tempBytes = 256 + 16 * (n / 2048 + 1);  // CUB's scan: a tile state per 2048 items, and a little
+  if (policy.allocate) {
+    temp = policy.allocate(static_cast<std::ptrdiff_t>(tempBytes));
+    if (temp == nullptr || !e::isDevice(temp, tempBytes)) {
+      e::fail(cudaErrorIllegalAddress, "thrust::exclusive_scan: the allocator's temporary storage is not " + std::to_string(tempBytes) + " bytes of device memory");
+      throw std::bad_alloc();
+    }
+  }
+  e::enqueue([=] {
+    if (temp != nullptr) std::memset(temp, 0, tempBytes);
+    std::exclusive_scan(first, last, out, T(0));
+  });
+  const bool done = cudaStreamSynchronize(policy.stream) == cudaSuccess;
+  if (temp != nullptr) policy.deallocate(temp, tempBytes);
+  if (!done) throw std::bad_alloc();
   return out + n;
 }
 

@@ -11,6 +11,7 @@
 #include <thrust/scan.h>
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "kernels/compress_scalar.h"
@@ -308,16 +309,62 @@ bool decodeQsgd(const int16_t* codes, size_t n, float unit, float* out, void* st
   return decodeQsgdInto(codes, 2, n, unit, out, false, stream);
 }
 
-bool topk(const float* x, size_t n, size_t k, uint32_t* indices, float* values, void* stream) {
+namespace {
+// topk's workspace: the count the bisection reads back, five flag arrays of n words, and the
+// scans' temporary storage, each 256-byte aligned.
+constexpr size_t kWorkspaceAlign = 256;
+size_t alignedBytes(size_t bytes) { return (bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
+size_t flagBytes(size_t n) { return alignedBytes(n * sizeof(uint32_t)); }
+// CUB's scan wants a few bytes per tile of thousands of items; this is ample.
+size_t scanStorageBytes(size_t n) { return alignedBytes(n / 16 + (64u << 10)); }
+
+// Thrust's temporary storage for the scans, from the workspace (they run one after the other);
+// a request beyond it falls back to cudaMalloc.
+class WorkspaceAllocator {
+ public:
+  using value_type = char;
+  WorkspaceAllocator(char* region, size_t bytes) : region_(region), bytes_(bytes) {}
+  char* allocate(std::ptrdiff_t bytes) {
+    if (!inUse_ && static_cast<size_t>(bytes) <= bytes_) {
+      inUse_ = true;
+      return region_;
+    }
+    char* p = nullptr;
+    if (cudaMalloc(&p, static_cast<size_t>(bytes)) != cudaSuccess) throw std::bad_alloc();
+    return p;
+  }
+  void deallocate(char* p, size_t) {
+    if (p == region_) {
+      inUse_ = false;
+      return;
+    }
+    cudaFree(p);
+  }
+
+ private:
+  char* region_;
+  size_t bytes_;
+  bool inUse_ = false;
+};
+}  // namespace
+
+size_t topkWorkspaceBytes(size_t n) { return kWorkspaceAlign + 5 * flagBytes(n) + scanStorageBytes(n); }
+
+bool topk(const float* x, size_t n, size_t k, uint32_t* indices, float* values, void* stream, void* workspace) {
   if (k > n) return false;
   if (k == 0) return true;
   const cudaStream_t s = on(stream);
-  Device<unsigned long long> count(1);
-  if (!count.ok) return false;
+  Device<char> own(workspace == nullptr ? topkWorkspaceBytes(n) : 0);
+  if (!own.ok) return false;
+  char* base = workspace != nullptr ? static_cast<char*>(workspace) : own.ptr;
+  auto* count = reinterpret_cast<unsigned long long*>(base);
+  auto flags = [&](int i) { return reinterpret_cast<uint32_t*>(base + kWorkspaceAlign + static_cast<size_t>(i) * flagBytes(n)); };
+  uint32_t *greater = flags(0), *equal = flags(1), *equalRank = flags(2), *take = flags(3), *position = flags(4);
+  WorkspaceAllocator scanStorage(base + kWorkspaceAlign + 5 * flagBytes(n), scanStorageBytes(n));
   auto atLeast = [&](uint32_t key, unsigned long long* out) {
-    if (cudaMemsetAsync(count.ptr, 0, sizeof(unsigned long long), s) != cudaSuccess) return false;
-    countAtLeastKernel<<<gridFor(n), 256, 0, s>>>(x, n, key, count.ptr);
-    return launchOk() && cudaMemcpyAsync(out, count.ptr, sizeof(unsigned long long), cudaMemcpyDeviceToHost, s) == cudaSuccess &&
+    if (cudaMemsetAsync(count, 0, sizeof(unsigned long long), s) != cudaSuccess) return false;
+    countAtLeastKernel<<<gridFor(n), 256, 0, s>>>(x, n, key, count);
+    return launchOk() && cudaMemcpyAsync(out, count, sizeof(unsigned long long), cudaMemcpyDeviceToHost, s) == cudaSuccess &&
            cudaStreamSynchronize(s) == cudaSuccess;
   };
   // The k-th largest key: the largest K with at least k keys >= K (bisection over 32 bits).
@@ -333,17 +380,15 @@ bool topk(const float* x, size_t n, size_t k, uint32_t* indices, float* values, 
   unsigned long long above = 0;
   if (kth != 0xffffffffu && !atLeast(kth + 1, &above)) return false;
   try {
-    thrust::device_vector<uint32_t> greater(n), equal(n), equalRank(n), take(n), position(n);
-    topkFlagsKernel<<<gridFor(n), 256, 0, s>>>(x, n, kth, thrust::raw_pointer_cast(greater.data()), thrust::raw_pointer_cast(equal.data()));
+    // Every flag array is written whole before it is read: the workspace needs no clearing.
+    topkFlagsKernel<<<gridFor(n), 256, 0, s>>>(x, n, kth, greater, equal);
     if (!launchOk()) return false;
-    thrust::exclusive_scan(thrust::cuda::par.on(s), equal.begin(), equal.end(), equalRank.begin());
-    topkTakeKernel<<<gridFor(n), 256, 0, s>>>(thrust::raw_pointer_cast(greater.data()), thrust::raw_pointer_cast(equal.data()),
-                                              thrust::raw_pointer_cast(equalRank.data()), k - static_cast<size_t>(above), n,
-                                              thrust::raw_pointer_cast(take.data()));
+    thrust::exclusive_scan(thrust::cuda::par(scanStorage).on(s), equal, equal + n, equalRank);
+    topkTakeKernel<<<gridFor(n), 256, 0, s>>>(greater, equal, equalRank, k - static_cast<size_t>(above), n, take);
     if (!launchOk()) return false;
-    thrust::exclusive_scan(thrust::cuda::par.on(s), take.begin(), take.end(), position.begin());
-    topkScatterKernel<<<gridFor(n), 256, 0, s>>>(x, thrust::raw_pointer_cast(take.data()), thrust::raw_pointer_cast(position.data()), n, indices, values);
-    // The vectors are freed on return: their work must be done first.
+    thrust::exclusive_scan(thrust::cuda::par(scanStorage).on(s), take, take + n, position);
+    topkScatterKernel<<<gridFor(n), 256, 0, s>>>(x, take, position, n, indices, values);
+    // The caller may hand the workspace to other work (own's is freed on return): done first.
     return launchOk() && cudaStreamSynchronize(s) == cudaSuccess;
   } catch (...) {
     return false;  // thrust reports allocation and launch failures as exceptions
@@ -438,13 +483,38 @@ bool powerReconstruct(const float* pt, const float* qt, size_t r, size_t rows, s
 }
 
 namespace {
+// Where the sums and checksums leave their few results for the host: one buffer for the process,
+// grown when a call needs more and held, with its lock, for the call (which reads the results
+// back before it returns). A buffer per call meant a cudaFree per call, which waits for the whole GPU.
+struct ResultBuffer {
+  std::unique_lock<std::mutex> lock;
+  void* ptr = nullptr;  // null: it could not be grown
+  static ResultBuffer take(size_t bytes) {
+    static std::mutex mutex;
+    static void* buffer = nullptr;
+    static size_t capacity = 0;
+    ResultBuffer lease{std::unique_lock<std::mutex>(mutex)};
+    if (capacity < bytes) {
+      if (buffer != nullptr) cudaFree(buffer);
+      buffer = nullptr;
+      capacity = 0;
+      const size_t want = std::max<size_t>(bytes, 4096);
+      if (cudaMalloc(&buffer, want) != cudaSuccess) return lease;
+      capacity = want;
+    }
+    lease.ptr = buffer;
+    return lease;
+  }
+};
+
 template <bool kSquares>
 bool deviceSum(const float* x, size_t n, double* result, void* stream) {
-  Device<double> partials(kSumBlocks);
-  if (!partials.ok) return false;
-  partialSumsKernel<kSquares><<<kSumBlocks, kSumThreads, 0, on(stream)>>>(x, n, partials.ptr);
-  sumPartialsKernel<<<1, kSumBlocks, 0, on(stream)>>>(partials.ptr);
-  return launchOk() && cudaMemcpyAsync(result, partials.ptr, sizeof(double), cudaMemcpyDeviceToHost, on(stream)) == cudaSuccess &&
+  ResultBuffer partials = ResultBuffer::take(kSumBlocks * sizeof(double));
+  if (partials.ptr == nullptr) return false;
+  double* p = static_cast<double*>(partials.ptr);
+  partialSumsKernel<kSquares><<<kSumBlocks, kSumThreads, 0, on(stream)>>>(x, n, p);
+  sumPartialsKernel<<<1, kSumBlocks, 0, on(stream)>>>(p);
+  return launchOk() && cudaMemcpyAsync(result, p, sizeof(double), cudaMemcpyDeviceToHost, on(stream)) == cudaSuccess &&
          cudaStreamSynchronize(on(stream)) == cudaSuccess;
 }
 }  // namespace
@@ -455,10 +525,11 @@ bool sumAbs(const float* x, size_t n, double* result, void* stream) { return dev
 bool checksums(const uint8_t* base, size_t stride, size_t count, size_t n, uint32_t* out, void* stream) {
   if (count == 0) return true;
   if (stride % 4 != 0 || reinterpret_cast<uintptr_t>(base) % 4 != 0) return false;
-  Device<uint32_t> sums(count);
-  if (!sums.ok) return false;
-  checksumKernel<<<static_cast<unsigned>(count), 4, 0, on(stream)>>>(base, stride, n, sums.ptr);
-  return launchOk() && cudaMemcpyAsync(out, sums.ptr, count * sizeof(uint32_t), cudaMemcpyDeviceToHost, on(stream)) == cudaSuccess &&
+  ResultBuffer sums = ResultBuffer::take(count * sizeof(uint32_t));
+  if (sums.ptr == nullptr) return false;
+  uint32_t* p = static_cast<uint32_t*>(sums.ptr);
+  checksumKernel<<<static_cast<unsigned>(count), 4, 0, on(stream)>>>(base, stride, n, p);
+  return launchOk() && cudaMemcpyAsync(out, p, count * sizeof(uint32_t), cudaMemcpyDeviceToHost, on(stream)) == cudaSuccess &&
          cudaStreamSynchronize(on(stream)) == cudaSuccess;
 }
 

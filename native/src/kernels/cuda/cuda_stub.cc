@@ -32,7 +32,8 @@ bool encodeSign(const float*, size_t, uint8_t*, void*) { return false; }
 bool decodeSign(const uint8_t*, size_t, float, float*, void*) { return false; }
 bool encodeQsgd(const float*, size_t, float, int32_t, uint32_t, uint32_t, int16_t*, void*) { return false; }
 bool decodeQsgd(const int16_t*, size_t, float, float*, void*) { return false; }
-bool topk(const float*, size_t, size_t, uint32_t*, float*, void*) { return false; }
+bool topk(const float*, size_t, size_t, uint32_t*, float*, void*, void*) { return false; }
+size_t topkWorkspaceBytes(size_t) { return 0; }
 bool gather(const float*, const uint32_t*, size_t, float*, void*) { return false; }
 bool errorFeedback(const float*, const float*, float*, size_t, void*) { return false; }
 bool powerP(const float*, size_t, size_t, const float*, size_t, float*, void*) { return false; }
