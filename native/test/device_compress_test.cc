@@ -18,6 +18,7 @@
 #include "gpu/device.h"
 #include "gpu/device_compress.h"
 #include "kernels/compress.h"
+#include "kernels/cuda/compress_cuda.h"
 #include "kernels/cuda/cuda_info.h"
 #if defined(BRAID_CUDA_EMULATION)
 #include <cuda_runtime.h>
@@ -280,6 +281,33 @@ int main() {
       CHECK(sameBits(dx.back<float>(), back));
     }
   });
+
+  // The casts take four values a thread where the pointers are aligned for it, one elsewhere.
+  const std::string castCase = "half casts on the GPU: aligned (four a thread) and misaligned (one) pointers, decodes that add, the CPU's bits";
+  if (device.kind != DeviceKind::kCuda) {
+    braid_test::skip(castCase, "needs CUDA (a GPU, or braid_device_compress_test_emulated); the host stand-in has no CUDA kernels");
+  } else {
+    runCase(castCase, [] {
+      std::mt19937 rng(12);
+      const size_t m = 1003;
+      const std::vector<float> x = randomValues(rng, m + 1), base = randomValues(rng, m + 1);
+      for (bool bf16 : {false, true}) {
+        for (size_t offset : {0, 1}) {
+          OnDevice dx(x.data(), 4 * (m + 1)), wire(nullptr, 2 * (m + 1)), sum(base.data(), 4 * (m + 1));
+          CHECK(gpu::encodeHalf(dx.as<float>() + offset, wire.as<uint16_t>() + offset, m, bf16, nullptr));
+          CHECK(gpu::decodeHalfInto(wire.as<uint16_t>() + offset, sum.as<float>() + offset, m, bf16, true, nullptr));
+          CHECK(gpu::synchronize(nullptr));
+          std::vector<uint16_t> words(m);
+          (bf16 ? K().toBfloat16 : K().toHalf)(x.data() + offset, words.data(), m);
+          const std::vector<uint16_t> madeWords = wire.back<uint16_t>();
+          CHECK(std::vector<uint16_t>(madeWords.begin() + offset, madeWords.begin() + offset + m) == words);
+          std::vector<float> want = base;
+          (bf16 ? K().fromBfloat16 : K().fromHalf)(words.data(), want.data() + offset, m, true);
+          CHECK(sameBits(sum.back<float>(), want));
+        }
+      }
+    });
+  }
 
   runCase("PowerSGD: P = M Q, Q = M^T P and a padded reconstruction's first n values", [] {
     std::mt19937 rng(6);

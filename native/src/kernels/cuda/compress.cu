@@ -35,6 +35,17 @@ __global__ void encodeHalfKernel(const float* in, uint16_t* out, size_t n, bool 
   }
 }
 
+// The casts are bound by memory: four values a thread, in 16-byte loads and 8-byte stores, move
+// more bytes per instruction than one (the target is 0.9x a device copy). Little-endian words:
+// the lower half of each 32 bits is the earlier value.
+__device__ __forceinline__ uint32_t halfBits(float v, bool bf16) { return bf16 ? f32ToBf16(v) : f32ToF16(v); }
+__global__ void encodeHalf4Kernel(const float4* in, uint2* out, size_t quads, bool bf16) {
+  for (size_t q = globalIndex(); q < quads; q += globalStride()) {
+    const float4 v = in[q];
+    out[q] = make_uint2(halfBits(v.x, bf16) | (halfBits(v.y, bf16) << 16), halfBits(v.z, bf16) | (halfBits(v.w, bf16) << 16));
+  }
+}
+
 // One thread per int8 block: the block's max (order does not matter for max), then its codes.
 __global__ void encodeInt8Kernel(const float* x, size_t n, size_t block, float* scales, int8_t* codes) {
   const size_t blocks = (n + block - 1) / block;
@@ -144,6 +155,29 @@ __device__ __forceinline__ float into(float old, float value, bool accumulate) {
 
 __global__ void decodeHalfIntoKernel(const uint16_t* in, float* out, size_t n, bool bf16, bool accumulate) {
   for (size_t i = globalIndex(); i < n; i += globalStride()) out[i] = into(out[i], bf16 ? bf16ToF32(in[i]) : f16ToF32(in[i]), accumulate);
+}
+
+// encodeHalf4Kernel's reverse; `out` is read only when accumulating.
+__device__ __forceinline__ float halfValue(uint32_t bits, bool bf16) {
+  const uint16_t h = static_cast<uint16_t>(bits);
+  return bf16 ? bf16ToF32(h) : f16ToF32(h);
+}
+__global__ void decodeHalf4IntoKernel(const uint2* in, float4* out, size_t quads, bool bf16, bool accumulate) {
+  for (size_t q = globalIndex(); q < quads; q += globalStride()) {
+    const uint2 w = in[q];
+    float4 v = make_float4(halfValue(w.x, bf16), halfValue(w.x >> 16, bf16), halfValue(w.y, bf16), halfValue(w.y >> 16, bf16));
+    if (accumulate) {
+      const float4 old = out[q];
+      v = make_float4(__fadd_rn(old.x, v.x), __fadd_rn(old.y, v.y), __fadd_rn(old.z, v.z), __fadd_rn(old.w, v.w));
+    }
+    out[q] = v;
+  }
+}
+
+// How many leading groups of four the vector kernels take: all of them when both pointers are
+// aligned for the wide accesses (cudaMalloc's are), else none.
+size_t quadsFor(const void* floats, const void* halves, size_t n) {
+  return reinterpret_cast<uintptr_t>(floats) % 16 == 0 && reinterpret_cast<uintptr_t>(halves) % 8 == 0 ? n / 4 : 0;
 }
 
 __global__ void decodeInt8IntoKernel(const int8_t* codes, const float* scales, size_t n, size_t block, float* out, bool accumulate) {
@@ -280,7 +314,9 @@ namespace gpu {
 
 bool encodeHalf(const float* in, uint16_t* out, size_t n, bool bfloat16, void* stream) {
   if (n == 0) return true;
-  encodeHalfKernel<<<gridFor(n), 256, 0, on(stream)>>>(in, out, n, bfloat16);
+  const size_t quads = quadsFor(in, out, n), done = 4 * quads;
+  if (quads > 0) encodeHalf4Kernel<<<gridFor(quads), 256, 0, on(stream)>>>(reinterpret_cast<const float4*>(in), reinterpret_cast<uint2*>(out), quads, bfloat16);
+  if (done < n) encodeHalfKernel<<<gridFor(n - done), 256, 0, on(stream)>>>(in + done, out + done, n - done, bfloat16);
   return launchOk();
 }
 
@@ -437,7 +473,10 @@ bool powerQ(const float* m, size_t rows, size_t cols, const float* pt, size_t r,
 
 bool decodeHalfInto(const uint16_t* in, float* out, size_t n, bool bfloat16, bool accumulate, void* stream) {
   if (n == 0) return true;
-  decodeHalfIntoKernel<<<gridFor(n), 256, 0, on(stream)>>>(in, out, n, bfloat16, accumulate);
+  const size_t quads = quadsFor(out, in, n), done = 4 * quads;
+  if (quads > 0)
+    decodeHalf4IntoKernel<<<gridFor(quads), 256, 0, on(stream)>>>(reinterpret_cast<const uint2*>(in), reinterpret_cast<float4*>(out), quads, bfloat16, accumulate);
+  if (done < n) decodeHalfIntoKernel<<<gridFor(n - done), 256, 0, on(stream)>>>(in + done, out + done, n - done, bfloat16, accumulate);
   return launchOk();
 }
 
