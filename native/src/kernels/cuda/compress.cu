@@ -46,21 +46,34 @@ __global__ void encodeHalf4Kernel(const float4* in, uint2* out, size_t quads, bo
   }
 }
 
-// One thread per int8 block: the block's max (order does not matter for max), then its codes.
+// One CUDA block of kInt8Threads per int8 block (grid-stride over them): its threads read the
+// int8 block's values side by side (coalesced; one thread per int8 block read 1 KiB strides and
+// left most of the GPU idle), each keeps the max of its own, shared memory combines them (max is
+// exact in any order; a NaN never enters a thread's max, as it never enters the CPU's), then
+// every thread writes its values' codes.
+constexpr unsigned kInt8Threads = 128;
 __global__ void encodeInt8Kernel(const float* x, size_t n, size_t block, float* scales, int8_t* codes) {
+  __shared__ float lane[kInt8Threads];
   const size_t blocks = (n + block - 1) / block;
-  for (size_t b = globalIndex(); b < blocks; b += globalStride()) {
+  for (size_t b = blockIdx.x; b < blocks; b += gridDim.x) {
     const size_t start = b * block;
     const size_t end = start + block < n ? start + block : n;
     float maxAbs = 0;
-    for (size_t i = start; i < end; ++i) {
+    for (size_t i = start + threadIdx.x; i < end; i += kInt8Threads) {
       const float a = fabsf(x[i]);
       maxAbs = a > maxAbs ? a : maxAbs;
     }
-    const float scale = __fdiv_rn(maxAbs, 127.0f);
-    scales[b] = scale;
+    lane[threadIdx.x] = maxAbs;
+    __syncthreads();
+    for (unsigned half = kInt8Threads / 2; half > 0; half /= 2) {
+      if (threadIdx.x < half && lane[threadIdx.x + half] > lane[threadIdx.x]) lane[threadIdx.x] = lane[threadIdx.x + half];
+      __syncthreads();
+    }
+    const float scale = __fdiv_rn(lane[0], 127.0f);
+    if (threadIdx.x == 0) scales[b] = scale;
     const float inverse = scale > 0 ? __fdiv_rn(1.0f, scale) : 0.0f;
-    for (size_t i = start; i < end; ++i) codes[i] = rules::int8Code(x[i], inverse);
+    for (size_t i = start + threadIdx.x; i < end; i += kInt8Threads) codes[i] = rules::int8Code(x[i], inverse);
+    __syncthreads();  // every thread has read lane[0] before the next int8 block overwrites it
   }
 }
 
@@ -328,7 +341,7 @@ bool encodeInt8(const float* x, size_t n, size_t block, float* scales, int8_t* c
   if (block == 0) return false;
   if (n == 0) return true;
   const size_t blocks = (n + block - 1) / block;
-  encodeInt8Kernel<<<gridFor(blocks), 256, 0, on(stream)>>>(x, n, block, scales, codes);
+  encodeInt8Kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kInt8Threads, 0, on(stream)>>>(x, n, block, scales, codes);
   return launchOk();
 }
 
