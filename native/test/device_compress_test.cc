@@ -80,7 +80,7 @@ std::vector<uint8_t> headerOf(const Settings& s, size_t n, uint32_t seedA, uint3
   std::vector<uint8_t> h(28, 0);
   const uint32_t magic = 0x315a5242, fields[6] = {static_cast<uint32_t>(n), s.param0, s.param1, seedA, seedB, 0};
   std::memcpy(h.data(), &magic, 4);
-  h[4] = 1;
+  h[4] = 2;  // payload.ts's format version
   h[5] = s.kind;
   std::memcpy(h.data() + 8, fields, 20);
   return h;

@@ -472,14 +472,16 @@ int main() {
         gpuFree(d);
         for (void* p : {di, dv, static_cast<void*>(bad)}) gpuFree(p);
       }
-      {  // the payload checksum over three runs of bytes, 16-byte blocks and a tail
-        const size_t bytes = 40001, stride = 40004;
+      // The payload checksum over three runs of bytes: nothing, a tail alone, one whole row, one
+      // whole chunk, chunks with a short last one (rows and a tail), 65 chunks (more than a block's).
+      for (size_t bytes : {size_t(0), size_t(63), size_t(64), size_t(16384), size_t(40001), size_t(65 * 16384 + 100)}) {
+        const size_t stride = (bytes + 3) / 4 * 4 + 4;
         std::vector<uint8_t> runs(3 * stride);
         for (auto& b : runs) b = static_cast<uint8_t>(rng());
         void* dr = on(runs.data(), runs.size());
         uint32_t sums[3];
         CHECK(gpu::checksums(static_cast<uint8_t*>(dr), stride, 3, bytes, sums, nullptr));
-        for (size_t r = 0; r < 3; ++r) CHECK(sums[r] == K.checksum(runs.data() + r * stride, bytes));
+        for (size_t r = 0; r < 3; ++r) CHECK_MSG(sums[r] == K.checksum(runs.data() + r * stride, bytes), std::to_string(bytes) + " bytes, run " + std::to_string(r));
         gpuFree(dr);
       }
       {  // the average's scale: JavaScript's rounding of x * (1 / 3)

@@ -227,22 +227,50 @@ inline void axpy(float alpha, const float* x, float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// Four lanes of multiply-xor over 32-bit words, then the tail bytes: fast, and any flipped bit
-// changes the result.
-inline uint32_t checksum(const uint8_t* bytes, size_t n) {
-  uint32_t h[4] = {0x811c9dc5u, 0x01000193u, 0x9e3779b9u, 0x85ebca6bu};
-  const size_t words = n / 16;
-  for (size_t w = 0; w < words; ++w) {
-    for (int l = 0; l < 4; ++l) {
-      uint32_t v;
-      std::memcpy(&v, bytes + w * 16 + l * 4, 4);
-      h[l] = (h[l] ^ v) * 0x01000193u;
-      h[l] ^= h[l] >> 15;
-    }
+// The checksum's lanes over `rows` 64-byte rows: one vector step a row where the ISA has 32-bit
+// multiplies in vectors (GCC keeps the plain loop's 16 lanes in scalar registers, and spills).
+inline void checksumLanes(const uint8_t* p, size_t rows, uint32_t* h) {
+  using namespace rules;
+  static_assert(kChecksumLanes == 16, "two 256-bit vectors a row");
+#if defined(BRAID_USE_F16C)  // AVX2 and AVX-512 alike: two chains a row run faster than one 512-bit chain
+  __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h));
+  __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + 8));
+  const __m256i prime = _mm256_set1_epi32(0x01000193);
+  for (size_t r = 0; r < rows; ++r) {
+    const uint8_t* row = p + r * kChecksumRowBytes;
+    lo = _mm256_mullo_epi32(_mm256_xor_si256(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row))), prime);
+    hi = _mm256_mullo_epi32(_mm256_xor_si256(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32))), prime);
+    lo = _mm256_xor_si256(lo, _mm256_srli_epi32(lo, 15));
+    hi = _mm256_xor_si256(hi, _mm256_srli_epi32(hi, 15));
   }
-  uint32_t out = rules::mix32(h[0] ^ rules::mix32(h[1] ^ rules::mix32(h[2] ^ rules::mix32(h[3]))));
-  for (size_t i = words * 16; i < n; ++i) out = rules::mix32(out ^ bytes[i]);
-  return rules::mix32(out ^ static_cast<uint32_t>(n));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), lo);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + 8), hi);
+#else
+  for (size_t r = 0; r < rows; ++r) {
+    uint32_t row[kChecksumLanes];
+    std::memcpy(row, p + r * kChecksumRowBytes, kChecksumRowBytes);
+    for (unsigned l = 0; l < kChecksumLanes; ++l) h[l] = checksumLaneStep(h[l], row[l]);
+  }
+#endif
+}
+
+// compress_scalar.h's chunked checksum.
+inline uint32_t checksum(const uint8_t* bytes, size_t n) {
+  using namespace rules;
+  uint32_t sum = 0;
+  for (size_t chunk = 0; chunk * kChecksumChunkBytes < n; ++chunk) {
+    const uint8_t* p = bytes + chunk * kChecksumChunkBytes;
+    const size_t len = n - chunk * kChecksumChunkBytes < kChecksumChunkBytes ? n - chunk * kChecksumChunkBytes : kChecksumChunkBytes;
+    const size_t rows = len / kChecksumRowBytes;
+    uint32_t h[kChecksumLanes];
+    for (unsigned l = 0; l < kChecksumLanes; ++l) h[l] = checksumLaneStart(l);
+    checksumLanes(p, rows, h);
+    uint32_t digest = 0;
+    for (unsigned l = 0; l < kChecksumLanes; ++l) digest = checksumFold(digest, h[l]);
+    for (size_t i = rows * kChecksumRowBytes; i < len; ++i) digest = checksumFold(digest, p[i]);
+    sum += checksumTerm(digest, chunk);
+  }
+  return checksumFinish(sum, n);
 }
 
 inline CompressKernels makeCompressKernels(const char* isa) {

@@ -2,6 +2,7 @@
 // (compress_impl.h) and the CUDA kernels (cuda/compress.cu) so both give the same bits.
 #pragma once
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -54,6 +55,26 @@ BRAID_HD Code qsgdCode(float x, float scale /* levels / norm */, float u, int32_
   const int32_t negative = -static_cast<int32_t>(x < 0);  // all ones when negative
   return static_cast<Code>((l ^ negative) - negative);
 }
+
+// The payload checksum. Chunks of kChecksumChunkBytes are hashed on their own: kChecksumLanes
+// multiply-xor lanes, lane l taking word l of every 64-byte row, folded into the chunk's digest,
+// then the bytes past the last whole row. The chunks' mixed digests are summed (mod 2^32), so a GPU
+// hashes every chunk of every payload at once and adds them in any order; a CPU runs the lanes as
+// one vector. Every step is a bijection of the value it updates, so any one flipped bit changes
+// the result.
+constexpr size_t kChecksumChunkBytes = 16384;
+constexpr unsigned kChecksumLanes = 16;
+constexpr size_t kChecksumRowBytes = 4 * kChecksumLanes;
+BRAID_HD uint32_t checksumLaneStart(unsigned lane) { return 0x811c9dc5u + lane * 0x9e3779b9u; }
+BRAID_HD uint32_t checksumLaneStep(uint32_t h, uint32_t word) {
+  h = (h ^ word) * 0x01000193u;
+  return h ^ (h >> 15);
+}
+// Lanes fold in order from a zero digest; tail bytes follow, one at a time.
+BRAID_HD uint32_t checksumFold(uint32_t digest, uint32_t value) { return mix32(digest ^ value); }
+// What chunk `chunk` adds to the sum: its digest, mixed with its position (so chunks cannot swap).
+BRAID_HD uint32_t checksumTerm(uint32_t digest, size_t chunk) { return mix32(digest + static_cast<uint32_t>(chunk) * 0x9e3779b9u); }
+BRAID_HD uint32_t checksumFinish(uint32_t sum, size_t n) { return mix32(sum ^ static_cast<uint32_t>(n)); }
 
 }  // namespace rules
 }  // namespace braid

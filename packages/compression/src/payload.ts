@@ -1,6 +1,6 @@
 // The payload format: a 32-byte header, then the compressor's sections, padded to 4 bytes.
 //
-//   0  magic 'BRZ1'   4 version (1)   5 kind   6 reserved (0)   8 length (elements)
+//   0  magic 'BRZ1'   4 version (2)   5 kind   6 reserved (0)   8 length (elements)
 //   12 param0   16 param1   20 seedA   24 seedB   28 checksum of bytes [0, 28) and the body
 //
 // A decoder checks all of it before reading a section, so a truncated, altered or foreign
@@ -10,7 +10,8 @@ import { loadAddon } from '@braid/native';
 
 export const HEADER_BYTES = 32;
 const MAGIC = 0x315a5242; // 'BRZ1' little-endian
-const VERSION = 1;
+// Version 2: the checksum hashes 16 KiB chunks on their own (1 chained the whole body).
+const VERSION = 2;
 
 export const KINDS = ['none', 'fp16', 'bf16', 'topk', 'randomk', 'qsgd', 'int8', 'sign', 'powersgd'] as const;
 export type CompressorName = (typeof KINDS)[number];

@@ -274,27 +274,37 @@ __global__ void sumPartialsKernel(double* partials) {
   if (threadIdx.x == 0) partials[0] = lane[0];
 }
 
-// compress_impl.h's checksum, one block of four threads (its four lanes) a byte run.
-__global__ void checksumKernel(const uint8_t* base, size_t stride, size_t n, uint32_t* out) {
-  __shared__ uint32_t lanes[4];
-  const uint8_t* bytes = base + static_cast<size_t>(blockIdx.x) * stride;
-  const uint32_t start[4] = {0x811c9dc5u, 0x01000193u, 0x9e3779b9u, 0x85ebca6bu};
-  const unsigned l = threadIdx.x;
-  uint32_t h = start[l];
-  const uint32_t* words = reinterpret_cast<const uint32_t*>(bytes);
-  const size_t blocks16 = n / 16;
-  // The chain through h is sequential; unrolled, the loads ahead of it are in flight together.
+// compress_scalar.h's checksum with every chunk of every byte run at once: kChecksumLanes threads
+// a chunk (side by side, so a row's 64 bytes are one read), kChecksumChunksPerBlock chunks a block.
+// The first thread of a chunk folds the lanes and adds the chunk's term to its run's sum; integer
+// sums come out the same in any order. The host finishes each sum with the length.
+constexpr unsigned kChecksumChunksPerBlock = 8;
+__global__ void checksumChunksKernel(const uint8_t* base, size_t stride, size_t n, size_t chunksPerRun, size_t chunks, uint32_t* sums) {
+  using namespace rules;
+  __shared__ uint32_t lanes[kChecksumChunksPerBlock][kChecksumLanes];
+  const unsigned slot = threadIdx.x / kChecksumLanes, lane = threadIdx.x % kChecksumLanes;
+  // The loop's bounds are the block's, not the thread's: every thread reaches each __syncthreads.
+  for (size_t first = static_cast<size_t>(blockIdx.x) * kChecksumChunksPerBlock; first < chunks; first += static_cast<size_t>(gridDim.x) * kChecksumChunksPerBlock) {
+    const size_t id = first + slot;
+    const bool active = id < chunks;
+    const size_t run = active ? id / chunksPerRun : 0, chunk = active ? id % chunksPerRun : 0;
+    const uint8_t* p = base + run * stride + chunk * kChecksumChunkBytes;
+    const size_t len = active ? (n - chunk * kChecksumChunkBytes < kChecksumChunkBytes ? n - chunk * kChecksumChunkBytes : kChecksumChunkBytes) : 0;
+    const size_t rows = len / kChecksumRowBytes;
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(p);
+    uint32_t h = checksumLaneStart(lane);
 #pragma unroll 8
-  for (size_t w = 0; w < blocks16; ++w) {
-    h = (h ^ words[w * 4 + l]) * 0x01000193u;
-    h ^= h >> 15;
+    for (size_t r = 0; r < rows; ++r) h = checksumLaneStep(h, words[r * kChecksumLanes + lane]);
+    lanes[slot][lane] = h;
+    __syncthreads();
+    if (active && lane == 0) {
+      uint32_t digest = 0;
+      for (unsigned l = 0; l < kChecksumLanes; ++l) digest = checksumFold(digest, lanes[slot][l]);
+      for (size_t i = rows * kChecksumRowBytes; i < len; ++i) digest = checksumFold(digest, p[i]);
+      atomicAdd(&sums[run], checksumTerm(digest, chunk));
+    }
+    __syncthreads();  // the lanes are read before the next chunks overwrite them
   }
-  lanes[l] = h;
-  __syncthreads();
-  if (l != 0) return;
-  uint32_t result = rules::mix32(lanes[0] ^ rules::mix32(lanes[1] ^ rules::mix32(lanes[2] ^ rules::mix32(lanes[3]))));
-  for (size_t i = blocks16 * 16; i < n; ++i) result = rules::mix32(result ^ bytes[i]);
-  out[blockIdx.x] = rules::mix32(result ^ static_cast<uint32_t>(n));
 }
 
 // Device copies of host arrays, freed on scope exit.
@@ -596,9 +606,20 @@ bool checksums(const uint8_t* base, size_t stride, size_t count, size_t n, uint3
   ResultBuffer sums = ResultBuffer::take(count * sizeof(uint32_t));
   if (sums.ptr == nullptr) return false;
   uint32_t* p = static_cast<uint32_t*>(sums.ptr);
-  checksumKernel<<<static_cast<unsigned>(count), 4, 0, on(stream)>>>(base, stride, n, p);
-  return launchOk() && cudaMemcpyAsync(out, p, count * sizeof(uint32_t), cudaMemcpyDeviceToHost, on(stream)) == cudaSuccess &&
-         cudaStreamSynchronize(on(stream)) == cudaSuccess;
+  const size_t chunksPerRun = (n + rules::kChecksumChunkBytes - 1) / rules::kChecksumChunkBytes;
+  const size_t chunks = count * chunksPerRun;
+  if (cudaMemsetAsync(p, 0, count * sizeof(uint32_t), on(stream)) != cudaSuccess) return false;
+  if (chunks > 0) {
+    const size_t blocks = (chunks + kChecksumChunksPerBlock - 1) / kChecksumChunksPerBlock;
+    checksumChunksKernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kChecksumChunksPerBlock * rules::kChecksumLanes, 0, on(stream)>>>(
+        base, stride, n, chunksPerRun, chunks, p);
+    if (!launchOk()) return false;
+  }
+  if (cudaMemcpyAsync(out, p, count * sizeof(uint32_t), cudaMemcpyDeviceToHost, on(stream)) != cudaSuccess ||
+      cudaStreamSynchronize(on(stream)) != cudaSuccess)
+    return false;
+  for (size_t r = 0; r < count; ++r) out[r] = rules::checksumFinish(out[r], n);
+  return true;
 }
 
 bool zero(void* p, size_t bytes, void* stream) { return bytes == 0 || cudaMemsetAsync(p, 0, bytes, on(stream)) == cudaSuccess; }
