@@ -133,22 +133,35 @@ __global__ void subtractKernel(const float* a, const float* b, float* out, size_
 }
 
 // The CPU's dot: 16 partial sums over full chunks, the tail into lane 0, then lanes in order.
-__device__ float dot16(const float* a, const float* b, size_t n, size_t strideB) {
-  float acc[16];
-  for (int l = 0; l < 16; ++l) acc[l] = 0.0f;
-  size_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int l = 0; l < 16; ++l) acc[l] = __fadd_rn(acc[l], __fmul_rn(a[j + l], b[(j + l) * strideB]));
-  for (; j < n; ++j) acc[0] = __fadd_rn(acc[0], __fmul_rn(a[j], b[j * strideB]));
-  float s = 0.0f;
-  for (int l = 0; l < 16; ++l) s = __fadd_rn(s, acc[l]);
-  return s;
-}
-
+// P = M Q as the CPU's 16-accumulator dot product (compress_impl.h's dot) computes each element:
+// accumulator l sums products j = l, l + 16, ... in order, the tail goes into accumulator 0, and
+// the 16 are added in order. Here the 16 accumulators are 16 threads side by side, so a row of M
+// is read 64 contiguous bytes at a time (one thread an element read each row with a 1-row stride),
+// and the groups of a row's r elements share its reads in cache.
+constexpr unsigned kDotLanes = 16, kDotGroupsPerBlock = 16;
 __global__ void powerPKernel(const float* m, size_t rows, size_t cols, const float* qt, size_t r, float* pt) {
-  for (size_t t = globalIndex(); t < rows * r; t += globalStride()) {
-    const size_t i = t / r, c = t % r;
-    pt[c * rows + i] = dot16(m + i * cols, qt + c * cols, cols, 1);
+  __shared__ float partial[kDotGroupsPerBlock][kDotLanes];
+  const unsigned group = threadIdx.x / kDotLanes, lane = threadIdx.x % kDotLanes;
+  const size_t outputs = rows * r, whole = cols / kDotLanes * kDotLanes;
+  // The loop's bounds are the block's: every thread reaches each __syncthreads.
+  for (size_t first = static_cast<size_t>(blockIdx.x) * kDotGroupsPerBlock; first < outputs; first += static_cast<size_t>(gridDim.x) * kDotGroupsPerBlock) {
+    const size_t t = first + group, i = t / r, c = t % r;
+    float acc = 0.0f;
+    if (t < outputs) {
+      const float* a = m + i * cols;
+      const float* b = qt + c * cols;
+      for (size_t j = lane; j < whole; j += kDotLanes) acc = __fadd_rn(acc, __fmul_rn(a[j], b[j]));
+      if (lane == 0)
+        for (size_t j = whole; j < cols; ++j) acc = __fadd_rn(acc, __fmul_rn(a[j], b[j]));
+    }
+    partial[group][lane] = acc;
+    __syncthreads();
+    if (t < outputs && lane == 0) {
+      float sum = 0.0f;
+      for (unsigned l = 0; l < kDotLanes; ++l) sum = __fadd_rn(sum, partial[group][l]);
+      pt[c * rows + i] = sum;
+    }
+    __syncthreads();  // the partials are read before the next groups overwrite them
   }
 }
 
@@ -484,7 +497,8 @@ bool errorFeedback(const float* corrected, const float* sent, float* residual, s
 
 bool powerP(const float* m, size_t rows, size_t cols, const float* qt, size_t r, float* pt, void* stream) {
   if (rows * r == 0) return true;
-  powerPKernel<<<gridFor(rows * r), 256, 0, on(stream)>>>(m, rows, cols, qt, r, pt);
+  const size_t groups = (rows * r + kDotGroupsPerBlock - 1) / kDotGroupsPerBlock;
+  powerPKernel<<<static_cast<unsigned>(groups < 65535 ? groups : 65535), kDotGroupsPerBlock * kDotLanes, 0, on(stream)>>>(m, rows, cols, qt, r, pt);
   return launchOk();
 }
 
