@@ -471,7 +471,7 @@ void Engine::addHierarchy(CommState& comm, std::chrono::steady_clock::time_point
 
 void Engine::threadMain() {
 #if defined(__linux__)
-  // Backoff naps of 50 us should not stretch to the default 50 us timer slack on top.
+  // Backoff naps of 20 us should not stretch to the default 50 us timer slack on top.
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
 #endif
   engineThreadId_ = std::this_thread::get_id();

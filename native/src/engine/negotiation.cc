@@ -222,7 +222,8 @@ void negotiateAsRoot(MPI_Comm control, int size, const Descriptor& mine, const N
     // Spin while the answer is microseconds away; past that, back off as the shared-memory
     // waits do (a rank waiting on the network must not hold a core).
     if (++spins > 4096) backoff.pause();
-    if ((spins & 1023u) != 0) continue;
+    // The clock every 1024 polls while they are quick, every poll once they nap.
+    if ((spins & 1023u) != 0 && !backoff.slow()) continue;
     const auto now = std::chrono::steady_clock::now();
     const bool late = now > limits.deadline;
     const bool stalled = !warned && now - start > std::chrono::milliseconds(limits.stallWarningMs);
@@ -288,7 +289,8 @@ void negotiateAsMember(MPI_Comm control, const Descriptor& mine, const Negotiati
     // Spin while the answer is microseconds away; past that, back off as the shared-memory
     // waits do (a rank waiting on the network must not hold a core).
     if (++spins > 4096) backoff.pause();
-    if ((spins & 1023u) != 0) continue;
+    // The clock every 1024 polls while they are quick, every poll once they nap.
+    if ((spins & 1023u) != 0 && !backoff.slow()) continue;
     // Members give rank 0 a grace period past the deadline, so that its verdict, which names
     // the missing ranks, arrives before their own timeout.
     if (std::chrono::steady_clock::now() > limits.deadline + std::chrono::seconds(2)) {

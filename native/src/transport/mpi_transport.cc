@@ -142,7 +142,7 @@ size_t orphanCount() {
 }
 
 void waitRequest(MPI_Request& request, std::chrono::steady_clock::time_point deadline, const std::string& what) {
-  Backoff backoff;
+  Backoff backoff(Backoff::kShort);  // MPI moves the data only when polled
   unsigned spins = 0;
   for (;;) {
     int flag = 0;
@@ -231,7 +231,7 @@ RequestId MpiTransport::irecv(int peer, void* data, size_t bytes) {
 void MpiTransport::wait(RequestId request) {
   auto& parts = requests_[request];
   unsigned spins = 0;
-  Backoff backoff;
+  Backoff backoff(Backoff::kShort);  // MPI moves the data only when polled
   std::chrono::steady_clock::time_point slowSince{};
   for (;;) {
     int flag = 0;
