@@ -309,23 +309,26 @@ int main() {
     });
   }
 
-  runCase("PowerSGD: P = M Q, Q = M^T P and a padded reconstruction's first n values", [] {
+  runCase("PowerSGD: P = M Q, Q = M^T P and a padded reconstruction's first n values, ranks 3 and 6", [] {
     std::mt19937 rng(6);
-    const size_t rows = 97, cols = 104, r = 3, used = rows * cols - 50;
-    const std::vector<float> m = randomValues(rng, rows * cols), qt = randomValues(rng, r * cols);
-    OnDevice dm(m.data(), 4 * m.size()), dq(qt.data(), 4 * qt.size()), dp(nullptr, 4 * r * rows), dq2(nullptr, 4 * r * cols), out(nullptr, 4 * used);
-    dc::Failure failure;
-    std::vector<float> pt(r * rows), qt2(r * cols), full(rows * cols);
-    CHECK(dc::powerP(dm.as<float>(), rows, cols, dq.as<float>(), r, dp.as<float>(), failure));
-    compress::powerP(m.data(), rows, cols, qt.data(), r, pt.data());
-    CHECK(sameBits(dp.back<float>(), pt));
-    CHECK(dc::powerQ(dm.as<float>(), rows, cols, dp.as<float>(), r, dq2.as<float>(), failure));
-    compress::powerQ(m.data(), rows, cols, pt.data(), r, qt2.data());
-    CHECK(sameBits(dq2.back<float>(), qt2));
-    CHECK(dc::powerReconstruct(dp.as<float>(), dq2.as<float>(), r, rows, cols, out.as<float>(), used, failure));
-    compress::powerReconstruct(pt.data(), qt2.data(), r, rows, cols, full.data(), false);
-    full.resize(used);
-    CHECK(sameBits(out.back<float>(), full));
+    // Rank 6: the GPU's Q takes four columns a thread, so a second, partial group.
+    for (size_t r : {size_t(3), size_t(6)}) {
+      const size_t rows = 97, cols = 104, used = rows * cols - 50;
+      const std::vector<float> m = randomValues(rng, rows * cols), qt = randomValues(rng, r * cols);
+      OnDevice dm(m.data(), 4 * m.size()), dq(qt.data(), 4 * qt.size()), dp(nullptr, 4 * r * rows), dq2(nullptr, 4 * r * cols), out(nullptr, 4 * used);
+      dc::Failure failure;
+      std::vector<float> pt(r * rows), qt2(r * cols), full(rows * cols);
+      CHECK(dc::powerP(dm.as<float>(), rows, cols, dq.as<float>(), r, dp.as<float>(), failure));
+      compress::powerP(m.data(), rows, cols, qt.data(), r, pt.data());
+      CHECK(sameBits(dp.back<float>(), pt));
+      CHECK(dc::powerQ(dm.as<float>(), rows, cols, dp.as<float>(), r, dq2.as<float>(), failure));
+      compress::powerQ(m.data(), rows, cols, pt.data(), r, qt2.data());
+      CHECK(sameBits(dq2.back<float>(), qt2));
+      CHECK(dc::powerReconstruct(dp.as<float>(), dq2.as<float>(), r, rows, cols, out.as<float>(), used, failure));
+      compress::powerReconstruct(pt.data(), qt2.data(), r, rows, cols, full.data(), false);
+      full.resize(used);
+      CHECK(sameBits(out.back<float>(), full));
+    }
   });
 
   runCase("scratch: a released block comes back for its exact size only, and repeated steps allocate no device memory (no cudaFree per call)", [] {

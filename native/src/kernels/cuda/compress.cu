@@ -165,13 +165,25 @@ __global__ void powerPKernel(const float* m, size_t rows, size_t cols, const flo
   }
 }
 
-// The CPU adds row after row into each element: the same order here, one thread per element.
+// The CPU adds row after row into each element: the same order here. A thread makes up to
+// kPowerQColumns elements of one column j of M (Q's rows c..c+3 at j), so it reads each value of
+// M once for all of them, where one thread per element read M r times.
+constexpr size_t kPowerQColumns = 4;
 __global__ void powerQKernel(const float* m, size_t rows, size_t cols, const float* pt, size_t r, float* qt) {
-  for (size_t t = globalIndex(); t < cols * r; t += globalStride()) {
-    const size_t c = t / cols, j = t % cols;
-    float acc = 0.0f;
-    for (size_t i = 0; i < rows; ++i) acc = __fadd_rn(acc, __fmul_rn(pt[c * rows + i], m[i * cols + j]));
-    qt[c * cols + j] = acc;
+  const size_t groups = (r + kPowerQColumns - 1) / kPowerQColumns;
+  for (size_t t = globalIndex(); t < cols * groups; t += globalStride()) {
+    const size_t c0 = (t / cols) * kPowerQColumns, j = t % cols;
+    const size_t width = r - c0 < kPowerQColumns ? r - c0 : kPowerQColumns;
+    float acc[kPowerQColumns] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (size_t i = 0; i < rows; ++i) {
+      const float v = m[i * cols + j];
+#pragma unroll
+      for (size_t q = 0; q < kPowerQColumns; ++q)
+        if (q < width) acc[q] = __fadd_rn(acc[q], __fmul_rn(pt[(c0 + q) * rows + i], v));
+    }
+#pragma unroll
+    for (size_t q = 0; q < kPowerQColumns; ++q)
+      if (q < width) qt[(c0 + q) * cols + j] = acc[q];
   }
 }
 
@@ -504,7 +516,7 @@ bool powerP(const float* m, size_t rows, size_t cols, const float* qt, size_t r,
 
 bool powerQ(const float* m, size_t rows, size_t cols, const float* pt, size_t r, float* qt, void* stream) {
   if (cols * r == 0) return true;
-  powerQKernel<<<gridFor(cols * r), 256, 0, on(stream)>>>(m, rows, cols, pt, r, qt);
+  powerQKernel<<<gridFor(cols * ((r + kPowerQColumns - 1) / kPowerQColumns)), 256, 0, on(stream)>>>(m, rows, cols, pt, r, qt);
   return launchOk();
 }
 
