@@ -3,9 +3,11 @@
 // the CUDA kernels against their CPU twins when a GPU is present. braid_kernels_test_emulated is
 // this program linked with the CUDA sources compiled for the CPU (test/cuda_emulation), so the
 // CUDA cases run on every machine.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -370,6 +372,34 @@ int main() {
       CHECK(cudaPowerQ(finite.data(), rows, cols, cp.data(), r, gq2.data()));
       compress::powerQ(finite.data(), rows, cols, cp.data(), r, cq2.data());
       CHECK(std::memcmp(gq2.data(), cq2.data(), gq2.size() * 4) == 0);
+    });
+    runCase("CUDA top-k with many ties: k ending a group of equal magnitudes, one past it, inside it", [] {
+      // Nine magnitudes (and NaN, the lowest) over 100003 values: every group's first and last
+      // rank and their neighbours as k, so the select meets a bin whose keys are exactly the ones
+      // still wanted, and the scan places larger values after ties that are not taken.
+      std::mt19937 rng(12);
+      const size_t n = 100003;
+      std::vector<float> x(n);
+      for (float& v : x) {
+        const uint32_t r = rng();
+        v = r % 10 == 9 ? std::nanf("") : static_cast<float>(r % 10) * ((r >> 8) & 1 ? 0.75f : -0.75f);
+      }
+      std::vector<float> magnitudes;
+      for (float v : x) magnitudes.push_back(std::isnan(v) ? -1.0f : std::fabs(v));
+      std::sort(magnitudes.begin(), magnitudes.end(), std::greater<float>());
+      std::vector<size_t> ks = {1, n - 1, n};
+      for (size_t i = 1; i < n; ++i)
+        if (magnitudes[i] != magnitudes[i - 1])
+          for (size_t k : {i - 1, i, i + 1}) ks.push_back(k);
+      CHECK(ks.size() == 3 + 3 * 9);
+      for (size_t k : ks) {
+        std::vector<uint32_t> gi(k), ci(k);
+        std::vector<float> gv(k), cv(k);
+        CHECK(cudaTopk(x.data(), n, k, gi.data(), gv.data()));
+        compress::topk(x.data(), n, k, ci.data(), cv.data());
+        CHECK(gi == ci);
+        CHECK(std::memcmp(gv.data(), cv.data(), k * 4) == 0);
+      }
     });
     runCase("CUDA kernels of the compressed all-reduce on DeviceBuffers match the CPU", [] {
       // On device memory, as gpu/device_compress.cc calls them: decoders adding into a sum,

@@ -1,9 +1,10 @@
 // The few Thrust pieces Braid's CUDA sources use, over the CUDA emulation (cuda_runtime.h here):
-// device_vector (zero-filled device memory), raw_pointer_cast, and exclusive_scan on a stream,
-// which returns when the scan is done, as thrust::cuda::par's algorithms do. par(allocator) takes
-// the scan's temporary storage from the caller's allocator, as Thrust's does; the emulated scan
-// asks it for about what CUB's would (a few bytes per tile) and uses it, so storage that is not
-// device memory, or too small, is reported.
+// raw_pointer_cast, and exclusive_scan and transform_exclusive_scan on a stream. Under
+// thrust::cuda::par they return when the scan is done, as Thrust's do; under par_nosync they only
+// queue it, so a caller that reads the result without synchronizing reads it unwritten, as on a
+// GPU. par(allocator) takes the scan's temporary storage from the caller's allocator, as Thrust's
+// does; the emulated scan asks it for about what CUB's would (a few bytes per tile) and uses it, so
+// storage that is not device memory, or too small, is reported.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -34,31 +35,10 @@ T* raw_pointer_cast(T* p) {
   return p;
 }
 
-template <class T>
-class device_vector {
- public:
-  explicit device_vector(size_t n) : n_(n) {
-    if (n == 0) return;
-    if (cudaMalloc(&data_, n * sizeof(T)) != cudaSuccess) throw std::bad_alloc();
-    cudaMemsetAsync(data_, 0, n * sizeof(T));
-    cudaDeviceSynchronize();
-  }
-  ~device_vector() { cudaFree(data_); }
-  device_vector(const device_vector&) = delete;
-  device_vector& operator=(const device_vector&) = delete;
-  device_ptr<T> data() { return device_ptr<T>(data_); }
-  T* begin() { return data_; }
-  T* end() { return data_ + n_; }
-  size_t size() const { return n_; }
-
- private:
-  T* data_ = nullptr;
-  size_t n_ = 0;
-};
-
 namespace cuda {
 struct Policy {
   cudaStream_t stream = nullptr;
+  bool synchronize = true;  // false: par_nosync
   std::function<char*(std::ptrdiff_t)> allocate;  // empty: the scan's storage is its own
   std::function<void(char*, size_t)> deallocate;
   Policy on(cudaStream_t s) const {
@@ -75,15 +55,19 @@ struct Policy {
   }
 };
 inline const Policy par{};
+inline const Policy par_nosync{nullptr, false};
 }  // namespace cuda
 
-template <class T, class U>
-U* exclusive_scan(const cuda::Policy& policy, T* first, T* last, U* out) {
+namespace detail {
+// Queues out[i] = init + transform(first[0]) + ... + transform(first[i-1]) (in `add`) on the
+// policy's stream, with temporary storage from its allocator as CUB's would ask.
+template <class T, class U, class Transform, class Init, class Add>
+U* scan(const cuda::Policy& policy, const T* first, const T* last, U* out, Transform transform, Init init, Add add, const char* name) {
   namespace e = braid_cuda_emulation;
   const size_t n = static_cast<size_t>(last - first);
   if (n == 0) return out;
   if (!e::isDevice(first, n * sizeof(T)) || !e::isDevice(out, n * sizeof(U))) {
-    e::fail(cudaErrorIllegalAddress, "thrust::exclusive_scan: its ranges are not device memory");
+    e::fail(cudaErrorIllegalAddress, std::string(name) + ": its ranges are not device memory");
     throw std::bad_alloc();
   }
   char* temp = nullptr;
@@ -91,18 +75,35 @@ U* exclusive_scan(const cuda::Policy& policy, T* first, T* last, U* out) {
   if (policy.allocate) {
     temp = policy.allocate(static_cast<std::ptrdiff_t>(tempBytes));
     if (temp == nullptr || !e::isDevice(temp, tempBytes)) {
-      e::fail(cudaErrorIllegalAddress, "thrust::exclusive_scan: the allocator's temporary storage is not " + std::to_string(tempBytes) + " bytes of device memory");
+      e::fail(cudaErrorIllegalAddress, std::string(name) + ": the allocator's temporary storage is not " + std::to_string(tempBytes) + " bytes of device memory");
       throw std::bad_alloc();
     }
   }
   e::enqueue([=] {
     if (temp != nullptr) std::memset(temp, 0, tempBytes);
-    std::exclusive_scan(first, last, out, T(0));
+    U sum = static_cast<U>(init);
+    for (size_t i = 0; i < n; ++i) {
+      const U value = static_cast<U>(transform(first[i]));  // before writing: the scan may run in place
+      out[i] = sum;
+      sum = add(sum, value);
+    }
   });
-  const bool done = cudaStreamSynchronize(policy.stream) == cudaSuccess;
+  // Thrust hands its temporary storage back once the scan is queued (stream-ordered reuse).
+  const bool done = !policy.synchronize || cudaStreamSynchronize(policy.stream) == cudaSuccess;
   if (temp != nullptr) policy.deallocate(temp, tempBytes);
   if (!done) throw std::bad_alloc();
   return out + n;
+}
+}  // namespace detail
+
+template <class T, class U>
+U* exclusive_scan(const cuda::Policy& policy, T* first, T* last, U* out) {
+  return detail::scan(policy, first, last, out, [](T v) { return v; }, T(0), [](U a, U b) { return a + b; }, "thrust::exclusive_scan");
+}
+
+template <class T, class U, class Transform, class Init, class Add>
+U* transform_exclusive_scan(const cuda::Policy& policy, const T* first, const T* last, U* out, Transform transform, Init init, Add add) {
+  return detail::scan(policy, first, last, out, transform, init, add, "thrust::transform_exclusive_scan");
 }
 
 }  // namespace thrust

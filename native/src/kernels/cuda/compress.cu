@@ -5,10 +5,10 @@
 // Entry points on device memory (namespace gpu, for DeviceBuffers), and on host memory through
 // device buffers around them (see compress_cuda.h).
 #include <cuda_runtime.h>
-#include <thrust/device_vector.h>
 #include <thrust/execution_policy.h>
 #include <thrust/system/cuda/execution_policy.h>
 #include <thrust/scan.h>
+#include <thrust/transform_scan.h>
 
 #include <cstdint>
 #include <mutex>
@@ -89,12 +89,29 @@ __global__ void encodeSignKernel(const float* x, size_t n, uint8_t* bits) {
 // Top-k keys: NaN lowest (0), then |x| in bit order (non-negative floats order like their bits).
 __device__ __forceinline__ uint32_t topkKey(float v) { return isnan(v) ? 0u : (__float_as_uint(fabsf(v)) + 1u); }
 
-// One pass of top-k's radix select: among the keys whose bits under `mask` are `prefix` (the bins
-// chosen by the passes before), counts each value of the 8 bits at `shift`, in a block's shared
-// histogram first. Launched with 256 threads a block.
-__global__ void radixCountKernel(const float* x, size_t n, uint32_t prefix, uint32_t mask, unsigned shift, unsigned long long* counts) {
+// Top-k's radix select keeps its state on the device, so its four passes are queued without a
+// read-back between them (each read-back was a stream sync: the host waited for the GPU, and the
+// GPU then idled until the next launch). kth is the k-th largest key once mask covers all 32 bits.
+struct RadixSelectState {
+  uint32_t prefix;           // the bits chosen so far (under mask)
+  uint32_t mask;
+  unsigned long long rank;   // the k-th largest among the keys under prefix is the rank-th there
+  unsigned long long above;  // keys above the bins chosen
+  uint32_t failed;           // fewer keys under the prefix than asked for: cannot happen
+};
+
+__global__ void radixInitKernel(unsigned long long* counts, RadixSelectState* state, unsigned long long k) {
+  counts[threadIdx.x] = 0;
+  if (threadIdx.x == 0) *state = RadixSelectState{0u, 0u, k, 0ull, 0u};
+}
+
+// One pass of top-k's radix select: among the keys whose bits under the state's mask are its
+// prefix (the bins chosen by the passes before), counts each value of the 8 bits at `shift`, in a
+// block's shared histogram first. Launched with 256 threads a block.
+__global__ void radixCountKernel(const float* x, size_t n, const RadixSelectState* state, unsigned shift, unsigned long long* counts) {
   __shared__ unsigned int bins[256];
   bins[threadIdx.x] = 0;
+  const uint32_t prefix = state->prefix, mask = state->mask;
   __syncthreads();
   for (size_t i = globalIndex(); i < n; i += globalStride()) {
     const uint32_t key = topkKey(x[i]);
@@ -104,23 +121,58 @@ __global__ void radixCountKernel(const float* x, size_t n, uint32_t prefix, uint
   if (bins[threadIdx.x] != 0) atomicAdd(&counts[threadIdx.x], static_cast<unsigned long long>(bins[threadIdx.x]));
 }
 
-__global__ void topkFlagsKernel(const float* x, size_t n, uint32_t kth, uint32_t* greater, uint32_t* equal) {
-  for (size_t i = globalIndex(); i < n; i += globalStride()) {
-    const uint32_t key = topkKey(x[i]);
-    greater[i] = key > kth;
-    equal[i] = key == kth;
+// Picks the bin holding the rank-th largest key: the highest bin whose count with every bin above
+// it reaches rank (a scan from the top in shared memory, 8 steps), then clears the counts for the
+// next pass. One block of 256 threads.
+__global__ void radixPickKernel(unsigned long long* counts, unsigned shift, RadixSelectState* state) {
+  __shared__ unsigned long long atOrAbove[257];  // atOrAbove[b]: keys in bins b..255; [256] = 0
+  const unsigned b = threadIdx.x;
+  const unsigned long long rank = state->rank;  // read by all before the one that matches writes it
+  atOrAbove[b] = counts[b];
+  if (b == 0) atOrAbove[256] = 0;
+  counts[b] = 0;
+  __syncthreads();
+  for (unsigned step = 1; step < 256; step <<= 1) {
+    const unsigned long long add = b + step < 256 ? atOrAbove[b + step] : 0ull;
+    __syncthreads();
+    atOrAbove[b] += add;
+    __syncthreads();
+  }
+  if (b == 0 && atOrAbove[0] < rank) state->failed = 1u;
+  if (atOrAbove[b] >= rank && atOrAbove[b + 1] < rank) {
+    state->above += atOrAbove[b + 1];
+    state->rank = rank - atOrAbove[b + 1];
+    state->prefix |= static_cast<uint32_t>(b) << shift;
+    state->mask |= 255u << shift;
   }
 }
 
-__global__ void topkTakeKernel(const uint32_t* greater, const uint32_t* equal, const uint32_t* equalRank, size_t ties, size_t n, uint32_t* take) {
-  for (size_t i = globalIndex(); i < n; i += globalStride()) take[i] = greater[i] || (equal[i] && equalRank[i] < ties);
-}
+// After the select, one scan places every taken value: each key counts as 1 in the low 32 bits if
+// it is above kth and in the high 32 bits if it equals kth, so the exclusive sum at i holds both
+// how many keys above kth and how many ties come before i (n < 2^32). Of the ties, the first
+// k - above in index order are taken, as the CPU takes them.
+struct TopkRankCounts {
+  const RadixSelectState* state;
+  __device__ unsigned long long operator()(float v) const {
+    const uint32_t key = topkKey(v), kth = state->prefix;
+    return key > kth ? 1ull : (key == kth ? 1ull << 32 : 0ull);
+  }
+};
+struct AddCounts {
+  __host__ __device__ unsigned long long operator()(unsigned long long a, unsigned long long b) const { return a + b; }
+};
 
-__global__ void topkScatterKernel(const float* x, const uint32_t* take, const uint32_t* position, size_t n, uint32_t* indices, float* values) {
+__global__ void topkScatterKernel(const float* x, const unsigned long long* before, const RadixSelectState* state, size_t k, size_t n, uint32_t* indices, float* values) {
+  const uint32_t kth = state->prefix;
+  const unsigned long long ties = k - state->above;
   for (size_t i = globalIndex(); i < n; i += globalStride()) {
-    if (!take[i]) continue;
-    indices[position[i]] = static_cast<uint32_t>(i);
-    values[position[i]] = x[i];
+    const uint32_t key = topkKey(x[i]);
+    if (key < kth) continue;
+    const unsigned long long aboveBefore = before[i] & 0xffffffffull, tiesBefore = before[i] >> 32;
+    if (key == kth && tiesBefore >= ties) continue;
+    const size_t at = static_cast<size_t>(aboveBefore + (tiesBefore < ties ? tiesBefore : ties));
+    indices[at] = static_cast<uint32_t>(i);
+    values[at] = x[i];
   }
 }
 
@@ -403,16 +455,17 @@ bool decodeQsgd(const int16_t* codes, size_t n, float unit, float* out, void* st
 }
 
 namespace {
-// topk's workspace: the radix select's 256 counts, five flag arrays of n words, and the scans'
+// topk's workspace: the radix select's 256 counts and state, the scan's n 64-bit counts and its
 // temporary storage, each 256-byte aligned.
 constexpr size_t kWorkspaceAlign = 256;
 constexpr size_t kCountsBytes = 256 * sizeof(unsigned long long);
+constexpr size_t kSelectBytes = kCountsBytes + sizeof(RadixSelectState);
 size_t alignedBytes(size_t bytes) { return (bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
-size_t flagBytes(size_t n) { return alignedBytes(n * sizeof(uint32_t)); }
-// CUB's scan wants a few bytes per tile of thousands of items; this is ample.
+size_t rankCountBytes(size_t n) { return alignedBytes(n * sizeof(unsigned long long)); }
+// CUB's scan wants a few bytes per tile of hundreds to thousands of items; this is ample.
 size_t scanStorageBytes(size_t n) { return alignedBytes(n / 16 + (64u << 10)); }
 
-// Thrust's temporary storage for the scans, from the workspace (they run one after the other);
+// Thrust's temporary storage for the scan, from the workspace;
 // a request beyond it falls back to cudaMalloc.
 class WorkspaceAllocator {
  public:
@@ -442,54 +495,39 @@ class WorkspaceAllocator {
 };
 }  // namespace
 
-size_t topkWorkspaceBytes(size_t n) { return alignedBytes(kCountsBytes) + 5 * flagBytes(n) + scanStorageBytes(n); }
+size_t topkWorkspaceBytes(size_t n) { return alignedBytes(kSelectBytes) + rankCountBytes(n) + scanStorageBytes(n); }
 
 bool topk(const float* x, size_t n, size_t k, uint32_t* indices, float* values, void* stream, void* workspace) {
-  if (k > n) return false;
+  if (k > n || n > UINT32_MAX) return false;  // indices are 32-bit, and so are the scan's counts
   if (k == 0) return true;
   const cudaStream_t s = on(stream);
   Device<char> own(workspace == nullptr ? topkWorkspaceBytes(n) : 0);
   if (!own.ok) return false;
   char* base = workspace != nullptr ? static_cast<char*>(workspace) : own.ptr;
   auto* counts = reinterpret_cast<unsigned long long*>(base);
-  char* flagsBase = base + alignedBytes(kCountsBytes);
-  auto flags = [&](int i) { return reinterpret_cast<uint32_t*>(flagsBase + static_cast<size_t>(i) * flagBytes(n)); };
-  uint32_t *greater = flags(0), *equal = flags(1), *equalRank = flags(2), *take = flags(3), *position = flags(4);
-  WorkspaceAllocator scanStorage(flagsBase + 5 * flagBytes(n), scanStorageBytes(n));
+  auto* state = reinterpret_cast<RadixSelectState*>(base + kCountsBytes);
+  auto* before = reinterpret_cast<unsigned long long*>(base + alignedBytes(kSelectBytes));
+  WorkspaceAllocator scanStorage(base + alignedBytes(kSelectBytes) + rankCountBytes(n), scanStorageBytes(n));
   // The k-th largest key, 8 bits a pass from the top (a radix select, as torch.topk's): each pass
   // counts the next 8 bits of the keys that share the bits chosen so far and takes the bin that
-  // holds the k-th; 4 passes and 4 reads of 2 KiB, where a bisection over the 32 bits took 33.
-  uint32_t prefix = 0, mask = 0;
-  size_t rank = k;                // the k-th largest among the keys under `prefix`
-  unsigned long long above = 0;   // keys above the bins chosen
-  unsigned long long binCounts[256];
+  // holds the k-th, on the device; 4 passes, where a bisection over the 32 bits took 33.
+  radixInitKernel<<<1, 256, 0, s>>>(counts, state, static_cast<unsigned long long>(k));
+  if (!launchOk()) return false;
   for (int shift = 24; shift >= 0; shift -= 8) {
-    if (cudaMemsetAsync(counts, 0, kCountsBytes, s) != cudaSuccess) return false;
-    radixCountKernel<<<gridFor(n), 256, 0, s>>>(x, n, prefix, mask, static_cast<unsigned>(shift), counts);
-    if (!launchOk() || cudaMemcpyAsync(binCounts, counts, kCountsBytes, cudaMemcpyDeviceToHost, s) != cudaSuccess ||
-        cudaStreamSynchronize(s) != cudaSuccess)
-      return false;
-    int bin = 255;
-    unsigned long long higher = 0;
-    while (bin >= 0 && higher + binCounts[bin] < rank) higher += binCounts[bin--];
-    if (bin < 0) return false;  // fewer keys under the prefix than asked for: cannot happen
-    above += higher;
-    rank -= static_cast<size_t>(higher);
-    prefix |= static_cast<uint32_t>(bin) << shift;
-    mask |= 255u << shift;
+    radixCountKernel<<<gridFor(n), 256, 0, s>>>(x, n, state, static_cast<unsigned>(shift), counts);
+    if (!launchOk()) return false;
+    radixPickKernel<<<1, 256, 0, s>>>(counts, static_cast<unsigned>(shift), state);
+    if (!launchOk()) return false;
   }
-  const uint32_t kth = prefix;
+  uint32_t failed = 1;
   try {
-    // Every flag array is written whole before it is read: the workspace needs no clearing.
-    topkFlagsKernel<<<gridFor(n), 256, 0, s>>>(x, n, kth, greater, equal);
-    if (!launchOk()) return false;
-    thrust::exclusive_scan(thrust::cuda::par(scanStorage).on(s), equal, equal + n, equalRank);
-    topkTakeKernel<<<gridFor(n), 256, 0, s>>>(greater, equal, equalRank, k - static_cast<size_t>(above), n, take);
-    if (!launchOk()) return false;
-    thrust::exclusive_scan(thrust::cuda::par(scanStorage).on(s), take, take + n, position);
-    topkScatterKernel<<<gridFor(n), 256, 0, s>>>(x, take, position, n, indices, values);
+    // Queued behind the select without a sync (par_nosync); the counts are written whole before
+    // they are read, so the workspace needs no clearing.
+    thrust::transform_exclusive_scan(thrust::cuda::par_nosync(scanStorage).on(s), x, x + n, before, TopkRankCounts{state}, 0ull, AddCounts{});
+    topkScatterKernel<<<gridFor(n), 256, 0, s>>>(x, before, state, k, n, indices, values);
     // The caller may hand the workspace to other work (own's is freed on return): done first.
-    return launchOk() && cudaStreamSynchronize(s) == cudaSuccess;
+    return launchOk() && cudaMemcpyAsync(&failed, &state->failed, sizeof(failed), cudaMemcpyDeviceToHost, s) == cudaSuccess &&
+           cudaStreamSynchronize(s) == cudaSuccess && failed == 0;
   } catch (...) {
     return false;  // thrust reports allocation and launch failures as exceptions
   }

@@ -37,7 +37,7 @@ bool encodeSign(const float* x, size_t n, uint8_t* bits, void* stream);
 bool decodeSign(const uint8_t* bits, size_t n, float scale, float* out, void* stream);
 bool encodeQsgd(const float* x, size_t n, float scale, int32_t levels, uint32_t seedA, uint32_t seedB, int16_t* codes, void* stream);
 bool decodeQsgd(const int16_t* codes, size_t n, float unit, float* out, void* stream);
-// Synchronizes `stream` (the radix select reads counts back); k <= n. `workspace`: device memory of
+// Synchronizes `stream` once, at the end (the radix select's passes stay on the device); k <= n. `workspace`: device memory of
 // topkWorkspaceBytes(n) for its flags and scans, which a caller keeps across calls (the device
 // steps' scratch cache); null: it allocates its own and frees it on return, a cudaFree per call,
 // which waits for the whole GPU.
