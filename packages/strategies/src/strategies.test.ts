@@ -84,6 +84,54 @@ describe('DataParallel in a world of one', () => {
   });
 });
 
+describe('averaged tensors over the reducer\'s buffers', () => {
+  it('keep their values when kept, cloned or fed back in; a disposed step\'s buffer is reused', async () => {
+    const dp = new DataParallel(comm);
+    const step = (k: number) => [tf.tensor([k, k + 1, k + 2]), tf.tensor([[k * 10, k * 10 + 1]]), tf.tensor([k], [1], 'int32')];
+    const values = (ts: tf.Tensor[]) => ts.map((t) => Array.from(t.dataSync()));
+    const expected = (k: number) => [[k, k + 1, k + 2], [k * 10, k * 10 + 1], [k]];
+    const bufferOf = (t: tf.Tensor) => (t.dataSync() as Float32Array).buffer;
+    const held: tf.Tensor[] = [];
+    const run = (k: number) => {
+      const inputs = step(k);
+      const out = dp.averageTensorsSync(inputs);
+      tf.dispose(inputs);
+      return out;
+    };
+    // Disposed before the next step: the same buffer again.
+    const first = run(1);
+    expect(values(first)).toEqual(expected(1));
+    expect(first[2]!.dtype).toBe('int32');
+    const buffer = bufferOf(first[0]!);
+    tf.dispose(first);
+    const kept = run(2);
+    expect(bufferOf(kept[0]!)).toBe(buffer);
+    // Kept across a step: their values stay, the step writes a new buffer.
+    const next = run(3);
+    expect(bufferOf(next[0]!)).not.toBe(buffer);
+    expect(values(kept)).toEqual(expected(2));
+    expect(values(next)).toEqual(expected(3));
+    held.push(...kept);
+    // A clone outlives its disposed original.
+    const clone = next[1]!.clone();
+    tf.dispose(next);
+    held.push(clone, ...run(4));
+    expect(Array.from(clone.dataSync())).toEqual(expected(3)[1]);
+    // The last step's results fed back in, synchronously and awaited.
+    const again = dp.averageTensorsSync(held.slice(-3));
+    expect(values(again)).toEqual(expected(4));
+    expect(values(held.slice(-3))).toEqual(expected(4));
+    const awaited = await dp.averageTensors(again);
+    expect(values(awaited)).toEqual(expected(4));
+    expect(values(again)).toEqual(expected(4));
+    const grads = await dp.averageGradients({ w: tf.tensor([5, 6]) });
+    const later = await dp.averageGradients({ w: tf.tensor([7, 8]) });
+    expect(Array.from(grads.w!.dataSync())).toEqual([5, 6]);
+    expect(Array.from(later.w!.dataSync())).toEqual([7, 8]);
+    tf.dispose([...held, ...again, ...awaited, grads.w!, later.w!]);
+  });
+});
+
 describe('learning-rate helpers', () => {
   it('scale by the number of ranks and warm up linearly', () => {
     expect(scaleLearningRate(0.01, 4)).toBeCloseTo(0.04, 15);
