@@ -133,6 +133,17 @@ std::vector<uint8_t> reference(DType t, RedOp op, const std::vector<uint8_t>& a,
   return out;
 }
 
+// The GPU's top-k of x (through device buffers) is the CPU's, indices and values bit for bit.
+void checkTopkMatchesCpu(const std::vector<float>& x, size_t k) {
+  const size_t n = x.size();
+  std::vector<uint32_t> gi(k), ci(k);
+  std::vector<float> gv(k), cv(k);
+  CHECK(cudaTopk(x.data(), n, k, gi.data(), gv.data()));
+  compress::topk(x.data(), n, k, ci.data(), cv.data());
+  CHECK(gi == ci);
+  CHECK(std::memcmp(gv.data(), cv.data(), k * 4) == 0);
+}
+
 }  // namespace
 
 int main() {
@@ -351,14 +362,7 @@ int main() {
       CHECK(cudaEncodeQsgd(finite.data(), n, norm, 1000, 3, 4, gq.data()));
       K.qsgdEncode16(finite.data(), n, norm, 1000, 3, 4, cq.data());
       CHECK(gq == cq);
-      for (size_t k : {size_t(1), n / 1000, n / 100, n}) {
-        std::vector<uint32_t> gi(k), ci(k);
-        std::vector<float> gv(k), cv(k);
-        CHECK(cudaTopk(x.data(), n, k, gi.data(), gv.data()));
-        compress::topk(x.data(), n, k, ci.data(), cv.data());
-        CHECK(gi == ci);
-        CHECK(std::memcmp(gv.data(), cv.data(), k * 4) == 0);
-      }
+      for (size_t k : {size_t(1), n / 1000, n / 100, n}) checkTopkMatchesCpu(x, k);
       std::vector<float> gr(n), cr(n);
       CHECK(cudaErrorFeedback(finite.data(), x.data(), gr.data(), n));
       K.subtract(finite.data(), x.data(), cr.data(), n);
@@ -392,14 +396,7 @@ int main() {
         if (magnitudes[i] != magnitudes[i - 1])
           for (size_t k : {i - 1, i, i + 1}) ks.push_back(k);
       CHECK(ks.size() == 3 + 3 * 9);
-      for (size_t k : ks) {
-        std::vector<uint32_t> gi(k), ci(k);
-        std::vector<float> gv(k), cv(k);
-        CHECK(cudaTopk(x.data(), n, k, gi.data(), gv.data()));
-        compress::topk(x.data(), n, k, ci.data(), cv.data());
-        CHECK(gi == ci);
-        CHECK(std::memcmp(gv.data(), cv.data(), k * 4) == 0);
-      }
+      for (size_t k : ks) checkTopkMatchesCpu(x, k);
     });
     runCase("CUDA kernels of the compressed all-reduce on DeviceBuffers match the CPU", [] {
       // On device memory, as gpu/device_compress.cc calls them: decoders adding into a sum,

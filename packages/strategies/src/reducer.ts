@@ -62,6 +62,19 @@ export interface Layout {
 const sharedFloat32 = (length: number) => new Float32Array(new SharedArrayBuffer(length * 4));
 const sharedUint16 = (length: number) => new Uint16Array(new SharedArrayBuffer(length * 2));
 
+function newLayout(key: string, tensors: readonly tf.Tensor[], buckets: Bucket[], half: boolean, compressors: Layout['compressors']): Layout {
+  return {
+    key,
+    shapes: tensors.map((t) => t.shape.slice()),
+    lengths: tensors.map((t) => t.size),
+    buckets,
+    flat: buckets.map((b) => sharedFloat32(b.length)),
+    lent: buckets.map(() => []),
+    wire: half ? buckets.map((b) => sharedUint16(b.length)) : null,
+    compressors,
+  };
+}
+
 export class GradientReducer {
   readonly stats: CommunicationStats = { reductions: 0, allReduceCalls: 0, bytesReduced: 0, communicationMs: 0 };
   private layout: Layout | undefined;
@@ -79,17 +92,7 @@ export class GradientReducer {
     if (warmingUp) {
       // Dense buckets until the warm-up is over; the compressors are made afterwards.
       if (this.denseLayout?.key !== key) {
-        const buckets = planBuckets(lengths, this.options.bucketBytes);
-        this.denseLayout = {
-          key,
-          shapes: tensors.map((t) => t.shape.slice()),
-          lengths,
-          buckets,
-          flat: buckets.map((b) => sharedFloat32(b.length)),
-          lent: buckets.map(() => []),
-          wire: null,
-          compressors: null,
-        };
+        this.denseLayout = newLayout(key, tensors, planBuckets(lengths, this.options.bucketBytes), false, null);
       }
       return this.denseLayout;
     }
@@ -115,16 +118,7 @@ export class GradientReducer {
     } else {
       buckets = planBuckets(lengths, this.options.bucketBytes, half ? 2 : 4);
     }
-    this.layout = {
-      key,
-      shapes: tensors.map((t) => t.shape.slice()),
-      lengths,
-      buckets,
-      flat: buckets.map((b) => sharedFloat32(b.length)),
-      lent: buckets.map(() => []),
-      wire: half ? buckets.map((b) => sharedUint16(b.length)) : null,
-      compressors,
-    };
+    this.layout = newLayout(key, tensors, buckets, half, compressors);
     return this.layout;
   }
 
