@@ -73,9 +73,10 @@ export class DistributedOptimizer extends tf.Optimizer {
       });
       this.reducer.reduceBucketsSync(layout);
       this.reducer.stats.reductions++;
-      averaged = this.reducer.scatter(layout, tensors.map((t) => t.dtype));
+      averaged = this.reducer.scatter(layout, tensors.map((t) => t.dtype), { lend: true });
     } else {
-      averaged = this.reducer.reduceSync(tensors);
+      // Lent: the inner optimizer only reads them in its ops, and they are disposed right after.
+      averaged = this.reducer.reduceSync(tensors, { lend: true });
     }
     try {
       this.inner.applyGradients(named.map((g, i) => ({ name: g.name, tensor: averaged[i]! })));
@@ -95,7 +96,7 @@ export class DistributedOptimizer extends tf.Optimizer {
     }
     const named = toNamedList(variableGradients);
     this.localSteps++;
-    const averaged = await this.reducer.reduce(named.map((g) => g.tensor));
+    const averaged = await this.reducer.reduce(named.map((g) => g.tensor), { lend: true });
     try {
       this.inner.applyGradients(named.map((g, i) => ({ name: g.name, tensor: averaged[i]! })));
     } finally {
@@ -127,7 +128,7 @@ export class DistributedOptimizer extends tf.Optimizer {
       if (!variable) throw new Error(`local SGD: variable ${name} is not registered with tfjs`);
       return variable;
     });
-    const averaged = this.exact.reduceSync(variables);
+    const averaged = this.exact.reduceSync(variables, { lend: true });
     variables.forEach((v, i) => v.assign(averaged[i]!));
     tf.dispose(averaged);
   }

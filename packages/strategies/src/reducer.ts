@@ -31,6 +31,11 @@ export interface ReducerOptions {
   secure?: SecureAggregator;
 }
 
+/** `lend: true`: the averages may view the reducer's buffers (see `GradientReducer.scatter`). */
+export interface LendOption {
+  lend?: boolean;
+}
+
 /** What the reducer has done so far, for benchmarks and progress displays. */
 export interface CommunicationStats {
   /** Calls of reduce / reduceSync (one per averaged gradient list). */
@@ -49,7 +54,7 @@ export interface Layout {
   buckets: Bucket[];
   /** One float32 buffer per bucket, reused step after step (see `writable`). */
   flat: Float32Array[];
-  /** The data of the float32 tensors the last `scatter` made over each bucket's buffer. */
+  /** The data of the float32 tensors the last lending `scatter` made over each bucket's buffer. */
   lent: object[][];
   /** The float16 / bfloat16 copy that travels when compression is 'fp16' / 'bf16'. */
   wire: Uint16Array[] | null;
@@ -163,24 +168,27 @@ export class GradientReducer {
 
   /**
    * New tensors (the caller owns them) holding the bucket buffers' values, in the original shapes.
-   * float32 tensors are made over the buffers themselves, not over copies (a copy and an
-   * allocation of every gradient each step: about 0.1 ms of a 4.7 ms tfjs-node step of the demo's
-   * MLP); `writable` gives a bucket a new buffer before a later step would overwrite one that such
-   * a tensor still uses.
+   * With `lend`, float32 tensors are made over the buffers themselves, not over copies (a copy
+   * and an allocation of every gradient each step: about 0.1 ms of a 4.3 ms tfjs-node step of
+   * the demo's MLP), and `writable` gives a bucket a new buffer before a later step would
+   * overwrite one that such a tensor still uses. Only for callers that dispose the tensors
+   * without reading them out: an array from `dataSync()` can view the buffer, and outlives them.
    */
-  scatter(layout: Layout, dtypes?: readonly tf.DataType[]): tf.Tensor[] {
+  scatter(layout: Layout, dtypes?: readonly tf.DataType[], { lend = false }: LendOption = {}): tf.Tensor[] {
     const out: tf.Tensor[] = new Array(layout.lengths.length);
     layout.buckets.forEach((bucket, b) => {
       const flat = layout.flat[b]!;
       for (const slot of bucket.slots) {
-        const values = flat.subarray(slot.offset, slot.offset + slot.length);
         const dtype = dtypes?.[slot.tensor] ?? 'float32';
-        if (dtype === 'float32') {
-          const tensor = tf.tensor(values, layout.shapes[slot.tensor]);
+        const view = flat.subarray(slot.offset, slot.offset + slot.length);
+        if (lend && dtype === 'float32') {
+          const tensor = tf.tensor(view, layout.shapes[slot.tensor]);
           layout.lent[b]!.push(tensor.dataId);
           out[slot.tensor] = tensor;
         } else {
-          out[slot.tensor] = tf.tensor(values, layout.shapes[slot.tensor], dtype); // converted: a copy
+          // A copy: the next step overwrites the buffer while these tensors may live on (other
+          // dtypes are converted, which copies).
+          out[slot.tensor] = tf.tensor(dtype === 'float32' ? view.slice() : view, layout.shapes[slot.tensor], dtype);
         }
       }
     });
@@ -204,16 +212,16 @@ export class GradientReducer {
   }
 
   /** The average of `tensors` over all ranks, as new tensors; blocks until every bucket is reduced. */
-  reduceSync(tensors: readonly tf.Tensor[]): tf.Tensor[] {
+  reduceSync(tensors: readonly tf.Tensor[], lending: LendOption = {}): tf.Tensor[] {
     const layout = this.layoutFor(tensors);
     this.gatherSync(layout, tensors);
     this.reduceBucketsSync(layout);
     this.stats.reductions++;
-    return this.scatter(layout, tensors.map((t) => t.dtype));
+    return this.scatter(layout, tensors.map((t) => t.dtype), lending);
   }
 
   /** The average of `tensors` over all ranks; bucket i is reduced while bucket i+1 is read out. */
-  async reduce(tensors: readonly tf.Tensor[]): Promise<tf.Tensor[]> {
+  async reduce(tensors: readonly tf.Tensor[], lending: LendOption = {}): Promise<tf.Tensor[]> {
     const layout = this.layoutFor(tensors);
     const dtypes = tensors.map((t) => t.dtype);
     const inFlight: Array<Promise<unknown>> = [];
@@ -255,7 +263,7 @@ export class GradientReducer {
       if (failed) throw failed.reason;
     }
     this.stats.reductions++;
-    return this.scatter(layout, dtypes);
+    return this.scatter(layout, dtypes, lending);
   }
 
   private bucketName(b: number): string {

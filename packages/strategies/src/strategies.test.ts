@@ -11,6 +11,7 @@ import { planBuckets } from './buckets.js';
 import { computeEpsilon, noiseMultiplierFor, RdpAccountant, sampledGaussianRdp } from './privacy-accountant.js';
 import { DataParallel } from './data-parallel.js';
 import { DistributedOptimizer } from './distributed-optimizer.js';
+import { GradientReducer } from './reducer.js';
 import { linearWarmup, scaleLearningRate } from './schedules.js';
 import { dataParallelCallbacks, learningRateWarmup } from './callbacks.js';
 
@@ -84,9 +85,10 @@ describe('DataParallel in a world of one', () => {
   });
 });
 
-describe('averaged tensors over the reducer\'s buffers', () => {
+describe('averages lent over the reducer\'s buffers', () => {
   it('keep their values when kept, cloned or fed back in; a disposed step\'s buffer is reused', async () => {
-    const dp = new DataParallel(comm);
+    const reducer = new GradientReducer(comm, { bucketBytes: 1 << 20, compression: 'none', algorithm: 'auto', compressionWarmup: 0 });
+    const lend = { lend: true };
     const step = (k: number) => [tf.tensor([k, k + 1, k + 2]), tf.tensor([[k * 10, k * 10 + 1]]), tf.tensor([k], [1], 'int32')];
     const values = (ts: tf.Tensor[]) => ts.map((t) => Array.from(t.dataSync()));
     const expected = (k: number) => [[k, k + 1, k + 2], [k * 10, k * 10 + 1], [k]];
@@ -94,7 +96,7 @@ describe('averaged tensors over the reducer\'s buffers', () => {
     const held: tf.Tensor[] = [];
     const run = (k: number) => {
       const inputs = step(k);
-      const out = dp.averageTensorsSync(inputs);
+      const out = reducer.reduceSync(inputs, lend);
       tf.dispose(inputs);
       return out;
     };
@@ -103,6 +105,7 @@ describe('averaged tensors over the reducer\'s buffers', () => {
     expect(values(first)).toEqual(expected(1));
     expect(first[2]!.dtype).toBe('int32');
     const buffer = bufferOf(first[0]!);
+    expect(buffer).toBeInstanceOf(SharedArrayBuffer);
     tf.dispose(first);
     const kept = run(2);
     expect(bufferOf(kept[0]!)).toBe(buffer);
@@ -118,17 +121,33 @@ describe('averaged tensors over the reducer\'s buffers', () => {
     held.push(clone, ...run(4));
     expect(Array.from(clone.dataSync())).toEqual(expected(3)[1]);
     // The last step's results fed back in, synchronously and awaited.
-    const again = dp.averageTensorsSync(held.slice(-3));
+    const again = reducer.reduceSync(held.slice(-3), lend);
     expect(values(again)).toEqual(expected(4));
     expect(values(held.slice(-3))).toEqual(expected(4));
-    const awaited = await dp.averageTensors(again);
+    const awaited = await reducer.reduce(again, lend);
     expect(values(awaited)).toEqual(expected(4));
     expect(values(again)).toEqual(expected(4));
-    const grads = await dp.averageGradients({ w: tf.tensor([5, 6]) });
-    const later = await dp.averageGradients({ w: tf.tensor([7, 8]) });
-    expect(Array.from(grads.w!.dataSync())).toEqual([5, 6]);
-    expect(Array.from(later.w!.dataSync())).toEqual([7, 8]);
-    tf.dispose([...held, ...again, ...awaited, grads.w!, later.w!]);
+    const later = await reducer.reduce(step(5), lend);
+    expect(values(awaited)).toEqual(expected(4));
+    expect(values(later)).toEqual(expected(5));
+    tf.dispose([...held, ...again, ...awaited, ...later]);
+  });
+
+  it('are what the wrapped optimizer applies; averages handed to the caller are copies', async () => {
+    const dp = new DataParallel(comm);
+    const w = tf.variable(tf.tensor([1, 2, 3]));
+    const wrapped = dp.wrapOptimizer(tf.train.sgd(1));
+    wrapped.applyGradients({ [w.name]: tf.tensor([0.5, 0.25, 0.125]) });
+    expect(Array.from(w.dataSync())).toEqual([0.5, 1.75, 2.875]);
+    const layout = (dp as unknown as { reducer: { layoutFor(t: tf.Tensor[]): { lent: object[][] } } }).reducer.layoutFor([w]);
+    expect(layout.lent[0]).toHaveLength(1);
+    const [mine] = dp.averageTensorsSync([tf.tensor([4, 5])]);
+    expect(mine!.dataSync().buffer).not.toBeInstanceOf(SharedArrayBuffer);
+    const { g } = await dp.averageGradients({ g: tf.tensor([6, 7]) });
+    expect(g!.dataSync().buffer).not.toBeInstanceOf(SharedArrayBuffer);
+    expect(Array.from(g!.dataSync())).toEqual([6, 7]);
+    tf.dispose([w, mine!, g!]);
+    wrapped.dispose();
   });
 });
 
