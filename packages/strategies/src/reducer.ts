@@ -204,8 +204,9 @@ export class GradientReducer {
   private writable(layout: Layout, b: number): Float32Array {
     const lent = layout.lent[b]!;
     if (lent.length > 0) {
-      const alive = tf.engine().state.tensorInfo;
-      if (lent.some((dataId) => alive.has(dataId))) layout.flat[b] = sharedFloat32(layout.buckets[b]!.length);
+      // tfjs's engine tracks every live tensor's data here; a tfjs without it gets a new buffer.
+      const alive: WeakMap<object, unknown> | undefined = tf.engine().state?.tensorInfo;
+      if (!alive || lent.some((dataId) => alive.has(dataId))) layout.flat[b] = sharedFloat32(layout.buckets[b]!.length);
       lent.length = 0;
     }
     return layout.flat[b]!;
