@@ -1,10 +1,10 @@
-// The few Thrust pieces Braid's CUDA sources use, over the CUDA emulation (cuda_runtime.h here):
-// raw_pointer_cast, and exclusive_scan and transform_exclusive_scan on a stream. Under
-// thrust::cuda::par they return when the scan is done, as Thrust's do; under par_nosync they only
-// queue it, so a caller that reads the result without synchronizing reads it unwritten, as on a
-// GPU. par(allocator) takes the scan's temporary storage from the caller's allocator, as Thrust's
-// does; the emulated scan asks it for about what CUB's would (a few bytes per tile) and uses it, so
-// storage that is not device memory, or too small, is reported.
+// The one Thrust algorithm Braid's CUDA sources use, over the CUDA emulation (cuda_runtime.h
+// here): transform_exclusive_scan on a stream. Under thrust::cuda::par it returns when the scan is
+// done, as Thrust's does; under par_nosync it only queues it, so a caller that reads the result
+// without synchronizing reads it unwritten, as on a GPU. par(allocator) takes the scan's temporary
+// storage from the caller's allocator, as Thrust's does; the emulated scan asks it for about what
+// CUB's would (a few bytes per tile) and uses it, so storage that is not device memory, or too
+// small, is reported.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -12,28 +12,9 @@
 #include <cstring>
 #include <functional>
 #include <new>
-#include <numeric>
+#include <string>
 
 namespace thrust {
-
-template <class T>
-class device_ptr {
- public:
-  explicit device_ptr(T* p) : p_(p) {}
-  T* get() const { return p_; }
-
- private:
-  T* p_;
-};
-
-template <class T>
-T* raw_pointer_cast(device_ptr<T> p) {
-  return p.get();
-}
-template <class T>
-T* raw_pointer_cast(T* p) {
-  return p;
-}
 
 namespace cuda {
 struct Policy {
@@ -58,16 +39,15 @@ inline const Policy par{};
 inline const Policy par_nosync{nullptr, false};
 }  // namespace cuda
 
-namespace detail {
 // Queues out[i] = init + transform(first[0]) + ... + transform(first[i-1]) (in `add`) on the
 // policy's stream, with temporary storage from its allocator as CUB's would ask.
 template <class T, class U, class Transform, class Init, class Add>
-U* scan(const cuda::Policy& policy, const T* first, const T* last, U* out, Transform transform, Init init, Add add, const char* name) {
+U* transform_exclusive_scan(const cuda::Policy& policy, const T* first, const T* last, U* out, Transform transform, Init init, Add add) {
   namespace e = braid_cuda_emulation;
   const size_t n = static_cast<size_t>(last - first);
   if (n == 0) return out;
   if (!e::isDevice(first, n * sizeof(T)) || !e::isDevice(out, n * sizeof(U))) {
-    e::fail(cudaErrorIllegalAddress, std::string(name) + ": its ranges are not device memory");
+    e::fail(cudaErrorIllegalAddress, "thrust::transform_exclusive_scan: its ranges are not device memory");
     throw std::bad_alloc();
   }
   char* temp = nullptr;
@@ -75,7 +55,7 @@ U* scan(const cuda::Policy& policy, const T* first, const T* last, U* out, Trans
   if (policy.allocate) {
     temp = policy.allocate(static_cast<std::ptrdiff_t>(tempBytes));
     if (temp == nullptr || !e::isDevice(temp, tempBytes)) {
-      e::fail(cudaErrorIllegalAddress, std::string(name) + ": the allocator's temporary storage is not " + std::to_string(tempBytes) + " bytes of device memory");
+      e::fail(cudaErrorIllegalAddress, std::string("thrust::transform_exclusive_scan: the allocator's temporary storage is not ") + std::to_string(tempBytes) + " bytes of device memory");
       throw std::bad_alloc();
     }
   }
@@ -93,17 +73,6 @@ U* scan(const cuda::Policy& policy, const T* first, const T* last, U* out, Trans
   if (temp != nullptr) policy.deallocate(temp, tempBytes);
   if (!done) throw std::bad_alloc();
   return out + n;
-}
-}  // namespace detail
-
-template <class T, class U>
-U* exclusive_scan(const cuda::Policy& policy, T* first, T* last, U* out) {
-  return detail::scan(policy, first, last, out, [](T v) { return v; }, T(0), [](U a, U b) { return a + b; }, "thrust::exclusive_scan");
-}
-
-template <class T, class U, class Transform, class Init, class Add>
-U* transform_exclusive_scan(const cuda::Policy& policy, const T* first, const T* last, U* out, Transform transform, Init init, Add add) {
-  return detail::scan(policy, first, last, out, transform, init, add, "thrust::transform_exclusive_scan");
 }
 
 }  // namespace thrust

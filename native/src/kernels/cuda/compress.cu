@@ -7,7 +7,6 @@
 #include <cuda_runtime.h>
 #include <thrust/execution_policy.h>
 #include <thrust/system/cuda/execution_policy.h>
-#include <thrust/scan.h>
 #include <thrust/transform_scan.h>
 
 #include <cstdint>

@@ -37,10 +37,10 @@ bool encodeSign(const float* x, size_t n, uint8_t* bits, void* stream);
 bool decodeSign(const uint8_t* bits, size_t n, float scale, float* out, void* stream);
 bool encodeQsgd(const float* x, size_t n, float scale, int32_t levels, uint32_t seedA, uint32_t seedB, int16_t* codes, void* stream);
 bool decodeQsgd(const int16_t* codes, size_t n, float unit, float* out, void* stream);
-// Synchronizes `stream` once, at the end (the radix select's passes stay on the device); k <= n. `workspace`: device memory of
-// topkWorkspaceBytes(n) for its flags and scans, which a caller keeps across calls (the device
-// steps' scratch cache); null: it allocates its own and frees it on return, a cudaFree per call,
-// which waits for the whole GPU.
+// Synchronizes `stream` once, at the end (the radix select's passes stay on the device); k <= n.
+// `workspace`: device memory of topkWorkspaceBytes(n) for the select's state and the scan, which a
+// caller keeps across calls (the device steps' scratch cache); null: it allocates its own and
+// frees it on return, a cudaFree per call, which waits for the whole GPU.
 bool topk(const float* x, size_t n, size_t k, uint32_t* indices, float* values, void* stream, void* workspace = nullptr);
 size_t topkWorkspaceBytes(size_t n);
 // `indices` on the device, each < n (the caller checks).
