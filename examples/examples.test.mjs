@@ -1,8 +1,7 @@
 // The examples, run as users run them: `braid run -np 2 ...`. The demo must reach the accuracy
 // the README promises.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -10,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { tfjsNode } from '../packages/test-support/backend.mjs';
 import { createHosts, netnsUnavailable } from '../packages/test-support/netns.mjs';
+import { scratchDir } from '../packages/test-support/scratch.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const braid = join(here, '..', 'packages', 'trainer', 'dist', 'cli.js');
@@ -18,7 +18,7 @@ const run = (args) => spawnSync(process.execPath, [braid, 'run', '-np', '2', ...
 
 describe('examples', () => {
   it('the MNIST MLP demo reaches test accuracy >= 0.92 on 2 ranks and prints it', () => {
-    const json = join(mkdtempSync(join(tmpdir(), 'braid-demo-')), 'result.json');
+    const json = join(scratchDir('braid-demo-'), 'result.json');
     const result = run([join(here, 'mnist', 'mlp.mjs'), '--json', json]);
     expect(result.status, result.stderr).toBe(0);
     const line = result.stdout.split('\n').find((l) => l.startsWith('test accuracy: '));
@@ -34,7 +34,7 @@ describe('examples', () => {
   });
 
   it('the demo through an async parameter server (1 server, 2 workers) reaches test accuracy >= 0.92', () => {
-    const json = join(mkdtempSync(join(tmpdir(), 'braid-demo-ps-')), 'result.json');
+    const json = join(scratchDir('braid-demo-ps-'), 'result.json');
     const result = spawnSync(process.execPath, [braid, 'run', '-np', '3', join(here, 'mnist', 'mlp.mjs'), '--parameter-server', 'async', '--json', json], {
       encoding: 'utf8',
       env: { ...process.env, BRAID_PROGRESS: 'lines' },
@@ -67,7 +67,7 @@ describe('examples', () => {
   });
 
   it.skipIf(!native.available)(`the demo on the pure-JS backend (--backend cpu) reaches the same accuracy as on tfjs-node${native.available ? '' : ` (skipped: ${native.reason})`}`, () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-demo-'));
+    const dir = scratchDir('braid-demo-');
     const summaries = ['cpu', 'node'].map((backend) => {
       const result = run([join(here, 'mnist', 'mlp.mjs'), '--backend', backend, '--epochs', '2', '--json', join(dir, `${backend}.json`)]);
       expect(result.status, result.stderr).toBe(0);
@@ -87,7 +87,7 @@ describe('examples', () => {
   });
 
   it.skipIf(!native.available)(`the CNN trains its default 8 epochs of 8,500 digits on tfjs-node to >= 0.95${native.available ? '' : ` (skipped: ${native.reason})`}`, () => {
-    const json = join(mkdtempSync(join(tmpdir(), 'braid-cnn-')), 'result.json');
+    const json = join(scratchDir('braid-cnn-'), 'result.json');
     const result = run([join(here, 'mnist', 'cnn.mjs'), '--json', json]);
     expect(result.status, result.stderr).toBe(0);
     const summary = JSON.parse(readFileSync(json, 'utf8'));
@@ -109,7 +109,7 @@ describe.skipIf(unavailable !== undefined)(`the demo on 2 hosts x 2 ranks (the n
   afterAll(() => hosts?.destroy());
 
   it('reaches test accuracy >= 0.92 with braid run -H h0:2,h1:2 --agent', () => {
-    const json = join(mkdtempSync(join(tmpdir(), 'braid-demo-hosts-')), 'result.json');
+    const json = join(scratchDir('braid-demo-hosts-'), 'result.json');
     const cmd = hosts.on(0, [process.execPath, braid, 'run', '-np', '4', ...hosts.braidRunArgs('h0:2,h1:2'), join(here, 'mnist', 'mlp.mjs'), '--json', json]);
     const result = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', env: { ...process.env, BRAID_PROGRESS: 'lines' }, timeout: 600_000 });
     expect(result.status, result.stderr).toBe(0);

@@ -5,7 +5,7 @@ export interface MpiRun {
   stderr: string;
   /** What each rank wrote to <dir>/rank-<r>.json, ordered by rank (missing ranks are skipped). */
   results: Array<Record<string, any>>;
-  /** The folder given to the script as its last argument. */
+  /** The folder given to the script as its last argument (already removed unless options.dir named it). */
   dir: string;
   ms: number;
 }
@@ -13,7 +13,7 @@ export interface MpiRun {
 export interface MpiRunOptions {
   env?: Record<string, string>;
   timeoutMs?: number;
-  /** Use this folder instead of a fresh temporary one. */
+  /** Use this folder instead of a fresh temporary one (which is removed once the ranks' reports are read). */
   dir?: string;
 }
 

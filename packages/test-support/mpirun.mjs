@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
@@ -44,6 +44,8 @@ export function mpirunScript(np, script, args, options = {}) {
         const file = join(dir, `rank-${r}.json`);
         if (existsSync(file)) results.push(JSON.parse(readFileSync(file, 'utf8')));
       }
+      // A folder made here held only the ranks' reports, now read.
+      if (!options.dir) rmSync(dir, { recursive: true, force: true });
       resolve({ code, signal, stdout, stderr, results, dir, ms: Date.now() - started });
     });
   });

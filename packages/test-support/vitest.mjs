@@ -1,4 +1,6 @@
 // The vitest settings every Braid package uses.
+import { fileURLToPath } from 'node:url';
+
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -8,5 +10,7 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 180_000,
     hookTimeout: 60_000,
+    // Removes each file's scratch folders (scratch.mjs) when it ends.
+    setupFiles: [fileURLToPath(new URL('./vitest-setup.mjs', import.meta.url))],
   },
 });

@@ -2,12 +2,12 @@
 // @braid/test-support/netns: hosts with their own addresses, hostnames and /dev/shm). Needs root
 // and network namespaces; skipped otherwise, saying so.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
+import { scratchDir } from '@braid/test-support/scratch';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
@@ -29,7 +29,7 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
     env: Record<string, string> = {},
     script = worker,
   ): Promise<{ code: number | null; stderr: string; results: any[] }> {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-across-'));
+    const dir = scratchDir('braid-across-');
     const exported = Object.entries(env)
       .filter(([k]) => k !== 'MAP_BY')
       .flatMap(([k, v]) => ['-x', `${k}=${v}`]);

@@ -1,8 +1,8 @@
 // Multi-process tests: real `mpirun -np N` jobs of test-support/worker.mjs.
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 import { mpirun } from './test-support/mpirun.js';
@@ -121,7 +121,7 @@ describe.each([
   [3, TCP],
 ])('small ops on the caller\'s thread, np=%i %o', (np, env) => {
   it('run inline, hand over to the engine when a peer is late, keep their order with queued ops, and stay exact', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-inline-'));
+    const dir = scratchDir('braid-inline-');
     const path = join(dir, 'trace.json');
     const run = await mpirun(np, 'inline', { env: { ...env, BRAID_TIMELINE: path } });
     expect(run.stderr).not.toMatch(/error|abort/i);
@@ -148,7 +148,7 @@ describe.each([
 
 describe('awaited large ops on ordinary arrays over TCP', () => {
   it('run on the caller\'s thread once ops their size have been quick, hand over when a peer is late, and stay exact', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-large-'));
+    const dir = scratchDir('braid-large-');
     const path = join(dir, 'trace.json');
     const run = await mpirun(2, 'large-awaited', { env: { ...TCP, BRAID_TIMELINE: path } });
     expect(run.code, run.stderr).toBe(0);
@@ -165,7 +165,7 @@ describe('awaited large ops on ordinary arrays over TCP', () => {
 
 describe('timeline', () => {
   it('rank 0 writes a Chrome trace with every op and its phases', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-timeline-'));
+    const dir = scratchDir('braid-timeline-');
     const path = join(dir, 'trace.json');
     const run = await mpirun(2, 'timeline', { env: { BRAID_TIMELINE: path } });
     expect(run.code).toBe(0);

@@ -2,11 +2,11 @@
 // built here with g++ (every entry point Braid calls, or one missing, at a chosen version), and
 // against a real libnccl.so.2 where this machine has one.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { loadAddon } from '@braid/native';
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 const ENTRY_POINTS = [
@@ -26,7 +26,7 @@ const ENTRY_POINTS = [
   'ncclGroupEnd',
 ];
 
-const dir = mkdtempSync(join(tmpdir(), 'braid-nccl-'));
+const dir = scratchDir('braid-nccl-');
 
 /** A shared library exporting `symbols` (ncclGetVersion reports `version`), as NCCL would. */
 function standIn(name: string, version: number, symbols = ENTRY_POINTS): string {

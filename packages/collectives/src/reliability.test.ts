@@ -2,10 +2,10 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 import { mpirunScript } from '@braid/test-support/mpirun';
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 import { BRAID_VERSION } from './profile.js';
@@ -84,7 +84,7 @@ describe('a cost profile (BRAID_PROFILE)', () => {
     }
   });
   it('that is good makes auto choose by the model, with exact results', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-profile-'));
+    const dir = scratchDir('braid-profile-');
     const path = join(dir, 'profile.json');
     const trace = join(dir, 'trace.json');
     // Links with a huge per-message cost and next to no per-byte cost: the model prefers the direct

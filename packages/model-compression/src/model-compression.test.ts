@@ -1,12 +1,12 @@
 // A world of one (no mpirun): pruning schedules and masks, pruning through fit with a checkpoint
 // resumed, quantized models read back by tfjs, and the distillation loss.
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
 import { DataParallel } from '@braid/strategies';
 import { checkpointLoader, fit } from '@braid/trainer';
+import { scratchDir } from '@braid/test-support/scratch';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -110,7 +110,7 @@ describe('pruning through fit', () => {
     expect(history.slice(24)).toEqual(Array(24).fill(72));
 
     // The same run in two parts, through a checkpoint after epoch 1 (mid-schedule).
-    const dir = mkdtempSync(join(tmpdir(), 'braid-prune-'));
+    const dir = scratchDir('braid-prune-');
     const first = mlp();
     await fit(first, train, { epochs: 1, batchSize: 8, strategy: new DataParallel(comm), progress: 'none', checkpointDir: dir, callbacks: new MagnitudePruning(first, schedule()).callbacks() });
     const second = mlp();
@@ -153,7 +153,7 @@ describe('quantization', () => {
       expect(q.originalBytes).toBe(floats * 4);
       expect(q.bytes).toBe(floats * (dtype === 'uint8' ? 1 : 2));
       expect(q.ratio).toBe(dtype === 'uint8' ? 4 : 2);
-      const folder = mkdtempSync(join(tmpdir(), `braid-quantized-${dtype}-`));
+      const folder = scratchDir(`braid-quantized-${dtype}-`);
       writeModelFolder(q.artifacts, folder);
       const manifest = JSON.parse(readFileSync(join(folder, 'model.json'), 'utf8')).weightsManifest[0].weights;
       expect(manifest.every((w: { quantization?: { dtype: string } }) => w.quantization?.dtype === dtype)).toBe(true);

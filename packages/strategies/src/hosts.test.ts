@@ -1,12 +1,12 @@
 // DataParallel across hosts, on the multi-host test bed (scripts/cluster.sh through
 // @braid/test-support/netns). Needs root and network namespaces; skipped otherwise, saying so.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
+import { scratchDir } from '@braid/test-support/scratch';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { expectReplicasAgree } from './test-support/replicas.js';
@@ -23,7 +23,7 @@ describe.skipIf(unavailable !== undefined)(`2 hosts x 2 ranks${unavailable ? ` (
 
   // mpirun on h0 with ranks placed by `placement`; each rank's result (rank-<r>.json).
   async function run(placement: string, np: number, scenario: string, env: Record<string, string> = {}, mapBy?: string) {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-strategies-hosts-'));
+    const dir = scratchDir('braid-strategies-hosts-');
     const exported = Object.entries(env).flatMap(([k, v]) => ['-x', `${k}=${v}`]);
     const cmd = hosts.on(0, ['mpirun', '-np', String(np), '-H', placement, ...(mapBy ? ['--map-by', mapBy] : []), '--oversubscribe', ...exported, ...hosts.mcaArgs(), process.execPath, worker, scenario, dir]);
     let stderr = '';

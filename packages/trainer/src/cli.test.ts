@@ -1,10 +1,10 @@
 // The `braid` command as users start it: a real job through `braid run`, doctor, usage errors.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
@@ -13,7 +13,7 @@ const braid = (args: string[], env: Record<string, string> = {}) =>
 
 describe('braid', () => {
   it('run: starts N ranks that find each other (as root too), with the environment and the timeline', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-cli-'));
+    const dir = scratchDir('braid-cli-');
     const script = join(dir, 'job.mjs');
     const collectives = import.meta.resolve('@braid/collectives');
     writeFileSync(
@@ -42,7 +42,7 @@ await comm.close();
   });
 
   it('run: a failing rank fails the job with its exit status', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-cli-'));
+    const dir = scratchDir('braid-cli-');
     const script = join(dir, 'fail.mjs');
     writeFileSync(script, `process.exit(Number(process.env.OMPI_COMM_WORLD_RANK) === 1 ? 3 : 0);\n`);
     const result = braid(['run', '-np', '2', script]);

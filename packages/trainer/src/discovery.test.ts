@@ -1,14 +1,14 @@
 // Host discovery for elastic jobs: real scripts run as the launcher runs them.
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 import { discoverHosts, parseDiscovery } from './discovery.js';
 
 function script(body: string, executable = true): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'braid-discovery-')), 'hosts.sh');
+  const path = join(scratchDir('braid-discovery-'), 'hosts.sh');
   writeFileSync(path, `#!/bin/sh\n${body}\n`);
   if (executable) chmodSync(path, 0o755);
   return path;

@@ -4,12 +4,12 @@
 // host sees on its own (no shared file system: each host's first rank writes its own copy).
 // Needs root and network namespaces; skipped otherwise, saying so.
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
+import { scratchDir } from '@braid/test-support/scratch';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -78,7 +78,7 @@ describe.skipIf(unavailable !== undefined)(`braid run --elastic on three hosts${
 
   /** A discovery script whose answer the test changes (the file it prints). */
   function discovery(initial: string[]): { script: string; set(hosts: string[]): void } {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-discovery-'));
+    const dir = scratchDir('braid-discovery-');
     const list = join(dir, 'hosts');
     const script = join(dir, 'discover.sh');
     writeFileSync(list, initial.join('\n') + '\n');
@@ -88,7 +88,7 @@ describe.skipIf(unavailable !== undefined)(`braid run --elastic on three hosts${
   }
 
   function elastic(script: string, options: string[], env: Record<string, string>, during?: (run: { out: string; lines: ElasticRun['lines'] }) => Promise<void>): Promise<ElasticRun> {
-    const out = mkdtempSync(join(tmpdir(), 'braid-elastic-'));
+    const out = scratchDir('braid-elastic-');
     const checkpoints = `/run/braid-host/elastic-${process.pid}-${Date.now()}`;
     const args = [process.execPath, cli, 'run', '--elastic', '--host-discovery-script', script, ...options, ...hosts.braidRunArgs().slice(2), job, checkpoints, out];
     const cmd = hosts.on(0, args);

@@ -2,11 +2,12 @@
 // its options, what it reads from mpirun's output, discovery scripts that fail, and a custom loop
 // with ElasticState restarted after a failure and grown when discovery offers more slots.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 import { failedHostOf } from './elastic-launch.js';
@@ -19,7 +20,7 @@ const loop = join(here, 'test-support', 'elastic-loop.mjs');
 const ROWS = 60;
 
 function script(body: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'braid-discovery-'));
+  const dir = scratchDir('braid-discovery-');
   const file = join(dir, 'discover.sh');
   writeFileSync(file, `#!/bin/sh\n${body}\n`);
   chmodSync(file, 0o755);
@@ -94,7 +95,7 @@ describe('braid run --elastic on this machine', () => {
   });
 
   it('a job that fails every time: restarted --max-restarts times, then an error listing every failure, exit 1', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-elastic-fail-'));
+    const dir = scratchDir('braid-elastic-fail-');
     const job = join(dir, 'fail.mjs');
     writeFileSync(job, 'process.stderr.write("no data at /data/train\\n"); process.exit(3);\n');
     const r = braid(['--elastic', '--host-discovery-script', script('echo localhost:2'), '--max-restarts', '1', '--cooldown', '0', job]);
@@ -104,7 +105,7 @@ describe('braid run --elastic on this machine', () => {
   });
 
   function run(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string; out: string; results: any[] }> {
-    const out = mkdtempSync(join(tmpdir(), 'braid-elastic-loop-'));
+    const out = scratchDir('braid-elastic-loop-');
     const commits = join(out, 'commits');
     const child = spawn(process.execPath, [cli, 'run', '--elastic', ...args, loop, commits, out], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     let stderr = '';
@@ -136,7 +137,7 @@ describe('braid run --elastic on this machine', () => {
   }, 120_000);
 
   it('ElasticState: discovery offers a third slot: the job stops at its next commit, every rank together, and goes on on 3; onReset says 2 -> 3', async () => {
-    const slots = join(mkdtempSync(join(tmpdir(), 'braid-slots-')), 'slots');
+    const slots = join(scratchDir('braid-slots-'), 'slots');
     writeFileSync(slots, '2');
     const found = script(`echo localhost:$(cat ${slots})`);
     const r = await run(['--host-discovery-script', found, '--min-np', '2', '--max-np', '3'], { GROW_FILE: slots, GROW_AT_STEP: '3', GROW_SLOTS: '3', COMMIT_EVERY: '4', EPOCHS: '4', STEP_MS: '150' });

@@ -1,10 +1,10 @@
 // How a failed job ends under `braid run`: a rank killed mid-training, a rank gone silent.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 import { describeFailure, removeStaleShmRegions } from './launch.js';
@@ -45,7 +45,7 @@ const braidRegions = () => readdirSync('/dev/shm').filter((f) => f.startsWith('b
 
 describe.each([2, 3])('braid run -np %i', (np) => {
   it('a rank SIGKILLed mid-training: the job ends within 10 s, non-zero, naming the rank and host; no /dev/shm entries, no stray processes', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-kill-'));
+    const dir = scratchDir('braid-kill-');
     const before = braidRegions();
     const run = await braidRun(np, 'kill', dir);
     const killedAt = Number(readFileSync(join(dir, 'killed-at'), 'utf8'));
@@ -59,7 +59,7 @@ describe.each([2, 3])('braid run -np %i', (np) => {
 
 describe('braid run -np 3, a rank that goes silent', () => {
   it('the others get TIMEOUT naming it within timeoutMs + 5 s, the job ends non-zero naming a rank and host, nothing left behind', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-silent-'));
+    const dir = scratchDir('braid-silent-');
     const run = await braidRun(3, 'timeout', dir);
     const silentAt = Number(readFileSync(join(dir, 'silent-at'), 'utf8'));
     expect(run.code).not.toBe(0);
@@ -76,7 +76,7 @@ describe('braid run -np 3, a rank that goes silent', () => {
 
 describe('braid run -np 3, a parameter server (rank 0) that fails', () => {
   it('killed: the job ends within 10 s, non-zero, naming rank 0 and its host; nothing left behind', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-ps-kill-'));
+    const dir = scratchDir('braid-ps-kill-');
     const run = await braidRun(3, 'ps-kill', dir);
     const stoppedAt = Number(readFileSync(join(dir, 'server-stopped-at'), 'utf8'));
     expect(run.code).not.toBe(0);
@@ -86,7 +86,7 @@ describe('braid run -np 3, a parameter server (rank 0) that fails', () => {
   });
 
   it('silent: every worker fails with TIMEOUT naming the server, its rank and the step, within timeoutMs + 5 s', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-ps-silent-'));
+    const dir = scratchDir('braid-ps-silent-');
     const run = await braidRun(3, 'ps-silent', dir);
     const stoppedAt = Number(readFileSync(join(dir, 'server-stopped-at'), 'utf8'));
     expect(run.code).not.toBe(0);
@@ -112,7 +112,7 @@ describe('failure reports and clean-up', () => {
   });
 
   it('removes /dev/shm regions whose creator is gone, and only those', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-shm-'));
+    const dir = scratchDir('braid-shm-');
     // A pid that surely ran and ended: a child that exited.
     const deadPid = 2 ** 22 + 17;  // above the default pid_max on most systems: never alive
     writeFileSync(join(dir, `braid-${deadPid}-0`), '');

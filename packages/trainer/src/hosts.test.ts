@@ -2,12 +2,12 @@
 // each host a network namespace with its own address and hostname; mpirun reaches them through
 // an rsh agent). Needs root and network namespaces; skipped otherwise, saying so.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
+import { scratchDir } from '@braid/test-support/scratch';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -34,7 +34,7 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
   afterAll(() => hosts?.destroy());
 
   async function braidRun(env: Record<string, string>, cut: () => Promise<void>) {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-hosts-'));
+    const dir = scratchDir('braid-hosts-');
     const cmd = hosts.on(0, [process.execPath, cli, 'run', '-np', '2', ...hosts.braidRunArgs(), job, dir]);
     const child = spawn(cmd[0]!, cmd.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
@@ -92,7 +92,7 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
   // checkpoints in /run/braid-host, which each host sees on its own.
   // Started from host `from` (Open MPI places the first ranks on the host it starts on).
   function trainer(placement: string, np: number, args: string[], env: Record<string, string> = {}, from = 0): Promise<{ code: number | null; stderr: string; results: any[] }> {
-    const out = mkdtempSync(join(tmpdir(), 'braid-hosts-trainer-'));
+    const out = scratchDir('braid-hosts-trainer-');
     const cmd = hosts.on(from, [process.execPath, cli, 'run', '-np', String(np), ...hosts.braidRunArgs(placement), trainerWorker, ...args, out]);
     return new Promise((resolve) => {
       const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
@@ -212,7 +212,7 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
     expect(planned.status, planned.stderr).toBe(0);
     expect(JSON.parse(planned.stdout).numbers.shmBarrierUs).toBe(p.numbers.shmBarrierUs);
     // A job with BRAID_PROFILE: rank 0 (h0) reads it and every rank uses it; h1's ranks have none.
-    const out = mkdtempSync(join(tmpdir(), 'braid-hosts-profile-'));
+    const out = scratchDir('braid-hosts-profile-');
     const job = hosts.on(0, ['env', `BRAID_PROFILE=${profile}`, process.execPath, cli, 'run', '-np', '4', ...hosts.braidRunArgs('h0:2,h1:2'), trainerWorker, 'allreduce', out]);
     const ran = spawnSync(job[0]!, job.slice(1), { encoding: 'utf8', timeout: 120_000 });
     expect(ran.status, ran.stderr).toBe(0);

@@ -1,12 +1,12 @@
 // Multi-process tests: real `mpirun` jobs of test-support/worker.mjs training through fit().
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { computeEpsilon } from '@braid/strategies';
 import { testBackends } from '@braid/test-support/backend';
 import { mpirunScript } from '@braid/test-support/mpirun';
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
@@ -41,8 +41,8 @@ function expectFit(np: number, job: Awaited<ReturnType<typeof run>>) {
 }
 
 async function expectResumeBitwise(np: number, optimizer: string, env: Record<string, string> = {}) {
-  const straight = mkdtempSync(join(tmpdir(), 'braid-ckpt-a-'));
-  const crashed = mkdtempSync(join(tmpdir(), 'braid-ckpt-b-'));
+  const straight = scratchDir('braid-ckpt-a-');
+  const crashed = scratchDir('braid-ckpt-b-');
   const a = await run(np, ['resume', optimizer, straight], 0, env);
   const stepsPerEpoch = Math.ceil(Math.ceil(90 / np) / 4);
   const crashAt = stepsPerEpoch + 3; // inside the second epoch
@@ -118,7 +118,7 @@ describe.each([2, 3, 4])('np=%i', (np) => {
 
 describe('an epoch resumed on another number of ranks (an elastic restart)', () => {
   it('trains every row of the epoch exactly once across the two runs, and the next epoch whole', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-ckpt-rows-'));
+    const dir = scratchDir('braid-ckpt-rows-');
     // 3 ranks x batches of 5: 20 rows each, 4 steps; killed at step 3, after the step-2 commit
     // (30 rows of the epoch trained).
     const crashed = await run(3, ['countRows', dir, '3', '5'], 137);
@@ -212,8 +212,8 @@ describe.each([[2, 1], [3, 1], [4, 2]])('fit with a PipelineParallel strategy an
       expect(job.code, job.stderr).toBe(0);
       return job.results;
     };
-    const straight = mkdtempSync(join(tmpdir(), 'braid-pipe-a-'));
-    const stopped = mkdtempSync(join(tmpdir(), 'braid-pipe-b-'));
+    const straight = scratchDir('braid-pipe-a-');
+    const stopped = scratchDir('braid-pipe-b-');
     const a = await pipelineJob(straight);
     // 96 rows, batch 8 per pipeline: 12 / replicas steps an epoch; checkpoints every 4 steps and
     // at each epoch's end. Stopped inside the second epoch, after a mid-epoch checkpoint.
@@ -268,8 +268,8 @@ describe.each([[3, 1], [4, 2]])('fit with a ParameterServer strategy, np=%i, %i 
   });
 
   it.each(['sgd', 'adam'])('sync with checkpoints: each server writes its shard; a run whose worker is killed mid-epoch resumes and ends bitwise where an uninterrupted one does (%s)', async (optimizer) => {
-    const straight = mkdtempSync(join(tmpdir(), 'braid-ps-ckpt-a-'));
-    const killed = mkdtempSync(join(tmpdir(), 'braid-ps-ckpt-b-'));
+    const straight = scratchDir('braid-ps-ckpt-a-');
+    const killed = scratchDir('braid-ps-ckpt-b-');
     const a = await run(np, ['ps-resume', optimizer, straight], 0, { SERVERS: String(servers), MODE: 'sync' });
     same(a.results, 'weights');
     // 6 steps an epoch: every 4 steps, and at the end.
@@ -307,7 +307,7 @@ describe.each([[3, 1], [4, 2]])('fit with a ParameterServer strategy, np=%i, %i 
   });
 
   it('async with checkpoints: a killed run resumes from its newest checkpoint and trains on to the end', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'braid-ps-ckpt-async-'));
+    const dir = scratchDir('braid-ps-ckpt-async-');
     const b = await run(np, ['ps-resume', 'sgd', dir], 137, { SERVERS: String(servers), MODE: 'async', KILL_AT: '11' });
     expect(b.code).not.toBe(0);
     const c = await run(np, ['ps-resume', 'sgd', dir], 0, { SERVERS: String(servers), MODE: 'async' });

@@ -1,13 +1,13 @@
 // `braid plan` and `braid calibrate`'s profile: arguments, the model's predictions through the
 // addon, the table and JSON, and every bad input's message.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { BRAID_VERSION } from '@braid/collectives';
 import { loadAddon } from '@braid/native';
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 import { compressionWire, countParameters, parsePlanArgs, parseRate, planNumbers, planRows, wireBytesPerRank } from './plan.js';
@@ -36,7 +36,7 @@ const profileNumbers = {
 };
 
 function writeProfile(overrides: Record<string, unknown> = {}): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'braid-profile-')), 'profile.json');
+  const path = join(scratchDir('braid-profile-'), 'profile.json');
   writeFileSync(path, JSON.stringify({ format: 'braid-profile', version: 2, braid: BRAID_VERSION, created: 'now', hosts: ['a', 'b'], numbers: profileNumbers, ...overrides }));
   return path;
 }
@@ -141,7 +141,7 @@ describe('braid plan', () => {
     expect(parseRate('100mbit')).toBe(12.5e6);
     const args = parsePlanArgs(['--params', '1000000', '--hosts', '2', '--ranks-per-host', '4', '--link', '10gbit,1ms']);
     expect(args).toMatchObject({ params: 1e6, hosts: 2, ranksPerHost: 4, rateBytesPerSecond: 1.25e9, latencyUs: 1000, compressions: ['none', 'fp16', 'topk:0.01'] });
-    const model = join(mkdtempSync(join(tmpdir(), 'braid-model-')), 'model.json');
+    const model = join(scratchDir('braid-model-'), 'model.json');
     writeFileSync(model, JSON.stringify({ weightsManifest: [{ weights: [{ shape: [784, 128] }, { shape: [128] }] }, { weights: [{ shape: [128, 10] }, { shape: [10] }] }] }));
     expect(countParameters(model)).toBe(784 * 128 + 128 + 128 * 10 + 10);
   });
@@ -209,7 +209,7 @@ describe('cost profiles', () => {
   const plan = (profile: string) => braid('plan', '--params', '10', '--hosts', '2', '--ranks-per-host', '2', '--link', '1gbit', '--profile', profile);
   it('a missing, malformed, foreign or outdated profile is refused naming the file and the fix', () => {
     expect(plan('/nonexistent/p.json').stderr).toMatch(/the cost profile \/nonexistent\/p.json does not exist; run `braid calibrate --out \/nonexistent\/p.json` to make one/);
-    const bad = join(mkdtempSync(join(tmpdir(), 'braid-profile-')), 'p.json');
+    const bad = join(scratchDir('braid-profile-'), 'p.json');
     writeFileSync(bad, '{ not json');
     expect(plan(bad).stderr).toMatch(/is not JSON/);
     expect(plan(writeProfile({ format: 'something' })).stderr).toMatch(/is not a Braid cost profile/);

@@ -1,12 +1,12 @@
 // `braid setup tfjs-node` (tfjs-node built against a TensorFlow wheel's C library), selectBackend
 // and the per-rank TensorFlow threads.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { tfjsNode } from '@braid/test-support/backend';
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 import { UsageError } from './launch.js';
@@ -18,7 +18,7 @@ const braid = (args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env
   spawnSync(process.execPath, [cli, ...args], { cwd, encoding: 'utf8', env, timeout: 300_000 });
 
 function project(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'braid-setup-'));
+  const dir = scratchDir('braid-setup-');
   writeFileSync(join(dir, 'package.json'), '{"name": "p", "version": "1.0.0", "private": true}\n');
   return dir;
 }
@@ -37,7 +37,7 @@ describe('braid setup tfjs-node: options and errors', () => {
   });
 
   it('finds a library laid out as the wheel does (tensorflow/) or as libtensorflow tarballs do (lib/, include/), and says what a folder lacks', () => {
-    const wheelLike = mkdtempSync(join(tmpdir(), 'braid-lib-'));
+    const wheelLike = scratchDir('braid-lib-');
     mkdirSync(join(wheelLike, 'tensorflow', 'include', 'tensorflow', 'c'), { recursive: true });
     for (const f of ['libtensorflow_cc.so.2', 'libtensorflow_framework.so.2', 'include/tensorflow/c/c_api.h']) writeFileSync(join(wheelLike, 'tensorflow', f), '');
     expect(findLibrary(wheelLike)).toEqual({
@@ -46,7 +46,7 @@ describe('braid setup tfjs-node: options and errors', () => {
       framework: join(wheelLike, 'tensorflow', 'libtensorflow_framework.so.2'),
       include: join(wheelLike, 'tensorflow', 'include'),
     });
-    const tarball = mkdtempSync(join(tmpdir(), 'braid-lib-'));
+    const tarball = scratchDir('braid-lib-');
     mkdirSync(join(tarball, 'lib'));
     mkdirSync(join(tarball, 'include', 'tensorflow', 'c'), { recursive: true });
     for (const f of ['lib/libtensorflow.so.2', 'lib/libtensorflow_framework.so.2']) writeFileSync(join(tarball, f), '');
@@ -57,8 +57,8 @@ describe('braid setup tfjs-node: options and errors', () => {
   });
 
   it('says what to fix: no package.json, a missing or wrong wheel, a folder without the library, no python3', () => {
-    const empty = mkdtempSync(join(tmpdir(), 'braid-setup-'));
-    const options = { gpu: false, cache: mkdtempSync(join(tmpdir(), 'braid-cache-')), project: empty, force: false };
+    const empty = scratchDir('braid-setup-');
+    const options = { gpu: false, cache: scratchDir('braid-cache-'), project: empty, force: false };
     expect(() => setupTfjsNode(options, () => {})).toThrow(/has no package.json: run this in your project's folder \(or give --project DIR; `npm init -y` makes one\)/);
     const dir = project();
     expect(() => setupTfjsNode({ ...options, project: dir, wheel: '/nowhere/tf.whl' }, () => {})).toThrow(new SetupError('--wheel /nowhere/tf.whl: no such file'));
@@ -71,7 +71,7 @@ describe('braid setup tfjs-node: options and errors', () => {
     expect(readdirSync(join(options.cache, 'libtensorflow'))).toEqual([]); // nothing half-unpacked left behind
     expect(() => setupTfjsNode({ ...options, project: dir, libtensorflow: dir }, () => {})).toThrow(/--libtensorflow: .* holds neither libtensorflow_cc.so.2/);
     // Without python3 (and pip) on PATH: the build's tools are named before anything is fetched.
-    const bin = mkdtempSync(join(tmpdir(), 'braid-bin-'));
+    const bin = scratchDir('braid-bin-');
     for (const tool of ['g++', 'make']) symlinkSync('/bin/true', join(bin, tool));
     expect(() => setupTfjsNode({ ...options, project: dir }, () => {}, { PATH: bin })).toThrow(/the build needs python3 \(node-gyp runs on it\); on Debian\/Ubuntu: sudo apt-get install -y build-essential python3/);
     const result = braid(['setup', 'tfjs-node', '--libtensorflow', dir], dir);

@@ -1,4 +1,5 @@
 // Pieces that need no MPI job: sharding, the mpirun command line, the progress display.
+import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
 import { packHeader, setMaxBufferBytesForTests, unpackCheckpoint } from './checkpoint.js';
@@ -151,11 +152,10 @@ describe('checkpoint packing', () => {
   });
 
   it('refuses a checkpoint larger than one buffer with a clear error', async () => {
-    const { mkdtempSync, writeFileSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
+    const { writeFileSync } = await import('node:fs');
     const { join } = await import('node:path');
     const { packCheckpoint } = await import('./checkpoint.js');
-    const dir = mkdtempSync(join(tmpdir(), 'braid-pack-'));
+    const dir = scratchDir('braid-pack-');
     for (const f of ['model.json', 'weights.bin', 'state.json']) writeFileSync(join(dir, f), '0123456789');
     setMaxBufferBytesForTests(40);
     try {
