@@ -15,13 +15,26 @@ export function inheritedEnv() {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !SINGLETON_ENV.test(k)));
 }
 
+// Open MPI 4 leaves its shared-memory segments (/dev/shm/vader_segment.*) behind when a rank is
+// killed, as the crash tests do on purpose: each job keeps them in a folder of its own, removed
+// when the job ends.
+function segmentFolder() {
+  try {
+    return mkdtempSync('/dev/shm/mpirun-test-');
+  } catch {
+    return undefined;  // no /dev/shm: Open MPI picks its own place
+  }
+}
+
 export function mpirunScript(np, script, args, options = {}) {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), `braid-${basename(script).replace(/\W+/g, '-')}-`));
+  const segments = segmentFolder();
   const env = {
     ...inheritedEnv(),
     OMPI_ALLOW_RUN_AS_ROOT: '1',
     OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1',
     OMPI_MCA_rmaps_base_oversubscribe: '1',
+    ...(segments ? { OMPI_MCA_btl_vader_backing_directory: segments } : {}),
     ...options.env,
   };
   const exported = Object.keys(options.env ?? {}).flatMap((k) => ['-x', k]);
@@ -36,7 +49,10 @@ export function mpirunScript(np, script, args, options = {}) {
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 150_000);
-    child.on('error', reject);
+    child.on('error', (err) => {
+      if (segments) rmSync(segments, { recursive: true, force: true });
+      reject(err);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       const results = [];
@@ -46,6 +62,7 @@ export function mpirunScript(np, script, args, options = {}) {
       }
       // A folder made here held only the ranks' reports, now read.
       if (!options.dir) rmSync(dir, { recursive: true, force: true });
+      if (segments) rmSync(segments, { recursive: true, force: true });
       resolve({ code, signal, stdout, stderr, results, dir, ms: Date.now() - started });
     });
   });

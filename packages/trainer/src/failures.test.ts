@@ -1,6 +1,6 @@
 // How a failed job ends under `braid run`: a rank killed mid-training, a rank gone silent.
-import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -122,5 +122,38 @@ describe('failure reports and clean-up', () => {
     expect(existsSync(join(dir, `braid-${deadPid}-0`))).toBe(false);
     expect(existsSync(join(dir, `braid-${process.pid}-0`))).toBe(true);
     expect(existsSync(join(dir, 'other-file'))).toBe(true);
+  });
+
+  // python3 maps a file and holds it (Node cannot map files).
+  const python = spawnSync('python3', ['--version']).status === 0;
+  it.skipIf(!python)(`removes Open MPI's segments of killed ranks: old, ours, and neither open nor mapped by any process${python ? '' : ' (skipped: needs python3 to map a file)'}`, async () => {
+    const dir = scratchDir('braid-shm-');
+    const segment = (name: string, ageS: number) => {
+      writeFileSync(join(dir, name), 'x'.repeat(4096));
+      const then = Date.now() / 1000 - ageS;
+      utimesSync(join(dir, name), then, then);
+      return join(dir, name);
+    };
+    const orphan = segment('vader_segment.vm.0.47ca0001.0', 60);
+    const fresh = segment('vader_segment.vm.0.47ca0001.1', 0);  // a rank that is about to map it
+    const open = segment('vader_segment.vm.0.47ca0001.2', 60);
+    const mapped = segment('sm_segment.vm.0.47ca0002.0', 60);
+    const other = segment('vader-notes', 60);
+    // Processes that hold a segment: one through an open descriptor, one through a mapping only.
+    const fd = openSync(open, 'r');
+    const holder = spawn('sleep', ['60'], { stdio: [fd, 'ignore', 'ignore'] });
+    closeSync(fd);
+    const mapper = spawn('python3', ['-c', 'import mmap, sys, time\nf = open(sys.argv[1], "r+b")\nm = mmap.mmap(f.fileno(), 0)\nf.close()\nprint("mapped", flush=True)\ntime.sleep(60)', mapped], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        mapper.stdout!.once('data', () => resolve());
+        mapper.once('exit', (code) => reject(new Error(`python3 mmap exited with ${code}`)));
+      });
+      expect(removeStaleShmRegions(dir)).toBe(1);
+      expect([orphan, fresh, open, mapped, other].map((p) => existsSync(p))).toEqual([false, true, true, true, true]);
+    } finally {
+      holder.kill('SIGKILL');
+      mapper.kill('SIGKILL');
+    }
   });
 });

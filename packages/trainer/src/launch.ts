@@ -1,7 +1,7 @@
 // `braid run`: turns Horovod-style arguments into an mpirun command line. Kept apart from the
 // CLI so the translation is tested on its own.
 import { availableParallelism } from 'node:os';
-import { existsSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 export class UsageError extends Error {
@@ -269,10 +269,13 @@ export function describeFailure(stderr: string): string | undefined {
 }
 
 /**
- * Removes /dev/shm regions left by Braid processes that are gone (a rank killed while its
- * shared memory was being set up), on this host.
+ * Removes /dev/shm regions left behind on this host: Braid's, whose creating process is gone (a
+ * rank killed while its shared memory was being set up), and Open MPI's shared-memory segments
+ * (vader_segment.*, sm_segment.*) of ranks that were killed, which Open MPI 4 never removes:
+ * ours, older than `settleMs` (a rank maps the segment it makes at once), and neither open nor
+ * mapped by any process.
  */
-export function removeStaleShmRegions(dir = '/dev/shm'): number {
+export function removeStaleShmRegions(dir = '/dev/shm', settleMs = 2_000): number {
   let removed = 0;
   let names: string[] = [];
   try {
@@ -280,7 +283,20 @@ export function removeStaleShmRegions(dir = '/dev/shm'): number {
   } catch {
     return 0;
   }
+  const unlink = (name: string) => {
+    try {
+      unlinkSync(join(dir, name));
+      removed++;
+    } catch {
+      // gone already
+    }
+  };
+  const segments: string[] = [];
   for (const name of names) {
+    if (OPEN_MPI_SEGMENT.test(name)) {
+      segments.push(name);
+      continue;
+    }
     const match = /^braid-(\d+)-\d+$/.exec(name);
     if (!match) continue;
     try {
@@ -289,12 +305,55 @@ export function removeStaleShmRegions(dir = '/dev/shm'): number {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
     }
+    unlink(name);
+  }
+  const now = Date.now();
+  const uid = process.getuid?.();
+  const settled = segments.filter((name) => {
     try {
-      unlinkSync(join(dir, name));
-      removed++;
+      const stat = statSync(join(dir, name));
+      return stat.isFile() && (uid === undefined || stat.uid === uid) && now - stat.mtimeMs > settleMs;
     } catch {
-      // gone already
+      return false;
+    }
+  });
+  if (settled.length === 0) return removed;
+  const inUse = filesInUse();
+  for (const name of settled) if (!inUse.has(join(dir, name))) unlink(name);
+  return removed;
+}
+
+const OPEN_MPI_SEGMENT = /^(vader|sm)_segment\./;
+
+/** Every file some process on this host (that this user may inspect) has open or mapped. */
+function filesInUse(): Set<string> {
+  const paths = new Set<string>();
+  let pids: string[] = [];
+  try {
+    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return paths;
+  }
+  for (const pid of pids) {
+    try {
+      for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+        const at = line.indexOf('/');
+        if (at >= 0) paths.add(line.slice(at).replace(/ \(deleted\)$/, ''));
+      }
+    } catch {
+      // gone, or another user's
+    }
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          paths.add(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        } catch {
+          // closed meanwhile
+        }
+      }
+    } catch {
+      // gone, or another user's
     }
   }
-  return removed;
+  return paths;
 }
