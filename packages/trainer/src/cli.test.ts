@@ -54,6 +54,11 @@ await comm.close();
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/say how many ranks with -np N/);
     expect(braid(['frobnicate']).stderr).toMatch(/unknown command "frobnicate"/);
+    // A script that is not there: said before any rank starts (not np stack traces after).
+    const missing = braid(['run', '-np', '2', 'no-such-train.mjs']);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toBe(`braid: the script no-such-train.mjs does not exist in ${process.cwd()}\n`);
+    expect(braid(['run', '-np', '2', '/nonexistent/train.js']).stderr).toBe('braid: the script /nonexistent/train.js does not exist\n');
     expect(braid(['--help']).stdout).toMatch(/braid run -np N/);
   });
 

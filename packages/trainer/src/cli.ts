@@ -2,13 +2,13 @@
 // The `braid` command: run (a job through mpirun), doctor (what is installed), bench (all-reduce).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve as resolvePath } from 'node:path';
+import { dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 
 import { diagnose, formatChecks } from './doctor.js';
 import { formatPlan, parsePlanArgs, PLAN_USAGE, planNumbers, planRows } from './plan.js';
 import { launchElastic } from './elastic-launch.js';
 import { preflight, startJob } from './job.js';
-import { mpirunCommand, parseRunArgs, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
+import { mpirunCommand, NODE_SCRIPT, parseRunArgs, type RunPlan, RUN_USAGE, shellLine, UsageError } from './launch.js';
 import { parseSetupArgs, SetupError, SETUP_USAGE, setupTfjsNode } from './tfjs-node-setup.js';
 
 const CALIBRATE_USAGE = `usage: braid calibrate [-np N] [-H host1:slots,host2:slots | --hostfile FILE] [--agent A] [--mpi-args "..."]
@@ -43,6 +43,11 @@ usage: braid bench [allreduce] [-np N] [-- options of braid_allreduce_bench, e.g
        braid bench training [options of benchmarks/training.mjs, e.g. --quick]`;
 
 async function launch(plan: RunPlan): Promise<number> {
+  // On this host alone, a missing script is known now (on several hosts the preflight tells).
+  const script = plan.command[0]!;
+  if (!plan.hosts && !plan.hostfile && !plan.elastic && !plan.dryRun && NODE_SCRIPT.test(script) && !existsSync(script)) {
+    throw new UsageError(`the script ${script} does not exist${isAbsolute(script) ? '' : ` in ${process.cwd()}`}`);
+  }
   if (plan.elastic) return launchElastic(plan);
   const command = mpirunCommand(plan, process.env, { isRoot: process.getuid?.() === 0, isTTY: Boolean(process.stdout.isTTY) });
   if (plan.dryRun) {

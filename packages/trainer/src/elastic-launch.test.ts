@@ -65,6 +65,7 @@ describe('braid run --elastic: options and what it reads', () => {
     expect(failedHostOf('braid: rank 1 on host h1 exits with code 1: TypeError: x is not a function')).toBeUndefined();
     expect(hostsNamedByPreflight('could not start a process on hosts h1, h2 (unknown or unreachable host, or the launch agent failed): my node h0')).toEqual(['h1', 'h2']);
     expect(hostsNamedByPreflight('Node.js is not at /usr/bin/node on host b: every rank runs ...')).toEqual(['b']);
+    expect(hostsNamedByPreflight('the script /a/train.mjs is not on hosts b, c: every rank runs it ...')).toEqual(['b', 'c']);
   });
 });
 

@@ -2,7 +2,7 @@
 // each host a network namespace with its own address and hostname; mpirun reaches them through
 // an rsh agent). Needs root and network namespaces; skipped otherwise, saying so.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -184,6 +184,24 @@ describe.skipIf(unavailable !== undefined)(`braid run on two hosts, one rank eac
       expect(r.stderr).toContain(`braid run: Node.js is not at ${process.execPath} on host h1: every rank runs this machine's Node.js by its path`);
     } finally {
       const undo = hosts.on(1, ['umount', process.execPath]);
+      spawnSync(undo[0]!, undo.slice(1));
+    }
+  });
+
+  it('the script missing on a host: braid run says so before the job, naming the host', () => {
+    const dir = scratchDir('braid-hosts-script-');
+    const script = join(dir, 'train.mjs');
+    writeFileSync(script, 'process.exit(0);\n');
+    // An empty folder over it in h1's mount namespace only.
+    const hide = hosts.on(1, ['mount', '-t', 'tmpfs', 'none', dir]);
+    expect(spawnSync(hide[0]!, hide.slice(1)).status).toBe(0);
+    try {
+      const cmd = hosts.on(0, [process.execPath, cli, 'run', '-np', '2', ...hosts.braidRunArgs('h0:1,h1:1'), script]);
+      const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 90_000 });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(`braid run: the script ${script} is not on host h1: every rank runs it by the same path, so copy it there`);
+    } finally {
+      const undo = hosts.on(1, ['umount', dir]);
       spawnSync(undo[0]!, undo.slice(1));
     }
   });

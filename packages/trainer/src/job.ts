@@ -94,7 +94,7 @@ export function startJob(plan: RunPlan, options: JobOptions = {}): Job {
   return { child, done };
 }
 
-/** Every host named can start a process and has this machine's Node.js at the same path: undefined, or what is wrong. */
+/** Every host named can start a process and has this machine's Node.js and the script at the same paths: undefined, or what is wrong. */
 export function preflight(plan: RunPlan, hosts = hostsOf(plan), timeoutMs = PREFLIGHT_MS): string | undefined {
   const command = preflightCommand(plan, hosts, process.env, { isRoot: process.getuid?.() === 0 });
   if (plan.verbose) process.stdout.write(`${shellLine(command)}\n`);
@@ -102,7 +102,7 @@ export function preflight(plan: RunPlan, hosts = hostsOf(plan), timeoutMs = PREF
   const r = spawnSync(command.program, command.args, { env: command.env, encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' });
   if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') return MPIRUN_MISSING;
   const timedOut = r.error !== undefined || r.signal === 'SIGKILL';
-  return preflightProblem(hosts, timedOut ? null : r.status, r.stdout ?? '', (r.stderr ?? '') + (timedOut ? `\nno answer within ${timeoutMs / 1000} s` : ''));
+  return preflightProblem(hosts, timedOut ? null : r.status, r.stdout ?? '', (r.stderr ?? '') + (timedOut ? `\nno answer within ${timeoutMs / 1000} s` : ''), process.execPath, plan.command[0]);
 }
 
 /**

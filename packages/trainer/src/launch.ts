@@ -2,7 +2,7 @@
 // CLI so the translation is tested on its own.
 import { availableParallelism } from 'node:os';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -148,6 +148,9 @@ export function parseRunArgs(argv: string[]): RunPlan {
 
 const FORWARDED = /^(BRAID_|NODE_|OMPI_MCA_|UCX_|NCCL_|TF_|CUDA_VISIBLE_DEVICES$|PATH$|LD_LIBRARY_PATH$)/;
 
+/** A command braid run starts with this machine's Node.js (anything else runs as given). */
+export const NODE_SCRIPT = /\.(m|c)?js$/;
+
 // Run before a Node.js script on every rank: TensorFlow's threads for the rank's share of its host.
 const PRELOAD_THREADS = new URL('./preload-threads.js', import.meta.url).href;
 
@@ -186,7 +189,7 @@ export function mpirunCommand(plan: RunPlan, env: NodeJS.ProcessEnv, options: { 
   for (const name of Object.keys(childEnv).filter((k) => FORWARDED.test(k)).sort()) args.push('-x', name);
   args.push(...plan.mpiArgs);
   const [first, ...rest] = plan.command;
-  if (/\.(m|c)?js$/.test(first!)) args.push(options.node ?? process.execPath, '--import', PRELOAD_THREADS, first!, ...rest);
+  if (NODE_SCRIPT.test(first!)) args.push(options.node ?? process.execPath, '--import', PRELOAD_THREADS, first!, ...rest);
   else args.push(first!, ...rest);
   return { program: 'mpirun', args, env: childEnv };
 }
@@ -211,8 +214,9 @@ export const PREFLIGHT_MARK = 'braid-preflight';
 
 /**
  * Before a job on other hosts: one process per host checks that the Node.js every rank will run
- * (this machine's, by its absolute path) is there. mpirun passes that path to every host, so Node
- * must sit at the same path everywhere; this says so before the job instead of after.
+ * (this machine's, by its absolute path) is there, and the script too. mpirun passes both paths
+ * to every host (a relative script path from the same working folder), so they must be there
+ * everywhere; this says so before the job instead of after.
  */
 export function preflightCommand(plan: RunPlan, hosts: string[], env: NodeJS.ProcessEnv, options: { isRoot: boolean; node?: string }): MpirunCommand {
   const job = mpirunCommand({ ...plan, np: hosts.length, hosts: hosts.map((h) => `${h}:1`).join(','), hostfile: undefined, command: ['true'] }, env, {
@@ -221,18 +225,24 @@ export function preflightCommand(plan: RunPlan, hosts: string[], env: NodeJS.Pro
   });
   // The job's options (agent, keepalive, --mpi-args, the environment), one process per host.
   const args = job.args.slice(0, -1).map((a) => (a === 'slot' ? 'node' : a));
-  const check = `if [ -x "$1" ]; then echo "${PREFLIGHT_MARK} ok $(hostname)"; else echo "${PREFLIGHT_MARK} missing $(hostname)"; fi`;
-  args.push('/bin/sh', '-c', check, 'sh', options.node ?? process.execPath);
+  const check = `if [ ! -x "$1" ]; then echo "${PREFLIGHT_MARK} missing $(hostname)"; elif [ -n "$2" ] && [ ! -r "$2" ]; then echo "${PREFLIGHT_MARK} no-script $(hostname)"; else echo "${PREFLIGHT_MARK} ok $(hostname)"; fi`;
+  const script = NODE_SCRIPT.test(plan.command[0] ?? '') ? plan.command[0]! : '';
+  args.push('/bin/sh', '-c', check, 'sh', options.node ?? process.execPath, script);
   return { program: 'mpirun', args, env: job.env };
 }
 
-/** What a preflight's output says is wrong, in words; undefined when every host has Node.js. */
-export function preflightProblem(hosts: string[], status: number | null, stdout: string, stderr: string, node = process.execPath): string | undefined {
+/** What a preflight's output says is wrong, in words; undefined when every host has Node.js and the script. */
+export function preflightProblem(hosts: string[], status: number | null, stdout: string, stderr: string, node = process.execPath, script = ''): string | undefined {
   const answered = new Map<string, string>();
-  for (const m of stdout.matchAll(new RegExp(`${PREFLIGHT_MARK} (ok|missing) (\\S+)`, 'g'))) answered.set(m[2]!, m[1]!);
-  const missing = [...answered].filter(([, state]) => state === 'missing').map(([host]) => host);
+  for (const m of stdout.matchAll(new RegExp(`${PREFLIGHT_MARK} (ok|missing|no-script) (\\S+)`, 'g'))) answered.set(m[2]!, m[1]!);
+  const inState = (state: string) => [...answered].filter(([, s]) => s === state).map(([host]) => host);
+  const missing = inState('missing');
   if (missing.length > 0) {
     return `Node.js is not at ${node} on ${missing.length === 1 ? 'host' : 'hosts'} ${missing.join(', ')}: every rank runs this machine's Node.js by its path, so install the same Node.js version at that path on every host (or run braid run from a machine whose Node.js path the hosts share)`;
+  }
+  const noScript = inState('no-script');
+  if (noScript.length > 0) {
+    return `the script ${script} is not on ${noScript.length === 1 ? 'host' : 'hosts'} ${noScript.join(', ')}: every rank runs it by the same path${isAbsolute(script) ? '' : ` (from the folder braid run starts in, ${process.cwd()})`}, so copy it there or put it on a folder every host shares`;
   }
   if (status === 0 && answered.size >= hosts.length) return undefined;
   const detail = stderr.split('\n').map((l) => l.trim()).filter((l) => l && !/^-+$/.test(l)).slice(0, 6).join(' / ');
@@ -245,7 +255,7 @@ export function preflightProblem(hosts: string[], status: number | null, stdout:
 
 /** The hosts a preflightProblem message says are at fault, in its order. */
 export function hostsNamedByPreflight(problem: string): string[] {
-  const m = /^(?:Node\.js is not at .+? on hosts?|could not start a process on hosts?) (\S+(?:, \S+)*?)(?::| \()/.exec(problem);
+  const m = /^(?:Node\.js is not at .+? on hosts?|the script .+? is not on hosts?|could not start a process on hosts?) (\S+(?:, \S+)*?)(?::| \()/.exec(problem);
   return m ? m[1]!.split(', ') : [];
 }
 

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import { packHeader, setMaxBufferBytesForTests, unpackCheckpoint } from './checkpoint.js';
 import { fit } from './fit.js';
-import { mpirunCommand, parseRunArgs, shellLine } from './launch.js';
+import { mpirunCommand, parseRunArgs, preflightCommand, preflightProblem, shellLine } from './launch.js';
 import { formatDuration, Progress } from './progress.js';
 import { epochBatches, permutation, validationRows } from './sharding.js';
 
@@ -93,6 +93,23 @@ describe('braid run', () => {
     expect(mpirunCommand(plan, { BRAID_PROGRESS: 'none' }, { isRoot: false, isTTY: true, cores: 2 }).env.BRAID_PROGRESS).toBe('none');
     const file = mpirunCommand(parseRunArgs(['-np', '2', '--hostfile', 'hosts.txt', '--mpi-args', '--mca btl self,vader', 'a.js']), {}, { isRoot: false, isTTY: false, cores: 2, node: 'node' });
     expect(file.args).toEqual(['-np', '2', '--hostfile', 'hosts.txt', '--bind-to', 'none', '--map-by', 'slot', '--mca', 'oob_tcp_keepalive_time', '10', '--mca', 'oob_tcp_keepalive_intvl', '2', '--mca', 'oob_tcp_keepalive_probes', '3', '-x', 'BRAID_PROGRESS', '--mca', 'btl', 'self,vader', 'node', '--import', expect.stringMatching(/^file:.*\/preload-threads.js$/), 'a.js']);
+  });
+
+  it('preflight: checks Node.js and the script on every host, and says which host lacks which', () => {
+    const plan = parseRunArgs(['-np', '4', '-H', 'a:2,b:2', 'train.mjs', '--epochs', '3']);
+    const command = preflightCommand(plan, ['a', 'b'], {}, { isRoot: false, node: '/opt/node/bin/node' });
+    expect(command.args.slice(-3)).toEqual(['sh', '/opt/node/bin/node', 'train.mjs']);
+    expect(preflightCommand(parseRunArgs(['-np', '2', '-H', 'a:2', 'python3', 'x.py']), ['a'], {}, { isRoot: false, node: 'n' }).args.slice(-2)).toEqual(['n', '']);
+    const out = (a: string, b: string) => `braid-preflight ${a} a\nbraid-preflight ${b} b\n`;
+    expect(preflightProblem(['a', 'b'], 0, out('ok', 'ok'), '', '/opt/node/bin/node', 'train.mjs')).toBeUndefined();
+    expect(preflightProblem(['a', 'b'], 0, out('ok', 'no-script'), '', '/opt/node/bin/node', '/data/train.mjs')).toBe(
+      'the script /data/train.mjs is not on host b: every rank runs it by the same path, so copy it there or put it on a folder every host shares',
+    );
+    expect(preflightProblem(['a', 'b'], 0, out('no-script', 'no-script'), '', '/opt/node/bin/node', 'train.mjs')).toBe(
+      `the script train.mjs is not on hosts a, b: every rank runs it by the same path (from the folder braid run starts in, ${process.cwd()}), so copy it there or put it on a folder every host shares`,
+    );
+    // Node.js missing comes first: without it the script cannot run either.
+    expect(preflightProblem(['a', 'b'], 0, out('missing', 'no-script'), '', '/opt/node/bin/node', 'train.mjs')).toMatch(/^Node.js is not at \/opt\/node\/bin\/node on host a:/);
   });
 
   it('says what is wrong with the arguments', () => {
