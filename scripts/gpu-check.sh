@@ -163,6 +163,9 @@ fi
 if [ -n "${BRAID_NATIVE_DIR:-}" ]; then
   timeout 120 node benchmarks/gpu-staged.mjs >"$out/staged.json" 2>"$out/staged.log"
   say "staged host all-reduce: $(head -c 400 "$out/staged.json") (target: ratio >= 0.8)"
+  # The same with the copies through pinned memory on the engine thread alone, side by side.
+  BRAID_COPY_HELPERS=0 timeout 120 node benchmarks/gpu-staged.mjs >"$out/staged-one-thread.json" 2>"$out/staged-one-thread.log"
+  say "staged host all-reduce, copies on one thread (BRAID_COPY_HELPERS=0): $(head -c 400 "$out/staged-one-thread.json")"
   if [ -d packages/compression/dist ]; then
     timeout 180 node benchmarks/gpu-compressed.mjs >"$out/compressed-bench.json" 2>"$out/compressed-bench.log"
     say "compressed all-reduce, DeviceBuffer vs Float32Array (16M floats, one rank): $(head -c 500 "$out/compressed-bench.json")"

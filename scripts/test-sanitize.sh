@@ -5,7 +5,8 @@
 #     the addon (the reliability scenarios: exits, failed starts, bad_alloc, detached buffers, and
 #     the fuzzer) with libasan preloaded into node;
 #  2. the engine test built with ThreadSanitizer (native/build-tsan): ops run inline on a second
-#     thread against the engine thread, at 2 and 3 ranks.
+#     thread against the engine thread, at 2 and 3 ranks; and the kernel test (the parallel copy's
+#     helper threads).
 # Any report fails the run (halt_on_error). Leak checking is off: V8 and Open MPI keep memory
 # until exit by design.
 set -euo pipefail
@@ -35,4 +36,7 @@ done
 # The TCP transport and the hierarchical all-reduce's overlap thread (network steps beside shared-memory ones).
 echo "\$ mpirun -np 4 braid_algorithms_test tcp (TSan)"
 mpirun -np 4 --oversubscribe -x TSAN_OPTIONS native/build-tsan/Release/braid_algorithms_test tcp
+# The kernels, among them the parallel copy's helper threads (the staged NCCL all-reduce's copies).
+echo "\$ braid_kernels_test (TSan)"
+native/build-tsan/Release/braid_kernels_test
 echo "sanitizers: clean"

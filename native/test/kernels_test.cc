@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "check.h"
+#include "common/parallel_copy.h"
 #include "kernels/compress.h"
 #include "kernels/copy.h"
 #include "kernels/cuda/compress_cuda.h"
@@ -191,6 +192,35 @@ int main() {
         }
       }
     }
+  });
+  runCase("parallel copy: the same bytes as memcpy with 0-3 helpers, across the threshold, odd sizes and offsets, many copies in a row", [] {
+    std::mt19937 rng(11);
+    const size_t most = 5 * ParallelCopy::kMinParallelBytes + 12345;
+    std::vector<uint8_t> src(most + 64), dst(most + 128), want(most + 128);
+    for (auto& b : src) b = static_cast<uint8_t>(rng());
+    for (int helpers : {0, 1, 2, 3}) {
+      ParallelCopy copier(helpers);
+      CHECK(copier.helpers() == helpers);
+      const size_t min = ParallelCopy::kMinParallelBytes;
+      for (size_t bytes : {size_t{0}, size_t{4097}, min - 1, min, min + 1, 3 * min + 4095, most}) {
+        for (size_t dOff : {size_t{0}, size_t{5}, size_t{64}}) {
+          const size_t sOff = (dOff * 7) % 61;
+          std::fill(dst.begin(), dst.end(), 0xCD);
+          std::fill(want.begin(), want.end(), 0xCD);
+          std::memcpy(want.data() + dOff, src.data() + sOff, bytes);
+          copier.copy(dst.data() + dOff, src.data() + sOff, bytes);
+          CHECK_MSG(dst == want, "helpers=" + std::to_string(helpers) + " bytes=" + std::to_string(bytes) + " dst+" + std::to_string(dOff));
+        }
+      }
+      // Back to back, as the staged all-reduce does chunk after chunk: no copy may see a stale job.
+      for (int round = 0; round < 200; ++round) {
+        const size_t bytes = min + static_cast<size_t>(rng() % (4 * min));
+        src[static_cast<size_t>(round)] ^= 0xFF;
+        copier.copy(dst.data(), src.data(), bytes);
+        CHECK_MSG(std::memcmp(dst.data(), src.data(), bytes) == 0, "round " + std::to_string(round));
+      }
+    }
+    CHECK(ParallelCopy::defaultHelpers() >= 0 && ParallelCopy::defaultHelpers() <= 3);
   });
   runCase("float16 round trip is exact for every non-NaN value", [] {
     for (uint32_t h = 0; h < 65536; ++h) {

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <thread>
 
+#include "common/parallel_copy.h"
+
 namespace braid {
 
 namespace {
@@ -142,8 +144,10 @@ namespace {
 
 // The staged all-reduce's buffers: pinned host and device memory for each chunk in flight, two
 // copy streams (in and out, so that copying chunk k + 1 in overlaps chunk k's reduction and chunk
-// k - 1's return) and the events that order them; freed on scope exit.
+// k - 1's return) and the events that order them; freed on scope exit. The copies between the
+// caller's memory and the pinned buffers, the host's share of the work, run on a few threads.
 struct Staging {
+  ParallelCopy copier{ParallelCopy::defaultHelpers()};
   static constexpr int kSlots = 3;
   void* pinned[kSlots] = {};
   void* device[kSlots] = {};
@@ -208,14 +212,14 @@ bool NcclCommunicator::allReduceStaged(void* host, size_t count, size_t elementB
   auto finish = [&](size_t k) {
     const int s = static_cast<int>(k % Staging::kSlots);
     if (!waitEvent("ncclAllReduce (staged): copying back", st.copiedOut[s], deadline, error, timedOut)) return false;
-    std::memcpy(data + k * chunk * elementBytes, st.pinned[s], span(k) * elementBytes);
+    st.copier.copy(data + k * chunk * elementBytes, st.pinned[s], span(k) * elementBytes);
     return true;
   };
   for (size_t k = 0; k < chunks; ++k) {
     const int s = static_cast<int>(k % Staging::kSlots);
     if (k >= Staging::kSlots && !finish(k - Staging::kSlots)) return false;
     const size_t bytes = span(k) * elementBytes;
-    std::memcpy(st.pinned[s], data + k * chunk * elementBytes, bytes);
+    st.copier.copy(st.pinned[s], data + k * chunk * elementBytes, bytes);
     if (!cudaOk(cudaMemcpyAsync(st.device[s], st.pinned[s], bytes, cudaMemcpyHostToDevice, st.in), "cudaMemcpyAsync (to the GPU)", error) ||
         !cudaOk(cudaEventRecord(st.copiedIn[s], st.in), "cudaEventRecord", error) ||
         !cudaOk(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream_), st.copiedIn[s], 0), "cudaStreamWaitEvent", error)) {
