@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
 import { backendInUse } from './backend.mjs';
@@ -63,6 +63,10 @@ export function mpirunScript(np, script, args, options = {}) {
       // A folder made here held only the ranks' reports, now read.
       if (!options.dir) rmSync(dir, { recursive: true, force: true });
       if (segments) rmSync(segments, { recursive: true, force: true });
+      // A mpirun that was killed leaves its session folder (8 MiB) under Open MPI's temporary folder.
+      if (child.pid !== undefined && process.getuid) {
+        rmSync(join(env.TMPDIR || '/tmp', `ompi.${hostname()}.${process.getuid()}`, `pid.${child.pid}`), { recursive: true, force: true });
+      }
       resolve({ code, signal, stdout, stderr, results, dir, ms: Date.now() - started });
     });
   });

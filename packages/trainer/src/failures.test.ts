@@ -1,13 +1,13 @@
 // How a failed job ends under `braid run`: a rank killed mid-training, a rank gone silent.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { scratchDir } from '@braid/test-support/scratch';
 import { describe, expect, it } from 'vitest';
 
-import { describeFailure, removeStaleShmRegions } from './launch.js';
+import { describeFailure, removeMpirunSessionDir, removeStaleShmRegions } from './launch.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, '..', 'dist', 'cli.js');
@@ -122,6 +122,21 @@ describe('failure reports and clean-up', () => {
     expect(existsSync(join(dir, `braid-${deadPid}-0`))).toBe(false);
     expect(existsSync(join(dir, `braid-${process.pid}-0`))).toBe(true);
     expect(existsSync(join(dir, 'other-file'))).toBe(true);
+  });
+
+  it("removes the session folder of a mpirun that ended (Open MPI's, under its temporary folder), and only that one", () => {
+    const base = scratchDir('braid-session-');
+    const uid = process.getuid!();
+    const folder = (pid: number) => join(base, `ompi.testhost.${uid}`, `pid.${pid}`);
+    for (const pid of [4321, 4322]) {
+      mkdirSync(join(folder(pid), 'pmix_dstor_ds21'), { recursive: true });
+      writeFileSync(join(folder(pid), 'contact.txt'), 'x');
+    }
+    removeMpirunSessionDir(4321, { TMPDIR: base }, 'testhost');
+    expect([existsSync(folder(4321)), existsSync(folder(4322))]).toEqual([false, true]);
+    // Open MPI's own setting wins over TMPDIR, as it does for Open MPI.
+    removeMpirunSessionDir(4322, { TMPDIR: '/nonexistent', OMPI_MCA_orte_tmpdir_base: base }, 'testhost');
+    expect(existsSync(folder(4322))).toBe(false);
   });
 
   // python3 maps a file and holds it (Node cannot map files).

@@ -3,7 +3,7 @@
 // mpirun waits for a host that cannot answer.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 
-import { describeFailure, hostsOf, mpirunCommand, PREFLIGHT_MARK, preflightCommand, preflightProblem, removeStaleShmRegions, type RunPlan, shellLine } from './launch.js';
+import { describeFailure, hostsOf, mpirunCommand, PREFLIGHT_MARK, preflightCommand, preflightProblem, removeMpirunSessionDir, removeStaleShmRegions, type RunPlan, shellLine } from './launch.js';
 
 export interface JobOptions {
   /** Variables added to the job's environment. */
@@ -84,6 +84,7 @@ export function startJob(plan: RunPlan, options: JobOptions = {}): Job {
         take(`${partial}\n`);
       }
       removeStaleShmRegions();
+      if (child.pid !== undefined) removeMpirunSessionDir(child.pid, command.env);
       const failure = describeFailure(tail);
       let status = code ?? (signal ? 128 + 15 : 1);
       // A rank that failed fails the job, whatever mpirun's own status says.

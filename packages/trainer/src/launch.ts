@@ -1,7 +1,7 @@
 // `braid run`: turns Horovod-style arguments into an mpirun command line. Kept apart from the
 // CLI so the translation is tested on its own.
-import { availableParallelism } from 'node:os';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
+import { availableParallelism, hostname } from 'node:os';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 
 export class UsageError extends Error {
@@ -334,6 +334,19 @@ export function removeStaleShmRegions(dir = '/dev/shm', settleMs = 2_000): numbe
 }
 
 const OPEN_MPI_SEGMENT = /^(vader|sm)_segment\./;
+/**
+ * Removes the session folder Open MPI's mpirun keeps on this host (`ompi.<host>.<uid>/pid.<pid>`
+ * under its temporary folder: 8 MiB of PMIx stores and contact files), which it leaves behind
+ * when it is killed. Call once that mpirun has exited.
+ */
+export function removeMpirunSessionDir(mpirunPid: number, env: NodeJS.ProcessEnv = process.env, host = hostname()): void {
+  const uid = process.getuid?.();
+  if (uid === undefined || !Number.isInteger(mpirunPid) || mpirunPid <= 0) return;
+  // Open MPI's own choice of base: its MCA setting, else TMPDIR, TEMP, TMP, else /tmp.
+  const base = env.OMPI_MCA_orte_tmpdir_base || env.TMPDIR || env.TEMP || env.TMP || '/tmp';
+  rmSync(join(base, `ompi.${host}.${uid}`, `pid.${mpirunPid}`), { recursive: true, force: true });
+}
+
 
 /** Every file some process on this host (that this user may inspect) has open or mapped. */
 function filesInUse(): Set<string> {
