@@ -10,7 +10,8 @@
 # others through a bridge in a switch namespace of its own (nothing touches this machine's own
 # network), plus a UTS namespace (its hostname is hI) and a mount namespace (its own /dev/shm, an
 # /etc/hosts that names h0..hN-1, and /run/braid-host: a folder each host sees on its own, for
-# files that must not be shared, as on machines without a shared file system). `--rate` shapes every host's outgoing link with tbf;
+# files that must not be shared, as on machines without a shared file system; Open MPI's session
+# folders go to another, /run/braid-mpi). `--rate` shapes every host's outgoing link with tbf;
 # `--delay` adds netem delay where the kernel has netem. Start MPI jobs on h0:
 #
 #   scripts/cluster.sh exec h0 mpirun -H h0:2,h1:2 --mca plm_rsh_agent "$(scripts/cluster.sh agent)" ...
@@ -68,7 +69,10 @@ run_on() {
   # Every host of the test bed runs on this machine's cores: if mpirun bound each host's ranks to
   # "its" cores, the ranks of all hosts would pile onto the same ones (measured: an 8-byte MPI
   # ping-pong between two hosts took 8 ms bound, 8.5 us unbound). A command line's --bind-to wins.
+  # Open MPI's session folders (mpirun's and each host's daemon's) go to the host's own tmpfs,
+  # which goes with the host at `down`: a killed job's would otherwise stay in the shared /tmp.
   exec env OMPI_MCA_hwloc_base_binding_policy="${OMPI_MCA_hwloc_base_binding_policy:-none}" \
+    OMPI_MCA_orte_tmpdir_base="${OMPI_MCA_orte_tmpdir_base:-/run/braid-mpi}" \
     nsenter --target "$(cat "$state/$host.pid")" --net --uts --mount --wd="$PWD" -- "$@"
 }
 
@@ -94,7 +98,7 @@ case "$command" in
     down
     # A failure half-way takes down what was made.
     trap 'echo "cluster.sh: up failed; taking the test bed down" >&2; down' ERR
-    mkdir -p "$state" /run/braid-host
+    mkdir -p "$state" /run/braid-host /run/braid-mpi
     echo "$count" >"$state/count"
     {
       echo "127.0.0.1 localhost"
@@ -126,7 +130,7 @@ case "$command" in
       # The host's own hostname, /dev/shm and /etc/hosts: namespaces held by one idle process
       # per host, which the agent and `exec` enter (nsenter --target).
       setsid ip netns exec "$ns" unshare --uts --mount --propagation private \
-        sh -c "hostname h$i && mount -t tmpfs -o size=2g,mode=1777 tmpfs /dev/shm && mount -t tmpfs -o size=1g tmpfs /run/braid-host && mount --bind '$state/hosts' /etc/hosts && echo \$\$ >'$state/h$i.pid' && exec sleep infinity" \
+        sh -c "hostname h$i && mount -t tmpfs -o size=2g,mode=1777 tmpfs /dev/shm && mount -t tmpfs -o size=1g tmpfs /run/braid-host && mount -t tmpfs -o size=512m tmpfs /run/braid-mpi && mount --bind '$state/hosts' /etc/hosts && echo \$\$ >'$state/h$i.pid' && exec sleep infinity" \
         </dev/null >/dev/null 2>&1 &
       for _ in $(seq 100); do [ -s "$state/h$i.pid" ] && break; sleep 0.05; done
       [ -s "$state/h$i.pid" ] || { echo "cluster.sh: host h$i did not start" >&2; down; exit 1; }
@@ -135,7 +139,7 @@ case "$command" in
 #!/bin/sh
 # rsh agent for mpirun (plm_rsh_agent): "agent.sh HOST command..." runs the command on that host.
 host="\$1"; shift
-exec nsenter --target "\$(cat "$state/\$host.pid")" --net --uts --mount -- sh -c "\$*"
+exec env OMPI_MCA_orte_tmpdir_base="\${OMPI_MCA_orte_tmpdir_base:-/run/braid-mpi}" nsenter --target "\$(cat "$state/\$host.pid")" --net --uts --mount -- sh -c "\$*"
 EOF
     chmod +x "$agent"
     trap - ERR
