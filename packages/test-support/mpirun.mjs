@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { hostname, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
 import { backendInUse } from './backend.mjs';
@@ -15,10 +15,10 @@ export function inheritedEnv() {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !SINGLETON_ENV.test(k)));
 }
 
-// Open MPI 4 leaves its shared-memory segments (/dev/shm/vader_segment.*) behind when a rank is
-// killed, as the crash tests do on purpose: each job keeps them in a folder of its own, removed
-// when the job ends.
-function segmentFolder() {
+// Open MPI 4 leaves its shared-memory segments (vader_segment.*) behind when a rank is killed, as
+// the crash tests do on purpose, and a killed mpirun its session folder (8 MiB of PMIx stores):
+// each job keeps both in a folder of its own on /dev/shm, removed when the job ends.
+function openMpiFolder() {
   try {
     return mkdtempSync('/dev/shm/mpirun-test-');
   } catch {
@@ -28,13 +28,13 @@ function segmentFolder() {
 
 export function mpirunScript(np, script, args, options = {}) {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), `braid-${basename(script).replace(/\W+/g, '-')}-`));
-  const segments = segmentFolder();
+  const openMpi = openMpiFolder();
   const env = {
     ...inheritedEnv(),
     OMPI_ALLOW_RUN_AS_ROOT: '1',
     OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1',
     OMPI_MCA_rmaps_base_oversubscribe: '1',
-    ...(segments ? { OMPI_MCA_btl_vader_backing_directory: segments } : {}),
+    ...(openMpi ? { OMPI_MCA_btl_vader_backing_directory: openMpi, OMPI_MCA_orte_tmpdir_base: openMpi } : {}),
     ...options.env,
   };
   const exported = Object.keys(options.env ?? {}).flatMap((k) => ['-x', k]);
@@ -50,7 +50,7 @@ export function mpirunScript(np, script, args, options = {}) {
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 150_000);
     child.on('error', (err) => {
-      if (segments) rmSync(segments, { recursive: true, force: true });
+      if (openMpi) rmSync(openMpi, { recursive: true, force: true });
       reject(err);
     });
     child.on('close', (code, signal) => {
@@ -62,11 +62,7 @@ export function mpirunScript(np, script, args, options = {}) {
       }
       // A folder made here held only the ranks' reports, now read.
       if (!options.dir) rmSync(dir, { recursive: true, force: true });
-      if (segments) rmSync(segments, { recursive: true, force: true });
-      // A mpirun that was killed leaves its session folder (8 MiB) under Open MPI's temporary folder.
-      if (child.pid !== undefined && process.getuid) {
-        rmSync(join(env.TMPDIR || '/tmp', `ompi.${hostname()}.${process.getuid()}`, `pid.${child.pid}`), { recursive: true, force: true });
-      }
+      if (openMpi) rmSync(openMpi, { recursive: true, force: true });
       resolve({ code, signal, stdout, stderr, results, dir, ms: Date.now() - started });
     });
   });

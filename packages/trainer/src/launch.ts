@@ -278,6 +278,8 @@ export function describeFailure(stderr: string): string | undefined {
   return undefined;
 }
 
+const OPEN_MPI_SEGMENT = /^(vader|sm)_segment\./;
+
 /**
  * Removes /dev/shm regions left behind on this host: Braid's, whose creating process is gone (a
  * rank killed while its shared memory was being set up), and Open MPI's shared-memory segments
@@ -333,21 +335,6 @@ export function removeStaleShmRegions(dir = '/dev/shm', settleMs = 2_000): numbe
   return removed;
 }
 
-const OPEN_MPI_SEGMENT = /^(vader|sm)_segment\./;
-/**
- * Removes the session folder Open MPI's mpirun keeps on this host (`ompi.<host>.<uid>/pid.<pid>`
- * under its temporary folder: 8 MiB of PMIx stores and contact files), which it leaves behind
- * when it is killed. Call once that mpirun has exited.
- */
-export function removeMpirunSessionDir(mpirunPid: number, env: NodeJS.ProcessEnv = process.env, host = hostname()): void {
-  const uid = process.getuid?.();
-  if (uid === undefined || !Number.isInteger(mpirunPid) || mpirunPid <= 0) return;
-  // Open MPI's own choice of base: its MCA setting, else TMPDIR, TEMP, TMP, else /tmp.
-  const base = env.OMPI_MCA_orte_tmpdir_base || env.TMPDIR || env.TEMP || env.TMP || '/tmp';
-  rmSync(join(base, `ompi.${host}.${uid}`, `pid.${mpirunPid}`), { recursive: true, force: true });
-}
-
-
 /** Every file some process on this host (that this user may inspect) has open or mapped. */
 function filesInUse(): Set<string> {
   const paths = new Set<string>();
@@ -379,4 +366,17 @@ function filesInUse(): Set<string> {
     }
   }
   return paths;
+}
+
+/**
+ * Removes the session folder Open MPI's mpirun keeps on this host (`ompi.<host>.<uid>/pid.<pid>`
+ * under its temporary folder: 8 MiB of PMIx stores and contact files), which it leaves behind
+ * when it is killed. Call once that mpirun has exited.
+ */
+export function removeMpirunSessionDir(mpirunPid: number, env: NodeJS.ProcessEnv = process.env, host = hostname()): void {
+  const uid = process.getuid?.();
+  if (uid === undefined || !Number.isInteger(mpirunPid) || mpirunPid <= 0) return;
+  // Open MPI's own choice of base: its MCA setting, else TMPDIR, TEMP, TMP, else /tmp.
+  const base = env.OMPI_MCA_orte_tmpdir_base || env.TMPDIR || env.TEMP || env.TMP || '/tmp';
+  rmSync(join(base, `ompi.${host}.${uid}`, `pid.${mpirunPid}`), { recursive: true, force: true });
 }
