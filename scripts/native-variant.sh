@@ -7,6 +7,7 @@ if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export OMPI_MCA_rmaps_base_oversubscribe=1
+source scripts/ccache-env.sh
 cmake_js="$(node -p "require('path').join(require('path').dirname(require.resolve('cmake-js/package.json', { paths: ['native'] })), 'bin', 'cmake-js')")"
 
 native_variant() {

@@ -29,6 +29,8 @@ command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+# Rebuilds of unchanged sources from the cache (scripts/ccache-env.sh).
+command -v ccache >/dev/null 2>&1 || need+=(ccache)
 # The multi-host test bed (scripts/cluster.sh: ip, tc) and the benchmarks' charts (rsvg-convert).
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
 command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
@@ -52,6 +54,7 @@ if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
+source scripts/ccache-env.sh
 
 # npm ci runs @braid/native's install script, which builds the addon (allowScripts approves it).
 npm ci --no-audit --no-fund

@@ -10,6 +10,7 @@ if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
+source scripts/ccache-env.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
