@@ -34,8 +34,10 @@ for np in 2 3; do
   mpirun -np "$np" --oversubscribe -x TSAN_OPTIONS native/build-tsan/Release/braid_engine_test
 done
 # The TCP transport and the hierarchical all-reduce's overlap thread (network steps beside shared-memory ones).
-echo "\$ mpirun -np 4 braid_algorithms_test tcp (TSan)"
-mpirun -np 4 --oversubscribe -x TSAN_OPTIONS native/build-tsan/Release/braid_algorithms_test tcp
+# Two dtypes (one of them converted through float32 on the way): every dtype's arithmetic is
+# checked by the plain and ASan runs, and all eight cost TSan nearly two minutes here.
+echo "\$ mpirun -np 4 braid_algorithms_test tcp (TSan, float32 and float16)"
+mpirun -np 4 --oversubscribe -x TSAN_OPTIONS -x BRAID_TEST_DTYPES=float32,float16 native/build-tsan/Release/braid_algorithms_test tcp
 # The kernels, among them the parallel copy's helper threads (the staged NCCL all-reduce's copies).
 echo "\$ braid_kernels_test (TSan)"
 native/build-tsan/Release/braid_kernels_test
