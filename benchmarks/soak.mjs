@@ -49,7 +49,8 @@ function sample() {
     external: memory.external,
     fds: readdirSync('/proc/self/fd').length,
     threads: Number(/Threads:\s+(\d+)/.exec(status)[1]),
-    shm: readdirSync('/dev/shm').filter((f) => f.startsWith('braid-')).length,
+    // Regions this rank created ("braid-<pid>-<n>"): other jobs on the machine come and go.
+    shm: readdirSync('/dev/shm').filter((f) => f.startsWith(`braid-${process.pid}-`)).length,
   };
 }
 
