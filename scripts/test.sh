@@ -3,6 +3,12 @@
 # package's vitest suite (single-process and mpirun jobs), the sanitizer builds, the GPU paths on
 # the CUDA and NCCL emulation, a short soak and the packages installed from their tarballs.
 # Run scripts/setup.sh first.
+#
+# Two lanes run at once. Measured alone, the suites kept the machine's cores only about 65% busy:
+# many tests wait on purpose (deadlines, a link held down, a rank gone silent), and every mpirun
+# job spends a moment starting its ranks. The lanes share nothing on disk (each test makes its own
+# folders, test beds and ports) and each job checks only what it made. Lane A's output streams;
+# lane B's is printed when it ends. BRAID_TEST_LANES=1 runs them one after the other.
 # Ends with one line adding up what every suite reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,18 +17,67 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
 source scripts/ccache-env.sh
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+log_a=$(mktemp)
+log_b=$(mktemp)
+trap 'rm -f "$log_a" "$log_b"' EXIT
+
+# Everything the lanes load, built once before they start (cached by turbo: quick after setup).
+npx turbo run build --output-logs=errors-only
+
+# One suite: a heading, the command, and how long it took.
+suite() {
+  local name=$1 dir=$2 started=$SECONDS status=0
+  shift 2
+  echo "== $name"
+  (cd "$dir" && "$@") || status=$?
+  echo "== $name: $((SECONDS - started)) s"
+  return $status
+}
+
+# The native tests and the collectives, compression, strategies and trainer suites (but for the
+# trainer's two-host file, in lane B).
+lane_a() {
+  local status=0
+  suite '@braid/native' native node scripts/native-tests.mjs || status=$?
+  suite '@braid/collectives' packages/collectives npx vitest run || status=$?
+  suite '@braid/compression' packages/compression npx vitest run || status=$?
+  suite '@braid/strategies' packages/strategies npx vitest run || status=$?
+  suite '@braid/trainer' packages/trainer npx vitest run --exclude src/hosts.test.ts || status=$?
+  return $status
+}
+
+# The trainer on two hosts, the examples, model compression, the sanitizers, the CUDA emulation,
+# the soak and the packages.
+lane_b() {
+  local status=0
+  suite '@braid/trainer on two hosts' packages/trainer npx vitest run src/hosts.test.ts || status=$?
+  suite '@braid/examples' examples npx vitest run || status=$?
+  suite '@braid/model-compression' packages/model-compression npx vitest run || status=$?
+  # The native code under ASan + UBSan and the engine under TSan.
+  suite 'sanitizers' . bash scripts/test-sanitize.sh || status=$?
+  # The GPU paths (DeviceBuffers through NCCL, allReduceCompressed with the CUDA kernels) at np=1-4
+  # on the CUDA and NCCL emulation: the addon built over native/test/cuda_emulation.
+  suite 'CUDA emulation' . bash scripts/test-emulated.sh || status=$?
+  # A short soak: 20,000 mixed ops at 3 ranks, memory, descriptors, threads and /dev/shm watched.
+  suite 'soak' . node benchmarks/soak.mjs --np 3 --ops 20000 || status=$?
+  # The packages as a user installs them (npm pack tarballs into a fresh project, both npm modes).
+  suite 'packages' . node scripts/test-packages.mjs || status=$?
+  return $status
+}
+
 status=0
-npm test 2>&1 | tee "$log" || status=$?
-# The native code under ASan + UBSan and the engine under TSan (scripts/test-sanitize.sh), and a
-# short soak: 20,000 mixed ops at 3 ranks, memory, descriptors, threads and /dev/shm watched.
-bash scripts/test-sanitize.sh 2>&1 | tee -a "$log" || status=$?
-# The GPU paths (DeviceBuffers through NCCL, allReduceCompressed with the CUDA kernels) at np=1-4
-# on the CUDA and NCCL emulation: the addon built over native/test/cuda_emulation.
-bash scripts/test-emulated.sh 2>&1 | tee -a "$log" || status=$?
-node benchmarks/soak.mjs --np 3 --ops 20000 2>&1 | tee -a "$log" || status=$?
-# The packages as a user installs them (npm pack tarballs into a fresh project, both npm modes).
-node scripts/test-packages.mjs 2>&1 | tee -a "$log" || status=$?
-node scripts/count-tests.mjs "$log"
+if [ "${BRAID_TEST_LANES:-2}" = 1 ]; then
+  lane_a 2>&1 | tee "$log_a" || status=$?
+  lane_b 2>&1 | tee "$log_b" || status=$?
+else
+  lane_b >"$log_b" 2>&1 &
+  lane_b_pid=$!
+  lane_a 2>&1 | tee "$log_a" || status=$?
+  wait "$lane_b_pid" || status=$?
+  echo "== lane B (run beside lane A: the trainer on two hosts, examples, model compression, sanitizers, CUDA emulation, soak, packages)"
+  cat "$log_b"
+fi
+cat "$log_a" "$log_b" > "$log_a.all"
+node scripts/count-tests.mjs "$log_a.all"
+rm -f "$log_a.all"
 exit $status
