@@ -1,6 +1,7 @@
 // The tfjs backend a test runs on: tfjs's pure-JS 'cpu', or native TensorFlow through tfjs-node
 // ('tensorflow') where `braid setup tfjs-node` has built it. Tests that train run on both.
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 
 let native;
 let inUse;
@@ -36,7 +37,8 @@ export async function useTestBackend(tf) {
     process.env.TF_NUM_INTRAOP_THREADS ??= '1';
     process.env.TF_NUM_INTEROP_THREADS ??= '1';
     process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
-    await import('@tensorflow/tfjs-node');
+    // Required, not imported: the ESM loader would scan its CommonJS bundles for export names first.
+    createRequire(import.meta.url)('@tensorflow/tfjs-node');
     if (!(await tf.setBackend('tensorflow'))) throw new Error('tfjs-node loaded but the tensorflow backend did not start');
   }
   inUse = tf.getBackend();
