@@ -3,6 +3,8 @@
 // cores. TensorFlow sizes its thread pools once, from TF_NUM_INTRAOP_THREADS and
 // TF_NUM_INTEROP_THREADS, when tfjs-node is first loaded: N ranks on a host each taking every core
 // would oversubscribe it N times over, so the share is set before the import.
+import { createRequire } from 'node:module';
+
 import * as tf from '@tensorflow/tfjs-core';
 
 import { applyTensorflowThreads, tensorflowThreads, type ThreadOptions } from './tensorflow-threads.js';
@@ -38,16 +40,20 @@ async function useCpu(): Promise<void> {
   await tf.setBackend('cpu');
 }
 
+// tfjs-node is CommonJS: required, not imported, because Node's ESM loader would first scan it and
+// the tfjs bundles it re-exports for their export names (a fifth of a second of CPU in every rank).
+const requireFromHere = createRequire(import.meta.url);
+
 async function importNative(): Promise<{ name: string } | { error: string }> {
   const errors: string[] = [];
   for (const name of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     try {
-      await import(name);
+      requireFromHere(name);
       return { name };
     } catch (err) {
       const { code, message } = err as { code?: string; message: string };
-      // Not installed: try the next. Installed but not built (or its library gone): say so.
-      if (code === 'ERR_MODULE_NOT_FOUND' && message.includes(`'${name}'`)) continue;
+      // Not installed: try the next. Installed but not built (its binding missing, or its library gone): say so.
+      if (code === 'MODULE_NOT_FOUND' && message.startsWith(`Cannot find module '${name}'`)) continue;
       errors.push(`${name} is installed but does not load (${message.split('\n')[0]}); build it with \`braid setup tfjs-node${name.endsWith('-gpu') ? ' --gpu' : ''}\``);
     }
   }

@@ -1,7 +1,7 @@
 // `braid setup tfjs-node` (tfjs-node built against a TensorFlow wheel's C library), selectBackend
 // and the per-rank TensorFlow threads.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -106,6 +106,45 @@ describe('selectBackend', () => {
     expect(JSON.parse(ran.stdout.trim().split('\n').pop()!)).toEqual({
       cpu: { backend: 'cpu', package: '@tensorflow/tfjs-backend-cpu' },
       bad: `backend must be 'auto', 'node' or 'cpu'; got "gpu"`,
+    });
+  });
+
+  it("without tfjs-node, or with one whose binding is missing: 'auto' falls back to pure JS saying why, 'node' is an error saying what to do", () => {
+    // The backend chooser, copied beside node_modules that hold tfjs-core and its CPU backend only:
+    // it resolves tfjs-node from where it sits, as it does in a user's project.
+    const dir = project();
+    writeFileSync(join(dir, 'package.json'), '{"name": "p", "version": "1.0.0", "private": true, "type": "module"}\n');
+    mkdirSync(join(dir, 'lib'));
+    for (const file of ['tfjs-backend.js', 'tensorflow-threads.js']) copyFileSync(join(dirname(cli), file), join(dir, 'lib', file));
+    mkdirSync(join(dir, 'node_modules', '@tensorflow'), { recursive: true });
+    const repoModules = join(dirname(cli), '..', '..', '..', 'node_modules', '@tensorflow');
+    for (const name of ['tfjs-core', 'tfjs-backend-cpu']) symlinkSync(join(repoModules, name), join(dir, 'node_modules', '@tensorflow', name));
+    writeFileSync(join(dir, 'check.mjs'), `
+      import { selectBackend } from './lib/tfjs-backend.js';
+      const out = {};
+      for (const backend of ['auto', 'node']) {
+        try { out[backend] = await selectBackend({ backend }); } catch (err) { out[backend] = err.message; }
+      }
+      console.log(JSON.stringify(out));`);
+    const check = () => {
+      const ran = spawnSync(process.execPath, [join(dir, 'check.mjs')], { cwd: dir, encoding: 'utf8' });
+      expect(ran.status, ran.stderr).toBe(0);
+      return JSON.parse(ran.stdout.trim().split('\n').pop()!);
+    };
+    const missing = 'neither @tensorflow/tfjs-node nor @tensorflow/tfjs-node-gpu is installed; `braid setup tfjs-node` installs and builds it';
+    expect(check()).toEqual({
+      auto: { backend: 'cpu', package: '@tensorflow/tfjs-backend-cpu', fallback: missing },
+      node: `backend 'node': ${missing}`,
+    });
+    // Installed, but its native binding was never built (npm skipped its install script).
+    const tfjsNodeDir = join(dir, 'node_modules', '@tensorflow', 'tfjs-node');
+    mkdirSync(tfjsNodeDir);
+    writeFileSync(join(tfjsNodeDir, 'package.json'), '{"name": "@tensorflow/tfjs-node", "version": "4.22.0", "main": "index.js"}\n');
+    writeFileSync(join(tfjsNodeDir, 'index.js'), "require('./lib/napi-v8/tfjs_binding.node');\n");
+    const broken = "@tensorflow/tfjs-node is installed but does not load (Cannot find module './lib/napi-v8/tfjs_binding.node'); build it with `braid setup tfjs-node`";
+    expect(check()).toEqual({
+      auto: { backend: 'cpu', package: '@tensorflow/tfjs-backend-cpu', fallback: broken },
+      node: `backend 'node': ${broken}`,
     });
   });
 });
