@@ -69,18 +69,19 @@ describe('examples', () => {
   it.skipIf(!native.available)(`the demo on the pure-JS backend (--backend cpu) reaches the same accuracy as on tfjs-node${native.available ? '' : ` (skipped: ${native.reason})`}`, () => {
     const dir = scratchDir('braid-demo-');
     const summaries = ['cpu', 'node'].map((backend) => {
-      const result = run([join(here, 'mnist', 'mlp.mjs'), '--backend', backend, '--epochs', '2', '--json', join(dir, `${backend}.json`)]);
+      const result = run([join(here, 'mnist', 'mlp.mjs'), '--backend', backend, '--epochs', '1', '--json', join(dir, `${backend}.json`)]);
       expect(result.status, result.stderr).toBe(0);
       return JSON.parse(readFileSync(join(dir, `${backend}.json`), 'utf8'));
     });
     expect(summaries.map((s) => s.backend)).toEqual(['cpu', 'tensorflow']);
     // Seeded: the same rows in the same order; the backends' kernels round differently, not more.
     expect(Math.abs(summaries[0].accuracy - summaries[1].accuracy)).toBeLessThan(0.01);
-    expect(summaries[0].accuracy).toBeGreaterThan(0.9);
+    // One epoch: 0.8887 on both here (the default five reach >= 0.92, the first test).
+    expect(summaries[0].accuracy).toBeGreaterThan(0.85);
   });
 
   it('the CNN runs on the pure-JS backend (one step on each rank: its convolution gradients are slow there)', () => {
-    const result = run([join(here, 'mnist', 'cnn.mjs'), '--backend', 'cpu', '--epochs', '1', '--train-rows', '64', '--test-rows', '32', '--batch', '32']);
+    const result = run([join(here, 'mnist', 'cnn.mjs'), '--backend', 'cpu', '--epochs', '1', '--train-rows', '16', '--test-rows', '16', '--batch', '8']);
     expect(result.status, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/backend cpu/);
     expect(result.stdout).toMatch(/test accuracy: 0\.\d{4}/);

@@ -38,7 +38,9 @@ done
 # checked by the plain and ASan runs, and all eight cost TSan nearly two minutes here.
 echo "\$ mpirun -np 4 braid_algorithms_test tcp (TSan, float32 and float16)"
 mpirun -np 4 --oversubscribe -x TSAN_OPTIONS -x BRAID_TEST_DTYPES=float32,float16 native/build-tsan/Release/braid_algorithms_test tcp
-# The kernels, among them the parallel copy's helper threads (the staged NCCL all-reduce's copies).
-echo "\$ braid_kernels_test (TSan)"
-native/build-tsan/Release/braid_kernels_test
+# The parallel copy's helper threads (the staged NCCL all-reduce's copies): the kernel test's one
+# case with threads; its single-threaded arithmetic (exhaustive float16, every dtype x op) cost TSan
+# half a minute and is checked by the plain and ASan runs.
+echo "\$ braid_kernels_test (TSan, the parallel copy)"
+BRAID_TEST_CASES="parallel copy" native/build-tsan/Release/braid_kernels_test
 echo "sanitizers: clean"
