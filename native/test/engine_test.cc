@@ -3,7 +3,10 @@
 // second thread standing in for JavaScript. Built plainly for the test suite and under TSan by
 // `npm run test:sanitize` (the inline path shares the engine's state between two threads).
 //   mpirun -np N braid_engine_test
+#include <fcntl.h>
 #include <mpi.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -17,6 +20,7 @@
 
 #include "check.h"
 #include "engine/engine.h"
+#include "transport/shm_transport.h"
 
 using namespace braid;
 
@@ -67,6 +71,32 @@ int main() {
   WorldInfo world = Engine::instance().start(options);
   const int n = world.size, rank = world.rank;
   const float sum = static_cast<float>(n * (n + 1) / 2);
+
+  // Another job's set-up sweeps /dev/shm while this one runs: it must take only the names it
+  // makes, of creators that are gone (the CUDA emulation's NCCL segments, "braid-nccl-...", were
+  // once swept away mid-collective, hanging that job).
+  braid_test::runCase("shared memory: the stale-region sweep takes braid-<pid>-<n> names of gone processes only", [&] {
+    CHECK(ShmTransport::regionCreator("braid-123-4") == 123);
+    for (const char* other : {"braid-nccl-emulated-123-1-ab-3", "braid-123", "braid-123-", "braid--4", "braid-0-4", "braid-12x-4",
+                              "braid-123-4.tmp", "braid-", "vader_segment.vm.0.1", "xbraid-123-4"}) {
+      CHECK_MSG(ShmTransport::regionCreator(other) == -1, other);
+    }
+    const std::string gone = "/braid-" + std::to_string(4194304 + 17 + rank) + "-0";  // above any pid_max: never a process
+    const std::string live = "/braid-" + std::to_string(getpid()) + "-" + std::to_string(900 + rank);
+    const std::string foreign = "/braid-nccl-emulated-" + std::to_string(getpid()) + "-1";
+    for (const std::string& name : {gone, live, foreign}) {
+      const int fd = shm_open(name.c_str(), O_CREAT | O_RDWR, 0600);
+      CHECK_MSG(fd >= 0, name);
+      if (fd >= 0) close(fd);
+    }
+    ShmTransport::removeStaleRegions();
+    const auto exists = [](const std::string& name) { return access(("/dev/shm" + name).c_str(), F_OK) == 0; };
+    CHECK_MSG(!exists(gone), gone + " (its creator is gone) was left");
+    CHECK_MSG(exists(live), live + " (its creator runs) was removed");
+    CHECK_MSG(exists(foreign), foreign + " (not a Braid region) was removed");
+    shm_unlink(live.c_str());
+    shm_unlink(foreign.c_str());
+  }, rank != 0);
 
   // The caller's thread: what JavaScript does, on a thread that is not the engine's.
   std::thread caller([&] {

@@ -41,6 +41,22 @@ void wait(MPI_Request request, std::shared_ptr<SetupMessages> messages, std::chr
 }
 }  // namespace
 
+long ShmTransport::regionCreator(const std::string& name) {
+  // "braid-" digits "-" digits, and nothing else.
+  if (name.rfind(kNamePrefix, 0) != 0) return -1;
+  const size_t pidStart = std::strlen(kNamePrefix);
+  const size_t dash = name.find('-', pidStart);
+  const auto digits = [&](size_t from, size_t to) {
+    if (to <= from || to - from > 18) return false;
+    for (size_t i = from; i < to; ++i)
+      if (name[i] < '0' || name[i] > '9') return false;
+    return true;
+  };
+  if (dash == std::string::npos || !digits(pidStart, dash) || !digits(dash + 1, name.size())) return -1;
+  const long pid = std::strtol(name.c_str() + pidStart, nullptr, 10);
+  return pid > 0 ? pid : -1;
+}
+
 int ShmTransport::removeStaleRegions() {
   // The region is unlinked as soon as every rank has mapped it; a rank 0 killed before that
   // leaves its name behind. Names whose creator is gone are removed by the next Braid process.
@@ -49,9 +65,9 @@ int ShmTransport::removeStaleRegions() {
   int removed = 0;
   while (dirent* entry = readdir(dir)) {
     const std::string file = entry->d_name;
-    if (file.rfind(kNamePrefix, 0) != 0) continue;
-    const long pid = std::strtol(file.c_str() + std::strlen(kNamePrefix), nullptr, 10);
-    if (pid <= 0 || (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)) {
+    const long pid = regionCreator(file);
+    if (pid < 0) continue;
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
       if (shm_unlink(("/" + file).c_str()) == 0) ++removed;
     }
   }

@@ -28,8 +28,12 @@ class ShmTransport {
                                               std::chrono::steady_clock::time_point deadline =
                                                   std::chrono::steady_clock::time_point::max());
   // Unlinks /dev/shm regions whose creating process is gone (left by a rank killed during a
-  // set-up); returns how many. Rank 0 calls it before making one.
+  // set-up); returns how many. Rank 0 calls it before making one. Only names of the form this
+  // transport makes ("braid-<pid>-<n>") are candidates: anything else in /dev/shm that happens to
+  // start with "braid-" belongs to someone else.
   static int removeStaleRegions();
+  // The creator's pid in a region name of that form, or -1 for any other name.
+  static long regionCreator(const std::string& name);
   ~ShmTransport();
   ShmTransport(const ShmTransport&) = delete;
   ShmTransport& operator=(const ShmTransport&) = delete;
