@@ -19,7 +19,7 @@ export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
 source scripts/ccache-env.sh
 log_a=$(mktemp)
 log_b=$(mktemp)
-trap 'rm -f "$log_a" "$log_b"' EXIT
+trap 'rm -f "$log_a" "$log_b" "${log_c:-}"' EXIT
 
 # Everything the lanes load, built once before they start (cached by turbo: quick after setup).
 npx turbo run build --output-logs=errors-only
@@ -46,8 +46,8 @@ lane_a() {
   return $status
 }
 
-# The trainer on two hosts, the examples, model compression, the sanitizers, the CUDA emulation,
-# the soak and the packages.
+# The trainer on two hosts, the examples, model compression, the sanitizers, the soak and the
+# packages.
 lane_b() {
   local status=0
   suite '@braid/trainer on two hosts' packages/trainer npx vitest run src/hosts.test.ts || status=$?
@@ -55,9 +55,6 @@ lane_b() {
   suite '@braid/model-compression' packages/model-compression npx vitest run || status=$?
   # The native code under ASan + UBSan and the engine under TSan.
   suite 'sanitizers' . bash scripts/test-sanitize.sh || status=$?
-  # The GPU paths (DeviceBuffers through NCCL, allReduceCompressed with the CUDA kernels) at np=1-4
-  # on the CUDA and NCCL emulation: the addon built over native/test/cuda_emulation.
-  suite 'CUDA emulation' . bash scripts/test-emulated.sh || status=$?
   # A short soak: 20,000 mixed ops at 3 ranks, memory, descriptors, threads and /dev/shm watched.
   suite 'soak' . node benchmarks/soak.mjs --np 3 --ops 20000 || status=$?
   # The packages as a user installs them (npm pack tarballs into a fresh project, both npm modes).
@@ -74,10 +71,17 @@ else
   lane_b_pid=$!
   lane_a 2>&1 | tee "$log_a" || status=$?
   wait "$lane_b_pid" || status=$?
-  echo "== lane B (run beside lane A: the trainer on two hosts, examples, model compression, sanitizers, CUDA emulation, soak, packages)"
+  echo "== lane B (run beside lane A: the trainer on two hosts, examples, model compression, sanitizers, soak, packages)"
   cat "$log_b"
 fi
-cat "$log_a" "$log_b" > "$log_a.all"
+# The GPU paths (DeviceBuffers through NCCL, allReduceCompressed with the CUDA kernels) at np=1-4
+# on the CUDA and NCCL emulation (the addon built over native/test/cuda_emulation), after both
+# lanes: beside them its emulated NCCL collectives hung now and then until their deadline, every
+# rank waiting on a shared-memory segment that had gone (one cause, Braid's stale-region sweep
+# taking names that were not its own, is fixed; a rarer hang remained, seen once in 180 runs).
+log_c=$(mktemp)
+suite 'CUDA emulation' . bash scripts/test-emulated.sh 2>&1 | tee "$log_c" || status=$?
+cat "$log_a" "$log_b" "$log_c" > "$log_a.all"
 node scripts/count-tests.mjs "$log_a.all"
 rm -f "$log_a.all"
 exit $status
