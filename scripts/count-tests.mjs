@@ -4,7 +4,8 @@
 // does not say which test to look at.
 import { readFileSync } from 'node:fs';
 
-const text = readFileSync(process.argv[2], 'utf8').replace(/\x1b\[[0-9;]*m/g, '');
+// Every log named on the command line (scripts/test.sh keeps one per lane).
+const text = process.argv.slice(2).map((file) => readFileSync(file, 'utf8')).join('\n').replace(/\x1b\[[0-9;]*m/g, '');
 let passed = 0, failed = 0, skipped = 0;
 for (const m of text.matchAll(/: (\d+) passed, (\d+) failed, (\d+) skipped/g)) {
   passed += Number(m[1]);

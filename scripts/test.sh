@@ -81,7 +81,5 @@ fi
 # taking names that were not its own, is fixed; a rarer hang remained, seen once in 180 runs).
 log_c=$(mktemp)
 suite 'CUDA emulation' . bash scripts/test-emulated.sh 2>&1 | tee "$log_c" || status=$?
-cat "$log_a" "$log_b" "$log_c" > "$log_a.all"
-node scripts/count-tests.mjs "$log_a.all"
-rm -f "$log_a.all"
+node scripts/count-tests.mjs "$log_a" "$log_b" "$log_c"
 exit $status

@@ -1,16 +1,11 @@
 // One rank of a multi-process model-compression test: `mpirun -np N node worker.mjs <scenario> <dir>`.
-import { createRequire } from 'node:module';
-
 import { init } from '@braid/collectives';
 import { DataParallel } from '@braid/strategies';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
+import { tf } from '@braid/test-support/tfjs';
 import { fit } from '@braid/trainer';
 
 import { constantSparsity, distillationLoss, MagnitudePruning, polynomialDecay } from '../../dist/index.js';
-
-// Required, not imported: Node's ESM loader would first scan tfjs's CommonJS bundles for their
-// export names, a fifth of a second of CPU in every rank of every test job.
-const tf = createRequire(import.meta.url)('@tensorflow/tfjs');
 
 tf.enableProdMode();
 const [scenario, outDir] = process.argv.slice(2);

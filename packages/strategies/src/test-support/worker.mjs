@@ -1,18 +1,13 @@
 // One rank of a multi-process strategies test: `mpirun -np N node worker.mjs <scenario> <dir>`.
 // Each scenario trains for real and writes what the test asserts on to <dir>/rank-<r>.json.
 
-import { createRequire } from 'node:module';
-
 import { init } from '@braid/collectives';
 import { createCompressor, ErrorFeedback } from '@braid/compression';
 import { useTestBackend } from '@braid/test-support/backend';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
+import { tf } from '@braid/test-support/tfjs';
 
 import { DataParallel, dataParallelCallbacks, ParameterServer, PipelineParallel, SecureAggregator } from '../../dist/index.js';
-
-// Required, not imported: Node's ESM loader would first scan tfjs's CommonJS bundles for their
-// export names, a fifth of a second of CPU in every rank of every test job.
-const tf = createRequire(import.meta.url)('@tensorflow/tfjs');
 
 tf.enableProdMode();
 await useTestBackend(tf); // BRAID_TEST_BACKEND=tensorflow: native TensorFlow (tfjs-node)

@@ -6,18 +6,14 @@
 // rank 1 exits with code 3 after that step), GROW_FILE + GROW_AT_STEP (rank 0 of the first run
 // writes GROW_SLOTS into GROW_FILE at that step: the discovery script's answer grows), STEP_MS
 // (a pause each step, so that the launcher sees the job running).
-import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
 import { DataParallel } from '@braid/strategies';
+import { tf } from '@braid/test-support/tfjs';
 
 import { ElasticState, epochBatches } from '../../dist/index.js';
-
-// Required, not imported: Node's ESM loader would first scan tfjs's CommonJS bundles for their
-// export names, a fifth of a second of CPU in every rank of every test job.
-const tf = createRequire(import.meta.url)('@tensorflow/tfjs');
 
 export const ROWS = 60;
 const [dir, outDir] = process.argv.slice(2);

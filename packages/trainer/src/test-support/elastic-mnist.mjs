@@ -5,19 +5,15 @@
 // Environment: EPOCHS (default 3), COMMIT_EVERY (default 20), EVERY_HOST=1 (a copy of each
 // commit on every host).
 import { appendFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
 import { DataParallel, scaleLearningRate } from '@braid/strategies';
+import { tf } from '@braid/test-support/tfjs';
 
 import { loadMnist } from '../../../../examples/mnist/data.mjs';
 import { fit } from '../../dist/index.js';
-
-// Required, not imported: Node's ESM loader would first scan tfjs's CommonJS bundles for their
-// export names, a fifth of a second of CPU in every rank of every test job.
-const tf = createRequire(import.meta.url)('@tensorflow/tfjs');
 
 const [checkpointDir, outDir] = process.argv.slice(2);
 const attempt = process.env.BRAID_ELASTIC ?? '0';

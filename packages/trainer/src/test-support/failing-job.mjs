@@ -3,16 +3,12 @@
 // kill: rank 1 SIGKILLs itself in the middle of training (step 30). timeout: the last rank stops
 // making collective calls at step 30 (alive, but silent); the others get TIMEOUT and exit 4.
 // ps-kill / ps-silent: the same for the server (rank 0) of a ParameterServer, at step 10.
-import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { init } from '@braid/collectives';
 import { DataParallel, ParameterServer } from '@braid/strategies';
-
-// Required, not imported: Node's ESM loader would first scan tfjs's CommonJS bundles for their
-// export names, a fifth of a second of CPU in every rank of every test job.
-const tf = createRequire(import.meta.url)('@tensorflow/tfjs');
+import { tf } from '@braid/test-support/tfjs';
 
 tf.enableProdMode();
 const [mode, outDir] = process.argv.slice(2);

@@ -1,5 +1,4 @@
 // One rank of a multi-process trainer test: `mpirun -np N node worker.mjs <scenario> <dir>`.
-import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
@@ -7,12 +6,9 @@ import { init } from '@braid/collectives';
 import { DataParallel, ParameterServer, PipelineParallel } from '@braid/strategies';
 import { useTestBackend } from '@braid/test-support/backend';
 import { digest, runScenario, seededRandom } from '@braid/test-support/mpirun';
+import { tf } from '@braid/test-support/tfjs';
 
 import { assembleServerCheckpoint, checkpointLoader, epochBatches, fit, latestCheckpoint } from '../../dist/index.js';
-
-// Required, not imported: Node's ESM loader would first scan tfjs's CommonJS bundles for their
-// export names, a fifth of a second of CPU in every rank of every test job.
-const tf = createRequire(import.meta.url)('@tensorflow/tfjs');
 
 tf.enableProdMode();
 await useTestBackend(tf); // BRAID_TEST_BACKEND=tensorflow: native TensorFlow (tfjs-node)
