@@ -16,7 +16,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -29,6 +34,28 @@
 namespace braid_cuda_emulation {
 
 namespace nccl = braid::nccl;
+
+// BRAID_NCCL_EMULATION_TRACE=<dir>: each process appends what its emulated collectives do to
+// <dir>/trace-<pid>.txt, one unbuffered line per event (to find why a run hangs).
+inline void trace(const char* format, ...) {
+  static const int fd = [] {
+    const char* dir = std::getenv("BRAID_NCCL_EMULATION_TRACE");
+    if (dir == nullptr) return -1;
+    const std::string path = std::string(dir) + "/trace-" + std::to_string(getpid()) + ".txt";
+    return ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  }();
+  if (fd < 0) return;
+  char line[512];
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  int n = std::snprintf(line, sizeof line, "%lld ", static_cast<long long>(us));
+  va_list args;
+  va_start(args, format);
+  n += std::vsnprintf(line + n, sizeof line - n - 1, format, args);
+  va_end(args);
+  n = std::min<int>(n, sizeof line - 2);
+  line[n++] = '\n';
+  (void)!::write(fd, line, n);
+}
 
 struct EmulatedComm {
   std::string name;  // from the unique id
@@ -57,7 +84,10 @@ struct Segment {
 // Opens (creating it if this rank is first) and maps a segment of `bytes` after the header.
 inline bool openSegment(const std::string& name, size_t bytes, Segment& segment) {
   const int fd = shm_open(name.c_str(), O_CREAT | O_RDWR, 0600);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    trace("shm_open %s failed: %s", name.c_str(), std::strerror(errno));
+    return false;
+  }
   segment.bytes = kSegmentHeader + bytes;
   const bool sized = ftruncate(fd, static_cast<off_t>(segment.bytes)) == 0;  // the same size from every rank: no data lost
   segment.base = sized ? mmap(nullptr, segment.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
@@ -133,6 +163,7 @@ inline nccl::Result ncclGetUniqueIdEmulated(nccl::UniqueId* id) {
 
 inline void releaseSegment(EmulatedComm& c, const std::string& name, Segment& segment) {
   if (segment.base != nullptr && segment.header()->departed.fetch_add(1) + 1 == static_cast<uint32_t>(c.ranks)) {
+    trace("rank %d unlinks %s (last to leave)", c.rank, name.c_str());
     shm_unlink(name.c_str());
     c.segments.erase(name);
   }
@@ -152,6 +183,7 @@ inline nccl::Result ncclCommInitRankConfigEmulated(nccl::Comm* comm, int nranks,
     if (*p == '/') *p = '_';
   c->name = name;
   c->ready = nranks == 1 || c->mirrored;
+  trace("rank %d of %d joins %s", rank, nranks, c->name.c_str());
   if (!c->ready) {
     // Joining: count this rank in; the communicator is ready once every rank has.
     const std::string join = c->name + "-join";
@@ -188,6 +220,7 @@ inline nccl::Result ncclCommGetAsyncErrorEmulated(nccl::Comm comm, nccl::Result*
 inline nccl::Result ncclCommAbortEmulated(nccl::Comm comm) {
   auto* c = reinterpret_cast<EmulatedComm*>(comm);
   c->aborted = true;
+  trace("rank %d aborts %s, unlinking %zu name(s)", c->rank, c->name.c_str(), c->segments.size());
   drain(false);
   for (const std::string& name : c->segments) shm_unlink(name.c_str());
   c->segments.clear();
@@ -210,6 +243,7 @@ inline nccl::Result ncclCollective(const char* what, nccl::Comm comm, const void
   }
   const std::string name = c->name + "-" + std::to_string(++c->calls);
   c->segments.insert(name);
+  trace("rank %d issues %s %s (%zu bytes)", c->rank, what, name.c_str(), sendBytes);
   // BRAID_NCCL_EMULATION_STALL_RANK=r: rank r's collectives never contribute (a GPU that hangs),
   // so every rank's stays not ready until its deadline; for the tests of what Braid does then.
   const char* stall = std::getenv("BRAID_NCCL_EMULATION_STALL_RANK");
@@ -219,15 +253,25 @@ inline nccl::Result ncclCollective(const char* what, nccl::Comm comm, const void
   }
   auto segment = std::make_shared<Segment>();
   auto copied = std::make_shared<bool>(false);
+  auto waitingSince = std::make_shared<std::chrono::steady_clock::time_point>();
   enqueueWaiting([=] {
     if (c->aborted) return true;  // NCCL's abort ends the kernels in flight
     if (!*copied) {
       if (!openSegment(name, sendBytes * c->ranks, *segment)) return false;
       std::memcpy(segment->slot(c->rank, sendBytes), send, sendBytes);
-      segment->header()->arrived.fetch_add(1);
+      const uint32_t arrived = segment->header()->arrived.fetch_add(1) + 1;
       *copied = true;
+      *waitingSince = std::chrono::steady_clock::now();
+      trace("rank %d copied into %s: %u arrived", c->rank, name.c_str(), arrived);
     }
-    if (segment->header()->arrived.load() < static_cast<uint32_t>(c->ranks)) return false;
+    if (segment->header()->arrived.load() < static_cast<uint32_t>(c->ranks)) {
+      if (*waitingSince != std::chrono::steady_clock::time_point{} && std::chrono::steady_clock::now() - *waitingSince > std::chrono::seconds(5)) {
+        trace("rank %d still waiting on %s after 5 s: %u arrived, %s", c->rank, name.c_str(), segment->header()->arrived.load(),
+              access(("/dev/shm" + name).c_str(), F_OK) == 0 ? "the name exists" : "the name is gone");
+        *waitingSince = std::chrono::steady_clock::time_point{};
+      }
+      return false;
+    }
     finish([&](int r) { return static_cast<const void*>(segment->slot(r, sendBytes)); });
     releaseSegment(*c, name, *segment);
     return true;
