@@ -23,6 +23,12 @@ export interface MpiRunOptions {
  */
 export function mpirunScript(np: number, script: string, args: string[], options?: MpiRunOptions): Promise<MpiRun>;
 
+/**
+ * Removes the Open MPI folders (/dev/shm/mpirun-test-<pid>-*) of test processes that are gone (killed
+ * before their job ended); returns how many. mpirunScript calls it before each job.
+ */
+export function removeOrphanedOpenMpiFolders(dir?: string): number;
+
 /** Writes `result` to <dir>/rank-<result.rank>.json (each rank its own file: mpirun interleaves long lines). */
 export function report(dir: string, result: { rank: number } & Record<string, unknown>): void;
 

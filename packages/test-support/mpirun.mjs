@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
@@ -17,12 +17,35 @@ export function inheritedEnv() {
 
 // Open MPI 4 leaves its shared-memory segments (vader_segment.*) behind when a rank is killed, as
 // the crash tests do on purpose, and a killed mpirun its session folder (8 MiB of PMIx stores):
-// each job keeps both in a folder of its own on /dev/shm, removed when the job ends.
+// each job keeps both in a folder of its own on /dev/shm, removed when the job ends. A test
+// process killed itself (a run stopped with Ctrl-C) cannot remove its folders, so their names
+// carry its pid and the next job removes those whose process is gone, and only those.
 function openMpiFolder() {
   try {
-    return mkdtempSync('/dev/shm/mpirun-test-');
+    removeOrphanedOpenMpiFolders();
+    return mkdtempSync(`/dev/shm/mpirun-test-${process.pid}-`);
   } catch {
     return undefined;  // no /dev/shm: Open MPI picks its own place
+  }
+}
+
+export function removeOrphanedOpenMpiFolders(dir = '/dev/shm') {
+  let removed = 0;
+  for (const name of readdirSync(dir)) {
+    const owner = /^mpirun-test-(\d+)-/.exec(name);
+    if (owner === null || processExists(Number(owner[1]))) continue;
+    rmSync(join(dir, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
+function processExists(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code !== 'ESRCH';
   }
 }
 
