@@ -43,24 +43,27 @@ suite() {
   return $status
 }
 
+# The trainer's files on the test bed of hosts, run in lane B: they mostly wait (a host lost, a
+# deadline), and in lane A they made it end a minute after lane B.
+trainer_host_files=(src/hosts.test.ts src/elastic-hosts.test.ts)
+
 # The native tests and the collectives, compression, strategies and trainer suites (but for the
-# trainer's two-host files, in lane B).
+# trainer's files on hosts).
 lane_a() {
   local status=0
   suite '@braid/native' native node scripts/native-tests.mjs || status=$?
   suite '@braid/collectives' packages/collectives npx vitest run || status=$?
   suite '@braid/compression' packages/compression npx vitest run || status=$?
   suite '@braid/strategies' packages/strategies npx vitest run || status=$?
-  suite '@braid/trainer' packages/trainer npx vitest run --exclude src/hosts.test.ts --exclude src/elastic-hosts.test.ts || status=$?
+  suite '@braid/trainer' packages/trainer npx vitest run "${trainer_host_files[@]/#/--exclude=}" || status=$?
   return $status
 }
 
 # The trainer across hosts, the examples, model compression, the sanitizers, the soak and the
-# packages. The trainer's two files on the test bed mostly wait (a host lost, a deadline), so
-# they balance the lanes: in lane A they made it end a minute after lane B.
+# packages.
 lane_b() {
   local status=0
-  suite '@braid/trainer across hosts' packages/trainer npx vitest run src/hosts.test.ts src/elastic-hosts.test.ts || status=$?
+  suite '@braid/trainer across hosts' packages/trainer npx vitest run "${trainer_host_files[@]}" || status=$?
   suite '@braid/examples' examples npx vitest run || status=$?
   suite '@braid/model-compression' packages/model-compression npx vitest run || status=$?
   # The native code under ASan + UBSan and the engine under TSan.
