@@ -8,7 +8,7 @@
 // results/training.svg.
 // --bind-to core pins each rank to a core (braid run's --bind-to) and each of the two independent
 // processes to a core of its own (taskset), so that the ceiling is measured as the job runs.
-//   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--batch 32] [--backends cpu,node] [--bind-to none|core] [--quick]
+//   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--warmup 20] [--batch 32] [--backends cpu,node] [--bind-to none|core] [--quick]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -27,6 +27,7 @@ const quick = args.includes('--quick');
 const repeat = Number(opt('--repeat', quick ? 1 : 5));
 const steps = opt('--steps', quick ? '40' : '150');
 const batch = opt('--batch', '32');
+const warmup = opt('--warmup', '20');
 const bindTo = opt('--bind-to', 'none');
 if (!['none', 'core'].includes(bindTo)) {
   console.error(`--bind-to takes none or core; got ${bindTo}`);
@@ -59,7 +60,7 @@ function twoAtOnce(backend) {
   // Each with the thread share a rank of an np=2 job gets.
   const env = { ...process.env, OMPI_COMM_WORLD_LOCAL_SIZE: '2' };
   const command = (i, out) => {
-    const run = [process.execPath, worker, '--backend', backend, '--steps', steps, '--batch', batch, '--json', out];
+    const run = [process.execPath, worker, '--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch, '--json', out];
     return bindTo === 'core' ? ['taskset', '-c', String(i % availableParallelism()), ...run] : run;
   };
   const children = outs.map((out, i) => {
@@ -80,7 +81,7 @@ async function measure(backend) {
   const ceilings = [];
   for (let i = 0; i < repeat; i++) {
     for (const np of [1, 2]) {
-      const r = job(np, ['--backend', backend, '--steps', steps, '--batch', batch]);
+      const r = job(np, ['--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch]);
       runs[np].push(r);
       console.log(`${backend} run ${i + 1}/${repeat} np=${np}: ${r.samplesPerSecond.toFixed(0)} samples/s, step ${r.stepMs.toFixed(1)} ms, in all-reduce ${r.inAllReduceMs.toFixed(2)} ms, all-reduce alone ${r.allReduceAloneMs.toFixed(3)} ms`);
     }
@@ -90,7 +91,7 @@ async function measure(backend) {
     console.log(`${backend} run ${i + 1}/${repeat} two independent processes: ${both.map((b) => b.samplesPerSecond.toFixed(0)).join(' + ')} samples/s (${(100 * ceiling).toFixed(1)}% of 2x the np=1 run)`);
   }
   console.log(`\n${backend}: side by side in one job (rank 0 alone, then both data-parallel, alternating):`);
-  const paired = job(2, ['--mode', 'paired', '--backend', backend, '--steps', steps, '--batch', batch, '--rounds', quick ? '2' : '8']);
+  const paired = job(2, ['--mode', 'paired', '--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch, '--rounds', quick ? '2' : '8']);
   for (const r of paired.results) {
     console.log(`  alone ${r.soloSamplesPerSecond.toFixed(0)} samples/s, data-parallel ${r.dataParallelSamplesPerSecond.toFixed(0)} samples/s: ${(100 * r.efficiency).toFixed(1)}%, in all-reduce ${r.inAllReduceMs.toFixed(2)} of ${r.stepMs.toFixed(1)} ms`);
   }
