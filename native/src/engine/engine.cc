@@ -752,6 +752,9 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
     return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
   }
   if (!blocking && op.count * dtypeSize(op.dtype) > kInlineAsyncMaxBytes && !op.inlineAnySize) return false;
+  // A communicator of one sends nothing (its collectives are copies at most): a hand-off to the
+  // engine thread would cost more than the op.
+  if (comm.size == 1 && movesOverTcpOnly(op.kind)) return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
   if (!comm.shm) return false;
   if (op.kind == OpKind::kBarrier) return options_.negotiate;  // the agreement is the barrier
   if (op.kind != OpKind::kAllreduce) return false;
@@ -817,7 +820,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
   op->tStart = stamp();
   if (onEngineThread()) reapOrphans();  // it calls MPI: never from an op run on the caller's thread
   // What the op moved through (see mpiSettled_); a refused op moved nothing.
-  bool throughShmOnly = true, spansWorld = false, overTcp = false;
+  bool throughShmOnly = true, spansWorld = false, overTcp = false, movesNothing = false;
   try {
     CommState& comm = usableComm(op->commId);
     if (!op->timedOut.empty()) {
@@ -831,7 +834,9 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
     if (op->resumeEpoch == 0) op->seq = comm.seq++;
     spansWorld = comm.size == world_.size;
     overTcp = tcpOnly(comm) && movesOverTcpOnly(op->kind);
-    throughShmOnly = (comm.shm && (op->kind == OpKind::kAllreduce || (op->kind == OpKind::kBarrier && options_.negotiate))) || overTcp;
+    movesNothing = comm.size == 1 && movesOverTcpOnly(op->kind);  // a communicator of one
+    throughShmOnly = (comm.shm && (op->kind == OpKind::kAllreduce || (op->kind == OpKind::kBarrier && options_.negotiate))) || overTcp ||
+                     movesNothing;
     try {
       if (op->kind == OpKind::kCloseComm) {
         closeComm(comm);
@@ -947,9 +952,10 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
   }
   if (op->tNegotiated == 0) op->tNegotiated = stamp();  // refused before the agreement
   op->tDone = stamp();
-  // Through shared memory, or agreed and moved over TCP alone: no MPI message was involved.
+  // Through shared memory, agreed and moved over TCP alone, or on a communicator of one: no MPI
+  // message was involved.
   if (op->kind == OpKind::kAllreduce && op->ranAlgorithm != Algorithm::kAuto && op->ranAlgorithm != Algorithm::kShm &&
-      !(overTcp && op->ranAlgorithm != Algorithm::kMpi))
+      !((overTcp || movesNothing) && op->ranAlgorithm != Algorithm::kMpi))
     throughShmOnly = false;
   if (!throughShmOnly) {
     mpiSettled_.store(false, std::memory_order_relaxed);

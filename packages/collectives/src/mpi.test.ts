@@ -163,6 +163,26 @@ describe('awaited large ops on ordinary arrays over TCP', () => {
   });
 });
 
+describe.each([1, 2])('a communicator of one, np=%i', (np) => {
+  it('runs its ops on the caller\'s thread (but for \'mpi\' and large awaited shared arrays), each result its input', async () => {
+    const dir = scratchDir('braid-alone-');
+    const path = join(dir, 'trace.json');
+    const run = await mpirun(np, 'alone', { env: { BRAID_TIMELINE: path } });
+    expect(run.code, run.stderr).toBe(0);
+    for (const r of run.results) expect(r.wrong, `rank ${r.rank}`).toEqual([]);
+    const events = JSON.parse(readFileSync(path, 'utf8')) as Array<{ ph: string; args?: any }>;
+    // Rank 0's ops on its communicator of one, after the first (nothing has settled MPI before it).
+    const ops = events.filter((e) => e.ph === 'X' && e.args?.name?.match(/ [0-3]$/));
+    expect(ops).toHaveLength(36);
+    const where = (prefix: string) => ops.filter((o) => o.args.name.startsWith(prefix)).slice(1).map((o) => o.args.thread);
+    for (const prefix of ['sync avg', 'awaited 800 KB', 'shared 16 KiB', 'broadcast', 'allGather', 'reduceScatter', 'barrier']) {
+      expect(where(prefix), prefix).toEqual(['caller', 'caller', 'caller']);
+    }
+    expect(where('mpi')).toEqual(['engine', 'engine', 'engine']);
+    expect(where('shared 512 KiB')).toEqual(['engine', 'engine', 'engine']);
+  });
+});
+
 describe('timeline', () => {
   it('rank 0 writes a Chrome trace with every op and its phases', async () => {
     const dir = scratchDir('braid-timeline-');

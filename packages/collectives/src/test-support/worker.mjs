@@ -303,8 +303,50 @@ async function largeAwaited(comm) {
   return { wrong, digest: digest(new TextEncoder().encode(digests.join(','))) };
 }
 
+// A communicator of one (the world at np=1, or a split of one rank) sends nothing: its ops run on
+// the JS thread, but for 'mpi' and awaited ones over a SharedArrayBuffer above 256 KiB (which go
+// to the engine thread, as on any communicator). Every result is the input, exactly.
+async function alone(comm) {
+  const one = comm.size === 1 ? comm : await comm.split(comm.rank);
+  const wrong = [];
+  const same = (what, got, want) => {
+    if (got.length !== want.length || got.some((v, i) => !Object.is(v, want[i]))) wrong.push(`${what}: ${got.slice(0, 4)} for ${want.slice(0, 4)}`);
+  };
+  for (let round = 0; round < 4; round++) {
+    // At np>1 an op of the world through shared memory: no MPI traffic is left pending after it.
+    if (comm.size > 1) await comm.allReduce(new Float32Array(8));
+    const values = new Float32Array(1000).map((_, i) => i / 7 + round);
+    const a = values.slice();
+    one.allReduceSync(a, { op: 'avg', name: `sync avg ${round}` });
+    same('sync avg', a, values);
+    const big = new Float64Array(100_000).map((_, i) => i * 1.5 - round);
+    const bigWant = big.slice();
+    await one.allReduce(big, { name: `awaited 800 KB ${round}` });
+    same('awaited 800 KB', big, bigWant);
+    const shared = new Int32Array(new SharedArrayBuffer(4096 * 4)).map((_, i) => i - 2000 + round);
+    const sharedWant = shared.slice();
+    await one.allReduce(shared, { op: 'max', name: `shared 16 KiB ${round}` });
+    same('shared 16 KiB', shared, sharedWant);
+    const bytes = new Uint8Array(333).map((_, i) => (i * 31 + round) & 255);
+    const bytesWant = bytes.slice();
+    await one.broadcast(bytes, { name: `broadcast ${round}` });
+    same('broadcast', bytes, bytesWant);
+    same('allGather', await one.allGather(values, { name: `allGather ${round}` }), values);
+    same('reduceScatter', await one.reduceScatter(values.slice(), { name: `reduceScatter ${round}` }), values);
+    await one.barrier({ name: `barrier ${round}` });
+    const viaMpi = values.slice();
+    await one.allReduce(viaMpi, { algorithm: 'mpi', name: `mpi ${round}` });
+    same('mpi', viaMpi, values);
+    const sharedBig = new Float32Array(new SharedArrayBuffer(512 * 1024)).fill(round + 0.5);
+    await one.allReduce(sharedBig, { name: `shared 512 KiB ${round}` });
+    same('shared 512 KiB', sharedBig, new Float32Array(128 * 1024).fill(round + 0.5));
+  }
+  if (one !== comm) await one.close();
+  return { wrong };
+}
+
 const comm = await init(scenario.startsWith('timeout') ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
-const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps, 'large-awaited': largeAwaited };
+const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps, 'large-awaited': largeAwaited, alone };
 const result = await scenarios[scenario](comm);
 report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, transport: comm.transport, ms: Date.now() - started, ...result });
 if (!scenario.startsWith('timeout')) await comm.close();
