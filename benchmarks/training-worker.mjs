@@ -8,7 +8,8 @@
 //                   (read every bucket, then reduce) and the asynchronous one (bucket i on the wire
 //                   while bucket i+1 is read out of tfjs), beside reading alone and reducing alone:
 //                   the share of the communication the asynchronous path hides.
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { init } from '@braid/collectives';
@@ -30,6 +31,10 @@ const { values: args } = parseArgs({
     backend: { type: 'string', default: 'cpu' },
     hidden: { type: 'string', default: '2048,512' },
     'bucket-bytes': { type: 'string', default: String(1 << 20) },
+    // Processes that share no communicator (the two-process ceiling) start their timed steps
+    // together: each leaves a file in this folder after its warm-up and waits for `--group`.
+    'start-together': { type: 'string' },
+    group: { type: 'string', default: '2' },
   },
 });
 // TensorFlow's threads: the share of the cores braid run gives each rank (TF_NUM_* for the
@@ -65,12 +70,26 @@ async function timed(model, data, batches, from, steps, dp) {
   const commBefore = dp?.stats.communicationMs ?? 0;
   const started = performance.now();
   for (let s = 0; s < steps; s++) await step(model, data, batches[from + s]);
-  return { seconds: (performance.now() - started) / 1000, allReduceMs: (dp?.stats.communicationMs ?? 0) - commBefore };
+  const ended = performance.now();
+  return {
+    seconds: (ended - started) / 1000,
+    allReduceMs: (dp?.stats.communicationMs ?? 0) - commBefore,
+    window: [performance.timeOrigin + started, performance.timeOrigin + ended],  // wall-clock ms
+  };
 }
 
 function gradientAllReduceAlone(model) {
   const floats = model.trainableWeights.reduce((n, w) => n + w.shape.reduce((a, b) => a * b, 1), 0);
   return { floats, buffer: new Float32Array(floats) };
+}
+
+async function startTogether(dir, group) {
+  writeFileSync(join(dir, `ready-${process.pid}`), '');
+  const deadline = Date.now() + 120_000;
+  while (readdirSync(dir).filter((name) => name.startsWith('ready-')).length < group) {
+    if (Date.now() > deadline) throw new Error(`--start-together ${dir}: ${group} processes did not all get there within 120 s`);
+    await new Promise((resume) => setTimeout(resume, 1));
+  }
 }
 
 async function train() {
@@ -84,8 +103,9 @@ async function train() {
   await dp.broadcastVariables(model);
   const batches = batchList(data, batchSize, steps + warmup, comm.size, comm.rank);
   await timed(model, data, batches, 0, warmup, dp);
+  if (args['start-together']) await startTogether(args['start-together'], Number(args.group));
   await comm.barrier();
-  const { seconds, allReduceMs } = await timed(model, data, batches, warmup, steps, dp);
+  const { seconds, allReduceMs, window } = await timed(model, data, batches, warmup, steps, dp);
   // The same gradient all-reduce on its own: what moving the bytes costs without waiting.
   const { floats, buffer } = gradientAllReduceAlone(model);
   const alone = [];
@@ -107,6 +127,7 @@ async function train() {
     inAllReduceMs: allReduceMs / steps,
     allReduceAloneMs: median(alone),
     gradientBytes: floats * 4,
+    window,
   };
 }
 

@@ -8,13 +8,14 @@
 // results/training.svg.
 // --bind-to core pins each rank to a core (braid run's --bind-to) and each of the two independent
 // processes to a core of its own (taskset), so that the ceiling is measured as the job runs.
+// The two independent processes start their timed steps together, as the ranks of a job do.
 //   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--warmup 20] [--batch 32] [--backends cpu,node] [--bind-to none|core] [--quick]
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 
 import { tfjsNode } from '../packages/test-support/backend.mjs';
 import { renderChart } from './plot.mjs';
@@ -59,8 +60,11 @@ function twoAtOnce(backend) {
   const outs = [0, 1].map((i) => join(resultsDir, `training-independent-${i}.json`));
   // Each with the thread share a rank of an np=2 job gets.
   const env = { ...process.env, OMPI_COMM_WORLD_LOCAL_SIZE: '2' };
+  // Their timed steps start together, as an np=2 job's do after its barrier: started unaligned,
+  // 11-25% of each one's timed window ran while the other was still loading or warming up.
+  const together = mkdtempSync(join(tmpdir(), 'braid-training-start-'));
   const command = (i, out) => {
-    const run = [process.execPath, worker, '--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch, '--json', out];
+    const run = [process.execPath, worker, '--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch, '--json', out, '--start-together', together, '--group', '2'];
     return bindTo === 'core' ? ['taskset', '-c', String(i % availableParallelism()), ...run] : run;
   };
   const children = outs.map((out, i) => {
@@ -68,6 +72,7 @@ function twoAtOnce(backend) {
     return spawn(cmd, rest, { stdio: 'inherit', env });
   });
   return Promise.all(children.map((c) => new Promise((resolve) => c.on('close', resolve)))).then((codes) => {
+    rmSync(together, { recursive: true, force: true });
     if (codes.some((c) => c !== 0)) {
       console.error('benchmark failed: an independent run exited with', codes);
       process.exit(1);
@@ -79,6 +84,7 @@ function twoAtOnce(backend) {
 async function measure(backend) {
   const runs = { 1: [], 2: [] };
   const ceilings = [];
+  const togetherShares = [];
   for (let i = 0; i < repeat; i++) {
     for (const np of [1, 2]) {
       const r = job(np, ['--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch]);
@@ -88,7 +94,12 @@ async function measure(backend) {
     const both = await twoAtOnce(backend);
     const ceiling = (both[0].samplesPerSecond + both[1].samplesPerSecond) / (2 * runs[1][i].samplesPerSecond);
     ceilings.push(ceiling);
-    console.log(`${backend} run ${i + 1}/${repeat} two independent processes: ${both.map((b) => b.samplesPerSecond.toFixed(0)).join(' + ')} samples/s (${(100 * ceiling).toFixed(1)}% of 2x the np=1 run)`);
+    // How much of each timed window the other process spent timing too.
+    const [a, b] = both.map((r) => r.window);
+    const common = Math.max(0, Math.min(a[1], b[1]) - Math.max(a[0], b[0]));
+    const overlap = Math.min(common / (a[1] - a[0]), common / (b[1] - b[0]));
+    togetherShares.push(overlap);
+    console.log(`${backend} run ${i + 1}/${repeat} two independent processes: ${both.map((r) => r.samplesPerSecond.toFixed(0)).join(' + ')} samples/s (${(100 * ceiling).toFixed(1)}% of 2x the np=1 run; timed windows ${(100 * overlap).toFixed(0)}% together)`);
   }
   console.log(`\n${backend}: side by side in one job (rank 0 alone, then both data-parallel, alternating):`);
   const paired = job(2, ['--mode', 'paired', '--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch, '--rounds', quick ? '2' : '8']);
@@ -112,6 +123,8 @@ async function measure(backend) {
     // Two independent processes at once vs one alone: the machine's own ceiling for two ranks.
     twoProcessCeiling: median(ceilings),
     twoProcessCeilings: ceilings,
+    // The share of the longer of their two timed windows during which both were timing.
+    twoProcessWindowsTogether: togetherShares,
     stepMs: { np1: median(runs[1].map((r) => r.stepMs)), np2: median(runs[2].map((r) => r.stepMs)) },
     // Time inside the all-reduce call, waiting for the slower rank included.
     allReduceShareOfStep: median([...runs[2], ...paired.results].map((r) => r.inAllReduceMs / r.stepMs)),
