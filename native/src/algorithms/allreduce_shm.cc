@@ -13,7 +13,7 @@
 // Every share is reduced by one rank, in rank order (slot 0, slot 1, ...), and copied by the
 // others, so every rank gets the same bits.
 //
-// From 512 KiB up, what goes into a slot is written with plain or with streaming stores, as
+// From 64 KiB up, what goes into a slot is written with plain or with streaming stores, as
 // StoreChoice (store_choice.h) finds faster lately: streaming sends the bytes through memory
 // rather than the writer's cache, which on the development VM kept 0.5-16 MiB at 6-9 GB/s in
 // the minutes when the cache-to-cache path fell to 1.5-2.0 GB/s (the two vCPUs on different

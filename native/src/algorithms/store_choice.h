@@ -12,8 +12,11 @@ namespace braid {
 
 class StoreChoice {
  public:
-  // Below this an op is a chunk or less and too short to time well: plain stores.
-  static constexpr size_t kMinBytes = 512 * 1024;
+  // Below this an op costs its barriers more than its bytes: plain stores. Down to 64 KiB the slow
+  // regime shows too (plain 37-100 us against 12-32 us, 64-128 KiB, on the development VM, where
+  // streaming was never the slower by more than noise), and at the training benchmark's 398 KiB
+  // bucket plain took 250 us in the slow minutes, streaming 55-75, plain 40 otherwise.
+  static constexpr size_t kMinBytes = 64 * 1024;
   // One op in this many tries the other kind, so that a change of regime is noticed.
   static constexpr uint32_t kExploreEvery = 32;
   // Each kind's estimate is the fastest of its last few timings. Noise here only ever adds time
@@ -59,7 +62,7 @@ class StoreChoice {
       return best;
     }
   };
-  // Sizes a factor of two apart share a bucket: 512 KiB-1 MiB, 1-2 MiB, ..., 16 GiB and up.
+  // Sizes a factor of two apart share a bucket: 64-128 KiB, 128-256 KiB, ..., 2 GiB and up.
   static constexpr int kBuckets = 16;
   Bucket& bucket(size_t bytes) {
     int i = 0;
