@@ -721,6 +721,9 @@ static bool movesOverTcpOnly(OpKind kind) {
          kind == OpKind::kReduceScatter || kind == OpKind::kBarrier;
 }
 
+// The same collectives on a communicator of one send nothing: they are copies at most.
+static bool sendsNothing(const CommState& comm, OpKind kind) { return comm.size == 1 && movesOverTcpOnly(kind); }
+
 // Called with busy_ claimed.
 bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
   // NCCL's ops run on the engine thread: the first makes the communicator over MPI.
@@ -752,9 +755,8 @@ bool Engine::inlineEligible(const OpRecord& op, bool blocking) {
     return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
   }
   if (!blocking && op.count * dtypeSize(op.dtype) > kInlineAsyncMaxBytes && !op.inlineAnySize) return false;
-  // A communicator of one sends nothing (its collectives are copies at most): a hand-off to the
-  // engine thread would cost more than the op.
-  if (comm.size == 1 && movesOverTcpOnly(op.kind)) return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
+  // On a communicator of one a hand-off to the engine thread would cost more than the op.
+  if (sendsNothing(comm, op.kind)) return !(op.kind == OpKind::kAllreduce && op.algorithm == Algorithm::kMpi);
   if (!comm.shm) return false;
   if (op.kind == OpKind::kBarrier) return options_.negotiate;  // the agreement is the barrier
   if (op.kind != OpKind::kAllreduce) return false;
@@ -834,7 +836,7 @@ bool Engine::run(OpRecord* op, std::chrono::steady_clock::time_point handOffAt) 
     if (op->resumeEpoch == 0) op->seq = comm.seq++;
     spansWorld = comm.size == world_.size;
     overTcp = tcpOnly(comm) && movesOverTcpOnly(op->kind);
-    movesNothing = comm.size == 1 && movesOverTcpOnly(op->kind);  // a communicator of one
+    movesNothing = sendsNothing(comm, op->kind);
     throughShmOnly = (comm.shm && (op->kind == OpKind::kAllreduce || (op->kind == OpKind::kBarrier && options_.negotiate))) || overTcp ||
                      movesNothing;
     try {
