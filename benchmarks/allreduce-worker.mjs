@@ -1,6 +1,6 @@
 // One rank of the JS all-reduce benchmark (started by allreduce.mjs under mpirun): every
 // algorithm through the public API, rounds interleaved, median of rounds, nccl-tests columns.
-//   node allreduce-worker.mjs --json out.json [--min-bytes 4] [--max-bytes 268435456] [--latency-only]
+//   node allreduce-worker.mjs --json out.json [--min-bytes 4] [--max-bytes 268435456] [--latency-only] [--spread-rounds]
 import { writeFileSync } from 'node:fs';
 
 import { init } from '@braid/collectives';
@@ -14,6 +14,9 @@ const maxBytes = Number(opt('--max-bytes', 256 * 2 ** 20));
 const secondsPerSize = Number(opt('--seconds-per-size', 0.2));
 const rounds = Number(opt('--rounds', 5));
 const latencyOnly = args.includes('--latency-only');
+// --spread-rounds: each round goes over every size in turn (see below); the default measures one
+// size's rounds back to back.
+const spreadRounds = args.includes('--spread-rounds');
 // 'auto-sync' is 'auto' through allReduceSync (what a tfjs optimizer step inside model.fit uses);
 // 'auto-shared' awaits 'auto' on an array over a SharedArrayBuffer, which the engine works on in
 // place (an ordinary ArrayBuffer can be detached while an awaited op runs, so above 256 KiB the
@@ -67,24 +70,37 @@ if (comm.rank === 0) {
   console.log(`# braid JS all-reduce benchmark: ${n} ranks, float32 sum, through @braid/collectives (await per call)`);
   console.log(`#${'algorithm'.padStart(19)} ${'size(B)'.padStart(12)} ${'count'.padStart(10)} ${'type'.padStart(6)} ${'redop'.padStart(6)} ${'time(us)'.padStart(10)} ${'algbw(GB/s)'.padStart(11)} ${'busbw(GB/s)'.padStart(11)} ${'#wrong'.padStart(7)}`);
 }
-for (let bytes = minBytes; bytes <= maxBytes && algorithms.length; bytes *= 2) {
+// One size's buffers and each algorithm's iterations per round (from three calls' time).
+async function prepare(bytes) {
   const count = bytes / 4;
   const plain = new Float32Array(count);
   const shared = arrayFor('auto-shared', count);
   const buffers = algorithms.map((a) => (a === 'auto-shared' ? shared : plain));
   const iters = [];
+  const estimates = [];
   for (const [a, algorithm] of algorithms.entries()) {
     const t0 = now();
     const call = callFor(algorithm, buffers[a]);
     for (let i = 0; i < 3; i++) await call();
     const estimate = maxOver((now() - t0) / 3);
+    estimates.push(estimate);
     iters.push(Math.max(3, Math.min(100000, Math.floor(secondsPerSize / rounds / Math.max(estimate, 1e-7)))));
   }
-  const times = algorithms.map(() => []);
-  for (let r = 0; r < rounds; r++)
-    for (let a = 0; a < algorithms.length; a++) {
-      times[a].push(algorithms[a] === MPI_C ? mpiFromC(buffers[a], iters[a]) : await timeLoop(iters[a], callFor(algorithms[a], buffers[a])));
-    }
+  return { bytes, count, buffers, iters, estimates, times: algorithms.map(() => []) };
+}
+
+async function timeRound(size) {
+  for (let a = 0; a < algorithms.length; a++) {
+    const buf = size.buffers[a];
+    // Back from another size's buffers: one call untimed, where a call is short enough for the
+    // caches to matter.
+    if (spreadRounds && size.estimates[a] < 0.01) await callFor(algorithms[a], buf)();
+    size.times[a].push(algorithms[a] === MPI_C ? mpiFromC(buf, size.iters[a]) : await timeLoop(size.iters[a], callFor(algorithms[a], buf)));
+  }
+}
+
+async function report(size) {
+  const { bytes, count, times, iters } = size;
   for (let a = 0; a < algorithms.length; a++) {
     const perCall = median(times[a]);
     const check = arrayFor(algorithms[a], count);
@@ -98,6 +114,24 @@ for (let bytes = minBytes; bytes <= maxBytes && algorithms.length; bytes *= 2) {
     rows.push(row);
     if (comm.rank === 0)
       console.log(` ${row.algorithm.padStart(19)} ${String(bytes).padStart(12)} ${String(count).padStart(10)} ${'float'.padStart(6)} ${'sum'.padStart(6)} ${row.timeUs.toFixed(2).padStart(10)} ${algbw.toFixed(3).padStart(11)} ${row.busbw.toFixed(3).padStart(11)} ${String(wrong).padStart(7)}`);
+  }
+}
+
+const sizesToRun = [];
+for (let bytes = minBytes; bytes <= maxBytes && algorithms.length; bytes *= 2) sizesToRun.push(bytes);
+if (spreadRounds) {
+  // Every size's buffers at once, and each round goes over all sizes: a size's rounds lie seconds
+  // apart, so a slow stretch of the machine (on the test bed an exchange runs at half speed for
+  // 0.2-2 s at a time) lands in one or two of them instead of all.
+  const sizes = [];
+  for (const bytes of sizesToRun) sizes.push(await prepare(bytes));
+  for (let r = 0; r < rounds; r++) for (const size of sizes) await timeRound(size);
+  for (const size of sizes) await report(size);
+} else {
+  for (const bytes of sizesToRun) {
+    const size = await prepare(bytes);
+    for (let r = 0; r < rounds; r++) await timeRound(size);
+    await report(size);
   }
 }
 

@@ -9,7 +9,8 @@
 //   - 2 hosts x 2 ranks, unshaped and with every host's link shaped to 1 Gbit/s (tc tbf),
 //   - the cost model checked: in each configuration (unshaped, 1 Gbit/s and, without --quick,
 //     100 Mbit/s) `braid calibrate` measures a profile and each algorithm's predicted all-reduce
-//     time is set beside the measured one (allReduceSync, 64 KiB up).
+//     time is set beside the measured one (allReduceSync, 64 KiB up; unshaped, without --quick,
+//     three turns of calibration and measurement, each side's median compared).
 // Prints nccl-tests columns per configuration, the ratios the targets are stated in, and writes
 // results/multihost.json and results/multihost.svg (+ .png): busbw against size per algorithm.
 //   node benchmarks/multihost.mjs [--quick] [--max-bytes 67108864] [--rate 1gbit]
@@ -81,7 +82,7 @@ function mpirun(perHost, argv, env = {}) {
 function allreduce(label, perHost, algorithms, minBytes, largest = maxBytes) {
   const out = join(resultsDir, `multihost-${label}.json`);
   mpirun(perHost, [process.execPath, join(here, 'allreduce-worker.mjs'), '--algorithms', algorithms.join(','), '--min-bytes', String(minBytes),
-    '--max-bytes', String(Math.min(largest, maxBytes)), '--seconds-per-size', seconds, '--rounds', rounds, '--json', out]);
+    '--max-bytes', String(Math.min(largest, maxBytes)), '--seconds-per-size', seconds, '--rounds', rounds, '--spread-rounds', '--json', out]);
   return JSON.parse(readFileSync(out, 'utf8'));
 }
 
@@ -93,15 +94,25 @@ function calibrate(label, perHost) {
   return readProfile(out); // numbers with the measured curves the model interpolates
 }
 
-// Each measured row beside the model's prediction with this configuration's profile.
+// Each measured row beside the model's prediction with the configuration's profile. With several
+// turns (calibration and measurement taking turns), each row's predicted time is the median of
+// the turns' profiles' predictions and its measured time the median of the turns' runs.
 const addon = loadAddon();
-function validate(config, run, profile, perHost) {
+function validate(config, runs, profiles, perHost) {
+  runs = [runs].flat();
+  profiles = [profiles].flat();
   const rows = [];
-  for (const r of run.results) {
+  for (const [i, r] of runs[0].results.entries()) {
     const algorithm = r.algorithm.replace(/-sync$/, '');
     if (!['ring', 'recursive-doubling', 'tree', 'hierarchical', 'direct'].includes(algorithm) || !r.algorithm.endsWith('-sync')) continue;
-    const predictedUs = addon.predict({ algorithm, ranks: 2 * perHost, hosts: 2, perHost, hierarchy: perHost > 1, directCarriesAgreement: true, bytes: r.bytes, profile: profile.numbers });
-    rows.push({ configuration: config, algorithm, bytes: r.bytes, measuredUs: r.timeUs, predictedUs, ratio: predictedUs / r.timeUs });
+    const predictions = profiles.map((profile) =>
+      addon.predict({ algorithm, ranks: 2 * perHost, hosts: 2, perHost, hierarchy: perHost > 1, directCarriesAgreement: true, bytes: r.bytes, profile: profile.numbers }));
+    const measured = runs.map((run) => run.results[i].timeUs);
+    const predictedUs = median(predictions);
+    const measuredUs = median(measured);
+    const row = { configuration: config, algorithm, bytes: r.bytes, measuredUs, predictedUs, ratio: predictedUs / measuredUs };
+    if (runs.length > 1) Object.assign(row, { measuredUsByTurn: measured, predictedUsByTurn: predictions });
+    rows.push(row);
   }
   return rows;
 }
@@ -154,16 +165,27 @@ const SYNC = ['ring-sync', 'recursive-doubling-sync'];
 const DIRECT_MAX = 1 << 20;
 summary.validation = [];
 {
-  // Each placement measured as it runs: on this 2-core machine 4 ranks share the cores of both "hosts".
-  const alone = calibrate('unshaped-2x1', 1);
-  const both = calibrate('unshaped-2x2', 2);
-  summary.profiles = { 'unshaped 2x1': alone, 'unshaped 2x2': both };
-  const run1 = allreduce('2x1-model', 1, SYNC, 64 * 1024);
-  summary.validation.push(...validate('2x1 unshaped', run1, alone, 1));
-  summary.validation.push(...validate('2x1 unshaped', allreduce('2x1-direct', 1, ['direct-sync'], 64 * 1024, DIRECT_MAX), alone, 1));
-  const run2 = allreduce('2x2-model', 2, [...SYNC, 'hierarchical-sync'], 64 * 1024);
-  summary.validation.push(...validate('2x2 unshaped', run2, both, 2));
-  summary.validation.push(...validate('2x2 unshaped', allreduce('2x2-direct', 2, ['direct-sync'], 64 * 1024, DIRECT_MAX), both, 2));
+  // Each placement measured as it runs: on this 2-core machine 4 ranks share the cores of both
+  // "hosts". Unshaped, the machine's own speed drifts (an exchange runs at half speed for
+  // seconds at a time, often enough that one calibration or one run can land in it), so the
+  // calibrations and the measured runs take turns and each side's median is compared.
+  const turns = quick ? 1 : 3;
+  const suffix = (turn) => (turn === 0 ? '' : `-turn${turn + 1}`);
+  const sides = { alone: [], both: [], run1: [], direct1: [], run2: [], direct2: [] };
+  for (let turn = 0; turn < turns; turn++) {
+    sides.alone.push(calibrate(`unshaped-2x1${suffix(turn)}`, 1));
+    sides.run1.push(allreduce(`2x1-model${suffix(turn)}`, 1, SYNC, 64 * 1024));
+    sides.direct1.push(allreduce(`2x1-direct${suffix(turn)}`, 1, ['direct-sync'], 64 * 1024, DIRECT_MAX));
+    sides.both.push(calibrate(`unshaped-2x2${suffix(turn)}`, 2));
+    sides.run2.push(allreduce(`2x2-model${suffix(turn)}`, 2, [...SYNC, 'hierarchical-sync'], 64 * 1024));
+    sides.direct2.push(allreduce(`2x2-direct${suffix(turn)}`, 2, ['direct-sync'], 64 * 1024, DIRECT_MAX));
+  }
+  summary.profiles = { 'unshaped 2x1': sides.alone[0], 'unshaped 2x2': sides.both[0] };
+  summary.unshapedTurns = turns;
+  summary.validation.push(...validate('2x1 unshaped', sides.run1, sides.alone, 1));
+  summary.validation.push(...validate('2x1 unshaped', sides.direct1, sides.alone, 1));
+  summary.validation.push(...validate('2x2 unshaped', sides.run2, sides.both, 2));
+  summary.validation.push(...validate('2x2 unshaped', sides.direct2, sides.both, 2));
 }
 
 // --- shaped ---------------------------------------------------------------------------------------
@@ -216,7 +238,7 @@ for (const algorithm of ['auto-shared', 'hierarchical']) {
 const a = summary.agreement;
 line(`agreement across hosts, steady state: ${a.agreementUs.toFixed(2)} us per op (4-byte direct allReduceSync ${a.opUs.toFixed(2)} us with it, ${a.withoutAgreementUs.toFixed(2)} us without), one-way latency ${a.oneWayLatencyUs.toFixed(1)} us`);
 const within = summary.validation.filter((v) => Math.abs(v.ratio - 1) <= 0.2).length;
-line(`cost model: ${within} of ${summary.validation.length} predictions within 20% of the measured time (64 KiB up; each configuration with its own calibrated profile)`);
+line(`cost model: ${within} of ${summary.validation.length} predictions within 20% of the measured time (64 KiB up; each configuration with its own calibrated profile; unshaped: medians of ${summary.unshapedTurns} turns of calibration and measurement)`);
 for (const config of [...new Set(summary.validation.map((v) => v.configuration))]) {
   for (const algorithm of [...new Set(summary.validation.filter((v) => v.configuration === config).map((v) => v.algorithm))]) {
     const rowsHere = summary.validation.filter((v) => v.configuration === config && v.algorithm === algorithm);

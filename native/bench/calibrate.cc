@@ -54,67 +54,99 @@ struct Fit {
   std::vector<std::pair<double, double>> points;  // bytes, microseconds per exchange
 };
 
-// One step's time: warmed up, then five rounds that start together, each counted as its slowest
-// rank's (steps that share a link must share it in time too: unsynchronised, one flow could
-// finish its rounds at the link's full speed while another waited, and both would look
-// unshared); the median round. The iteration count comes from rank 0's estimate, so all loop alike.
-double slowestRankUs(const std::function<void()>& step, double budget, MPI_Comm comm, int maxIterations) {
-  for (int i = 0; i < 3; ++i) step();
-  auto start = Clock::now();
-  step();
-  double once = seconds(start, Clock::now());
-  MPI_Bcast(&once, 1, MPI_DOUBLE, 0, comm);
-  const int iterations = std::max(3, std::min(maxIterations, static_cast<int>(budget / std::max(once, 1e-7))));
-  std::vector<double> rounds;
-  for (int round = 0; round < 5; ++round) {
-    MPI_Barrier(comm);
-    start = Clock::now();
-    for (int i = 0; i < iterations / 5 + 1; ++i) step();
-    double us = seconds(start, Clock::now()) / (iterations / 5 + 1) * 1e6;
-    MPI_Allreduce(MPI_IN_PLACE, &us, 1, MPI_DOUBLE, MPI_MAX, comm);
-    rounds.push_back(us);
+// Each size's step time: warmed up, then nine rounds that start together, each counted as its
+// slowest rank's (steps that share a link must share it in time too: unsynchronised, one flow
+// could finish its rounds at the link's full speed while another waited, and both would look
+// unshared); the median round. The rounds go over all sizes in turn, so a size's nine lie seconds
+// apart: on the test bed an exchange runs at half speed for stretches of 0.2-1 s, and five rounds
+// in a row fell into one such stretch together (the 2x1 profile's 4 MiB exchange measured 2.1x the
+// all-reduce that runs it). The iteration counts come from rank 0's estimate, so all loop alike.
+std::vector<double> slowestRankUs(const std::vector<std::function<void()>>& steps, double budget, MPI_Comm comm, int maxIterations) {
+  constexpr int kRounds = 9;
+  std::vector<int> iterations;
+  for (const auto& step : steps) {
+    for (int i = 0; i < 3; ++i) step();
+    const auto start = Clock::now();
+    step();
+    double once = seconds(start, Clock::now());
+    MPI_Bcast(&once, 1, MPI_DOUBLE, 0, comm);
+    iterations.push_back(std::max(3, std::min(maxIterations, static_cast<int>(budget / std::max(once, 1e-7)))) / kRounds + 1);
   }
-  std::sort(rounds.begin(), rounds.end());
-  return rounds[2];
+  std::vector<std::vector<double>> rounds(steps.size());
+  for (int round = 0; round < kRounds; ++round) {
+    for (size_t s = 0; s < steps.size(); ++s) {
+      steps[s]();  // back from another size's buffers
+      MPI_Barrier(comm);
+      const auto start = Clock::now();
+      for (int i = 0; i < iterations[s]; ++i) steps[s]();
+      double us = seconds(start, Clock::now()) / iterations[s] * 1e6;
+      MPI_Allreduce(MPI_IN_PLACE, &us, 1, MPI_DOUBLE, MPI_MAX, comm);
+      rounds[s].push_back(us);
+    }
+  }
+  std::vector<double> medians;
+  for (auto& times : rounds) {
+    std::sort(times.begin(), times.end());
+    medians.push_back(times[kRounds / 2]);
+  }
+  return medians;
 }
 
-// Exchanges of `bytes`: each rank of `comm` sends to sendPeer and receives from recvPeer at once
-// (a pair: each other; all ranks: a ring step).
-double exchangeUs(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_t>& out, std::vector<uint8_t>& in, size_t bytes,
-                  double budget, MPI_Comm comm) {
-  return slowestRankUs([&] { t.sendrecv(sendPeer, out.data(), bytes, recvPeer, in.data(), bytes); }, budget, comm, 20000);
+// The exchanges one link's fit is made of: each rank of `comm` sends to sendPeer and receives
+// from recvPeer at once (a pair: each other; all ranks: a ring step).
+struct LinkSteps {
+  Transport* transport;
+  int sendPeer, recvPeer;
+  std::vector<size_t> sizes;
+};
+
+constexpr size_t kLargestExchange = size_t{64} << 20;
+
+// 8 B - 16 MiB, and 64 MiB too where that is quick: past 16 MiB the cost per byte still grew on
+// the test bed (caches), and the model extended the 4-16 MiB slope, 30% short at 32-64 MiB. On a
+// slow link (16 MiB in more than 100 ms) the slope holds and the extra exchanges would take minutes.
+LinkSteps linkSteps(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_t>& out, std::vector<uint8_t>& in, MPI_Comm comm) {
+  LinkSteps link{&t, sendPeer, recvPeer, {8, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20}};
+  const size_t probe = link.sizes.back();
+  t.sendrecv(sendPeer, out.data(), probe, recvPeer, in.data(), probe);
+  const auto start = Clock::now();
+  t.sendrecv(sendPeer, out.data(), probe, recvPeer, in.data(), probe);
+  double probeUs = seconds(start, Clock::now()) * 1e6;
+  MPI_Allreduce(MPI_IN_PLACE, &probeUs, 1, MPI_DOUBLE, MPI_MAX, comm);
+  if (probeUs < 100000) link.sizes.push_back(kLargestExchange);
+  return link;
 }
 
-// alpha: the 8-byte exchange; beta: the slope over 256 KiB - 16 MiB (least squares). Each size's
-// time is the slowest rank's (per round): a step of a collective ends when its last exchange does.
-Fit measureLink(Transport& t, int sendPeer, int recvPeer, MPI_Comm comm, double budget) {
-  Fit fit;
-  std::vector<size_t> sizes = {8, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20};
-  constexpr size_t kLargest = size_t{64} << 20;
-  std::vector<uint8_t> out(kLargest, 1), in(kLargest);
-  std::vector<double> times;
-  for (size_t bytes : sizes) times.push_back(exchangeUs(t, sendPeer, recvPeer, out, in, bytes, budget, comm));
-  // 64 MiB too where that is quick: past 16 MiB the cost per byte still grew on the test bed
-  // (caches), and the model extended the 4-16 MiB slope, 30% short at 32-64 MiB. On a slow link
-  // (16 MiB in more than 100 ms) the slope holds and the extra exchanges would take minutes.
-  if (times.back() < 100000) {
-    sizes.push_back(kLargest);
-    times.push_back(exchangeUs(t, sendPeer, recvPeer, out, in, kLargest, budget, comm));
+// Each link's fit: alpha the 8-byte exchange, beta the slope over 256 KiB - 16 MiB (least
+// squares), and the points. The links' sizes are measured in the same rounds, so that a slow
+// stretch of the machine falls on a round of each, never on all of one link's rounds (one
+// unshaped 2x1 profile's ring step measured 2x slow at every size, the other patterns not).
+std::vector<Fit> measureLinks(const std::vector<LinkSteps>& links, std::vector<uint8_t>& out, std::vector<uint8_t>& in, double budget, MPI_Comm comm) {
+  std::vector<std::function<void()>> steps;
+  for (const LinkSteps& link : links)
+    for (size_t bytes : link.sizes)
+      steps.push_back([&link, &out, &in, bytes] { link.transport->sendrecv(link.sendPeer, out.data(), bytes, link.recvPeer, in.data(), bytes); });
+  const std::vector<double> times = slowestRankUs(steps, budget, comm, 20000);
+  std::vector<Fit> fits;
+  size_t next = 0;
+  for (const LinkSteps& link : links) {
+    Fit fit;
+    for (size_t bytes : link.sizes) fit.points.push_back({static_cast<double>(bytes), times[next++]});
+    fit.alphaUs = fit.points[0].second;
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    int k = 0;
+    for (const auto& [m, us] : fit.points) {
+      if (m < 262144) continue;
+      sx += m;
+      sy += us;
+      sxx += m * m;
+      sxy += m * us;
+      ++k;
+    }
+    fit.betaUsPerByte = std::max(0.0, (k * sxy - sx * sy) / (k * sxx - sx * sx));
+    fits.push_back(fit);
   }
-  for (size_t i = 0; i < sizes.size(); ++i) fit.points.push_back({static_cast<double>(sizes[i]), times[i]});
-  fit.alphaUs = fit.points[0].second;
-  double sx = 0, sy = 0, sxx = 0, sxy = 0;
-  int k = 0;
-  for (const auto& [m, us] : fit.points) {
-    if (m < 262144) continue;
-    sx += m;
-    sy += us;
-    sxx += m * m;
-    sxy += m * us;
-    ++k;
-  }
-  fit.betaUsPerByte = std::max(0.0, (k * sxy - sx * sy) / (k * sxx - sx * sx));
-  return fit;
+  return fits;
 }
 
 std::string pointsJson(const Fit& f) {
@@ -203,18 +235,23 @@ std::string measureNcclStaged(int rank, int size, double budget, LinkCost& curve
   std::vector<float> data((64 << 20) / 4, 0.0f);  // zeros stay zeros: any number of sums
   std::string points;
   int ok = 1;
+  std::vector<std::function<void()>> steps;
   for (size_t bytes : sizes) {
-    auto once = [&] {
+    steps.push_back([&, bytes] {
       std::string error;
       bool late = false;
       if (ok && !nccl->allReduceStaged(data.data(), bytes / 4, 4, nccl::kFloat32, nccl::kSum, Clock::now() + std::chrono::seconds(60), error, late)) {
         ok = 0;
         why = error;
       }
-    };
-    const double us = slowestRankUs(once, budget, MPI_COMM_WORLD, 200);
-    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (!ok) return skipped(0, "a staged all-reduce failed: " + (why.empty() ? std::string("on another rank") : why));
+    });
+  }
+  const std::vector<double> times = slowestRankUs(steps, budget, MPI_COMM_WORLD, 200);
+  MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (!ok) return skipped(0, "a staged all-reduce failed: " + (why.empty() ? std::string("on another rank") : why));
+  for (size_t s = 0; s < std::size(sizes); ++s) {
+    const size_t bytes = sizes[s];
+    const double us = times[s];
     curve.bytes[curve.points] = static_cast<double>(bytes);
     curve.us[curve.points] = us;
     ++curve.points;
@@ -257,8 +294,8 @@ int main(int argc, char** argv) {
   std::string measured = "{";
   auto pairFit = [&](int peer, bool loopback, const char* name) -> bool {
     MPI_Comm pair;
-    const bool in = rank == 0 || rank == peer;
-    MPI_Comm_split(MPI_COMM_WORLD, in ? 1 : MPI_UNDEFINED, rank, &pair);
+    const bool member = rank == 0 || rank == peer;
+    MPI_Comm_split(MPI_COMM_WORLD, member ? 1 : MPI_UNDEFINED, rank, &pair);
     if (pair == MPI_COMM_NULL) return false;
     TcpOptions options;
     options.loopback = loopback;
@@ -266,7 +303,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> pairHosts = {hosts[0], hosts[peer]};
     auto transport = TcpTransport::create(pair, options, pairHosts, deadline);
     const int other = 1 - transport->rank();
-    const Fit fit = measureLink(*transport, other, other, pair, budget);
+    std::vector<uint8_t> out(kLargestExchange, 1), in(kLargestExchange);
+    const Fit fit = measureLinks({linkSteps(*transport, other, other, out, in, pair)}, out, in, budget, pair)[0];
     transport.reset();
     MPI_Comm_free(&pair);
     if (rank != 0) return true;
@@ -318,30 +356,35 @@ int main(int argc, char** argv) {
     if (const char* ifname = std::getenv("BRAID_SOCKET_IFNAME")) options.interfaces = ifname;
     worldTcp = TcpTransport::create(MPI_COMM_WORLD, options, hosts, deadline);
   }
-  auto loadedFit = [&](Pattern pattern) {
-    const auto [next, prev] = peersFor(pattern);
-    const Fit fit = measureLink(*worldTcp, next, prev, MPI_COMM_WORLD, budget);
-    if (rank != 0) return;
-    const char* name = pattern == Pattern::kRingStep ? "ringStep" : pattern == Pattern::kCrossAll ? "crossAll" : "localAll";
-    LinkCost& link = pattern == Pattern::kRingStep ? profile.ringStep : pattern == Pattern::kCrossAll ? profile.crossAll : profile.localAll;
-    link = {fit.alphaUs, fit.betaUsPerByte};
-    link.points = static_cast<int>(std::min<size_t>(fit.points.size(), LinkCost::kMaxPoints));
-    for (int i = 0; i < link.points; ++i) {
-      link.bytes[i] = fit.points[i].first;
-      link.us[i] = fit.points[i].second;
-    }
-    char head[160];
-    std::snprintf(head, sizeof head, "%s\"%s\": {\"ranksAtOnce\": %d, \"exchangeUs\": ", measured.size() > 1 ? ", " : "", name, size);
-    measured += head + pointsJson(fit) + "}";
-  };
+  // The loaded patterns measured together (their rounds interleaved).
   if (even && size > 1) {
     profile.calibratedHosts = hostCount;
     profile.calibratedPerHost = perHost;
-    loadedFit(Pattern::kRingStep);
-    sleepingBarrier();
-    if (hostCount > 1) loadedFit(Pattern::kCrossAll);
-    sleepingBarrier();
-    if (perHost > 1) loadedFit(Pattern::kLocalAll);
+    std::vector<Pattern> patterns = {Pattern::kRingStep};
+    if (hostCount > 1) patterns.push_back(Pattern::kCrossAll);
+    if (perHost > 1) patterns.push_back(Pattern::kLocalAll);
+    std::vector<uint8_t> out(kLargestExchange, 1), in(kLargestExchange);
+    std::vector<LinkSteps> links;
+    for (Pattern pattern : patterns) {
+      const auto [next, prev] = peersFor(pattern);
+      links.push_back(linkSteps(*worldTcp, next, prev, out, in, MPI_COMM_WORLD));
+    }
+    const std::vector<Fit> fits = measureLinks(links, out, in, budget, MPI_COMM_WORLD);
+    for (size_t i = 0; i < patterns.size() && rank == 0; ++i) {
+      const Pattern pattern = patterns[i];
+      const Fit& fit = fits[i];
+      const char* name = pattern == Pattern::kRingStep ? "ringStep" : pattern == Pattern::kCrossAll ? "crossAll" : "localAll";
+      LinkCost& link = pattern == Pattern::kRingStep ? profile.ringStep : pattern == Pattern::kCrossAll ? profile.crossAll : profile.localAll;
+      link = {fit.alphaUs, fit.betaUsPerByte};
+      link.points = static_cast<int>(std::min<size_t>(fit.points.size(), LinkCost::kMaxPoints));
+      for (int p = 0; p < link.points; ++p) {
+        link.bytes[p] = fit.points[p].first;
+        link.us[p] = fit.points[p].second;
+      }
+      char head[160];
+      std::snprintf(head, sizeof head, "%s\"%s\": {\"ranksAtOnce\": %d, \"exchangeUs\": ", measured.size() > 1 ? ", " : "", name, size);
+      measured += head + pointsJson(fit) + "}";
+    }
     sleepingBarrier();
   }
 
