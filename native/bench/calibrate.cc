@@ -389,44 +389,53 @@ int main(int argc, char** argv) {
   }
 
   // Shared memory among the ranks of each host, every host at once (a hierarchical all-reduce's
-  // local phases run on all hosts together); rank 0's host reports.
+  // local phases run on all hosts together); rank 0's host reports. The region stays for the
+  // overlap step below.
+  MPI_Comm localComm = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, hostIndex[rank], rank, &localComm);
+  std::unique_ptr<ShmTransport> localShm;
   {
-    MPI_Comm local;
-    MPI_Comm_split(MPI_COMM_WORLD, hostIndex[rank], rank, &local);
-    if (local != MPI_COMM_NULL) {
-      int localSize = 1;
-      MPI_Comm_size(local, &localSize);
-      if (localSize > 1) {
-        std::string why;
-        auto shm = ShmTransport::create(local, profile.shmSlotBytes, &why, deadline);
-        if (shm) {
-          for (int i = 0; i < 1000; ++i) shm->barrier();
-          auto start = Clock::now();
-          const int barriers = 20000;
-          for (int i = 0; i < barriers; ++i) shm->barrier();
-          double barrierUs = seconds(start, Clock::now()) / barriers * 1e6;
-          MPI_Bcast(&barrierUs, 1, MPI_DOUBLE, 0, local);
-          // From a buffer larger than the caches, as an all-reduce of many MiB reads its input.
-          const size_t half = shm->slotBytes() / 2;
-          const size_t pieces = 64;
-          std::vector<uint8_t> source(half * pieces, 3);
-          for (size_t i = 0; i < pieces; ++i) std::memcpy(shm->slot(shm->rank()), source.data() + i * half, half);
-          start = Clock::now();
-          const int copies = 1024;
-          for (int i = 0; i < copies; ++i) std::memcpy(shm->slot(shm->rank()) + (i & 1) * half, source.data() + (i % pieces) * half, half);
-          const double copyUsPerByte = seconds(start, Clock::now()) * 1e6 / (static_cast<double>(copies) * half);
+    int localSize = 1;
+    MPI_Comm_size(localComm, &localSize);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (localSize > 1) {
+      std::string why;
+      localShm = ShmTransport::create(localComm, profile.shmSlotBytes, &why, deadline);
+      if (ShmTransport* shm = localShm.get()) {
+        for (int i = 0; i < 1000; ++i) shm->barrier();
+        auto start = Clock::now();
+        const int barriers = 20000;
+        for (int i = 0; i < barriers; ++i) shm->barrier();
+        double barrierUs = seconds(start, Clock::now()) / barriers * 1e6;
+        MPI_Bcast(&barrierUs, 1, MPI_DOUBLE, 0, localComm);
+        // From a buffer larger than the caches, as an all-reduce of many MiB reads its input; a
+        // half slot at a time, the host's ranks in step as the local phases are (a barrier after
+        // each piece, its own cost taken out): where ranks share cores, a rank that waits in a
+        // barrier for one that is not running is the phases' cost too (the plain copies' speed
+        // made the test bed's hierarchical predictions 1.3x short with the network phase alone).
+        const size_t half = shm->slotBytes() / 2;
+        const size_t pieces = 64;
+        std::vector<uint8_t> source(half * pieces, 3);
+        for (size_t i = 0; i < pieces; ++i) std::memcpy(shm->slot(shm->rank()), source.data() + i * half, half);
+        shm->barrier();
+        start = Clock::now();
+        const int copies = 1024;
+        for (int i = 0; i < copies; ++i) {
+          std::memcpy(shm->slot(shm->rank()) + (i & 1) * half, source.data() + (i % pieces) * half, half);
           shm->barrier();
-          if (rank == 0) {
-            profile.shmBarrierUs = barrierUs;
-            profile.shmCopyUsPerByte = copyUsPerByte;
-            char item[200];
-            std::snprintf(item, sizeof item, "%s\"sharedMemory\": {\"ranks\": %d, \"barrierUs\": %.3f, \"copyGBps\": %.3f}", measured.size() > 1 ? ", " : "",
-                          localSize, barrierUs, 1e-3 / copyUsPerByte);
-            measured += item;
-          }
+        }
+        const double elapsedUs = seconds(start, Clock::now()) * 1e6;
+        const double copyUsPerByte = std::max(elapsedUs - copies * barrierUs, elapsedUs / 2) / (static_cast<double>(copies) * half);
+        shm->barrier();
+        if (rank == 0) {
+          profile.shmBarrierUs = barrierUs;
+          profile.shmCopyUsPerByte = copyUsPerByte;
+          char item[200];
+          std::snprintf(item, sizeof item, "%s\"sharedMemory\": {\"ranks\": %d, \"barrierUs\": %.3f, \"copyGBps\": %.3f}", measured.size() > 1 ? ", " : "",
+                        localSize, barrierUs, 1e-3 / copyUsPerByte);
+          measured += item;
         }
       }
-      MPI_Comm_free(&local);
     }
   }
 
@@ -453,9 +462,16 @@ int main(int argc, char** argv) {
     auto network = [&] {
       for (int i = 0; i < steps; ++i) transport->sendrecv(next, out.data(), segment, prev, in.data(), segment);
     };
-    // As many bytes copied as a local phase moves for a segment: in and out, twice.
+    // As many bytes copied as a local phase moves for a segment (in and out, twice), in half-slot
+    // pieces with the host's ranks in step, as the local phases copy.
+    ShmTransport* shm = localShm.get();
+    const size_t piece = shm ? shm->slotBytes() / 2 : segment;
+    const size_t piecesPerSegment = segment / piece;
     auto copies = [&] {
-      for (int i = 0; i < steps * 4; ++i) std::memcpy(target.data(), source.data() + (i % 32) * segment, segment);
+      for (size_t i = 0; i < steps * 4 * piecesPerSegment; ++i) {
+        std::memcpy(shm ? shm->slot(shm->rank()) + (i & 1) * piece : target.data(), source.data() + (i % (32 * piecesPerSegment)) * piece, piece);
+        if (shm) shm->barrier();
+      }
     };
     auto timed = [&](auto&& work) {
       MPI_Barrier(MPI_COMM_WORLD);
@@ -465,33 +481,36 @@ int main(int argc, char** argv) {
       MPI_Allreduce(MPI_IN_PLACE, &us, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
       return us;
     };
-    double best = 0;
-    double networkUs = 0, copyUs = 0, bothUs = 0;
-    for (int round = 0; round < 3; ++round) {
+    // The median of five rounds (the best of three, as before, took the one lucky round: 0.37-0.94
+    // on the test bed, where the all-reduce hid nothing).
+    struct Round {
+      double networkUs, copyUs, bothUs, hidden;
+    };
+    std::vector<Round> rounds;
+    for (int round = 0; round < 5; ++round) {
       const double a = timed(network), b = timed(copies);
       const double c = timed([&] {
         std::thread side(network);
         copies();
         side.join();
       });
-      const double hidden = std::clamp((a + b - c) / std::min(a, b), 0.0, 1.0);
-      if (round == 0 || hidden > best) {
-        best = hidden;
-        networkUs = a;
-        copyUs = b;
-        bothUs = c;
-      }
+      rounds.push_back({a, b, c, std::clamp((a + b - c) / std::min(a, b), 0.0, 1.0)});
     }
+    std::sort(rounds.begin(), rounds.end(), [](const Round& x, const Round& y) { return x.hidden < y.hidden; });
+    const Round& middle = rounds[rounds.size() / 2];
+    const double networkUs = middle.networkUs, copyUs = middle.copyUs, bothUs = middle.bothUs;
     if (rank == 0) {
-      profile.overlap = best;
+      profile.overlap = middle.hidden;
       char item[200];
       std::snprintf(item, sizeof item, "%s\"overlap\": {\"networkUs\": %.1f, \"copyUs\": %.1f, \"bothUs\": %.1f, \"hidden\": %.3f}",
-                    measured.size() > 1 ? ", " : "", networkUs, copyUs, bothUs, best);
+                    measured.size() > 1 ? ", " : "", networkUs, copyUs, bothUs, middle.hidden);
       measured += item;
     }
     sleepingBarrier();
   }
   worldTcp.reset();
+  localShm.reset();
+  MPI_Comm_free(&localComm);
   // The reduction kernels, on every rank at once (they share the host's memory bandwidth in a
   // collective); the slowest rank's speed.
   {
