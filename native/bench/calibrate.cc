@@ -58,7 +58,7 @@ struct Fit {
 // slowest rank's (steps that share a link must share it in time too: unsynchronised, one flow
 // could finish its rounds at the link's full speed while another waited, and both would look
 // unshared); the median round. The rounds go over all sizes in turn, so a size's nine lie seconds
-// apart: on the test bed an exchange runs at half speed for stretches of 0.2-1 s, and five rounds
+// apart: on the test bed an exchange runs at half speed for stretches of 0.2-2 s, and five rounds
 // in a row fell into one such stretch together (the 2x1 profile's 4 MiB exchange measured 2.1x the
 // all-reduce that runs it). The iteration counts come from rank 0's estimate, so all loop alike.
 std::vector<double> slowestRankUs(const std::vector<std::function<void()>>& steps, double budget, MPI_Comm comm, int maxIterations) {
