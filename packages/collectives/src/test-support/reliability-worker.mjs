@@ -1,7 +1,7 @@
 // One rank of a reliability test: `mpirun -np N node reliability-worker.mjs <scenario> <out-dir>`.
 // Each scenario reports what it saw in <out-dir>/rank-<r>.json and ends the process the way the
 // scenario is about (process.exit, falling off the end, ...); the test checks mpirun's exit code.
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { encodeOp, loadAddon } from '@braid/native';
@@ -20,6 +20,13 @@ async function capture(fn) {
     return { code: 'OK', ms: Date.now() - t0, value };
   } catch (err) {
     return { code: err.code ?? 'NONE', name: err.name, message: err.message, ms: Date.now() - t0 };
+  }
+}
+async function waitForFile(path, ms) {
+  const giveUpAt = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (Date.now() > giveUpAt) throw new Error(`${path} did not appear within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
   }
 }
 const withTimeout = (promise, ms) =>
@@ -88,7 +95,7 @@ const scenarios = {
   // wrote into freed memory), the other ranks get the exact result, and the next op runs.
   async detach() {
     const comm = await init();
-    const n = 1 << 20;  // 4 MiB: above the size tried on the caller's thread
+    const n = 1 << 20;  // 4 MiB: one that goes to the engine thread only with copies
     const ways = {
       structuredClone: (a) => structuredClone(a.buffer, { transfer: [a.buffer] }),
       postMessage: (a) => {
@@ -110,11 +117,17 @@ const scenarios = {
         buf = new Float32Array(memory.buffer);
       } else buf = new Float32Array(n);
       buf.fill(comm.rank + 1);
-      // The others come late, so that rank 0's try on its own thread hands the op to the engine
-      // (with its copies) instead of finishing it before the detach.
-      if (comm.rank !== 0) await new Promise((resolve) => setTimeout(resolve, 30));
+      // The others come only once rank 0 has detached (a file in the shared out-dir says so), so
+      // that rank 0's try on its own thread hands the op to the engine (with its copies) instead
+      // of finishing it before the detach. A timer here was not enough: on a loaded machine rank
+      // 0 came to the op more than 30 ms after rank 1 and finished it inline.
+      const detachedMark = join(outDir, `detached-${way}`);
+      if (comm.rank !== 0) await waitForFile(detachedMark, 30_000);
       const pending = comm.allReduce(buf, { name: way });
-      if (comm.rank === 0) detach(buf, memory);
+      if (comm.rank === 0) {
+        detach(buf, memory);
+        writeFileSync(detachedMark, '');
+      }
       const outcome = await capture(() => pending);
       results[way] = { code: outcome.code, message: outcome.message, first: comm.rank === 0 ? null : buf[0], last: comm.rank === 0 ? null : buf[n - 1] };
     }
