@@ -215,28 +215,47 @@ inline double shm(const Topology& t, const CostProfile& p, double m) {
   return 2 * rounds * p.shmBarrierUs + 2 * m * p.shmCopyUsPerByte + (n - 1.0) / n * m * p.gammaUsPerByte;
 }
 
+// hierarchical.cc's network step: the all-reduce of a slice among the H ranks of one local
+// index, one per host, every local rank crossing at once (measured so where calibrated).
+struct HierarchyNetwork {
+  Topology cross;
+  CostProfile shared;
+};
+inline HierarchyNetwork hierarchyNetwork(const Topology& t, const CostProfile& p) {
+  HierarchyNetwork h;
+  h.cross.ranks = t.hosts;
+  h.cross.hosts = t.hosts;
+  h.cross.perHost = 1;
+  h.shared = p;
+  h.shared.calibratedHosts = 0;  // the ranks among hosts are not the placement calibrated
+  if (p.measuredOn(t, p.crossAll)) {
+    h.shared.network = p.crossAll;
+  } else {
+    h.shared.network = {p.network.alphaUs, p.network.betaUsPerByte * std::max(1, t.perHost)};  // the host's link carries L flows
+  }
+  return h;
+}
+
+// Whether that step takes recursive doubling (else the ring) for a slice: whichever this model
+// predicts quicker. The engine asks the same where a profile is loaded, so that the prediction
+// is of the algorithm that runs.
+inline bool hierarchyNetworkDoubles(const Topology& t, const CostProfile& p, double slice) {
+  const HierarchyNetwork h = hierarchyNetwork(t, p);
+  return recursiveDoubling(h.cross, h.shared, slice) < ring(h.cross, h.shared, slice);
+}
+
 // hierarchical.cc: local reduce-scatter and all-gather through shared memory (each a barrier per
-// half slot, every byte copied once), the network all-reduce of m/L among H ranks, every local
-// rank crossing at once; from 2 MiB segments on, the network step of one segment runs beside
-// the shared-memory steps of the next, hiding `overlap` of the shorter phase.
+// half slot, every byte copied once), the network all-reduce of m/L among H ranks (above); from
+// 2 MiB segments on, the network step of one segment runs beside the shared-memory steps of the
+// next, hiding `overlap` of the shorter phase.
 inline double hierarchical(const Topology& t, const CostProfile& p, double m, bool overlapped) {
-  const int hosts = t.hosts, perHost = std::max(1, t.perHost);
+  const int perHost = std::max(1, t.perHost);
   const double chunk = std::max<double>(1, p.shmSlotBytes / 2.0);
   const double rounds = std::ceil(m / chunk);
   const double local = 2 * rounds * p.shmBarrierUs + 2 * m * p.shmCopyUsPerByte + (perHost - 1.0) / perHost * m * p.gammaUsPerByte;
-  Topology cross;
-  cross.ranks = hosts;
-  cross.hosts = hosts;
-  cross.perHost = 1;
-  CostProfile shared = p;
-  shared.calibratedHosts = 0;  // the ranks among hosts are not the placement calibrated
-  if (p.measuredOn(t, p.crossAll)) {
-    shared.network = p.crossAll;
-  } else {
-    shared.network = {p.network.alphaUs, p.network.betaUsPerByte * perHost};  // the host's link carries L flows
-  }
+  const HierarchyNetwork h = hierarchyNetwork(t, p);
   const double slice = m / perHost;
-  const double net = std::min(ring(cross, shared, slice), recursiveDoubling(cross, shared, slice));
+  const double net = std::min(ring(h.cross, h.shared, slice), recursiveDoubling(h.cross, h.shared, slice));
   if (!overlapped) return local + net;
   const double segments = std::max(1.0, std::ceil(m / (2.0 * 1024 * 1024)));
   const double hidden = std::clamp(p.overlap, 0.0, 1.0) * std::min(local, net) * (1 - 1 / segments);

@@ -81,7 +81,9 @@ void runHierarchicalAllreduce(AlgorithmContext& c) {
   Hierarchy& h = *c.comm.hierarchy;
   CollectiveArgs cross = crossArgs(c);
   const size_t slice = c.op.count * dtypeSize(c.op.dtype) / static_cast<size_t>(h.perHost);
-  const CollectiveFn inter = slice <= recursiveDoublingMaxBytes(h.hosts) ? allreduceRecursiveDoubling : allreduceRing;
+  const bool doubles = h.networkDoubles(slice);
+  c.op.ranAcrossHosts = doubles ? Algorithm::kRecursiveDoubling : Algorithm::kRing;
+  const CollectiveFn inter = doubles ? allreduceRecursiveDoubling : allreduceRing;
   // The overlap thread may make the network calls only when they are not MPI's.
   allreduceHierarchical(cross, *h.local, c.op.data, c.op.count, inter, c.comm.tcp ? &h.overlap : nullptr);
 }

@@ -376,6 +376,11 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
   return ref;
 }
 
+bool Hierarchy::networkDoubles(size_t sliceBytes) const {
+  if (profile != nullptr) return cost::hierarchyNetworkDoubles(topology, *profile, static_cast<double>(sliceBytes));
+  return sliceBytes <= recursiveDoublingMaxBytes(hosts);
+}
+
 Hierarchy::~Hierarchy() {
   // The overlap thread is idle between ops (every op finishes its job), so the transports can go first.
   local.reset();
@@ -466,6 +471,11 @@ void Engine::addHierarchy(CommState& comm, std::chrono::steady_clock::time_point
     h->cross = std::make_unique<MpiTransport>(dup);
   }
   h->cross->setHosts(&h->hostNames);
+  h->topology.ranks = comm.size;
+  h->topology.hosts = h->hosts;
+  h->topology.perHost = h->perHost;
+  h->topology.hierarchy = true;
+  if (options_.profileLoaded) h->profile = &options_.profile;
   comm.hierarchy = std::move(h);
 }
 

@@ -83,6 +83,8 @@ struct OpRecord {
   int matchedSource = -1;                          // recv: who sent the message
   size_t matchedBytes = 0;                         // recv: its length
   Algorithm ranAlgorithm = Algorithm::kAuto;
+  // A hierarchical all-reduce's network step among the hosts (ring or recursive doubling); kAuto otherwise.
+  Algorithm ranAcrossHosts = Algorithm::kAuto;
   uint64_t seq = 0;
   uint64_t resumeEpoch = 0;  // handed over by the caller's thread at this barrier (HandOff)
   bool ranInline = false;    // finished on the caller's thread

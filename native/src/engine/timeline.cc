@@ -38,7 +38,9 @@ void Timeline::record(const OpRecord& op) {
   }
   std::string args = "{\"comm\":" + std::to_string(op.commId) + ",\"name\":\"" + escapedName + "\",\"dtype\":\"" +
                      dtypeName(op.dtype) + "\",\"count\":" + std::to_string(op.count) + ",\"algorithm\":\"" +
-                     algorithmName(op.ranAlgorithm) + "\",\"status\":\"" + errorCodeName(op.code) +
+                     algorithmName(op.ranAlgorithm) + "\"" +
+                     (op.ranAcrossHosts == Algorithm::kAuto ? "" : std::string(",\"acrossHosts\":\"") + algorithmName(op.ranAcrossHosts) + "\"") +
+                     ",\"status\":\"" + errorCodeName(op.code) +
                      "\",\"thread\":\"" + (op.ranInline ? "caller" : op.resumeEpoch != 0 ? "handed-off" : "engine") + "\"}";
   const int tid = op.commId;
   event(label.c_str(), "op", tid, op.tQueued, op.tDone, args);

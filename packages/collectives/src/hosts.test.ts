@@ -2,13 +2,15 @@
 // @braid/test-support/netns: hosts with their own addresses, hostnames and /dev/shm). Needs root
 // and network namespaces; skipped otherwise, saying so.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { createHosts, netnsUnavailable } from '@braid/test-support/netns';
 import { scratchDir } from '@braid/test-support/scratch';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { BRAID_VERSION } from './profile.js';
 
 const worker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'worker.mjs');
 const p2pWorker = join(dirname(fileURLToPath(import.meta.url)), 'test-support', 'p2p-worker.mjs');
@@ -91,6 +93,33 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
     // Rank 1 (on h0) sends to rank 2, on h1: the refused too-long message names that host.
     expect(job.results[1]!.tooLong[0].message).toContain('send to rank 2 (host h1)');
   }, 240_000);
+
+  // The hierarchical all-reduce's network step is the one the model predicts with: where a
+  // calibrated profile is loaded, whichever of ring and recursive doubling it says is quicker for
+  // the slice; without one, recursive doubling up to 64 KiB slices.
+  it.each([
+    ['no profile', undefined, ['recursive-doubling', 'ring']],
+    // A message costs 1 ms, bytes almost nothing: doubling's one exchange beats the ring's two.
+    ['a profile where latency dominates', { crossAllAlphaUs: 1000, crossAllBetaUsPerByte: 1e-6, gammaUsPerByte: 1e-7 }, ['recursive-doubling', 'recursive-doubling']],
+    // Reducing is what costs: the ring reduces half the slice, doubling all of it.
+    ['a profile where reducing dominates', { crossAllAlphaUs: 1, crossAllBetaUsPerByte: 1e-6, gammaUsPerByte: 1 }, ['ring', 'ring']],
+  ] as const)('hierarchical all-reduce across hosts, %s: the network step the model picks runs, and the results are exact', async (_, links, expected) => {
+    const dir = scratchDir('braid-hierarchy-network-');
+    const env: Record<string, string> = { BRAID_TIMELINE: join(dir, 'timeline.json') };
+    if (links) {
+      const numbers = { networkAlphaUs: 10, networkBetaUsPerByte: 1e-3, localAlphaUs: 10, localBetaUsPerByte: 1e-3, ringStepAlphaUs: 0, ringStepBetaUsPerByte: 0,
+        localAllAlphaUs: 0, localAllBetaUsPerByte: 0, shmBarrierUs: 1, shmCopyUsPerByte: 1e-4, opUs: 2, overlap: 0, calibratedHosts: 2, calibratedPerHost: 2, ...links };
+      env.BRAID_PROFILE = join(dir, 'profile.json');
+      writeFileSync(env.BRAID_PROFILE, JSON.stringify({ format: 'braid-profile', version: 2, braid: BRAID_VERSION, created: 'now', hosts: ['h0', 'h1'], numbers }));
+    }
+    const job = await run('h0:2,h1:2', 4, 'hierarchy-network', env);
+    expect(job.code, job.stderr).toBe(0);
+    expect(job.results).toHaveLength(4);
+    for (const r of job.results) expect(r.wrong).toEqual([]);
+    const ops = (JSON.parse(readFileSync(env.BRAID_TIMELINE!, 'utf8')) as Array<{ ph: string; args?: { name?: string; acrossHosts?: string } }>)
+      .filter((e) => e.ph === 'X' && e.args?.name?.startsWith('hierarchical'));
+    expect(ops.map((o) => `${o.args!.name}: ${o.args!.acrossHosts}`)).toEqual([`hierarchical 8192: ${expected[0]}`, `hierarchical 262144: ${expected[1]}`]);
+  });
 
   it('MISMATCH across hosts: every rank gets the same message naming ranks and field, within 5 s, and stays in step', async () => {
     const job = await run('h0:2,h1:2', 4, 'mismatch');

@@ -345,8 +345,22 @@ async function alone(comm) {
   return { wrong };
 }
 
+// The hierarchical all-reduce at a 32 KiB and a 1 MiB message (16 and 512 KiB slices among the
+// hosts), sum of rank + 1: every element exact. Which network step ran is in the timeline.
+async function hierarchyNetwork(comm) {
+  const want = (comm.size * (comm.size + 1)) / 2;
+  const wrong = [];
+  for (const count of [8192, 262144]) {
+    const a = new Float32Array(count).fill(comm.rank + 1);
+    await comm.allReduce(a, { algorithm: 'hierarchical', name: `hierarchical ${count}` });
+    const bad = a.findIndex((v) => v !== want);
+    if (bad >= 0) wrong.push(`${count}: [${bad}] = ${a[bad]}, not ${want}`);
+  }
+  return { wrong };
+}
+
 const comm = await init(scenario.startsWith('timeout') ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
-const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps, 'large-awaited': largeAwaited, alone };
+const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps, 'large-awaited': largeAwaited, alone, 'hierarchy-network': hierarchyNetwork };
 const result = await scenarios[scenario](comm);
 report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, transport: comm.transport, ms: Date.now() - started, ...result });
 if (!scenario.startsWith('timeout')) await comm.close();
