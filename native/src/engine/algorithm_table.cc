@@ -84,8 +84,10 @@ void runHierarchicalAllreduce(AlgorithmContext& c) {
   const bool doubles = h.networkDoubles(slice);
   c.op.ranAcrossHosts = doubles ? Algorithm::kRecursiveDoubling : Algorithm::kRing;
   const CollectiveFn inter = doubles ? allreduceRecursiveDoubling : allreduceRing;
-  // The overlap thread may make the network calls only when they are not MPI's.
-  allreduceHierarchical(cross, *h.local, c.op.data, c.op.count, inter, c.comm.tcp ? &h.overlap : nullptr);
+  // The overlap thread may make the network calls only when they are not MPI's, and is worth it
+  // only where the profile (if loaded) measured that it hides something.
+  const bool pipelined = c.comm.tcp && (h.profile == nullptr || cost::hierarchyPipelines(*h.profile));
+  allreduceHierarchical(cross, *h.local, c.op.data, c.op.count, inter, pipelined ? &h.overlap : nullptr);
 }
 
 // --- broadcast ------------------------------------------------------------------------------------

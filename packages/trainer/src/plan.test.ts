@@ -108,12 +108,15 @@ describe('the cost model through the addon', () => {
     // 4 ranks: 6 steps of m/4; 16 MiB: steps of 4 MiB, 3 MiB past the last point.
     expect(ringAt(16 << 20)).toBeCloseTo(2 + 6 * (200 + (3 << 20) * 1e-3) + (3 / 4) * (16 << 20) * 1e-4, 6);
   });
-  it('hierarchical: the overlap measured decides how much of the shorter phase the pipeline hides', () => {
+  it('hierarchical: the overlap measured decides how much of the shorter phase the pipeline hides, and whether it pipelines at all', () => {
     const at = (overlap: number) => addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, bytes: 16 << 20,
       profile: { ...profileNumbers, overlap } });
     const sequential = addon.predict({ algorithm: 'hierarchical', ranks: 4, hosts: 2, perHost: 2, hierarchy: true, bytes: 16 << 20, overlapped: false,
       profile: profileNumbers });
     expect(at(0)).toBeCloseTo(sequential, 6);
+    // Below 0.1 the engine runs the phases one after the other, without the pipeline's thread.
+    expect(at(0.09)).toBeCloseTo(sequential, 6);
+    expect(at(0.1)).toBeLessThan(sequential);
     expect(at(1)).toBeLessThan(at(0.5));
     expect(at(0.5)).toBeLessThan(at(0));
   });
