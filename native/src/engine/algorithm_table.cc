@@ -81,12 +81,16 @@ void runHierarchicalAllreduce(AlgorithmContext& c) {
   Hierarchy& h = *c.comm.hierarchy;
   CollectiveArgs cross = crossArgs(c);
   const size_t slice = c.op.count * dtypeSize(c.op.dtype) / static_cast<size_t>(h.perHost);
-  const bool doubles = h.networkDoubles(slice);
+  // Read at the op, not when the hierarchy was made: the world's is made before rank 0's profile
+  // reaches the other ranks.
+  const EngineOptions& options = Engine::instance().options();
+  const CostProfile* profile = options.profileLoaded ? &options.profile : nullptr;
+  const bool doubles = h.networkDoubles(slice, profile);
   c.op.ranAcrossHosts = doubles ? Algorithm::kRecursiveDoubling : Algorithm::kRing;
   const CollectiveFn inter = doubles ? allreduceRecursiveDoubling : allreduceRing;
   // The overlap thread may make the network calls only when they are not MPI's, and is worth it
   // only where the profile (if loaded) measured that it hides something.
-  const bool pipelined = c.comm.tcp && (h.profile == nullptr || cost::hierarchyPipelines(*h.profile));
+  const bool pipelined = c.comm.tcp && (profile == nullptr || cost::hierarchyPipelines(*profile));
   allreduceHierarchical(cross, *h.local, c.op.data, c.op.count, inter, pipelined ? &h.overlap : nullptr);
 }
 

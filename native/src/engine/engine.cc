@@ -376,7 +376,7 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
   return ref;
 }
 
-bool Hierarchy::networkDoubles(size_t sliceBytes) const {
+bool Hierarchy::networkDoubles(size_t sliceBytes, const CostProfile* profile) const {
   if (profile != nullptr) return cost::hierarchyNetworkDoubles(topology, *profile, static_cast<double>(sliceBytes));
   return sliceBytes <= recursiveDoublingMaxBytes(hosts);
 }
@@ -475,7 +475,6 @@ void Engine::addHierarchy(CommState& comm, std::chrono::steady_clock::time_point
   h->topology.hosts = h->hosts;
   h->topology.perHost = h->perHost;
   h->topology.hierarchy = true;
-  if (options_.profileLoaded) h->profile = &options_.profile;
   comm.hierarchy = std::move(h);
 }
 

@@ -75,10 +75,10 @@ struct Hierarchy {
   std::unique_ptr<Transport> cross;      // this local index's ranks, one per host (TCP or MPI)
   Overlap overlap;                       // network steps beside shared-memory ones (TCP only)
   // The network step's algorithm for a slice: by the calibrated model where a profile is loaded
-  // (what `auto` and `braid plan` predict with), else by the measured rule.
+  // (`profile`: the engine's, the same on every rank; what `auto` and `braid plan` predict
+  // with), else by the measured rule.
   Topology topology;
-  const CostProfile* profile = nullptr;  // the engine's, where loaded
-  bool networkDoubles(size_t sliceBytes) const;
+  bool networkDoubles(size_t sliceBytes, const CostProfile* profile) const;
   ~Hierarchy();
 };
 

@@ -1,8 +1,8 @@
 // Collectives across hosts, on the multi-host test bed (scripts/cluster.sh through
 // @braid/test-support/netns: hosts with their own addresses, hostnames and /dev/shm). Needs root
 // and network namespaces; skipped otherwise, saying so.
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -109,8 +109,12 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
     if (links) {
       const numbers = { networkAlphaUs: 10, networkBetaUsPerByte: 1e-3, localAlphaUs: 10, localBetaUsPerByte: 1e-3, ringStepAlphaUs: 0, ringStepBetaUsPerByte: 0,
         localAllAlphaUs: 0, localAllBetaUsPerByte: 0, shmBarrierUs: 1, shmCopyUsPerByte: 1e-4, opUs: 2, overlap: 0, calibratedHosts: 2, calibratedPerHost: 2, ...links };
-      env.BRAID_PROFILE = join(dir, 'profile.json');
-      writeFileSync(env.BRAID_PROFILE, JSON.stringify({ format: 'braid-profile', version: 2, braid: BRAID_VERSION, created: 'now', hosts: ['h0', 'h1'], numbers }));
+      // On h0 alone (its own /run/braid-host): h1's ranks get rank 0's profile at start-up, after
+      // the world's hierarchy is made, and must still choose as h0's do.
+      env.BRAID_PROFILE = `/run/braid-host/profile-${process.pid}-${Date.now()}.json`;
+      const write = hosts.on(0, ['tee', env.BRAID_PROFILE]);
+      const wrote = spawnSync(write[0]!, write.slice(1), { input: JSON.stringify({ format: 'braid-profile', version: 2, braid: BRAID_VERSION, created: 'now', hosts: ['h0', 'h1'], numbers }) });
+      expect(wrote.status).toBe(0);
     }
     const job = await run('h0:2,h1:2', 4, 'hierarchy-network', env);
     expect(job.code, job.stderr).toBe(0);
