@@ -7,9 +7,10 @@
 // - local: the same between rank 0 and a rank on its host (loopback TCP);
 // - with the same number of ranks on every host, the exchanges the algorithms' steps make, every
 //   rank at once: a ring step (each to the next rank), all crossing to the next host, all within
-//   their host; each size's time is the slowest rank's. With the placement they were measured
-//   on, the model uses these (a pair alone does not show hosts that share cores, or a host link
-//   shared by its ranks);
+//   their host, and (across hosts) every rank to every other, whose 8-byte time is an op's fixed
+//   cost (the agreement's exchange); each size's time is the slowest rank's. With the placement
+//   they were measured on, the model uses these (a pair alone does not show hosts that share
+//   cores, or a host link shared by its ranks);
 // - shared memory: the ranks of each host pass barriers and copy into their slots, every host at
 //   once; rank 0's host reports;
 // - overlap: how much of a network exchange and memory copies running at once hides (what the
@@ -96,7 +97,7 @@ std::vector<double> slowestRankUs(const std::vector<std::function<void()>>& step
 // from recvPeer at once (a pair: each other; all ranks: a ring step).
 struct LinkSteps {
   Transport* transport;
-  int sendPeer, recvPeer;
+  int sendPeer, recvPeer;  // -1: every rank sends to and receives from every other at once
   std::vector<size_t> sizes;
 };
 
@@ -117,6 +118,15 @@ LinkSteps linkSteps(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_
   return link;
 }
 
+// Every rank to every other at once (the direct all-reduce's one exchange; with a descriptor, the
+// agreement's over TCP), up to 4 MiB from each: the direct all-reduce is for small messages.
+LinkSteps allPeersSteps(Transport& t) {
+  LinkSteps link{&t, -1, -1, {}};
+  for (size_t bytes : {size_t{8}, size_t{4096}, size_t{65536}, size_t{262144}, size_t{1} << 20, size_t{4} << 20})
+    if (bytes * static_cast<size_t>(t.size()) <= kLargestExchange) link.sizes.push_back(bytes);
+  return link;
+}
+
 // Each link's fit: alpha the 8-byte exchange, beta the slope over 256 KiB - 16 MiB (least
 // squares), and the points. The links' sizes are measured in the same rounds, so that a slow
 // stretch of the machine falls on a round of each, never on all of one link's rounds (one
@@ -125,7 +135,22 @@ std::vector<Fit> measureLinks(const std::vector<LinkSteps>& links, std::vector<u
   std::vector<std::function<void()>> steps;
   for (const LinkSteps& link : links)
     for (size_t bytes : link.sizes)
-      steps.push_back([&link, &out, &in, bytes] { link.transport->sendrecv(link.sendPeer, out.data(), bytes, link.recvPeer, in.data(), bytes); });
+      steps.push_back([&link, &out, &in, bytes] {
+        Transport& t = *link.transport;
+        if (link.sendPeer >= 0) {
+          t.sendrecv(link.sendPeer, out.data(), bytes, link.recvPeer, in.data(), bytes);
+          return;
+        }
+        // As the direct all-reduce and the agreement over TCP exchange: peers in the order after
+        // this rank, a receive slot each.
+        std::vector<RequestId> requests;
+        for (int i = 1; i < t.size(); ++i) {
+          const int p = (t.rank() + i) % t.size();
+          requests.push_back(t.irecv(p, in.data() + static_cast<size_t>(p) * bytes, bytes));
+          requests.push_back(t.isend(p, out.data(), bytes));
+        }
+        for (RequestId id : requests) t.wait(id);
+      });
   const std::vector<double> times = slowestRankUs(steps, budget, comm, 20000);
   std::vector<Fit> fits;
   size_t next = 0;
@@ -340,7 +365,7 @@ int main(int argc, char** argv) {
   const int perHost = static_cast<int>(ranksOf[0].size());
   bool even = true;
   for (const auto& on : ranksOf) even = even && static_cast<int>(on.size()) == perHost;
-  enum class Pattern { kRingStep, kCrossAll, kLocalAll };
+  enum class Pattern { kRingStep, kCrossAll, kLocalAll, kAllPeers };
   // Who each rank sends to and receives from in a pattern.
   auto peersFor = [&](Pattern pattern) -> std::pair<int, int> {
     const int h = hostIndex[rank], l = localIndex[rank];
@@ -363,9 +388,17 @@ int main(int argc, char** argv) {
     std::vector<Pattern> patterns = {Pattern::kRingStep};
     if (hostCount > 1) patterns.push_back(Pattern::kCrossAll);
     if (perHost > 1) patterns.push_back(Pattern::kLocalAll);
+    // Across hosts every op's agreement, and the direct all-reduce, are all-peers exchanges over
+    // TCP (on the test bed's 2x2, 4 ranks on 2 cores, ~130 us at 8 bytes where one ring step
+    // takes ~50: an opUs of the ring step's put every prediction at 64 KiB 0.5-0.75 of measured).
+    if (hostCount > 1) patterns.push_back(Pattern::kAllPeers);
     std::vector<uint8_t> out(kLargestExchange, 1), in(kLargestExchange);
     std::vector<LinkSteps> links;
     for (Pattern pattern : patterns) {
+      if (pattern == Pattern::kAllPeers) {
+        links.push_back(allPeersSteps(*worldTcp));
+        continue;
+      }
       const auto [next, prev] = peersFor(pattern);
       links.push_back(linkSteps(*worldTcp, next, prev, out, in, MPI_COMM_WORLD));
     }
@@ -373,9 +406,12 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < patterns.size() && rank == 0; ++i) {
       const Pattern pattern = patterns[i];
       const Fit& fit = fits[i];
-      const char* name = pattern == Pattern::kRingStep ? "ringStep" : pattern == Pattern::kCrossAll ? "crossAll" : "localAll";
-      LinkCost& link = pattern == Pattern::kRingStep ? profile.ringStep : pattern == Pattern::kCrossAll ? profile.crossAll : profile.localAll;
-      link = {fit.alphaUs, fit.betaUsPerByte};
+      const char* names[] = {"ringStep", "crossAll", "localAll", "allPeers"};
+      LinkCost* costs[] = {&profile.ringStep, &profile.crossAll, &profile.localAll, &profile.allPeers};
+      const char* name = names[static_cast<int>(pattern)];
+      LinkCost& link = *costs[static_cast<int>(pattern)];
+      // allPeers has no numbers of its own in the profile: its curve only (and opUs below).
+      link = pattern == Pattern::kAllPeers ? LinkCost{} : LinkCost{fit.alphaUs, fit.betaUsPerByte};
       link.points = static_cast<int>(std::min<size_t>(fit.points.size(), LinkCost::kMaxPoints));
       for (int p = 0; p < link.points; ++p) {
         link.bytes[p] = fit.points[p].first;
@@ -539,10 +575,11 @@ int main(int argc, char** argv) {
     measured += item;
     measured += ", \"ncclStaged\": " + ncclStaged;
     measured += "}";
-    // The fixed cost of an op: the agreement's exchange (across hosts: every rank at once, as in
-    // the ring step's pattern where measured) or barrier (one host).
+    // The fixed cost of an op: the agreement's exchange (across hosts: every rank's descriptor to
+    // every other at once, the all-peers exchange of 8 bytes where measured) or barrier (one host).
     profile.opUs = networkPeer < 0 ? (localPeer >= 0 ? profile.shmBarrierUs : 1.0)
-                                   : profile.ringStep.alphaUs > 0 ? profile.ringStep.alphaUs : profile.network.alphaUs;
+                   : profile.allPeers.points > 0 ? profile.allPeers.us[0]
+                   : profile.ringStep.alphaUs > 0 ? profile.ringStep.alphaUs : profile.network.alphaUs;
     std::string hostList;
     for (size_t i = 0; i < distinctHosts.size(); ++i) hostList += (i ? ", \"" : "\"") + distinctHosts[i] + "\"";
     char created[64];
@@ -564,6 +601,7 @@ int main(int argc, char** argv) {
     }
     if (!(even && size > 1)) defaultedAdd("ringStep");
     if (!(even && hostCount > 1)) defaultedAdd("crossAll");
+    if (!(even && hostCount > 1)) defaultedAdd("allPeers");
     if (!(even && perHost > 1 && size > 1)) defaultedAdd("localAll");
     if (!(even && hostCount > 1 && perHost > 1)) defaultedAdd("overlap");
     char head[512];

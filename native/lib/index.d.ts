@@ -53,6 +53,8 @@ export interface ProfileNumbers {
   localAllCurve?: Array<[number, number]>;
   /** The staged NCCL all-reduce of host arrays, whole-op times (where calibrate found GPUs and NCCL). */
   ncclStagedCurve?: Array<[number, number]>;
+  /** Every rank to every other at once (the direct all-reduce's exchange, the agreement's over TCP). */
+  allPeersCurve?: Array<[number, number]>;
 }
 
 export interface WorldInfo {

@@ -63,6 +63,9 @@ struct CostProfile {
   LinkCost ringStep;  // each rank to the next in rank order, ranks host by host: a ring's step
   LinkCost crossAll;  // each rank to the rank of its local index on the next host
   LinkCost localAll;  // each rank to the next on its own host
+  // Each rank to every other at once, m to each (the direct all-reduce's exchange; the agreement
+  // over TCP sends its descriptors so): a measured curve only, no numbers of its own.
+  LinkCost allPeers;
   // Not a link: the staged NCCL all-reduce of host arrays (NcclCommunicator::allReduceStaged:
   // copies to the GPU, NCCL, copies back, pipelined), whole-op times that `braid calibrate`
   // measures where every rank has a GPU and NCCL. No points: never measured, and `auto` never
@@ -86,17 +89,19 @@ struct CostProfile {
   }
   // A loaded link's numbers hold for the placement they were measured on.
   bool measuredOn(const Topology& t, const LinkCost& loaded) const {
-    return calibratedHosts == t.hosts && calibratedPerHost == t.perHost && (loaded.alphaUs > 0 || loaded.betaUsPerByte > 0);
+    return calibratedHosts == t.hosts && calibratedPerHost == t.perHost && (loaded.alphaUs > 0 || loaded.betaUsPerByte > 0 || loaded.points >= 2);
   }
 };
 
 // The links a profile may give measured curves for (the loaded ones), by name.
-constexpr size_t kCurvedLinks = 4;
+constexpr size_t kCurvedLinks = 5;
 inline const char* const* curvedLinkNames() {
-  static const char* const names[kCurvedLinks] = {"ringStep", "crossAll", "localAll", "ncclStaged"};
+  static const char* const names[kCurvedLinks] = {"ringStep", "crossAll", "localAll", "ncclStaged", "allPeers"};
   return names;
 }
-inline std::array<LinkCost*, kCurvedLinks> curvedLinks(CostProfile& p) { return {&p.ringStep, &p.crossAll, &p.localAll, &p.ncclStaged}; }
+inline std::array<LinkCost*, kCurvedLinks> curvedLinks(CostProfile& p) {
+  return {&p.ringStep, &p.crossAll, &p.localAll, &p.ncclStaged, &p.allPeers};
+}
 
 // A profile file's version: 2 added the loaded links, overlap and the calibrated placement.
 constexpr int kProfileVersion = 2;
@@ -182,6 +187,8 @@ inline double recursiveDoubling(const Topology& t, const CostProfile& p, double 
 inline double direct(const Topology& t, const CostProfile& p, double m) {
   const int n = t.ranks;
   if (n <= 1) return 0;
+  // Where the exchange itself was measured (every rank to every other at once), its time.
+  if (t.hosts > 1 && p.measuredOn(t, p.allPeers)) return p.allPeers.timeUs(m) + (n - 1.0) * reduceUs(p, m);
   const int perHost = t.hosts > 1 ? std::max(1, t.perHost) : n;
   double within = 0, across = 0;
   if (perHost > 1) {

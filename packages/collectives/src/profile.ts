@@ -45,6 +45,7 @@ const CURVES = [
   ['crossAll', 'exchangeUs'],
   ['localAll', 'exchangeUs'],
   ['ncclStaged', 'allReduceUs'],
+  ['allPeers', 'exchangeUs'],
 ] as const;
 const MAX_CURVE_POINTS = 8; // LinkCost::kMaxPoints (cost_model.h)
 

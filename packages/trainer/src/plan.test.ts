@@ -67,6 +67,19 @@ describe('the cost model through the addon', () => {
     expect(at('direct', 64)).toBeLessThan(at('recursive-doubling', 64));
     expect(at('ring', 16 << 20)).toBeLessThan(at('direct', 16 << 20));
   });
+  it('direct: the all-peers exchange where calibrate measured it on this placement, interpolated, plus the n-1 reductions', () => {
+    const allPeersCurve: Array<[number, number]> = [[8, 70], [65536, 220], [1 << 20, 3700]];
+    const calibrated = { ...profileNumbers, allPeersCurve, calibratedHosts: 2, calibratedPerHost: 2 };
+    const twoByTwo = { ranks: 4, hosts: 2, perHost: 2, hierarchy: true, directCarriesAgreement: true };
+    const direct = (bytes: number, profile: Record<string, unknown>, where = twoByTwo) => addon.predict({ algorithm: 'direct', ...where, bytes, profile });
+    expect(direct(65536, calibrated)).toBeCloseTo(220 + 3 * 65536 * 1e-4, 6);
+    // Halfway between 64 KiB and 1 MiB; above 64 KiB the agreement is an exchange of its own (opUs).
+    const mid = (65536 + (1 << 20)) / 2;
+    expect(direct(mid, calibrated)).toBeCloseTo(2 + (220 + 3700) / 2 + 3 * mid * 1e-4, 6);
+    // Measured on another placement: the pair's numbers, as without the curve.
+    const elsewhere = { ...calibrated, calibratedPerHost: 4 };
+    expect(direct(1024, elsewhere)).toBeCloseTo(direct(1024, profileNumbers), 6);
+  });
   it('small messages favour recursive doubling, large ones the ring', () => {
     const at = (algorithm: 'ring' | 'recursive-doubling', bytes: number) => addon.predict({ algorithm, ...topology, bytes, profile: profileNumbers });
     expect(at('recursive-doubling', 1024)).toBeLessThan(at('ring', 1024));
