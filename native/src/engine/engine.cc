@@ -377,7 +377,14 @@ CommState& Engine::addComm(MPI_Comm base, std::chrono::steady_clock::time_point 
 }
 
 bool Hierarchy::networkDoubles(size_t sliceBytes, const CostProfile* profile) const {
-  if (profile != nullptr) return cost::hierarchyNetworkDoubles(topology, *profile, static_cast<double>(sliceBytes));
+  if (profile != nullptr) {
+    Topology t;
+    t.ranks = hosts * perHost;
+    t.hosts = hosts;
+    t.perHost = perHost;
+    t.hierarchy = true;
+    return cost::hierarchyNetworkDoubles(t, *profile, static_cast<double>(sliceBytes));
+  }
   return sliceBytes <= recursiveDoublingMaxBytes(hosts);
 }
 
@@ -471,10 +478,6 @@ void Engine::addHierarchy(CommState& comm, std::chrono::steady_clock::time_point
     h->cross = std::make_unique<MpiTransport>(dup);
   }
   h->cross->setHosts(&h->hostNames);
-  h->topology.ranks = comm.size;
-  h->topology.hosts = h->hosts;
-  h->topology.perHost = h->perHost;
-  h->topology.hierarchy = true;
   comm.hierarchy = std::move(h);
 }
 

@@ -77,7 +77,6 @@ struct Hierarchy {
   // The network step's algorithm for a slice: by the calibrated model where a profile is loaded
   // (`profile`: the engine's, the same on every rank; what `auto` and `braid plan` predict
   // with), else by the measured rule.
-  Topology topology;
   bool networkDoubles(size_t sliceBytes, const CostProfile* profile) const;
   ~Hierarchy();
 };
