@@ -2,7 +2,8 @@
 //   --mode train:   the MNIST MLP of the demo, `--steps` timed steps after `--warmup`, batch `--batch`
 //                   per rank; step time, time inside the gradient all-reduce, and the cost of the
 //                   same all-reduce alone (after a barrier, so no waiting for a slower rank).
-//   --mode paired:  np=2; rank 0 alone and both ranks data-parallel, alternating within one job.
+//   --mode paired:  np=2; rank 0 alone, both ranks apart (no communication), apart in lockstep and
+//                   data-parallel, taking turns within one job.
 //   --mode buckets: averaging a 16 MiB gradient list (64 tensors of 256 KiB) with each bucket size.
 //   --mode overlap: the gradients of an MLP (--hidden widths) averaged with the blocking path
 //                   (read every bucket, then reduce) and the asynchronous one (bucket i on the wire
@@ -66,10 +67,13 @@ async function step(model, data, indices) {
 }
 
 /** Times `steps` steps after `warmup`; returns seconds and the all-reduce time spent meanwhile. */
-async function timed(model, data, batches, from, steps, dp) {
+async function timed(model, data, batches, from, steps, dp, afterStep) {
   const commBefore = dp?.stats.communicationMs ?? 0;
   const started = performance.now();
-  for (let s = 0; s < steps; s++) await step(model, data, batches[from + s]);
+  for (let s = 0; s < steps; s++) {
+    await step(model, data, batches[from + s]);
+    afterStep?.();
+  }
   const ended = performance.now();
   return {
     seconds: (ended - started) / 1000,
@@ -131,9 +135,12 @@ async function train() {
   };
 }
 
-// np=2 only: in each round, rank 0 trains alone (a plain optimizer, no communication) while rank 1
-// sleeps, then both train data-parallel; the order flips every round. Both figures come from the
-// same minute of the same machine, which separate jobs on this drifting VM cannot give.
+// np=2 only: each round has four phases, in an order that rotates from round to round: rank 0
+// trains alone (a plain optimizer, no communication) while rank 1 sleeps; both ranks train apart at
+// once (each its own model and plain optimizer, no communication: two independent processes, the
+// machine's two-process ceiling); both train apart in lockstep (waiting for each other after every
+// step); both train data-parallel. All four figures come from the same minute of the same
+// processes, which separate jobs on this drifting VM cannot give.
 async function paired() {
   if (comm.size !== 2) throw new Error('--mode paired needs exactly 2 ranks');
   const steps = Number(args.steps);
@@ -150,37 +157,67 @@ async function paired() {
   const mine = batchList(data, batchSize, warmup + rounds * steps, 2, comm.rank);
   const all = batchList(data, batchSize, warmup + rounds * steps, 1, 0);
   await timed(together, data, mine, 0, warmup, dp);
-  if (comm.rank === 0) await timed(alone, data, all, 0, warmup);
+  await timed(alone, data, comm.rank === 0 ? all : mine, 0, warmup);
   const marker = `${args.json}.solo-done`;
-  const soloPhase = async (round) => {
-    if (comm.rank === 0) {
-      const r = await timed(alone, data, all, warmup + round * steps, steps);
-      writeFileSync(`${marker}-${round}`, '');
-      return r;
-    }
-    // Rank 1 sleeps (no CPU) until rank 0 is done; MPI is not touched meanwhile.
-    while (!existsSync(`${marker}-${round}`)) await new Promise((resolve) => setTimeout(resolve, 2));
-    return null;
+  const phases = {
+    async solo(round) {
+      await comm.barrier();
+      if (comm.rank === 0) {
+        const r = await timed(alone, data, all, warmup + round * steps, steps);
+        writeFileSync(`${marker}-${round}`, '');
+        return (steps * batchSize) / r.seconds;
+      }
+      // Rank 1 sleeps (no CPU) until rank 0 is done; MPI is not touched meanwhile.
+      while (!existsSync(`${marker}-${round}`)) await new Promise((resolve) => setTimeout(resolve, 2));
+      return null;
+    },
+    async apart(round) {
+      await comm.barrier();
+      const r = await timed(alone, data, mine, warmup + round * steps, steps);
+      // Each rank timed its own window; the sum of the two rates is what two processes got.
+      const rates = new Float64Array(2);
+      rates[comm.rank] = (steps * batchSize) / r.seconds;
+      comm.allReduceSync(rates, { op: 'sum' });
+      return rates;
+    },
+    // Apart, but the ranks wait for each other after every step (a 4-byte all-reduce): what a
+    // data-parallel job would get from an all-reduce that cost nothing, on this machine.
+    async lockstep(round) {
+      await comm.barrier();
+      const token = new Float32Array(1);
+      const r = await timed(alone, data, mine, warmup + round * steps, steps, undefined, () => comm.allReduceSync(token));
+      return (steps * batchSize * 2) / r.seconds;
+    },
+    async both(round) {
+      await comm.barrier();
+      const r = await timed(together, data, mine, warmup + round * steps, steps, dp);
+      return { rate: (steps * batchSize * 2) / r.seconds, stepMs: (r.seconds * 1000) / steps, inAllReduceMs: r.allReduceMs / steps };
+    },
   };
+  const order = ['solo', 'apart', 'lockstep', 'both'];
   const results = [];
   for (let round = 0; round < rounds; round++) {
-    let solo;
-    let both;
-    if (round % 2 === 0) {
-      solo = await soloPhase(round);
-      await comm.barrier();
-      both = await timed(together, data, mine, warmup + round * steps, steps, dp);
-    } else {
-      await comm.barrier();
-      both = await timed(together, data, mine, warmup + round * steps, steps, dp);
-      await comm.barrier();
-      solo = await soloPhase(round);
+    const got = {};
+    for (let i = 0; i < order.length; i++) {
+      const phase = order[(i + round) % order.length];
+      got[phase] = await phases[phase](round);
     }
     await comm.barrier();
     if (comm.rank === 0) {
-      const soloRate = (steps * batchSize) / solo.seconds;
-      const bothRate = (steps * batchSize * 2) / both.seconds;
-      results.push({ soloSamplesPerSecond: soloRate, dataParallelSamplesPerSecond: bothRate, efficiency: bothRate / (2 * soloRate), stepMs: (both.seconds * 1000) / steps, inAllReduceMs: both.allReduceMs / steps });
+      results.push({
+        soloSamplesPerSecond: got.solo,
+        apartSamplesPerSecond: got.apart[0] + got.apart[1],
+        apartPerRank: [...got.apart],
+        dataParallelSamplesPerSecond: got.both.rate,
+        efficiency: got.both.rate / (2 * got.solo),
+        ceiling: (got.apart[0] + got.apart[1]) / (2 * got.solo),
+        againstCeiling: got.both.rate / (got.apart[0] + got.apart[1]),
+        lockstepSamplesPerSecond: got.lockstep,
+        lockstepAgainstCeiling: got.lockstep / (got.apart[0] + got.apart[1]),
+        againstLockstep: got.both.rate / got.lockstep,
+        stepMs: got.both.stepMs,
+        inAllReduceMs: got.both.inAllReduceMs,
+      });
     }
   }
   for (let round = 0; round < rounds; round++) if (comm.rank === 0) rmSync(`${marker}-${round}`, { force: true });

@@ -9,6 +9,8 @@
 // --bind-to core pins each rank to a core (braid run's --bind-to) and each of the two independent
 // processes to a core of its own (taskset), so that the ceiling is measured as the job runs.
 // The two independent processes start their timed steps together, as the ranks of a job do.
+// Beside them, braid_lockstep_bench (C, fixed work of np=1's step time) gives the share of two
+// independent processes that any job whose ranks wait for each other every step can expect here.
 //   node benchmarks/training.mjs [--repeat 5] [--steps 150] [--warmup 20] [--batch 32] [--backends cpu,node] [--bind-to none|core] [--quick]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,6 +18,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { availableParallelism, tmpdir } from 'node:os';
+
+import { buildDir } from '@braid/native';
 
 import { tfjsNode } from '../packages/test-support/backend.mjs';
 import { renderChart } from './plot.mjs';
@@ -101,11 +105,21 @@ async function measure(backend) {
     togetherShares.push(overlap);
     console.log(`${backend} run ${i + 1}/${repeat} two independent processes: ${both.map((r) => r.samplesPerSecond.toFixed(0)).join(' + ')} samples/s (${(100 * ceiling).toFixed(1)}% of 2x the np=1 run; timed windows ${(100 * overlap).toFixed(0)}% together)`);
   }
-  console.log(`\n${backend}: side by side in one job (rank 0 alone, then both data-parallel, alternating):`);
-  const paired = job(2, ['--mode', 'paired', '--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch, '--rounds', quick ? '2' : '8']);
+  console.log(`\n${backend}: side by side in one job (rank 0 alone, both ranks apart, apart in lockstep, data-parallel, taking turns):`);
+  const paired = job(2, ['--mode', 'paired', '--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch, '--rounds', quick ? '4' : '8']);
   for (const r of paired.results) {
-    console.log(`  alone ${r.soloSamplesPerSecond.toFixed(0)} samples/s, data-parallel ${r.dataParallelSamplesPerSecond.toFixed(0)} samples/s: ${(100 * r.efficiency).toFixed(1)}%, in all-reduce ${r.inAllReduceMs.toFixed(2)} of ${r.stepMs.toFixed(1)} ms`);
+    console.log(`  alone ${r.soloSamplesPerSecond.toFixed(0)}, apart ${r.apartPerRank.map((x) => x.toFixed(0)).join(' + ')}, lockstep ${r.lockstepSamplesPerSecond.toFixed(0)}, data-parallel ${r.dataParallelSamplesPerSecond.toFixed(0)} samples/s: efficiency ${(100 * r.efficiency).toFixed(1)}%, ${(100 * r.againstCeiling).toFixed(1)}% of apart, ${(100 * r.againstLockstep).toFixed(1)}% of lockstep; in all-reduce ${r.inAllReduceMs.toFixed(2)} of ${r.stepMs.toFixed(1)} ms`);
   }
+  // The machine's ceiling for any synchronous job: fixed work of np=1's step time, in C, the
+  // ranks apart and then waiting for each other after every step (an MPI_Barrier), taking turns.
+  const stepMs = median(runs[1].map((r) => r.stepMs));
+  const lockstepJson = join(resultsDir, 'training-lockstep.json');
+  const lockstepRun = spawnSync(process.execPath, [braid, 'run', '-np', '2', '--bind-to', bindTo, join(buildDir, 'braid_lockstep_bench'), '--step-ms', stepMs.toFixed(2), '--steps', steps, '--rounds', quick ? '3' : '9', '--json', lockstepJson], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (lockstepRun.status !== 0) {
+    console.error(`benchmark failed: braid_lockstep_bench exited with ${lockstepRun.status ?? lockstepRun.signal}`);
+    process.exit(1);
+  }
+  const lockstep = JSON.parse(readFileSync(lockstepJson, 'utf8'));
   // Efficiency per pair (np=1 and np=2 run back to back), then the median: pairs share the machine's mood.
   const efficiencies = runs[2].map((r, i) => r.samplesPerSecond / (2 * runs[1][i].samplesPerSecond));
   const summary = {
@@ -125,6 +139,17 @@ async function measure(backend) {
     twoProcessCeilings: ceilings,
     // The share of the longer of their two timed windows during which both were timing.
     twoProcessWindowsTogether: togetherShares,
+    // The same ceiling side by side in one job: both ranks training apart (no communication)
+    // between the data-parallel phases, and np=2 against it round by round.
+    sideBySideCeiling: median(paired.results.map((r) => r.ceiling)),
+    sideBySideAgainstCeiling: median(paired.results.map((r) => r.againstCeiling)),
+    sideBySideAgainstCeilings: paired.results.map((r) => r.againstCeiling),
+    // Both ranks training apart but waiting for each other after every step: the share of the
+    // ceiling a data-parallel job with a free all-reduce would get, and np=2 against that.
+    sideBySideLockstep: median(paired.results.map((r) => r.lockstepAgainstCeiling)),
+    sideBySideAgainstLockstep: median(paired.results.map((r) => r.againstLockstep)),
+    // Two ranks of fixed work in lockstep against the same two apart (braid_lockstep_bench).
+    lockstepPeer: { stepMs: lockstep.stepMs, shareOfApart: lockstep.lockstepShareOfApart, ratios: lockstep.ratios },
     stepMs: { np1: median(runs[1].map((r) => r.stepMs)), np2: median(runs[2].map((r) => r.stepMs)) },
     // Time inside the all-reduce call, waiting for the slower rank included.
     allReduceShareOfStep: median([...runs[2], ...paired.results].map((r) => r.inAllReduceMs / r.stepMs)),
@@ -154,6 +179,9 @@ for (const [name, b] of Object.entries(summary.backends)) {
   console.log(`  scaling efficiency at np=2, side by side in one job: ${(100 * b.scalingEfficiency).toFixed(1)}% (rounds: ${b.pairedEfficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
   console.log(`  scaling efficiency at np=2, separate jobs: ${(100 * b.separateJobsEfficiency).toFixed(1)}% (pairs: ${b.separateJobsEfficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
   console.log(`  two independent processes at once reach ${(100 * b.twoProcessCeiling).toFixed(1)}% of twice one alone (the machine's ceiling for 2 ranks); np=2 reaches ${(100 * b.separateJobsEfficiency / b.twoProcessCeiling).toFixed(1)}% of that ceiling`);
+  console.log(`  side by side in one job, both ranks training apart reach ${(100 * b.sideBySideCeiling).toFixed(1)}% of twice rank 0 alone; np=2 reaches ${(100 * b.sideBySideAgainstCeiling).toFixed(1)}% of that (rounds: ${b.sideBySideAgainstCeilings.map((e) => (100 * e).toFixed(1)).join(', ')})`);
+  console.log(`  side by side, the ranks training apart but waiting for each other after every step reach ${(100 * b.sideBySideLockstep).toFixed(1)}% of apart; np=2 data-parallel reaches ${(100 * b.sideBySideAgainstLockstep).toFixed(1)}% of that lockstep`);
+  console.log(`  a C job of ${b.lockstepPeer.stepMs.toFixed(1)} ms steps of fixed work, its ranks waiting for each other after every step, reaches ${(100 * b.lockstepPeer.shareOfApart).toFixed(1)}% of the same ranks working apart (rounds: ${b.lockstepPeer.ratios.map((e) => (100 * e).toFixed(1)).join(', ')}): the share of the two-process ceiling a synchronous np=2 job can expect on this machine`);
   console.log(`  share of a step in the gradient all-reduce (waiting included): ${(100 * b.allReduceShareOfStep).toFixed(1)}%`);
   console.log(`  share of a step moving the gradients (${(b.gradientBytes / 1024).toFixed(0)} KiB, all-reduce alone): ${(100 * b.transferShareOfStep).toFixed(2)}%`);
 }
@@ -173,14 +201,15 @@ function trainingChart(summary) {
   const step = [];
   for (const [backend, b] of Object.entries(summary.backends)) {
     const independent = b.twoProcessCeiling * 2 * b.samplesPerSecond.np1;
-    for (const [run, samplesPerSecond] of [['np=1', b.samplesPerSecond.np1], ['np=2', b.samplesPerSecond.np2], ['2 processes, no MPI', independent], ['2 x np=1', 2 * b.samplesPerSecond.np1]]) {
+    const lockstep = b.lockstepPeer.shareOfApart * independent;
+    for (const [run, samplesPerSecond] of [['np=1', b.samplesPerSecond.np1], ['np=2', b.samplesPerSecond.np2], ['2 in lockstep (C)', lockstep], ['2 processes, no MPI', independent], ['2 x np=1', 2 * b.samplesPerSecond.np1]]) {
       rates.push({ backend, run, samplesPerSecond });
     }
     step.push({ backend, part: 'compute', share: 1 - b.allReduceShareOfStep }, { backend, part: 'all-reduce', share: b.allReduceShareOfStep });
   }
-  const runs = ['np=1', 'np=2', '2 processes, no MPI', '2 x np=1'];
+  const runs = ['np=1', 'np=2', '2 in lockstep (C)', '2 processes, no MPI', '2 x np=1'];
   const efficiencies = Object.entries(summary.backends).map(
-    ([backend, b]) => `${backend}: scaling efficiency at np=2 ${(100 * b.separateJobsEfficiency).toFixed(0)}%, ${(100 * b.separateJobsEfficiency / b.twoProcessCeiling).toFixed(0)}% of the two-process ceiling`,
+    ([backend, b]) => `${backend}: scaling efficiency at np=2 ${(100 * b.separateJobsEfficiency).toFixed(0)}%, ${(100 * b.separateJobsEfficiency / b.twoProcessCeiling).toFixed(0)}% of the two-process ceiling, where a C job in lockstep gets ${(100 * b.lockstepPeer.shareOfApart).toFixed(0)}%`,
   );
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
