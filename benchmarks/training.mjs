@@ -106,15 +106,20 @@ async function measure(backend) {
     console.log(`${backend} run ${i + 1}/${repeat} two independent processes: ${both.map((r) => r.samplesPerSecond.toFixed(0)).join(' + ')} samples/s (${(100 * ceiling).toFixed(1)}% of 2x the np=1 run; timed windows ${(100 * overlap).toFixed(0)}% together)`);
   }
   console.log(`\n${backend}: side by side in one job (rank 0 alone, both ranks apart, apart in lockstep, data-parallel, taking turns):`);
-  const paired = job(2, ['--mode', 'paired', '--backend', backend, '--steps', steps, '--warmup', warmup, '--batch', batch, '--rounds', quick ? '4' : '8']);
-  for (const r of paired.results) {
-    console.log(`  alone ${r.soloSamplesPerSecond.toFixed(0)}, apart ${r.apartPerRank.map((x) => x.toFixed(0)).join(' + ')}, lockstep ${r.lockstepSamplesPerSecond.toFixed(0)}, data-parallel ${r.dataParallelSamplesPerSecond.toFixed(0)} samples/s: efficiency ${(100 * r.efficiency).toFixed(1)}%, ${(100 * r.againstCeiling).toFixed(1)}% of apart, ${(100 * r.againstLockstep).toFixed(1)}% of lockstep; in all-reduce ${r.inAllReduceMs.toFixed(2)} of ${r.stepMs.toFixed(1)} ms`);
-  }
+  // Short phases taking turns many times, pooled (time per sample summed over the rounds): a slow
+  // spell of the VM weighs on every phase alike, where medians of long phases swung by 10 points.
+  const pairedRounds = quick ? 4 : backend === 'cpu' ? 12 : 40;
+  const pairedSteps = Math.max(10, Math.round(Number(steps) / 5));
+  const paired = job(2, ['--mode', 'paired', '--backend', backend, '--steps', String(pairedSteps), '--warmup', warmup, '--batch', batch, '--rounds', String(pairedRounds)]);
+  const perSample = (key) => paired.results.reduce((t, r) => t + 1 / r[key], 0);
+  const side = { twiceSolo: perSample('soloSamplesPerSecond') / 2, apart: perSample('apartSamplesPerSecond'), lockstep: perSample('lockstepSamplesPerSecond'), both: perSample('dataParallelSamplesPerSecond') };
+  const rate = (t) => (paired.results.length / t).toFixed(0);
+  console.log(`  ${pairedRounds} rounds of ${pairedSteps} steps per phase, pooled: rank 0 alone ${rate(2 * side.twiceSolo)}, both apart ${rate(side.apart)}, apart in lockstep ${rate(side.lockstep)}, data-parallel ${rate(side.both)} samples/s`);
   // The machine's ceiling for any synchronous job: fixed work of np=1's step time, in C, the
   // ranks apart and then waiting for each other after every step (an MPI_Barrier), taking turns.
   const stepMs = median(runs[1].map((r) => r.stepMs));
   const lockstepJson = join(resultsDir, 'training-lockstep.json');
-  const lockstepRun = spawnSync(process.execPath, [braid, 'run', '-np', '2', '--bind-to', bindTo, join(buildDir, 'braid_lockstep_bench'), '--step-ms', stepMs.toFixed(2), '--steps', steps, '--rounds', quick ? '3' : '9', '--json', lockstepJson], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const lockstepRun = spawnSync(process.execPath, [braid, 'run', '-np', '2', '--bind-to', bindTo, join(buildDir, 'braid_lockstep_bench'), '--step-ms', stepMs.toFixed(2), '--steps', '20', '--rounds', quick ? '20' : '60', '--json', lockstepJson], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (lockstepRun.status !== 0) {
     console.error(`benchmark failed: braid_lockstep_bench exited with ${lockstepRun.status ?? lockstepRun.signal}`);
     process.exit(1);
@@ -129,7 +134,7 @@ async function measure(backend) {
     steps: Number(steps),
     samplesPerSecond: { np1: median(runs[1].map((r) => r.samplesPerSecond)), np2: median(runs[2].map((r) => r.samplesPerSecond)) },
     // Headline: rank 0 alone vs both ranks data-parallel, alternating inside one job.
-    scalingEfficiency: median(paired.results.map((r) => r.efficiency)),
+    scalingEfficiency: side.twiceSolo / side.both,
     pairedEfficiencies: paired.results.map((r) => r.efficiency),
     // Separate np=1 and np=2 jobs run back to back (more exposed to the machine's drift).
     separateJobsEfficiency: median(efficiencies),
@@ -141,13 +146,14 @@ async function measure(backend) {
     twoProcessWindowsTogether: togetherShares,
     // The same ceiling side by side in one job: both ranks training apart (no communication)
     // between the data-parallel phases, and np=2 against it round by round.
-    sideBySideCeiling: median(paired.results.map((r) => r.ceiling)),
-    sideBySideAgainstCeiling: median(paired.results.map((r) => r.againstCeiling)),
+    sideBySideRounds: { rounds: pairedRounds, steps: pairedSteps },
+    sideBySideCeiling: side.twiceSolo / side.apart,
+    sideBySideAgainstCeiling: side.apart / side.both,
     sideBySideAgainstCeilings: paired.results.map((r) => r.againstCeiling),
     // Both ranks training apart but waiting for each other after every step: the share of the
     // ceiling a data-parallel job with a free all-reduce would get, and np=2 against that.
-    sideBySideLockstep: median(paired.results.map((r) => r.lockstepAgainstCeiling)),
-    sideBySideAgainstLockstep: median(paired.results.map((r) => r.againstLockstep)),
+    sideBySideLockstep: side.apart / side.lockstep,
+    sideBySideAgainstLockstep: side.lockstep / side.both,
     // Two ranks of fixed work in lockstep against the same two apart (braid_lockstep_bench).
     lockstepPeer: { stepMs: lockstep.stepMs, shareOfApart: lockstep.lockstepShareOfApart, ratios: lockstep.ratios },
     stepMs: { np1: median(runs[1].map((r) => r.stepMs)), np2: median(runs[2].map((r) => r.stepMs)) },
@@ -176,12 +182,12 @@ summary.bucketSweep = sweep;
 for (const [name, b] of Object.entries(summary.backends)) {
   console.log(`\n${name} backend (${b.threadsPerRank.np1 ?? '-'} TensorFlow thread(s) at np=1, ${b.threadsPerRank.np2 ?? '-'} per rank at np=2):`);
   console.log(`  samples/s: np=1 ${b.samplesPerSecond.np1.toFixed(0)}, np=2 ${b.samplesPerSecond.np2.toFixed(0)}`);
-  console.log(`  scaling efficiency at np=2, side by side in one job: ${(100 * b.scalingEfficiency).toFixed(1)}% (rounds: ${b.pairedEfficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
+  console.log(`  scaling efficiency at np=2, side by side in one job: ${(100 * b.scalingEfficiency).toFixed(1)}% (${b.sideBySideRounds.rounds} rounds of ${b.sideBySideRounds.steps} steps, pooled)`);
   console.log(`  scaling efficiency at np=2, separate jobs: ${(100 * b.separateJobsEfficiency).toFixed(1)}% (pairs: ${b.separateJobsEfficiencies.map((e) => (100 * e).toFixed(1)).join(', ')})`);
   console.log(`  two independent processes at once reach ${(100 * b.twoProcessCeiling).toFixed(1)}% of twice one alone (the machine's ceiling for 2 ranks); np=2 reaches ${(100 * b.separateJobsEfficiency / b.twoProcessCeiling).toFixed(1)}% of that ceiling`);
-  console.log(`  side by side in one job, both ranks training apart reach ${(100 * b.sideBySideCeiling).toFixed(1)}% of twice rank 0 alone; np=2 reaches ${(100 * b.sideBySideAgainstCeiling).toFixed(1)}% of that (rounds: ${b.sideBySideAgainstCeilings.map((e) => (100 * e).toFixed(1)).join(', ')})`);
+  console.log(`  side by side in one job, both ranks training apart reach ${(100 * b.sideBySideCeiling).toFixed(1)}% of twice rank 0 alone; np=2 reaches ${(100 * b.sideBySideAgainstCeiling).toFixed(1)}% of that`);
   console.log(`  side by side, the ranks training apart but waiting for each other after every step reach ${(100 * b.sideBySideLockstep).toFixed(1)}% of apart; np=2 data-parallel reaches ${(100 * b.sideBySideAgainstLockstep).toFixed(1)}% of that lockstep`);
-  console.log(`  a C job of ${b.lockstepPeer.stepMs.toFixed(1)} ms steps of fixed work, its ranks waiting for each other after every step, reaches ${(100 * b.lockstepPeer.shareOfApart).toFixed(1)}% of the same ranks working apart (rounds: ${b.lockstepPeer.ratios.map((e) => (100 * e).toFixed(1)).join(', ')}): the share of the two-process ceiling a synchronous np=2 job can expect on this machine`);
+  console.log(`  a C job of ${b.lockstepPeer.stepMs.toFixed(1)} ms steps of fixed work, its ranks waiting for each other after every step, reaches ${(100 * b.lockstepPeer.shareOfApart).toFixed(1)}% of the same ranks working apart (${b.lockstepPeer.ratios.length} rounds of 20 steps each way, pooled): the share of the two-process ceiling a synchronous np=2 job can expect on this machine`);
   console.log(`  share of a step in the gradient all-reduce (waiting included): ${(100 * b.allReduceShareOfStep).toFixed(1)}%`);
   console.log(`  share of a step moving the gradients (${(b.gradientBytes / 1024).toFixed(0)} KiB, all-reduce alone): ${(100 * b.transferShareOfStep).toFixed(2)}%`);
 }
