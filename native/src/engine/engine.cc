@@ -1017,8 +1017,11 @@ std::string Engine::unansweringRanks(CommState& comm, bool onGpu) {
   // Every rank that timed out sends a heartbeat to every other and listens for theirs for a
   // while: the ranks that timed out in the same op hear each other, a stopped or unreachable rank
   // is not heard. Each rank judges alone, but ranks that see the same failure name the same ranks.
+  // The window covers how much later than this rank another one may have entered the op (and so
+  // time out): without the agreement, ranks enter on their own, and on a loaded machine a quarter
+  // of a 2.5 s timeout was not enough (an answering rank was named as silent).
   constexpr int kLivenessTag = 13;
-  const auto window = std::chrono::milliseconds(std::min(1500, std::max(200, options_.timeoutMs / 4)));
+  const auto window = std::chrono::milliseconds(std::min(3000, std::max(200, options_.timeoutMs / 2)));
   struct Heartbeats {
     std::vector<int> out, in;
     std::vector<MPI_Request> requests;
