@@ -210,11 +210,8 @@ async function paired() {
         apartPerRank: [...got.apart],
         dataParallelSamplesPerSecond: got.both.rate,
         efficiency: got.both.rate / (2 * got.solo),
-        ceiling: (got.apart[0] + got.apart[1]) / (2 * got.solo),
         againstCeiling: got.both.rate / (got.apart[0] + got.apart[1]),
         lockstepSamplesPerSecond: got.lockstep,
-        lockstepAgainstCeiling: got.lockstep / (got.apart[0] + got.apart[1]),
-        againstLockstep: got.both.rate / got.lockstep,
         stepMs: got.both.stepMs,
         inAllReduceMs: got.both.inAllReduceMs,
       });

@@ -145,7 +145,7 @@ async function measure(backend) {
     // The share of the longer of their two timed windows during which both were timing.
     twoProcessWindowsTogether: togetherShares,
     // The same ceiling side by side in one job: both ranks training apart (no communication)
-    // between the data-parallel phases, and np=2 against it round by round.
+    // between the data-parallel phases, and np=2 against it (pooled; then per round).
     sideBySideRounds: { rounds: pairedRounds, steps: pairedSteps },
     sideBySideCeiling: side.twiceSolo / side.apart,
     sideBySideAgainstCeiling: side.apart / side.both,
