@@ -19,9 +19,12 @@
 // network algorithm, which gives identical bits to its ranks) and copied by the others, so every
 // rank gets the same bits.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "algorithms/collective.h"
+#include "algorithms/store_choice.h"
+#include "kernels/copy.h"
 #include "kernels/reduce.h"
 #include "transport/shm_transport.h"
 
@@ -41,35 +44,58 @@ size_t pieceElems(const ShmTransport& shm, size_t es, int blocks) {
 // thread hand-off (tens of microseconds) is small beside its network step.
 constexpr size_t kOverlapSegmentBytes = 2 << 20;
 
+// The local phases' store kind, learned from their own timings (the shared-memory all-reduce
+// keeps its own: other copies, other timings). Ops run one at a time, so no lock.
+StoreChoice& localPhasesStoreChoice() {
+  static StoreChoice choice;
+  return choice;
+}
+
 size_t halfOffset(ShmTransport& shm) { return static_cast<size_t>(shm.nextHalf()) * (shm.slotBytes() / 2); }
 
+// Into this rank's slot, with the stores the op chose (see store_choice.h).
+void toSlot(bool streaming, void* dst, const void* src, size_t n) {
+  if (streaming) {
+    copyStreaming(dst, src, n);
+  } else {
+    std::memcpy(dst, src, n);
+  }
+}
+
 // Afterwards block l (this rank's) of `data` holds the block reduced over the host's ranks.
-void localReduceScatter(CollectiveArgs& args, ShmTransport& shm, uint8_t* data, const BlockLayout& layout) {
+// As in allreduce_shm.cc, local ranks 0 and 1 reduce their own block from `data` in place and
+// leave it out of the slot (a later rank's block would be overwritten by the first reduction
+// before its turn, so it goes in too): at L=2 a rank copies m/2 into its slot, not m.
+void localReduceScatter(CollectiveArgs& args, ShmTransport& shm, uint8_t* data, const BlockLayout& layout, bool streaming) {
   const int n = shm.size(), me = shm.rank();
   const size_t es = dtypeSize(args.dtype);
   const size_t piece = pieceElems(shm, es, n);
+  const bool ownInPlace = me < 2;
   size_t longest = 0;
   for (int b = 0; b < n; ++b) longest = std::max(longest, layout.count(b));
   for (size_t at = 0; at < longest; at += piece) {
     const size_t half = halfOffset(shm);
     uint8_t* slot = shm.slot(me) + half;
     for (int b = 0; b < n; ++b) {
+      if (b == me && ownInPlace) continue;
       const size_t len = layout.count(b) > at ? std::min(piece, layout.count(b) - at) : 0;
-      if (len) std::memcpy(slot + b * piece * es, data + (layout.offset[b] + at) * es, len * es);
+      if (len) toSlot(streaming, slot + b * piece * es, data + (layout.offset[b] + at) * es, len * es);
     }
     shm.barrier();
     const size_t len = layout.count(me) > at ? std::min(piece, layout.count(me) - at) : 0;
     if (len == 0) continue;
     uint8_t* out = data + (layout.offset[me] + at) * es;
     const size_t off = half + me * piece * es;
-    reduceTimed(args, out, shm.slot(0) + off, shm.slot(1) + off, len);
-    for (int s = 2; s < n; ++s) reduceTimed(args, out, out, shm.slot(s) + off, len);
+    // Slot order (0, 1, ...) whichever rank reduces, so every host's ranks get the same bits.
+    auto part = [&](int s) -> const uint8_t* { return s == me && ownInPlace ? out : shm.slot(s) + off; };
+    reduceTimed(args, out, part(0), part(1), len);
+    for (int s = 2; s < n; ++s) reduceTimed(args, out, out, part(s), len);
   }
 }
 
 // Needs block l of `data` filled on local rank l; afterwards every block is filled everywhere.
 // Blocks are in bytes here (`layout` over bytes).
-void localAllgather(ShmTransport& shm, uint8_t* data, const BlockLayout& layout) {
+void localAllgather(ShmTransport& shm, uint8_t* data, const BlockLayout& layout, bool streaming) {
   const int n = shm.size(), me = shm.rank();
   const size_t piece = pieceElems(shm, 1, n);
   size_t longest = 0;
@@ -77,7 +103,7 @@ void localAllgather(ShmTransport& shm, uint8_t* data, const BlockLayout& layout)
   for (size_t at = 0; at < longest; at += piece) {
     const size_t half = halfOffset(shm);
     const size_t mine = layout.count(me) > at ? std::min(piece, layout.count(me) - at) : 0;
-    if (mine) std::memcpy(shm.slot(me) + half + me * piece, data + layout.offset[me] + at, mine);
+    if (mine) toSlot(streaming, shm.slot(me) + half + me * piece, data + layout.offset[me] + at, mine);
     shm.barrier();
     for (int b = 0; b < n; ++b) {
       if (b == me) continue;
@@ -124,7 +150,20 @@ void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf
   std::vector<Segment> segments;
   for (size_t start = 0; start < count; start += segmentElems)
     segments.push_back({start, BlockLayout::even(std::min(segmentElems, count - start), perHost)});
-  auto reduceScatter = [&](const Segment& s) { localReduceScatter(sum, local, data + s.start * es, s.layout); };
+  // What the local phases take (the network step left out) is what the store choice learns from.
+  const size_t bytes = count * es;
+  const bool streaming = localPhasesStoreChoice().streaming(bytes);
+  const bool timed = bytes >= StoreChoice::kMinBytes;  // small ops stay free of clock reads
+  double localSeconds = 0;
+  auto timedLocal = [&](auto&& phase) {
+    if (!timed) return phase();
+    const auto start = std::chrono::steady_clock::now();
+    phase();
+    localSeconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto reduceScatter = [&](const Segment& s) {
+    timedLocal([&] { localReduceScatter(sum, local, data + s.start * es, s.layout, streaming); });
+  };
   auto acrossHosts = [&, hosts, perHost, es, data, me](const Segment& s) {
     uint8_t* mine = data + (s.start + s.layout.offset[me]) * es;
     const size_t myCount = s.layout.count(me);
@@ -132,14 +171,15 @@ void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf
     if (cross.op == RedOp::kAvg) finishAverage(cross.dtype, mine, myCount, hosts * perHost);
   };
   auto allgather = [&](const Segment& s) {
-    BlockLayout bytes = s.layout;
-    for (auto& o : bytes.offset) o *= es;
-    localAllgather(local, data + s.start * es, bytes);
+    BlockLayout layout = s.layout;
+    for (auto& o : layout.offset) o *= es;
+    timedLocal([&] { localAllgather(local, data + s.start * es, layout, streaming); });
   };
   if (segments.size() == 1) {
     reduceScatter(segments[0]);
     acrossHosts(segments[0]);
     allgather(segments[0]);
+    localPhasesStoreChoice().record(bytes, streaming, localSeconds);
     return;
   }
   // Pipelined: segment k crosses the network while this thread reduces k+1 and gathers k-1.
@@ -154,6 +194,7 @@ void allreduceHierarchical(CollectiveArgs& cross, ShmTransport& local, void* buf
     }
     overlap->finish();
     allgather(segments.back());
+    localPhasesStoreChoice().record(bytes, streaming, localSeconds);
   } catch (...) {
     // The network step must be over before the buffer and transports can go.
     try {
@@ -196,7 +237,7 @@ void allgatherHierarchical(CollectiveArgs& cross, ShmTransport& local, const voi
     BlockLayout columns;
     columns.offset.resize(static_cast<size_t>(perHost) + 1);
     for (int l = 0; l <= perHost; ++l) columns.offset[l] = column * l;
-    localAllgather(local, gathered.data(), columns);
+    localAllgather(local, gathered.data(), columns, false);
   }
   // 3. Into rank order.
   uint8_t* result = static_cast<uint8_t*>(out);

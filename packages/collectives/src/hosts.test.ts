@@ -97,6 +97,21 @@ describe.skipIf(unavailable !== undefined)(`across hosts${unavailable ? ` (skipp
   // The hierarchical all-reduce's network step is the one the model predicts with: where a
   // calibrated profile is loaded, whichever of ring and recursive doubling it says is quicker for
   // the slice; without one, recursive doubling up to 64 KiB slices.
+  // Three ranks a host: local rank 2 reduces its block from its slot, not in place as ranks 0
+  // and 1 do, and each rank's slot holds three blocks.
+  it('2 hosts x 3 ranks: the hierarchical all-reduce is exact and bitwise identical on every rank, every dtype and op', async () => {
+    const job = await run('h0:3,h1:3', 6, 'hierarchical');
+    expect(job.code, job.stderr).toBe(0);
+    expect(job.results).toHaveLength(6);
+    const [first] = job.results;
+    expect(first.cases.length).toBeGreaterThan(100);
+    for (const r of job.results) {
+      expect(r.localSize).toBe(3);
+      expect(r.cases.filter((c: { wrong: number }) => c.wrong !== 0), `rank ${r.rank}`).toEqual([]);
+    }
+    for (let i = 0; i < first.cases.length; i++) expect(new Set(job.results.map((r) => r.cases[i].digest)).size, first.cases[i].what).toBe(1);
+  }, 240_000);
+
   it.each([
     ['no profile', undefined, ['recursive-doubling', 'ring']],
     // A message costs 1 ms, bytes almost nothing: doubling's one exchange beats the ring's two.

@@ -359,8 +359,33 @@ async function hierarchyNetwork(comm) {
   return { wrong };
 }
 
+// The hierarchical all-reduce alone, every dtype and op at sizes that leave blocks uneven and
+// take several half-slot rounds, and 4 MiB of float32 six times (the local phases try both store
+// kinds on their first ops of a size): exact, with a digest per case for the test to compare.
+async function hierarchicalOnly(comm) {
+  const n = comm.size;
+  const cases = [];
+  for (const dtype of DTYPES)
+    for (const op of OPS) {
+      if (op === 'avg' && !FLOAT_DTYPES.has(dtype)) continue;
+      for (const length of [1, n + 1, 1009, 65537, 300007]) {
+        const buf = fill(dtype, op, comm.rank, length);
+        comm.allReduceSync(buf, { op, algorithm: 'hierarchical', ...(dtype.includes('16') ? { dtype } : {}) });
+        cases.push({ what: `hierarchical ${dtype} ${op} ${length}`, wrong: countWrong(buf, expected(dtype, op, n, length)), digest: digest(buf) });
+      }
+    }
+  const big = 1 << 20;
+  const want = expected('float32', 'sum', n, big);
+  for (let i = 0; i < 6; i++) {
+    const buf = fill('float32', 'sum', comm.rank, big);
+    comm.allReduceSync(buf, { algorithm: 'hierarchical' });
+    cases.push({ what: `hierarchical float32 sum ${big} #${i}`, wrong: countWrong(buf, want), digest: digest(buf) });
+  }
+  return { cases };
+}
+
 const comm = await init(scenario.startsWith('timeout') ? { timeoutMs: 1500, stallWarningMs: 500 } : {});
-const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps, 'large-awaited': largeAwaited, alone, 'hierarchy-network': hierarchyNetwork };
+const scenarios = { matrix, mismatch, timeout, 'timeout-sync': (c) => timeout(c, true), timeline, inline: inlineOps, 'large-awaited': largeAwaited, alone, 'hierarchy-network': hierarchyNetwork, hierarchical: hierarchicalOnly };
 const result = await scenarios[scenario](comm);
 report({ rank: comm.rank, size: comm.size, localRank: comm.localRank, localSize: comm.localSize, transport: comm.transport, ms: Date.now() - started, ...result });
 if (!scenario.startsWith('timeout')) await comm.close();
