@@ -72,7 +72,9 @@ struct CostProfile {
   // picks it for host arrays.
   LinkCost ncclStaged;
   double shmBarrierUs = 0.6;         // one shared-memory barrier
-  double shmCopyUsPerByte = 1.0 / 6000;  // copying into or out of the shared region (6 GB/s)
+  // Moving bytes through the shared region, per byte of the buffer: each rank writes its share
+  // into its slot, and after a barrier reads the others' shares (one local phase's pass).
+  double shmCopyUsPerByte = 1.0 / 6000;
   double gammaUsPerByte = 1.0 / 8000;    // reducing float32 (8 GB/s)
   double opUs = 3;                   // fixed cost of an op (the agreement's software, the call)
   // The share of the shorter of a pipelined hierarchical all-reduce's two phases (network,
