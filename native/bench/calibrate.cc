@@ -462,11 +462,7 @@ int main(int argc, char** argv) {
           for (int i = 0; i < rounds; ++i) {
             const size_t at = (static_cast<size_t>(i) % pieces) * half;
             uint8_t* slot = shm->slot(me) + static_cast<size_t>(shm->nextHalf()) * half;
-            if (streaming) {
-              copyStreaming(slot + me * piece, source.data() + at + me * piece, piece);
-            } else {
-              std::memcpy(slot + me * piece, source.data() + at + me * piece, piece);
-            }
+            copyWithStores(streaming, slot + me * piece, source.data() + at + me * piece, piece);
             shm->barrier();
             for (int r = 0; r < localRanks; ++r)
               if (r != me) std::memcpy(target.data() + at + r * piece, shm->slot(r) + (slot - shm->slot(me)) + r * piece, piece);

@@ -53,13 +53,7 @@ void allreduceShm(CollectiveArgs& args, ShmTransport& shm, void* buf, size_t cou
   // those with a transform either: its compute would be taken for the stores' cost.
   const bool timed = bytes >= StoreChoice::kMinBytes && transform == nullptr;
   std::chrono::steady_clock::time_point moving{};  // after the first barrier: the peers are in
-  auto toSlot = [streaming](void* dst, const void* src, size_t n) {
-    if (streaming) {
-      copyStreaming(dst, src, n);
-    } else {
-      std::memcpy(dst, src, n);
-    }
-  };
+  auto toSlot = [streaming](void* dst, const void* src, size_t n) { copyWithStores(streaming, dst, src, n); };
   for (size_t start = 0; start < count; start += chunkElems) {
     const size_t len = std::min(chunkElems, count - start);
     const int half = start == 0 && resumed ? shm.half() : shm.nextHalf();

@@ -53,15 +53,6 @@ StoreChoice& localPhasesStoreChoice() {
 
 size_t halfOffset(ShmTransport& shm) { return static_cast<size_t>(shm.nextHalf()) * (shm.slotBytes() / 2); }
 
-// Into this rank's slot, with the stores the op chose (see store_choice.h).
-void toSlot(bool streaming, void* dst, const void* src, size_t n) {
-  if (streaming) {
-    copyStreaming(dst, src, n);
-  } else {
-    std::memcpy(dst, src, n);
-  }
-}
-
 // Afterwards block l (this rank's) of `data` holds the block reduced over the host's ranks.
 // As in allreduce_shm.cc, local ranks 0 and 1 reduce their own block from `data` in place and
 // leave it out of the slot (a later rank's block would be overwritten by the first reduction
@@ -79,7 +70,7 @@ void localReduceScatter(CollectiveArgs& args, ShmTransport& shm, uint8_t* data, 
     for (int b = 0; b < n; ++b) {
       if (b == me && ownInPlace) continue;
       const size_t len = layout.count(b) > at ? std::min(piece, layout.count(b) - at) : 0;
-      if (len) toSlot(streaming, slot + b * piece * es, data + (layout.offset[b] + at) * es, len * es);
+      if (len) copyWithStores(streaming, slot + b * piece * es, data + (layout.offset[b] + at) * es, len * es);
     }
     shm.barrier();
     const size_t len = layout.count(me) > at ? std::min(piece, layout.count(me) - at) : 0;
@@ -103,7 +94,7 @@ void localAllgather(ShmTransport& shm, uint8_t* data, const BlockLayout& layout,
   for (size_t at = 0; at < longest; at += piece) {
     const size_t half = halfOffset(shm);
     const size_t mine = layout.count(me) > at ? std::min(piece, layout.count(me) - at) : 0;
-    if (mine) toSlot(streaming, shm.slot(me) + half + me * piece, data + layout.offset[me] + at, mine);
+    if (mine) copyWithStores(streaming, shm.slot(me) + half + me * piece, data + layout.offset[me] + at, mine);
     shm.barrier();
     for (int b = 0; b < n; ++b) {
       if (b == me) continue;

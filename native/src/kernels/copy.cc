@@ -39,4 +39,12 @@ void copyStreaming(void* dst, const void* src, size_t bytes) {
   std::memcpy(dst, src, bytes);
 }
 
+void copyWithStores(bool streaming, void* dst, const void* src, size_t bytes) {
+  if (streaming) {
+    copyStreaming(dst, src, bytes);
+  } else {
+    std::memcpy(dst, src, bytes);
+  }
+}
+
 }  // namespace braid

@@ -11,4 +11,7 @@ namespace braid {
 // Falls back to memcpy for small copies and off x86-64. The bytes are the same either way.
 void copyStreaming(void* dst, const void* src, size_t bytes);
 
+// copyStreaming or memcpy, as a StoreChoice (algorithms/store_choice.h) decided for the op.
+void copyWithStores(bool streaming, void* dst, const void* src, size_t bytes);
+
 }  // namespace braid
