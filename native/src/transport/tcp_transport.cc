@@ -609,7 +609,7 @@ bool TcpTransport::test(RequestId id) {
     throw BraidException(ErrorCode::kInternal, "TCP transport: test on an unknown request");
   }
   if (!broken_.empty()) throw BraidException(ErrorCode::kAborted, broken_);
-  progressAll();
+  if (progressAll()) lastMoved_ = std::chrono::steady_clock::now();
   if (requests_[id].parts != 0) return false;
   requests_[id].live = false;
   freeList_.push_back(id);

@@ -59,6 +59,9 @@ class TcpTransport final : public Transport {
   void wait(RequestId request) override;
   // Moves what it can without blocking; true, with the request released, once it completed.
   bool test(RequestId request);
+  // When a test() last moved bytes: a caller that polls with test() keeps spinning while a
+  // transfer flows, as wait() does, and sleeps in idle() only once nothing has moved for a while.
+  std::chrono::steady_clock::time_point lastMoved() const { return lastMoved_; }
   // Sleeps in poll() until a posted transfer can move, or `most` has passed.
   void idle(std::chrono::milliseconds most);
   void nativeAllreduce(void* data, size_t count, DType dtype, RedOp op) override;
@@ -111,6 +114,7 @@ class TcpTransport final : public Transport {
   std::string broken_;  // set once a connection failed: every later call throws ABORTED
   bool outOfStep_ = false;  // abandon() dropped requests: the streams are unusable, to be closed
   std::vector<pollfd> pollSet_;  // idle()'s, reused
+  std::chrono::steady_clock::time_point lastMoved_{};
 };
 
 // The address this host would advertise under `options` (for `braid` diagnostics and tests);
