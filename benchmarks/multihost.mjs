@@ -69,14 +69,9 @@ function mpirun(perHost, argv, env = {}) {
   const exported = Object.entries(env).flatMap(([k, v]) => ['-x', `${k}=${v}`]);
   // 4 ranks on this 2-core machine: MPI must yield while it waits (Open MPI cannot tell, since
   // each host's daemon sees 2 cores for its 2 ranks), or its polling starves the other ranks.
-  // Each host's ranks are bound to a core each, as on a host of its own: left to the scheduler
-  // (Open MPI binds 4 ranks to the socket), which ranks shared a core changed from run to run,
-  // and with it every time; one size's three turns differed by up to 1.9x, the predictions of
-  // three calibrations by up to 2.6x. Bound, the cost model's 2x2 rows at 64 KiB-4 MiB came
-  // within 20% in 26 of 28 (3 turns), against 19 of 28 unbound in the same hour.
-  const placement = perHost > 1 ? ['--mca', 'mpi_yield_when_idle', '1', '--bind-to', 'core', '--map-by', 'core'] : [];
+  const yieldMca = perHost > 1 ? ['--mca', 'mpi_yield_when_idle', '1'] : [];
   const full = ['mpirun', '-np', String(2 * perHost), '-H', `h0:${perHost},h1:${perHost}`, '--mca', 'plm_rsh_agent', agent,
-    '--mca', 'oob_tcp_if_include', cidr, '--mca', 'btl_tcp_if_include', cidr, ...placement, ...exported, ...argv];
+    '--mca', 'oob_tcp_if_include', cidr, '--mca', 'btl_tcp_if_include', cidr, ...yieldMca, ...exported, ...argv];
   console.log(`\n$ ${full.join(' ')}`);
   sh(['bash', cluster, 'exec', 'h0', 'env', 'OMPI_ALLOW_RUN_AS_ROOT=1', 'OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1', ...full], {
     stdio: ['ignore', 'inherit', 'inherit'],
