@@ -283,7 +283,12 @@ const charts = await renderChart(
 const modelCharts = await renderChart(
   {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title: { text: 'Cost model: predicted against measured all-reduce time', subtitle: `allReduceSync, 64 KiB up; each configuration with the profile braid calibrate measured there (unshaped: medians of ${summary.unshapedTurns} turns); the gray line is equality` },
+    // The subtitle in lines no wider than the plot: one long line widened the picture to its left.
+    title: {
+      text: 'Cost model: predicted against measured all-reduce time',
+      anchor: 'start',
+      subtitle: ['allReduceSync, 64 KiB up; each configuration with the profile', `braid calibrate measured there (unshaped: medians of ${summary.unshapedTurns} turns);`, 'the gray line is equality'],
+    },
     width: 420,
     height: 420,
     layer: [
