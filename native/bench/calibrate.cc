@@ -107,10 +107,8 @@ constexpr size_t kLargestExchange = size_t{64} << 20;
 // 8 B - 16 MiB, and 64 MiB too where that is quick: past 16 MiB the cost per byte still grew on
 // the test bed (caches), and the model extended the 4-16 MiB slope, 30% short at 32-64 MiB. On a
 // slow link (16 MiB in more than 100 ms) the slope holds and the extra exchanges would take minutes.
-// 16 KiB too: at 1 Gbit/s a 4 KiB exchange costs its latency and a 16 KiB one its wire time, and
-// the straight line from 4 to 64 KiB put a ring's 16 KiB steps (a 64 KiB all-reduce) 16% long.
 LinkSteps linkSteps(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_t>& out, std::vector<uint8_t>& in, MPI_Comm comm) {
-  LinkSteps link{&t, sendPeer, recvPeer, {8, 4096, 16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20}};
+  LinkSteps link{&t, sendPeer, recvPeer, {8, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20}};
   const size_t probe = link.sizes.back();
   t.sendrecv(sendPeer, out.data(), probe, recvPeer, in.data(), probe);
   const auto start = Clock::now();
@@ -125,7 +123,7 @@ LinkSteps linkSteps(Transport& t, int sendPeer, int recvPeer, std::vector<uint8_
 // agreement's over TCP), up to 4 MiB from each: the direct all-reduce is for small messages.
 LinkSteps allPeersSteps(Transport& t) {
   LinkSteps link{&t, -1, -1, {}};
-  for (size_t bytes : {size_t{8}, size_t{4096}, size_t{16384}, size_t{65536}, size_t{262144}, size_t{1} << 20, size_t{4} << 20})
+  for (size_t bytes : {size_t{8}, size_t{4096}, size_t{65536}, size_t{262144}, size_t{1} << 20, size_t{4} << 20})
     if (bytes * static_cast<size_t>(t.size()) <= kLargestExchange) link.sizes.push_back(bytes);
   return link;
 }

@@ -19,7 +19,7 @@ struct LinkCost {
   // extended past the largest with the last stretch's slope. Under load the cost per byte is not
   // one number (on the test bed 1.3 GB/s at 256 KiB, 0.7 at 16 MiB): one alpha and beta fitted
   // to all sizes were 40% off at 512 KiB-1 MiB.
-  static constexpr int kMaxPoints = 10;
+  static constexpr int kMaxPoints = 8;
   int points = 0;
   double bytes[kMaxPoints] = {};
   double us[kMaxPoints] = {};

@@ -47,7 +47,7 @@ const CURVES = [
   ['ncclStaged', 'allReduceUs'],
   ['allPeers', 'exchangeUs'],
 ] as const;
-const MAX_CURVE_POINTS = 10; // LinkCost::kMaxPoints (cost_model.h)
+const MAX_CURVE_POINTS = 8; // LinkCost::kMaxPoints (cost_model.h)
 
 /** The Braid version profiles are made by and for. */
 export const BRAID_VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;

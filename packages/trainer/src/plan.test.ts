@@ -232,9 +232,9 @@ describe('cost profiles', () => {
     expect(plan(writeProfile({ braid: '0.0.1' })).stderr).toMatch(new RegExp(`was made by Braid 0\\.0\\.1 \\(profile version 2\\); this is Braid ${BRAID_VERSION.replace(/\./g, '\\.')}`));
     expect(plan(writeProfile({ numbers: { ...profileNumbers, gammaUsPerByte: 'fast' } })).stderr).toMatch(/numbers.gammaUsPerByte must be a non-negative number; got "fast"/);
     expect(plan(writeProfile({ measured: { crossAll: { exchangeUs: [[65536, 10], [4096, 5]] } } })).stderr).toMatch(
-      /measured\.crossAll\.exchangeUs must be up to 10 \[bytes, microseconds\] pairs of non-negative numbers, bytes ascending/);
+      /measured\.crossAll\.exchangeUs must be up to 8 \[bytes, microseconds\] pairs of non-negative numbers, bytes ascending/);
     expect(plan(writeProfile({ measured: { ncclStaged: { allReduceUs: [[65536, -1]] } } })).stderr).toMatch(
-      /measured\.ncclStaged\.allReduceUs must be up to 10 \[bytes, microseconds\] pairs of non-negative numbers, bytes ascending/);
+      /measured\.ncclStaged\.allReduceUs must be up to 8 \[bytes, microseconds\] pairs of non-negative numbers, bytes ascending/);
     for (const p of ['/nonexistent/p.json', bad]) expect(plan(p).status).toBe(2);
   });
 });
